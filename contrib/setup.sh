@@ -1,0 +1,58 @@
+#!/bin/bash
+# Install what orch-supervisor needs on Debian 12 (only what is missing),
+# build it, and then run the demo or the tests:
+#
+#   bash contrib/setup.sh demo    a whole task on the built-in scripted model
+#   bash contrib/setup.sh test    the whole test suite
+#   bash contrib/setup.sh         just install and build
+#
+# Safe to run again: it installs nothing that is already there and reuses the
+# build directory (build/).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+top=$(pwd)
+
+packages=(
+	gcc pkg-config meson ninja-build python3 git bubblewrap sqlite3 curl
+	procps libsqlite3-dev libevent-dev libcurl4-openssl-dev libmsgpack-dev
+	libjansson-dev libseccomp-dev
+)
+if [ "${1:-}" = test ]; then
+	# The fuzz targets and the sanitizer runs want clang and its runtime.
+	packages+=(clang libclang-rt-14-dev)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+		missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "setup: installing ${missing[*]}"
+	sudo=
+	[ "$(id -u)" -eq 0 ] || sudo=sudo
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
+		--no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -f build/build.ninja ]; then
+	meson setup build >/dev/null
+fi
+ninja -C build >/dev/null
+echo "setup: built build/supervisor/orch-supervisor"
+
+case "${1:-}" in
+demo)
+	exec bash contrib/demo.sh
+	;;
+test)
+	exec bash contrib/run-tests.sh
+	;;
+"") ;;
+*)
+	echo "usage: bash contrib/setup.sh [demo|test]" >&2
+	exit 2
+	;;
+esac

@@ -1,0 +1,1137 @@
+/*
+ * The commands of orch-supervisor.  Changes go through the running service
+ * when there is one (its control socket), else straight to the database
+ * while holding the state-directory lock the service would hold; reads
+ * open the database read-only.
+ */
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "config.h"
+#include "supervisor.h"
+
+#define EXIT_USAGE 2
+
+struct cmd {
+	const char *name;
+	int (*fn)(int, char **);
+	const char *usage;
+	const char *help;
+};
+
+static const struct cmd *cli_cmd;
+
+static int __attribute__((format(printf, 1, 2)))
+cli_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("orch-supervisor: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return 1;
+}
+
+static int
+cli_usage(void)
+{
+	fprintf(stderr, "usage: orch-supervisor %s\n", cli_cmd->usage);
+	fprintf(stderr, "Try 'orch-supervisor %s --help'.\n", cli_cmd->name);
+	return EXIT_USAGE;
+}
+
+static int
+cli_help(void)
+{
+	printf("usage: orch-supervisor %s\n\n%s\n", cli_cmd->usage,
+	    cli_cmd->help);
+	return 0;
+}
+
+static int
+cli_parse_id(const char *s, int64_t *id)
+{
+	uint64_t v;
+
+	if (parse_u64(s, 1, INT64_MAX, &v) == -1) {
+		cli_error("'%s' is not a task id (see `orch-supervisor list`)",
+		    s);
+		return -1;
+	}
+	*id = (int64_t)v;
+	return 0;
+}
+
+/* Open the database for reading; *st NULL (and 0) when it does not exist. */
+static int
+cli_open_ro(struct store **st)
+{
+	struct store_opts so = { cfg.autocheckpoint, 5000 };
+	char		 *cause;
+	struct stat	  sb;
+
+	*st = NULL;
+	if (stat(cfg.db_path, &sb) == -1 && errno == ENOENT)
+		return 0;
+	if (store_open(st, cfg.db_path, STORE_RDONLY, &so, &cause) == -1) {
+		cli_error("%s", cause);
+		free(cause);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Decide how a change is made: 1 when the service runs (use the API), 0 when
+ * we now hold the lock and *st is open read-write, -1 on error.
+ */
+static int
+cli_writer(struct store **st)
+{
+	struct store_opts so = { cfg.autocheckpoint, 5000 };
+	char		 *cause;
+
+	*st = NULL;
+	switch (server_lock(&cause)) {
+	case -1:
+		cli_error("%s", cause);
+		free(cause);
+		return -1;
+	case 1:
+		/* The service may still be starting: give its socket a
+		 * moment. */
+		for (int i = 0; i < 50; i++) {
+			if (client_service_running())
+				return 1;
+			usleep(100 * 1000);
+		}
+		cli_error("a service holds %s/lock but does not answer on its "
+			  "socket; is it stuck? (see its log)",
+		    cfg.state_dir);
+		return -1;
+	}
+	if (store_open(st, cfg.db_path, STORE_RW, &so, &cause) == -1) {
+		cli_error("%s", cause);
+		free(cause);
+		return -1;
+	}
+	return 0;
+}
+
+/* POST a change to the service: 0 or 1 (after printing the error). */
+static int
+cli_post(const char *path, json_t *body, json_t **reply)
+{
+	char   *err;
+	int	code;
+	json_t *r;
+
+	if (client_request("POST", path, body, &r, &code, &err) == -1) {
+		json_decref(r);
+		cli_error("%s", err);
+		free(err);
+		return 1;
+	}
+	if (reply != NULL)
+		*reply = r;
+	else
+		json_decref(r);
+	return 0;
+}
+
+static int
+cli_task_op(const char *verb, int64_t id, const char *by, const char *reason)
+{
+	struct store *st;
+	char	     *err, *path;
+	int	      code, rc;
+
+	switch (cli_writer(&st)) {
+	case -1:
+		return 1;
+	case 1: {
+		json_t *b = json_object();
+		if (by != NULL)
+			json_object_set_new(b, "by", json_string(by));
+		if (reason != NULL)
+			json_object_set_new(b, "reason", json_string(reason));
+		path = xasprintf("/v1/tasks/%lld/%s", (long long)id, verb);
+		rc = cli_post(path, b, NULL);
+		free(path);
+		json_decref(b);
+		return rc;
+	}
+	}
+	if (strcmp(verb, "approve") == 0)
+		rc = task_approve(st, id, by, &err, &code);
+	else if (strcmp(verb, "reject") == 0)
+		rc = task_reject(st, id, reason, by, &err, &code);
+	else if (strcmp(verb, "cancel") == 0)
+		rc = task_cancel(st, id, &err, &code);
+	else
+		rc = task_resume(st, id, &err, &code);
+	store_close(st);
+	if (rc == -1) {
+		cli_error("%s", err);
+		free(err);
+		return 1;
+	}
+	return 0;
+}
+
+/* The foreground printer: the task's new events, as they are committed. */
+struct printer {
+	struct store *st;
+	int64_t	      task; /* 0: every task */
+	int64_t	      after;
+	int	      color;
+};
+
+static int
+printer_event_cb(const struct event *ev, void *arg)
+{
+	struct printer *p = arg;
+	const char     *on = "", *off = "";
+	const char     *t = strchr(ev->ts, ' ');
+
+	if (p->color) {
+		off = "\033[0m";
+		if (strcmp(ev->kind, "state") == 0)
+			on = "\033[1;36m";
+		else if (strcmp(ev->kind, "error") == 0)
+			on = "\033[1;31m";
+		else if (strcmp(ev->kind, "model") == 0)
+			on = "\033[2m";
+	}
+	printf("%s%.12s", on, t ? t + 1 : ev->ts);
+	if (p->task == 0)
+		printf(" #%lld", (long long)ev->task);
+	printf(" [%s]", ev->stage ? ev->stage : ev->kind);
+	if (strcmp(ev->kind, "state") == 0)
+		printf(" ==> %s%s\n", ev->text, off);
+	else
+		printf(" %s%s\n", ev->text, off);
+	p->after = ev->id;
+	return 0;
+}
+
+static void
+printer_tick(void *arg)
+{
+	struct printer *p = arg;
+
+	if (p->st == NULL && cli_open_ro(&p->st) == -1)
+		return;
+	if (p->st == NULL)
+		return;
+	store_event_list(p->st, p->task, p->after, 1000, printer_event_cb, p);
+	fflush(stdout);
+}
+
+static void
+printer_init(struct printer *p, int64_t task)
+{
+	const char *nc = getenv("NO_COLOR");
+
+	memset(p, 0, sizeof *p);
+	p->task = task;
+	p->color = isatty(STDOUT_FILENO) && (nc == NULL || *nc == '\0');
+}
+
+static int
+cli_task_state(int64_t id, enum wstate *state)
+{
+	struct store *st;
+	struct task  *t;
+
+	if (cli_open_ro(&st) == -1 || st == NULL)
+		return -1;
+	if (store_task_get(st, id, &t) == -1 || t == NULL) {
+		store_close(st);
+		return -1;
+	}
+	*state = t->state;
+	task_free(t);
+	store_close(st);
+	return 0;
+}
+
+/* Ask a person at the terminal about a gate: 1 approve, 0 stop, -1 reject
+ * (with *reason set). */
+static int
+cli_ask(int64_t id, enum wstate state, char **reason)
+{
+	char   *line = NULL;
+	size_t	cap = 0;
+	int	ans = 0;
+
+	printf("\nTask %lld: %s. See `orch-supervisor show %lld`.\n",
+	    (long long)id, wstate_name(state), (long long)id);
+	printf("Approve? [y]es / [n]o, stop here / [r]eject: ");
+	fflush(stdout);
+	if (getline(&line, &cap, stdin) > 0) {
+		if (line[0] == 'y' || line[0] == 'Y')
+			ans = 1;
+		else if (line[0] == 'r' || line[0] == 'R') {
+			printf("Reason: ");
+			fflush(stdout);
+			if (getline(&line, &cap, stdin) > 0) {
+				line[strcspn(line, "\n")] = '\0';
+				*reason = xstrdup(line);
+				ans = -1;
+			}
+		}
+	}
+	free(line);
+	return ans;
+}
+
+/*
+ * Drive one task in the foreground: through the service when it runs
+ * (following its events), else with our own loop; on a terminal, ask at
+ * approval gates.  Exit status: 0 completed or waiting, 1 failed.
+ */
+static int
+cli_drive(int64_t id)
+{
+	struct printer p;
+	enum wstate    state;
+	int	       interactive = isatty(STDIN_FILENO);
+
+	printer_init(&p, id);
+	/* The printer shows the task's log; the service's own info lines
+	 * would only repeat it. */
+	if (cfg.log_level == LOG_LEVEL_INFO)
+		log_init("orch-supervisor", LOG_LEVEL_WARN);
+	for (;;) {
+		struct store *st;
+		int	      w = cli_writer(&st);
+
+		if (w == -1)
+			return 1;
+		if (w == 1) {
+			/* Follow the service until the task ends or waits. */
+			for (;;) {
+				printer_tick(&p);
+				if (cli_task_state(id, &state) == -1)
+					return 1;
+				if (wstate_stage(state) == NULL)
+					break;
+				usleep(100 * 1000);
+			}
+			printer_tick(&p);
+		} else {
+			store_close(st);
+			if (server_run(id, 1, printer_tick, &p) != 0)
+				return 1;
+			if (server_quit)
+				return 1;
+			if (cli_task_state(id, &state) == -1)
+				return 1;
+		}
+		if (wstate_status(state) != TS_AWAITING_APPROVAL)
+			break;
+		if (!interactive) {
+			printf("Task %lld waits for approval: `orch-supervisor "
+			       "approve %lld` or `orch-supervisor reject %lld "
+			       "--reason ...`, then `orch-supervisor --resume "
+			       "%lld`.\n",
+			    (long long)id, (long long)id, (long long)id,
+			    (long long)id);
+			store_close(p.st);
+			return 0;
+		}
+		char *reason = NULL;
+		int   ans = cli_ask(id, state, &reason);
+		if (ans == 0) {
+			store_close(p.st);
+			return 0;
+		}
+		int rc = cli_task_op(ans == 1 ? "approve" : "reject", id, NULL,
+		    reason);
+		free(reason);
+		if (rc != 0)
+			return 1;
+	}
+	store_close(p.st);
+	printf("Task %lld %s.", (long long)id, wstate_name(state));
+	if (state == WS_COMPLETED)
+		printf(" Its branch: orch/task-%lld (`orch-supervisor show "
+		       "%lld`).",
+		    (long long)id, (long long)id);
+	printf("\n");
+	return state == WS_COMPLETED || state == WS_CANCELLED ? 0 : 1;
+}
+
+static int
+cmd_serve(int argc, char **argv)
+{
+	(void)argv;
+	if (argc > 1)
+		return cli_usage();
+	return server_run(0, 0, NULL, NULL);
+}
+
+/* submit and run share their options. */
+static int
+cli_submit(int argc, char **argv, int64_t *idp)
+{
+	static const struct option opts[] = { { "repo", required_argument,
+						  NULL, 'r' },
+		{ "verify", required_argument, NULL, 'v' },
+		{ "auto-approve", required_argument, NULL, 'a' },
+		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
+	const char     *repo = NULL, *verify = NULL;
+	int		c, aa = cfg.auto_approve, code;
+	char	       *abs, *head, *err;
+	struct task_new tn;
+	struct store   *st;
+
+	while ((c = getopt_long(argc, argv, "r:v:a:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'r':
+			repo = optarg;
+			break;
+		case 'v':
+			verify = optarg;
+			break;
+		case 'a':
+			if (config_auto_approve_parse(optarg, &aa) == -1) {
+				cli_error("--auto-approve: expected none, "
+					  "plan, implementation or all");
+				return EXIT_USAGE;
+			}
+			break;
+		case 'h':
+			return cli_help() == 0 ? -2 : 1;
+		default:
+			return cli_usage();
+		}
+	}
+	if (optind != argc - 1 || repo == NULL)
+		return cli_usage();
+	if (task_check_repo(repo, &abs, &head, &err) == -1) {
+		cli_error("%s", err);
+		free(err);
+		return 1;
+	}
+	tn.request = argv[optind];
+	tn.repo = abs;
+	tn.base_commit = head;
+	tn.verify_command = verify;
+	tn.auto_approve = aa;
+	switch (cli_writer(&st)) {
+	case -1:
+		c = 1;
+		break;
+	case 1: {
+		json_t *b = json_pack("{s:s,s:s,s:s?,s:s}", "request",
+		    tn.request, "repo", abs, "verify", verify, "auto_approve",
+		    config_auto_approve_name(aa));
+		json_t *r;
+		c = cli_post("/v1/tasks", b, &r);
+		json_decref(b);
+		if (c == 0) {
+			*idp = json_integer_value(json_object_get(r, "id"));
+			json_decref(r);
+		}
+		break;
+	}
+	default:
+		c = task_submit(st, &tn, idp, &err, &code) == -1;
+		if (c) {
+			cli_error("%s", err);
+			free(err);
+		}
+		store_close(st);
+	}
+	free(abs);
+	free(head);
+	return c;
+}
+
+static int
+cmd_submit(int argc, char **argv)
+{
+	int64_t id;
+	int	rc = cli_submit(argc, argv, &id);
+
+	if (rc == -2)
+		return 0;
+	if (rc == 0)
+		printf("%lld\n", (long long)id);
+	return rc;
+}
+
+static int
+cmd_run(int argc, char **argv)
+{
+	int64_t id;
+	int	rc = cli_submit(argc, argv, &id);
+
+	if (rc == -2)
+		return 0;
+	if (rc != 0)
+		return rc;
+	printf("Task %lld submitted.\n", (long long)id);
+	fflush(stdout);
+	return cli_drive(id);
+}
+
+static int
+cmd_resume(int64_t id)
+{
+	int rc = cli_task_op("resume", id, NULL, NULL);
+
+	if (rc != 0)
+		return rc;
+	return cli_drive(id);
+}
+
+struct list_arg {
+	json_t *arr;
+	int	n;
+};
+
+static int
+cli_list_cb(const struct task *t, void *arg)
+{
+	struct list_arg *la = arg;
+	char		 req[61];
+
+	la->n++;
+	if (la->arr != NULL) {
+		json_array_append_new(la->arr, task_json(NULL, t, 0));
+		return 0;
+	}
+	snprintf(req, sizeof req, "%s", t->request);
+	req[strcspn(req, "\n")] = '\0';
+	printf("%-5lld %-18s %-33s %-19.19s %s\n", (long long)t->id,
+	    tstatus_name(wstate_status(t->state)), wstate_name(t->state),
+	    t->updated_at, req);
+	return 0;
+}
+
+static int
+cli_list(int status, int resumable, int json)
+{
+	struct store   *st;
+	struct list_arg la = { json ? json_array() : NULL, 0 };
+
+	if (cli_open_ro(&st) == -1)
+		return 1;
+	if (!json)
+		printf("%-5s %-18s %-33s %-19s %s\n", "ID", "STATUS", "STATE",
+		    "UPDATED", "REQUEST");
+	if (st != NULL &&
+	    store_task_list(st, status, resumable, cli_list_cb, &la) == -1) {
+		cli_error("%s", store_error(st));
+		store_close(st);
+		return 1;
+	}
+	store_close(st);
+	if (json) {
+		json_dumpf(la.arr, stdout, JSON_INDENT(2));
+		putchar('\n');
+		json_decref(la.arr);
+	} else if (la.n == 0 && resumable)
+		printf("(no resumable tasks)\n");
+	return 0;
+}
+
+static int
+cmd_list(int argc, char **argv)
+{
+	static const struct option opts[] = { { "status", required_argument,
+						  NULL, 's' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
+	int	     c, json = 0, status = -1;
+	enum tstatus ts;
+
+	while ((c = getopt_long(argc, argv, "s:jh", opts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			if (tstatus_parse(optarg, &ts) == -1) {
+				cli_error("--status: expected pending, "
+					  "in_progress, awaiting_approval, "
+					  "completed, failed or cancelled");
+				return EXIT_USAGE;
+			}
+			status = (int)ts;
+			break;
+		case 'j':
+			json = 1;
+			break;
+		case 'h':
+			return cli_help();
+		default:
+			return cli_usage();
+		}
+	}
+	if (optind != argc)
+		return cli_usage();
+	return cli_list(status, 0, json);
+}
+
+static void
+cli_section(const char *title, const char *text)
+{
+	if (text == NULL)
+		return;
+	printf("\n%s:\n", title);
+	for (const char *p = text; *p != '\0';) {
+		size_t n = strcspn(p, "\n");
+		printf("  %.*s\n", (int)n, p);
+		p += n;
+		if (*p == '\n')
+			p++;
+	}
+}
+
+static int
+cli_show_cp(const struct checkpoint *cp, void *arg)
+{
+	(void)arg;
+	printf("  %-19.19s  %s\n", cp->created_at, cp->name);
+	return 0;
+}
+
+static int
+cmd_show(int argc, char **argv)
+{
+	static const struct option opts[] = { { "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
+	struct store *st;
+	struct task  *t;
+	int64_t	      id;
+	int	      c, json = 0;
+
+	while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'j':
+			json = 1;
+			break;
+		case 'h':
+			return cli_help();
+		default:
+			return cli_usage();
+		}
+	}
+	if (optind != argc - 1)
+		return cli_usage();
+	if (cli_parse_id(argv[optind], &id) == -1)
+		return EXIT_USAGE;
+	if (cli_open_ro(&st) == -1)
+		return 1;
+	if (st == NULL || store_task_get(st, id, &t) == -1 || t == NULL) {
+		store_close(st);
+		return cli_error("no task %lld (see `orch-supervisor list`)",
+		    (long long)id);
+	}
+	if (json) {
+		json_t *o = task_json(st, t, 1);
+		json_dumpf(o, stdout, JSON_INDENT(2));
+		putchar('\n');
+		json_decref(o);
+		goto out;
+	}
+	printf("Task %lld: %s (%s)\n", (long long)t->id, wstate_name(t->state),
+	    tstatus_name(wstate_status(t->state)));
+	printf("Request:  %s\n", t->request);
+	printf("Repo:     %s (base %.12s)\n", t->repo ? t->repo : "-",
+	    t->base_commit ? t->base_commit : "-");
+	printf("Created:  %s   Updated: %s\n", t->created_at, t->updated_at);
+	printf("Restarts: %lld   Tokens: %lld in, %lld out\n",
+	    (long long)t->ival[TI_RETRY_COUNT], (long long)t->tokens_in,
+	    (long long)t->tokens_out);
+	cli_section("Plan", t->text[TC_PLAN]);
+	if (t->text[TC_PLAN_APPROVED_AT])
+		printf("  (approved by %s at %s)\n",
+		    t->text[TC_PLAN_APPROVED_BY] ? t->text[TC_PLAN_APPROVED_BY]
+						 : "?",
+		    t->text[TC_PLAN_APPROVED_AT]);
+	cli_section("Plan rejected because", t->text[TC_PLAN_REJECTION_REASON]);
+	cli_section("Implementation", t->text[TC_IMPLEMENTATION]);
+	cli_section("Implementation rejected because",
+	    t->text[TC_IMPLEMENTATION_REJECTION_REASON]);
+	cli_section("Review", t->text[TC_REVIEW]);
+	if (t->text[TC_VERIFICATION_RESULT] != NULL)
+		cli_section("Verification", t->text[TC_VERIFICATION_RESULT]);
+	else if (t->state == WS_COMPLETED)
+		cli_section("Verification",
+		    "skipped: no --verify command and no ORCH_VERIFY_COMMAND");
+	cli_section("Error", t->text[TC_ERROR_DETAILS]);
+	printf("\nCheckpoints:\n");
+	store_checkpoint_list(st, id, cli_show_cp, NULL);
+	if (t->text[TC_IMPLEMENTATION] != NULL)
+		printf("\nResult: branch orch/task-%lld in %s\n  git -C %s diff "
+		       "%.12s...orch/task-%lld\n",
+		    (long long)id, t->repo, t->repo, t->base_commit,
+		    (long long)id);
+	if (wstate_status(t->state) == TS_AWAITING_APPROVAL)
+		printf("\nWaiting for approval: orch-supervisor approve %lld | "
+		       "reject %lld --reason TEXT\n",
+		    (long long)id, (long long)id);
+out:
+	task_free(t);
+	store_close(st);
+	return 0;
+}
+
+static volatile sig_atomic_t cli_interrupted;
+
+static void
+cli_sigint(int sig)
+{
+	(void)sig;
+	cli_interrupted = 1;
+}
+
+static int
+cmd_logs(int argc, char **argv)
+{
+	static const struct option opts[] = { { "follow", no_argument, NULL,
+						  'f' },
+		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
+	struct printer p;
+	int64_t	       id = 0;
+	int	       c, follow = 0;
+
+	while ((c = getopt_long(argc, argv, "fh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'f':
+			follow = 1;
+			break;
+		case 'h':
+			return cli_help();
+		default:
+			return cli_usage();
+		}
+	}
+	if (optind < argc - 1)
+		return cli_usage();
+	if (optind == argc - 1 && cli_parse_id(argv[optind], &id) == -1)
+		return EXIT_USAGE;
+	printer_init(&p, id);
+	if (cli_open_ro(&p.st) == -1)
+		return 1;
+	if (id != 0) {
+		struct task *t = NULL;
+		if (p.st == NULL || store_task_get(p.st, id, &t) == -1 ||
+		    t == NULL) {
+			store_close(p.st);
+			return cli_error("no task %lld", (long long)id);
+		}
+		task_free(t);
+	}
+	signal(SIGINT, cli_sigint);
+	signal(SIGTERM, cli_sigint);
+	for (;;) {
+		enum wstate state;
+
+		printer_tick(&p);
+		if (!follow || cli_interrupted)
+			break;
+		if (id != 0 && cli_task_state(id, &state) == 0 &&
+		    (state == WS_COMPLETED || state == WS_FAILED ||
+			state == WS_CANCELLED)) {
+			printer_tick(&p);
+			break;
+		}
+		usleep(100 * 1000);
+	}
+	store_close(p.st);
+	return 0;
+}
+
+static int
+cli_one_id(int argc, char **argv, int64_t *id, const char *flags,
+    const struct option *opts, const char **by, const char **reason)
+{
+	int c;
+
+	while ((c = getopt_long(argc, argv, flags, opts, NULL)) != -1) {
+		switch (c) {
+		case 'b':
+			*by = optarg;
+			break;
+		case 'r':
+			*reason = optarg;
+			break;
+		case 'h':
+			cli_help();
+			return 0;
+		default:
+			return cli_usage();
+		}
+	}
+	if (optind != argc - 1)
+		return cli_usage();
+	if (cli_parse_id(argv[optind], id) == -1)
+		return EXIT_USAGE;
+	return -1;
+}
+
+static int
+cmd_approve(int argc, char **argv)
+{
+	static const struct option opts[] = { { "by", required_argument, NULL,
+						  'b' },
+		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
+	const char *by = NULL, *reason = NULL;
+	int64_t	    id;
+	int	    rc = cli_one_id(argc, argv, &id, "b:h", opts, &by, &reason);
+
+	if (rc != -1)
+		return rc;
+	if ((rc = cli_task_op("approve", id, by, NULL)) == 0)
+		printf("Task %lld approved.\n", (long long)id);
+	return rc;
+}
+
+static int
+cmd_reject(int argc, char **argv)
+{
+	static const struct option opts[] = { { "reason", required_argument,
+						  NULL, 'r' },
+		{ "by", required_argument, NULL, 'b' },
+		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
+	const char *by = NULL, *reason = NULL;
+	int64_t	    id;
+	int	    rc = cli_one_id(argc, argv, &id, "r:b:h", opts, &by, &reason);
+
+	if (rc != -1)
+		return rc;
+	if (reason == NULL) {
+		cli_error("reject needs --reason TEXT");
+		return EXIT_USAGE;
+	}
+	if ((rc = cli_task_op("reject", id, by, reason)) == 0)
+		printf("Task %lld rejected.\n", (long long)id);
+	return rc;
+}
+
+static int
+cmd_cancel(int argc, char **argv)
+{
+	static const struct option opts[] = { { "help", no_argument, NULL,
+						  'h' },
+		{ NULL, 0, NULL, 0 } };
+	const char *by = NULL, *reason = NULL;
+	int64_t	    id;
+	int	    rc = cli_one_id(argc, argv, &id, "h", opts, &by, &reason);
+
+	if (rc != -1)
+		return rc;
+	if ((rc = cli_task_op("cancel", id, NULL, NULL)) == 0)
+		printf("Task %lld cancelled.\n", (long long)id);
+	return rc;
+}
+
+static int
+cmd_stats(int argc, char **argv)
+{
+	static const struct option opts[] = { { "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
+	struct store *st;
+	json_t	     *s, *by;
+	const char   *k;
+	json_t	     *v;
+	int	      c, json = 0;
+
+	while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'j':
+			json = 1;
+			break;
+		case 'h':
+			return cli_help();
+		default:
+			return cli_usage();
+		}
+	}
+	if (optind != argc)
+		return cli_usage();
+	if (cli_open_ro(&st) == -1)
+		return 1;
+	if (st == NULL)
+		return cli_error("no database at %s yet (submit a task first)",
+		    cfg.db_path);
+	if (store_stats_json(st, &s) == -1) {
+		cli_error("%s", store_error(st));
+		store_close(st);
+		return 1;
+	}
+	store_close(st);
+	if (json) {
+		json_dumpf(s, stdout, JSON_INDENT(2));
+		putchar('\n');
+	} else {
+		printf("tasks: %lld\n",
+		    (long long)json_integer_value(json_object_get(s, "tasks")));
+		by = json_object_get(s, "by_status");
+		json_object_foreach(by, k, v)
+			printf("  %-18s %lld\n", k,
+			    (long long)json_integer_value(v));
+		json_object_foreach(s, k, v) {
+			if (json_is_integer(v) && strcmp(k, "tasks") != 0)
+				printf("%s: %lld\n", k,
+				    (long long)json_integer_value(v));
+		}
+	}
+	json_decref(s);
+	return 0;
+}
+
+static int
+cmd_backup(int argc, char **argv)
+{
+	struct store *st;
+	char	     *dest;
+	int	      rc = 0;
+
+	if (argc > 1 && strcmp(argv[1], "--help") == 0)
+		return cli_help();
+	if (argc > 2 || (argc == 2 && argv[1][0] == '-'))
+		return cli_usage();
+	if (cli_open_ro(&st) == -1)
+		return 1;
+	if (st == NULL)
+		return cli_error("no database at %s to back up", cfg.db_path);
+	if (argc == 2)
+		dest = xstrdup(argv[1]);
+	else {
+		char	  ts[32];
+		time_t	  now = time(NULL);
+		struct tm tm;
+
+		gmtime_r(&now, &tm);
+		strftime(ts, sizeof ts, "%Y%m%d-%H%M%S", &tm);
+		char *dir = xasprintf("%s/backups", cfg.state_dir);
+		mkdir(dir, 0700);
+		free(dir);
+		dest = xasprintf("%s/backups/tasks-%s.db", cfg.state_dir, ts);
+	}
+	if (store_backup(st, dest) == -1)
+		rc = cli_error("backup to %s failed: %s", dest, store_error(st));
+	else
+		printf("%s\n", dest);
+	free(dest);
+	store_close(st);
+	return rc;
+}
+
+/* Run argv with output discarded; its exit status, or -1. */
+static int
+cli_run_quiet(char *const argv[])
+{
+	pid_t pid = fork();
+	int   status;
+
+	if (pid == -1)
+		return -1;
+	if (pid == 0) {
+		int fd = open("/dev/null", O_RDWR);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
+		;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int
+cmd_doctor(int argc, char **argv)
+{
+	struct store  *st;
+	struct statvfs vfs;
+	int	       bad = 0, okdb;
+	char *const    git[] = { (char *)"git", (char *)"--version", NULL };
+	char *const    bw[] = { (char *)"bwrap", (char *)"--unshare-all",
+		   (char *)"--die-with-parent", (char *)"--ro-bind", (char *)"/",
+		   (char *)"/", (char *)"--proc", (char *)"/proc", (char *)"true",
+		   NULL };
+
+	if (argc > 1 && strcmp(argv[1], "--help") == 0)
+		return cli_help();
+	if (argc > 1)
+		return cli_usage();
+#define CHECK(ok, what, fix)                                                 \
+	do {                                                                 \
+		printf("%s %s%s%s\n", (ok) ? "ok  " : "FAIL", what,          \
+		    (ok) ? "" : ": ", (ok) ? "" : fix);                      \
+		if (!(ok))                                                   \
+			bad = 1;                                             \
+	} while (0)
+	printf("orch-supervisor %s, state %s\n", ORCH_VERSION, cfg.state_dir);
+	CHECK(cli_run_quiet(git) == 0, "git",
+	    "install git (apt-get install git)");
+	if (access("/usr/bin/bwrap", X_OK) != 0 &&
+	    cli_run_quiet((char *const[]){ (char *)"bwrap", (char *)"--version",
+		NULL }) != 0)
+		CHECK(0, "bubblewrap",
+		    "install it (apt-get install bubblewrap); commands are "
+		    "refused without it");
+	else
+		CHECK(cli_run_quiet(bw) == 0,
+		    "bubblewrap can create namespaces",
+		    "user namespaces are unavailable: enable them (sysctl "
+		    "kernel.unprivileged_userns_clone=1, or on Ubuntu 24.04+ "
+		    "an AppArmor profile allowing userns for bwrap)");
+	CHECK(access(proc_worker_path(), X_OK) == 0, "worker program",
+	    "orch-worker is missing: reinstall, or set ORCH_WORKER_PATH");
+	if (cli_open_ro(&st) == -1)
+		CHECK(0, "database", "see the message above");
+	else if (st == NULL)
+		printf("ok   database (none yet at %s)\n", cfg.db_path);
+	else {
+		int ok = 0;
+		okdb = store_integrity(st, &ok) == 0 && ok;
+		printf("%s database %s (schema %d)\n", okdb ? "ok  " : "FAIL",
+		    cfg.db_path, store_schema_version(st));
+		if (!okdb)
+			bad = 1;
+		store_close(st);
+	}
+	if (statvfs(cfg.state_dir, &vfs) == 0) {
+		unsigned long long mb = (unsigned long long)vfs.f_bavail *
+		    vfs.f_frsize / (1024 * 1024);
+		CHECK(mb >= 100, "disk space", "less than 100 MB free");
+		printf("     %llu MB free in %s\n", mb, cfg.state_dir);
+	}
+	if (strcmp(cfg.provider, "scripted") == 0)
+		printf("ok   LLM provider: scripted (offline%s)\n",
+		    cfg.script ? ", ORCH_LLM_SCRIPT" : ", built-in demo script");
+	else
+		CHECK(cfg.api_key != NULL ||
+			strcmp(cfg.provider, "openai") == 0,
+		    "LLM provider settings",
+		    "set ORCH_LLM_API_KEY (or ANTHROPIC_API_KEY)");
+#undef CHECK
+	return bad;
+}
+
+static const struct cmd cmds[] = {
+	{ "serve", cmd_serve, "serve",
+	    "Run the service in the foreground: resumes unfinished tasks\n"
+	    "(ORCH_ENABLE_RESUME), runs queued ones, answers the control "
+	    "socket.\nSIGTERM/SIGINT stop it; tasks stay resumable." },
+	{ "submit", cmd_submit,
+	    "submit \"REQUEST\" --repo DIR [--verify CMD] "
+	    "[--auto-approve plan|implementation|all]",
+	    "Queue a task and print its id." },
+	{ "run", cmd_run,
+	    "run \"REQUEST\" --repo DIR [--verify CMD] "
+	    "[--auto-approve plan|implementation|all]",
+	    "Submit a task and drive it in the foreground, printing its log.\n"
+	    "On a terminal it asks at approval gates." },
+	{ "list", cmd_list, "list [--status S] [--json]",
+	    "List tasks, optionally of one status (pending, in_progress,\n"
+	    "awaiting_approval, completed, failed, cancelled)." },
+	{ "show", cmd_show, "show ID [--json]",
+	    "Show a task: request, states, plan, review, verification, "
+	    "checkpoints." },
+	{ "logs", cmd_logs, "logs [ID] [-f]",
+	    "Print a task's event log (every task's without ID); -f follows "
+	    "it\nlive and stops when the task ends." },
+	{ "approve", cmd_approve, "approve ID [--by NAME]",
+	    "Approve the plan or the implementation awaiting approval." },
+	{ "reject", cmd_reject, "reject ID --reason TEXT [--by NAME]",
+	    "Reject the plan (it is planned again with the reason) or the\n"
+	    "implementation (it is implemented again with the reason)." },
+	{ "cancel", cmd_cancel, "cancel ID", "Cancel a task." },
+	{ "stats", cmd_stats, "stats [--json]",
+	    "Counts by status, token usage, database size." },
+	{ "backup", cmd_backup, "backup [PATH]",
+	    "Online, consistent copy of the database (default: "
+	    "$ORCH_STATE_DIR/backups/)." },
+	{ "doctor", cmd_doctor, "doctor",
+	    "Check bwrap, user namespaces, git, the database and the LLM "
+	    "settings;\nexit 1 when something would stop a task." },
+};
+
+static void
+cli_main_usage(FILE *f)
+{
+	fprintf(f, "usage: orch-supervisor [--env-file FILE] COMMAND [ARGS]\n"
+		   "       orch-supervisor --list-resumable\n"
+		   "       orch-supervisor --resume ID\n\ncommands:\n");
+	for (size_t i = 0; i < nitems(cmds); i++)
+		fprintf(f, "  %s\n", cmds[i].usage);
+	fprintf(f, "\nSee README.md for the states and the ORCH_* "
+		   "variables.\n");
+}
+
+int
+cli_main(int argc, char **argv)
+{
+	const char *env_file = NULL;
+	int	    i = 1;
+
+	signal(SIGPIPE, SIG_IGN);
+	while (i < argc && strcmp(argv[i], "--env-file") == 0) {
+		if (i + 1 >= argc) {
+			cli_main_usage(stderr);
+			return EXIT_USAGE;
+		}
+		env_file = argv[i + 1];
+		i += 2;
+	}
+	if (i < argc && (strcmp(argv[i], "--help") == 0 ||
+			    strcmp(argv[i], "-h") == 0)) {
+		cli_main_usage(stdout);
+		return 0;
+	}
+	if (i < argc && strcmp(argv[i], "--version") == 0) {
+		printf("orch-supervisor %s\n", ORCH_VERSION);
+		return 0;
+	}
+	config_load(env_file);
+	if (i >= argc)
+		return server_run(0, 0, NULL, NULL);
+	if (strcmp(argv[i], "--list-resumable") == 0) {
+		if (i + 1 != argc) {
+			cli_main_usage(stderr);
+			return EXIT_USAGE;
+		}
+		return cli_list(-1, 1, 0);
+	}
+	if (strcmp(argv[i], "--resume") == 0) {
+		int64_t id;
+		if (i + 2 != argc) {
+			cli_main_usage(stderr);
+			return EXIT_USAGE;
+		}
+		if (cli_parse_id(argv[i + 1], &id) == -1)
+			return EXIT_USAGE;
+		return cmd_resume(id);
+	}
+	for (size_t c = 0; c < nitems(cmds); c++) {
+		if (strcmp(argv[i], cmds[c].name) == 0) {
+			cli_cmd = &cmds[c];
+			optind = 1;
+			return cmds[c].fn(argc - i, argv + i);
+		}
+	}
+	fprintf(stderr, "orch-supervisor: unknown command '%s'\n\n", argv[i]);
+	cli_main_usage(stderr);
+	return EXIT_USAGE;
+}

@@ -1,0 +1,363 @@
+/*
+ * Configuration: defaults < .env file < environment < command-line flags.
+ * Every variable is in one table; an unknown ORCH_* or DB_* name or a
+ * malformed value stops the program at start-up, naming the variable.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "config.h"
+#include "supervisor.h"
+
+struct config cfg;
+
+enum vtype {
+	V_STR,
+	V_UINT,
+	V_U64,
+	V_BOOL,
+	V_AUTO,
+	V_PROVIDER,
+	V_LOGLEVEL,
+};
+
+struct var {
+	const char *name;
+	enum vtype  type;
+	size_t	    off;
+	uint64_t    min, max;
+};
+
+#define S(f) offsetof(struct config, f)
+static const struct var vars[] = {
+	{ "ORCH_STATE_DIR", V_STR, S(state_dir), 0, 0 },
+	{ "DB_PATH", V_STR, S(db_path), 0, 0 },
+	{ "ORCH_ENABLE_RESUME", V_BOOL, S(enable_resume), 0, 0 },
+	{ "DB_BACKUP_ON_START", V_BOOL, S(backup_on_start), 0, 0 },
+	{ "DB_AUTO_CHECKPOINT_INTERVAL", V_UINT, S(autocheckpoint), 0,
+	    1000000 },
+	{ "ORCH_LLM_PROVIDER", V_PROVIDER, S(provider), 0, 0 },
+	{ "ORCH_LLM_BASE_URL", V_STR, S(base_url), 0, 0 },
+	{ "ORCH_LLM_MODEL", V_STR, S(model), 0, 0 },
+	{ "ORCH_LLM_API_KEY", V_STR, S(api_key), 0, 0 },
+	{ "ORCH_LLM_SCRIPT", V_STR, S(script), 0, 0 },
+	{ "ORCH_SCRIPTED_TRACE", V_STR, S(scripted_trace), 0, 0 },
+	{ "ORCH_LLM_TIMEOUT_S", V_UINT, S(llm_timeout_s), 1, 86400 },
+	{ "ORCH_LLM_MAX_RETRIES", V_UINT, S(llm_max_retries), 0, 100 },
+	{ "ORCH_AUTO_APPROVE", V_AUTO, S(auto_approve), 0, 0 },
+	{ "ORCH_MAX_WORKERS", V_UINT, S(max_workers), 1, 1024 },
+	{ "ORCH_MAX_RETRIES", V_UINT, S(max_retries), 0, 100 },
+	{ "ORCH_RETRY_BACKOFF_MS", V_UINT, S(retry_backoff_ms), 0, 3600000 },
+	{ "ORCH_WORKER_TIMEOUT_S", V_UINT, S(worker_timeout_s), 1, 86400 },
+	{ "ORCH_MAX_STEPS", V_UINT, S(max_steps), 1, 10000 },
+	{ "ORCH_MAX_REVIEW_ROUNDS", V_UINT, S(max_review_rounds), 0, 100 },
+	{ "ORCH_MAX_VERIFY_ROUNDS", V_UINT, S(max_verify_rounds), 0, 100 },
+	{ "ORCH_CMD_TIMEOUT_S", V_UINT, S(cmd_timeout_s), 1, 86400 },
+	{ "ORCH_MAX_TOKENS", V_U64, S(max_tokens), 0, UINT64_MAX },
+	{ "ORCH_VERIFY_COMMAND", V_STR, S(verify_command), 0, 0 },
+	{ "ORCH_SANDBOX_PROFILES_DIR", V_STR, S(profiles_dir), 0, 0 },
+	{ "ORCH_WORKER_PATH", V_STR, S(worker_path), 0, 0 },
+	{ "ORCH_LOG_LEVEL", V_LOGLEVEL, S(log_level), 0, 0 },
+};
+#undef S
+
+static const char *const auto_names[] = { "none", "plan", "implementation",
+	"all" };
+
+int
+config_auto_approve_parse(const char *s, int *out)
+{
+	for (size_t i = 0; i < nitems(auto_names); i++) {
+		if (strcmp(s, auto_names[i]) == 0) {
+			*out = (int)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+const char *
+config_auto_approve_name(int v)
+{
+	if (v < 0 || (size_t)v >= nitems(auto_names))
+		return "none";
+	return auto_names[v];
+}
+
+static void
+config_defaults(void)
+{
+	const char *xdg = getenv("XDG_STATE_HOME");
+	const char *home = getenv("HOME");
+
+	memset(&cfg, 0, sizeof cfg);
+	if (xdg != NULL && *xdg == '/')
+		cfg.state_dir = xasprintf("%s/orch", xdg);
+	else if (home != NULL && *home == '/')
+		cfg.state_dir = xasprintf("%s/.local/state/orch", home);
+	cfg.enable_resume = 1;
+	cfg.autocheckpoint = 1000;
+	cfg.llm_timeout_s = 300;
+	cfg.llm_max_retries = 5;
+	cfg.max_workers = 4;
+	cfg.max_retries = 3;
+	cfg.retry_backoff_ms = 1000;
+	cfg.worker_timeout_s = 120;
+	cfg.max_steps = 50;
+	cfg.max_review_rounds = 2;
+	cfg.max_verify_rounds = 2;
+	cfg.cmd_timeout_s = 600;
+	cfg.log_level = LOG_LEVEL_INFO;
+}
+
+static void __attribute__((noreturn))
+config_die(const char *where, const char *name, const char *why)
+{
+	fprintf(stderr, "orch-supervisor: %s%s%s: %s\n", where ? where : "",
+	    where ? ": " : "", name, why);
+	exit(2);
+}
+
+static const struct var *
+config_find(const char *name)
+{
+	for (size_t i = 0; i < nitems(vars); i++)
+		if (strcmp(vars[i].name, name) == 0)
+			return &vars[i];
+	return NULL;
+}
+
+static int
+config_ours(const char *name)
+{
+	return strncmp(name, "ORCH_", 5) == 0 || strncmp(name, "DB_", 3) == 0;
+}
+
+/* Set one variable from text; where names the source for messages. */
+static void
+config_set(const struct var *v, const char *value, const char *where)
+{
+	char	*p = (char *)&cfg + v->off;
+	uint64_t u;
+	int	 b;
+
+	switch (v->type) {
+	case V_STR:
+		free(*(char **)p);
+		*(char **)p = *value == '\0' ? NULL : xstrdup(value);
+		return;
+	case V_UINT:
+	case V_U64:
+		if (parse_u64(value, v->min, v->max, &u) == -1) {
+			char *why = xasprintf("'%s' is not a whole number from "
+					      "%llu to %llu", value,
+			    (unsigned long long)v->min,
+			    (unsigned long long)v->max);
+			config_die(where, v->name, why);
+		}
+		if (v->type == V_U64)
+			*(uint64_t *)p = u;
+		else
+			*(unsigned *)p = (unsigned)u;
+		return;
+	case V_BOOL:
+		if (parse_bool(value, &b) == -1)
+			config_die(where, v->name,
+			    "expected true or false (also 1/0, yes/no, on/off)");
+		*(int *)p = b;
+		return;
+	case V_AUTO:
+		if (config_auto_approve_parse(value, &b) == -1)
+			config_die(where, v->name,
+			    "expected none, plan, implementation or all");
+		*(int *)p = b;
+		return;
+	case V_PROVIDER:
+		if (strcmp(value, "openai") != 0 &&
+		    strcmp(value, "anthropic") != 0 &&
+		    strcmp(value, "scripted") != 0)
+			config_die(where, v->name,
+			    "expected openai, anthropic or scripted");
+		free(*(char **)p);
+		*(char **)p = xstrdup(value);
+		return;
+	case V_LOGLEVEL: {
+		enum log_level l;
+		if (log_level_parse(value, &l) == -1)
+			config_die(where, v->name,
+			    "expected error, warn, info or debug");
+		*(int *)p = (int)l;
+		return;
+	}
+	}
+}
+
+/* Strip one pair of matching quotes. */
+static char *
+config_unquote(char *v)
+{
+	size_t n = strlen(v);
+
+	if (n >= 2 && (v[0] == '"' || v[0] == '\'') && v[n - 1] == v[0]) {
+		v[n - 1] = '\0';
+		return v + 1;
+	}
+	return v;
+}
+
+/*
+ * Read a .env file: KEY=VALUE lines, optional "export ", # comments,
+ * optional quotes.  Variables already in the environment win.
+ */
+static void
+config_read_env_file(const char *path, int required)
+{
+	FILE   *f;
+	char   *line = NULL;
+	size_t	cap = 0;
+	ssize_t n;
+	int	lineno = 0;
+
+	if ((f = fopen(path, "r")) == NULL) {
+		if (!required && errno == ENOENT)
+			return;
+		fprintf(stderr, "orch-supervisor: cannot read %s: %s\n", path,
+		    strerror(errno));
+		exit(2);
+	}
+	while ((n = getline(&line, &cap, f)) != -1) {
+		char *k = line, *eq, *val, where[PATH_MAX + 32];
+
+		lineno++;
+		while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+			line[--n] = '\0';
+		while (*k == ' ' || *k == '\t')
+			k++;
+		if (*k == '\0' || *k == '#')
+			continue;
+		if (strncmp(k, "export ", 7) == 0)
+			k += 7;
+		snprintf(where, sizeof where, "%s:%d", path, lineno);
+		if ((eq = strchr(k, '=')) == NULL || eq == k)
+			config_die(where, "line", "expected KEY=VALUE");
+		*eq = '\0';
+		val = config_unquote(eq + 1);
+		if (getenv(k) != NULL)
+			continue;
+		if (strcmp(k, "OPENAI_API_KEY") == 0 ||
+		    strcmp(k, "ANTHROPIC_API_KEY") == 0) {
+			setenv(k, val, 0);
+			continue;
+		}
+		const struct var *v = config_find(k);
+		if (v == NULL) {
+			if (config_ours(k))
+				config_die(where, k, "unknown variable");
+			continue;
+		}
+		config_set(v, val, where);
+	}
+	free(line);
+	fclose(f);
+}
+
+static void
+config_read_environ(void)
+{
+	extern char **environ;
+
+	for (char **e = environ; *e != NULL; e++) {
+		const char *eq = strchr(*e, '=');
+		char	    name[128];
+
+		if (eq == NULL || (size_t)(eq - *e) >= sizeof name)
+			continue;
+		memcpy(name, *e, (size_t)(eq - *e));
+		name[eq - *e] = '\0';
+		if (!config_ours(name))
+			continue;
+		const struct var *v = config_find(name);
+		if (v == NULL)
+			config_die("environment", name, "unknown variable");
+		config_set(v, eq + 1, "environment");
+	}
+}
+
+void
+config_load(const char *env_file)
+{
+	config_defaults();
+	if (env_file != NULL) {
+		cfg.env_file = xstrdup(env_file);
+		config_read_env_file(env_file, 1);
+	} else
+		config_read_env_file(".env", 0);
+	config_read_environ();
+
+	if (cfg.state_dir == NULL)
+		config_die(NULL, "ORCH_STATE_DIR",
+		    "not set and neither is $HOME or $XDG_STATE_HOME");
+	if (cfg.state_dir[0] != '/') {
+		char cwd[PATH_MAX], *abs;
+		if (getcwd(cwd, sizeof cwd) == NULL)
+			config_die(NULL, "ORCH_STATE_DIR", "cannot get cwd");
+		abs = xasprintf("%s/%s", cwd, cfg.state_dir);
+		free(cfg.state_dir);
+		cfg.state_dir = abs;
+	}
+	if (cfg.db_path == NULL)
+		cfg.db_path = xasprintf("%s/tasks.db", cfg.state_dir);
+
+	if (cfg.api_key == NULL) {
+		const char *k = NULL;
+		if (cfg.provider == NULL || strcmp(cfg.provider, "openai") == 0)
+			k = getenv("OPENAI_API_KEY");
+		if (k == NULL && (cfg.provider == NULL ||
+				     strcmp(cfg.provider, "anthropic") == 0))
+			k = getenv("ANTHROPIC_API_KEY");
+		if (k != NULL && *k != '\0')
+			cfg.api_key = xstrdup(k);
+	}
+	if (cfg.provider == NULL)
+		cfg.provider = xstrdup(cfg.api_key != NULL ? "openai"
+							   : "scripted");
+	log_init("orch-supervisor", (enum log_level)cfg.log_level);
+}
+
+int
+config_make_state_dir(char **cause)
+{
+	const char *subs[] = { "", "/worktrees", "/logs" };
+
+	for (size_t i = 0; i < nitems(subs); i++) {
+		char *p = xasprintf("%s%s", cfg.state_dir, subs[i]);
+		/* mkdir -p for the state dir itself. */
+		for (char *s = p + 1; i == 0 && *s != '\0'; s++) {
+			if (*s != '/')
+				continue;
+			*s = '\0';
+			if (mkdir(p, 0700) == -1 && errno != EEXIST) {
+				*cause = xasprintf("cannot create %s: %s", p,
+				    strerror(errno));
+				free(p);
+				return -1;
+			}
+			*s = '/';
+		}
+		if (mkdir(p, 0700) == -1 && errno != EEXIST) {
+			*cause = xasprintf("cannot create %s: %s", p,
+			    strerror(errno));
+			free(p);
+			return -1;
+		}
+		free(p);
+	}
+	return 0;
+}

@@ -1,0 +1,11 @@
+/*
+ * orch-supervisor: runs LLM coding-agent tasks durably and safely.  See
+ * README.md for the commands, states and variables.
+ */
+#include "supervisor.h"
+
+int
+main(int argc, char **argv)
+{
+	return cli_main(argc, argv);
+}

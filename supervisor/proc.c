@@ -1,0 +1,447 @@
+/*
+ * Worker processes: started with fork+exec (after tmux's job.c), each in its
+ * own process group with only its socketpair (fd 3) and a stderr pipe; read
+ * through a bufferevent whose buffer is bounded by the largest frame; reaped
+ * by the SIGCHLD handler; freed when both reaped and at EOF.
+ */
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "common.h"
+#include "config.h"
+#include "supervisor.h"
+
+#ifndef TAILQ_FOREACH_SAFE
+#define TAILQ_FOREACH_SAFE(var, head, field, tvar)                            \
+	for ((var) = TAILQ_FIRST(head);                                       \
+	     (var) != NULL && ((tvar) = TAILQ_NEXT(var, field), 1);           \
+	     (var) = (tvar))
+#endif
+
+struct workers	     workers = TAILQ_HEAD_INITIALIZER(workers);
+static struct event *proc_gc_ev;
+
+/*
+ * Workers are finished from a deferred event, never from inside one of
+ * their own callbacks, so no callback runs on a freed worker.
+ */
+static void
+proc_gc(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w, *tmp;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	TAILQ_FOREACH_SAFE(w, &workers, entry, tmp) {
+		if (w->reaped && w->eof && !w->finished) {
+			w->finished = 1;
+			sched_worker_exit(w);
+		}
+	}
+}
+
+void
+proc_init(struct event_base *base)
+{
+	proc_gc_ev = event_new(base, -1, 0, proc_gc, NULL);
+}
+
+const char *
+proc_worker_path(void)
+{
+	static char path[PATH_MAX + 64];
+	char	    self[PATH_MAX], *slash;
+	ssize_t	    n;
+
+	if (cfg.worker_path != NULL)
+		return cfg.worker_path;
+	if (path[0] != '\0')
+		return path;
+	/* Beside ourselves when installed, ../worker/ in the build tree. */
+	n = readlink("/proc/self/exe", self, sizeof self - 1);
+	if (n > 0) {
+		self[n] = '\0';
+		if ((slash = strrchr(self, '/')) != NULL)
+			*slash = '\0';
+		snprintf(path, sizeof path, "%s/orch-worker", self);
+		if (access(path, X_OK) == 0)
+			return path;
+		snprintf(path, sizeof path, "%s/../worker/orch-worker", self);
+		if (access(path, X_OK) == 0)
+			return path;
+	}
+	snprintf(path, sizeof path, "%s/orch-worker", ORCH_LIBEXEC_DIR);
+	return path;
+}
+
+char *
+proc_describe(int status)
+{
+	if (WIFEXITED(status)) {
+		switch (WEXITSTATUS(status)) {
+		case WORKER_EXIT_PERM:
+			return xstrdup("gave up (exit status 100)");
+		case WORKER_EXIT_TEMP:
+			return xstrdup("failed temporarily (exit status 111)");
+		default:
+			return xasprintf("exited with status %d",
+			    WEXITSTATUS(status));
+		}
+	}
+	if (WIFSIGNALED(status))
+		return xasprintf("killed by signal %d (%s)%s", WTERMSIG(status),
+		    strsignal(WTERMSIG(status)),
+		    WCOREDUMP(status) ? ", core dumped" : "");
+	return xasprintf("ended with wait status %#x", status);
+}
+
+static void
+proc_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct worker	*w = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+
+	while (!w->eof && !w->finished) {
+		uint8_t		 hdr[PROTO_HDR_LEN];
+		uint32_t	 len;
+		const char	*cause;
+		struct proto_msg m;
+
+		if (evbuffer_get_length(in) < PROTO_HDR_LEN)
+			return;
+		evbuffer_copyout(in, hdr, sizeof hdr);
+		if (proto_frame_len(hdr, &len, &cause) == -1) {
+			char *why = xasprintf("protocol error: %s", cause);
+			proc_kill(w, why);
+			free(why);
+			return;
+		}
+		if (evbuffer_get_length(in) < PROTO_HDR_LEN + (size_t)len)
+			return;
+		uint8_t *buf = evbuffer_pullup(in, PROTO_HDR_LEN + len);
+		if (proto_decode(buf + PROTO_HDR_LEN, len, &m, &cause) == -1) {
+			char *why = xasprintf("protocol error: %s", cause);
+			evbuffer_drain(in, PROTO_HDR_LEN + len);
+			proc_kill(w, why);
+			free(why);
+			return;
+		}
+		evbuffer_drain(in, PROTO_HDR_LEN + len);
+		w->last_seen_ms = now_ms();
+		if (proto_catalog[m.type].dir != PROTO_W2S) {
+			char *why = xasprintf("protocol error: %s is not a "
+					      "worker's message",
+			    proto_type_name(m.type));
+			proto_msg_clear(&m);
+			proc_kill(w, why);
+			free(why);
+			return;
+		}
+		sched_worker_msg(w, &m);
+		proto_msg_clear(&m);
+	}
+}
+
+static void
+proc_finish_if_done(struct worker *w)
+{
+	if (w->reaped && w->eof)
+		event_active(proc_gc_ev, 0, 0);
+}
+
+static void
+proc_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct worker *w = arg;
+
+	(void)bev;
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		w->eof = 1;
+		bufferevent_disable(w->bev, EV_READ | EV_WRITE);
+		proc_finish_if_done(w);
+	}
+}
+
+/* Keep the last bytes of the worker's stderr for error_details. */
+static void
+proc_stderr_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	char	       buf[4096];
+	ssize_t	       n;
+
+	(void)what;
+	n = read(fd, buf, sizeof buf);
+	if (n <= 0) {
+		if (n == -1 && (errno == EAGAIN || errno == EINTR))
+			return;
+		event_del(w->errev);
+		return;
+	}
+	/* Also pass it on to our own stderr, so the service log has it. */
+	(void)write_all(STDERR_FILENO, buf, (size_t)n);
+	if ((size_t)n >= sizeof w->errtail) {
+		memcpy(w->errtail, buf + n - sizeof w->errtail,
+		    sizeof w->errtail);
+		w->errlen = sizeof w->errtail;
+		return;
+	}
+	if (w->errlen + (size_t)n > sizeof w->errtail) {
+		size_t drop = w->errlen + (size_t)n - sizeof w->errtail;
+		memmove(w->errtail, w->errtail + drop, w->errlen - drop);
+		w->errlen -= drop;
+	}
+	memcpy(w->errtail + w->errlen, buf, (size_t)n);
+	w->errlen += (size_t)n;
+}
+
+/*
+ * The child: put ourselves in a process group of our own, ask to be killed
+ * with the supervisor, forbid new privileges, keep fds 0-3 only, and exec
+ * the worker with a small fixed environment (no secret reaches it this
+ * way: the LLM key travels in the START message).
+ */
+static void __attribute__((noreturn))
+proc_child(int sock, int errw, pid_t parent, const char *path)
+{
+	sigset_t    none;
+	int	    devnull;
+	const char *home = getenv("HOME");
+	char	   *envp[5], *argv[] = { (char *)"orch-worker", NULL };
+	int	    n = 0;
+
+	for (int sig = 1; sig < NSIG; sig++)
+		signal(sig, SIG_DFL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+
+	setpgid(0, 0);
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1 || getppid() != parent)
+		_exit(WORKER_EXIT_TEMP);
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
+		_exit(WORKER_EXIT_TEMP);
+	/* Workers must not leave core dumps holding the API key. */
+	prctl(PR_SET_DUMPABLE, 0);
+
+	if ((devnull = open("/dev/null", O_RDWR)) == -1)
+		_exit(WORKER_EXIT_TEMP);
+	if (dup2(devnull, 0) == -1 || dup2(errw, 1) == -1 ||
+	    dup2(errw, 2) == -1 || dup2(sock, 3) == -1)
+		_exit(WORKER_EXIT_TEMP);
+	if (close_range(4, ~0U, 0) == -1)
+		_exit(WORKER_EXIT_TEMP);
+
+	envp[n++] = (char *)"PATH=/usr/local/bin:/usr/bin:/bin";
+	envp[n++] = (char *)"LANG=C.UTF-8";
+	if (home != NULL)
+		envp[n++] = xasprintf("HOME=%s", home);
+	envp[n] = NULL;
+	execve(path, argv, envp);
+	dprintf(2, "orch-worker: cannot execute %s: %s\n", path,
+	    strerror(errno));
+	_exit(WORKER_EXIT_PERM);
+}
+
+struct worker *
+proc_spawn(struct event_base *base, int64_t task, const char *stage,
+    int64_t run, char **cause)
+{
+	int	       sp[2], ep[2];
+	sigset_t       all, old;
+	pid_t	       pid, parent = getpid();
+	struct worker *w;
+	const char    *path = proc_worker_path();
+
+	if (access(path, X_OK) == -1) {
+		*cause = xasprintf("worker program %s: %s (set "
+				   "ORCH_WORKER_PATH or reinstall)",
+		    path, strerror(errno));
+		return NULL;
+	}
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) == -1) {
+		*cause = xasprintf("socketpair: %s", strerror(errno));
+		return NULL;
+	}
+	if (pipe2(ep, O_CLOEXEC) == -1) {
+		*cause = xasprintf("pipe: %s", strerror(errno));
+		close(sp[0]);
+		close(sp[1]);
+		return NULL;
+	}
+
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, &old);
+	pid = fork();
+	if (pid == 0) {
+		close(sp[0]);
+		close(ep[0]);
+		proc_child(sp[1], ep[1], parent, path);
+	}
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	close(sp[1]);
+	close(ep[1]);
+	if (pid == -1) {
+		*cause = xasprintf("fork: %s", strerror(errno));
+		close(sp[0]);
+		close(ep[0]);
+		return NULL;
+	}
+	setpgid(pid, pid); /* also here, so a kill right away finds it */
+
+	w = xcalloc(1, sizeof *w);
+	w->pid = pid;
+	w->task = task;
+	snprintf(w->stage, sizeof w->stage, "%s", stage);
+	w->run = run;
+	w->started_ms = w->last_seen_ms = now_ms();
+	w->next_seq = 1;
+	w->errfd = ep[0];
+	evutil_make_socket_nonblocking(sp[0]);
+	evutil_make_socket_nonblocking(ep[0]);
+	w->bev = bufferevent_socket_new(base, sp[0], BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(w->bev, proc_read_cb, NULL, proc_event_cb, w);
+	/* Never buffer more than one whole frame of a worker. */
+	bufferevent_setwatermark(w->bev, EV_READ, 0,
+	    PROTO_MAX_FRAME + PROTO_HDR_LEN);
+	bufferevent_enable(w->bev, EV_READ | EV_WRITE);
+	w->errev = event_new(base, ep[0], EV_READ | EV_PERSIST,
+	    proc_stderr_cb, w);
+	event_add(w->errev, NULL);
+	TAILQ_INSERT_TAIL(&workers, w, entry);
+	return w;
+}
+
+int
+proc_send(struct worker *w, const struct proto_msg *m)
+{
+	uint8_t	   *buf;
+	size_t	    len;
+	const char *cause;
+
+	if (w->eof)
+		return -1;
+	if (proto_encode(m, &buf, &len, &cause) == -1) {
+		log_warnx("encode %s for worker %d: %s",
+		    proto_type_name(m->type), (int)w->pid, cause);
+		return -1;
+	}
+	bufferevent_write(w->bev, buf, len);
+	free(buf);
+	return 0;
+}
+
+void
+proc_kill(struct worker *w, const char *reason)
+{
+	if (reason != NULL && w->failure == NULL)
+		w->failure = xstrdup(reason);
+	if (!w->reaped)
+		kill(-w->pid, SIGKILL);
+	/* Stop reading: nothing it says from now on counts. */
+	w->eof = 1;
+	bufferevent_disable(w->bev, EV_READ | EV_WRITE);
+	proc_finish_if_done(w);
+}
+
+void
+proc_reap(void)
+{
+	pid_t pid;
+	int   status;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		struct worker *w;
+
+		TAILQ_FOREACH(w, &workers, entry) {
+			if (w->pid == pid && !w->reaped)
+				break;
+		}
+		if (w == NULL)
+			continue;
+		w->reaped = 1;
+		w->reaped_ms = now_ms();
+		w->status = status;
+		/* Anything it left behind in its group goes too.  What it
+		 * wrote before it died still arrives, before the EOF. */
+		kill(-pid, SIGKILL);
+		proc_finish_if_done(w);
+	}
+}
+
+/*
+ * Kill workers silent for longer than timeout_ms, and finish the reaped ones
+ * whose socket never reached EOF (a grandchild holding it open).
+ */
+void
+proc_watchdog(uint64_t timeout_ms)
+{
+	struct worker *w, *tmp;
+	uint64_t       now = now_ms();
+
+	TAILQ_FOREACH_SAFE(w, &workers, entry, tmp) {
+		if (w->reaped && !w->eof && now - w->reaped_ms > 2000) {
+			w->eof = 1;
+			bufferevent_disable(w->bev, EV_READ | EV_WRITE);
+			proc_finish_if_done(w);
+			continue;
+		}
+		if (!w->reaped && !w->eof && now - w->last_seen_ms > timeout_ms) {
+			char *why = xasprintf("no heartbeat for %llu s",
+			    (unsigned long long)((now - w->last_seen_ms) /
+				1000));
+			proc_kill(w, why);
+			free(why);
+		}
+	}
+}
+
+struct worker *
+proc_find_task(int64_t task)
+{
+	struct worker *w;
+
+	TAILQ_FOREACH(w, &workers, entry) {
+		if (w->task == task)
+			return w;
+	}
+	return NULL;
+}
+
+unsigned
+proc_count(void)
+{
+	struct worker *w;
+	unsigned       n = 0;
+
+	TAILQ_FOREACH(w, &workers, entry)
+		n++;
+	return n;
+}
+
+void
+proc_free(struct worker *w)
+{
+	if (w == NULL)
+		return;
+	TAILQ_REMOVE(&workers, w, entry);
+	bufferevent_free(w->bev);
+	event_free(w->errev);
+	close(w->errfd);
+	free(w->failure);
+	free(w);
+}

@@ -1,0 +1,972 @@
+/*
+ * The scheduler: starts a worker for every task that has a stage to run (up
+ * to ORCH_MAX_WORKERS), commits what workers report before acknowledging it
+ * (write-ahead), applies stage results to the workflow, and restarts crashed
+ * workers with backoff until ORCH_MAX_RETRIES, then fails the task.
+ */
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include <event2/event.h>
+
+#include "common.h"
+#include "supervisor.h"
+
+struct backoff {
+	int64_t	 task;
+	uint64_t until;
+};
+
+static struct event_base *sched_base;
+static struct store	 *sched_st;
+static struct sched_opts  sched_opts;
+static struct event	 *sched_kick_ev;
+static struct event	 *sched_timer_ev;
+static int		  sched_stopping;
+static uint64_t		  sched_stop_deadline;
+static struct backoff	 *backoffs;
+static size_t		  nbackoffs;
+/* Tasks that were unfinished at start with ORCH_ENABLE_RESUME=false. */
+static int64_t		 *held;
+static size_t		  nheld;
+
+void
+sched_event(int64_t task, enum event_kind kind, const char *stage,
+    const char *fmt, ...)
+{
+	va_list ap;
+	char   *text;
+
+	va_start(ap, fmt);
+	if (vasprintf(&text, fmt, ap) == -1)
+		fatal("vasprintf");
+	va_end(ap);
+	if (store_event_add(sched_st, task, kind, stage, text) == -1)
+		log_warnx("task %lld: cannot record event: %s", (long long)task,
+		    store_error(sched_st));
+	log_task(kind == EV_ERROR ? LOG_LEVEL_WARN
+		 : kind == EV_MODEL || kind == EV_TOOL ? LOG_LEVEL_DEBUG
+						       : LOG_LEVEL_INFO,
+	    (uint64_t)task, stage, "%s", text);
+	free(text);
+}
+
+void
+sched_kick(void)
+{
+	if (sched_kick_ev != NULL)
+		event_active(sched_kick_ev, 0, 0);
+}
+
+static int
+sched_backing_off(int64_t task, uint64_t now)
+{
+	for (size_t i = 0; i < nbackoffs; i++)
+		if (backoffs[i].task == task)
+			return now < backoffs[i].until;
+	return 0;
+}
+
+static void
+sched_backoff_clear(int64_t task)
+{
+	for (size_t i = 0; i < nbackoffs; i++) {
+		if (backoffs[i].task == task) {
+			backoffs[i] = backoffs[--nbackoffs];
+			return;
+		}
+	}
+}
+
+static int
+sched_is_held(int64_t task)
+{
+	for (size_t i = 0; i < nheld; i++)
+		if (held[i] == task)
+			return 1;
+	return 0;
+}
+
+/* Fail a task in the caller's transaction, remembering where it was. */
+static int
+sched_fail_tx(const struct task *t, const char *why)
+{
+	if (store_task_set_text(sched_st, t->id, TC_ERROR_DETAILS, why) == -1 ||
+	    store_task_set_int(sched_st, t->id, TI_FAILED_STATE,
+		t->state == WS_PLAN_APPROVED ? WS_IMPLEMENTING : t->state) ==
+		-1 ||
+	    task_enter(sched_st, t, WS_FAILED, 0, why) == -1)
+		return -1;
+	return 0;
+}
+
+static void
+sched_fail(int64_t id, const char *why)
+{
+	struct task *t;
+
+	if (store_begin(sched_st) == -1)
+		goto fail;
+	if (store_task_get(sched_st, id, &t) == -1 || t == NULL) {
+		store_rollback(sched_st);
+		goto fail;
+	}
+	if (sched_fail_tx(t, why) == -1 || store_commit(sched_st) == -1) {
+		store_rollback(sched_st);
+		task_free(t);
+		goto fail;
+	}
+	task_free(t);
+	log_task(LOG_LEVEL_WARN, (uint64_t)id, NULL, "task failed: %s", why);
+	return;
+fail:
+	log_warnx("task %lld: cannot record failure (%s): %s", (long long)id,
+	    why, store_error(sched_st));
+}
+
+/*
+ * From the checkpoints: how many times a stage has started in this task (the
+ * scripted model's "round": a rejected plan is planned again in round 2),
+ * and the last workspace snapshot a worker recorded.
+ */
+struct cp_scan {
+	const char *name;
+	int	    rounds;
+	char	   *snapshot;
+};
+
+static int
+sched_scan_cb(const struct checkpoint *cp, void *arg)
+{
+	struct cp_scan *sc = arg;
+
+	if (strcmp(cp->name, sc->name) == 0)
+		sc->rounds++;
+	if (strcmp(cp->name, "snapshot") == 0 && cp->data != NULL) {
+		json_t *j = json_loads(cp->data, 0, NULL);
+		const char *c = json_string_value(json_object_get(j, "commit"));
+		if (c != NULL) {
+			free(sc->snapshot);
+			sc->snapshot = xstrdup(c);
+		}
+		json_decref(j);
+	}
+	return 0;
+}
+
+static void
+sched_scan(int64_t task, const char *stage, struct cp_scan *sc)
+{
+	if (strcmp(stage, "planning") == 0)
+		sc->name = "start_planning";
+	else if (strcmp(stage, "implementing") == 0)
+		sc->name = "start_implementation";
+	else if (strcmp(stage, "reviewing") == 0)
+		sc->name = "start_review";
+	else
+		sc->name = "start_verification";
+	sc->rounds = 0;
+	sc->snapshot = NULL;
+	store_checkpoint_list(sched_st, task, sched_scan_cb, sc);
+	if (sc->rounds == 0)
+		sc->rounds = 1;
+}
+
+static void
+json_set_str(json_t *o, const char *k, const char *v)
+{
+	if (v != NULL)
+		json_object_set_new(o, k, json_string(v));
+}
+
+/* What the worker is told in START: the task and the settings it needs.
+ * It carries the API key, so it is never logged. */
+static char *
+sched_start_data(const struct task *t, const char *stage)
+{
+	json_t	      *o = json_object(), *llm = json_object();
+	char	      *s;
+	struct cp_scan sc;
+
+	sched_scan(t->id, stage, &sc);
+
+	json_object_set_new(o, "task", json_integer(t->id));
+	json_set_str(o, "stage", stage);
+	json_set_str(o, "request", t->request);
+	json_set_str(o, "repo", t->repo);
+	json_set_str(o, "base_commit", t->base_commit);
+	json_object_set_new(o, "worktree",
+	    json_sprintf("%s/worktrees/task-%lld", cfg.state_dir,
+		(long long)t->id));
+	json_object_set_new(o, "ref",
+	    json_sprintf("refs/orch/tasks/%lld", (long long)t->id));
+	json_object_set_new(o, "branch",
+	    json_sprintf("orch/task-%lld", (long long)t->id));
+	json_set_str(o, "plan", t->text[TC_PLAN]);
+	json_set_str(o, "plan_rejection_reason",
+	    t->text[TC_PLAN_REJECTION_REASON]);
+	json_set_str(o, "feedback", t->text[TC_FEEDBACK]);
+	json_set_str(o, "review", t->text[TC_REVIEW]);
+	json_set_str(o, "verify_command",
+	    t->verify_command ? t->verify_command : cfg.verify_command);
+	json_object_set_new(o, "round", json_integer(sc.rounds));
+	json_set_str(o, "snapshot", sc.snapshot);
+	free(sc.snapshot);
+	json_object_set_new(o, "max_steps", json_integer(cfg.max_steps));
+	json_object_set_new(o, "cmd_timeout_s", json_integer(cfg.cmd_timeout_s));
+	json_object_set_new(o, "heartbeat_ms",
+	    json_integer(cfg.worker_timeout_s * 1000 / 4 > 0
+		    ? cfg.worker_timeout_s * 1000 / 4
+		    : 250));
+	json_set_str(o, "profiles_dir", cfg.profiles_dir);
+	json_object_set_new(o, "log_level", json_integer(cfg.log_level));
+
+	json_set_str(llm, "provider", cfg.provider);
+	json_set_str(llm, "base_url", cfg.base_url);
+	json_set_str(llm, "model", cfg.model);
+	json_set_str(llm, "api_key", cfg.api_key);
+	json_set_str(llm, "script", cfg.script);
+	json_set_str(llm, "trace", cfg.scripted_trace);
+	json_object_set_new(llm, "timeout_s", json_integer(cfg.llm_timeout_s));
+	json_object_set_new(llm, "max_retries",
+	    json_integer(cfg.llm_max_retries));
+	json_object_set_new(o, "llm", llm);
+
+	s = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	return s;
+}
+
+/* Start the next stage of task id if it has one. */
+static void
+sched_start(int64_t id)
+{
+	struct task   *t;
+	struct worker *w;
+	const char    *stage;
+	char	      *cause;
+	enum wstate    next = WS_MAX;
+
+	if (store_task_get(sched_st, id, &t) == -1 || t == NULL) {
+		log_warnx("task %lld: cannot load: %s", (long long)id,
+		    store_error(sched_st));
+		return;
+	}
+	if (t->state == WS_PENDING)
+		next = WS_PLANNING;
+	else if (t->state == WS_PLAN_APPROVED)
+		next = WS_IMPLEMENTING;
+	if (next != WS_MAX) {
+		int rc = store_begin(sched_st);
+		if (rc == 0)
+			rc = task_enter(sched_st, t, next, 1, NULL);
+		if (rc == 0)
+			rc = store_commit(sched_st);
+		task_free(t);
+		if (rc == -1) {
+			store_rollback(sched_st);
+			log_warnx("task %lld: cannot start %s: %s",
+			    (long long)id, wstate_name(next),
+			    store_error(sched_st));
+			return;
+		}
+		if (store_task_get(sched_st, id, &t) == -1 || t == NULL)
+			return;
+	}
+	if ((stage = wstate_stage(t->state)) == NULL) {
+		task_free(t);
+		return;
+	}
+	w = proc_spawn(sched_base, id, stage, t->ival[TI_STAGE_RUN], &cause);
+	if (w == NULL) {
+		sched_fail(id, cause);
+		free(cause);
+		task_free(t);
+		return;
+	}
+	sched_event(id, EV_INFO, stage, "worker %d started (run %lld%s)",
+	    (int)w->pid, (long long)t->ival[TI_STAGE_RUN],
+	    t->ival[TI_STAGE_RETRIES] > 0 ? ", restarted" : "");
+	task_free(t);
+}
+
+static void
+sched_kick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	int64_t	 ids[256];
+	size_t	 n, i;
+	unsigned running = proc_count();
+	uint64_t now = now_ms();
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (sched_stopping)
+		return;
+	if (running >= cfg.max_workers)
+		return;
+	if (sched_opts.only_task != 0) {
+		ids[0] = sched_opts.only_task;
+		n = 1;
+	} else if (store_task_runnable(sched_st, ids, nitems(ids), &n) == -1) {
+		log_warnx("cannot list runnable tasks: %s",
+		    store_error(sched_st));
+		return;
+	}
+	for (i = 0; i < n && running < cfg.max_workers; i++) {
+		if (proc_find_task(ids[i]) != NULL ||
+		    sched_backing_off(ids[i], now) || sched_is_held(ids[i]))
+			continue;
+		sched_backoff_clear(ids[i]);
+		sched_start(ids[i]);
+		if (proc_find_task(ids[i]) != NULL)
+			running++;
+	}
+}
+
+static void
+sched_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	uint64_t now = now_ms();
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	proc_watchdog((uint64_t)cfg.worker_timeout_s * 1000);
+	if (sched_stopping && now > sched_stop_deadline) {
+		struct worker *w;
+		TAILQ_FOREACH(w, &workers, entry) {
+			if (!w->reaped)
+				proc_kill(w, NULL);
+		}
+	}
+	for (size_t i = 0; i < nbackoffs; i++) {
+		if (now >= backoffs[i].until) {
+			sched_kick();
+			break;
+		}
+	}
+}
+
+static void
+sched_ack(struct worker *w, uint64_t seq)
+{
+	struct proto_msg m;
+
+	proto_msg_init(&m, PROTO_ACK);
+	m.u[PF_SEQ] = seq;
+	proc_send(w, &m);
+	proto_msg_clear(&m);
+}
+
+static int
+sched_replay_cb(const struct journal_entry *je, void *arg)
+{
+	struct worker	*w = arg;
+	struct proto_msg m;
+
+	proto_msg_init(&m, PROTO_REPLAY);
+	m.u[PF_SEQ] = (uint64_t)je->seq;
+	proto_set_str(&m, PF_KIND, je->kind);
+	proto_set_str(&m, PF_DATA, je->data);
+	proc_send(w, &m);
+	proto_msg_clear(&m);
+	w->next_seq = je->seq + 1;
+	return 0;
+}
+
+static int
+sched_count_cb(const struct journal_entry *je, void *arg)
+{
+	(void)je;
+	(*(uint64_t *)arg)++;
+	return 0;
+}
+
+/* HELLO: check the version, then send START and the journal to replay. */
+static void
+sched_hello(struct worker *w, const struct proto_msg *m)
+{
+	struct proto_msg out;
+	struct task	*t;
+	uint64_t	 count = 0;
+	char		*data;
+
+	if (m->u[PF_VERSION] != PROTO_VERSION) {
+		char *why = xasprintf("worker speaks protocol %llu, the "
+				      "supervisor %d: install matching "
+				      "programs",
+		    (unsigned long long)m->u[PF_VERSION], PROTO_VERSION);
+		proc_kill(w, why);
+		free(why);
+		return;
+	}
+	if (store_task_get(sched_st, w->task, &t) == -1 || t == NULL ||
+	    store_journal_list(sched_st, w->task, w->run, sched_count_cb,
+		&count) == -1) {
+		task_free(t);
+		proc_kill(w, "cannot read the task from the database");
+		return;
+	}
+	w->hello = 1;
+	data = sched_start_data(t, w->stage);
+	proto_msg_init(&out, PROTO_START);
+	out.u[PF_VERSION] = PROTO_VERSION;
+	out.u[PF_TASK] = (uint64_t)w->task;
+	proto_set_str(&out, PF_STAGE, w->stage);
+	out.u[PF_RUN] = (uint64_t)w->run;
+	out.u[PF_ATTEMPT] = (uint64_t)t->ival[TI_STAGE_RETRIES];
+	out.u[PF_COUNT] = count;
+	proto_set_str(&out, PF_DATA, data);
+	proc_send(w, &out);
+	proto_msg_clear(&out);
+	free(data);
+	task_free(t);
+	store_journal_list(sched_st, w->task, w->run, sched_replay_cb, w);
+}
+
+static const char *
+json_str(json_t *o, const char *k)
+{
+	json_t *v = json_object_get(o, k);
+	return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+/*
+ * Apply a stage's result to the workflow, in the caller's transaction.
+ * Returns -1 on a database error; a result that makes no sense for the
+ * stage fails the task instead.
+ */
+static int
+sched_apply(const struct task *t, const char *stage, json_t *r)
+{
+	struct store *st = sched_st;
+	int64_t	      id = t->id;
+	int	      rc;
+	char	     *s;
+
+	if (strcmp(stage, "planning") == 0) {
+		const char *plan = json_str(r, "plan");
+		if (plan == NULL)
+			return sched_fail_tx(t, "planning ended without a plan");
+		rc = store_task_set_text(st, id, TC_PLAN, plan);
+		if (rc == 0)
+			rc = store_checkpoint_add(st, id, "after_planning",
+			    NULL);
+		if (rc == -1)
+			return -1;
+		if (t->auto_approve & AUTO_APPROVE_PLAN) {
+			rc = store_task_stamp(st, id, TC_PLAN_APPROVED_AT);
+			if (rc == 0)
+				rc = store_task_set_text(st, id,
+				    TC_PLAN_APPROVED_BY, "auto-approve");
+			if (rc == 0)
+				rc = task_enter(st, t, WS_PLAN_APPROVED, 0,
+				    "plan auto-approved");
+			return rc;
+		}
+		return task_enter(st, t, WS_PLAN_AWAITING_APPROVAL, 0,
+		    "plan ready: approve or reject it");
+	}
+	if (strcmp(stage, "implementing") == 0) {
+		const char *sum = json_str(r, "summary");
+		const char *stat = json_str(r, "diffstat");
+		if (sum == NULL)
+			return sched_fail_tx(t,
+			    "implementation ended without a summary");
+		s = xasprintf("%s%s%s", sum, stat ? "\n\n" : "",
+		    stat ? stat : "");
+		rc = store_task_set_text(st, id, TC_IMPLEMENTATION, s);
+		free(s);
+		if (rc == 0)
+			rc = store_task_set_text(st, id, TC_FEEDBACK, NULL);
+		if (rc == 0) {
+			s = json_dumps(r, JSON_COMPACT);
+			rc = store_checkpoint_add(st, id, "after_implementation",
+			    s);
+			free(s);
+		}
+		if (rc == -1)
+			return -1;
+		if (t->auto_approve & AUTO_APPROVE_IMPLEMENTATION) {
+			rc = store_task_stamp(st, id,
+			    TC_IMPLEMENTATION_APPROVED_AT);
+			if (rc == 0)
+				rc = store_task_set_text(st, id,
+				    TC_IMPLEMENTATION_APPROVED_BY,
+				    "auto-approve");
+			if (rc == 0)
+				rc = task_enter(st, t, WS_REVIEWING, 1,
+				    "implementation auto-approved");
+			return rc;
+		}
+		return task_enter(st, t, WS_IMPLEMENTATION_AWAITING_APPROVAL, 0,
+		    "implementation ready: approve or reject it");
+	}
+	if (strcmp(stage, "reviewing") == 0) {
+		const char *verdict = json_str(r, "verdict");
+		const char *comments = json_str(r, "comments");
+		if (verdict == NULL)
+			return sched_fail_tx(t, "review ended without a verdict");
+		s = json_dumps(r, JSON_COMPACT);
+		rc = store_task_set_text(st, id, TC_REVIEW, s);
+		if (rc == 0)
+			rc = store_checkpoint_add(st, id, "after_review", s);
+		free(s);
+		if (rc == -1)
+			return -1;
+		if (strcmp(verdict, "approve") == 0)
+			return task_enter(st, t, WS_VERIFYING, 1,
+			    "review approved");
+		int64_t rounds = t->ival[TI_REVIEW_ROUNDS] + 1;
+		if (store_task_set_int(st, id, TI_REVIEW_ROUNDS, rounds) == -1)
+			return -1;
+		if (rounds > cfg.max_review_rounds)
+			return task_enter(st, t,
+			    WS_IMPLEMENTATION_AWAITING_APPROVAL, 0,
+			    "the review still asks for changes after "
+			    "ORCH_MAX_REVIEW_ROUNDS rounds: a person decides "
+			    "(approve overrides the review)");
+		s = xasprintf("The reviewer asked for changes:\n%s",
+		    comments ? comments : "");
+		rc = store_task_set_text(st, id, TC_FEEDBACK, s);
+		free(s);
+		if (rc == -1)
+			return -1;
+		return task_enter(st, t, WS_IMPLEMENTING, 1,
+		    "review asked for changes");
+	}
+	if (strcmp(stage, "verifying") == 0) {
+		const char *status = json_str(r, "status");
+		if (status == NULL)
+			return sched_fail_tx(t,
+			    "verification ended without a status");
+		s = json_dumps(r, JSON_COMPACT);
+		rc = store_task_set_text(st, id, TC_VERIFICATION_RESULT, s);
+		if (rc == 0)
+			rc = store_checkpoint_add(st, id, "after_verification",
+			    s);
+		free(s);
+		if (rc == -1)
+			return -1;
+		if (strcmp(status, "failed") != 0)
+			return task_enter(st, t, WS_COMPLETED, 0,
+			    strcmp(status, "skipped") == 0
+				? "completed (verification skipped: no "
+				  "command)"
+				: "completed (verification passed)");
+		int64_t rounds = t->ival[TI_VERIFY_ROUNDS] + 1;
+		if (store_task_set_int(st, id, TI_VERIFY_ROUNDS, rounds) == -1)
+			return -1;
+		if (rounds > cfg.max_verify_rounds)
+			return sched_fail_tx(t,
+			    "verification still fails after "
+			    "ORCH_MAX_VERIFY_ROUNDS rounds");
+		const char *tail = json_str(r, "output_tail");
+		s = xasprintf("The verification command failed:\n%s",
+		    tail ? tail : "");
+		rc = store_task_set_text(st, id, TC_FEEDBACK, s);
+		free(s);
+		if (rc == -1)
+			return -1;
+		return task_enter(st, t, WS_IMPLEMENTING, 1,
+		    "verification failed, implementing again");
+	}
+	return sched_fail_tx(t, "result from an unknown stage");
+}
+
+static void
+sched_result(struct worker *w, const struct proto_msg *m)
+{
+	struct task *t;
+	json_t	    *r = NULL;
+	json_error_t jerr;
+	int	     rc;
+
+	if (store_begin(sched_st) == -1)
+		goto dberr;
+	if (store_task_get(sched_st, w->task, &t) == -1 || t == NULL) {
+		store_rollback(sched_st);
+		goto dberr;
+	}
+	if (wstate_stage(t->state) == NULL ||
+	    strcmp(wstate_stage(t->state), w->stage) != 0) {
+		/* The task moved on (cancelled): the result is stale. */
+		store_rollback(sched_st);
+		task_free(t);
+		w->done = 1;
+		sched_ack(w, 0);
+		return;
+	}
+	if (!m->u[PF_OK]) {
+		const char *why = m->s[PF_TEXT] && *m->s[PF_TEXT]
+		    ? m->s[PF_TEXT]
+		    : "the stage failed";
+		rc = sched_fail_tx(t, why);
+	} else if ((r = json_loads(m->s[PF_DATA], JSON_REJECT_DUPLICATES,
+			&jerr)) == NULL ||
+	    !json_is_object(r)) {
+		rc = sched_fail_tx(t, "the worker's result is not a JSON "
+				      "object");
+	} else
+		rc = sched_apply(t, w->stage, r);
+	json_decref(r);
+	if (rc == -1 || store_commit(sched_st) == -1) {
+		store_rollback(sched_st);
+		task_free(t);
+		goto dberr;
+	}
+	task_free(t);
+	w->done = 1;
+	sched_ack(w, 0);
+	sched_kick();
+	return;
+dberr:
+	/* Nothing was committed: the worker is killed and the stage runs
+	 * again from its journal. */
+	log_warnx("task %lld: cannot commit result: %s", (long long)w->task,
+	    store_error(sched_st));
+	proc_kill(w, "the database refused the stage result");
+}
+
+/* Stop a runaway task once it has used ORCH_MAX_TOKENS. */
+static void
+sched_check_tokens(struct worker *w)
+{
+	struct task *t;
+	char	    *why;
+
+	if (cfg.max_tokens == 0)
+		return;
+	if (store_task_get(sched_st, w->task, &t) == -1 || t == NULL)
+		return;
+	if ((uint64_t)(t->tokens_in + t->tokens_out) > cfg.max_tokens) {
+		why = xasprintf("token budget exhausted: %lld tokens used, "
+				"ORCH_MAX_TOKENS=%llu (raise it and "
+				"`orch-supervisor --resume %lld`)",
+		    (long long)(t->tokens_in + t->tokens_out),
+		    (unsigned long long)cfg.max_tokens, (long long)t->id);
+		w->stopping = 1;
+		proc_kill(w, NULL);
+		sched_fail(t->id, why);
+		free(why);
+	}
+	task_free(t);
+}
+
+void
+sched_worker_msg(struct worker *w, struct proto_msg *m)
+{
+	if (m->type != PROTO_HELLO && !w->hello) {
+		proc_kill(w, "protocol error: message before HELLO");
+		return;
+	}
+	if (w->done && m->type != PROTO_HEARTBEAT) {
+		proc_kill(w, "protocol error: message after RESULT");
+		return;
+	}
+	switch (m->type) {
+	case PROTO_HELLO:
+		if (w->hello) {
+			proc_kill(w, "protocol error: second HELLO");
+			return;
+		}
+		sched_hello(w, m);
+		return;
+	case PROTO_HEARTBEAT:
+		return;
+	case PROTO_LOG:
+		if (m->u[PF_LEVEL] >= EV_MAX || m->u[PF_LEVEL] == EV_STATE) {
+			proc_kill(w, "protocol error: bad LOG kind");
+			return;
+		}
+		sched_event(w->task, (enum event_kind)m->u[PF_LEVEL], w->stage,
+		    "%s", m->s[PF_TEXT]);
+		return;
+	case PROTO_CHECKPOINT:
+		if (m->slen[PF_NAME] == 0) {
+			proc_kill(w, "protocol error: unnamed checkpoint");
+			return;
+		}
+		if (store_checkpoint_add(sched_st, w->task, m->s[PF_NAME],
+			m->slen[PF_DATA] ? m->s[PF_DATA] : NULL) == -1) {
+			log_warnx("task %lld: checkpoint: %s",
+			    (long long)w->task, store_error(sched_st));
+			proc_kill(w, "the database refused a checkpoint");
+			return;
+		}
+		sched_ack(w, m->u[PF_SEQ]);
+		return;
+	case PROTO_JOURNAL:
+		if ((int64_t)m->u[PF_SEQ] != w->next_seq ||
+		    m->slen[PF_KIND] == 0) {
+			char *why = xasprintf("protocol error: journal seq %llu, "
+					      "expected %lld",
+			    (unsigned long long)m->u[PF_SEQ],
+			    (long long)w->next_seq);
+			proc_kill(w, why);
+			free(why);
+			return;
+		}
+		if (store_journal_add(sched_st, w->task, w->run,
+			(int64_t)m->u[PF_SEQ], w->stage, m->s[PF_KIND],
+			m->s[PF_DATA], (int64_t)m->u[PF_TOKENS_IN],
+			(int64_t)m->u[PF_TOKENS_OUT]) == -1) {
+			log_warnx("task %lld: journal: %s", (long long)w->task,
+			    store_error(sched_st));
+			proc_kill(w, "the database refused a journal entry");
+			return;
+		}
+		w->next_seq++;
+		sched_ack(w, m->u[PF_SEQ]);
+		if (m->u[PF_TOKENS_IN] + m->u[PF_TOKENS_OUT] > 0)
+			sched_check_tokens(w);
+		return;
+	case PROTO_RESULT:
+		sched_result(w, m);
+		return;
+	default:
+		proc_kill(w, "protocol error: unexpected message");
+		return;
+	}
+}
+
+/* The last line(s) of what the worker wrote to stderr, for error_details. */
+static char *
+sched_errtail(const struct worker *w)
+{
+	const char *p = w->errtail, *end = w->errtail + w->errlen;
+	int	    lines = 0;
+
+	while (end > p && end[-1] == '\n')
+		end--;
+	for (const char *q = end; q > p; q--) {
+		if (q[-1] == '\n' && ++lines == 5) {
+			p = q;
+			break;
+		}
+	}
+	return xstrndup(p, (size_t)(end - p));
+}
+
+void
+sched_worker_exit(struct worker *w)
+{
+	struct task *t = NULL;
+	char	    *how, *tail, *why;
+	uint64_t     delay;
+	int64_t	     id = w->task;
+
+	if (w->done || w->stopping) {
+		if (w->reaped && !(WIFEXITED(w->status) &&
+				     WEXITSTATUS(w->status) == 0) &&
+		    !w->stopping)
+			log_task(LOG_LEVEL_WARN, (uint64_t)id, w->stage,
+			    "worker %d ended badly after its result",
+			    (int)w->pid);
+		proc_free(w);
+		sched_kick();
+		return;
+	}
+
+	how = proc_describe(w->status);
+	tail = sched_errtail(w);
+	why = xasprintf("worker %d %s%s%s%s%s%s", (int)w->pid,
+	    w->failure ? w->failure : how, w->failure ? " (" : "",
+	    w->failure ? how : "", w->failure ? ")" : "",
+	    *tail ? "; its last output: " : "", tail);
+	free(how);
+	free(tail);
+
+	if (WIFEXITED(w->status) && WEXITSTATUS(w->status) == WORKER_EXIT_PERM &&
+	    w->failure == NULL) {
+		sched_event(id, EV_ERROR, w->stage, "%s", why);
+		sched_fail(id, why);
+		goto out;
+	}
+	if (WIFEXITED(w->status) &&
+	    WEXITSTATUS(w->status) == WORKER_EXIT_STOPPED && sched_stopping)
+		goto out;
+
+	if (store_begin(sched_st) == -1 ||
+	    store_task_get(sched_st, id, &t) == -1 || t == NULL) {
+		store_rollback(sched_st);
+		log_warnx("task %lld: %s; cannot update it: %s", (long long)id,
+		    why, store_error(sched_st));
+		goto out;
+	}
+	int64_t tries = t->ival[TI_STAGE_RETRIES] + 1;
+	int	rc = store_task_set_int(sched_st, id, TI_STAGE_RETRIES, tries);
+	if (rc == 0)
+		rc = store_task_set_int(sched_st, id, TI_RETRY_COUNT,
+		    t->ival[TI_RETRY_COUNT] + 1);
+	if (rc == 0 && (uint64_t)tries > cfg.max_retries) {
+		char *final = xasprintf("%s; gave up after %lld restarts "
+					"(ORCH_MAX_RETRIES=%u)",
+		    why, (long long)(tries - 1), cfg.max_retries);
+		rc = sched_fail_tx(t, final);
+		free(final);
+		tries = -1;
+	} else if (rc == 0) {
+		char *text;
+		delay = (uint64_t)cfg.retry_backoff_ms << (tries - 1 < 16
+				? tries - 1
+				: 16);
+		/* Jitter: between half and all of the delay. */
+		delay = delay / 2 + (delay > 1 ? arc4random_uniform(
+						      (uint32_t)(delay / 2 + 1))
+					       : 0);
+		text = xasprintf("%s; restarting from the last checkpoint in "
+				 "%llu ms (restart %lld of %u)",
+		    why, (unsigned long long)delay, (long long)tries,
+		    cfg.max_retries);
+		rc = store_event_add(sched_st, id, EV_ERROR, w->stage, text);
+		log_task(LOG_LEVEL_WARN, (uint64_t)id, w->stage, "%s", text);
+		free(text);
+		backoffs = xrealloc(backoffs, (nbackoffs + 1) * sizeof *backoffs);
+		backoffs[nbackoffs].task = id;
+		backoffs[nbackoffs++].until = now_ms() + delay;
+	}
+	if (rc == -1 || store_commit(sched_st) == -1) {
+		store_rollback(sched_st);
+		log_warnx("task %lld: cannot record the worker's failure: %s",
+		    (long long)id, store_error(sched_st));
+	} else if (tries == -1)
+		log_task(LOG_LEVEL_WARN, (uint64_t)id, w->stage,
+		    "task failed: %s", why);
+out:
+	task_free(t);
+	free(why);
+	proc_free(w);
+	sched_kick();
+}
+
+void
+sched_task_changed(int64_t task)
+{
+	struct task   *t;
+	struct worker *w = proc_find_task(task);
+
+	for (size_t i = 0; i < nheld; i++) {
+		if (held[i] == task) {
+			held[i] = held[--nheld];
+			break;
+		}
+	}
+	sched_backoff_clear(task);
+	if (store_task_get(sched_st, task, &t) == 0 && t != NULL) {
+		if (w != NULL && (wstate_stage(t->state) == NULL ||
+				     strcmp(wstate_stage(t->state), w->stage)))
+		{
+			w->stopping = 1;
+			proc_kill(w, NULL);
+		}
+		task_free(t);
+	}
+	sched_kick();
+}
+
+static int
+sched_hold_cb(const struct task *t, void *arg)
+{
+	(void)arg;
+	if (wstate_stage(t->state) != NULL) {
+		held = xrealloc(held, (nheld + 1) * sizeof *held);
+		held[nheld++] = t->id;
+	}
+	return 0;
+}
+
+static int
+sched_resume_cb(const struct task *t, void *arg)
+{
+	(void)arg;
+	if (wstate_stage(t->state) != NULL && t->state != WS_PENDING)
+		log_task(LOG_LEVEL_INFO, (uint64_t)t->id, NULL,
+		    "resuming task from %s (stage run %lld)",
+		    wstate_name(t->state), (long long)t->ival[TI_STAGE_RUN]);
+	return 0;
+}
+
+void
+sched_init(struct event_base *base, struct store *st,
+    const struct sched_opts *opts)
+{
+	struct timeval tv = { 0, 250 * 1000 };
+
+	sched_base = base;
+	sched_st = st;
+	sched_opts = *opts;
+	sched_kick_ev = event_new(base, -1, 0, sched_kick_cb, NULL);
+	sched_timer_ev = event_new(base, -1, EV_PERSIST, sched_timer_cb, NULL);
+	event_add(sched_timer_ev, &tv);
+	if (opts->only_task == 0) {
+		if (cfg.enable_resume)
+			store_task_list(st, TS_IN_PROGRESS, 0, sched_resume_cb,
+			    NULL);
+		else
+			store_task_list(st, TS_IN_PROGRESS, 0, sched_hold_cb,
+			    NULL);
+	}
+	sched_kick();
+}
+
+void
+sched_shutdown(void)
+{
+	struct worker	*w;
+	struct proto_msg m;
+
+	if (sched_stopping)
+		return;
+	sched_stopping = 1;
+	sched_stop_deadline = now_ms() + 5000;
+	proto_msg_init(&m, PROTO_STOP);
+	TAILQ_FOREACH(w, &workers, entry) {
+		w->stopping = 1;
+		proc_send(w, &m);
+	}
+	proto_msg_clear(&m);
+}
+
+int
+sched_done(void)
+{
+	struct task *t;
+	int	     done;
+
+	if (sched_stopping)
+		return TAILQ_EMPTY(&workers);
+	if (sched_opts.only_task == 0)
+		return 0;
+	if (proc_find_task(sched_opts.only_task) != NULL)
+		return 0;
+	if (store_task_get(sched_st, sched_opts.only_task, &t) == -1 ||
+	    t == NULL)
+		return 1;
+	done = t->state == WS_COMPLETED || t->state == WS_FAILED ||
+	    t->state == WS_CANCELLED ||
+	    (sched_opts.stop_at_gate &&
+		wstate_status(t->state) == TS_AWAITING_APPROVAL);
+	task_free(t);
+	return done;
+}
+
+void
+sched_free(void)
+{
+	if (sched_kick_ev != NULL)
+		event_free(sched_kick_ev);
+	if (sched_timer_ev != NULL)
+		event_free(sched_timer_ev);
+	sched_kick_ev = sched_timer_ev = NULL;
+	free(backoffs);
+	free(held);
+	backoffs = NULL;
+	held = NULL;
+	nbackoffs = nheld = 0;
+}

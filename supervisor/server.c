@@ -1,0 +1,197 @@
+/*
+ * The service: one per state directory (an flock), a libevent loop with
+ * signals, the scheduler and the control socket.
+ */
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "common.h"
+#include "supervisor.h"
+
+volatile int	   server_quit;
+static int	   server_lockfd = -1;
+static struct event_base *server_base;
+static void	 (*server_tick_fn)(void *);
+static void	  *server_tick_arg;
+
+int
+server_lock(char **cause)
+{
+	char *path;
+	int   fd;
+
+	if (server_lockfd != -1)
+		return 0;
+	if (config_make_state_dir(cause) == -1)
+		return -1;
+	path = xasprintf("%s/lock", cfg.state_dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd == -1) {
+		*cause = xasprintf("cannot open %s: %s", path, strerror(errno));
+		free(path);
+		return -1;
+	}
+	free(path);
+	if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
+		close(fd);
+		if (errno == EWOULDBLOCK)
+			return 1;
+		*cause = xasprintf("cannot lock the state directory: %s",
+		    strerror(errno));
+		return -1;
+	}
+	server_lockfd = fd;
+	return 0;
+}
+
+static void
+server_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	if (sig == SIGCHLD) {
+		proc_reap();
+		return;
+	}
+	if (!server_quit)
+		log_info("signal %d: stopping workers at a safe point; their "
+			 "tasks stay resumable",
+		    (int)sig);
+	server_quit = 1;
+	sched_shutdown();
+}
+
+static void
+server_check_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (server_tick_fn != NULL)
+		server_tick_fn(server_tick_arg);
+	if (sched_done())
+		event_base_loopbreak(server_base);
+}
+
+static void
+server_backup(struct store *st)
+{
+	char	   ts[32], *dest;
+	time_t	   now = time(NULL);
+	struct tm  tm;
+
+	gmtime_r(&now, &tm);
+	strftime(ts, sizeof ts, "%Y%m%d-%H%M%S", &tm);
+	dest = xasprintf("%s/backups/tasks-%s.db", cfg.state_dir, ts);
+	{
+		char *dir = xasprintf("%s/backups", cfg.state_dir);
+		mkdir(dir, 0700);
+		free(dir);
+	}
+	if (store_backup(st, dest) == -1)
+		log_warnx("DB_BACKUP_ON_START: backup to %s failed: %s", dest,
+		    store_error(st));
+	else
+		log_info("DB_BACKUP_ON_START: backed up the database to %s",
+		    dest);
+	free(dest);
+}
+
+int
+server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *),
+    void *arg)
+{
+	struct store	 *st;
+	struct store_opts so = { cfg.autocheckpoint, 5000 };
+	struct sched_opts opts = { only_task, stop_at_gate };
+	struct event	 *sigs[4], *check;
+	const int	  signums[] = { SIGCHLD, SIGTERM, SIGINT, SIGHUP };
+	struct timeval	  tv = { 0, 100 * 1000 };
+	char		 *cause;
+	int		  rc;
+
+	switch (server_lock(&cause)) {
+	case -1:
+		fprintf(stderr, "orch-supervisor: %s\n", cause);
+		free(cause);
+		return 1;
+	case 1:
+		fprintf(stderr,
+		    "orch-supervisor: another orch-supervisor service is "
+		    "running on %s (stop it first, or use another "
+		    "ORCH_STATE_DIR)\n",
+		    cfg.state_dir);
+		return 1;
+	}
+	if (store_open(&st, cfg.db_path, STORE_RW, &so, &cause) == -1) {
+		fprintf(stderr, "orch-supervisor: %s\n", cause);
+		free(cause);
+		return 1;
+	}
+	if (only_task == 0 && cfg.backup_on_start)
+		server_backup(st);
+
+	signal(SIGPIPE, SIG_IGN);
+	server_base = event_base_new();
+	if (server_base == NULL)
+		fatalx("event_base_new failed");
+	server_tick_fn = tick;
+	server_tick_arg = arg;
+	for (size_t i = 0; i < nitems(signums); i++) {
+		sigs[i] = evsignal_new(server_base, signums[i],
+		    server_signal_cb, NULL);
+		evsignal_add(sigs[i], NULL);
+	}
+	proc_init(server_base);
+	if (control_init(server_base, st, &cause) == -1) {
+		fprintf(stderr, "orch-supervisor: control socket: %s\n", cause);
+		free(cause);
+		event_base_free(server_base);
+		store_close(st);
+		return 1;
+	}
+	sched_init(server_base, st, &opts);
+	check = event_new(server_base, -1, EV_PERSIST, server_check_cb, NULL);
+	event_add(check, &tv);
+	if (only_task == 0)
+		log_info("serving %s with up to %u workers (state %s)",
+		    cfg.db_path, cfg.max_workers, cfg.state_dir);
+
+	rc = event_base_dispatch(server_base);
+	if (server_tick_fn != NULL)
+		server_tick_fn(server_tick_arg);
+
+	/* Whatever still runs (a foreground run that ended) stops now. */
+	while (!TAILQ_EMPTY(&workers)) {
+		struct worker *w = TAILQ_FIRST(&workers);
+		if (!w->reaped) {
+			kill(-w->pid, SIGKILL);
+			while (waitpid(w->pid, NULL, 0) == -1 && errno == EINTR)
+				;
+		}
+		proc_free(w);
+	}
+	control_free();
+	sched_free();
+	event_free(check);
+	for (size_t i = 0; i < nitems(signums); i++)
+		event_free(sigs[i]);
+	event_base_free(server_base);
+	server_base = NULL;
+	store_close(st);
+	if (only_task == 0)
+		log_info("stopped");
+	return rc == -1 ? 1 : 0;
+}

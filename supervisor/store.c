@@ -1,0 +1,1725 @@
+/*
+ * store.c: the only code that speaks SQL.
+ *
+ * The database holds the tasks and checkpoints tables of the older Python
+ * system (schema version 0) and the tables this program adds; the schema is
+ * versioned with PRAGMA user_version and migrated forward at open.
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <sqlite3.h>
+
+#include "common.h"
+#include "store.h"
+
+/* The time format of every timestamp we write: UTC with milliseconds. */
+#define NOW "strftime('%Y-%m-%d %H:%M:%f','now')"
+
+#define DEFAULT_BUSY_TIMEOUT_MS 5000
+#define DEFAULT_AUTOCHECKPOINT  1000
+
+static const char *const wstate_names[WS_MAX] = {
+    "pending",
+    "planning",
+    "plan_awaiting_approval",
+    "plan_approved",
+    "implementing",
+    "implementation_awaiting_approval",
+    "reviewing",
+    "verifying",
+    "completed",
+    "failed",
+    "cancelled",
+};
+
+static const char *const tstatus_names[TS_MAX] = {
+    "pending",
+    "in_progress",
+    "awaiting_approval",
+    "completed",
+    "failed",
+    "cancelled",
+};
+
+static const char *const event_kind_names[EV_MAX] = {
+    "state",
+    "info",
+    "error",
+    "model",
+    "tool",
+};
+
+/* Column names, indexed by enum task_col and enum task_icol. */
+static const char *const task_col_names[TC_MAX] = {
+    "plan",
+    "implementation",
+    "review",
+    "verification_result",
+    "workflow_log",
+    "plan_approved_at",
+    "plan_approved_by",
+    "plan_rejection_reason",
+    "implementation_approved_at",
+    "implementation_approved_by",
+    "implementation_rejection_reason",
+    "error_details",
+    "feedback",
+};
+
+static const char *const task_icol_names[TI_MAX] = {
+    "retry_count",
+    "stage_run",
+    "stage_retries",
+    "review_rounds",
+    "verify_rounds",
+    "failed_state",
+};
+
+/*
+ * Schema migrations.  Entry i takes the database from user_version i to
+ * i + 1 in one transaction: first the script, then each column that is not
+ * there yet (so a partly upgraded database, or one the Python system grew
+ * by hand, still works).  Migrations only add; they never drop rows.
+ * Adding version 3 is one more entry.
+ */
+struct column {
+	const char *table;
+	const char *name;
+	const char *decl;
+};
+
+struct migration {
+	const char *script;
+	const struct column *columns;
+	size_t ncolumns;
+};
+
+/* Version 1: the schema of the Python system, exactly as it made it. */
+static const char v1_script[] =
+    "CREATE TABLE IF NOT EXISTS tasks (\n"
+    "    id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+    "    request TEXT NOT NULL,\n"
+    "    status TEXT NOT NULL DEFAULT 'pending',\n"
+    "    workflow_state TEXT NOT NULL DEFAULT 'pending',\n"
+    "    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,\n"
+    "    updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,\n"
+    "\n"
+    "    -- Workflow stages\n"
+    "    plan TEXT,\n"
+    "    implementation TEXT,\n"
+    "    review TEXT,\n"
+    "    verification_result TEXT,\n"
+    "    workflow_log TEXT,\n"
+    "    workflow_checkpoint_data TEXT,\n"
+    "\n"
+    "    -- Approval tracking\n"
+    "    plan_approved_at TIMESTAMP,\n"
+    "    plan_approved_by TEXT,\n"
+    "    plan_rejection_reason TEXT,\n"
+    "    implementation_approved_at TIMESTAMP,\n"
+    "    implementation_approved_by TEXT,\n"
+    "    implementation_rejection_reason TEXT,\n"
+    "\n"
+    "    -- Error handling\n"
+    "    error_details TEXT,\n"
+    "    retry_count INTEGER DEFAULT 0\n"
+    ");\n"
+    "CREATE TABLE IF NOT EXISTS checkpoints (\n"
+    "    id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+    "    task_id INTEGER NOT NULL,\n"
+    "    checkpoint_name TEXT NOT NULL,\n"
+    "    checkpoint_data TEXT,\n"
+    "    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,\n"
+    "    FOREIGN KEY (task_id) REFERENCES tasks(id) ON DELETE CASCADE\n"
+    ");\n";
+
+/*
+ * The Python system added missing columns at run time, so an old database
+ * may lack some of these.  (created_at and updated_at cannot be added with
+ * their non-constant default; every version of it had them.)
+ */
+static const struct column v1_columns[] = {
+    {"tasks", "plan", "TEXT"},
+    {"tasks", "implementation", "TEXT"},
+    {"tasks", "review", "TEXT"},
+    {"tasks", "verification_result", "TEXT"},
+    {"tasks", "workflow_log", "TEXT"},
+    {"tasks", "workflow_checkpoint_data", "TEXT"},
+    {"tasks", "plan_approved_at", "TIMESTAMP"},
+    {"tasks", "plan_approved_by", "TEXT"},
+    {"tasks", "plan_rejection_reason", "TEXT"},
+    {"tasks", "implementation_approved_at", "TIMESTAMP"},
+    {"tasks", "implementation_approved_by", "TEXT"},
+    {"tasks", "implementation_rejection_reason", "TEXT"},
+    {"tasks", "error_details", "TEXT"},
+    {"tasks", "retry_count", "INTEGER DEFAULT 0"},
+    {"checkpoints", "checkpoint_data", "TEXT"},
+};
+
+/* Version 2: this program's columns, the event log, the journal, usage. */
+static const char v2_script[] =
+    "CREATE TABLE IF NOT EXISTS events (\n"
+    "    id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+    "    task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,\n"
+    "    ts TEXT NOT NULL,\n"
+    "    kind TEXT NOT NULL,\n"
+    "    stage TEXT,\n"
+    "    text TEXT NOT NULL\n"
+    ");\n"
+    "CREATE TABLE IF NOT EXISTS journal (\n"
+    "    id INTEGER PRIMARY KEY,\n"
+    "    task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,\n"
+    "    run INTEGER NOT NULL,\n"
+    "    seq INTEGER NOT NULL,\n"
+    "    stage TEXT NOT NULL,\n"
+    "    kind TEXT NOT NULL,\n"
+    "    data TEXT NOT NULL,\n"
+    "    tokens_in INTEGER NOT NULL DEFAULT 0,\n"
+    "    tokens_out INTEGER NOT NULL DEFAULT 0,\n"
+    "    created_at TEXT NOT NULL,\n"
+    "    UNIQUE(task_id, run, seq)\n"
+    ");\n"
+    "CREATE TABLE IF NOT EXISTS usage (\n"
+    "    task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,\n"
+    "    stage TEXT NOT NULL,\n"
+    "    calls INTEGER NOT NULL DEFAULT 0,\n"
+    "    tokens_in INTEGER NOT NULL DEFAULT 0,\n"
+    "    tokens_out INTEGER NOT NULL DEFAULT 0,\n"
+    "    PRIMARY KEY(task_id, stage)\n"
+    ");\n"
+    "CREATE INDEX IF NOT EXISTS tasks_status ON tasks(status);\n"
+    "CREATE INDEX IF NOT EXISTS tasks_workflow_state"
+    " ON tasks(workflow_state);\n"
+    "CREATE INDEX IF NOT EXISTS checkpoints_task_id"
+    " ON checkpoints(task_id);\n"
+    "CREATE INDEX IF NOT EXISTS events_task_id ON events(task_id, id);\n";
+
+static const struct column v2_columns[] = {
+    {"tasks", "repo", "TEXT"},
+    {"tasks", "base_commit", "TEXT"},
+    {"tasks", "verify_command", "TEXT"},
+    {"tasks", "auto_approve", "INTEGER NOT NULL DEFAULT 0"},
+    {"tasks", "feedback", "TEXT"},
+    {"tasks", "stage_run", "INTEGER NOT NULL DEFAULT 0"},
+    {"tasks", "stage_retries", "INTEGER NOT NULL DEFAULT 0"},
+    {"tasks", "review_rounds", "INTEGER NOT NULL DEFAULT 0"},
+    {"tasks", "verify_rounds", "INTEGER NOT NULL DEFAULT 0"},
+    {"tasks", "failed_state", "INTEGER"},
+};
+
+static const struct migration migrations[] = {
+    {v1_script, v1_columns, nitems(v1_columns)},
+    {v2_script, v2_columns, nitems(v2_columns)},
+};
+
+#define SCHEMA_VERSION ((int)nitems(migrations))
+
+/* Statements used often enough to keep prepared. */
+enum stmt {
+	ST_TASK_GET,
+	ST_TASK_ADD,
+	ST_TASK_SET_STATE,
+	ST_CHECKPOINT_ADD,
+	ST_CHECKPOINT_TASK,
+	ST_EVENT_ADD,
+	ST_JOURNAL_ADD,
+	ST_USAGE_ADD,
+	ST_RUNNABLE,
+	ST_MAX
+};
+
+static const char *const stmt_sql[ST_MAX] = {
+    [ST_TASK_GET] = NULL, /* built at open from the column tables */
+    [ST_TASK_ADD] = "INSERT INTO tasks (request, status, workflow_state,"
+                    " created_at, updated_at, repo, base_commit,"
+                    " verify_command, auto_approve, stage_run)"
+                    " VALUES (?1, 'pending', 'pending', " NOW ", " NOW
+                    ", ?2, ?3, ?4, ?5, 0)",
+    [ST_TASK_SET_STATE] = "UPDATE tasks SET workflow_state = ?2,"
+                          " status = ?3, updated_at = " NOW " WHERE id = ?1",
+    [ST_CHECKPOINT_ADD] = "INSERT INTO checkpoints (task_id,"
+                          " checkpoint_name, checkpoint_data, created_at)"
+                          " VALUES (?1, ?2, ?3, " NOW ")",
+    [ST_CHECKPOINT_TASK] = "UPDATE tasks SET workflow_checkpoint_data = ?2,"
+                           " updated_at = " NOW " WHERE id = ?1",
+    [ST_EVENT_ADD] = "INSERT INTO events (task_id, ts, kind, stage, text)"
+                     " VALUES (?1, " NOW ", ?2, ?3, ?4)",
+    [ST_JOURNAL_ADD] = "INSERT INTO journal (task_id, run, seq, stage,"
+                       " kind, data, tokens_in, tokens_out, created_at)"
+                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, " NOW ")",
+    [ST_USAGE_ADD] = "INSERT INTO usage (task_id, stage, calls, tokens_in,"
+                     " tokens_out) VALUES (?1, ?2, ?3, ?4, ?5)"
+                     " ON CONFLICT (task_id, stage) DO UPDATE SET"
+                     " calls = calls + excluded.calls,"
+                     " tokens_in = tokens_in + excluded.tokens_in,"
+                     " tokens_out = tokens_out + excluded.tokens_out",
+    [ST_RUNNABLE] = "SELECT id FROM tasks WHERE workflow_state IN"
+                    " ('pending', 'planning', 'plan_approved',"
+                    " 'implementing', 'reviewing', 'verifying')"
+                    " ORDER BY id LIMIT ?1",
+};
+
+struct store {
+	sqlite3 *db;
+	char *path;
+	enum store_mode mode;
+	int in_tx; /* store_begin is open */
+	int version;
+	char *err;
+	char *task_select; /* SELECT <task columns> FROM tasks */
+	sqlite3_stmt *stmt[ST_MAX];
+	sqlite3_stmt *set_text[TC_MAX];
+	sqlite3_stmt *set_int[TI_MAX];
+	sqlite3_stmt *stamp[TC_MAX];
+};
+
+/* Column positions in task_select. */
+enum {
+	TQ_ID,
+	TQ_STATE,
+	TQ_REQUEST,
+	TQ_REPO,
+	TQ_BASE_COMMIT,
+	TQ_VERIFY_COMMAND,
+	TQ_AUTO_APPROVE,
+	TQ_CREATED_AT,
+	TQ_UPDATED_AT,
+	TQ_CHECKPOINT_DATA,
+	TQ_TEXT,
+	TQ_IVAL = TQ_TEXT + TC_MAX,
+	TQ_TOKENS_IN = TQ_IVAL + TI_MAX,
+	TQ_TOKENS_OUT,
+};
+
+const char *
+wstate_name(enum wstate ws)
+{
+	if ((unsigned)ws >= WS_MAX)
+		return NULL;
+	return wstate_names[ws];
+}
+
+int
+wstate_parse(const char *s, enum wstate *ws)
+{
+	if (s == NULL)
+		return -1;
+	for (int i = 0; i < WS_MAX; i++) {
+		if (strcmp(s, wstate_names[i]) == 0) {
+			*ws = (enum wstate)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+enum tstatus
+wstate_status(enum wstate ws)
+{
+	switch (ws) {
+	case WS_PENDING:
+		return TS_PENDING;
+	case WS_PLAN_AWAITING_APPROVAL:
+	case WS_IMPLEMENTATION_AWAITING_APPROVAL:
+		return TS_AWAITING_APPROVAL;
+	case WS_COMPLETED:
+		return TS_COMPLETED;
+	case WS_FAILED:
+		return TS_FAILED;
+	case WS_CANCELLED:
+		return TS_CANCELLED;
+	case WS_PLANNING:
+	case WS_PLAN_APPROVED:
+	case WS_IMPLEMENTING:
+	case WS_REVIEWING:
+	case WS_VERIFYING:
+	default:
+		return TS_IN_PROGRESS;
+	}
+}
+
+const char *
+tstatus_name(enum tstatus ts)
+{
+	if ((unsigned)ts >= TS_MAX)
+		return NULL;
+	return tstatus_names[ts];
+}
+
+int
+tstatus_parse(const char *s, enum tstatus *ts)
+{
+	if (s == NULL)
+		return -1;
+	for (int i = 0; i < TS_MAX; i++) {
+		if (strcmp(s, tstatus_names[i]) == 0) {
+			*ts = (enum tstatus)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+const char *
+wstate_stage(enum wstate ws)
+{
+	switch (ws) {
+	case WS_PENDING:
+	case WS_PLANNING:
+		return "planning";
+	case WS_PLAN_APPROVED:
+	case WS_IMPLEMENTING:
+		return "implementing";
+	case WS_REVIEWING:
+		return "reviewing";
+	case WS_VERIFYING:
+		return "verifying";
+	default:
+		return NULL;
+	}
+}
+
+const char *
+event_kind_name(enum event_kind k)
+{
+	if ((unsigned)k >= EV_MAX)
+		return NULL;
+	return event_kind_names[k];
+}
+
+static void store_seterr(struct store *, const char *, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+store_seterr(struct store *s, const char *fmt, ...)
+{
+	va_list ap;
+	char *msg;
+
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) == -1)
+		fatal("vasprintf");
+	va_end(ap);
+	free(s->err);
+	s->err = msg;
+}
+
+/* Record the connection's last error, prefixed with what we were doing. */
+static void
+store_dberr(struct store *s, const char *what)
+{
+	store_seterr(s, "%s: %s", what, sqlite3_errmsg(s->db));
+}
+
+const char *
+store_error(struct store *s)
+{
+	if (s == NULL)
+		return "no database";
+	return s->err != NULL ? s->err : "no error";
+}
+
+int
+store_schema_version(struct store *s)
+{
+	return s->version;
+}
+
+static int
+store_exec(struct store *s, const char *sql, const char *what)
+{
+	char *msg = NULL;
+
+	if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		store_seterr(s, "%s: %s", what,
+		    msg != NULL ? msg : sqlite3_errmsg(s->db));
+		sqlite3_free(msg);
+		return -1;
+	}
+	return 0;
+}
+
+/* Run sql and ignore any error, keeping the one already recorded. */
+static void
+store_exec_quiet(struct store *s, const char *sql)
+{
+	sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+}
+
+/*
+ * A prepared statement from *slot, made from sql on first use, reset and
+ * with no bindings.  Callers reset it again when done so that no read
+ * transaction stays open.
+ */
+static sqlite3_stmt *
+store_prep_slot(struct store *s, sqlite3_stmt **slot, const char *sql)
+{
+	if (*slot == NULL) {
+		if (sqlite3_prepare_v3(s->db, sql, -1,
+		        SQLITE_PREPARE_PERSISTENT, slot, NULL) != SQLITE_OK) {
+			store_dberr(s, "prepare");
+			*slot = NULL;
+			return NULL;
+		}
+		return *slot;
+	}
+	sqlite3_reset(*slot);
+	sqlite3_clear_bindings(*slot);
+	return *slot;
+}
+
+static sqlite3_stmt *
+store_prep(struct store *s, enum stmt which)
+{
+	sqlite3_stmt *st;
+	char *sql;
+
+	if (which == ST_TASK_GET && s->stmt[which] == NULL) {
+		sql = xasprintf("%s WHERE id = ?1", s->task_select);
+		st = store_prep_slot(s, &s->stmt[which], sql);
+		free(sql);
+		return st;
+	}
+	return store_prep_slot(s, &s->stmt[which], stmt_sql[which]);
+}
+
+/* A statement used once (lists, whose callbacks may use the cache). */
+static sqlite3_stmt *
+store_prep_once(struct store *s, const char *sql)
+{
+	sqlite3_stmt *st;
+
+	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+		store_dberr(s, "prepare");
+		return NULL;
+	}
+	return st;
+}
+
+static int
+bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+	if (v == NULL)
+		return sqlite3_bind_null(st, i);
+	return sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
+}
+
+static char *
+col_strdup(sqlite3_stmt *st, int i)
+{
+	const unsigned char *v = sqlite3_column_text(st, i);
+
+	return v == NULL ? NULL : xstrdup((const char *)v);
+}
+
+static const char *
+col_text(sqlite3_stmt *st, int i)
+{
+	return (const char *)sqlite3_column_text(st, i);
+}
+
+/* Step a statement that returns no rows, then reset it. */
+static int
+store_step_done(struct store *s, sqlite3_stmt *st, const char *what)
+{
+	int rc = sqlite3_step(st);
+
+	if (rc != SQLITE_DONE) {
+		store_dberr(s, what);
+		sqlite3_reset(st);
+		return -1;
+	}
+	sqlite3_reset(st);
+	return 0;
+}
+
+/* Like store_step_done, for an UPDATE of the task with this id. */
+static int
+store_step_task(struct store *s, sqlite3_stmt *st, int64_t id, const char *what)
+{
+	if (store_step_done(s, st, what) == -1)
+		return -1;
+	if (sqlite3_changes(s->db) != 1) {
+		store_seterr(s, "%s: no task %lld", what, (long long)id);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Every write runs inside wbegin/wend: in a BEGIN IMMEDIATE transaction of
+ * its own, or in a savepoint when the caller has one open (store_begin), so
+ * that a failed write never leaves half its rows behind either way.
+ */
+static int
+store_wbegin(struct store *s)
+{
+	if (s->mode != STORE_RW) {
+		store_seterr(s, "database %s is open read-only", s->path);
+		return -1;
+	}
+	if (s->in_tx)
+		return store_exec(s, "SAVEPOINT store_write", "savepoint");
+	return store_exec(s, "BEGIN IMMEDIATE", "begin");
+}
+
+static int
+store_wend(struct store *s, int rc)
+{
+	if (s->in_tx) {
+		if (rc != 0)
+			store_exec_quiet(s, "ROLLBACK TO store_write");
+		store_exec_quiet(s, "RELEASE store_write");
+		return rc;
+	}
+	if (rc != 0) {
+		store_exec_quiet(s, "ROLLBACK");
+		return rc;
+	}
+	if (store_exec(s, "COMMIT", "commit") == -1) {
+		if (!sqlite3_get_autocommit(s->db))
+			store_exec_quiet(s, "ROLLBACK");
+		return -1;
+	}
+	return 0;
+}
+
+int
+store_begin(struct store *s)
+{
+	if (s->in_tx) {
+		store_seterr(s, "begin: a transaction is already open");
+		return -1;
+	}
+	if (s->mode != STORE_RW) {
+		store_seterr(s, "database %s is open read-only", s->path);
+		return -1;
+	}
+	if (store_exec(s, "BEGIN IMMEDIATE", "begin") == -1)
+		return -1;
+	s->in_tx = 1;
+	return 0;
+}
+
+/* On failure the transaction is rolled back. */
+int
+store_commit(struct store *s)
+{
+	if (!s->in_tx) {
+		store_seterr(s, "commit: no transaction is open");
+		return -1;
+	}
+	s->in_tx = 0;
+	if (store_exec(s, "COMMIT", "commit") == -1) {
+		if (!sqlite3_get_autocommit(s->db))
+			store_exec_quiet(s, "ROLLBACK");
+		return -1;
+	}
+	return 0;
+}
+
+/* Does nothing when no transaction is open. */
+void
+store_rollback(struct store *s)
+{
+	if (!s->in_tx)
+		return;
+	s->in_tx = 0;
+	if (!sqlite3_get_autocommit(s->db))
+		store_exec_quiet(s, "ROLLBACK");
+}
+
+/* Read a single integer: PRAGMA or SELECT. */
+static int
+store_int_query(struct store *s, const char *sql, int64_t *v)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if ((st = store_prep_once(s, sql)) == NULL)
+		return -1;
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*v = sqlite3_column_int64(st, 0);
+	else if (rc == SQLITE_DONE)
+		*v = 0;
+	else
+		store_dberr(s, sql);
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* PRAGMA quick_check or integrity_check: 0 and *ok, *first set. */
+static int
+store_check(struct store *s, const char *sql, int *ok, char **first)
+{
+	sqlite3_stmt *st;
+	int rc, rows = 0;
+
+	*ok = 0;
+	*first = NULL;
+	if ((st = store_prep_once(s, sql)) == NULL)
+		return -1;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (rows++ == 0)
+			*first = col_strdup(st, 0);
+	}
+	if (rc != SQLITE_DONE) {
+		store_dberr(s, sql);
+		sqlite3_finalize(st);
+		free(*first);
+		*first = NULL;
+		return -1;
+	}
+	sqlite3_finalize(st);
+	*ok = rows == 1 && *first != NULL && strcmp(*first, "ok") == 0;
+	return 0;
+}
+
+static int
+store_has_column(
+    struct store *s, const char *table, const char *column, int *has)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	st = store_prep_once(
+	    s, "SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2");
+	if (st == NULL)
+		return -1;
+	bind_text(st, 1, table);
+	bind_text(st, 2, column);
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		store_dberr(s, "table_info");
+		sqlite3_finalize(st);
+		return -1;
+	}
+	*has = rc == SQLITE_ROW;
+	sqlite3_finalize(st);
+	return 0;
+}
+
+/* Take the schema from version - 1 to version, in one transaction. */
+static int
+store_migrate_one(struct store *s, int version)
+{
+	const struct migration *m = &migrations[version - 1];
+	int64_t current;
+	char *sql;
+	int has, rc;
+
+	if (store_exec(s, "BEGIN IMMEDIATE", "begin") == -1)
+		return -1;
+	/* Another process may have migrated while we waited for the lock. */
+	if (store_int_query(s, "PRAGMA user_version", &current) == -1)
+		goto fail;
+	if (current >= version) {
+		s->version = (int)current;
+		return store_exec(s, "COMMIT", "commit");
+	}
+	if (store_exec(s, m->script, "schema") == -1)
+		goto fail;
+	for (size_t i = 0; i < m->ncolumns; i++) {
+		const struct column *c = &m->columns[i];
+
+		if (store_has_column(s, c->table, c->name, &has) == -1)
+			goto fail;
+		if (has)
+			continue;
+		sql = xasprintf("ALTER TABLE %s ADD COLUMN %s %s", c->table,
+		    c->name, c->decl);
+		rc = store_exec(s, sql, "add column");
+		free(sql);
+		if (rc == -1)
+			goto fail;
+	}
+	sql = xasprintf("PRAGMA user_version = %d", version);
+	rc = store_exec(s, sql, "set user_version");
+	free(sql);
+	if (rc == -1)
+		goto fail;
+	if (store_exec(s, "COMMIT", "commit") == -1)
+		goto fail;
+	s->version = version;
+	return 0;
+
+fail:
+	if (!sqlite3_get_autocommit(s->db))
+		store_exec_quiet(s, "ROLLBACK");
+	return -1;
+}
+
+static char *
+store_build_task_select(void)
+{
+	char *cols, *tmp, *sql;
+
+	cols = xstrdup("id, workflow_state, request, repo, base_commit,"
+	               " verify_command, auto_approve, created_at, updated_at,"
+	               " workflow_checkpoint_data");
+	for (int i = 0; i < TC_MAX; i++) {
+		tmp = xasprintf("%s, %s", cols, task_col_names[i]);
+		free(cols);
+		cols = tmp;
+	}
+	for (int i = 0; i < TI_MAX; i++) {
+		tmp = xasprintf("%s, %s", cols, task_icol_names[i]);
+		free(cols);
+		cols = tmp;
+	}
+	sql = xasprintf("SELECT %s,"
+	                " (SELECT COALESCE(SUM(tokens_in), 0) FROM usage"
+	                " WHERE usage.task_id = tasks.id),"
+	                " (SELECT COALESCE(SUM(tokens_out), 0) FROM usage"
+	                " WHERE usage.task_id = tasks.id)"
+	                " FROM tasks",
+	    cols);
+	free(cols);
+	return sql;
+}
+
+/* Is the file at path, if it exists and is not empty, an SQLite file? */
+static int
+store_check_header(const char *path, int *exists, char **why)
+{
+	static const char magic[16] = "SQLite format 3";
+	struct stat sb;
+	char buf[16];
+	int fd, rc;
+
+	*why = NULL;
+	if (stat(path, &sb) == -1) {
+		if (errno != ENOENT) {
+			*why = xstrdup(strerror(errno));
+			return -1;
+		}
+		*exists = 0;
+		return 0;
+	}
+	*exists = 1;
+	if (!S_ISREG(sb.st_mode)) {
+		*why = xstrdup("not a regular file");
+		return -1;
+	}
+	if (sb.st_size == 0)
+		return 0;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		*why = xstrdup(strerror(errno));
+		return -1;
+	}
+	rc = read_full(fd, buf, sizeof buf);
+	close(fd);
+	if (rc != 1 || memcmp(buf, magic, sizeof magic) != 0) {
+		*why = xstrdup("file is not a database");
+		return -1;
+	}
+	return 0;
+}
+
+static char *
+store_damaged(const char *path, const char *why)
+{
+	return xasprintf("DB: %s is not an SQLite database (or is damaged):"
+	                 " %s; restore it from a backup (orch-supervisor"
+	                 " backup) or move it aside",
+	    path, why);
+}
+
+/* Set the pragmas of a read-write connection. */
+static int
+store_pragmas(struct store *s, const struct store_opts *opts)
+{
+	sqlite3_stmt *st;
+	char *sql;
+	int pages = DEFAULT_AUTOCHECKPOINT, rc, wal;
+
+	if (opts != NULL && opts->autocheckpoint_pages > 0)
+		pages = opts->autocheckpoint_pages;
+	if ((st = store_prep_once(s, "PRAGMA journal_mode = WAL")) == NULL)
+		return -1;
+	rc = sqlite3_step(st);
+	wal = rc == SQLITE_ROW && col_text(st, 0) != NULL &&
+	      strcmp(col_text(st, 0), "wal") == 0;
+	if (rc != SQLITE_ROW)
+		store_dberr(s, "journal_mode");
+	else if (!wal)
+		store_seterr(s, "journal_mode: cannot switch to WAL (%s)",
+		    col_text(st, 0) != NULL ? col_text(st, 0) : "?");
+	sqlite3_finalize(st);
+	if (!wal)
+		return -1;
+	if (store_exec(s, "PRAGMA synchronous = FULL", "synchronous") == -1 ||
+	    store_exec(s, "PRAGMA foreign_keys = ON", "foreign_keys") == -1)
+		return -1;
+	sql = xasprintf("PRAGMA wal_autocheckpoint = %d", pages);
+	rc = store_exec(s, sql, "wal_autocheckpoint");
+	free(sql);
+	return rc;
+}
+
+int
+store_open(struct store **storep, const char *path, enum store_mode mode,
+    const struct store_opts *opts, char **cause)
+{
+	struct store *s;
+	int64_t schema, user;
+	char *why = NULL;
+	int exists, flags, busy = DEFAULT_BUSY_TIMEOUT_MS, ok;
+
+	*storep = NULL;
+	*cause = NULL;
+	if (opts != NULL && opts->busy_timeout_ms > 0)
+		busy = opts->busy_timeout_ms;
+
+	/*
+	 * Refuse a file that is not ours before SQLite touches it: SQLite
+	 * would happily turn an empty-looking or foreign file into a database
+	 * (or a WAL switch would write its header), and that file may be the
+	 * user's only copy of something.
+	 */
+	if (store_check_header(path, &exists, &why) == -1) {
+		*cause = store_damaged(path, why);
+		free(why);
+		return -1;
+	}
+	if (mode == STORE_RDONLY) {
+		if (!exists) {
+			*cause =
+			    xasprintf("DB: %s: %s", path, strerror(ENOENT));
+			return -1;
+		}
+		flags = SQLITE_OPEN_READONLY;
+	} else if (exists)
+		flags = SQLITE_OPEN_READWRITE;
+	else
+		flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+	flags |= SQLITE_OPEN_NOMUTEX;
+
+	s = xcalloc(1, sizeof *s);
+	s->path = xstrdup(path);
+	s->mode = mode;
+	if (sqlite3_open_v2(path, &s->db, flags, NULL) != SQLITE_OK) {
+		*cause = xasprintf("DB: %s: %s", path,
+		    s->db != NULL ? sqlite3_errmsg(s->db) : "out of memory");
+		goto fail;
+	}
+	sqlite3_busy_timeout(s->db, busy);
+	/*
+	 * Until the checks pass, closing must not checkpoint a WAL file left
+	 * beside the database into it.
+	 */
+	sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
+
+	/* Read only, before anything could write. */
+	if (store_int_query(s, "PRAGMA schema_version", &schema) == -1 ||
+	    store_int_query(s, "PRAGMA user_version", &user) == -1) {
+		*cause = store_damaged(path, sqlite3_errmsg(s->db));
+		goto fail;
+	}
+	if (store_check(s, "PRAGMA quick_check", &ok, &why) == -1) {
+		*cause = store_damaged(path, sqlite3_errmsg(s->db));
+		goto fail;
+	}
+	if (!ok) {
+		*cause = store_damaged(path, why != NULL ? why : "quick_check");
+		free(why);
+		goto fail;
+	}
+	free(why);
+	if (user > SCHEMA_VERSION || user < 0) {
+		*cause = xasprintf("DB: %s was made by a newer orch-supervisor"
+		                   " (schema version %lld, this one knows %d);"
+		                   " upgrade orch-supervisor",
+		    path, (long long)user, SCHEMA_VERSION);
+		goto fail;
+	}
+	s->version = (int)user;
+	sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0, NULL);
+
+	if (mode == STORE_RDONLY) {
+		if (user < SCHEMA_VERSION) {
+			*cause = xasprintf("DB: %s has schema version %lld,"
+			                   " older than %d; open it read-write"
+			                   " once to upgrade it",
+			    path, (long long)user, SCHEMA_VERSION);
+			goto fail;
+		}
+		if (store_exec(s, "PRAGMA query_only = ON", "query_only") ==
+		    -1) {
+			*cause = xasprintf("DB: %s: %s", path, s->err);
+			goto fail;
+		}
+	} else {
+		if (store_pragmas(s, opts) == -1) {
+			*cause = xasprintf("DB: %s: %s", path, s->err);
+			goto fail;
+		}
+		for (int v = s->version + 1; v <= SCHEMA_VERSION; v++) {
+			if (s->version >= v)
+				continue;
+			if (store_migrate_one(s, v) == -1) {
+				*cause = xasprintf("DB: %s: migration to schema"
+				                   " version %d failed: %s",
+				    path, v, s->err);
+				goto fail;
+			}
+		}
+	}
+	s->task_select = store_build_task_select();
+	*storep = s;
+	return 0;
+
+fail:
+	store_close(s);
+	return -1;
+}
+
+void
+store_close(struct store *s)
+{
+	if (s == NULL)
+		return;
+	if (s->db != NULL) {
+		if (!sqlite3_get_autocommit(s->db))
+			store_exec_quiet(s, "ROLLBACK");
+		for (int i = 0; i < ST_MAX; i++)
+			sqlite3_finalize(s->stmt[i]);
+		for (int i = 0; i < TC_MAX; i++) {
+			sqlite3_finalize(s->set_text[i]);
+			sqlite3_finalize(s->stamp[i]);
+		}
+		for (int i = 0; i < TI_MAX; i++)
+			sqlite3_finalize(s->set_int[i]);
+		sqlite3_close(s->db);
+	}
+	free(s->task_select);
+	free(s->path);
+	free(s->err);
+	free(s);
+}
+
+static int
+store_checkpoint_add_locked(
+    struct store *s, int64_t task, const char *name, const char *data)
+{
+	sqlite3_stmt *st;
+
+	if ((st = store_prep(s, ST_CHECKPOINT_ADD)) == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, task);
+	bind_text(st, 2, name);
+	bind_text(st, 3, data);
+	if (store_step_done(s, st, "insert checkpoint") == -1)
+		return -1;
+	if ((st = store_prep(s, ST_CHECKPOINT_TASK)) == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, task);
+	bind_text(st, 2, data);
+	return store_step_task(s, st, task, "update checkpoint data");
+}
+
+static int
+store_event_add_locked(struct store *s, int64_t task, enum event_kind kind,
+    const char *stage, const char *text)
+{
+	sqlite3_stmt *st;
+
+	if ((st = store_prep(s, ST_EVENT_ADD)) == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, task);
+	bind_text(st, 2, event_kind_names[kind]);
+	bind_text(st, 3, stage);
+	bind_text(st, 4, text);
+	return store_step_done(s, st, "insert event");
+}
+
+static int
+store_task_add_locked(struct store *s, const struct task_new *tn, int64_t *id)
+{
+	sqlite3_stmt *st;
+	json_t *obj;
+	char *data;
+	int rc;
+
+	if ((st = store_prep(s, ST_TASK_ADD)) == NULL)
+		return -1;
+	bind_text(st, 1, tn->request);
+	bind_text(st, 2, tn->repo);
+	bind_text(st, 3, tn->base_commit);
+	bind_text(st, 4, tn->verify_command);
+	sqlite3_bind_int(st, 5, tn->auto_approve);
+	if (store_step_done(s, st, "insert task") == -1)
+		return -1;
+	*id = sqlite3_last_insert_rowid(s->db);
+
+	obj = json_pack("{s:s}", "request", tn->request);
+	if (obj == NULL || (data = json_dumps(obj,
+	                        JSON_COMPACT | JSON_ENSURE_ASCII)) == NULL) {
+		json_decref(obj);
+		store_seterr(s, "insert task: cannot encode the request");
+		return -1;
+	}
+	json_decref(obj);
+	rc = store_checkpoint_add_locked(s, *id, "workflow_start", data);
+	free(data);
+	if (rc == -1)
+		return -1;
+	return store_event_add_locked(s, *id, EV_STATE, NULL, "task submitted");
+}
+
+int
+store_task_add(struct store *s, const struct task_new *tn, int64_t *id)
+{
+	if (tn->request == NULL) {
+		store_seterr(s, "insert task: no request");
+		return -1;
+	}
+	if (store_wbegin(s) == -1)
+		return -1;
+	return store_wend(s, store_task_add_locked(s, tn, id));
+}
+
+void
+task_free(struct task *t)
+{
+	if (t == NULL)
+		return;
+	free(t->request);
+	free(t->repo);
+	free(t->base_commit);
+	free(t->verify_command);
+	free(t->created_at);
+	free(t->updated_at);
+	for (int i = 0; i < TC_MAX; i++)
+		free(t->text[i]);
+	free(t->workflow_checkpoint_data);
+	free(t);
+}
+
+/* A task from a row of task_select. */
+static struct task *
+store_task_row(struct store *s, sqlite3_stmt *st)
+{
+	struct task *t;
+	enum wstate ws;
+	const char *state = col_text(st, TQ_STATE);
+
+	if (wstate_parse(state, &ws) == -1) {
+		store_seterr(s, "task %lld: unknown workflow_state '%s'",
+		    (long long)sqlite3_column_int64(st, TQ_ID),
+		    state != NULL ? state : "NULL");
+		return NULL;
+	}
+	t = xcalloc(1, sizeof *t);
+	t->id = sqlite3_column_int64(st, TQ_ID);
+	t->state = ws;
+	t->request = col_strdup(st, TQ_REQUEST);
+	t->repo = col_strdup(st, TQ_REPO);
+	t->base_commit = col_strdup(st, TQ_BASE_COMMIT);
+	t->verify_command = col_strdup(st, TQ_VERIFY_COMMAND);
+	t->auto_approve = sqlite3_column_int(st, TQ_AUTO_APPROVE);
+	t->created_at = col_strdup(st, TQ_CREATED_AT);
+	t->updated_at = col_strdup(st, TQ_UPDATED_AT);
+	t->workflow_checkpoint_data = col_strdup(st, TQ_CHECKPOINT_DATA);
+	for (int i = 0; i < TC_MAX; i++)
+		t->text[i] = col_strdup(st, TQ_TEXT + i);
+	for (int i = 0; i < TI_MAX; i++) {
+		if (sqlite3_column_type(st, TQ_IVAL + i) == SQLITE_NULL)
+			t->ival[i] = i == TI_FAILED_STATE ? -1 : 0;
+		else
+			t->ival[i] = sqlite3_column_int64(st, TQ_IVAL + i);
+	}
+	t->tokens_in = sqlite3_column_int64(st, TQ_TOKENS_IN);
+	t->tokens_out = sqlite3_column_int64(st, TQ_TOKENS_OUT);
+	return t;
+}
+
+int
+store_task_get(struct store *s, int64_t id, struct task **taskp)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	*taskp = NULL;
+	if ((st = store_prep(s, ST_TASK_GET)) == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*taskp = store_task_row(s, st);
+		sqlite3_reset(st);
+		return *taskp == NULL ? -1 : 0;
+	}
+	if (rc != SQLITE_DONE)
+		store_dberr(s, "select task");
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+int
+store_task_set_state(struct store *s, int64_t id, enum wstate ws)
+{
+	sqlite3_stmt *st;
+
+	if ((unsigned)ws >= WS_MAX) {
+		store_seterr(s, "set state: bad state %d", (int)ws);
+		return -1;
+	}
+	if (store_wbegin(s) == -1)
+		return -1;
+	if ((st = store_prep(s, ST_TASK_SET_STATE)) == NULL)
+		return store_wend(s, -1);
+	sqlite3_bind_int64(st, 1, id);
+	bind_text(st, 2, wstate_names[ws]);
+	bind_text(st, 3, tstatus_names[wstate_status(ws)]);
+	return store_wend(s, store_step_task(s, st, id, "set state"));
+}
+
+int
+store_task_set_text(
+    struct store *s, int64_t id, enum task_col col, const char *value)
+{
+	sqlite3_stmt *st;
+	char *sql;
+
+	if ((unsigned)col >= TC_MAX) {
+		store_seterr(s, "set text: bad column %d", (int)col);
+		return -1;
+	}
+	if (store_wbegin(s) == -1)
+		return -1;
+	sql = xasprintf("UPDATE tasks SET %s = ?2, updated_at = %s"
+	                " WHERE id = ?1",
+	    task_col_names[col], NOW);
+	st = store_prep_slot(s, &s->set_text[col], sql);
+	free(sql);
+	if (st == NULL)
+		return store_wend(s, -1);
+	sqlite3_bind_int64(st, 1, id);
+	bind_text(st, 2, value);
+	return store_wend(s, store_step_task(s, st, id, task_col_names[col]));
+}
+
+int
+store_task_stamp(struct store *s, int64_t id, enum task_col col)
+{
+	sqlite3_stmt *st;
+	char *sql;
+
+	if (col != TC_PLAN_APPROVED_AT &&
+	    col != TC_IMPLEMENTATION_APPROVED_AT) {
+		store_seterr(s, "stamp: column %d is not a time", (int)col);
+		return -1;
+	}
+	if (store_wbegin(s) == -1)
+		return -1;
+	sql = xasprintf("UPDATE tasks SET %s = %s, updated_at = %s"
+	                " WHERE id = ?1",
+	    task_col_names[col], NOW, NOW);
+	st = store_prep_slot(s, &s->stamp[col], sql);
+	free(sql);
+	if (st == NULL)
+		return store_wend(s, -1);
+	sqlite3_bind_int64(st, 1, id);
+	return store_wend(s, store_step_task(s, st, id, task_col_names[col]));
+}
+
+/* TI_FAILED_STATE -1 writes NULL. */
+int
+store_task_set_int(struct store *s, int64_t id, enum task_icol col, int64_t v)
+{
+	sqlite3_stmt *st;
+	char *sql;
+
+	if ((unsigned)col >= TI_MAX) {
+		store_seterr(s, "set int: bad column %d", (int)col);
+		return -1;
+	}
+	if (store_wbegin(s) == -1)
+		return -1;
+	sql = xasprintf("UPDATE tasks SET %s = ?2, updated_at = %s"
+	                " WHERE id = ?1",
+	    task_icol_names[col], NOW);
+	st = store_prep_slot(s, &s->set_int[col], sql);
+	free(sql);
+	if (st == NULL)
+		return store_wend(s, -1);
+	sqlite3_bind_int64(st, 1, id);
+	if (col == TI_FAILED_STATE && v < 0)
+		sqlite3_bind_null(st, 2);
+	else
+		sqlite3_bind_int64(st, 2, v);
+	return store_wend(s, store_step_task(s, st, id, task_icol_names[col]));
+}
+
+int
+store_task_list(
+    struct store *s, int status, int resumable, store_task_cb cb, void *arg)
+{
+	sqlite3_stmt *st;
+	struct task *t;
+	char *sql;
+	int rc, stop = 0;
+
+	if (status >= TS_MAX) {
+		store_seterr(s, "list tasks: bad status %d", status);
+		return -1;
+	}
+	sql = xasprintf("%s%s%s%s%s ORDER BY id", s->task_select,
+	    status >= 0 || resumable ? " WHERE" : "",
+	    status >= 0 ? " status = ?1" : "",
+	    status >= 0 && resumable ? " AND" : "",
+	    resumable ? " status NOT IN ('completed', 'cancelled')" : "");
+	st = store_prep_once(s, sql);
+	free(sql);
+	if (st == NULL)
+		return -1;
+	if (status >= 0)
+		bind_text(st, 1, tstatus_names[status]);
+	while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if ((t = store_task_row(s, st)) == NULL) {
+			sqlite3_finalize(st);
+			return -1;
+		}
+		stop = cb(t, arg);
+		task_free(t);
+	}
+	if (!stop && rc != SQLITE_DONE) {
+		store_dberr(s, "list tasks");
+		sqlite3_finalize(st);
+		return -1;
+	}
+	sqlite3_finalize(st);
+	return 0;
+}
+
+int
+store_task_runnable(struct store *s, int64_t *ids, size_t max, size_t *n)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	*n = 0;
+	if (max == 0)
+		return 0;
+	if ((st = store_prep(s, ST_RUNNABLE)) == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, max > INT64_MAX ? INT64_MAX : (int64_t)max);
+	while (*n < max && (rc = sqlite3_step(st)) == SQLITE_ROW)
+		ids[(*n)++] = sqlite3_column_int64(st, 0);
+	if (*n < max && rc != SQLITE_DONE) {
+		store_dberr(s, "runnable tasks");
+		sqlite3_reset(st);
+		return -1;
+	}
+	sqlite3_reset(st);
+	return 0;
+}
+
+int
+store_checkpoint_add(
+    struct store *s, int64_t task, const char *name, const char *data)
+{
+	if (name == NULL) {
+		store_seterr(s, "insert checkpoint: no name");
+		return -1;
+	}
+	if (store_wbegin(s) == -1)
+		return -1;
+	return store_wend(s, store_checkpoint_add_locked(s, task, name, data));
+}
+
+int
+store_checkpoint_list(
+    struct store *s, int64_t task, store_checkpoint_cb cb, void *arg)
+{
+	sqlite3_stmt *st;
+	struct checkpoint cp;
+	int rc, stop = 0;
+
+	st = store_prep_once(s,
+	    "SELECT id, checkpoint_name, checkpoint_data, created_at"
+	    " FROM checkpoints WHERE task_id = ?1 ORDER BY id");
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, task);
+	while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		cp.id = sqlite3_column_int64(st, 0);
+		cp.name = col_text(st, 1);
+		cp.data = col_text(st, 2);
+		cp.created_at = col_text(st, 3);
+		if (cp.name == NULL)
+			cp.name = "";
+		if (cp.created_at == NULL)
+			cp.created_at = "";
+		stop = cb(&cp, arg);
+	}
+	if (!stop && rc != SQLITE_DONE) {
+		store_dberr(s, "list checkpoints");
+		sqlite3_finalize(st);
+		return -1;
+	}
+	sqlite3_finalize(st);
+	return 0;
+}
+
+static int
+store_journal_add_locked(struct store *s, int64_t task, int64_t run,
+    int64_t seq, const char *stage, const char *kind, const char *data,
+    int64_t tokens_in, int64_t tokens_out)
+{
+	sqlite3_stmt *st;
+
+	if ((st = store_prep(s, ST_JOURNAL_ADD)) == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, task);
+	sqlite3_bind_int64(st, 2, run);
+	sqlite3_bind_int64(st, 3, seq);
+	bind_text(st, 4, stage);
+	bind_text(st, 5, kind);
+	bind_text(st, 6, data);
+	sqlite3_bind_int64(st, 7, tokens_in);
+	sqlite3_bind_int64(st, 8, tokens_out);
+	if (store_step_done(s, st, "insert journal") == -1)
+		return -1;
+	if ((st = store_prep(s, ST_USAGE_ADD)) == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, task);
+	bind_text(st, 2, stage);
+	sqlite3_bind_int(st, 3, strcmp(kind, "reply") == 0);
+	sqlite3_bind_int64(st, 4, tokens_in);
+	sqlite3_bind_int64(st, 5, tokens_out);
+	return store_step_done(s, st, "update usage");
+}
+
+int
+store_journal_add(struct store *s, int64_t task, int64_t run, int64_t seq,
+    const char *stage, const char *kind, const char *data, int64_t tokens_in,
+    int64_t tokens_out)
+{
+	if (stage == NULL || kind == NULL || data == NULL) {
+		store_seterr(s, "insert journal: stage, kind and data are"
+		                " required");
+		return -1;
+	}
+	if (store_wbegin(s) == -1)
+		return -1;
+	return store_wend(s, store_journal_add_locked(s, task, run, seq, stage,
+	                         kind, data, tokens_in, tokens_out));
+}
+
+int
+store_journal_list(
+    struct store *s, int64_t task, int64_t run, store_journal_cb cb, void *arg)
+{
+	sqlite3_stmt *st;
+	struct journal_entry je;
+	int rc, stop = 0;
+
+	st =
+	    store_prep_once(s, "SELECT seq, kind, data FROM journal"
+	                       " WHERE task_id = ?1 AND run = ?2 ORDER BY seq");
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, task);
+	sqlite3_bind_int64(st, 2, run);
+	while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		je.seq = sqlite3_column_int64(st, 0);
+		je.kind = col_text(st, 1);
+		je.data = col_text(st, 2);
+		stop = cb(&je, arg);
+	}
+	if (!stop && rc != SQLITE_DONE) {
+		store_dberr(s, "list journal");
+		sqlite3_finalize(st);
+		return -1;
+	}
+	sqlite3_finalize(st);
+	return 0;
+}
+
+int
+store_event_add(struct store *s, int64_t task, enum event_kind kind,
+    const char *stage, const char *text)
+{
+	if ((unsigned)kind >= EV_MAX || text == NULL) {
+		store_seterr(s, "insert event: bad kind or no text");
+		return -1;
+	}
+	if (store_wbegin(s) == -1)
+		return -1;
+	return store_wend(
+	    s, store_event_add_locked(s, task, kind, stage, text));
+}
+
+int
+store_event_list(struct store *s, int64_t task, int64_t after, int limit,
+    store_event_cb cb, void *arg)
+{
+	sqlite3_stmt *st;
+	struct event ev;
+	int rc, stop = 0;
+
+	if (task != 0)
+		st = store_prep_once(s,
+		    "SELECT id, task_id, ts, kind, stage, text FROM events"
+		    " WHERE task_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3");
+	else
+		st = store_prep_once(s,
+		    "SELECT id, task_id, ts, kind, stage, text FROM events"
+		    " WHERE id > ?2 ORDER BY id LIMIT ?3");
+	if (st == NULL)
+		return -1;
+	if (task != 0)
+		sqlite3_bind_int64(st, 1, task);
+	sqlite3_bind_int64(st, 2, after);
+	sqlite3_bind_int(st, 3, limit > 0 ? limit : -1);
+	while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		ev.id = sqlite3_column_int64(st, 0);
+		ev.task = sqlite3_column_int64(st, 1);
+		ev.ts = col_text(st, 2);
+		ev.kind = col_text(st, 3);
+		ev.stage = col_text(st, 4);
+		ev.text = col_text(st, 5);
+		stop = cb(&ev, arg);
+	}
+	if (!stop && rc != SQLITE_DONE) {
+		store_dberr(s, "list events");
+		sqlite3_finalize(st);
+		return -1;
+	}
+	sqlite3_finalize(st);
+	return 0;
+}
+
+int
+store_usage_json(struct store *s, int64_t task, json_t **out)
+{
+	sqlite3_stmt *st;
+	json_t *obj;
+	int rc;
+
+	*out = NULL;
+	st = store_prep_once(s,
+	    "SELECT stage, calls, tokens_in, tokens_out FROM usage"
+	    " WHERE task_id = ?1 ORDER BY stage");
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, task);
+	obj = json_object();
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		json_object_set_new(obj, col_text(st, 0),
+		    json_pack("{s:I,s:I,s:I}", "calls",
+		        (json_int_t)sqlite3_column_int64(st, 1), "tokens_in",
+		        (json_int_t)sqlite3_column_int64(st, 2), "tokens_out",
+		        (json_int_t)sqlite3_column_int64(st, 3)));
+	}
+	if (rc != SQLITE_DONE) {
+		store_dberr(s, "usage");
+		sqlite3_finalize(st);
+		json_decref(obj);
+		return -1;
+	}
+	sqlite3_finalize(st);
+	*out = obj;
+	return 0;
+}
+
+int
+store_stats_json(struct store *s, json_t **out)
+{
+	static const struct {
+		const char *key;
+		const char *sql;
+	} counts[] = {
+	    {"tasks", "SELECT COUNT(*) FROM tasks"},
+	    {"tokens_in", "SELECT COALESCE(SUM(tokens_in), 0) FROM usage"},
+	    {"tokens_out", "SELECT COALESCE(SUM(tokens_out), 0) FROM usage"},
+	    {"events", "SELECT COUNT(*) FROM events"},
+	    {"journal", "SELECT COUNT(*) FROM journal"},
+	    {"checkpoints", "SELECT COUNT(*) FROM checkpoints"},
+	};
+	sqlite3_stmt *st;
+	json_t *obj, *by;
+	int64_t v, pages, size;
+	enum tstatus ts;
+	int rc;
+
+	*out = NULL;
+	obj = json_object();
+	for (size_t i = 0; i < nitems(counts); i++) {
+		if (store_int_query(s, counts[i].sql, &v) == -1)
+			goto fail;
+		json_object_set_new(obj, counts[i].key, json_integer(v));
+	}
+
+	by = json_object();
+	json_object_set_new(obj, "by_status", by);
+	for (int i = 0; i < TS_MAX; i++)
+		json_object_set_new(by, tstatus_names[i], json_integer(0));
+	st = store_prep_once(
+	    s, "SELECT status, COUNT(*) FROM tasks GROUP BY status");
+	if (st == NULL)
+		goto fail;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (tstatus_parse(col_text(st, 0), &ts) == 0)
+			json_object_set_new(by, tstatus_names[ts],
+			    json_integer(sqlite3_column_int64(st, 1)));
+	}
+	if (rc != SQLITE_DONE) {
+		store_dberr(s, "stats");
+		sqlite3_finalize(st);
+		goto fail;
+	}
+	sqlite3_finalize(st);
+
+	if (store_int_query(s, "PRAGMA page_count", &pages) == -1 ||
+	    store_int_query(s, "PRAGMA page_size", &size) == -1)
+		goto fail;
+	json_object_set_new(obj, "db_bytes", json_integer(pages * size));
+	json_object_set_new(obj, "schema_version", json_integer(s->version));
+	*out = obj;
+	return 0;
+
+fail:
+	json_decref(obj);
+	return -1;
+}
+
+/* fsync the directory holding path, so that a rename in it is durable. */
+static int
+fsync_parent(const char *path)
+{
+	char *copy = xstrdup(path);
+	int fd, rc = 0;
+
+	if ((fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) ==
+	    -1) {
+		free(copy);
+		return -1;
+	}
+	if (fsync(fd) == -1 && errno != EINVAL)
+		rc = -1;
+	close(fd);
+	free(copy);
+	return rc;
+}
+
+int
+store_backup(struct store *s, const char *dest)
+{
+	sqlite3 *d = NULL;
+	sqlite3_backup *b;
+	char *tmp, *journal;
+	int rc, fd, tries;
+
+	/* The copy would include the open transaction's uncommitted rows. */
+	if (s->in_tx) {
+		store_seterr(s, "backup: a transaction is open");
+		return -1;
+	}
+	tmp = xasprintf("%s.tmp-%ld", dest, (long)getpid());
+	journal = xasprintf("%s-journal", tmp);
+	unlink(tmp);
+	unlink(journal);
+
+	if (sqlite3_open_v2(tmp, &d,
+	        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+	            SQLITE_OPEN_NOMUTEX,
+	        NULL) != SQLITE_OK) {
+		store_seterr(s, "backup: %s: %s", tmp,
+		    d != NULL ? sqlite3_errmsg(d) : "out of memory");
+		goto fail;
+	}
+	if ((b = sqlite3_backup_init(d, "main", s->db, "main")) == NULL) {
+		store_seterr(s, "backup: %s", sqlite3_errmsg(d));
+		goto fail;
+	}
+	/*
+	 * One step copies every page inside a single read transaction on the
+	 * source, so the copy is a consistent snapshot even while another
+	 * connection writes (WAL readers do not wait for writers).
+	 */
+	tries = 0;
+	while ((rc = sqlite3_backup_step(b, -1)) == SQLITE_BUSY ||
+	       rc == SQLITE_LOCKED) {
+		if (++tries > 100)
+			break;
+		sqlite3_sleep(50);
+	}
+	sqlite3_backup_finish(b);
+	if (rc != SQLITE_DONE) {
+		store_seterr(s, "backup: %s", sqlite3_errstr(rc));
+		goto fail;
+	}
+	if (sqlite3_errcode(d) != SQLITE_OK) {
+		store_seterr(s, "backup: %s", sqlite3_errmsg(d));
+		goto fail;
+	}
+	rc = sqlite3_close(d);
+	d = NULL;
+	if (rc != SQLITE_OK) {
+		store_seterr(
+		    s, "backup: close %s: %s", tmp, sqlite3_errstr(rc));
+		goto fail;
+	}
+	if ((fd = open(tmp, O_RDONLY | O_CLOEXEC)) == -1) {
+		store_seterr(s, "backup: %s: %s", tmp, strerror(errno));
+		goto fail;
+	}
+	if (fsync(fd) == -1) {
+		store_seterr(s, "backup: fsync %s: %s", tmp, strerror(errno));
+		close(fd);
+		goto fail;
+	}
+	close(fd);
+	if (rename(tmp, dest) == -1) {
+		store_seterr(s, "backup: rename %s to %s: %s", tmp, dest,
+		    strerror(errno));
+		goto fail;
+	}
+	if (fsync_parent(dest) == -1) {
+		store_seterr(s, "backup: fsync directory of %s: %s", dest,
+		    strerror(errno));
+		free(tmp);
+		free(journal);
+		return -1;
+	}
+	free(tmp);
+	free(journal);
+	return 0;
+
+fail:
+	if (d != NULL)
+		sqlite3_close(d);
+	unlink(tmp);
+	unlink(journal);
+	free(tmp);
+	free(journal);
+	return -1;
+}
+
+int
+store_integrity(struct store *s, int *ok)
+{
+	char *first;
+
+	if (store_check(s, "PRAGMA integrity_check", ok, &first) == -1)
+		return -1;
+	if (!*ok)
+		store_seterr(s, "integrity_check: %s",
+		    first != NULL ? first : "no result");
+	free(first);
+	return 0;
+}

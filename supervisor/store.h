@@ -1,0 +1,230 @@
+/*
+ * store.c: the only code that speaks SQL.
+ *
+ * Every function returns 0 on success and -1 on failure, with the reason in
+ * store_error(); none of them logs.  Writes outside store_begin/store_commit
+ * run in a transaction of their own.  A struct store is never carried across
+ * fork(): open it after forking.
+ */
+#ifndef STORE_H
+#define STORE_H
+
+#include <stdint.h>
+
+#include <jansson.h>
+
+/* workflow_state values, in DESIGN.md order. */
+enum wstate {
+	WS_PENDING,
+	WS_PLANNING,
+	WS_PLAN_AWAITING_APPROVAL,
+	WS_PLAN_APPROVED,
+	WS_IMPLEMENTING,
+	WS_IMPLEMENTATION_AWAITING_APPROVAL,
+	WS_REVIEWING,
+	WS_VERIFYING,
+	WS_COMPLETED,
+	WS_FAILED,
+	WS_CANCELLED,
+	WS_MAX
+};
+
+/* status values; each workflow_state maps to exactly one. */
+enum tstatus {
+	TS_PENDING,
+	TS_IN_PROGRESS,
+	TS_AWAITING_APPROVAL,
+	TS_COMPLETED,
+	TS_FAILED,
+	TS_CANCELLED,
+	TS_MAX
+};
+
+const char  *wstate_name(enum wstate);
+int	     wstate_parse(const char *, enum wstate *);
+enum tstatus wstate_status(enum wstate);
+const char  *tstatus_name(enum tstatus);
+int	     tstatus_parse(const char *, enum tstatus *);
+/* The stage a worker runs in this state, or NULL when none runs. */
+const char  *wstate_stage(enum wstate);
+
+#define AUTO_APPROVE_PLAN	    0x1
+#define AUTO_APPROVE_IMPLEMENTATION 0x2
+
+/* Text columns of tasks that the state machine writes. */
+enum task_col {
+	TC_PLAN,
+	TC_IMPLEMENTATION,
+	TC_REVIEW,
+	TC_VERIFICATION_RESULT,
+	TC_WORKFLOW_LOG,
+	TC_PLAN_APPROVED_AT, /* set with a time by store_task_stamp */
+	TC_PLAN_APPROVED_BY,
+	TC_PLAN_REJECTION_REASON,
+	TC_IMPLEMENTATION_APPROVED_AT,
+	TC_IMPLEMENTATION_APPROVED_BY,
+	TC_IMPLEMENTATION_REJECTION_REASON,
+	TC_ERROR_DETAILS,
+	TC_FEEDBACK, /* input for the next implementation round */
+	TC_MAX
+};
+
+/* Integer columns of tasks that the state machine writes. */
+enum task_icol {
+	TI_RETRY_COUNT,	  /* restarts of crashed workers, all stages */
+	TI_STAGE_RUN,	  /* bumped at every new stage run: journal key */
+	TI_STAGE_RETRIES, /* restarts within the current stage run */
+	TI_REVIEW_ROUNDS, /* review rounds that asked for changes */
+	TI_VERIFY_ROUNDS, /* verification rounds that failed */
+	TI_FAILED_STATE,  /* enum wstate the task failed in (for --resume) */
+	TI_MAX
+};
+
+struct task {
+	int64_t	    id;
+	enum wstate state;
+	char	   *request;
+	char	   *repo;	    /* absolute path of the user's repository */
+	char	   *base_commit;    /* HEAD at submit time */
+	char	   *verify_command; /* NULL: use ORCH_VERIFY_COMMAND */
+	int	    auto_approve;   /* AUTO_APPROVE_* bits */
+	char	   *created_at;
+	char	   *updated_at;
+	char	   *text[TC_MAX]; /* NULL where the column is NULL */
+	int64_t	    ival[TI_MAX];
+	char	   *workflow_checkpoint_data;
+	int64_t	    tokens_in; /* sums over the task's usage rows */
+	int64_t	    tokens_out;
+};
+
+struct task_new {
+	const char *request;
+	const char *repo;
+	const char *base_commit;
+	const char *verify_command; /* may be NULL */
+	int	    auto_approve;
+};
+
+struct store;
+
+enum store_mode {
+	STORE_RW,     /* create if missing, migrate forward */
+	STORE_RDONLY, /* must exist; never writes */
+};
+
+struct store_opts {
+	int autocheckpoint_pages; /* DB_AUTO_CHECKPOINT_INTERVAL */
+	int busy_timeout_ms;
+};
+
+/*
+ * Open the database at path.  A file that is not an SQLite database (or is
+ * damaged) is refused with a message naming the file, and is left exactly as
+ * it was: nothing is written before the header and the schema are checked.
+ * On failure *storep is NULL and *cause is a malloc'd message.
+ */
+int	    store_open(struct store **storep, const char *path, enum store_mode,
+	       const struct store_opts *, char **cause);
+void	    store_close(struct store *); /* accepts NULL */
+const char *store_error(struct store *);
+int	    store_schema_version(struct store *);
+
+/* Explicit transactions (BEGIN IMMEDIATE) grouping several writes. */
+int store_begin(struct store *);
+int store_commit(struct store *);
+void store_rollback(struct store *);
+
+/* New task in pending, with a workflow_start checkpoint and an event. */
+int store_task_add(struct store *, const struct task_new *, int64_t *id);
+/* 0 and *taskp set, or 0 and *taskp NULL when there is no such task. */
+int store_task_get(struct store *, int64_t id, struct task **taskp);
+void task_free(struct task *); /* accepts NULL */
+
+/* Sets workflow_state, the matching status and updated_at. */
+int store_task_set_state(struct store *, int64_t id, enum wstate);
+int store_task_set_text(struct store *, int64_t id, enum task_col,
+    const char *value /* NULL writes NULL */);
+/* Sets a *_APPROVED_AT column to the current time. */
+int store_task_stamp(struct store *, int64_t id, enum task_col);
+int store_task_set_int(struct store *, int64_t id, enum task_icol, int64_t);
+
+/*
+ * Tasks in id order.  status < 0: every status.  resumable: only those not
+ * completed or cancelled.  The callback returns 0 to go on, non-zero to stop.
+ */
+typedef int (*store_task_cb)(const struct task *, void *arg);
+int store_task_list(struct store *, int status, int resumable,
+    store_task_cb, void *arg);
+/*
+ * Ids of tasks a worker may run for now (pending, planning, plan_approved,
+ * implementing, reviewing, verifying), oldest first, at most max.
+ */
+int store_task_runnable(struct store *, int64_t *ids, size_t max, size_t *n);
+
+/* Also sets tasks.workflow_checkpoint_data to data. */
+int store_checkpoint_add(struct store *, int64_t task, const char *name,
+    const char *data /* JSON or NULL */);
+struct checkpoint {
+	int64_t	    id;
+	const char *name;
+	const char *data;
+	const char *created_at;
+};
+typedef int (*store_checkpoint_cb)(const struct checkpoint *, void *arg);
+int store_checkpoint_list(struct store *, int64_t task, store_checkpoint_cb,
+    void *arg);
+
+/*
+ * The step journal: one row per completed step of a stage run, keyed by
+ * (task, run, seq).  Adding a seq that exists is an error.  tokens are added
+ * to the usage of (task, stage).
+ */
+int store_journal_add(struct store *, int64_t task, int64_t run, int64_t seq,
+    const char *stage, const char *kind, const char *data, int64_t tokens_in,
+    int64_t tokens_out);
+struct journal_entry {
+	int64_t	    seq;
+	const char *kind;
+	const char *data;
+};
+typedef int (*store_journal_cb)(const struct journal_entry *, void *arg);
+int store_journal_list(struct store *, int64_t task, int64_t run,
+    store_journal_cb, void *arg);
+
+/* The task log. */
+enum event_kind {
+	EV_STATE, /* a workflow state change */
+	EV_INFO,  /* supervisor notes: worker started, restarted, ... */
+	EV_ERROR,
+	EV_MODEL, /* model text */
+	EV_TOOL,  /* tool calls and results */
+	EV_MAX
+};
+const char *event_kind_name(enum event_kind);
+int store_event_add(struct store *, int64_t task, enum event_kind,
+    const char *stage /* may be NULL */, const char *text);
+struct event {
+	int64_t	    id;
+	int64_t	    task;
+	const char *ts;
+	const char *kind;
+	const char *stage; /* may be NULL */
+	const char *text;
+};
+typedef int (*store_event_cb)(const struct event *, void *arg);
+/* Events with id > after, of one task (task 0: all), oldest first. */
+int store_event_list(struct store *, int64_t task, int64_t after, int limit,
+    store_event_cb, void *arg);
+
+/* Token usage of one task, one object per stage: {"planning": {...}}. */
+int store_usage_json(struct store *, int64_t task, json_t **out);
+/* Counts by status, tokens, rows, database size: for `stats`. */
+int store_stats_json(struct store *, json_t **out);
+
+/* Online, consistent copy with the backup API, written to a temporary
+ * file beside dest and renamed into place. */
+int store_backup(struct store *, const char *dest);
+/* PRAGMA integrity_check: 0 and *ok set. */
+int store_integrity(struct store *, int *ok);
+
+#endif

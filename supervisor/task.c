@@ -1,0 +1,457 @@
+/*
+ * Operations on one task that both the service (control API) and the CLI
+ * (when no service runs) perform.  Each is one transaction.
+ */
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "supervisor.h"
+
+static const char *
+task_start_checkpoint(enum wstate state)
+{
+	switch (state) {
+	case WS_PLANNING:
+		return "start_planning";
+	case WS_IMPLEMENTING:
+		return "start_implementation";
+	case WS_REVIEWING:
+		return "start_review";
+	case WS_VERIFYING:
+		return "start_verification";
+	default:
+		return NULL;
+	}
+}
+
+int
+task_enter(struct store *st, const struct task *t, enum wstate state,
+    int new_run, const char *why)
+{
+	const char *cp = task_start_checkpoint(state);
+	char	   *text;
+	int	    rc;
+
+	if (store_task_set_state(st, t->id, state) == -1)
+		return -1;
+	if (cp != NULL && new_run) {
+		int64_t run = t->ival[TI_STAGE_RUN] + 1;
+		char   *data = xasprintf("{\"run\":%lld}", (long long)run);
+
+		rc = store_task_set_int(st, t->id, TI_STAGE_RUN, run);
+		if (rc == 0)
+			rc = store_task_set_int(st, t->id, TI_STAGE_RETRIES, 0);
+		if (rc == 0)
+			rc = store_checkpoint_add(st, t->id, cp, data);
+		free(data);
+		if (rc == -1)
+			return -1;
+	}
+	text = xasprintf("%s -> %s%s%s", wstate_name(t->state),
+	    wstate_name(state), why != NULL ? ": " : "", why ? why : "");
+	rc = store_event_add(st, t->id, EV_STATE, wstate_stage(state), text);
+	free(text);
+	return rc;
+}
+
+/* Run git with argv, capturing the first line of stdout; 0 on exit 0. */
+static int
+task_git(char *const argv[], char **line)
+{
+	int		  p[2], status;
+	pid_t		  pid;
+	posix_spawn_file_actions_t fa;
+	char		  buf[4096];
+	size_t		  len = 0;
+	ssize_t		  n;
+	extern char	**environ;
+
+	*line = NULL;
+	if (pipe2(p, O_CLOEXEC) == -1)
+		return -1;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+	if (posix_spawnp(&pid, "git", &fa, NULL, argv, environ) != 0) {
+		posix_spawn_file_actions_destroy(&fa);
+		close(p[0]);
+		close(p[1]);
+		return -1;
+	}
+	posix_spawn_file_actions_destroy(&fa);
+	close(p[1]);
+	while ((n = read(p[0], buf + len, sizeof buf - 1 - len)) > 0 ||
+	    (n == -1 && errno == EINTR)) {
+		if (n > 0)
+			len += (size_t)n;
+		if (len == sizeof buf - 1)
+			break;
+	}
+	close(p[0]);
+	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
+		;
+	buf[len] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	*line = xstrdup(buf);
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
+int
+task_check_repo(const char *repo, char **abs, char **head, char **err)
+{
+	char  real[PATH_MAX], *out;
+	char *a_top[] = { (char *)"git", (char *)"-C", real, (char *)"rev-parse",
+		(char *)"--show-toplevel", NULL };
+	char *a_head[] = { (char *)"git", (char *)"-C", real,
+		(char *)"rev-parse", (char *)"--verify", (char *)"-q",
+		(char *)"HEAD^{commit}", NULL };
+	char *a_gd[] = { (char *)"git", (char *)"-C", real, (char *)"rev-parse",
+		(char *)"--absolute-git-dir", NULL };
+	static const char *const busy[] = { "MERGE_HEAD", "CHERRY_PICK_HEAD",
+		"REVERT_HEAD", "REBASE_HEAD", "rebase-merge", "rebase-apply" };
+
+	*abs = *head = NULL;
+	if (realpath(repo, real) == NULL) {
+		*err = xasprintf("--repo %s: %s", repo, strerror(errno));
+		return -1;
+	}
+	if (task_git(a_top, &out) == -1) {
+		free(out);
+		*err = xasprintf("--repo %s is not a git repository (run "
+				 "`git init` and commit, or give the right "
+				 "directory)",
+		    repo);
+		return -1;
+	}
+	snprintf(real, sizeof real, "%s", out);
+	free(out);
+	if (task_git(a_head, &out) == -1) {
+		free(out);
+		*err = xasprintf("--repo %s has no commits yet: commit "
+				 "something first",
+		    repo);
+		return -1;
+	}
+	*head = out;
+	if (task_git(a_gd, &out) == 0) {
+		for (size_t i = 0; i < nitems(busy); i++) {
+			char	   *p = xasprintf("%s/%s", out, busy[i]);
+			struct stat sb;
+			int	    found = lstat(p, &sb) == 0;
+
+			free(p);
+			if (found) {
+				*err = xasprintf("--repo %s is in the middle "
+						 "of a merge, rebase or "
+						 "cherry-pick (%s): finish or "
+						 "abort it first",
+				    repo, busy[i]);
+				free(out);
+				free(*head);
+				*head = NULL;
+				return -1;
+			}
+		}
+	}
+	free(out);
+	*abs = xstrdup(real);
+	return 0;
+}
+
+static int
+task_fail_store(struct store *st, char **err, int *code)
+{
+	*err = xasprintf("database: %s", store_error(st));
+	*code = 500;
+	return -1;
+}
+
+/* Load task id in a write transaction; on error the transaction is over. */
+static int
+task_load(struct store *st, int64_t id, struct task **t, char **err,
+    int *code)
+{
+	if (store_begin(st) == -1)
+		return task_fail_store(st, err, code);
+	if (store_task_get(st, id, t) == -1) {
+		store_rollback(st);
+		return task_fail_store(st, err, code);
+	}
+	if (*t == NULL) {
+		store_rollback(st);
+		*err = xasprintf("no task %lld (see `orch-supervisor list`)",
+		    (long long)id);
+		*code = 404;
+		return -1;
+	}
+	return 0;
+}
+
+static int
+task_done(struct store *st, struct task *t, int rc, char **err, int *code)
+{
+	task_free(t);
+	if (rc == -1) {
+		store_rollback(st);
+		return task_fail_store(st, err, code);
+	}
+	if (store_commit(st) == -1) {
+		store_rollback(st);
+		return task_fail_store(st, err, code);
+	}
+	return 0;
+}
+
+int
+task_submit(struct store *st, const struct task_new *tn, int64_t *id,
+    char **err, int *code)
+{
+	if (tn->request == NULL || *tn->request == '\0') {
+		*err = xstrdup("the request is empty: say what to change");
+		*code = 400;
+		return -1;
+	}
+	if (store_task_add(st, tn, id) == -1)
+		return task_fail_store(st, err, code);
+	return 0;
+}
+
+int
+task_approve(struct store *st, int64_t id, const char *by, char **err,
+    int *code)
+{
+	struct task *t;
+	int	     rc;
+
+	if (task_load(st, id, &t, err, code) == -1)
+		return -1;
+	if (by == NULL || *by == '\0')
+		by = getenv("USER") != NULL ? getenv("USER") : "unknown";
+	switch (t->state) {
+	case WS_PLAN_AWAITING_APPROVAL:
+		rc = store_task_stamp(st, id, TC_PLAN_APPROVED_AT);
+		if (rc == 0)
+			rc = store_task_set_text(st, id, TC_PLAN_APPROVED_BY, by);
+		if (rc == 0)
+			rc = store_checkpoint_add(st, id, "plan_approved", NULL);
+		if (rc == 0)
+			rc = task_enter(st, t, WS_PLAN_APPROVED, 0,
+			    "plan approved");
+		break;
+	case WS_IMPLEMENTATION_AWAITING_APPROVAL: {
+		/* After the review rounds ran out, a person's approval
+		 * overrides the review. */
+		int skip = t->ival[TI_REVIEW_ROUNDS] > cfg.max_review_rounds;
+
+		rc = store_task_stamp(st, id, TC_IMPLEMENTATION_APPROVED_AT);
+		if (rc == 0)
+			rc = store_task_set_text(st, id,
+			    TC_IMPLEMENTATION_APPROVED_BY, by);
+		if (rc == 0)
+			rc = store_checkpoint_add(st, id,
+			    "implementation_approved", NULL);
+		if (rc == 0)
+			rc = task_enter(st, t,
+			    skip ? WS_VERIFYING : WS_REVIEWING, 1,
+			    "implementation approved");
+		break;
+	}
+	default:
+		*err = xasprintf("task %lld is %s: only a task awaiting "
+				 "approval can be approved",
+		    (long long)id, wstate_name(t->state));
+		*code = 409;
+		task_free(t);
+		store_rollback(st);
+		return -1;
+	}
+	return task_done(st, t, rc, err, code);
+}
+
+int
+task_reject(struct store *st, int64_t id, const char *reason, const char *by,
+    char **err, int *code)
+{
+	struct task *t;
+	int	     rc;
+	char	    *fb;
+
+	if (reason == NULL || *reason == '\0') {
+		*err = xstrdup("reject needs --reason TEXT: say what to do "
+			       "differently");
+		*code = 400;
+		return -1;
+	}
+	if (task_load(st, id, &t, err, code) == -1)
+		return -1;
+	(void)by;
+	switch (t->state) {
+	case WS_PLAN_AWAITING_APPROVAL:
+		rc = store_task_set_text(st, id, TC_PLAN_REJECTION_REASON,
+		    reason);
+		if (rc == 0)
+			rc = task_enter(st, t, WS_PLANNING, 1,
+			    "plan rejected, planning again");
+		break;
+	case WS_IMPLEMENTATION_AWAITING_APPROVAL:
+		fb = xasprintf("A person rejected the implementation: %s",
+		    reason);
+		rc = store_task_set_text(st, id,
+		    TC_IMPLEMENTATION_REJECTION_REASON, reason);
+		if (rc == 0)
+			rc = store_task_set_text(st, id, TC_FEEDBACK, fb);
+		if (rc == 0)
+			rc = task_enter(st, t, WS_IMPLEMENTING, 1,
+			    "implementation rejected, implementing again");
+		free(fb);
+		break;
+	default:
+		*err = xasprintf("task %lld is %s: only a task awaiting "
+				 "approval can be rejected",
+		    (long long)id, wstate_name(t->state));
+		*code = 409;
+		task_free(t);
+		store_rollback(st);
+		return -1;
+	}
+	return task_done(st, t, rc, err, code);
+}
+
+int
+task_cancel(struct store *st, int64_t id, char **err, int *code)
+{
+	struct task *t;
+
+	if (task_load(st, id, &t, err, code) == -1)
+		return -1;
+	if (t->state == WS_COMPLETED || t->state == WS_CANCELLED) {
+		*err = xasprintf("task %lld is already %s", (long long)id,
+		    wstate_name(t->state));
+		*code = 409;
+		task_free(t);
+		store_rollback(st);
+		return -1;
+	}
+	return task_done(st, t, task_enter(st, t, WS_CANCELLED, 0, "cancelled"),
+	    err, code);
+}
+
+int
+task_resume(struct store *st, int64_t id, char **err, int *code)
+{
+	struct task *t;
+	enum wstate  back;
+	int	     rc;
+
+	if (task_load(st, id, &t, err, code) == -1)
+		return -1;
+	switch (t->state) {
+	case WS_COMPLETED:
+	case WS_CANCELLED:
+		*err = xasprintf("task %lld is %s: nothing to resume",
+		    (long long)id, wstate_name(t->state));
+		*code = 409;
+		break;
+	case WS_PLAN_AWAITING_APPROVAL:
+	case WS_IMPLEMENTATION_AWAITING_APPROVAL:
+		*err = xasprintf("task %lld is waiting for approval: "
+				 "`orch-supervisor approve %lld` or `reject "
+				 "%lld --reason ...`",
+		    (long long)id, (long long)id, (long long)id);
+		*code = 409;
+		break;
+	case WS_FAILED:
+		back = (enum wstate)t->ival[TI_FAILED_STATE];
+		if (t->ival[TI_FAILED_STATE] < 0 ||
+		    wstate_stage(back) == NULL)
+			back = WS_PENDING;
+		/* The same stage run goes on: its journal is replayed. */
+		rc = store_task_set_int(st, id, TI_STAGE_RETRIES, 0);
+		if (rc == 0)
+			rc = task_enter(st, t, back, 0, "resumed");
+		return task_done(st, t, rc, err, code);
+	default:
+		/* Runnable already: the scheduler picks it up. */
+		return task_done(st, t, 0, err, code);
+	}
+	task_free(t);
+	store_rollback(st);
+	return -1;
+}
+
+static int
+task_json_checkpoint(const struct checkpoint *cp, void *arg)
+{
+	json_t *o = json_object();
+
+	json_object_set_new(o, "id", json_integer(cp->id));
+	json_object_set_new(o, "checkpoint_name", json_string(cp->name));
+	json_object_set_new(o, "checkpoint_data",
+	    cp->data ? json_string(cp->data) : json_null());
+	json_object_set_new(o, "created_at", json_string(cp->created_at));
+	json_array_append_new(arg, o);
+	return 0;
+}
+
+static const char *const text_names[TC_MAX] = { "plan", "implementation",
+	"review", "verification_result", "workflow_log", "plan_approved_at",
+	"plan_approved_by", "plan_rejection_reason",
+	"implementation_approved_at", "implementation_approved_by",
+	"implementation_rejection_reason", "error_details", "feedback" };
+
+json_t *
+task_json(struct store *st, const struct task *t, int full)
+{
+	json_t *o = json_object(), *a;
+
+	json_object_set_new(o, "id", json_integer(t->id));
+	json_object_set_new(o, "request", json_string(t->request));
+	json_object_set_new(o, "status",
+	    json_string(tstatus_name(wstate_status(t->state))));
+	json_object_set_new(o, "workflow_state",
+	    json_string(wstate_name(t->state)));
+	json_object_set_new(o, "created_at", json_string(t->created_at));
+	json_object_set_new(o, "updated_at", json_string(t->updated_at));
+	json_object_set_new(o, "repo",
+	    t->repo ? json_string(t->repo) : json_null());
+	json_object_set_new(o, "retry_count",
+	    json_integer(t->ival[TI_RETRY_COUNT]));
+	json_object_set_new(o, "tokens_in", json_integer(t->tokens_in));
+	json_object_set_new(o, "tokens_out", json_integer(t->tokens_out));
+	if (!full)
+		return o;
+	json_object_set_new(o, "base_commit",
+	    t->base_commit ? json_string(t->base_commit) : json_null());
+	json_object_set_new(o, "verify_command",
+	    t->verify_command ? json_string(t->verify_command) : json_null());
+	json_object_set_new(o, "auto_approve",
+	    json_string(config_auto_approve_name(t->auto_approve)));
+	for (int i = 0; i < TC_MAX; i++)
+		json_object_set_new(o, text_names[i],
+		    t->text[i] ? json_string(t->text[i]) : json_null());
+	json_object_set_new(o, "stage_run", json_integer(t->ival[TI_STAGE_RUN]));
+	json_object_set_new(o, "review_rounds",
+	    json_integer(t->ival[TI_REVIEW_ROUNDS]));
+	json_object_set_new(o, "verify_rounds",
+	    json_integer(t->ival[TI_VERIFY_ROUNDS]));
+	json_object_set_new(o, "branch",
+	    json_sprintf("orch/task-%lld", (long long)t->id));
+	a = json_array();
+	if (store_checkpoint_list(st, t->id, task_json_checkpoint, a) == 0)
+		json_object_set_new(o, "checkpoints", a);
+	else
+		json_decref(a);
+	if (store_usage_json(st, t->id, &a) == 0)
+		json_object_set_new(o, "usage", a);
+	return o;
+}

@@ -1,0 +1,749 @@
+/*
+ * sandbox.c: profile parsing, and what a command inside the sandbox can
+ * and cannot do (workspace, /tmp, environment, network, processes, host
+ * files, syscalls), the wall clock, the output cap, the rlimits, and that
+ * it fails closed when bwrap is missing.
+ *
+ * Usage: test-sandbox [PROFILES_DIR [ESCAPE_PROBE]]; without arguments
+ * from $ORCH_SANDBOX_PROFILES_DIR and $ORCH_ESCAPE_PROBE.  Without the
+ * probe its tests are skipped.  Works as root and as a normal user; the
+ * fork bomb is only run as a normal user (RLIMIT_NPROC does not hold for
+ * root, see the profiles).
+ */
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <netinet/in.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "common.h"
+#include "worker.h"
+
+#include "tap.h"
+
+static const char *profiles_dir;
+static const char *probe_path;
+static char scratch[] = "/tmp/test-sandbox.XXXXXX";
+static int beats;
+
+static void
+skip(const char *what, const char *why)
+{
+	tap_n++;
+	printf("ok %d - %s # skip %s\n", tap_n, what, why);
+	fflush(stdout);
+}
+
+static void
+heartbeat(void *arg)
+{
+	(void)arg;
+	beats++;
+}
+
+/* Write a file under the scratch directory. */
+static char *
+put(const char *name, const char *text)
+{
+	char *path = xasprintf("%s/%s", scratch, name);
+	FILE *f = fopen(path, "w");
+
+	if (f == NULL)
+		fatal("%s", path);
+	fputs(text, f);
+	fclose(f);
+	return path;
+}
+
+/* A fresh empty workspace directory. */
+static char *
+workspace(void)
+{
+	char *dir = xasprintf("%s/ws.XXXXXX", scratch);
+
+	if (mkdtemp(dir) == NULL)
+		fatal("mkdtemp");
+	return dir;
+}
+
+static struct sandbox_profile *
+load(const char *dir, const char *stage)
+{
+	struct sandbox_profile *p;
+	char *cause = NULL;
+
+	if (sandbox_profile_load(dir, stage, &p, &cause) == -1) {
+		printf("# %s\n", cause);
+		free(cause);
+		return NULL;
+	}
+	return p;
+}
+
+/*
+ * Run command; 0 and *res, or -1 (the cause printed).  res is cleared
+ * first.
+ */
+static int
+run(const struct sandbox_profile *p, const char *ws, const char *command,
+    unsigned timeout_s, struct sandbox_result *res)
+{
+	char *cause = NULL;
+
+	sandbox_result_clear(res);
+	if (p == NULL)
+		return -1;
+	if (sandbox_run(p, ws, command, timeout_s, heartbeat, NULL, res,
+	        &cause) == -1) {
+		printf("# sandbox_run: %s\n", cause);
+		free(cause);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+exited(const struct sandbox_result *res, int status)
+{
+	if (res->exited && res->exit_status == status)
+		return 1;
+	printf("# exited %d status %d signal %d timed_out %d output: %.300s\n",
+	    res->exited, res->exit_status, res->signal, res->timed_out,
+	    res->output ? res->output : "(null)");
+	return 0;
+}
+
+static int
+contains(const char *s, const char *what)
+{
+	return s != NULL && strstr(s, what) != NULL;
+}
+
+/* A bad profile is refused and the cause starts with FILE:LINE:. */
+static void
+bad_profile(const char *name, const char *text, unsigned line, const char *why)
+{
+	struct sandbox_profile *p = NULL;
+	char *path, *prefix, *cause = NULL, *fname, *what;
+	int rc;
+
+	fname = xasprintf("%s.profile", name);
+	path = put(fname, text);
+	prefix = xasprintf("%s:%u: ", path, line);
+	rc = sandbox_profile_load(scratch, name, &p, &cause);
+	what = xasprintf("refused: %s", why);
+	ok(rc == -1 && p == NULL && cause != NULL &&
+	        strncmp(cause, prefix, strlen(prefix)) == 0,
+	    what);
+	if (cause != NULL)
+		printf("#   %s\n", cause);
+	free(cause);
+	free(what);
+	free(prefix);
+	free(path);
+	free(fname);
+	sandbox_profile_free(p);
+}
+
+#define GOOD                                                                   \
+	"# a comment\n"                                                        \
+	"\n"                                                                   \
+	"workspace rw\n"                                                       \
+	"  network none\n"                                                     \
+	"tmpfs_size 16M\n"                                                     \
+	"ro_bind /usr\n"                                                       \
+	"ro_bind_try /nonexistent/lib64 /opt/x\n"                              \
+	"symlink usr/lib64 /lib64\n"                                           \
+	"symlink usr/bin /bin\n"                                               \
+	"symlink usr/lib /lib\n"                                               \
+	"env FOO=bar baz\n"                                                    \
+	"rlimit as 1G\n"                                                       \
+	"rlimit nproc 100\n"                                                   \
+	"rlimit fsize 1M\n"                                                    \
+	"rlimit nofile 64\n"                                                   \
+	"rlimit cpu 1\n"                                                       \
+	"rlimit core 0\n"
+
+static void
+test_profiles(void)
+{
+	static const char *const stages[] = {
+	    "planning", "implementing", "reviewing", "verifying"};
+	struct sandbox_profile *p;
+	char *path, *cause = NULL;
+
+	for (size_t i = 0; i < nitems(stages); i++) {
+		char *what = xasprintf("shipped %s.profile loads", stages[i]);
+
+		p = load(profiles_dir, stages[i]);
+		ok(p != NULL, what);
+		sandbox_profile_free(p);
+		free(what);
+	}
+
+	path = put("good.profile", GOOD);
+	p = load(scratch, "good");
+	ok(p != NULL, "a profile using every directive loads");
+	sandbox_profile_free(p);
+	free(path);
+
+	bad_profile("bad-directive", "workspace ro\nfrobnicate yes\n", 2,
+	    "unknown directive");
+	bad_profile(
+	    "bad-size", "workspace ro\n\ntmpfs_size 12Q\n", 3, "bad size");
+	bad_profile("bad-size2", "workspace ro\nrlimit as lots\n", 2,
+	    "bad rlimit size");
+	bad_profile("bad-dup", "workspace ro\n# x\nworkspace rw\n", 3,
+	    "duplicate workspace line");
+	bad_profile(
+	    "bad-relative", "workspace ro\nro_bind usr\n", 2, "relative path");
+	bad_profile("bad-dotdot", "workspace ro\nro_bind /usr/../root\n", 2,
+	    "path with ..");
+	bad_profile("bad-home", "workspace ro\nro_bind /home/x /x\n", 2,
+	    "binding /home");
+	bad_profile("bad-root", "workspace ro\nro_bind /\n", 2, "binding /");
+	bad_profile("bad-reserved", "workspace ro\nro_bind /usr /tmp/usr\n", 2,
+	    "mounting over /tmp");
+	bad_profile("bad-ws", "workspace maybe\n", 1, "bad workspace value");
+	bad_profile("bad-net", "workspace ro\nnetwork host\n", 2,
+	    "network other than none");
+	bad_profile("bad-rlimit", "workspace ro\nrlimit stack 1M\n", 2,
+	    "unknown rlimit");
+	bad_profile("bad-rlimit-dup",
+	    "workspace ro\nrlimit cpu 1\nrlimit "
+	    "cpu 2\n",
+	    3, "duplicate rlimit");
+	bad_profile("bad-env", "workspace ro\nenv 1X=2\n", 2, "bad env name");
+	bad_profile(
+	    "bad-words", "workspace ro\nsymlink a\n", 2, "missing argument");
+	bad_profile("bad-missing", "network none\n", 1, "no workspace line");
+
+	ok(sandbox_profile_load(scratch, "../etc/passwd", &p, &cause) == -1 &&
+	        contains(cause, "stage"),
+	    "a stage name with a path is refused");
+	free(cause);
+	cause = NULL;
+	ok(sandbox_profile_load(scratch, "nonexistent", &p, &cause) == -1 &&
+	        contains(cause, "nonexistent.profile"),
+	    "a missing profile is an error naming the file");
+	free(cause);
+}
+
+static void
+test_basics(
+    const struct sandbox_profile *impl, const struct sandbox_profile *plan)
+{
+	struct sandbox_result res = {0};
+	char *ws = workspace(), *f, *json, *cmd;
+	json_t *j;
+	struct stat st;
+	int fd;
+
+	ok(run(impl, ws, "echo hi", 10, &res) == 0 && exited(&res, 0) &&
+	        res.output != NULL && strcmp(res.output, "hi\n") == 0 &&
+	        !res.timed_out && res.signal == 0 && res.limit == NULL,
+	    "echo hi runs");
+	ok(run(impl, ws, "exit 3", 10, &res) == 0 && exited(&res, 3),
+	    "exit status 3 is reported");
+
+	json = sandbox_result_json(&res);
+	j = json_loads(json, 0, NULL);
+	ok(j != NULL &&
+	        json_integer_value(json_object_get(j, "exit_status")) == 3 &&
+	        json_is_null(json_object_get(j, "signal")) &&
+	        json_is_false(json_object_get(j, "timed_out")) &&
+	        json_is_null(json_object_get(j, "limit")) &&
+	        json_is_integer(json_object_get(j, "duration_ms")) &&
+	        json_is_string(json_object_get(j, "output")) &&
+	        json_integer_value(json_object_get(j, "output_dropped")) == 0,
+	    "result JSON has every field");
+	json_decref(j);
+	free(json);
+
+	ok(run(impl, ws, "printf 'a\"b\\\\c\\001\\377\\n\\000z'", 10, &res) ==
+	        0,
+	    "binary output runs");
+	json = sandbox_result_json(&res);
+	j = json_loads(json, 0, NULL);
+	ok(j != NULL && strcmp(json_string_value(json_object_get(j, "output")),
+	                    "a\"b\\c\001\xef\xbf\xbd\n\xef\xbf\xbdz") == 0,
+	    "output with quotes, control bytes, bad UTF-8 and NUL is valid "
+	    "JSON");
+	if (j == NULL)
+		printf("# %s\n", json);
+	json_decref(j);
+	free(json);
+
+	ok(run(impl, ws, "cat; echo done", 10, &res) == 0 && exited(&res, 0) &&
+	        strcmp(res.output, "done\n") == 0,
+	    "stdin is /dev/null");
+
+	/* A descriptor the test leaves open must not reach the command. */
+	fd = open("/dev/null", O_RDONLY);
+	ok(run(impl, ws, "ls /proc/self/fd", 10, &res) == 0 &&
+	        exited(&res, 0) && strcmp(res.output, "0\n1\n2\n3\n") == 0,
+	    "only fds 0-2 inside (3 is ls's own)");
+	close(fd);
+
+	ok(run(impl, ws, "echo written > /workspace/f && pwd", 10, &res) == 0 &&
+	        exited(&res, 0) && strcmp(res.output, "/workspace\n") == 0,
+	    "implementing: workspace writable, cwd /workspace");
+	f = xasprintf("%s/f", ws);
+	ok(stat(f, &st) == 0 && st.st_size == 8,
+	    "the write reached the host workspace");
+	unlink(f);
+	free(f);
+
+	ok(run(plan, ws, "echo x > /workspace/g", 10, &res) == 0 &&
+	        res.exited && res.exit_status != 0,
+	    "planning: writing to the workspace fails");
+	f = xasprintf("%s/g", ws);
+	ok(access(f, F_OK) == -1, "planning: nothing written on the host");
+	free(f);
+
+	/* .git: a worktree's gitdir file, read-only even when rw. */
+	f = xasprintf("%s/.git", ws);
+	{
+		FILE *g = fopen(f, "w");
+		fputs("gitdir: /nonexistent/.git/worktrees/x\n", g);
+		fclose(g);
+	}
+	ok(run(impl, ws,
+	       "cat .git >/dev/null && ! echo evil > .git && ! rm -f .git && "
+	       "! mv .git x",
+	       10, &res) == 0 &&
+	        exited(&res, 0),
+	    "implementing: .git is readable but cannot be changed");
+	ok(stat(f, &st) == 0 && st.st_size == 38, ".git unchanged on host");
+	unlink(f);
+	free(f);
+
+	cmd = xasprintf("echo x > /tmp/orch-sbx-%d && cat /tmp/orch-sbx-%d && "
+	                "! touch /usr/orch-sbx && ! touch /orch-sbx",
+	    (int)getpid(), (int)getpid());
+	ok(run(impl, ws, cmd, 10, &res) == 0 && exited(&res, 0),
+	    "/tmp writable inside, / and /usr not");
+	free(cmd);
+	f = xasprintf("/tmp/orch-sbx-%d", (int)getpid());
+	ok(access(f, F_OK) == -1 && access("/usr/orch-sbx", F_OK) == -1,
+	    "the /tmp write did not reach the host's /tmp");
+	free(f);
+
+	ok(run(impl, ws,
+	       "bash -c 'ulimit -u; ulimit -n; ulimit -c; ulimit -t; "
+	       "ulimit -Ht; ulimit -v; ulimit -f'",
+	       10, &res) == 0 &&
+	        exited(&res, 0) &&
+	        strcmp(res.output,
+	            "256\n256\n0\n600\n601\n2097152\n262144\n") == 0,
+	    "rlimits nproc, nofile, core, cpu, as, fsize as in the profile");
+
+	sandbox_result_clear(&res);
+	free(ws);
+}
+
+static void
+test_secrets(const struct sandbox_profile *impl)
+{
+	struct sandbox_result res = {0};
+	char *ws = workspace();
+
+	setenv("ORCH_LLM_API_KEY", "canary-7f3a9c", 1);
+	ok(run(impl, ws,
+	       "cat /proc/1/environ /proc/self/environ; echo; env; "
+	       "tr '\\0' '\\n' < /proc/1/environ",
+	       10, &res) == 0 &&
+	        !contains(res.output, "canary-") &&
+	        !contains(res.output, "ORCH_LLM_API_KEY") &&
+	        contains(res.output, "HOME=/tmp") &&
+	        contains(res.output, "LANG=C.UTF-8") &&
+	        contains(res.output, "TERM=dumb"),
+	    "no canary in env or /proc/1/environ; allowlist present");
+	unsetenv("ORCH_LLM_API_KEY");
+
+	ok(run(impl, ws, "ls -d /root /home /work 2>&1; ls -a / ", 10, &res) ==
+	            0 &&
+	        !contains(res.output, "\nroot\n") &&
+	        !contains(res.output, "\nhome\n") &&
+	        contains(res.output, "No such file"),
+	    "/root and /home are not visible");
+
+	ok(run(impl, ws, "cat /etc/shadow", 10, &res) == 0 && res.exited &&
+	        res.exit_status != 0,
+	    "/etc/shadow is not visible");
+
+	sandbox_result_clear(&res);
+	free(ws);
+}
+
+static void
+test_isolation(const struct sandbox_profile *impl)
+{
+	struct sandbox_result res = {0};
+	struct sockaddr_in sin;
+	socklen_t len = sizeof sin;
+	char *ws = workspace(), *cmd, *self;
+	int lfd, afd;
+
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	memset(&sin, 0, sizeof sin);
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (lfd == -1 || bind(lfd, (struct sockaddr *)&sin, sizeof sin) == -1 ||
+	    listen(lfd, 4) == -1 ||
+	    getsockname(lfd, (struct sockaddr *)&sin, &len) == -1)
+		fatal("listener");
+	cmd = xasprintf("bash -c 'echo > /dev/tcp/127.0.0.1/%d' && echo "
+	                "CONNECTED",
+	    ntohs(sin.sin_port));
+	ok(run(impl, ws, cmd, 10, &res) == 0 && res.exited &&
+	        res.exit_status != 0 && !contains(res.output, "CONNECTED"),
+	    "no network: connecting to the host's 127.0.0.1 listener fails");
+	afd = accept(lfd, NULL, NULL);
+	ok(afd == -1 && errno == EAGAIN, "the listener saw no connection");
+	if (afd != -1)
+		close(afd);
+	close(lfd);
+	free(cmd);
+
+	ok(run(impl, ws, "getent hosts example.com", 10, &res) == 0 &&
+	        res.exited && res.exit_status != 0,
+	    "no name resolution");
+	ok(run(impl, ws, "tail -n +3 /proc/net/dev | grep -v ' lo:' | wc -l",
+	       10, &res) == 0 &&
+	        exited(&res, 0) && strcmp(res.output, "0\n") == 0,
+	    "only loopback inside");
+
+	ok(run(impl, ws, "ls /proc | grep -c '^[0-9]'", 10, &res) == 0 &&
+	        exited(&res, 0) && atoi(res.output) <= 5,
+	    "only a few pids visible");
+	if ((self = realpath("/proc/self/exe", NULL)) == NULL)
+		fatal("/proc/self/exe");
+	ok(run(impl, ws,
+	       "for p in /proc/[0-9]*; do readlink $p/exe; done; echo end", 10,
+	       &res) == 0 &&
+	        exited(&res, 0) && contains(res.output, "end") &&
+	        !contains(res.output, self),
+	    "the test's own process is not visible");
+
+	sandbox_result_clear(&res);
+	free(self);
+	free(ws);
+}
+
+/* cp src dst, keeping the mode. */
+static int
+copy_file(const char *src, const char *dst)
+{
+	char *cmd = xasprintf("cp '%s' '%s'", src, dst);
+	int rc = system(cmd);
+
+	free(cmd);
+	return rc == 0 ? 0 : -1;
+}
+
+static void
+test_seccomp(const struct sandbox_profile *impl)
+{
+	static const char *const denied[] = {"ptrace", "mount", "umount2",
+	    "unshare_user", "unshare_ns", "clone_newuser", "setns", "keyctl",
+	    "add_key", "bpf", "perf_event_open", "userfaultfd",
+	    "process_vm_readv", "fsopen", "open_tree", "pivot_root",
+	    "io_uring_setup", "finit_module", "tiocsti", "tiocsti_high",
+	    "tioclinux", "ptrace_i386", "ptrace_x32"};
+	struct sandbox_result res = {0};
+	char *ws, *dst;
+
+	if (probe_path == NULL) {
+		for (size_t i = 0; i < nitems(denied) + 3; i++)
+			skip("escape probe", "no probe (ORCH_ESCAPE_PROBE)");
+		return;
+	}
+	ws = workspace();
+	dst = xasprintf("%s/escape-probe", ws);
+	if (copy_file(probe_path, dst) == -1)
+		fatal("copy %s", probe_path);
+	ok(run(impl, ws, "./escape-probe", 20, &res) == 0 && exited(&res, 0) &&
+	        contains(res.output, "getpid=ok\n"),
+	    "the escape probe runs");
+	printf("# %s", res.output ? res.output : "");
+	for (size_t i = 0; i < nitems(denied); i++) {
+		char *line = xasprintf("\n%s=EPERM\n", denied[i]);
+		char *what = xasprintf("%s refused with EPERM", denied[i]);
+
+		ok(contains(res.output, line), what);
+		free(line);
+		free(what);
+	}
+	ok(contains(res.output, "\nclone3_newuser=ENOSYS\n"),
+	    "clone3 answers ENOSYS (glibc falls back to clone)");
+	ok(contains(res.output, "\nfionread=") &&
+	        !contains(res.output, "\nfionread=EPERM\n"),
+	    "other ioctls are not refused");
+
+	sandbox_result_clear(&res);
+	free(dst);
+	free(ws);
+}
+
+static int
+process_alive(const char *pattern)
+{
+	char *cmd = xasprintf("pgrep -f '%s' >/dev/null", pattern);
+	int rc = system(cmd);
+
+	free(cmd);
+	return rc == 0;
+}
+
+static void
+test_timeouts(const struct sandbox_profile *impl)
+{
+	struct sandbox_result res = {0};
+	struct rusage ru0, ru1;
+	char *ws = workspace(), *cmd, *pattern;
+	uint64_t t0;
+
+	beats = 0;
+	t0 = now_ms();
+	ok(run(impl, ws, "sleep 30", 1, &res) == 0 && res.timed_out &&
+	        !res.exited && res.duration_ms >= 900 && now_ms() - t0 < 3500,
+	    "sleep 30 with timeout 1 s: timed out in 1-3 s");
+	ok(beats >= 2, "heartbeat called while it runs");
+
+	t0 = now_ms();
+	ok(run(impl, ws, "trap '' TERM; sleep 30", 1, &res) == 0 &&
+	        res.timed_out && now_ms() - t0 < 4000,
+	    "a command ignoring SIGTERM is killed too");
+	json_t *j = NULL;
+	char *json = sandbox_result_json(&res);
+	j = json_loads(json, 0, NULL);
+	ok(j != NULL && json_is_true(json_object_get(j, "timed_out")) &&
+	        json_is_null(json_object_get(j, "exit_status")) &&
+	        json_is_integer(json_object_get(j, "signal")),
+	    "timed-out JSON: timed_out true, signal set");
+	json_decref(j);
+	free(json);
+
+	/* A double-forking daemon dies with the sandbox. */
+	cmd = xasprintf("(setsid sh -c 'sleep 60; : orch-marker-%d' &); "
+	                "sleep 0.3; ps ax | grep -c '[o]rch-marker-%d'",
+	    (int)getpid(), (int)getpid());
+	ok(run(impl, ws, cmd, 10, &res) == 0 && exited(&res, 0) &&
+	        atoi(res.output) >= 1,
+	    "a double-forked daemon started inside");
+	free(cmd);
+	pattern = xasprintf("[o]rch-marker-%d", (int)getpid());
+	usleep(200 * 1000);
+	ok(!process_alive(pattern), "... and did not survive the sandbox");
+	free(pattern);
+
+	getrusage(RUSAGE_SELF, &ru0);
+	ok(run(impl, ws, "yes", 2, &res) == 0 && res.timed_out &&
+	        res.output != NULL &&
+	        strlen(res.output) <= SANDBOX_MAX_OUTPUT &&
+	        strlen(res.output) >= SANDBOX_MAX_OUTPUT - 2 &&
+	        res.output_dropped > 10 * SANDBOX_MAX_OUTPUT,
+	    "yes flood: output capped, the rest counted as dropped");
+	getrusage(RUSAGE_SELF, &ru1);
+	ok(ru1.ru_maxrss - ru0.ru_maxrss < 64 * 1024,
+	    "yes flood: memory bounded");
+	printf("# dropped %zu, maxrss %ld -> %ld KiB\n", res.output_dropped,
+	    ru0.ru_maxrss, ru1.ru_maxrss);
+
+	ok(run(impl, ws, "seq 1 100000", 10, &res) == 0 && exited(&res, 0) &&
+	        strncmp(res.output, "1\n2\n3\n", 6) == 0 &&
+	        strlen(res.output) + res.output_dropped == 588895 &&
+	        strcmp(res.output + strlen(res.output) - 13,
+	            "99999\n100000\n") == 0,
+	    "head and tail kept, dropped counts the middle");
+
+	sandbox_result_clear(&res);
+	free(ws);
+}
+
+static void
+test_limits(const struct sandbox_profile *impl)
+{
+	struct sandbox_result res = {0};
+	struct sandbox_profile *lim;
+	char *ws = workspace(), *f, *path;
+	struct stat st;
+	uint64_t t0;
+
+	/*
+	 * The classic ":(){ :|:& };:" is a syntax error for dash (":" is not
+	 * a valid function name): the same bomb with a name.  As root it is
+	 * not run: RLIMIT_NPROC does not hold for root and the bomb would
+	 * exhaust the host's pids until the wall clock ends it.
+	 */
+	if (geteuid() == 0) {
+		skip("fork bomb", "RLIMIT_NPROC is not enforced for root");
+		skip("fork bomb", "RLIMIT_NPROC is not enforced for root");
+	} else {
+		t0 = now_ms();
+		ok(run(impl, ws, "bomb() { bomb | bomb & }; bomb; sleep 1", 5,
+		       &res) == 0 &&
+		        now_ms() - t0 < 15000,
+		    "fork bomb ends");
+		ok(contains(res.output, "Cannot fork"),
+		    "fork bomb: RLIMIT_NPROC stopped it");
+	}
+	ok(run(impl, ws, "echo alive", 10, &res) == 0 && exited(&res, 0),
+	    "... and the host survives");
+
+	ok(run(impl, ws, "head -c 4G /dev/zero | tail; echo rc=$?", 60, &res) ==
+	            0 &&
+	        !res.timed_out && exited(&res, 0) &&
+	        !contains(res.output, "rc=0"),
+	    "memory bomb fails under the AS limit");
+	printf("# %s", res.output ? res.output : "");
+
+	path = put("limits.profile", GOOD);
+	lim = load(scratch, "limits");
+	ok(run(lim, ws, "head -c 2M /dev/zero > big", 10, &res) == 0 &&
+	        exited(&res, 128 + 25) && res.limit != NULL &&
+	        strcmp(res.limit, "fsize") == 0,
+	    "fsize limit: SIGXFSZ reported as limit fsize");
+	f = xasprintf("%s/big", ws);
+	ok(stat(f, &st) == 0 && st.st_size == 1024 * 1024,
+	    "fsize limit: the file stopped at 1M");
+	unlink(f);
+	free(f);
+
+	t0 = now_ms();
+	ok(run(lim, ws, "while :; do :; done", 10, &res) == 0 &&
+	        !res.timed_out && exited(&res, 128 + 24) && res.limit != NULL &&
+	        strcmp(res.limit, "cpu") == 0 && now_ms() - t0 < 5000,
+	    "cpu limit: SIGXCPU reported as limit cpu");
+	ok(run(lim, ws, "trap '' XCPU; while :; do :; done", 10, &res) == 0 &&
+	        !res.timed_out && res.exited && res.exit_status == 128 + 9,
+	    "cpu limit: ignoring SIGXCPU gets SIGKILL at the hard limit");
+
+	ok(run(lim, ws, "df -k /tmp | tail -n 1 | tr -s ' ' | cut -d' ' -f2",
+	       10, &res) == 0 &&
+	        exited(&res, 0) && strcmp(res.output, "16384\n") == 0,
+	    "/tmp is a tmpfs of tmpfs_size");
+
+	ok(run(lim, ws, "echo \"$FOO\"", 10, &res) == 0 && exited(&res, 0) &&
+	        strcmp(res.output, "bar baz\n") == 0,
+	    "env lines reach the command");
+
+	sandbox_profile_free(lim);
+	free(path);
+	sandbox_result_clear(&res);
+	free(ws);
+}
+
+static void
+test_fail_closed(const struct sandbox_profile *impl)
+{
+	struct sandbox_result res = {0};
+	char *ws = workspace(), *cause = NULL, *marker, *cmd;
+
+	ok(sandbox_check(&cause) == 0, "sandbox_check passes here");
+	if (cause != NULL)
+		printf("# %s\n", cause);
+	free(cause);
+	cause = NULL;
+
+	marker = xasprintf("%s/marker", scratch);
+	cmd = xasprintf("touch %s", marker);
+
+	setenv("ORCH_BWRAP", "/nonexistent/bwrap", 1);
+	ok(sandbox_run(impl, ws, cmd, 10, NULL, NULL, &res, &cause) == -1 &&
+	        contains(cause, "bubblewrap"),
+	    "bwrap missing: sandbox_run fails, cause names bubblewrap");
+	printf("# %s\n", cause ? cause : "");
+	free(cause);
+	cause = NULL;
+	ok(sandbox_check(&cause) == -1 &&
+	        contains(cause, "apt-get install bubblewrap"),
+	    "bwrap missing: sandbox_check says how to fix it");
+	free(cause);
+	cause = NULL;
+
+	/* bwrap that exits before creating the sandbox. */
+	setenv("ORCH_BWRAP", "/bin/false", 1);
+	ok(sandbox_run(impl, ws, cmd, 10, NULL, NULL, &res, &cause) == -1 &&
+	        contains(cause, "could not create the sandbox"),
+	    "bwrap failing before the sandbox exists: sandbox_run fails");
+	free(cause);
+	cause = NULL;
+	ok(sandbox_check(&cause) == -1 && contains(cause, "userns"),
+	    "... and sandbox_check names user namespaces");
+	printf("# %s\n", cause ? cause : "");
+	free(cause);
+	cause = NULL;
+
+	setenv("ORCH_BWRAP", "bwrap", 1);
+	ok(sandbox_run(impl, ws, cmd, 10, NULL, NULL, &res, &cause) == -1,
+	    "a relative ORCH_BWRAP is refused");
+	free(cause);
+	cause = NULL;
+	unsetenv("ORCH_BWRAP");
+	ok(access(marker, F_OK) == -1, "the command never ran on the host");
+
+	sandbox_result_clear(&res);
+	sandbox_result_clear(NULL);
+	free(marker);
+	free(cmd);
+	free(ws);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct sandbox_profile *impl, *plan;
+	char *cmd;
+
+	log_init("test-sandbox", LOG_LEVEL_WARN);
+	if (argc > 1)
+		profiles_dir = argv[1];
+	else
+		profiles_dir = getenv("ORCH_SANDBOX_PROFILES_DIR");
+	if (argc > 2)
+		probe_path = argv[2];
+	else
+		probe_path = getenv("ORCH_ESCAPE_PROBE");
+	if (probe_path != NULL && *probe_path == '\0')
+		probe_path = NULL;
+	if (profiles_dir == NULL) {
+		printf("1..0 # skip no profiles dir (argv[1] or "
+		       "ORCH_SANDBOX_PROFILES_DIR)\n");
+		return 0;
+	}
+	if (mkdtemp(scratch) == NULL)
+		fatal("mkdtemp");
+	unsetenv("ORCH_BWRAP");
+
+	test_profiles();
+	impl = load(profiles_dir, "implementing");
+	plan = load(profiles_dir, "planning");
+	test_basics(impl, plan);
+	test_secrets(impl);
+	test_isolation(impl);
+	test_seccomp(impl);
+	test_timeouts(impl);
+	test_limits(impl);
+	test_fail_closed(impl);
+	sandbox_profile_free(impl);
+	sandbox_profile_free(plan);
+
+	cmd = xasprintf("rm -rf '%s'", scratch);
+	if (system(cmd) != 0)
+		printf("# could not remove %s\n", scratch);
+	free(cmd);
+	return tap_done();
+}

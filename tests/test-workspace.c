@@ -1,0 +1,413 @@
+/*
+ * workspace.c: worktree creation, snapshots, restore, squash and removal
+ * against a scratch repository, and that the user's repository is left
+ * alone (HEAD, index, branches, hooks).
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "worker.h"
+
+#include "tap.h"
+
+static char tmp[] = "/tmp/test-workspace.XXXXXX";
+
+#define ENV                                                                    \
+	"unset GIT_DIR GIT_INDEX_FILE GIT_WORK_TREE; export "                  \
+	"GIT_CONFIG_COUNT=1 "                                                  \
+	"GIT_CONFIG_KEY_0=core.hooksPath GIT_CONFIG_VALUE_0=/dev/null"
+
+/*
+ * Run a shell command in the scratch directory.  The variables the tests
+ * set to check that git's environment is scrubbed are unset for it, and the
+ * tests' own git commands run no hooks either (git status would run
+ * post-index-change).
+ */
+static int
+sh(const char *fmt, ...)
+{
+	va_list ap;
+	char *cmd, *full;
+	int rc;
+
+	va_start(ap, fmt);
+	if (vasprintf(&cmd, fmt, ap) == -1)
+		fatal("vasprintf");
+	va_end(ap);
+	full = xasprintf("cd %s && " ENV " "
+	                 "&& { %s ; } >/dev/null 2>&1",
+	    tmp, cmd);
+	rc = system(full);
+	free(cmd);
+	free(full);
+	return rc == 0 ? 0 : -1;
+}
+
+/* The output of a shell command, without its trailing newlines. */
+static char *
+out(const char *fmt, ...)
+{
+	va_list ap;
+	char *cmd, *full, buf[65536];
+	size_t len;
+	FILE *f;
+
+	va_start(ap, fmt);
+	if (vasprintf(&cmd, fmt, ap) == -1)
+		fatal("vasprintf");
+	va_end(ap);
+	full = xasprintf("cd %s && " ENV " && %s", tmp, cmd);
+	f = popen(full, "r");
+	if (f == NULL)
+		fatal("popen");
+	len = fread(buf, 1, sizeof buf - 1, f);
+	pclose(f);
+	buf[len] = '\0';
+	while (len > 0 && buf[len - 1] == '\n')
+		buf[--len] = '\0';
+	free(cmd);
+	free(full);
+	return xstrdup(buf);
+}
+
+static int
+exists(const char *rel)
+{
+	char *p = xasprintf("%s/%s", tmp, rel);
+	struct stat st;
+	int rc = lstat(p, &st) == 0;
+
+	free(p);
+	return rc;
+}
+
+static char *
+slurp(const char *rel)
+{
+	char *p = xasprintf("%s/%s", tmp, rel);
+	char buf[4096];
+	FILE *f = fopen(p, "r");
+	size_t n;
+
+	free(p);
+	if (f == NULL)
+		return xstrdup("(missing)");
+	n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	return xstrdup(buf);
+}
+
+static void
+put(const char *rel, const char *text)
+{
+	char *p = xasprintf("%s/%s", tmp, rel);
+	FILE *f = fopen(p, "w");
+
+	if (f == NULL)
+		fatal("fopen %s", p);
+	fputs(text, f);
+	fclose(f);
+	free(p);
+}
+
+static int
+is_file(const char *rel, const char *want)
+{
+	char *got = slurp(rel);
+	int rc = strcmp(got, want) == 0;
+
+	if (!rc)
+		printf("#   %s: got \"%s\", want \"%s\"\n", rel, got, want);
+	free(got);
+	return rc;
+}
+
+int
+main(void)
+{
+	char *cause = NULL, *head, *c1 = NULL, *c1b = NULL, *c2 = NULL;
+	char *sq = NULL, *got = NULL, *s, *wt, *repo, *branches, *index_sum;
+	char *notrepo, *diff = NULL;
+	int rc;
+
+	if (mkdtemp(tmp) == NULL)
+		fatal("mkdtemp");
+	setenv("HOME", tmp, 1); /* no user git config: identity from env */
+	repo = xasprintf("%s/repo", tmp);
+	wt = xasprintf("%s/state/worktrees/1", tmp);
+
+	if (sh("git init -q -b main repo && cd repo && "
+	       "printf 'one\\n' >a.txt && printf 'two\\n' >b.txt && "
+	       "mkdir sub && printf 'three\\n' >sub/c.txt && "
+	       "printf '*.log\\n' >.gitignore && git add -A && "
+	       "git -c user.name=t -c user.email=t@t commit -qm init && "
+	       "git branch side") == -1)
+		fatal("cannot set up the repository");
+	head = out("git -C repo rev-parse HEAD");
+	branches = out("git -C repo for-each-ref --format='%%(refname) "
+	               "%%(objectname)' refs/heads");
+	index_sum = out("sha256sum repo/.git/index");
+	/* Hooks that would leave a marker if git ever ran them. */
+	sh("for h in pre-commit post-commit post-checkout "
+	   "reference-transaction post-index-change; do "
+	   "printf '#!/bin/sh\\ntouch %s/hook-ran\\n' >repo/.git/hooks/$h && "
+	   "chmod +x repo/.git/hooks/$h; done",
+	    tmp);
+	/* git must not pick these up from the worker's environment. */
+	setenv("GIT_DIR", "/nonexistent", 1);
+	setenv("GIT_INDEX_FILE", "/nonexistent/index", 1);
+	setenv("GIT_WORK_TREE", "/nonexistent", 1);
+
+	rc = ws_create(repo, wt, head, &cause);
+	is_int(rc, 0, "ws_create");
+	if (rc != 0)
+		printf("#   %s\n", cause);
+	ok(is_file("state/worktrees/1/a.txt", "one\n"), "worktree has a.txt");
+	is_int(ws_create(repo, wt, head, &cause), 0, "ws_create again: no-op");
+
+	put("state/worktrees/1/a.txt", "one modified\n");
+	sh("rm state/worktrees/1/b.txt");
+	put("state/worktrees/1/u.txt", "untracked\n");
+	put("state/worktrees/1/x.log", "ignored\n");
+
+	is_int(ws_ref_get(wt, "refs/orch/tasks/1", &got, &cause), 0,
+	    "ws_ref_get of a missing ref");
+	ok(got == NULL, "missing ref gives NULL");
+
+	rc = ws_snapshot(wt, "refs/orch/tasks/1", head, "step 1", &c1, &cause);
+	is_int(rc, 0, "ws_snapshot");
+	if (rc != 0)
+		printf("#   %s\n", cause);
+	ok(c1 != NULL && strlen(c1) == 40 && strcmp(c1, head) != 0,
+	    "snapshot made a new commit");
+	s = out("git -C repo rev-parse refs/orch/tasks/1");
+	is_str(s, c1, "refs/orch/tasks/1 points at the snapshot");
+	free(s);
+	s = out("git -C repo rev-parse %s^", c1);
+	is_str(s, head, "snapshot's parent is the base");
+	free(s);
+	s = out("git -C repo ls-tree -r --name-only %s | tr '\\n' ' '", c1);
+	is_str(s, ".gitignore a.txt sub/c.txt u.txt ",
+	    "snapshot tree: modified, deleted, untracked, not ignored");
+	free(s);
+	s = out("git -C repo show %s:a.txt", c1);
+	is_str(s, "one modified", "snapshot has the modified content");
+	free(s);
+	s = out("git -C repo log -1 --format=%%an/%%ae/%%s %s", c1);
+	is_str(s, "orch-supervisor/orch@localhost/step 1",
+	    "snapshot author and message");
+	free(s);
+
+	rc = ws_snapshot(wt, "refs/orch/tasks/1", head, "step 2", &c1b, &cause);
+	is_int(rc, 0, "second snapshot");
+	is_str(c1b, c1, "no change: same commit");
+
+	is_int(
+	    ws_ref_get(wt, "refs/orch/tasks/1", &got, &cause), 0, "ws_ref_get");
+	is_str(got, c1, "ws_ref_get gives the snapshot");
+	free(got);
+
+	/* More changes, then back to the first snapshot. */
+	put("state/worktrees/1/a.txt", "changed again\n");
+	put("state/worktrees/1/u.txt", "untracked changed\n");
+	put("state/worktrees/1/v.txt", "new\n");
+	sh("rm state/worktrees/1/sub/c.txt && mkdir -p state/worktrees/1/w && "
+	   "echo z >state/worktrees/1/w/z.txt && "
+	   "mkdir state/worktrees/1/nested && git init -q "
+	   "state/worktrees/1/nested");
+	rc = ws_restore(wt, c1, &cause);
+	is_int(rc, 0, "ws_restore");
+	if (rc != 0)
+		printf("#   %s\n", cause);
+	ok(is_file("state/worktrees/1/a.txt", "one modified\n"),
+	    "restore: tracked modified file back");
+	ok(is_file("state/worktrees/1/sub/c.txt", "three\n"),
+	    "restore: deleted file back");
+	ok(is_file("state/worktrees/1/u.txt", "untracked\n"),
+	    "restore: snapshot's untracked file back");
+	ok(!exists("state/worktrees/1/b.txt"), "restore: b.txt stays deleted");
+	ok(!exists("state/worktrees/1/v.txt") &&
+	        !exists("state/worktrees/1/w") &&
+	        !exists("state/worktrees/1/nested"),
+	    "restore: files added since are gone");
+	ok(is_file("state/worktrees/1/x.log", "ignored\n"),
+	    "restore: ignored file left alone");
+
+	put("state/worktrees/1/a.txt", "final\n");
+	rc = ws_snapshot(wt, "refs/orch/tasks/1", NULL, "step 3", &c2, &cause);
+	is_int(rc, 0, "snapshot after restore");
+	s = out("git -C repo rev-parse %s^", c2 != NULL ? c2 : "none");
+	is_str(s, c1, "its parent is the previous snapshot");
+	free(s);
+
+	/* Other refs: a new one starts at parent; others are refused. */
+	{
+		char *c3 = NULL;
+
+		put("state/worktrees/1/a.txt", "racing\n");
+		is_int(ws_snapshot(
+		           wt, "refs/orch/tasks/9", head, "m", &c3, &cause),
+		    0, "snapshot on a new ref");
+		free(c3);
+		c3 = NULL;
+		is_int(ws_snapshot(
+		           wt, "refs/orch/tasks/heads", NULL, "m", &c3, &cause),
+		    -1, "snapshot of a missing ref without parent fails");
+		free(cause);
+		cause = NULL;
+		is_int(
+		    ws_snapshot(wt, "refs/heads/main", head, "m", &c3, &cause),
+		    -1, "snapshot ref outside refs/orch/ refused");
+		free(cause);
+		cause = NULL;
+		put("state/worktrees/1/a.txt", "final\n");
+	}
+
+	rc = ws_diffstat(wt, head, c2, &diff, &cause);
+	is_int(rc, 0, "ws_diffstat");
+	ok(diff != NULL && strstr(diff, "a.txt") != NULL &&
+	        strstr(diff, "u.txt") != NULL,
+	    "diffstat names the files");
+	free(diff);
+	rc = ws_diff(wt, head, c2, 1 << 20, &diff, &cause);
+	is_int(rc, 0, "ws_diff");
+	ok(diff != NULL && strstr(diff, "+final") != NULL,
+	    "diff has the change");
+	free(diff);
+	rc = ws_diff(wt, head, c2, 40, &diff, &cause);
+	is_int(rc, 0, "ws_diff cut");
+	ok(diff != NULL && strstr(diff, "bytes of the diff left out") != NULL &&
+	        strlen(diff) < 120,
+	    "cut diff has the note");
+	free(diff);
+
+	rc = ws_squash(
+	    wt, "orch/task-1", head, c2, "request\n\nsummary", &sq, &cause);
+	is_int(rc, 0, "ws_squash");
+	if (rc != 0)
+		printf("#   %s\n", cause);
+	s = out("git -C repo rev-parse refs/heads/orch/task-1");
+	is_str(s, sq, "branch orch/task-1 set");
+	free(s);
+	s = out(
+	    "git -C repo rev-list --count %s..refs/heads/orch/task-1", head);
+	is_str(s, "1", "one commit on top of the base");
+	free(s);
+	s = out("git -C repo rev-parse refs/heads/orch/task-1^");
+	is_str(s, head, "its parent is the base");
+	free(s);
+	s = out("git -C repo rev-parse refs/heads/orch/task-1^{tree}");
+	got = out("git -C repo rev-parse %s^{tree}", c2);
+	is_str(s, got, "its tree is the snapshot's");
+	free(s);
+	free(got);
+	s = out("git -C repo log -1 --format=%%B refs/heads/orch/task-1");
+	is_str(s, "request\n\nsummary", "squash message");
+	free(s);
+	is_int(ws_squash(wt, "main", head, c2, "m", &got, &cause), -1,
+	    "squash onto a user branch refused");
+	free(cause);
+	cause = NULL;
+
+	/* The user's repository. */
+	s = out("git -C repo symbolic-ref HEAD");
+	is_str(s, "refs/heads/main", "user's HEAD still on main");
+	free(s);
+	s = out("git -C repo rev-parse HEAD");
+	is_str(s, head, "user's HEAD commit unchanged");
+	free(s);
+	s = out("sha256sum repo/.git/index");
+	is_str(s, index_sum, "user's index file untouched");
+	free(s);
+	s = out("git -C repo status --porcelain");
+	is_str(s, "", "user's index and working tree clean");
+	free(s);
+	s = out("git -C repo for-each-ref --format='%%(refname) "
+	        "%%(objectname)' refs/heads | grep -v refs/heads/orch/");
+	is_str(s, branches, "user's branches unchanged");
+	free(s);
+	ok(!exists("hook-ran"), "no hook ran");
+
+	/* Removal keeps the refs; a stale registration is recreated. */
+	is_int(ws_remove(repo, wt, &cause), 0, "ws_remove");
+	ok(!exists("state/worktrees/1"), "worktree directory removed");
+	s = out("git -C repo rev-parse refs/orch/tasks/1 "
+	        "refs/heads/orch/task-1 | tr '\\n' ' '");
+	got = xasprintf("%s %s ", c2, sq);
+	is_str(s, got, "refs stay");
+	free(s);
+	free(got);
+	s = out("git -C repo worktree list --porcelain | grep -c ^worktree");
+	is_str(s, "1", "worktree unregistered");
+	free(s);
+	is_int(ws_remove(repo, wt, &cause), 0, "ws_remove of a missing dir");
+
+	is_int(ws_create(repo, wt, c1, &cause), 0, "ws_create from a snapshot");
+	ok(is_file("state/worktrees/1/u.txt", "untracked\n"),
+	    "new worktree has the snapshot's files");
+	sh("rm -rf state/worktrees/1");
+	rc = ws_create(repo, wt, c2, &cause);
+	is_int(rc, 0, "ws_create over a stale registration");
+	if (rc != 0)
+		printf("#   %s\n", cause);
+	ok(is_file("state/worktrees/1/a.txt", "final\n"),
+	    "recreated worktree has the files");
+	is_int(ws_remove(repo, wt, &cause), 0, "ws_remove again");
+	ok(!exists("hook-ran"), "still no hook ran");
+
+	sh("GIT_CONFIG_COUNT=0 git -C repo update-ref refs/orch/control HEAD");
+	ok(exists("hook-ran"), "control: the planted hooks run for plain git");
+
+	/* Errors. */
+	notrepo = xasprintf("%s/notrepo", tmp);
+	mkdir(notrepo, 0755);
+	cause = NULL;
+	rc = ws_create(notrepo, wt, head, &cause);
+	is_int(rc, -1, "ws_create from a non-repository fails");
+	ok(cause != NULL &&
+	        strstr(cause, "git worktree add failed (exit") == cause,
+	    "with a cause");
+	if (cause != NULL)
+		printf("#   cause: %s\n", cause);
+	free(cause);
+	cause = NULL;
+	is_int(ws_ref_get(notrepo, "refs/orch/tasks/1", &got, &cause), -1,
+	    "ws_ref_get in a non-repository fails");
+	ok(cause != NULL && strstr(cause, "rev-parse") != NULL, "with a cause");
+	free(cause);
+	cause = NULL;
+	is_int(ws_restore(notrepo, head, &cause), -1,
+	    "ws_restore in a non-repository fails");
+	free(cause);
+	cause = NULL;
+	is_int(ws_create(repo, wt, "--orphan", &cause), -1,
+	    "an option-like commit is refused");
+	free(cause);
+	cause = NULL;
+	is_int(ws_create(repo, wt, "0123456789012345678901234567890123456789",
+	           &cause),
+	    -1, "a missing commit fails");
+	free(cause);
+	cause = NULL;
+
+	sh("rm -rf %s", tmp);
+	free(head);
+	free(branches);
+	free(index_sum);
+	free(c1);
+	free(c1b);
+	free(c2);
+	free(sq);
+	free(repo);
+	free(wt);
+	free(notrepo);
+	return tap_done();
+}

@@ -1,0 +1,278 @@
+/*
+ * orch-worker: started by orch-supervisor with its socketpair on fd 3; runs
+ * one stage of one task.  It says HELLO, receives START and the journal of
+ * the stage run to replay, and from then on sends nothing it depends on
+ * without waiting for the supervisor's ACK: the supervisor has committed it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "proto.h"
+#include "worker.h"
+
+#define SUP_FD 3
+
+struct replay {
+	char *kind;
+	char *data;
+};
+
+static struct replay *replay;
+static size_t	      nreplay, replay_pos;
+static uint64_t	      next_seq = 1, next_cp = 1;
+static uint64_t	      last_beat, beat_ms = 1000;
+
+static void __attribute__((noreturn))
+wio_lost(const char *what, const char *cause)
+{
+	log_warnx("link to the supervisor: %s: %s", what, cause);
+	exit(WORKER_EXIT_TEMP);
+}
+
+static void
+wio_send(struct proto_msg *m)
+{
+	const char *cause;
+
+	if (proto_write_fd(SUP_FD, m, &cause) == -1)
+		wio_lost(proto_type_name(m->type), cause);
+	proto_msg_clear(m);
+	last_beat = now_ms();
+}
+
+/* Read one message; STOP ends the worker here, at a safe point. */
+static void
+wio_recv(struct proto_msg *m)
+{
+	const char *cause;
+
+	switch (proto_read_fd(SUP_FD, m, &cause)) {
+	case 1:
+		/* The supervisor went away: nothing we do now can be
+		 * committed. */
+		exit(WORKER_EXIT_STOPPED);
+	case -1:
+		wio_lost("read", cause);
+	}
+	if (m->type == PROTO_STOP) {
+		log_info("asked to stop; the stage resumes from its journal");
+		exit(WORKER_EXIT_STOPPED);
+	}
+	if (proto_catalog[m->type].dir != PROTO_S2W)
+		wio_lost("read", "a worker's message from the supervisor");
+}
+
+static void
+wio_wait_ack(uint64_t seq)
+{
+	struct proto_msg m;
+
+	wio_recv(&m);
+	if (m.type != PROTO_ACK || m.u[PF_SEQ] != seq) {
+		proto_msg_clear(&m);
+		wio_lost("ack", "unexpected message");
+	}
+	proto_msg_clear(&m);
+}
+
+void
+wio_heartbeat(void *unused)
+{
+	struct pollfd	 pfd = { SUP_FD, POLLIN, 0 };
+	struct proto_msg m;
+
+	(void)unused;
+	/* The only thing the supervisor sends unasked is STOP. */
+	if (poll(&pfd, 1, 0) == 1) {
+		wio_recv(&m);
+		proto_msg_clear(&m);
+		wio_lost("read", "unexpected message");
+	}
+	if (now_ms() - last_beat < beat_ms)
+		return;
+	proto_msg_init(&m, PROTO_HEARTBEAT);
+	wio_send(&m);
+}
+
+void
+wio_sleep(unsigned ms)
+{
+	uint64_t end = now_ms() + ms;
+
+	for (;;) {
+		uint64_t now = now_ms();
+		if (now >= end)
+			return;
+		wio_heartbeat(NULL);
+		uint64_t left = end - now;
+		struct timespec ts = { 0, (long)(left > 100 ? 100 : left) *
+			1000000L };
+		nanosleep(&ts, NULL);
+	}
+}
+
+void
+wio_log(int kind, const char *fmt, ...)
+{
+	struct proto_msg m;
+	va_list		 ap;
+	char		*text;
+
+	va_start(ap, fmt);
+	if (vasprintf(&text, fmt, ap) == -1)
+		fatal("vasprintf");
+	va_end(ap);
+	proto_msg_init(&m, PROTO_LOG);
+	m.u[PF_LEVEL] = (uint64_t)kind;
+	proto_set_str(&m, PF_TEXT, text);
+	free(text);
+	wio_send(&m);
+}
+
+void
+wio_checkpoint(const char *name, const char *data)
+{
+	struct proto_msg m;
+	uint64_t	 seq = next_cp++;
+
+	proto_msg_init(&m, PROTO_CHECKPOINT);
+	m.u[PF_SEQ] = seq;
+	proto_set_str(&m, PF_NAME, name);
+	proto_set_str(&m, PF_DATA, data ? data : "");
+	wio_send(&m);
+	wio_wait_ack(seq);
+}
+
+const char *
+journal_next(const char *kind)
+{
+	if (replay_pos >= nreplay)
+		return NULL;
+	if (strcmp(replay[replay_pos].kind, kind) != 0) {
+		/* The stage asks for steps in a fixed order; a mismatch means
+		 * the journal is not this stage's. */
+		log_warnx("journal entry %zu is a %s, the stage expected a %s",
+		    replay_pos + 1, replay[replay_pos].kind, kind);
+		exit(WORKER_EXIT_PERM);
+	}
+	return replay[replay_pos++].data;
+}
+
+size_t
+journal_count(void)
+{
+	return nreplay;
+}
+
+const char *
+journal_data(size_t i, const char **kind)
+{
+	*kind = replay[i].kind;
+	return replay[i].data;
+}
+
+void
+journal_put(const char *kind, const char *data, int64_t tokens_in,
+    int64_t tokens_out)
+{
+	struct proto_msg m;
+	uint64_t	 seq = next_seq++;
+
+	if (replay_pos < nreplay)
+		fatalx("journal_put while %zu entries remain to replay",
+		    nreplay - replay_pos);
+	proto_msg_init(&m, PROTO_JOURNAL);
+	m.u[PF_SEQ] = seq;
+	proto_set_str(&m, PF_KIND, kind);
+	proto_set_str(&m, PF_DATA, data);
+	m.u[PF_TOKENS_IN] = (uint64_t)tokens_in;
+	m.u[PF_TOKENS_OUT] = (uint64_t)tokens_out;
+	wio_send(&m);
+	wio_wait_ack(seq);
+}
+
+void
+wio_result(int ok, const char *error, json_t *data)
+{
+	struct proto_msg m;
+	char		*s = data ? json_dumps(data, JSON_COMPACT) : NULL;
+
+	proto_msg_init(&m, PROTO_RESULT);
+	m.u[PF_OK] = ok ? 1 : 0;
+	proto_set_str(&m, PF_TEXT, error ? error : "");
+	proto_set_str(&m, PF_DATA, s ? s : "{}");
+	free(s);
+	wio_send(&m);
+	wio_wait_ack(0);
+	exit(WORKER_EXIT_OK);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct proto_msg m;
+	struct stage	 st;
+	json_error_t	 jerr;
+	json_int_t	 hb;
+
+	(void)argv;
+	log_init("orch-worker", LOG_LEVEL_INFO);
+	if (argc != 1 || fcntl(SUP_FD, F_GETFD) == -1) {
+		fprintf(stderr, "orch-worker is started by orch-supervisor, "
+				"not by hand\n");
+		return WORKER_EXIT_PERM;
+	}
+	/* Nothing we start (git, bwrap) may inherit the link. */
+	fcntl(SUP_FD, F_SETFD, FD_CLOEXEC);
+	prctl(PR_SET_DUMPABLE, 0);
+	signal(SIGPIPE, SIG_IGN);
+
+	proto_msg_init(&m, PROTO_HELLO);
+	m.u[PF_VERSION] = PROTO_VERSION;
+	m.u[PF_PID] = (uint64_t)getpid();
+	wio_send(&m);
+
+	wio_recv(&m);
+	if (m.type != PROTO_START)
+		wio_lost("handshake", "expected START");
+	if (m.u[PF_VERSION] != PROTO_VERSION)
+		wio_lost("handshake", "protocol version mismatch");
+	memset(&st, 0, sizeof st);
+	st.task = (int64_t)m.u[PF_TASK];
+	st.run = (int64_t)m.u[PF_RUN];
+	st.name = xstrdup(m.s[PF_STAGE]);
+	st.cfg = json_loads(m.s[PF_DATA], JSON_REJECT_DUPLICATES, &jerr);
+	if (st.cfg == NULL || !json_is_object(st.cfg))
+		wio_lost("handshake", "START data is not a JSON object");
+	nreplay = (size_t)m.u[PF_COUNT];
+	proto_msg_clear(&m);
+	log_context((uint64_t)st.task, st.name);
+
+	replay = xcalloc(nreplay, sizeof *replay);
+	for (size_t i = 0; i < nreplay; i++) {
+		wio_recv(&m);
+		if (m.type != PROTO_REPLAY || m.u[PF_SEQ] != i + 1)
+			wio_lost("replay", "expected REPLAY in order");
+		replay[i].kind = xstrdup(m.s[PF_KIND]);
+		replay[i].data = xstrdup(m.s[PF_DATA]);
+		proto_msg_clear(&m);
+	}
+	next_seq = nreplay + 1;
+
+	hb = json_integer_value(json_object_get(st.cfg, "heartbeat_ms"));
+	if (hb > 0)
+		beat_ms = (uint64_t)hb;
+	log_init("orch-worker", (enum log_level)json_integer_value(
+				    json_object_get(st.cfg, "log_level")));
+	stage_run(&st);
+}

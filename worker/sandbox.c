@@ -1,0 +1,1653 @@
+/*
+ * Every command the agent runs goes through bubblewrap.
+ *
+ * A stage's profile (sandbox-profiles/STAGE.profile) says what of the host
+ * filesystem the sandbox sees, whether the workspace is writable, the size
+ * of /tmp, the environment and the rlimits.  The rest is fixed here and not
+ * up to a profile: every namespace is unshared (no network but loopback,
+ * no host processes), no capabilities, no nested user namespaces, a new
+ * session, --die-with-parent with a PID namespace so the whole tree dies
+ * with bwrap, a seccomp filter, a scrubbed environment and only fds 0-2.
+ *
+ * bwrap is exec'd directly (never through a shell) from a forked child that
+ * first sets the rlimits, the descriptors and a process group of its own;
+ * the parent reads the output, enforces the wall clock and reaps it.  If
+ * bwrap cannot be exec'd, or exits before it created the sandbox (it writes
+ * "child-pid" on its --json-status-fd once the namespaces exist), the run
+ * fails and nothing has run anywhere.
+ *
+ * No global state: everything lives in the profile, the result and the
+ * stack of sandbox_run.
+ */
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <seccomp.h>
+
+#include "common.h"
+#include "worker.h"
+
+#define SANDBOX_WORKSPACE    "/workspace"
+#define SANDBOX_DEFAULT_PATH "/usr/local/bin:/usr/bin:/bin"
+#define SANDBOX_TMPFS_MIN    (1024 * 1024)
+#define SANDBOX_TMPFS_MAX    (64ULL * 1024 * 1024 * 1024)
+#define SANDBOX_GRACE_MS     2000 /* SIGTERM to SIGKILL */
+#define SANDBOX_DRAIN_MS     1000 /* output read after bwrap was reaped */
+#define SANDBOX_CHECK_S      10   /* the sandbox_check probe's wall clock */
+#define PROFILE_MAX_LINE     4096
+#define PROFILE_MAX_STAGE    64
+
+/* The environment bwrap itself is exec'd with; see sandbox_spawn. */
+#define BWRAP_ENV_PATH "PATH=/usr/bin:/bin"
+
+/*
+ * Descriptors in the child just before exec: 0 /dev/null, 1 and 2 the
+ * capture pipe, then the seccomp program and bwrap's JSON status pipe.
+ * Nothing else survives the exec.
+ */
+#define CHILD_SECCOMP_FD 3
+#define CHILD_STATUS_FD  4
+#define CHILD_FIRST_FREE 5
+#define CHILD_SRC_MIN    10 /* parent-side copies live above this */
+
+enum mount_kind {
+	MOUNT_RO_BIND,
+	MOUNT_RO_BIND_TRY,
+	MOUNT_SYMLINK,
+};
+
+struct sandbox_mount {
+	enum mount_kind kind;
+	char *src; /* source path, or the symlink's target */
+	char *dst; /* path inside the sandbox */
+};
+
+enum rlimit_unit {
+	UNIT_SIZE,    /* bytes, K/M/G/T suffixes (powers of 1024) */
+	UNIT_COUNT,   /* a plain number */
+	UNIT_SECONDS, /* a plain number of seconds */
+};
+
+struct rlimit_def {
+	const char *name;
+	int resource;
+	enum rlimit_unit unit;
+	uint64_t min;
+	uint64_t dflt; /* when the profile has no line for it */
+};
+
+/*
+ * Every profile sets all of these: a profile without a line gets the
+ * default, so forgetting a line never means "unlimited".
+ */
+static const struct rlimit_def rlimit_defs[] = {
+    {"as", RLIMIT_AS, UNIT_SIZE, 16 * 1024 * 1024, 2ULL << 30},
+    {"nproc", RLIMIT_NPROC, UNIT_COUNT, 1, 256},
+    {"fsize", RLIMIT_FSIZE, UNIT_SIZE, 0, 256ULL << 20},
+    {"nofile", RLIMIT_NOFILE, UNIT_COUNT, 16, 256},
+    {"cpu", RLIMIT_CPU, UNIT_SECONDS, 1, 600},
+    {"core", RLIMIT_CORE, UNIT_SIZE, 0, 0},
+};
+#define NRLIMITS nitems(rlimit_defs)
+
+struct sandbox_profile {
+	char *file; /* for messages */
+	int workspace_rw;
+	uint64_t tmpfs_size;
+	struct sandbox_mount *mounts;
+	size_t nmounts;
+	char **env; /* NAME=VALUE, after the fixed ones */
+	size_t nenv;
+	uint64_t rlimits[NRLIMITS];
+};
+
+/* A growing string. */
+struct sbuf {
+	char *s;
+	size_t len;
+	size_t size;
+};
+
+static void
+sbuf_add(struct sbuf *b, const void *p, size_t n)
+{
+	if (b->len + n + 1 > b->size) {
+		size_t size = b->size == 0 ? 256 : b->size;
+		while (b->len + n + 1 > size)
+			size *= 2;
+		b->s = xrealloc(b->s, size);
+		b->size = size;
+	}
+	memcpy(b->s + b->len, p, n);
+	b->len += n;
+	b->s[b->len] = '\0';
+}
+
+static void
+sbuf_adds(struct sbuf *b, const char *s)
+{
+	sbuf_add(b, s, strlen(s));
+}
+
+static void sbuf_addf(struct sbuf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+sbuf_addf(struct sbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+	char *p;
+
+	va_start(ap, fmt);
+	if (vasprintf(&p, fmt, ap) == -1)
+		fatal("vasprintf");
+	va_end(ap);
+	sbuf_adds(b, p);
+	free(p);
+}
+
+/* An argv under construction; NULL-terminated at all times. */
+struct argv {
+	char **v;
+	size_t n;
+	size_t size;
+};
+
+static void
+argv_add(struct argv *a, const char *s)
+{
+	if (a->n + 2 > a->size) {
+		a->size = a->size == 0 ? 64 : a->size * 2;
+		a->v = xrealloc(a->v, a->size * sizeof *a->v);
+	}
+	a->v[a->n++] = xstrdup(s);
+	a->v[a->n] = NULL;
+}
+
+static void
+argv_free(struct argv *a)
+{
+	for (size_t i = 0; i < a->n; i++)
+		free(a->v[i]);
+	free(a->v);
+	memset(a, 0, sizeof *a);
+}
+
+/* Profiles. */
+
+void
+sandbox_profile_free(struct sandbox_profile *p)
+{
+	if (p == NULL)
+		return;
+	for (size_t i = 0; i < p->nmounts; i++) {
+		free(p->mounts[i].src);
+		free(p->mounts[i].dst);
+	}
+	free(p->mounts);
+	for (size_t i = 0; i < p->nenv; i++)
+		free(p->env[i]);
+	free(p->env);
+	free(p->file);
+	free(p);
+}
+
+/* A size: digits and an optional K, M, G or T (powers of 1024). */
+static int
+parse_size(const char *s, uint64_t *out)
+{
+	char num[32];
+	size_t len = strlen(s);
+	unsigned shift = 0;
+
+	if (len == 0 || len >= sizeof num)
+		return -1;
+	switch (s[len - 1]) {
+	case 'K':
+	case 'k':
+		shift = 10;
+		break;
+	case 'M':
+	case 'm':
+		shift = 20;
+		break;
+	case 'G':
+	case 'g':
+		shift = 30;
+		break;
+	case 'T':
+	case 't':
+		shift = 40;
+		break;
+	}
+	if (shift != 0)
+		len--;
+	memcpy(num, s, len);
+	num[len] = '\0';
+	if (parse_u64(num, 0, UINT64_MAX >> (shift + 2), out) == -1)
+		return -1;
+	*out <<= shift;
+	return 0;
+}
+
+/* Does path equal dir or lie below it (component-wise)? */
+static int
+path_under(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
+
+	if (strcmp(dir, "/") == 0)
+		return 1;
+	return strncmp(path, dir, n) == 0 &&
+	       (path[n] == '\0' || path[n] == '/');
+}
+
+/*
+ * An absolute, normal path: starts with '/', no "." or ".." component, no
+ * empty component (except for "/" itself).  NULL when fine, else why not.
+ */
+static const char *
+path_check(const char *path)
+{
+	const char *p, *q;
+
+	if (path[0] != '/')
+		return "not an absolute path";
+	if (strcmp(path, "/") == 0)
+		return NULL;
+	for (p = path + 1;; p = q + 1) {
+		size_t n;
+
+		q = strchr(p, '/');
+		n = q == NULL ? strlen(p) : (size_t)(q - p);
+		if (n == 0)
+			return "empty path component";
+		if ((n == 1 && p[0] == '.') ||
+		    (n == 2 && p[0] == '.' && p[1] == '.'))
+			return "\".\" or \"..\" in path";
+		if (q == NULL)
+			break;
+	}
+	return NULL;
+}
+
+/*
+ * The host paths a profile may never show the sandbox, whatever it says:
+ * the whole root, and where home directories (and their ~/.ssh, tokens,
+ * API keys) live.
+ */
+static const char *
+source_check(const char *src)
+{
+	static const char *const denied[] = {"/root", "/home"};
+
+	if (strcmp(src, "/") == 0)
+		return "binding the whole root is not allowed";
+	for (size_t i = 0; i < nitems(denied); i++) {
+		if (path_under(src, denied[i]))
+			return "home directories may not be bound";
+	}
+	return NULL;
+}
+
+/*
+ * Places sandbox_run mounts itself, after the profile's mounts: a profile
+ * mount there would be hidden or would shadow them.
+ */
+static const char *
+dest_check(const char *dst)
+{
+	static const char *const reserved[] = {
+	    SANDBOX_WORKSPACE, "/proc", "/dev", "/tmp"};
+
+	if (strcmp(dst, "/") == 0)
+		return "cannot mount over the root";
+	for (size_t i = 0; i < nitems(reserved); i++) {
+		if (path_under(dst, reserved[i]))
+			return "destination is reserved (workspace, /proc, "
+			       "/dev, /tmp)";
+	}
+	return NULL;
+}
+
+static int
+env_name_ok(const char *s, size_t n)
+{
+	if (n == 0 || !(isalpha((unsigned char)s[0]) || s[0] == '_'))
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if (!isalnum((unsigned char)s[i]) && s[i] != '_')
+			return 0;
+	}
+	return 1;
+}
+
+/* Split line into at most max whitespace-separated words; the count. */
+static size_t
+split_words(char *line, char **words, size_t max)
+{
+	size_t n = 0;
+	char *p = line;
+
+	for (;;) {
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p == '\0')
+			return n;
+		if (n == max)
+			return max + 1;
+		words[n++] = p;
+		while (*p != '\0' && *p != ' ' && *p != '\t')
+			p++;
+		if (*p != '\0')
+			*p++ = '\0';
+	}
+}
+
+struct parse_state {
+	int seen_workspace;
+	int seen_tmpfs;
+	int seen_network;
+	int seen_rlimit[NRLIMITS];
+};
+
+/*
+ * Parse one non-empty, non-comment line into p.  NULL when fine, else a
+ * malloc'd message (without the FILE:LINE: prefix).
+ */
+static char *
+profile_line(struct sandbox_profile *p, struct parse_state *st, char *line)
+{
+	char *w[4];
+	size_t n;
+	const char *why;
+
+	/* env takes the rest of the line: values may hold spaces. */
+	if (strncmp(line, "env", 3) == 0 &&
+	    (line[3] == ' ' || line[3] == '\t')) {
+		char *v = line + 4, *eq, *end;
+
+		while (*v == ' ' || *v == '\t')
+			v++;
+		end = v + strlen(v);
+		while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
+			*--end = '\0';
+		eq = strchr(v, '=');
+		if (eq == NULL || !env_name_ok(v, (size_t)(eq - v)))
+			return xasprintf("env wants NAME=VALUE");
+		p->env = xrealloc(p->env, (p->nenv + 1) * sizeof *p->env);
+		p->env[p->nenv++] = xstrdup(v);
+		return NULL;
+	}
+
+	n = split_words(line, w, nitems(w) - 1);
+	if (n > nitems(w) - 1)
+		return xasprintf("too many words");
+
+	if (strcmp(w[0], "workspace") == 0) {
+		if (st->seen_workspace)
+			return xasprintf("duplicate workspace line");
+		if (n != 2 ||
+		    (strcmp(w[1], "rw") != 0 && strcmp(w[1], "ro") != 0))
+			return xasprintf("workspace wants rw or ro");
+		st->seen_workspace = 1;
+		p->workspace_rw = strcmp(w[1], "rw") == 0;
+		return NULL;
+	}
+	if (strcmp(w[0], "tmpfs_size") == 0) {
+		uint64_t v;
+
+		if (st->seen_tmpfs)
+			return xasprintf("duplicate tmpfs_size line");
+		if (n != 2)
+			return xasprintf("tmpfs_size wants one size");
+		if (parse_size(w[1], &v) == -1 || v < SANDBOX_TMPFS_MIN ||
+		    v > SANDBOX_TMPFS_MAX)
+			return xasprintf("bad size \"%s\" (1M to 64G, with an "
+			                 "optional K, M, G or T)",
+			    w[1]);
+		st->seen_tmpfs = 1;
+		p->tmpfs_size = v;
+		return NULL;
+	}
+	if (strcmp(w[0], "network") == 0) {
+		if (st->seen_network)
+			return xasprintf("duplicate network line");
+		if (n != 2 || strcmp(w[1], "none") != 0)
+			return xasprintf("network: only \"none\" is allowed");
+		st->seen_network = 1;
+		return NULL;
+	}
+	if (strcmp(w[0], "ro_bind") == 0 || strcmp(w[0], "ro_bind_try") == 0) {
+		struct sandbox_mount *m;
+		const char *dst;
+
+		if (n != 2 && n != 3)
+			return xasprintf("%s wants PATH [DEST]", w[0]);
+		dst = n == 3 ? w[2] : w[1];
+		if ((why = path_check(w[1])) != NULL ||
+		    (why = path_check(dst)) != NULL ||
+		    (why = source_check(w[1])) != NULL ||
+		    (why = dest_check(dst)) != NULL)
+			return xasprintf("%s: %s", w[0], why);
+		p->mounts =
+		    xrealloc(p->mounts, (p->nmounts + 1) * sizeof *p->mounts);
+		m = &p->mounts[p->nmounts++];
+		m->kind = strcmp(w[0], "ro_bind") == 0 ? MOUNT_RO_BIND
+		                                       : MOUNT_RO_BIND_TRY;
+		m->src = xstrdup(w[1]);
+		m->dst = xstrdup(dst);
+		return NULL;
+	}
+	if (strcmp(w[0], "symlink") == 0) {
+		struct sandbox_mount *m;
+
+		if (n != 3)
+			return xasprintf("symlink wants TARGET LINK");
+		if ((why = path_check(w[2])) != NULL ||
+		    (why = dest_check(w[2])) != NULL)
+			return xasprintf("symlink: %s", why);
+		p->mounts =
+		    xrealloc(p->mounts, (p->nmounts + 1) * sizeof *p->mounts);
+		m = &p->mounts[p->nmounts++];
+		m->kind = MOUNT_SYMLINK;
+		m->src = xstrdup(w[1]);
+		m->dst = xstrdup(w[2]);
+		return NULL;
+	}
+	if (strcmp(w[0], "rlimit") == 0) {
+		const struct rlimit_def *d = NULL;
+		size_t i;
+		uint64_t v;
+		int rc;
+
+		if (n != 3)
+			return xasprintf("rlimit wants NAME VALUE");
+		for (i = 0; i < NRLIMITS; i++) {
+			if (strcmp(w[1], rlimit_defs[i].name) == 0) {
+				d = &rlimit_defs[i];
+				break;
+			}
+		}
+		if (d == NULL)
+			return xasprintf("unknown rlimit \"%s\" (as, nproc, "
+			                 "fsize, nofile, cpu, core)",
+			    w[1]);
+		if (st->seen_rlimit[i])
+			return xasprintf("duplicate rlimit %s", d->name);
+		if (d->unit == UNIT_SIZE)
+			rc = parse_size(w[2], &v);
+		else
+			rc = parse_u64(w[2], 0, 1u << 30, &v);
+		if (rc == -1)
+			return xasprintf("bad %s \"%s\" for rlimit %s",
+			    d->unit == UNIT_SIZE ? "size" : "number", w[2],
+			    d->name);
+		if (v < d->min)
+			return xasprintf("rlimit %s below %llu", d->name,
+			    (unsigned long long)d->min);
+		st->seen_rlimit[i] = 1;
+		p->rlimits[i] = v;
+		return NULL;
+	}
+	return xasprintf("unknown directive \"%s\"", w[0]);
+}
+
+int
+sandbox_profile_load(const char *dir, const char *stage,
+    struct sandbox_profile **out, char **cause)
+{
+	struct sandbox_profile *p;
+	struct parse_state st;
+	FILE *f;
+	char *line = NULL, *msg;
+	size_t size = 0;
+	ssize_t len;
+	unsigned lineno = 0;
+
+	*out = NULL;
+	/* The stage names a file in dir: no way out of it. */
+	if (stage[0] == '\0' || strlen(stage) > PROFILE_MAX_STAGE ||
+	    strspn(stage, "abcdefghijklmnopqrstuvwxyz0123456789_-") !=
+	        strlen(stage)) {
+		*cause = xasprintf("bad sandbox stage name \"%s\"", stage);
+		return -1;
+	}
+
+	p = xcalloc(1, sizeof *p);
+	p->file = xasprintf("%s/%s.profile", dir, stage);
+	p->tmpfs_size = 64 * 1024 * 1024;
+	for (size_t i = 0; i < NRLIMITS; i++)
+		p->rlimits[i] = rlimit_defs[i].dflt;
+	memset(&st, 0, sizeof st);
+
+	if ((f = fopen(p->file, "re")) == NULL) {
+		*cause = xasprintf("%s: %s", p->file, strerror(errno));
+		goto fail;
+	}
+	while ((len = getline(&line, &size, f)) != -1) {
+		char *s = line;
+
+		lineno++;
+		if ((size_t)len != strlen(line)) {
+			*cause = xasprintf(
+			    "%s:%u: NUL byte in line", p->file, lineno);
+			goto fail_close;
+		}
+		if (len > PROFILE_MAX_LINE) {
+			*cause = xasprintf("%s:%u: line longer than %d bytes",
+			    p->file, lineno, PROFILE_MAX_LINE);
+			goto fail_close;
+		}
+		if (len > 0 && line[len - 1] == '\n')
+			line[--len] = '\0';
+		if (len > 0 && line[len - 1] == '\r')
+			line[--len] = '\0';
+		while (*s == ' ' || *s == '\t')
+			s++;
+		if (*s == '\0' || *s == '#')
+			continue;
+		if ((msg = profile_line(p, &st, s)) != NULL) {
+			*cause = xasprintf("%s:%u: %s", p->file, lineno, msg);
+			free(msg);
+			goto fail_close;
+		}
+	}
+	if (ferror(f)) {
+		*cause = xasprintf("%s: %s", p->file, strerror(errno));
+		goto fail_close;
+	}
+	fclose(f);
+	free(line);
+	line = NULL;
+	/* No silent default for the one choice that matters most. */
+	if (!st.seen_workspace) {
+		*cause = xasprintf("%s:%u: no workspace line (workspace rw|ro)",
+		    p->file, lineno);
+		goto fail;
+	}
+	*out = p;
+	return 0;
+
+fail_close:
+	fclose(f);
+fail:
+	free(line);
+	sandbox_profile_free(p);
+	return -1;
+}
+
+/* Finding bwrap. */
+
+/*
+ * bwrap's path: $ORCH_BWRAP (a test and diagnostic aid: it replaces the
+ * search, it is not a fallback), else /usr/bin/bwrap, else the first
+ * bwrap in PATH.
+ */
+static int
+bwrap_find(char **path, char **cause)
+{
+	const char *env = getenv("ORCH_BWRAP"), *p;
+	char *copy, *dir, *save = NULL;
+
+	if (env != NULL && *env != '\0') {
+		if (env[0] != '/') {
+			*cause = xasprintf("ORCH_BWRAP=%s: bubblewrap path "
+			                   "must be absolute",
+			    env);
+			return -1;
+		}
+		if (access(env, X_OK) == -1) {
+			*cause = xasprintf("bubblewrap (bwrap) not usable at "
+			                   "ORCH_BWRAP=%s: %s; unset "
+			                   "ORCH_BWRAP or install bubblewrap "
+			                   "(apt-get install bubblewrap)",
+			    env, strerror(errno));
+			return -1;
+		}
+		*path = xstrdup(env);
+		return 0;
+	}
+	if (access("/usr/bin/bwrap", X_OK) == 0) {
+		*path = xstrdup("/usr/bin/bwrap");
+		return 0;
+	}
+	if ((p = getenv("PATH")) != NULL) {
+		copy = xstrdup(p);
+		for (dir = strtok_r(copy, ":", &save); dir != NULL;
+		     dir = strtok_r(NULL, ":", &save)) {
+			char *cand;
+
+			if (dir[0] != '/')
+				continue;
+			cand = xasprintf("%s/bwrap", dir);
+			if (access(cand, X_OK) == 0) {
+				free(copy);
+				*path = cand;
+				return 0;
+			}
+			free(cand);
+		}
+		free(copy);
+	}
+	*cause = xasprintf("bubblewrap (bwrap) not found at /usr/bin/bwrap "
+	                   "or in PATH: install it (apt-get install "
+	                   "bubblewrap); commands are never run outside it");
+	return -1;
+}
+
+/* The seccomp filter. */
+
+/*
+ * Syscalls that return EPERM in the sandbox: kernel attack surface and
+ * ways out that no build, test or editor needs.  mount, unshare and setns
+ * are also what bwrap itself uses, but it installs the filter (--seccomp)
+ * just before exec'ing the command, after its own setup.
+ */
+static const char *const seccomp_denied[] = {
+    "ptrace",
+    "mount",
+    "umount",
+    "umount2",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "open_tree",
+    "move_mount",
+    "mount_setattr",
+    "pivot_root",
+    "chroot",
+    "setns",
+    "unshare",
+    "bpf",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "perf_event_open",
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "userfaultfd",
+    "process_vm_readv",
+    "process_vm_writev",
+    "open_by_handle_at",
+    "name_to_handle_at",
+    /* io_uring operations bypass seccomp once the ring exists. */
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+};
+
+/* Namespace flags clone(2) may not be given (same reason as unshare). */
+static const unsigned long clone_ns_flags[] = {
+    CLONE_NEWNS,
+    CLONE_NEWUTS,
+    CLONE_NEWIPC,
+    CLONE_NEWUSER,
+    CLONE_NEWPID,
+    CLONE_NEWNET,
+    CLONE_NEWCGROUP,
+};
+
+/*
+ * Build the filter and export it as BPF into a memfd for bwrap's
+ * --seccomp.  Default allow; the rules above return EPERM.
+ *
+ * Architectures: the native one and, on x86_64, also i386 and x32, which
+ * a process can reach from an x86_64 kernel (int 0x80, the x32 syscall
+ * bit); the same rules are compiled for each.  Any other architecture
+ * kills the process (SCMP_FLTATR_ACT_BADARCH).
+ *
+ * ioctl: TIOCSTI (push input into a terminal) and TIOCLINUX are refused,
+ * compared on the low 32 bits only (the kernel takes the request as an
+ * unsigned int, so 0x100005412 is TIOCSTI too).  The sandbox has no
+ * terminal anyway (stdin is /dev/null, --new-session): this is the second
+ * wall.
+ *
+ * clone3 returns ENOSYS: its flags sit in memory seccomp cannot read, and
+ * ENOSYS makes glibc fall back to clone(2), whose namespace flags are
+ * refused above.
+ */
+static int
+seccomp_memfd(char **cause)
+{
+	scmp_filter_ctx ctx;
+	int fd = -1, rc;
+
+	if ((ctx = seccomp_init(SCMP_ACT_ALLOW)) == NULL) {
+		*cause = xasprintf("seccomp_init failed");
+		return -1;
+	}
+	if ((rc = seccomp_attr_set(
+	         ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS)) < 0)
+		goto fail;
+	if (seccomp_arch_native() == SCMP_ARCH_X86_64) {
+		if ((rc = seccomp_arch_add(ctx, SCMP_ARCH_X86)) < 0 &&
+		    rc != -EEXIST)
+			goto fail;
+		if ((rc = seccomp_arch_add(ctx, SCMP_ARCH_X32)) < 0 &&
+		    rc != -EEXIST)
+			goto fail;
+	}
+	for (size_t i = 0; i < nitems(seccomp_denied); i++) {
+		int nr = seccomp_syscall_resolve_name(seccomp_denied[i]);
+
+		if (nr == __NR_SCMP_ERROR)
+			continue; /* unknown to this libseccomp */
+		if ((rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0)) <
+		    0)
+			goto fail;
+	}
+	if ((rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl),
+	         1, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffUL, TIOCSTI))) < 0)
+		goto fail;
+	if ((rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl),
+	         1, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffUL, TIOCLINUX))) < 0)
+		goto fail;
+	for (size_t i = 0; i < nitems(clone_ns_flags); i++) {
+		if ((rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM),
+		         SCMP_SYS(clone), 1,
+		         SCMP_A0(SCMP_CMP_MASKED_EQ, clone_ns_flags[i],
+		             clone_ns_flags[i]))) < 0)
+			goto fail;
+	}
+	if ((rc = seccomp_rule_add(
+	         ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0)) < 0)
+		goto fail;
+
+	if ((fd = memfd_create("orch-seccomp", MFD_CLOEXEC)) == -1) {
+		*cause = xasprintf("memfd_create: %s", strerror(errno));
+		seccomp_release(ctx);
+		return -1;
+	}
+	if ((rc = seccomp_export_bpf(ctx, fd)) < 0)
+		goto fail;
+	if (lseek(fd, 0, SEEK_SET) == -1) {
+		rc = -errno;
+		goto fail;
+	}
+	seccomp_release(ctx);
+	return fd;
+
+fail:
+	*cause = xasprintf("building the seccomp filter: %s", strerror(-rc));
+	if (fd != -1)
+		close(fd);
+	seccomp_release(ctx);
+	return -1;
+}
+
+/* Output capture: the first and the last half of SANDBOX_MAX_OUTPUT. */
+
+#define CAPTURE_HALF (SANDBOX_MAX_OUTPUT / 2)
+
+struct capture {
+	char head[CAPTURE_HALF];
+	size_t head_len;
+	char tail[CAPTURE_HALF]; /* a ring */
+	size_t tail_pos;         /* where the next byte goes */
+	size_t tail_len;
+	uint64_t total;
+};
+
+/* Not inlined: GCC's -Wstringop-overread then misjudges the tail copy
+ * against the caller's smaller read buffer. */
+static void __attribute__((noinline))
+capture_add(struct capture *c, const char *p, size_t n)
+{
+	size_t k;
+
+	c->total += n;
+	if (c->head_len < CAPTURE_HALF) {
+		k = CAPTURE_HALF - c->head_len;
+		if (k > n)
+			k = n;
+		memcpy(c->head + c->head_len, p, k);
+		c->head_len += k;
+		p += k;
+		n -= k;
+	}
+	if (n >= CAPTURE_HALF) {
+		memcpy(c->tail, p + n - CAPTURE_HALF, CAPTURE_HALF);
+		c->tail_pos = 0;
+		c->tail_len = CAPTURE_HALF;
+		return;
+	}
+	while (n > 0) {
+		k = CAPTURE_HALF - c->tail_pos;
+		if (k > n)
+			k = n;
+		memcpy(c->tail + c->tail_pos, p, k);
+		c->tail_pos = (c->tail_pos + k) % CAPTURE_HALF;
+		if (c->tail_len < CAPTURE_HALF)
+			c->tail_len = c->tail_len + k > CAPTURE_HALF
+			                  ? CAPTURE_HALF
+			                  : c->tail_len + k;
+		p += k;
+		n -= k;
+	}
+}
+
+/* Append bytes, NUL bytes as U+FFFD so the result is a C string. */
+static void
+capture_put(struct sbuf *b, const char *p, size_t n)
+{
+	size_t start = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] != '\0')
+			continue;
+		sbuf_add(b, p + start, i - start);
+		sbuf_adds(b, "\xef\xbf\xbd");
+		start = i + 1;
+	}
+	sbuf_add(b, p + start, n - start);
+}
+
+/* The kept output as one malloc'd string; *dropped what was left out. */
+static char *
+capture_string(const struct capture *c, size_t *dropped)
+{
+	struct sbuf b = {NULL, 0, 0};
+	size_t first =
+	    (c->tail_pos + CAPTURE_HALF - c->tail_len) % CAPTURE_HALF;
+
+	sbuf_add(&b, "", 0);
+	capture_put(&b, c->head, c->head_len);
+	if (first + c->tail_len <= CAPTURE_HALF)
+		capture_put(&b, c->tail + first, c->tail_len);
+	else {
+		capture_put(&b, c->tail + first, CAPTURE_HALF - first);
+		capture_put(&b, c->tail, c->tail_len - (CAPTURE_HALF - first));
+	}
+	*dropped = (size_t)(c->total - c->head_len - c->tail_len);
+	return b.s;
+}
+
+/* Spawning and watching bwrap. */
+
+struct spawn {
+	pid_t pid;
+	int out;    /* read end of the stdout+stderr pipe */
+	int status; /* read end of bwrap's --json-status-fd pipe */
+};
+
+/* Move fd above CHILD_SRC_MIN, close-on-exec; -1 on failure. */
+static int
+fd_high(int fd)
+{
+	int nfd;
+
+	if (fd == -1)
+		return -1;
+	nfd = fcntl(fd, F_DUPFD_CLOEXEC, CHILD_SRC_MIN);
+	close(fd);
+	return nfd;
+}
+
+/*
+ * In the forked child: from here to execve only async-signal-safe calls
+ * (the worker may have threads).  On failure the step and errno go to
+ * errfd and the child exits.
+ */
+static void __attribute__((noreturn))
+child_exec(const char *bwrap, char *const argv[], char *const envp[],
+    const struct rlimit *rl, const int *rl_res, size_t nrl, int devnull,
+    int out_w, int secfd, int status_w, int errfd, pid_t parent)
+{
+	struct sigaction sa;
+	sigset_t none;
+	int report[2];
+
+	/*
+	 * Die with the worker even before bwrap's own --die-with-parent is in
+	 * place, and never outlive a parent that is already gone.
+	 */
+	report[0] = 0;
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1 || getppid() != parent)
+		goto fail;
+	/* Its own process group: the wall clock kills the group. */
+	report[0] = 1;
+	if (setpgid(0, 0) == -1)
+		goto fail;
+
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = SIG_DFL;
+	sigemptyset(&sa.sa_mask);
+	for (int sig = 1; sig < NSIG; sig++)
+		(void)sigaction(sig, &sa, NULL);
+	sigemptyset(&none);
+	report[0] = 2;
+	if (sigprocmask(SIG_SETMASK, &none, NULL) == -1)
+		goto fail;
+
+	/* The sources are all >= CHILD_SRC_MIN: no dup2 clobbers another. */
+	report[0] = 3;
+	if (dup2(devnull, 0) == -1 || dup2(out_w, 1) == -1 ||
+	    dup2(out_w, 2) == -1 || dup2(status_w, CHILD_STATUS_FD) == -1)
+		goto fail;
+	if (secfd != -1 && dup2(secfd, CHILD_SECCOMP_FD) == -1)
+		goto fail;
+	/*
+	 * Everything else is close-on-exec (errfd must live until the exec);
+	 * without CLOSE_RANGE_CLOEXEC (Linux < 5.11) mark them one by one.
+	 */
+	report[0] = 4;
+	if (syscall(SYS_close_range, CHILD_FIRST_FREE, ~0U,
+	        CLOSE_RANGE_CLOEXEC) == -1) {
+		struct rlimit nofile;
+
+		if (getrlimit(RLIMIT_NOFILE, &nofile) == -1)
+			goto fail;
+		for (rlim_t fd = CHILD_FIRST_FREE; fd < nofile.rlim_cur; fd++)
+			(void)fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+	}
+	if (secfd == -1)
+		(void)close(CHILD_SECCOMP_FD);
+
+	/*
+	 * Soft and hard limits, so the command cannot raise them again.  A
+	 * hard limit already lower than the profile's is kept (an
+	 * unprivileged process cannot raise it, and lower is stricter).
+	 */
+	report[0] = 5;
+	for (size_t i = 0; i < nrl; i++) {
+		struct rlimit cur, want = rl[i];
+
+		if (getrlimit(rl_res[i], &cur) == -1)
+			goto fail;
+		if (cur.rlim_max != RLIM_INFINITY &&
+		    want.rlim_max > cur.rlim_max)
+			want.rlim_max = cur.rlim_max;
+		if (want.rlim_cur > want.rlim_max)
+			want.rlim_cur = want.rlim_max;
+		if (setrlimit(rl_res[i], &want) == -1)
+			goto fail;
+	}
+
+	report[0] = 6;
+	execve(bwrap, argv, envp);
+fail:
+	report[1] = errno;
+	(void)write(errfd, report, sizeof report);
+	_exit(127);
+}
+
+static const char *const child_steps[] = {
+    "parent death signal",
+    "setpgid",
+    "signal mask",
+    "setting up descriptors",
+    "closing descriptors",
+    "setrlimit",
+    "exec",
+};
+
+/*
+ * Fork and exec bwrap with argv, the rlimits of p (if any) and the
+ * seccomp fd (or -1).  bwrap's own environment is only BWRAP_ENV_PATH:
+ * the sandbox can read it at /proc/1/environ (pid 1 is bwrap's init), so
+ * --clearenv alone would still show it the worker's secrets.
+ */
+static int
+sandbox_spawn(const char *bwrap, struct argv *args,
+    const struct sandbox_profile *p, int secfd, struct spawn *sp, char **cause)
+{
+	char *const envp[] = {(char *)BWRAP_ENV_PATH, NULL};
+	struct rlimit rl[NRLIMITS];
+	int rl_res[NRLIMITS];
+	size_t nrl = 0;
+	int devnull = -1, outp[2] = {-1, -1}, stp[2] = {-1, -1};
+	int errp[2] = {-1, -1}, report[2], saved, sec = -1;
+	sigset_t all, old;
+	ssize_t n;
+	pid_t pid, self = getpid();
+
+	sp->pid = -1;
+	sp->out = sp->status = -1;
+	for (size_t i = 0; p != NULL && i < NRLIMITS; i++) {
+		rl_res[nrl] = rlimit_defs[i].resource;
+		rl[nrl].rlim_cur = rl[nrl].rlim_max = p->rlimits[i];
+		/*
+		 * CPU: the hard limit one second above the soft one, so the
+		 * command dies of SIGXCPU (which we can report) rather than
+		 * of the SIGKILL the kernel sends at the hard limit; one that
+		 * ignores SIGXCPU still gets that SIGKILL a second later.
+		 */
+		if (rlimit_defs[i].resource == RLIMIT_CPU)
+			rl[nrl].rlim_max++;
+		nrl++;
+	}
+
+	if ((devnull = fd_high(open("/dev/null", O_RDWR | O_CLOEXEC))) == -1) {
+		*cause = xasprintf("/dev/null: %s", strerror(errno));
+		goto fail;
+	}
+	if (pipe2(outp, O_CLOEXEC) == -1 || pipe2(stp, O_CLOEXEC) == -1 ||
+	    pipe2(errp, O_CLOEXEC) == -1) {
+		*cause = xasprintf("pipe: %s", strerror(errno));
+		goto fail;
+	}
+	outp[0] = fd_high(outp[0]);
+	outp[1] = fd_high(outp[1]);
+	stp[0] = fd_high(stp[0]);
+	stp[1] = fd_high(stp[1]);
+	errp[1] = fd_high(errp[1]);
+	if (secfd != -1 &&
+	    (sec = fcntl(secfd, F_DUPFD_CLOEXEC, CHILD_SRC_MIN)) == -1) {
+		*cause = xasprintf("dup: %s", strerror(errno));
+		goto fail;
+	}
+	if (outp[0] == -1 || outp[1] == -1 || stp[0] == -1 || stp[1] == -1 ||
+	    errp[1] == -1) {
+		*cause = xasprintf("dup: %s", strerror(errno));
+		goto fail;
+	}
+
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, &old);
+	pid = fork();
+	if (pid == 0)
+		child_exec(bwrap, args->v, envp, rl, rl_res, nrl, devnull,
+		    outp[1], sec, stp[1], errp[1], self);
+	saved = errno;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	if (pid == -1) {
+		*cause = xasprintf("fork: %s", strerror(saved));
+		goto fail;
+	}
+	/* Also here: the group must exist before we might signal it. */
+	(void)setpgid(pid, pid);
+
+	close(errp[1]);
+	errp[1] = -1;
+	do
+		n = read(errp[0], report, sizeof report);
+	while (n == -1 && errno == EINTR);
+	if (n == (ssize_t)sizeof report) {
+		int st;
+
+		while (waitpid(pid, &st, 0) == -1 && errno == EINTR)
+			;
+		if (report[0] == 6)
+			*cause = xasprintf("cannot run bubblewrap (%s): %s; "
+			                   "install it (apt-get install "
+			                   "bubblewrap)",
+			    bwrap, strerror(report[1]));
+		else
+			*cause = xasprintf("starting bubblewrap: %s: %s",
+			    child_steps[report[0]], strerror(report[1]));
+		goto fail;
+	}
+
+	close(outp[1]);
+	close(stp[1]);
+	close(errp[0]);
+	close(devnull);
+	if (sec != -1)
+		close(sec);
+	sp->pid = pid;
+	sp->out = outp[0];
+	sp->status = stp[0];
+	return 0;
+
+fail:
+	saved = errno;
+	for (int i = 0; i < 2; i++) {
+		if (outp[i] != -1)
+			close(outp[i]);
+		if (stp[i] != -1)
+			close(stp[i]);
+		if (errp[i] != -1)
+			close(errp[i]);
+	}
+	if (devnull != -1)
+		close(devnull);
+	if (sec != -1)
+		close(sec);
+	errno = saved;
+	return -1;
+}
+
+/*
+ * Read the output and reap bwrap, killing its process group when the
+ * wall clock runs out: SIGTERM, then SIGKILL after SANDBOX_GRACE_MS.
+ * Killing bwrap is enough to end everything inside: its init (pid 1 of
+ * the sandbox's PID namespace) has a parent-death SIGKILL, and when a PID
+ * namespace's init dies the kernel kills every other process in it,
+ * daemons that double-forked and setsid'd included.
+ */
+static void
+sandbox_watch(struct spawn *sp, uint64_t timeout_ms, void (*heartbeat)(void *),
+    void *arg, struct capture *cap, int *status, int *timed_out)
+{
+	uint64_t start = now_ms(), deadline = start + timeout_ms;
+	uint64_t kill_at = 0, drain_until = 0, last_hb = start;
+	int pidfd, eof = 0, reaped = 0, termed = 0, killed = 0;
+	char buf[16384];
+
+	*timed_out = 0;
+	*status = 0;
+	pidfd = (int)syscall(SYS_pidfd_open, sp->pid, 0);
+	if (heartbeat != NULL)
+		heartbeat(arg);
+
+	for (;;) {
+		struct pollfd pfd[2];
+		nfds_t nfd = 0;
+		uint64_t now = now_ms(), next;
+		int wait_ms;
+
+		if (!reaped && !termed && now >= deadline) {
+			*timed_out = 1;
+			termed = 1;
+			kill(-sp->pid, SIGTERM);
+			kill_at = now + SANDBOX_GRACE_MS;
+		}
+		if (!reaped && termed && !killed && now >= kill_at) {
+			killed = 1;
+			kill(-sp->pid, SIGKILL);
+		}
+		if (reaped && (eof || now >= drain_until))
+			break;
+		if (heartbeat != NULL && now - last_hb >= 500) {
+			heartbeat(arg);
+			last_hb = now;
+		}
+
+		next = reaped ? drain_until
+		              : (!termed ? deadline
+		                         : (killed ? now + 1000 : kill_at));
+		if (next > last_hb + 500)
+			next = last_hb + 500;
+		wait_ms = next > now ? (int)(next - now) : 0;
+		if (pidfd == -1 && !reaped && wait_ms > 50)
+			wait_ms = 50;
+
+		if (!eof) {
+			pfd[nfd].fd = sp->out;
+			pfd[nfd++].events = POLLIN;
+		}
+		if (!reaped && pidfd != -1) {
+			pfd[nfd].fd = pidfd;
+			pfd[nfd++].events = POLLIN;
+		}
+		if (poll(pfd, nfd, wait_ms) == -1 && errno != EINTR)
+			fatal("poll");
+
+		if (!eof && pfd[0].revents != 0) {
+			ssize_t n = read(sp->out, buf, sizeof buf);
+
+			if (n > 0)
+				capture_add(cap, buf, (size_t)n);
+			else if (n == 0 || (errno != EINTR && errno != EAGAIN))
+				eof = 1;
+		}
+		if (!reaped) {
+			pid_t r = waitpid(sp->pid, status, WNOHANG);
+
+			if (r == -1 && errno == ECHILD) {
+				/*
+				 * Someone else reaped it (a waitpid(-1) in
+				 * the caller): the status is lost.
+				 */
+				*status = 255 << 8;
+			}
+			if (r == sp->pid || (r == -1 && errno == ECHILD)) {
+				reaped = 1;
+				drain_until = now_ms() + SANDBOX_DRAIN_MS;
+			}
+		}
+	}
+	if (pidfd != -1)
+		close(pidfd);
+}
+
+/* Did bwrap get as far as creating the sandbox? */
+static int
+sandbox_started(int fd)
+{
+	char buf[4096];
+	size_t len = 0;
+	ssize_t n;
+
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	while (len < sizeof buf - 1 &&
+	       (n = read(fd, buf + len, sizeof buf - 1 - len)) > 0)
+		len += (size_t)n;
+	buf[len] = '\0';
+	return strstr(buf, "\"child-pid\"") != NULL;
+}
+
+/* At most max bytes of s on one line, for a cause. */
+static char *
+oneline(const char *s, size_t max)
+{
+	char *p = xstrndup(s, max);
+	size_t n = strlen(p);
+
+	while (n > 0 && (p[n - 1] == '\n' || p[n - 1] == ' '))
+		p[--n] = '\0';
+	for (char *q = p; *q != '\0'; q++) {
+		if ((unsigned char)*q < ' ')
+			*q = ' ';
+	}
+	return p;
+}
+
+/* The flags every sandbox gets, sandbox_check's probe included. */
+static void
+argv_base(struct argv *a, const char *bwrap)
+{
+	argv_add(a, bwrap);
+	argv_add(a, "--unshare-all");
+	argv_add(a, "--unshare-user");
+	argv_add(a, "--disable-userns");
+	argv_add(a, "--die-with-parent");
+	/* setsid(): no controlling terminal to push input into. */
+	argv_add(a, "--new-session");
+	/* Run as root, bwrap would keep capabilities in its namespace. */
+	argv_add(a, "--cap-drop");
+	argv_add(a, "ALL");
+	argv_add(a, "--json-status-fd");
+	argv_add(a, "4");
+}
+
+static void
+argv_setenv(struct argv *a, const char *name, const char *value)
+{
+	argv_add(a, "--setenv");
+	argv_add(a, name);
+	argv_add(a, value);
+}
+
+/*
+ * The bwrap command line for one run.  The workspace's .git is checked
+ * here: see the comment at its mount.
+ */
+static int
+argv_build(struct argv *a, const char *bwrap, const struct sandbox_profile *p,
+    const char *ws, const char *command, char **cause)
+{
+	struct stat st;
+	char *gitpath, size[32];
+
+	argv_base(a, bwrap);
+	argv_add(a, "--hostname");
+	argv_add(a, "sandbox");
+	for (size_t i = 0; i < p->nmounts; i++) {
+		const struct sandbox_mount *m = &p->mounts[i];
+
+		switch (m->kind) {
+		case MOUNT_RO_BIND:
+			argv_add(a, "--ro-bind");
+			break;
+		case MOUNT_RO_BIND_TRY:
+			argv_add(a, "--ro-bind-try");
+			break;
+		case MOUNT_SYMLINK:
+			argv_add(a, "--symlink");
+			break;
+		}
+		argv_add(a, m->src);
+		argv_add(a, m->dst);
+	}
+	argv_add(a, "--proc");
+	argv_add(a, "/proc");
+	argv_add(a, "--dev");
+	argv_add(a, "/dev");
+	snprintf(size, sizeof size, "%llu", (unsigned long long)p->tmpfs_size);
+	argv_add(a, "--size");
+	argv_add(a, size);
+	argv_add(a, "--tmpfs");
+	argv_add(a, "/tmp");
+	argv_add(a, p->workspace_rw ? "--bind" : "--ro-bind");
+	argv_add(a, ws);
+	argv_add(a, SANDBOX_WORKSPACE);
+
+	/*
+	 * The repository's internals are never writable.  In a git worktree
+	 * /workspace/.git is a file naming the real gitdir
+	 * (REPO/.git/worktrees/NAME); in a plain checkout it is the directory
+	 * itself.  Either way it is read-only bound over itself:
+	 *  - the gitdir it names is not mounted in the sandbox, so git inside
+	 *    finds no repository and cannot reach the real repository's
+	 *    hooks, config or objects;
+	 *  - as a mount point it cannot be rewritten, replaced, renamed or
+	 *    removed (EBUSY), so the worker's own git, which runs in this
+	 *    directory after the command, still follows the real gitdir and
+	 *    not one the command planted with a core.fsmonitor or hooks.
+	 * A ro bind rather than /dev/null keeps git's diagnostics honest
+	 * ("not a git repository: ...") and works for a directory too.  A
+	 * symlink is refused: it could point anywhere on the host.  Without a
+	 * .git nothing is bound (bwrap would create one in the workspace).
+	 */
+	gitpath = xasprintf("%s/.git", ws);
+	if (lstat(gitpath, &st) == 0) {
+		char *dst;
+
+		if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+			*cause = xasprintf("%s is not a file or directory: "
+			                   "refusing to run",
+			    gitpath);
+			free(gitpath);
+			return -1;
+		}
+		dst = xasprintf("%s/.git", SANDBOX_WORKSPACE);
+		argv_add(a, "--ro-bind");
+		argv_add(a, gitpath);
+		argv_add(a, dst);
+		free(dst);
+	} else if (errno != ENOENT) {
+		*cause = xasprintf("%s: %s", gitpath, strerror(errno));
+		free(gitpath);
+		return -1;
+	}
+	free(gitpath);
+
+	/* The root (bwrap's own tmpfs) read-only: nothing but mounts on it. */
+	argv_add(a, "--remount-ro");
+	argv_add(a, "/");
+	argv_add(a, "--chdir");
+	argv_add(a, SANDBOX_WORKSPACE);
+	/*
+	 * Only the allowlist reaches the command.  HOME is /tmp, not the
+	 * workspace: caches and dotfiles land in the tmpfs instead of the
+	 * snapshot, and it is writable in the read-only stages too.
+	 */
+	argv_add(a, "--clearenv");
+	argv_setenv(a, "PATH", SANDBOX_DEFAULT_PATH);
+	argv_setenv(a, "HOME", "/tmp");
+	argv_setenv(a, "LANG", "C.UTF-8");
+	argv_setenv(a, "TERM", "dumb");
+	for (size_t i = 0; i < p->nenv; i++) {
+		const char *eq = strchr(p->env[i], '=');
+		char *name = xstrndup(p->env[i], (size_t)(eq - p->env[i]));
+
+		argv_setenv(a, name, eq + 1);
+		free(name);
+	}
+	argv_add(a, "--seccomp");
+	argv_add(a, "3");
+	argv_add(a, "--");
+	argv_add(a, "/bin/sh");
+	argv_add(a, "-c");
+	argv_add(a, command);
+	return 0;
+}
+
+void
+sandbox_result_clear(struct sandbox_result *res)
+{
+	if (res == NULL)
+		return;
+	free(res->limit);
+	free(res->output);
+	memset(res, 0, sizeof *res);
+}
+
+int
+sandbox_run(const struct sandbox_profile *p, const char *workspace,
+    const char *command, unsigned timeout_s, void (*heartbeat)(void *),
+    void *arg, struct sandbox_result *res, char **cause)
+{
+	struct argv a = {NULL, 0, 0};
+	struct spawn sp;
+	struct capture *cap = NULL;
+	char *bwrap = NULL, *ws = NULL;
+	int secfd = -1, status, timed_out, rc = -1;
+	uint64_t start;
+
+	memset(res, 0, sizeof *res);
+	if (timeout_s == 0) {
+		*cause = xasprintf("sandbox: timeout must be at least 1 s");
+		return -1;
+	}
+	if (bwrap_find(&bwrap, cause) == -1)
+		return -1;
+	if ((ws = realpath(workspace, NULL)) == NULL) {
+		*cause =
+		    xasprintf("workspace %s: %s", workspace, strerror(errno));
+		goto out;
+	}
+	if (argv_build(&a, bwrap, p, ws, command, cause) == -1)
+		goto out;
+	if ((secfd = seccomp_memfd(cause)) == -1)
+		goto out;
+
+	start = now_ms();
+	if (sandbox_spawn(bwrap, &a, p, secfd, &sp, cause) == -1)
+		goto out;
+	cap = xmalloc(sizeof *cap);
+	memset(cap, 0, sizeof *cap);
+	sandbox_watch(&sp, (uint64_t)timeout_s * 1000, heartbeat, arg, cap,
+	    &status, &timed_out);
+
+	if (!sandbox_started(sp.status)) {
+		size_t dropped;
+		char *o = capture_string(cap, &dropped), *line;
+
+		line = oneline(o, 400);
+		*cause = xasprintf("bubblewrap (%s) could not create the "
+		                   "sandbox: %s; run sandbox_check for how to "
+		                   "fix it",
+		    bwrap, *line != '\0' ? line : "no message");
+		free(line);
+		free(o);
+		close(sp.out);
+		close(sp.status);
+		goto out;
+	}
+	close(sp.out);
+	close(sp.status);
+
+	res->duration_ms = now_ms() - start;
+	res->timed_out = timed_out;
+	res->output = capture_string(cap, &res->output_dropped);
+	if (WIFEXITED(status)) {
+		int code = WEXITSTATUS(status);
+
+		res->exited = 1;
+		res->exit_status = code;
+		/*
+		 * bwrap exits 128+N when the command died of signal N (as sh
+		 * does), so that is all we can see.  Of the rlimits only cpu
+		 * (SIGXCPU) and fsize (SIGXFSZ) announce themselves; as, nproc
+		 * and nofile make a call fail (ENOMEM, EAGAIN, EMFILE) and the
+		 * program reports that its own way, and core is silent.  A
+		 * command that exits 152 or 153 by itself is misreported, which
+		 * is harmless.
+		 */
+		if (!timed_out && code == 128 + SIGXCPU)
+			res->limit = xstrdup("cpu");
+		else if (!timed_out && code == 128 + SIGXFSZ)
+			res->limit = xstrdup("fsize");
+	} else if (WIFSIGNALED(status))
+		res->signal = WTERMSIG(status);
+	rc = 0;
+
+out:
+	if (secfd != -1)
+		close(secfd);
+	free(cap);
+	argv_free(&a);
+	free(ws);
+	free(bwrap);
+	return rc;
+}
+
+/* JSON. */
+
+/* Length of a valid UTF-8 sequence at p (of n bytes), or 0. */
+static size_t
+utf8_len(const unsigned char *p, size_t n)
+{
+	uint32_t cp;
+	size_t len;
+
+	if (p[0] < 0x80)
+		return 1;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		len = 2, cp = p[0] & 0x1f;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		len = 3, cp = p[0] & 0x0f;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		len = 4, cp = p[0] & 0x07;
+	else
+		return 0;
+	if (len > n)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (p[i] & 0x3f);
+	}
+	if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+	    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
+/* s as a JSON string; bytes that are not UTF-8 become U+FFFD. */
+static void
+json_put_string(struct sbuf *b, const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n = strlen(s);
+
+	sbuf_adds(b, "\"");
+	while (n > 0) {
+		size_t len = utf8_len(p, n);
+
+		if (len == 0) {
+			sbuf_adds(b, "\\ufffd");
+			len = 1;
+		} else if (*p == '"')
+			sbuf_adds(b, "\\\"");
+		else if (*p == '\\')
+			sbuf_adds(b, "\\\\");
+		else if (*p == '\n')
+			sbuf_adds(b, "\\n");
+		else if (*p == '\t')
+			sbuf_adds(b, "\\t");
+		else if (*p == '\r')
+			sbuf_adds(b, "\\r");
+		else if (*p < 0x20 || *p == 0x7f)
+			sbuf_addf(b, "\\u%04x", *p);
+		else
+			sbuf_add(b, p, len);
+		p += len;
+		n -= len;
+	}
+	sbuf_adds(b, "\"");
+}
+
+char *
+sandbox_result_json(const struct sandbox_result *res)
+{
+	struct sbuf b = {NULL, 0, 0};
+
+	sbuf_adds(&b, "{\"exit_status\":");
+	if (res->exited)
+		sbuf_addf(&b, "%d", res->exit_status);
+	else
+		sbuf_adds(&b, "null");
+	sbuf_adds(&b, ",\"signal\":");
+	if (res->signal != 0)
+		sbuf_addf(&b, "%d", res->signal);
+	else
+		sbuf_adds(&b, "null");
+	sbuf_addf(&b,
+	    ",\"timed_out\":%s,\"limit\":", res->timed_out ? "true" : "false");
+	if (res->limit != NULL)
+		json_put_string(&b, res->limit);
+	else
+		sbuf_adds(&b, "null");
+	sbuf_addf(&b, ",\"duration_ms\":%llu,\"output\":",
+	    (unsigned long long)res->duration_ms);
+	json_put_string(&b, res->output != NULL ? res->output : "");
+	sbuf_addf(&b, ",\"output_dropped\":%zu}", res->output_dropped);
+	return b.s;
+}
+
+/* The fail-closed probe. */
+
+int
+sandbox_check(char **cause)
+{
+	struct argv a = {NULL, 0, 0};
+	struct spawn sp;
+	struct capture *cap;
+	char *bwrap = NULL, *o, *line;
+	size_t dropped;
+	int status, timed_out, started, rc = -1;
+
+	if (bwrap_find(&bwrap, cause) == -1)
+		return -1;
+	/* What every sandbox needs, on a read-only view of the host. */
+	argv_base(&a, bwrap);
+	argv_add(&a, "--ro-bind");
+	argv_add(&a, "/");
+	argv_add(&a, "/");
+	argv_add(&a, "--proc");
+	argv_add(&a, "/proc");
+	argv_add(&a, "--dev");
+	argv_add(&a, "/dev");
+	argv_add(&a, "--");
+	argv_add(&a, "true");
+	if (sandbox_spawn(bwrap, &a, NULL, -1, &sp, cause) == -1)
+		goto out;
+	cap = xcalloc(1, sizeof *cap);
+	sandbox_watch(
+	    &sp, SANDBOX_CHECK_S * 1000, NULL, NULL, cap, &status, &timed_out);
+	started = sandbox_started(sp.status);
+	close(sp.out);
+	close(sp.status);
+	o = capture_string(cap, &dropped);
+	free(cap);
+	if (started && !timed_out && WIFEXITED(status) &&
+	    WEXITSTATUS(status) == 0) {
+		rc = 0;
+		free(o);
+		goto out;
+	}
+	line = oneline(o, 400);
+	free(o);
+	*cause = xasprintf("bubblewrap (%s) cannot create a sandbox%s%s%s. "
+	                   "User namespaces are probably unavailable: check "
+	                   "sysctl user.max_user_namespaces (must be > 0), "
+	                   "kernel.unprivileged_userns_clone=1 (Debian "
+	                   "kernels), and on Ubuntu 24.04 "
+	                   "kernel.apparmor_restrict_unprivileged_userns=0 or "
+	                   "an AppArmor profile granting bwrap userns; "
+	                   "bubblewrap must be 0.8 or later (apt-get install "
+	                   "bubblewrap)",
+	    bwrap, timed_out ? " (timed out)" : "", *line != '\0' ? ": " : "",
+	    line);
+	free(line);
+out:
+	argv_free(&a);
+	free(bwrap);
+	return rc;
+}

@@ -1,0 +1,474 @@
+/*
+ * The stages.  Planning, implementing and reviewing are one tool loop:
+ * model turn, tool calls, results, next turn, until the stage's terminal
+ * tool.  Every model reply and every tool result is journaled before it is
+ * used, and a tool that changed files is followed by a workspace snapshot
+ * whose commit the journal entry records; so a restarted stage restores the
+ * last committed snapshot, replays its journal, and asks the model only for
+ * the turn that was in flight.  Verifying runs the task's command.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "config.h"
+#include "proto.h"
+#include "worker.h"
+
+#define STAGE_DIFF_MAX	   (64 * 1024)
+#define STAGE_OUTPUT_TAIL  4000
+
+static struct stage	      *S;
+static int		       rootfd = -1;
+static char		      *last_commit;
+static struct sandbox_profile *profile;
+
+static void __attribute__((noreturn, format(printf, 1, 2)))
+stage_fail(const char *fmt, ...)
+{
+	va_list ap;
+	char   *msg;
+
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) == -1)
+		fatal("vasprintf");
+	va_end(ap);
+	log_warnx("%s", msg);
+	wio_result(0, msg, NULL);
+}
+
+/* A failure that a restart may cure: the supervisor retries with backoff. */
+static void __attribute__((noreturn, format(printf, 1, 2)))
+stage_retry(const char *fmt, ...)
+{
+	va_list ap;
+	char   *msg;
+
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) == -1)
+		fatal("vasprintf");
+	va_end(ap);
+	log_warnx("%s", msg);
+	exit(WORKER_EXIT_TEMP);
+}
+
+static const char *
+cfg_str(const char *key)
+{
+	return json_string_value(json_object_get(S->cfg, key));
+}
+
+/* Restore the workspace to the last committed snapshot: this run's last
+ * journaled one, else the last one the supervisor recorded, else the base. */
+static void
+stage_workspace(void)
+{
+	const char *target = cfg_str("snapshot");
+	char	   *cause;
+
+	for (size_t i = 0; i < journal_count(); i++) {
+		const char *kind, *data = journal_data(i, &kind);
+		json_t	   *j;
+
+		if (strcmp(kind, "tool") != 0)
+			continue;
+		if ((j = json_loads(data, 0, NULL)) == NULL)
+			continue;
+		if (json_is_string(json_object_get(j, "commit"))) {
+			free(last_commit);
+			last_commit = xstrdup(
+			    json_string_value(json_object_get(j, "commit")));
+		}
+		json_decref(j);
+	}
+	if (last_commit == NULL)
+		last_commit = xstrdup(target ? target : S->base);
+	if (ws_create(S->repo, S->worktree, S->base, &cause) == -1 ||
+	    ws_restore(S->worktree, last_commit, &cause) == -1)
+		stage_retry("workspace: %s", cause);
+	rootfd = open(S->worktree, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd == -1)
+		stage_retry("open %s: %s", S->worktree, strerror(errno));
+}
+
+static int
+stage_run_command(void *arg, const char *command, unsigned timeout_s,
+    char **result_json)
+{
+	struct sandbox_result res;
+	char		     *cause;
+
+	(void)arg;
+	if (timeout_s == 0 || timeout_s > S->cmd_timeout_s)
+		timeout_s = S->cmd_timeout_s;
+	if (sandbox_run(profile, S->worktree, command, timeout_s,
+		wio_heartbeat, NULL, &res, &cause) == -1) {
+		/* Fail closed: nothing ran. */
+		*result_json = xasprintf("the sandbox is unavailable, so the "
+					 "command was not run: %s",
+		    cause);
+		free(cause);
+		return -1;
+	}
+	*result_json = sandbox_result_json(&res);
+	sandbox_result_clear(&res);
+	return 0;
+}
+
+/* One model turn: replayed from the journal, or asked and journaled. */
+static json_t *
+stage_reply(json_t *messages, json_t *tools, int turn)
+{
+	const char     *data = journal_next("reply");
+	struct llm_turn lt = { S, turn };
+	json_t	       *reply;
+	char	       *cause, *s;
+	int		permanent;
+
+	if (data != NULL) {
+		if ((reply = json_loads(data, 0, NULL)) == NULL)
+			stage_fail("journaled reply %d is not JSON", turn + 1);
+		return reply;
+	}
+	if (llm_chat(&lt, messages, tools, &reply, &cause, &permanent) == -1) {
+		if (permanent)
+			stage_fail("%s", cause);
+		stage_retry("model: %s", cause);
+	}
+	s = json_dumps(reply, JSON_COMPACT);
+	journal_put("reply", s,
+	    json_integer_value(json_object_get(json_object_get(reply, "usage"),
+		"in")),
+	    json_integer_value(json_object_get(json_object_get(reply, "usage"),
+		"out")));
+	free(s);
+	const char *text = json_string_value(json_object_get(reply, "text"));
+	if (text != NULL && *text != '\0')
+		wio_log(PROTO_LOG_MODEL, "%s", text);
+	return reply;
+}
+
+/* One tool call: replayed from the journal, or run, snapshotted and
+ * journaled. */
+static json_t *
+stage_tool(const struct tool_ctx *ctx, json_t *call, int step)
+{
+	const char	  *data = journal_next("tool");
+	const char	  *name = json_string_value(json_object_get(call, "name"));
+	const char	  *args = json_string_value(json_object_get(call,
+	       "arguments"));
+	const char	  *id = json_string_value(json_object_get(call, "id"));
+	struct tool_result tr;
+	json_t		  *res;
+	char		  *s, *commit = NULL, *cause;
+	static const char *const outcomes[] = { "done", "error", "terminal" };
+
+	if (data != NULL) {
+		if ((res = json_loads(data, 0, NULL)) == NULL)
+			stage_fail("journaled tool result %d is not JSON", step);
+		return res;
+	}
+	wio_log(PROTO_LOG_TOOL, "%s %.200s", name ? name : "?",
+	    args ? args : "");
+	tool_exec(ctx, name ? name : "", args ? args : "", &tr);
+	if (tr.changed) {
+		s = xasprintf("%s step %d: %s", S->name, step, name);
+		if (ws_snapshot(S->worktree, S->ref, S->base, s, &commit,
+			&cause) == -1)
+			stage_retry("snapshot: %s", cause);
+		free(s);
+	}
+	res = json_pack("{s:s,s:s,s:s,s:s}", "id", id ? id : "", "name",
+	    name ? name : "", "outcome", outcomes[tr.outcome], "text",
+	    tr.text ? tr.text : "");
+	if (commit != NULL)
+		json_object_set_new(res, "commit", json_string(commit));
+	if (tr.value != NULL)
+		json_object_set(res, "value", tr.value);
+	tool_result_clear(&tr);
+	s = json_dumps(res, JSON_COMPACT);
+	journal_put("tool", s, 0, 0);
+	free(s);
+	if (commit != NULL) {
+		if (strcmp(commit, last_commit) != 0) {
+			s = xasprintf("{\"commit\":\"%s\",\"stage\":\"%s\","
+				      "\"step\":%d}",
+			    commit, S->name, step);
+			wio_checkpoint("snapshot", s);
+			free(s);
+		}
+		free(last_commit);
+		last_commit = commit;
+	}
+	return res;
+}
+
+/*
+ * The tool loop.  Returns the terminal tool's validated arguments, or ends
+ * the stage when ORCH_MAX_STEPS turns pass without it.
+ */
+static json_t *
+stage_loop(json_t *messages, const char *terminal)
+{
+	struct tool_ctx ctx = { rootfd, S->name, NULL, NULL };
+	json_t	       *tools = tool_schemas(S->name);
+	int		step = 0;
+
+	if (strcmp(S->name, "implementing") == 0)
+		ctx.run_command = stage_run_command;
+	for (int turn = 0;; turn++) {
+		json_t *reply, *calls, *call, *am;
+		size_t	i;
+
+		if ((unsigned)turn >= S->max_steps)
+			stage_fail("the model used all %u turns "
+				   "(ORCH_MAX_STEPS) without calling %s",
+			    S->max_steps, terminal);
+		reply = stage_reply(messages, tools, turn);
+		calls = json_object_get(reply, "tool_calls");
+		am = json_pack("{s:s,s:O}", "role", "assistant", "content",
+		    json_object_get(reply, "text"));
+		if (json_array_size(calls) > 0)
+			json_object_set(am, "tool_calls", calls);
+		json_array_append_new(messages, am);
+		if (json_array_size(calls) == 0) {
+			json_array_append_new(messages,
+			    json_pack("{s:s,s:s+}", "role", "user", "content",
+				"Use the tools. End this stage by calling ",
+				terminal));
+			json_decref(reply);
+			continue;
+		}
+		json_array_foreach(calls, i, call) {
+			json_t *res = stage_tool(&ctx, call, ++step);
+			json_array_append_new(messages,
+			    json_pack("{s:s,s:O,s:O,s:O}", "role", "tool",
+				"tool_call_id", json_object_get(res, "id"),
+				"name", json_object_get(res, "name"),
+				"content", json_object_get(res, "text")));
+			if (strcmp(json_string_value(json_object_get(res,
+					   "outcome")),
+				"terminal") == 0) {
+				json_t *v = json_incref(
+				    json_object_get(res, "value"));
+				json_decref(res);
+				json_decref(reply);
+				json_decref(tools);
+				if (!json_is_object(v))
+					stage_fail("journaled %s has no value",
+					    terminal);
+				return v;
+			}
+			json_decref(res);
+		}
+		json_decref(reply);
+	}
+}
+
+/* Run a read-only tool for the stage's opening message. */
+static char *
+stage_peek(const char *tool, const char *args)
+{
+	struct tool_ctx	   ctx = { rootfd, "planning", NULL, NULL };
+	struct tool_result tr;
+	char		  *s;
+
+	tool_exec(&ctx, tool, args, &tr);
+	s = xstrdup(tr.outcome == TOOL_DONE ? tr.text : "(none)");
+	tool_result_clear(&tr);
+	return s;
+}
+
+static json_t *
+stage_messages(const char *system, char *user)
+{
+	json_t *m = json_pack("[{s:s,s:s},{s:s,s:s}]", "role", "system",
+	    "content", prompt_get(system), "role", "user", "content", user);
+	free(user);
+	return m;
+}
+
+static void __attribute__((noreturn))
+stage_planning(void)
+{
+	char	   *files = stage_peek("list_files", "{\"path\":\"\"}");
+	char	   *readme = stage_peek("read_file", "{\"path\":\"README.md\"}");
+	const char *why = cfg_str("plan_rejection_reason");
+	char	   *user;
+	json_t	   *v;
+
+	user = xasprintf("Request:\n%s\n\nFiles in the repository:\n%s\n\n"
+			 "README.md:\n%s%s%s%s%s",
+	    cfg_str("request"), files, readme,
+	    why ? "\n\nA person rejected your earlier plan.\nReason: " : "",
+	    why ? why : "", why ? "\nThe earlier plan:\n" : "",
+	    why && cfg_str("plan") ? cfg_str("plan") : "");
+	free(files);
+	free(readme);
+	v = stage_loop(stage_messages("planning.txt", user), "submit_plan");
+	wio_result(1, NULL, v);
+}
+
+static void __attribute__((noreturn))
+stage_implementing(void)
+{
+	const char *fb = cfg_str("feedback");
+	char	   *user, *cause, *result, *stat, *msg;
+	json_t	   *v, *out;
+
+	user = xasprintf("Request:\n%s\n\nThe approved plan:\n%s%s%s",
+	    cfg_str("request"), cfg_str("plan") ? cfg_str("plan") : "(none)",
+	    fb ? "\n\nFeedback on your previous round, to address now:\n" : "",
+	    fb ? fb : "");
+	v = stage_loop(stage_messages("implementing.txt", user), "finish");
+	msg = xasprintf("%s\n\n%s", cfg_str("request"),
+	    json_string_value(json_object_get(v, "summary")));
+	if (ws_squash(S->worktree, cfg_str("branch"), S->base, last_commit, msg,
+		&result, &cause) == -1)
+		stage_retry("squash: %s", cause);
+	free(msg);
+	if (ws_diffstat(S->worktree, S->base, result, &stat, &cause) == -1)
+		stage_retry("diffstat: %s", cause);
+	out = json_pack("{s:O,s:s,s:s,s:s,s:s}", "summary",
+	    json_object_get(v, "summary"), "diffstat", stat, "commit", result,
+	    "snapshot", last_commit, "branch", cfg_str("branch"));
+	free(stat);
+	free(result);
+	json_decref(v);
+	wio_result(1, NULL, out);
+}
+
+static void __attribute__((noreturn))
+stage_reviewing(void)
+{
+	char   *diff, *cause, *user;
+	json_t *v;
+
+	if (ws_diff(S->worktree, S->base, last_commit, STAGE_DIFF_MAX, &diff,
+		&cause) == -1)
+		stage_retry("diff: %s", cause);
+	user = xasprintf("Request:\n%s\n\nThe approved plan:\n%s\n\nThe "
+			 "change, as a diff against the base commit:\n%s",
+	    cfg_str("request"), cfg_str("plan") ? cfg_str("plan") : "(none)",
+	    *diff ? diff : "(no changes)");
+	free(diff);
+	v = stage_loop(stage_messages("reviewing.txt", user), "submit_review");
+	wio_result(1, NULL, v);
+}
+
+static void
+stage_cleanup(void)
+{
+	char *cause;
+
+	close(rootfd);
+	rootfd = -1;
+	if (ws_remove(S->repo, S->worktree, &cause) == -1) {
+		log_warnx("cleanup: %s", cause);
+		free(cause);
+	}
+}
+
+static void __attribute__((noreturn))
+stage_verifying(void)
+{
+	const char *cmd = cfg_str("verify_command");
+	const char *data;
+	char	   *s;
+	json_t	   *res, *out;
+	size_t	    len;
+
+	if (cmd == NULL) {
+		stage_cleanup();
+		wio_result(1, NULL,
+		    json_pack("{s:s,s:s}", "status", "skipped", "reason",
+			"no --verify command and no ORCH_VERIFY_COMMAND"));
+	}
+	if ((data = journal_next("command")) == NULL) {
+		wio_log(PROTO_LOG_TOOL, "verify: %s", cmd);
+		if (stage_run_command(NULL, cmd, S->cmd_timeout_s, &s) == -1)
+			stage_fail("%s", s);
+		journal_put("command", s, 0, 0);
+		data = s;
+	}
+	if ((res = json_loads(data, 0, NULL)) == NULL)
+		stage_fail("journaled command result is not JSON");
+	const char *output = json_string_value(json_object_get(res, "output"));
+	len = output ? strlen(output) : 0;
+	int passed = json_integer_value(json_object_get(res, "exit_status")) ==
+		0 &&
+	    json_is_integer(json_object_get(res, "exit_status"));
+	out = json_pack("{s:s,s:s,s:O?,s:O?,s:O?,s:s}", "status",
+	    passed ? "passed" : "failed", "command", cmd, "exit_status",
+	    json_object_get(res, "exit_status"), "signal",
+	    json_object_get(res, "signal"), "duration_ms",
+	    json_object_get(res, "duration_ms"), "output_tail",
+	    output ? output + (len > STAGE_OUTPUT_TAIL
+				     ? len - STAGE_OUTPUT_TAIL
+				     : 0)
+		   : "");
+	wio_log(passed ? PROTO_LOG_INFO : PROTO_LOG_ERROR,
+	    "verification %s (exit status %lld)", passed ? "passed" : "failed",
+	    (long long)json_integer_value(json_object_get(res, "exit_status")));
+	json_decref(res);
+	if (passed)
+		stage_cleanup();
+	wio_result(1, NULL, out);
+}
+
+static char *
+stage_profiles_dir(void)
+{
+	const char *d = cfg_str("profiles_dir");
+
+	if (d != NULL)
+		return xstrdup(d);
+	if (access(ORCH_PROFILES_DIR "/implementing.profile", R_OK) == 0)
+		return xstrdup(ORCH_PROFILES_DIR);
+	return xstrdup(ORCH_SOURCE_DIR "/sandbox-profiles");
+}
+
+void
+stage_run(struct stage *st)
+{
+	char *cause;
+
+	S = st;
+	S->llm = json_object_get(S->cfg, "llm");
+	S->worktree = cfg_str("worktree");
+	S->repo = cfg_str("repo");
+	S->ref = cfg_str("ref");
+	S->base = cfg_str("base_commit");
+	S->round = (int)json_integer_value(json_object_get(S->cfg, "round"));
+	S->max_steps = (unsigned)json_integer_value(
+	    json_object_get(S->cfg, "max_steps"));
+	S->cmd_timeout_s = (unsigned)json_integer_value(
+	    json_object_get(S->cfg, "cmd_timeout_s"));
+	if (S->worktree == NULL || S->repo == NULL || S->ref == NULL ||
+	    S->base == NULL || cfg_str("request") == NULL)
+		stage_fail("START data lacks the task's workspace settings");
+	if (S->max_steps == 0)
+		S->max_steps = 50;
+	S->profiles_dir = stage_profiles_dir();
+	if ((strcmp(S->name, "implementing") == 0 ||
+		strcmp(S->name, "verifying") == 0) &&
+	    sandbox_profile_load(S->profiles_dir, S->name, &profile, &cause) ==
+		-1)
+		stage_fail("sandbox profile: %s", cause);
+	stage_workspace();
+
+	if (strcmp(S->name, "planning") == 0)
+		stage_planning();
+	if (strcmp(S->name, "implementing") == 0)
+		stage_implementing();
+	if (strcmp(S->name, "reviewing") == 0)
+		stage_reviewing();
+	if (strcmp(S->name, "verifying") == 0)
+		stage_verifying();
+	stage_fail("unknown stage %s", S->name);
+}

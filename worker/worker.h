@@ -1,0 +1,207 @@
+/*
+ * orch-worker: runs one stage of one task.  One section per source file.
+ */
+#ifndef WORKER_H
+#define WORKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+/* main.c: the link to the supervisor (fd 3). */
+
+/*
+ * Every failure of the link ends the worker with WORKER_EXIT_TEMP: the
+ * supervisor restarts the stage from what it committed.
+ */
+/* Send a heartbeat if one is due, and stop if the supervisor asked. */
+void wio_heartbeat(void *unused);
+/* Sleep ms milliseconds, heartbeating. */
+void wio_sleep(unsigned ms);
+/* Add a line to the task's log (kind PROTO_LOG_*). */
+void wio_log(int kind, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Record a named checkpoint; returns once the supervisor committed it. */
+void wio_checkpoint(const char *name, const char *data);
+/* The next replayed journal entry if it has this kind, else NULL (the
+ * replay is over and the caller computes the step). */
+const char *journal_next(const char *kind);
+/* Commit a step's result; returns once the supervisor committed it. */
+void journal_put(const char *kind, const char *data, int64_t tokens_in,
+    int64_t tokens_out);
+/* Send the stage's result and exit once it is committed. */
+void wio_result(int ok, const char *error, json_t *data)
+    __attribute__((noreturn));
+/* The replayed entries of this stage run (for the workspace restore). */
+size_t	    journal_count(void);
+const char *journal_data(size_t i, const char **kind);
+
+/* stage.c: the stages. */
+struct stage {
+	int64_t	    task;
+	const char *name; /* planning, implementing, reviewing, verifying */
+	int64_t	    run;
+	int	    round;
+	json_t	   *cfg;  /* the START data */
+	json_t	   *llm;  /* cfg.llm */
+	const char *worktree;
+	const char *repo;
+	const char *ref;
+	const char *base;
+	char	   *profiles_dir;
+	unsigned    max_steps;
+	unsigned    cmd_timeout_s;
+};
+void stage_run(struct stage *) __attribute__((noreturn));
+
+/* llm.c: one model turn, whatever the provider. */
+struct llm_turn {
+	const struct stage *st;
+	int		    turn; /* 0 for the stage run's first call */
+};
+/*
+ * Ask the model for one turn.  messages use the neutral form
+ * {"role": system|user|assistant|tool, "content", "tool_calls",
+ * "tool_call_id"}; on success *reply is
+ * {"text", "tool_calls": [{"id","name","arguments"}], "stop",
+ *  "usage": {"in","out"}}.  On failure -1 with *cause, and *permanent set
+ * when trying again cannot help (a bad key, a bad script).
+ */
+int llm_chat(const struct llm_turn *, json_t *messages, json_t *tools,
+    json_t **reply, char **cause, int *permanent);
+
+/* prompts.c (generated from worker/prompts/): text by file name. */
+const char *prompt_get(const char *name);
+
+/* Limits on what the model may hand the tools and what they hand back. */
+#define TOOL_MAX_ARGS	  (1024 * 1024)	 /* bytes of one call's arguments */
+#define TOOL_MAX_READ	  (256 * 1024)	 /* bytes read_file returns */
+#define TOOL_MAX_WRITE	  (1024 * 1024)	 /* bytes write_file/edit_file write */
+#define TOOL_MAX_LIST	  2000		 /* entries list_files returns */
+#define TOOL_MAX_RESULT	  (256 * 1024)	 /* bytes of any tool result */
+
+/* workspace.c: the task's git worktree and its snapshots. */
+
+/*
+ * Every git command runs with a scrubbed environment, no hooks
+ * (core.hooksPath=/dev/null) and no pager; output is captured.
+ * All functions return 0, or -1 with *cause a malloc'd message.
+ */
+
+/* Create the worktree at dir from commit if it does not exist yet. */
+int ws_create(const char *repo, const char *dir, const char *commit,
+    char **cause);
+/*
+ * Make dir hold exactly the files of commit: tracked changes reset,
+ * untracked files removed (ignored files are left alone).
+ */
+int ws_restore(const char *dir, const char *commit, char **cause);
+/*
+ * Record the worktree's files (tracked and untracked, not ignored) as a
+ * commit whose parent is the commit ref points at (or parent when ref does
+ * not exist yet), and point ref at it.  When nothing changed, no commit is
+ * made and *commit is the current one.  *commit is malloc'd (40 hex).
+ */
+int ws_snapshot(const char *dir, const char *ref, const char *parent,
+    const char *message, char **commit, char **cause);
+/* The commit a ref points at, or NULL (and 0) when it does not exist. */
+int ws_ref_get(const char *dir, const char *ref, char **commit, char **cause);
+/*
+ * Set branch (e.g. "orch/task-7") to one commit on top of base holding the
+ * tree of commit, with message.  *result is malloc'd.
+ */
+int ws_squash(const char *dir, const char *branch, const char *base,
+    const char *commit, const char *message, char **result, char **cause);
+/* `git diff --stat` and the diff of commit against base, each cut at max
+ * bytes with a note saying how much was left out. */
+int ws_diffstat(const char *dir, const char *base, const char *commit,
+    char **out, char **cause);
+int ws_diff(const char *dir, const char *base, const char *commit, size_t max,
+    char **out, char **cause);
+/* Remove the worktree (the refs stay). */
+int ws_remove(const char *repo, const char *dir, char **cause);
+
+/* tools.c: the tools offered to the model, and their dispatcher. */
+
+struct tool_ctx {
+	int	    rootfd; /* O_PATH|O_DIRECTORY descriptor of the workspace */
+	const char *stage;  /* planning, implementing, reviewing, verifying */
+	/* Runs a command in the stage's sandbox (sandbox.c); NULL: refused. */
+	int (*run_command)(void *arg, const char *command, unsigned timeout_s,
+	    char **result_json);
+	void *run_arg;
+};
+
+enum tool_outcome {
+	TOOL_DONE,     /* result is for the model */
+	TOOL_ERROR,    /* result is an error message for the model */
+	TOOL_TERMINAL, /* submit_plan, submit_review, finish: the stage ends */
+};
+
+struct tool_result {
+	enum tool_outcome outcome;
+	char		 *text;	   /* malloc'd: the tool result for the model */
+	int		  changed; /* the call may have changed files */
+	json_t		 *value;   /* TOOL_TERMINAL: the validated arguments */
+};
+
+/*
+ * Check and run one tool call.  args is the model's JSON text.  Invalid JSON,
+ * an unknown tool, a tool not offered in this stage, missing, extra-large or
+ * wrongly typed arguments, and paths that leave the workspace are all
+ * TOOL_ERROR results with a message the model can act on; nothing is run.
+ */
+void tool_exec(const struct tool_ctx *, const char *name, const char *args,
+    struct tool_result *);
+void tool_result_clear(struct tool_result *);
+/* The tools offered in a stage as a JSON array of
+ * {"name","description","parameters": JSON schema}. */
+json_t *tool_schemas(const char *stage);
+
+/* sandbox.c: every command the agent runs goes through bubblewrap. */
+
+#define SANDBOX_MAX_OUTPUT (64 * 1024) /* bytes of output kept: head+tail */
+
+struct sandbox_profile; /* one stage's profile, parsed */
+
+/*
+ * Read and validate sandbox-profiles/STAGE.profile from dir.  A bad line is
+ * an error naming the file and the line.  *cause is malloc'd.
+ */
+int  sandbox_profile_load(const char *dir, const char *stage,
+     struct sandbox_profile **, char **cause);
+void sandbox_profile_free(struct sandbox_profile *);
+
+struct sandbox_result {
+	int	 exited;      /* 1: exit_status is valid */
+	int	 exit_status;
+	int	 signal;      /* killed by this signal, or 0 */
+	int	 timed_out;   /* the wall-clock limit killed it */
+	char	*limit;	      /* malloc'd name of an rlimit it hit, or NULL */
+	uint64_t duration_ms;
+	char	*output;      /* malloc'd: stdout+stderr, head and tail */
+	size_t	 output_dropped; /* bytes left out of the middle */
+};
+
+/*
+ * Run command (with /bin/sh -c) inside bubblewrap under profile, with
+ * workspace mounted at the profile's fixed path, a scrubbed environment,
+ * only fds 0-2, the seccomp filter, rlimits, and a wall-clock limit of
+ * timeout_s that kills the whole sandbox (SIGTERM, then SIGKILL after a
+ * grace period).  heartbeat(arg) is called at least every second while it
+ * runs.  Returns 0 with *res filled, or -1 with *cause when the sandbox
+ * could not be started at all (bwrap missing, namespaces refused): never
+ * runs anything outside the sandbox.
+ */
+int sandbox_run(const struct sandbox_profile *, const char *workspace,
+    const char *command, unsigned timeout_s, void (*heartbeat)(void *),
+    void *arg, struct sandbox_result *res, char **cause);
+void sandbox_result_clear(struct sandbox_result *);
+/* The result as the JSON text the model and the journal get. */
+char *sandbox_result_json(const struct sandbox_result *);
+/* Check that bwrap exists and can create its namespaces: 0, or -1 with a
+ * *cause that says why and how to fix it. */
+int sandbox_check(char **cause);
+
+#endif
