@@ -20,7 +20,7 @@ enum log_level {
 
 /* log.c */
 void log_init(const char *prog, enum log_level level);
-int  log_level_parse(const char *s, enum log_level *level);
+int log_level_parse(const char *s, enum log_level *level);
 const char *log_level_name(enum log_level);
 /* Set the task and stage that log lines of this process are about. */
 void log_context(uint64_t task, const char *stage);
@@ -28,8 +28,8 @@ void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void log_task(enum log_level, uint64_t task, const char *stage,
-    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void log_task(enum log_level, uint64_t task, const char *stage, const char *fmt,
+    ...) __attribute__((format(printf, 4, 5)));
 void fatal(const char *fmt, ...)
     __attribute__((format(printf, 1, 2), noreturn));
 void fatalx(const char *fmt, ...)
@@ -42,13 +42,13 @@ void *xrealloc(void *, size_t);
 char *xstrdup(const char *);
 char *xstrndup(const char *, size_t);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-int   parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
-int   parse_bool(const char *s, int *out);
+int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+int parse_bool(const char *s, int *out);
 /* Monotonic milliseconds. */
 uint64_t now_ms(void);
 /* Write all of buf, retrying on EINTR and short writes: 0 or -1. */
-int   write_all(int fd, const void *buf, size_t len);
+int write_all(int fd, const void *buf, size_t len);
 /* Read exactly len bytes: 1, 0 at EOF before any byte, -1 on error/short. */
-int   read_full(int fd, void *buf, size_t len);
+int read_full(int fd, void *buf, size_t len);
 
 #endif

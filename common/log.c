@@ -13,12 +13,12 @@
 
 #include "common.h"
 
-static const char    *log_prog = "orch";
+static const char *log_prog = "orch";
 static enum log_level log_max = LOG_LEVEL_INFO;
-static uint64_t	      log_ctx_task;
-static const char    *log_ctx_stage;
+static uint64_t log_ctx_task;
+static const char *log_ctx_stage;
 
-static const char *const level_names[] = { "error", "warn", "info", "debug" };
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
 void
 log_init(const char *prog, enum log_level level)
@@ -76,10 +76,10 @@ static void
 log_emit(enum log_level level, uint64_t task, const char *stage,
     const char *err, const char *fmt, va_list ap)
 {
-	char		msg[2048];
-	struct timeval	tv;
-	struct tm	tm;
-	char		ts[32];
+	char msg[2048];
+	struct timeval tv;
+	struct tm tm;
+	char ts[32];
 
 	if (level > log_max)
 		return;
@@ -105,12 +105,12 @@ log_emit(enum log_level level, uint64_t task, const char *stage,
 	funlockfile(stderr);
 }
 
-#define LOG_BODY(level, err)                                                 \
-	do {                                                                 \
-		va_list ap;                                                  \
-		va_start(ap, fmt);                                           \
-		log_emit(level, log_ctx_task, log_ctx_stage, err, fmt, ap);  \
-		va_end(ap);                                                  \
+#define LOG_BODY(level, err)                                                   \
+	do {                                                                   \
+		va_list ap;                                                    \
+		va_start(ap, fmt);                                             \
+		log_emit(level, log_ctx_task, log_ctx_stage, err, fmt, ap);    \
+		va_end(ap);                                                    \
 	} while (0)
 
 void

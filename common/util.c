@@ -57,7 +57,7 @@ char *
 xasprintf(const char *fmt, ...)
 {
 	va_list ap;
-	char   *p;
+	char *p;
 
 	va_start(ap, fmt);
 	if (vasprintf(&p, fmt, ap) == -1)
@@ -70,7 +70,7 @@ xasprintf(const char *fmt, ...)
 int
 parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
-	char		  *end;
+	char *end;
 	unsigned long long v;
 
 	if (s == NULL || *s < '0' || *s > '9')
@@ -86,8 +86,8 @@ parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 int
 parse_bool(const char *s, int *out)
 {
-	static const char *const yes[] = { "1", "true", "yes", "on" };
-	static const char *const no[] = { "0", "false", "no", "off" };
+	static const char *const yes[] = {"1", "true", "yes", "on"};
+	static const char *const no[] = {"0", "false", "no", "off"};
 
 	for (size_t i = 0; i < nitems(yes); i++) {
 		if (strcasecmp(s, yes[i]) == 0) {
@@ -132,7 +132,7 @@ write_all(int fd, const void *buf, size_t len)
 int
 read_full(int fd, void *buf, size_t len)
 {
-	char  *p = buf;
+	char *p = buf;
 	size_t got = 0;
 
 	while (got < len) {

@@ -15,23 +15,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PROTO_VERSION	  1
-#define PROTO_HDR_LEN	  4
-#define PROTO_MAX_FRAME	  (4u * 1024 * 1024)
-#define PROTO_MAX_DEPTH	  4
-#define PROTO_MAX_FIELDS  8
+#define PROTO_VERSION    1
+#define PROTO_HDR_LEN    4
+#define PROTO_MAX_FRAME  (4u * 1024 * 1024)
+#define PROTO_MAX_DEPTH  4
+#define PROTO_MAX_FIELDS 8
 
 /* Worker exit codes (after s6: 100 means give up, 111 means try again). */
-#define WORKER_EXIT_OK	     0
-#define WORKER_EXIT_STOPPED  75  /* asked to stop; the stage is resumable */
-#define WORKER_EXIT_PERM     100 /* permanent failure; do not restart */
-#define WORKER_EXIT_TEMP     111 /* temporary failure; restart with backoff */
+#define WORKER_EXIT_OK      0
+#define WORKER_EXIT_STOPPED 75  /* asked to stop; the stage is resumable */
+#define WORKER_EXIT_PERM    100 /* permanent failure; do not restart */
+#define WORKER_EXIT_TEMP    111 /* temporary failure; restart with backoff */
 
 /* The kinds a LOG message carries (equal to the store's event kinds). */
-#define PROTO_LOG_INFO	1
+#define PROTO_LOG_INFO  1
 #define PROTO_LOG_ERROR 2
 #define PROTO_LOG_MODEL 3
-#define PROTO_LOG_TOOL	4
+#define PROTO_LOG_TOOL  4
 
 enum proto_dir {
 	PROTO_W2S, /* worker to supervisor */
@@ -46,13 +46,13 @@ enum proto_ftype {
 /* Every field any message carries; a message uses a subset, in order. */
 enum proto_field {
 	PF_VERSION,    /* u64: PROTO_VERSION of the sender */
-	PF_PID,	       /* u64: the worker's pid */
+	PF_PID,        /* u64: the worker's pid */
 	PF_TASK,       /* u64: task id */
 	PF_STAGE,      /* str: planning, implementing, reviewing, verifying */
-	PF_RUN,	       /* u64: stage run number (the journal's key) */
+	PF_RUN,        /* u64: stage run number (the journal's key) */
 	PF_ATTEMPT,    /* u64: 0 for a first start, n for the n-th restart */
 	PF_COUNT,      /* u64: how many REPLAY frames follow START */
-	PF_SEQ,	       /* u64: checkpoint or journal sequence, from 1 */
+	PF_SEQ,        /* u64: checkpoint or journal sequence, from 1 */
 	PF_LEVEL,      /* u64: event kind of a LOG (PROTO_LOG_*) */
 	PF_KIND,       /* str: journal entry kind ("reply", "tool", ...) */
 	PF_NAME,       /* str: checkpoint name */
@@ -60,29 +60,29 @@ enum proto_field {
 	PF_DATA,       /* str: JSON document */
 	PF_TOKENS_IN,  /* u64: prompt tokens of a model reply */
 	PF_TOKENS_OUT, /* u64: completion tokens of a model reply */
-	PF_OK,	       /* u64: 1 success, 0 failure */
+	PF_OK,         /* u64: 1 success, 0 failure */
 	PROTO_FIELD_MAX
 };
 
 enum proto_type {
 	PROTO_NONE,
-	PROTO_HELLO,	  /* W2S: version, pid */
-	PROTO_START,	  /* S2W: version, task, stage, run, attempt, count, data */
-	PROTO_REPLAY,	  /* S2W: seq, kind, data */
+	PROTO_HELLO,  /* W2S: version, pid */
+	PROTO_START,  /* S2W: version, task, stage, run, attempt, count, data */
+	PROTO_REPLAY, /* S2W: seq, kind, data */
 	PROTO_HEARTBEAT,  /* W2S: (none) */
-	PROTO_LOG,	  /* W2S: level, text */
+	PROTO_LOG,        /* W2S: level, text */
 	PROTO_CHECKPOINT, /* W2S: seq, name, data; answered by ACK */
-	PROTO_JOURNAL,	  /* W2S: seq, kind, data, tokens_in, tokens_out; ACK */
-	PROTO_ACK,	  /* S2W: seq (0 acknowledges RESULT) */
-	PROTO_RESULT,	  /* W2S: ok, text, data; answered by ACK 0 */
-	PROTO_STOP,	  /* S2W: (none); stop at the next safe point */
+	PROTO_JOURNAL,    /* W2S: seq, kind, data, tokens_in, tokens_out; ACK */
+	PROTO_ACK,        /* S2W: seq (0 acknowledges RESULT) */
+	PROTO_RESULT,     /* W2S: ok, text, data; answered by ACK 0 */
+	PROTO_STOP,       /* S2W: (none); stop at the next safe point */
 	PROTO_MAX
 };
 
 struct proto_spec {
-	const char	*name;
-	enum proto_dir	 dir;
-	unsigned	 nfields;
+	const char *name;
+	enum proto_dir dir;
+	unsigned nfields;
 	enum proto_field fields[PROTO_MAX_FIELDS];
 };
 
@@ -95,19 +95,18 @@ extern const enum proto_ftype proto_field_type[PROTO_FIELD_MAX];
  */
 struct proto_msg {
 	enum proto_type type;
-	uint64_t	u[PROTO_FIELD_MAX];
-	char	       *s[PROTO_FIELD_MAX];
-	size_t		slen[PROTO_FIELD_MAX];
+	uint64_t u[PROTO_FIELD_MAX];
+	char *s[PROTO_FIELD_MAX];
+	size_t slen[PROTO_FIELD_MAX];
 };
 
 /* proto.c */
 const char *proto_type_name(enum proto_type);
-void	    proto_msg_init(struct proto_msg *, enum proto_type);
-void	    proto_msg_clear(struct proto_msg *);
+void proto_msg_init(struct proto_msg *, enum proto_type);
+void proto_msg_clear(struct proto_msg *);
 /* Set a string field; the message keeps a copy. */
-void	    proto_set_str(struct proto_msg *, enum proto_field, const char *);
-void	    proto_set_strn(struct proto_msg *, enum proto_field, const char *,
-	       size_t);
+void proto_set_str(struct proto_msg *, enum proto_field, const char *);
+void proto_set_strn(struct proto_msg *, enum proto_field, const char *, size_t);
 
 /*
  * Encode m as one frame (header included) into a malloc'd buffer.  Returns 0
@@ -121,8 +120,8 @@ int proto_encode(const struct proto_msg *m, uint8_t **out, size_t *outlen,
  * Read the payload length from a 4-byte header.  Returns 0, or -1 with
  * *cause set when it is zero or over PROTO_MAX_FRAME.
  */
-int proto_frame_len(const uint8_t hdr[PROTO_HDR_LEN], uint32_t *len,
-    const char **cause);
+int proto_frame_len(
+    const uint8_t hdr[PROTO_HDR_LEN], uint32_t *len, const char **cause);
 
 /*
  * Decode one payload (without its header) into m, which the caller then
@@ -130,8 +129,8 @@ int proto_frame_len(const uint8_t hdr[PROTO_HDR_LEN], uint32_t *len,
  * left empty on failure.  Direction is not checked here: the caller knows
  * which types it accepts.
  */
-int proto_decode(const uint8_t *buf, size_t len, struct proto_msg *m,
-    const char **cause);
+int proto_decode(
+    const uint8_t *buf, size_t len, struct proto_msg *m, const char **cause);
 
 /*
  * Blocking helpers for the worker side.  proto_write_fd: 0, or -1 with

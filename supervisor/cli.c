@@ -34,8 +34,7 @@ struct cmd {
 
 static const struct cmd *cli_cmd;
 
-static int __attribute__((format(printf, 1, 2)))
-cli_error(const char *fmt, ...)
+static int __attribute__((format(printf, 1, 2))) cli_error(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -58,8 +57,8 @@ cli_usage(void)
 static int
 cli_help(void)
 {
-	printf("usage: orch-supervisor %s\n\n%s\n", cli_cmd->usage,
-	    cli_cmd->help);
+	printf(
+	    "usage: orch-supervisor %s\n\n%s\n", cli_cmd->usage, cli_cmd->help);
 	return 0;
 }
 
@@ -69,8 +68,8 @@ cli_parse_id(const char *s, int64_t *id)
 	uint64_t v;
 
 	if (parse_u64(s, 1, INT64_MAX, &v) == -1) {
-		cli_error("'%s' is not a task id (see `orch-supervisor list`)",
-		    s);
+		cli_error(
+		    "'%s' is not a task id (see `orch-supervisor list`)", s);
 		return -1;
 	}
 	*id = (int64_t)v;
@@ -81,9 +80,9 @@ cli_parse_id(const char *s, int64_t *id)
 static int
 cli_open_ro(struct store **st)
 {
-	struct store_opts so = { cfg.autocheckpoint, 5000 };
-	char		 *cause;
-	struct stat	  sb;
+	struct store_opts so = {cfg.autocheckpoint, 5000};
+	char *cause;
+	struct stat sb;
 
 	*st = NULL;
 	if (stat(cfg.db_path, &sb) == -1 && errno == ENOENT)
@@ -103,8 +102,8 @@ cli_open_ro(struct store **st)
 static int
 cli_writer(struct store **st)
 {
-	struct store_opts so = { cfg.autocheckpoint, 5000 };
-	char		 *cause;
+	struct store_opts so = {cfg.autocheckpoint, 5000};
+	char *cause;
 
 	*st = NULL;
 	switch (server_lock(&cause)) {
@@ -121,7 +120,7 @@ cli_writer(struct store **st)
 			usleep(100 * 1000);
 		}
 		cli_error("a service holds %s/lock but does not answer on its "
-			  "socket; is it stuck? (see its log)",
+		          "socket; is it stuck? (see its log)",
 		    cfg.state_dir);
 		return -1;
 	}
@@ -137,8 +136,8 @@ cli_writer(struct store **st)
 static int
 cli_post(const char *path, json_t *body, json_t **reply)
 {
-	char   *err;
-	int	code;
+	char *err;
+	int code;
 	json_t *r;
 
 	if (client_request("POST", path, body, &r, &code, &err) == -1) {
@@ -158,8 +157,8 @@ static int
 cli_task_op(const char *verb, int64_t id, const char *by, const char *reason)
 {
 	struct store *st;
-	char	     *err, *path;
-	int	      code, rc;
+	char *err, *path;
+	int code, rc;
 
 	switch (cli_writer(&st)) {
 	case -1:
@@ -197,17 +196,17 @@ cli_task_op(const char *verb, int64_t id, const char *by, const char *reason)
 /* The foreground printer: the task's new events, as they are committed. */
 struct printer {
 	struct store *st;
-	int64_t	      task; /* 0: every task */
-	int64_t	      after;
-	int	      color;
+	int64_t task; /* 0: every task */
+	int64_t after;
+	int color;
 };
 
 static int
 printer_event_cb(const struct event *ev, void *arg)
 {
 	struct printer *p = arg;
-	const char     *on = "", *off = "";
-	const char     *t = strchr(ev->ts, ' ');
+	const char *on = "", *off = "";
+	const char *t = strchr(ev->ts, ' ');
 
 	if (p->color) {
 		off = "\033[0m";
@@ -257,7 +256,7 @@ static int
 cli_task_state(int64_t id, enum wstate *state)
 {
 	struct store *st;
-	struct task  *t;
+	struct task *t;
 
 	if (cli_open_ro(&st) == -1 || st == NULL)
 		return -1;
@@ -276,9 +275,9 @@ cli_task_state(int64_t id, enum wstate *state)
 static int
 cli_ask(int64_t id, enum wstate state, char **reason)
 {
-	char   *line = NULL;
-	size_t	cap = 0;
-	int	ans = 0;
+	char *line = NULL;
+	size_t cap = 0;
+	int ans = 0;
 
 	printf("\nTask %lld: %s. See `orch-supervisor show %lld`.\n",
 	    (long long)id, wstate_name(state), (long long)id);
@@ -310,8 +309,8 @@ static int
 cli_drive(int64_t id)
 {
 	struct printer p;
-	enum wstate    state;
-	int	       interactive = isatty(STDIN_FILENO);
+	enum wstate state;
+	int interactive = isatty(STDIN_FILENO);
 
 	printer_init(&p, id);
 	/* The printer shows the task's log; the service's own info lines
@@ -320,7 +319,7 @@ cli_drive(int64_t id)
 		log_init("orch-supervisor", LOG_LEVEL_WARN);
 	for (;;) {
 		struct store *st;
-		int	      w = cli_writer(&st);
+		int w = cli_writer(&st);
 
 		if (w == -1)
 			return 1;
@@ -357,13 +356,13 @@ cli_drive(int64_t id)
 			return 0;
 		}
 		char *reason = NULL;
-		int   ans = cli_ask(id, state, &reason);
+		int ans = cli_ask(id, state, &reason);
 		if (ans == 0) {
 			store_close(p.st);
 			return 0;
 		}
-		int rc = cli_task_op(ans == 1 ? "approve" : "reject", id, NULL,
-		    reason);
+		int rc = cli_task_op(
+		    ans == 1 ? "approve" : "reject", id, NULL, reason);
 		free(reason);
 		if (rc != 0)
 			return 1;
@@ -381,7 +380,8 @@ cli_drive(int64_t id)
 static int
 cmd_serve(int argc, char **argv)
 {
-	(void)argv;
+	if (argc == 2 && strcmp(argv[1], "--help") == 0)
+		return cli_help();
 	if (argc > 1)
 		return cli_usage();
 	return server_run(0, 0, NULL, NULL);
@@ -391,16 +391,16 @@ cmd_serve(int argc, char **argv)
 static int
 cli_submit(int argc, char **argv, int64_t *idp)
 {
-	static const struct option opts[] = { { "repo", required_argument,
-						  NULL, 'r' },
-		{ "verify", required_argument, NULL, 'v' },
-		{ "auto-approve", required_argument, NULL, 'a' },
-		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
-	const char     *repo = NULL, *verify = NULL;
-	int		c, aa = cfg.auto_approve, code;
-	char	       *abs, *head, *err;
+	static const struct option opts[] = {
+	    {"repo", required_argument, NULL, 'r'},
+	    {"verify", required_argument, NULL, 'v'},
+	    {"auto-approve", required_argument, NULL, 'a'},
+	    {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+	const char *repo = NULL, *verify = NULL;
+	int c, aa = cfg.auto_approve, code;
+	char *abs, *head, *err;
 	struct task_new tn;
-	struct store   *st;
+	struct store *st;
 
 	while ((c = getopt_long(argc, argv, "r:v:a:h", opts, NULL)) != -1) {
 		switch (c) {
@@ -413,7 +413,7 @@ cli_submit(int argc, char **argv, int64_t *idp)
 		case 'a':
 			if (config_auto_approve_parse(optarg, &aa) == -1) {
 				cli_error("--auto-approve: expected none, "
-					  "plan, implementation or all");
+				          "plan, implementation or all");
 				return EXIT_USAGE;
 			}
 			break;
@@ -469,7 +469,7 @@ static int
 cmd_submit(int argc, char **argv)
 {
 	int64_t id;
-	int	rc = cli_submit(argc, argv, &id);
+	int rc = cli_submit(argc, argv, &id);
 
 	if (rc == -2)
 		return 0;
@@ -482,7 +482,7 @@ static int
 cmd_run(int argc, char **argv)
 {
 	int64_t id;
-	int	rc = cli_submit(argc, argv, &id);
+	int rc = cli_submit(argc, argv, &id);
 
 	if (rc == -2)
 		return 0;
@@ -505,14 +505,14 @@ cmd_resume(int64_t id)
 
 struct list_arg {
 	json_t *arr;
-	int	n;
+	int n;
 };
 
 static int
 cli_list_cb(const struct task *t, void *arg)
 {
 	struct list_arg *la = arg;
-	char		 req[61];
+	char req[61];
 
 	la->n++;
 	if (la->arr != NULL) {
@@ -530,8 +530,8 @@ cli_list_cb(const struct task *t, void *arg)
 static int
 cli_list(int status, int resumable, int json)
 {
-	struct store   *st;
-	struct list_arg la = { json ? json_array() : NULL, 0 };
+	struct store *st;
+	struct list_arg la = {json ? json_array() : NULL, 0};
 
 	if (cli_open_ro(&st) == -1)
 		return 1;
@@ -557,11 +557,11 @@ cli_list(int status, int resumable, int json)
 static int
 cmd_list(int argc, char **argv)
 {
-	static const struct option opts[] = { { "status", required_argument,
-						  NULL, 's' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
-	int	     c, json = 0, status = -1;
+	static const struct option opts[] = {
+	    {"status", required_argument, NULL, 's'},
+	    {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0}};
+	int c, json = 0, status = -1;
 	enum tstatus ts;
 
 	while ((c = getopt_long(argc, argv, "s:jh", opts, NULL)) != -1) {
@@ -569,8 +569,8 @@ cmd_list(int argc, char **argv)
 		case 's':
 			if (tstatus_parse(optarg, &ts) == -1) {
 				cli_error("--status: expected pending, "
-					  "in_progress, awaiting_approval, "
-					  "completed, failed or cancelled");
+				          "in_progress, awaiting_approval, "
+				          "completed, failed or cancelled");
 				return EXIT_USAGE;
 			}
 			status = (int)ts;
@@ -615,12 +615,12 @@ cli_show_cp(const struct checkpoint *cp, void *arg)
 static int
 cmd_show(int argc, char **argv)
 {
-	static const struct option opts[] = { { "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
+	static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+	    {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
 	struct store *st;
-	struct task  *t;
-	int64_t	      id;
-	int	      c, json = 0;
+	struct task *t;
+	int64_t id;
+	int c, json = 0;
 
 	while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
 		switch (c) {
@@ -641,8 +641,8 @@ cmd_show(int argc, char **argv)
 		return 1;
 	if (st == NULL || store_task_get(st, id, &t) == -1 || t == NULL) {
 		store_close(st);
-		return cli_error("no task %lld (see `orch-supervisor list`)",
-		    (long long)id);
+		return cli_error(
+		    "no task %lld (see `orch-supervisor list`)", (long long)id);
 	}
 	if (json) {
 		json_t *o = task_json(st, t, 1);
@@ -664,7 +664,7 @@ cmd_show(int argc, char **argv)
 	if (t->text[TC_PLAN_APPROVED_AT])
 		printf("  (approved by %s at %s)\n",
 		    t->text[TC_PLAN_APPROVED_BY] ? t->text[TC_PLAN_APPROVED_BY]
-						 : "?",
+		                                 : "?",
 		    t->text[TC_PLAN_APPROVED_AT]);
 	cli_section("Plan rejected because", t->text[TC_PLAN_REJECTION_REASON]);
 	cli_section("Implementation", t->text[TC_IMPLEMENTATION]);
@@ -680,8 +680,9 @@ cmd_show(int argc, char **argv)
 	printf("\nCheckpoints:\n");
 	store_checkpoint_list(st, id, cli_show_cp, NULL);
 	if (t->text[TC_IMPLEMENTATION] != NULL)
-		printf("\nResult: branch orch/task-%lld in %s\n  git -C %s diff "
-		       "%.12s...orch/task-%lld\n",
+		printf(
+		    "\nResult: branch orch/task-%lld in %s\n  git -C %s diff "
+		    "%.12s...orch/task-%lld\n",
 		    (long long)id, t->repo, t->repo, t->base_commit,
 		    (long long)id);
 	if (wstate_status(t->state) == TS_AWAITING_APPROVAL)
@@ -706,12 +707,11 @@ cli_sigint(int sig)
 static int
 cmd_logs(int argc, char **argv)
 {
-	static const struct option opts[] = { { "follow", no_argument, NULL,
-						  'f' },
-		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
+	static const struct option opts[] = {{"follow", no_argument, NULL, 'f'},
+	    {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
 	struct printer p;
-	int64_t	       id = 0;
-	int	       c, follow = 0;
+	int64_t id = 0;
+	int c, follow = 0;
 
 	while ((c = getopt_long(argc, argv, "fh", opts, NULL)) != -1) {
 		switch (c) {
@@ -750,7 +750,7 @@ cmd_logs(int argc, char **argv)
 			break;
 		if (id != 0 && cli_task_state(id, &state) == 0 &&
 		    (state == WS_COMPLETED || state == WS_FAILED ||
-			state == WS_CANCELLED)) {
+		        state == WS_CANCELLED)) {
 			printer_tick(&p);
 			break;
 		}
@@ -791,12 +791,12 @@ cli_one_id(int argc, char **argv, int64_t *id, const char *flags,
 static int
 cmd_approve(int argc, char **argv)
 {
-	static const struct option opts[] = { { "by", required_argument, NULL,
-						  'b' },
-		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
+	static const struct option opts[] = {
+	    {"by", required_argument, NULL, 'b'},
+	    {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
 	const char *by = NULL, *reason = NULL;
-	int64_t	    id;
-	int	    rc = cli_one_id(argc, argv, &id, "b:h", opts, &by, &reason);
+	int64_t id;
+	int rc = cli_one_id(argc, argv, &id, "b:h", opts, &by, &reason);
 
 	if (rc != -1)
 		return rc;
@@ -808,13 +808,13 @@ cmd_approve(int argc, char **argv)
 static int
 cmd_reject(int argc, char **argv)
 {
-	static const struct option opts[] = { { "reason", required_argument,
-						  NULL, 'r' },
-		{ "by", required_argument, NULL, 'b' },
-		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
+	static const struct option opts[] = {
+	    {"reason", required_argument, NULL, 'r'},
+	    {"by", required_argument, NULL, 'b'},
+	    {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
 	const char *by = NULL, *reason = NULL;
-	int64_t	    id;
-	int	    rc = cli_one_id(argc, argv, &id, "r:b:h", opts, &by, &reason);
+	int64_t id;
+	int rc = cli_one_id(argc, argv, &id, "r:b:h", opts, &by, &reason);
 
 	if (rc != -1)
 		return rc;
@@ -830,12 +830,11 @@ cmd_reject(int argc, char **argv)
 static int
 cmd_cancel(int argc, char **argv)
 {
-	static const struct option opts[] = { { "help", no_argument, NULL,
-						  'h' },
-		{ NULL, 0, NULL, 0 } };
+	static const struct option opts[] = {
+	    {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
 	const char *by = NULL, *reason = NULL;
-	int64_t	    id;
-	int	    rc = cli_one_id(argc, argv, &id, "h", opts, &by, &reason);
+	int64_t id;
+	int rc = cli_one_id(argc, argv, &id, "h", opts, &by, &reason);
 
 	if (rc != -1)
 		return rc;
@@ -847,13 +846,13 @@ cmd_cancel(int argc, char **argv)
 static int
 cmd_stats(int argc, char **argv)
 {
-	static const struct option opts[] = { { "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
+	static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+	    {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
 	struct store *st;
-	json_t	     *s, *by;
-	const char   *k;
-	json_t	     *v;
-	int	      c, json = 0;
+	json_t *s, *by;
+	const char *k;
+	json_t *v;
+	int c, json = 0;
 
 	while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
 		switch (c) {
@@ -871,8 +870,8 @@ cmd_stats(int argc, char **argv)
 	if (cli_open_ro(&st) == -1)
 		return 1;
 	if (st == NULL)
-		return cli_error("no database at %s yet (submit a task first)",
-		    cfg.db_path);
+		return cli_error(
+		    "no database at %s yet (submit a task first)", cfg.db_path);
 	if (store_stats_json(st, &s) == -1) {
 		cli_error("%s", store_error(st));
 		store_close(st);
@@ -886,10 +885,10 @@ cmd_stats(int argc, char **argv)
 		printf("tasks: %lld\n",
 		    (long long)json_integer_value(json_object_get(s, "tasks")));
 		by = json_object_get(s, "by_status");
-		json_object_foreach(by, k, v)
-			printf("  %-18s %lld\n", k,
-			    (long long)json_integer_value(v));
-		json_object_foreach(s, k, v) {
+		json_object_foreach(by, k, v) printf(
+		    "  %-18s %lld\n", k, (long long)json_integer_value(v));
+		json_object_foreach(s, k, v)
+		{
 			if (json_is_integer(v) && strcmp(k, "tasks") != 0)
 				printf("%s: %lld\n", k,
 				    (long long)json_integer_value(v));
@@ -903,8 +902,8 @@ static int
 cmd_backup(int argc, char **argv)
 {
 	struct store *st;
-	char	     *dest;
-	int	      rc = 0;
+	char *dest;
+	int rc = 0;
 
 	if (argc > 1 && strcmp(argv[1], "--help") == 0)
 		return cli_help();
@@ -917,8 +916,8 @@ cmd_backup(int argc, char **argv)
 	if (argc == 2)
 		dest = xstrdup(argv[1]);
 	else {
-		char	  ts[32];
-		time_t	  now = time(NULL);
+		char ts[32];
+		time_t now = time(NULL);
 		struct tm tm;
 
 		gmtime_r(&now, &tm);
@@ -929,7 +928,8 @@ cmd_backup(int argc, char **argv)
 		dest = xasprintf("%s/backups/tasks-%s.db", cfg.state_dir, ts);
 	}
 	if (store_backup(st, dest) == -1)
-		rc = cli_error("backup to %s failed: %s", dest, store_error(st));
+		rc =
+		    cli_error("backup to %s failed: %s", dest, store_error(st));
 	else
 		printf("%s\n", dest);
 	free(dest);
@@ -942,7 +942,7 @@ static int
 cli_run_quiet(char *const argv[])
 {
 	pid_t pid = fork();
-	int   status;
+	int status;
 
 	if (pid == -1)
 		return -1;
@@ -961,32 +961,32 @@ cli_run_quiet(char *const argv[])
 static int
 cmd_doctor(int argc, char **argv)
 {
-	struct store  *st;
+	struct store *st;
 	struct statvfs vfs;
-	int	       bad = 0, okdb;
-	char *const    git[] = { (char *)"git", (char *)"--version", NULL };
-	char *const    bw[] = { (char *)"bwrap", (char *)"--unshare-all",
-		   (char *)"--die-with-parent", (char *)"--ro-bind", (char *)"/",
-		   (char *)"/", (char *)"--proc", (char *)"/proc", (char *)"true",
-		   NULL };
+	int bad = 0, okdb;
+	char *const git[] = {(char *)"git", (char *)"--version", NULL};
+	char *const bw[] = {(char *)"bwrap", (char *)"--unshare-all",
+	    (char *)"--die-with-parent", (char *)"--ro-bind", (char *)"/",
+	    (char *)"/", (char *)"--proc", (char *)"/proc", (char *)"true",
+	    NULL};
 
 	if (argc > 1 && strcmp(argv[1], "--help") == 0)
 		return cli_help();
 	if (argc > 1)
 		return cli_usage();
-#define CHECK(ok, what, fix)                                                 \
-	do {                                                                 \
-		printf("%s %s%s%s\n", (ok) ? "ok  " : "FAIL", what,          \
-		    (ok) ? "" : ": ", (ok) ? "" : fix);                      \
-		if (!(ok))                                                   \
-			bad = 1;                                             \
+#define CHECK(ok, what, fix)                                                   \
+	do {                                                                   \
+		printf("%s %s%s%s\n", (ok) ? "ok  " : "FAIL", what,            \
+		    (ok) ? "" : ": ", (ok) ? "" : fix);                        \
+		if (!(ok))                                                     \
+			bad = 1;                                               \
 	} while (0)
 	printf("orch-supervisor %s, state %s\n", ORCH_VERSION, cfg.state_dir);
 	CHECK(cli_run_quiet(git) == 0, "git",
 	    "install git (apt-get install git)");
 	if (access("/usr/bin/bwrap", X_OK) != 0 &&
-	    cli_run_quiet((char *const[]){ (char *)"bwrap", (char *)"--version",
-		NULL }) != 0)
+	    cli_run_quiet((char *const[]){
+	        (char *)"bwrap", (char *)"--version", NULL}) != 0)
 		CHECK(0, "bubblewrap",
 		    "install it (apt-get install bubblewrap); commands are "
 		    "refused without it");
@@ -1013,16 +1013,17 @@ cmd_doctor(int argc, char **argv)
 	}
 	if (statvfs(cfg.state_dir, &vfs) == 0) {
 		unsigned long long mb = (unsigned long long)vfs.f_bavail *
-		    vfs.f_frsize / (1024 * 1024);
+		                        vfs.f_frsize / (1024 * 1024);
 		CHECK(mb >= 100, "disk space", "less than 100 MB free");
 		printf("     %llu MB free in %s\n", mb, cfg.state_dir);
 	}
 	if (strcmp(cfg.provider, "scripted") == 0)
 		printf("ok   LLM provider: scripted (offline%s)\n",
-		    cfg.script ? ", ORCH_LLM_SCRIPT" : ", built-in demo script");
+		    cfg.script ? ", ORCH_LLM_SCRIPT"
+		               : ", built-in demo script");
 	else
-		CHECK(cfg.api_key != NULL ||
-			strcmp(cfg.provider, "openai") == 0,
+		CHECK(
+		    cfg.api_key != NULL || strcmp(cfg.provider, "openai") == 0,
 		    "LLM provider settings",
 		    "set ORCH_LLM_API_KEY (or ANTHROPIC_API_KEY)");
 #undef CHECK
@@ -1030,63 +1031,65 @@ cmd_doctor(int argc, char **argv)
 }
 
 static const struct cmd cmds[] = {
-	{ "serve", cmd_serve, "serve",
-	    "Run the service in the foreground: resumes unfinished tasks\n"
-	    "(ORCH_ENABLE_RESUME), runs queued ones, answers the control "
-	    "socket.\nSIGTERM/SIGINT stop it; tasks stay resumable." },
-	{ "submit", cmd_submit,
-	    "submit \"REQUEST\" --repo DIR [--verify CMD] "
-	    "[--auto-approve plan|implementation|all]",
-	    "Queue a task and print its id." },
-	{ "run", cmd_run,
-	    "run \"REQUEST\" --repo DIR [--verify CMD] "
-	    "[--auto-approve plan|implementation|all]",
-	    "Submit a task and drive it in the foreground, printing its log.\n"
-	    "On a terminal it asks at approval gates." },
-	{ "list", cmd_list, "list [--status S] [--json]",
-	    "List tasks, optionally of one status (pending, in_progress,\n"
-	    "awaiting_approval, completed, failed, cancelled)." },
-	{ "show", cmd_show, "show ID [--json]",
-	    "Show a task: request, states, plan, review, verification, "
-	    "checkpoints." },
-	{ "logs", cmd_logs, "logs [ID] [-f]",
-	    "Print a task's event log (every task's without ID); -f follows "
-	    "it\nlive and stops when the task ends." },
-	{ "approve", cmd_approve, "approve ID [--by NAME]",
-	    "Approve the plan or the implementation awaiting approval." },
-	{ "reject", cmd_reject, "reject ID --reason TEXT [--by NAME]",
-	    "Reject the plan (it is planned again with the reason) or the\n"
-	    "implementation (it is implemented again with the reason)." },
-	{ "cancel", cmd_cancel, "cancel ID", "Cancel a task." },
-	{ "stats", cmd_stats, "stats [--json]",
-	    "Counts by status, token usage, database size." },
-	{ "backup", cmd_backup, "backup [PATH]",
-	    "Online, consistent copy of the database (default: "
-	    "$ORCH_STATE_DIR/backups/)." },
-	{ "doctor", cmd_doctor, "doctor",
-	    "Check bwrap, user namespaces, git, the database and the LLM "
-	    "settings;\nexit 1 when something would stop a task." },
+    {"serve", cmd_serve, "serve",
+        "Run the service in the foreground: resumes unfinished tasks\n"
+        "(ORCH_ENABLE_RESUME), runs queued ones, answers the control "
+        "socket.\nSIGTERM/SIGINT stop it; tasks stay resumable."},
+    {"submit", cmd_submit,
+        "submit \"REQUEST\" --repo DIR [--verify CMD] "
+        "[--auto-approve plan|implementation|all]",
+        "Queue a task and print its id."},
+    {"run", cmd_run,
+        "run \"REQUEST\" --repo DIR [--verify CMD] "
+        "[--auto-approve plan|implementation|all]",
+        "Submit a task and drive it in the foreground, printing its log.\n"
+        "On a terminal it asks at approval gates."},
+    {"list", cmd_list, "list [--status S] [--json]",
+        "List tasks, optionally of one status (pending, in_progress,\n"
+        "awaiting_approval, completed, failed, cancelled)."},
+    {"show", cmd_show, "show ID [--json]",
+        "Show a task: request, states, plan, review, verification, "
+        "checkpoints."},
+    {"logs", cmd_logs, "logs [ID] [-f]",
+        "Print a task's event log (every task's without ID); -f follows "
+        "it\nlive and stops when the task ends."},
+    {"approve", cmd_approve, "approve ID [--by NAME]",
+        "Approve the plan or the implementation awaiting approval."},
+    {"reject", cmd_reject, "reject ID --reason TEXT [--by NAME]",
+        "Reject the plan (it is planned again with the reason) or the\n"
+        "implementation (it is implemented again with the reason)."},
+    {"cancel", cmd_cancel, "cancel ID", "Cancel a task."},
+    {"stats", cmd_stats, "stats [--json]",
+        "Counts by status, token usage, database size."},
+    {"backup", cmd_backup, "backup [PATH]",
+        "Online, consistent copy of the database (default: "
+        "$ORCH_STATE_DIR/backups/)."},
+    {"doctor", cmd_doctor, "doctor",
+        "Check bwrap, user namespaces, git, the database and the LLM "
+        "settings;\nexit 1 when something would stop a task."},
 };
 
 static void
 cli_main_usage(FILE *f)
 {
 	fprintf(f, "usage: orch-supervisor [--env-file FILE] COMMAND [ARGS]\n"
-		   "       orch-supervisor --list-resumable\n"
-		   "       orch-supervisor --resume ID\n\ncommands:\n");
+	           "       orch-supervisor --list-resumable\n"
+	           "       orch-supervisor --resume ID\n\ncommands:\n");
 	for (size_t i = 0; i < nitems(cmds); i++)
 		fprintf(f, "  %s\n", cmds[i].usage);
 	fprintf(f, "\nSee README.md for the states and the ORCH_* "
-		   "variables.\n");
+	           "variables.\n");
 }
 
 int
 cli_main(int argc, char **argv)
 {
 	const char *env_file = NULL;
-	int	    i = 1;
+	int i = 1;
 
 	signal(SIGPIPE, SIG_IGN);
+	/* The database, its backups and the socket are the user's alone. */
+	umask(077);
 	while (i < argc && strcmp(argv[i], "--env-file") == 0) {
 		if (i + 1 >= argc) {
 			cli_main_usage(stderr);
@@ -1095,8 +1098,8 @@ cli_main(int argc, char **argv)
 		env_file = argv[i + 1];
 		i += 2;
 	}
-	if (i < argc && (strcmp(argv[i], "--help") == 0 ||
-			    strcmp(argv[i], "-h") == 0)) {
+	if (i < argc &&
+	    (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)) {
 		cli_main_usage(stdout);
 		return 0;
 	}

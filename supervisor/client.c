@@ -14,7 +14,7 @@
 #define CLIENT_MAX_REPLY (64 * 1024 * 1024)
 
 struct client_buf {
-	char  *p;
+	char *p;
 	size_t len;
 };
 
@@ -22,7 +22,7 @@ static size_t
 client_write_cb(char *data, size_t size, size_t n, void *arg)
 {
 	struct client_buf *b = arg;
-	size_t		   len = size * n;
+	size_t len = size * n;
 
 	if (b->len + len > CLIENT_MAX_REPLY)
 		return 0;
@@ -37,13 +37,13 @@ int
 client_request(const char *method, const char *path, json_t *body,
     json_t **reply, int *code, char **err)
 {
-	CURL		  *c;
-	CURLcode	   rc;
+	CURL *c;
+	CURLcode rc;
 	struct curl_slist *hdrs = NULL;
-	struct client_buf  b = { NULL, 0 };
-	char		  *sock = control_socket_path(), *url, *s = NULL;
-	long		   status = 0;
-	json_error_t	   jerr;
+	struct client_buf b = {NULL, 0};
+	char *sock = control_socket_path(), *url, *s = NULL;
+	long status = 0;
+	json_error_t jerr;
 
 	*reply = NULL;
 	*code = 0;
@@ -63,7 +63,8 @@ client_request(const char *method, const char *path, json_t *body,
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	if (body != NULL) {
 		s = json_dumps(body, JSON_COMPACT);
-		hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+		hdrs =
+		    curl_slist_append(hdrs, "Content-Type: application/json");
 		curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
 		curl_easy_setopt(c, CURLOPT_POSTFIELDS, s);
 	}
@@ -86,13 +87,13 @@ client_request(const char *method, const char *path, json_t *body,
 	free(b.p);
 	if (*reply == NULL) {
 		*err = xasprintf("the service sent a reply that is not JSON "
-				 "(HTTP %ld)",
+		                 "(HTTP %ld)",
 		    status);
 		return -1;
 	}
 	if (status >= 400) {
-		const char *m = json_string_value(json_object_get(*reply,
-		    "error"));
+		const char *m =
+		    json_string_value(json_object_get(*reply, "error"));
 		*err = xstrdup(m ? m : "the service refused the request");
 		return -1;
 	}
@@ -103,8 +104,8 @@ int
 client_service_running(void)
 {
 	json_t *r;
-	char   *err = NULL;
-	int	code, ok;
+	char *err = NULL;
+	int code, ok;
 
 	ok = client_request("GET", "/v1/health", NULL, &r, &code, &err) == 0;
 	json_decref(r);

@@ -30,46 +30,45 @@ enum vtype {
 
 struct var {
 	const char *name;
-	enum vtype  type;
-	size_t	    off;
-	uint64_t    min, max;
+	enum vtype type;
+	size_t off;
+	uint64_t min, max;
 };
 
 #define S(f) offsetof(struct config, f)
 static const struct var vars[] = {
-	{ "ORCH_STATE_DIR", V_STR, S(state_dir), 0, 0 },
-	{ "DB_PATH", V_STR, S(db_path), 0, 0 },
-	{ "ORCH_ENABLE_RESUME", V_BOOL, S(enable_resume), 0, 0 },
-	{ "DB_BACKUP_ON_START", V_BOOL, S(backup_on_start), 0, 0 },
-	{ "DB_AUTO_CHECKPOINT_INTERVAL", V_UINT, S(autocheckpoint), 0,
-	    1000000 },
-	{ "ORCH_LLM_PROVIDER", V_PROVIDER, S(provider), 0, 0 },
-	{ "ORCH_LLM_BASE_URL", V_STR, S(base_url), 0, 0 },
-	{ "ORCH_LLM_MODEL", V_STR, S(model), 0, 0 },
-	{ "ORCH_LLM_API_KEY", V_STR, S(api_key), 0, 0 },
-	{ "ORCH_LLM_SCRIPT", V_STR, S(script), 0, 0 },
-	{ "ORCH_SCRIPTED_TRACE", V_STR, S(scripted_trace), 0, 0 },
-	{ "ORCH_LLM_TIMEOUT_S", V_UINT, S(llm_timeout_s), 1, 86400 },
-	{ "ORCH_LLM_MAX_RETRIES", V_UINT, S(llm_max_retries), 0, 100 },
-	{ "ORCH_AUTO_APPROVE", V_AUTO, S(auto_approve), 0, 0 },
-	{ "ORCH_MAX_WORKERS", V_UINT, S(max_workers), 1, 1024 },
-	{ "ORCH_MAX_RETRIES", V_UINT, S(max_retries), 0, 100 },
-	{ "ORCH_RETRY_BACKOFF_MS", V_UINT, S(retry_backoff_ms), 0, 3600000 },
-	{ "ORCH_WORKER_TIMEOUT_S", V_UINT, S(worker_timeout_s), 1, 86400 },
-	{ "ORCH_MAX_STEPS", V_UINT, S(max_steps), 1, 10000 },
-	{ "ORCH_MAX_REVIEW_ROUNDS", V_UINT, S(max_review_rounds), 0, 100 },
-	{ "ORCH_MAX_VERIFY_ROUNDS", V_UINT, S(max_verify_rounds), 0, 100 },
-	{ "ORCH_CMD_TIMEOUT_S", V_UINT, S(cmd_timeout_s), 1, 86400 },
-	{ "ORCH_MAX_TOKENS", V_U64, S(max_tokens), 0, UINT64_MAX },
-	{ "ORCH_VERIFY_COMMAND", V_STR, S(verify_command), 0, 0 },
-	{ "ORCH_SANDBOX_PROFILES_DIR", V_STR, S(profiles_dir), 0, 0 },
-	{ "ORCH_WORKER_PATH", V_STR, S(worker_path), 0, 0 },
-	{ "ORCH_LOG_LEVEL", V_LOGLEVEL, S(log_level), 0, 0 },
+    {"ORCH_STATE_DIR", V_STR, S(state_dir), 0, 0},
+    {"DB_PATH", V_STR, S(db_path), 0, 0},
+    {"ORCH_ENABLE_RESUME", V_BOOL, S(enable_resume), 0, 0},
+    {"DB_BACKUP_ON_START", V_BOOL, S(backup_on_start), 0, 0},
+    {"DB_AUTO_CHECKPOINT_INTERVAL", V_UINT, S(autocheckpoint), 0, 1000000},
+    {"ORCH_LLM_PROVIDER", V_PROVIDER, S(provider), 0, 0},
+    {"ORCH_LLM_BASE_URL", V_STR, S(base_url), 0, 0},
+    {"ORCH_LLM_MODEL", V_STR, S(model), 0, 0},
+    {"ORCH_LLM_API_KEY", V_STR, S(api_key), 0, 0},
+    {"ORCH_LLM_SCRIPT", V_STR, S(script), 0, 0},
+    {"ORCH_SCRIPTED_TRACE", V_STR, S(scripted_trace), 0, 0},
+    {"ORCH_LLM_TIMEOUT_S", V_UINT, S(llm_timeout_s), 1, 86400},
+    {"ORCH_LLM_MAX_RETRIES", V_UINT, S(llm_max_retries), 0, 100},
+    {"ORCH_AUTO_APPROVE", V_AUTO, S(auto_approve), 0, 0},
+    {"ORCH_MAX_WORKERS", V_UINT, S(max_workers), 1, 1024},
+    {"ORCH_MAX_RETRIES", V_UINT, S(max_retries), 0, 100},
+    {"ORCH_RETRY_BACKOFF_MS", V_UINT, S(retry_backoff_ms), 0, 3600000},
+    {"ORCH_WORKER_TIMEOUT_S", V_UINT, S(worker_timeout_s), 1, 86400},
+    {"ORCH_MAX_STEPS", V_UINT, S(max_steps), 1, 10000},
+    {"ORCH_MAX_REVIEW_ROUNDS", V_UINT, S(max_review_rounds), 0, 100},
+    {"ORCH_MAX_VERIFY_ROUNDS", V_UINT, S(max_verify_rounds), 0, 100},
+    {"ORCH_CMD_TIMEOUT_S", V_UINT, S(cmd_timeout_s), 1, 86400},
+    {"ORCH_MAX_TOKENS", V_U64, S(max_tokens), 0, UINT64_MAX},
+    {"ORCH_VERIFY_COMMAND", V_STR, S(verify_command), 0, 0},
+    {"ORCH_SANDBOX_PROFILES_DIR", V_STR, S(profiles_dir), 0, 0},
+    {"ORCH_WORKER_PATH", V_STR, S(worker_path), 0, 0},
+    {"ORCH_LOG_LEVEL", V_LOGLEVEL, S(log_level), 0, 0},
 };
 #undef S
 
-static const char *const auto_names[] = { "none", "plan", "implementation",
-	"all" };
+static const char *const auto_names[] = {
+    "none", "plan", "implementation", "all"};
 
 int
 config_auto_approve_parse(const char *s, int *out)
@@ -144,9 +143,9 @@ config_ours(const char *name)
 static void
 config_set(const struct var *v, const char *value, const char *where)
 {
-	char	*p = (char *)&cfg + v->off;
+	char *p = (char *)&cfg + v->off;
 	uint64_t u;
-	int	 b;
+	int b;
 
 	switch (v->type) {
 	case V_STR:
@@ -157,8 +156,8 @@ config_set(const struct var *v, const char *value, const char *where)
 	case V_U64:
 		if (parse_u64(value, v->min, v->max, &u) == -1) {
 			char *why = xasprintf("'%s' is not a whole number from "
-					      "%llu to %llu", value,
-			    (unsigned long long)v->min,
+			                      "%llu to %llu",
+			    value, (unsigned long long)v->min,
 			    (unsigned long long)v->max);
 			config_die(where, v->name, why);
 		}
@@ -170,7 +169,8 @@ config_set(const struct var *v, const char *value, const char *where)
 	case V_BOOL:
 		if (parse_bool(value, &b) == -1)
 			config_die(where, v->name,
-			    "expected true or false (also 1/0, yes/no, on/off)");
+			    "expected true or false (also 1/0, yes/no, "
+			    "on/off)");
 		*(int *)p = b;
 		return;
 	case V_AUTO:
@@ -219,11 +219,11 @@ config_unquote(char *v)
 static void
 config_read_env_file(const char *path, int required)
 {
-	FILE   *f;
-	char   *line = NULL;
-	size_t	cap = 0;
+	FILE *f;
+	char *line = NULL;
+	size_t cap = 0;
 	ssize_t n;
-	int	lineno = 0;
+	int lineno = 0;
 
 	if ((f = fopen(path, "r")) == NULL) {
 		if (!required && errno == ENOENT)
@@ -275,7 +275,7 @@ config_read_environ(void)
 
 	for (char **e = environ; *e != NULL; e++) {
 		const char *eq = strchr(*e, '=');
-		char	    name[128];
+		char name[128];
 
 		if (eq == NULL || (size_t)(eq - *e) >= sizeof name)
 			continue;
@@ -320,21 +320,21 @@ config_load(const char *env_file)
 		if (cfg.provider == NULL || strcmp(cfg.provider, "openai") == 0)
 			k = getenv("OPENAI_API_KEY");
 		if (k == NULL && (cfg.provider == NULL ||
-				     strcmp(cfg.provider, "anthropic") == 0))
+		                     strcmp(cfg.provider, "anthropic") == 0))
 			k = getenv("ANTHROPIC_API_KEY");
 		if (k != NULL && *k != '\0')
 			cfg.api_key = xstrdup(k);
 	}
 	if (cfg.provider == NULL)
-		cfg.provider = xstrdup(cfg.api_key != NULL ? "openai"
-							   : "scripted");
+		cfg.provider =
+		    xstrdup(cfg.api_key != NULL ? "openai" : "scripted");
 	log_init("orch-supervisor", (enum log_level)cfg.log_level);
 }
 
 int
 config_make_state_dir(char **cause)
 {
-	const char *subs[] = { "", "/worktrees", "/logs" };
+	const char *subs[] = {"", "/worktrees", "/logs"};
 
 	for (size_t i = 0; i < nitems(subs); i++) {
 		char *p = xasprintf("%s%s", cfg.state_dir, subs[i]);
@@ -344,16 +344,16 @@ config_make_state_dir(char **cause)
 				continue;
 			*s = '\0';
 			if (mkdir(p, 0700) == -1 && errno != EEXIST) {
-				*cause = xasprintf("cannot create %s: %s", p,
-				    strerror(errno));
+				*cause = xasprintf(
+				    "cannot create %s: %s", p, strerror(errno));
 				free(p);
 				return -1;
 			}
 			*s = '/';
 		}
 		if (mkdir(p, 0700) == -1 && errno != EEXIST) {
-			*cause = xasprintf("cannot create %s: %s", p,
-			    strerror(errno));
+			*cause = xasprintf(
+			    "cannot create %s: %s", p, strerror(errno));
 			free(p);
 			return -1;
 		}

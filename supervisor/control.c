@@ -27,10 +27,10 @@
 #define CONTROL_MAX_BODY    (1024 * 1024)
 #define CONTROL_TIMEOUT_S   30
 
-static struct evhttp	      *control_http;
+static struct evhttp *control_http;
 static struct evconnlistener *control_listener;
-static struct store	      *control_st;
-static struct event_base     *control_base;
+static struct store *control_st;
+static struct event_base *control_base;
 
 char *
 control_socket_path(void)
@@ -42,7 +42,7 @@ static void
 control_reply(struct evhttp_request *req, int code, json_t *body)
 {
 	struct evbuffer *out = evbuffer_new();
-	char		*s = json_dumps(body, JSON_COMPACT);
+	char *s = json_dumps(body, JSON_COMPACT);
 
 	evbuffer_add_printf(out, "%s\n", s);
 	free(s);
@@ -50,14 +50,14 @@ control_reply(struct evhttp_request *req, int code, json_t *body)
 	evhttp_add_header(evhttp_request_get_output_headers(req),
 	    "Content-Type", "application/json");
 	evhttp_send_reply(req, code,
-	    code == 200	  ? "OK"
-		: code == 201 ? "Created"
-		: code == 400 ? "Bad Request"
-		: code == 403 ? "Forbidden"
-		: code == 404 ? "Not Found"
-		: code == 405 ? "Method Not Allowed"
-		: code == 409 ? "Conflict"
-			      : "Internal Server Error",
+	    code == 200   ? "OK"
+	    : code == 201 ? "Created"
+	    : code == 400 ? "Bad Request"
+	    : code == 403 ? "Forbidden"
+	    : code == 404 ? "Not Found"
+	    : code == 405 ? "Method Not Allowed"
+	    : code == 409 ? "Conflict"
+	                  : "Internal Server Error",
 	    out);
 	evbuffer_free(out);
 }
@@ -73,10 +73,10 @@ static json_t *
 control_body(struct evhttp_request *req)
 {
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
-	size_t		 len = evbuffer_get_length(in);
-	json_error_t	 jerr;
-	json_t		*o;
-	char		 msg[256];
+	size_t len = evbuffer_get_length(in);
+	json_error_t jerr;
+	json_t *o;
+	char msg[256];
 
 	if (len == 0)
 		return json_object();
@@ -94,11 +94,11 @@ control_body(struct evhttp_request *req)
 
 /* An optional string member; -1 after replying 400 when it is not one. */
 static int
-control_str(struct evhttp_request *req, json_t *o, const char *k,
-    const char **v)
+control_str(
+    struct evhttp_request *req, json_t *o, const char *k, const char **v)
 {
 	json_t *j = json_object_get(o, k);
-	char	msg[128];
+	char msg[128];
 
 	*v = NULL;
 	if (j == NULL || json_is_null(j))
@@ -122,10 +122,10 @@ control_list_cb(const struct task *t, void *arg)
 static void
 control_tasks_get(struct evhttp_request *req, struct evkeyvalq *q)
 {
-	const char  *s = evhttp_find_header(q, "status");
-	const char  *r = evhttp_find_header(q, "resumable");
+	const char *s = evhttp_find_header(q, "status");
+	const char *r = evhttp_find_header(q, "resumable");
 	enum tstatus ts;
-	json_t	    *a;
+	json_t *a;
 
 	if (s != NULL && tstatus_parse(s, &ts) == -1) {
 		control_error(req, 400,
@@ -135,7 +135,7 @@ control_tasks_get(struct evhttp_request *req, struct evkeyvalq *q)
 	}
 	a = json_array();
 	if (store_task_list(control_st, s ? (int)ts : -1,
-		r != NULL && strcmp(r, "1") == 0, control_list_cb, a) == -1) {
+	        r != NULL && strcmp(r, "1") == 0, control_list_cb, a) == -1) {
 		json_decref(a);
 		control_error(req, 500, store_error(control_st));
 		return;
@@ -146,12 +146,12 @@ control_tasks_get(struct evhttp_request *req, struct evkeyvalq *q)
 static void
 control_tasks_post(struct evhttp_request *req)
 {
-	json_t	       *b = control_body(req);
-	const char     *request, *repo, *verify, *aa;
+	json_t *b = control_body(req);
+	const char *request, *repo, *verify, *aa;
 	struct task_new tn;
-	char	       *abs, *head, *err;
-	int64_t		id;
-	int		code, auto_approve = cfg.auto_approve;
+	char *abs, *head, *err;
+	int64_t id;
+	int code, auto_approve = cfg.auto_approve;
 
 	if (b == NULL)
 		return;
@@ -161,7 +161,8 @@ control_tasks_post(struct evhttp_request *req)
 	    control_str(req, b, "auto_approve", &aa) == -1)
 		goto out;
 	if (request == NULL || repo == NULL) {
-		control_error(req, 400, "\"request\" and \"repo\" are required");
+		control_error(
+		    req, 400, "\"request\" and \"repo\" are required");
 		goto out;
 	}
 	if (aa != NULL && config_auto_approve_parse(aa, &auto_approve) == -1) {
@@ -183,7 +184,8 @@ control_tasks_post(struct evhttp_request *req)
 		control_error(req, code, err);
 		free(err);
 	} else {
-		control_reply(req, 201, json_pack("{s:I}", "id", (json_int_t)id));
+		control_reply(
+		    req, 201, json_pack("{s:I}", "id", (json_int_t)id));
 		sched_kick();
 	}
 	free(abs);
@@ -197,8 +199,8 @@ control_event_cb(const struct event *ev, void *arg)
 {
 	json_array_append_new(arg,
 	    json_pack("{s:I,s:I,s:s,s:s,s:s?,s:s}", "id", (json_int_t)ev->id,
-		"task", (json_int_t)ev->task, "ts", ev->ts, "kind", ev->kind,
-		"stage", ev->stage, "text", ev->text));
+	        "task", (json_int_t)ev->task, "ts", ev->ts, "kind", ev->kind,
+	        "stage", ev->stage, "text", ev->text));
 	return 0;
 }
 
@@ -206,10 +208,10 @@ control_event_cb(const struct event *ev, void *arg)
 static void
 control_task_verb(struct evhttp_request *req, int64_t id, const char *verb)
 {
-	json_t	   *b = control_body(req);
+	json_t *b = control_body(req);
 	const char *by = NULL, *reason = NULL;
-	char	   *err = NULL;
-	int	    code = 200, rc;
+	char *err = NULL;
+	int code = 200, rc;
 
 	if (b == NULL)
 		return;
@@ -238,8 +240,8 @@ control_task_verb(struct evhttp_request *req, int64_t id, const char *verb)
 		return;
 	}
 	sched_task_changed(id);
-	control_reply(req, 200, json_pack("{s:I,s:s}", "id", (json_int_t)id,
-				    "done", verb));
+	control_reply(req, 200,
+	    json_pack("{s:I,s:s}", "id", (json_int_t)id, "done", verb));
 }
 
 static void
@@ -261,12 +263,11 @@ control_task_get(struct evhttp_request *req, int64_t id, struct evkeyvalq *q)
 }
 
 static void
-control_events_get(struct evhttp_request *req, int64_t id,
-    struct evkeyvalq *q)
+control_events_get(struct evhttp_request *req, int64_t id, struct evkeyvalq *q)
 {
 	const char *after = evhttp_find_header(q, "after");
-	uint64_t    a = 0;
-	json_t	   *arr;
+	uint64_t a = 0;
+	json_t *arr;
 
 	if (after != NULL && parse_u64(after, 0, INT64_MAX, &a) == -1) {
 		control_error(req, 400, "after must be an event id");
@@ -274,7 +275,7 @@ control_events_get(struct evhttp_request *req, int64_t id,
 	}
 	arr = json_array();
 	if (store_event_list(control_st, id, (int64_t)a, 1000, control_event_cb,
-		arr) == -1) {
+	        arr) == -1) {
 		json_decref(arr);
 		control_error(req, 500, store_error(control_st));
 		return;
@@ -291,10 +292,10 @@ static int
 control_peer_ok(struct evhttp_request *req)
 {
 	struct evhttp_connection *c = evhttp_request_get_connection(req);
-	struct bufferevent	 *bev = evhttp_connection_get_bufferevent(c);
-	struct ucred		  cred;
-	socklen_t		  len = sizeof cred;
-	int			  fd = (int)bufferevent_getfd(bev);
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(c);
+	struct ucred cred;
+	socklen_t len = sizeof cred;
+	int fd = (int)bufferevent_getfd(bev);
 
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1)
 		return 0;
@@ -305,13 +306,13 @@ static void
 control_cb(struct evhttp_request *req, void *arg)
 {
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-	const char		*path = evhttp_uri_get_path(uri);
-	const char		*query = evhttp_uri_get_query(uri);
-	enum evhttp_cmd_type	 cmd = evhttp_request_get_command(req);
-	struct evkeyvalq	 q;
-	char			 verb[32];
-	long long		 id;
-	int			 n = 0;
+	const char *path = evhttp_uri_get_path(uri);
+	const char *query = evhttp_uri_get_query(uri);
+	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+	struct evkeyvalq q;
+	char verb[32];
+	long long id;
+	int n = 0;
 
 	(void)arg;
 	if (!control_peer_ok(req)) {
@@ -326,8 +327,8 @@ control_cb(struct evhttp_request *req, void *arg)
 	if (path == NULL)
 		path = "/";
 	if (strcmp(path, "/v1/health") == 0 && cmd == EVHTTP_REQ_GET) {
-		control_reply(req, 200, json_pack("{s:b,s:i}", "ok", 1, "pid",
-					    (int)getpid()));
+		control_reply(req, 200,
+		    json_pack("{s:b,s:i}", "ok", 1, "pid", (int)getpid()));
 	} else if (strcmp(path, "/v1/tasks") == 0) {
 		if (cmd == EVHTTP_REQ_GET)
 			control_tasks_get(req, &q);
@@ -340,22 +341,22 @@ control_cb(struct evhttp_request *req, void *arg)
 		if (store_stats_json(control_st, &s) == -1)
 			control_error(req, 500, store_error(control_st));
 		else {
-			json_object_set_new(s, "workers_running",
-			    json_integer(proc_count()));
+			json_object_set_new(
+			    s, "workers_running", json_integer(proc_count()));
 			control_reply(req, 200, s);
 		}
 	} else if (sscanf(path, "/v1/tasks/%lld%n", &id, &n) == 1 &&
-	    path[n] == '\0' && id > 0) {
+	           path[n] == '\0' && id > 0) {
 		if (cmd == EVHTTP_REQ_GET)
 			control_task_get(req, id, &q);
 		else
 			control_error(req, 405, "use GET");
 	} else if (sscanf(path, "/v1/tasks/%lld/events%n", &id, &n) == 1 &&
-	    path[n] == '\0' && id > 0 && cmd == EVHTTP_REQ_GET) {
+	           path[n] == '\0' && id > 0 && cmd == EVHTTP_REQ_GET) {
 		control_events_get(req, id, &q);
 	} else if (sscanf(path, "/v1/tasks/%lld/%31[a-z]%n", &id, verb, &n) ==
-		    2 &&
-	    path[n] == '\0' && id > 0) {
+	               2 &&
+	           path[n] == '\0' && id > 0) {
 		if (cmd == EVHTTP_REQ_POST)
 			control_task_verb(req, id, verb);
 		else
@@ -369,9 +370,9 @@ int
 control_init(struct event_base *base, struct store *st, char **cause)
 {
 	struct sockaddr_un sun;
-	char		  *path = control_socket_path();
-	int		   fd;
-	mode_t		   old;
+	char *path = control_socket_path();
+	int fd;
+	mode_t old;
 
 	control_st = st;
 	control_base = base;
@@ -379,7 +380,7 @@ control_init(struct event_base *base, struct store *st, char **cause)
 	sun.sun_family = AF_UNIX;
 	if (strlen(path) >= sizeof sun.sun_path) {
 		*cause = xasprintf("socket path %s is too long: use a shorter "
-				   "ORCH_STATE_DIR",
+		                   "ORCH_STATE_DIR",
 		    path);
 		free(path);
 		return -1;
@@ -422,8 +423,8 @@ control_init(struct event_base *base, struct store *st, char **cause)
 	evhttp_set_max_headers_size(control_http, CONTROL_MAX_HEADERS);
 	evhttp_set_max_body_size(control_http, CONTROL_MAX_BODY);
 	evhttp_set_timeout(control_http, CONTROL_TIMEOUT_S);
-	evhttp_set_allowed_methods(control_http,
-	    EVHTTP_REQ_GET | EVHTTP_REQ_POST);
+	evhttp_set_allowed_methods(
+	    control_http, EVHTTP_REQ_GET | EVHTTP_REQ_POST);
 	evhttp_set_gencb(control_http, control_cb, NULL);
 	if (evhttp_bind_listener(control_http, control_listener) == NULL) {
 		*cause = xstrdup("evhttp_bind_listener failed");

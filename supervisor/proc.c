@@ -6,6 +6,7 @@
  */
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <errno.h>
@@ -26,13 +27,13 @@
 #include "supervisor.h"
 
 #ifndef TAILQ_FOREACH_SAFE
-#define TAILQ_FOREACH_SAFE(var, head, field, tvar)                            \
-	for ((var) = TAILQ_FIRST(head);                                       \
-	     (var) != NULL && ((tvar) = TAILQ_NEXT(var, field), 1);           \
+#define TAILQ_FOREACH_SAFE(var, head, field, tvar)                             \
+	for ((var) = TAILQ_FIRST(head);                                        \
+	     (var) != NULL && ((tvar) = TAILQ_NEXT(var, field), 1);            \
 	     (var) = (tvar))
 #endif
 
-struct workers	     workers = TAILQ_HEAD_INITIALIZER(workers);
+struct workers workers = TAILQ_HEAD_INITIALIZER(workers);
 static struct event *proc_gc_ev;
 
 /*
@@ -47,7 +48,8 @@ proc_gc(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	(void)arg;
-	TAILQ_FOREACH_SAFE(w, &workers, entry, tmp) {
+	TAILQ_FOREACH_SAFE(w, &workers, entry, tmp)
+	{
 		if (w->reaped && w->eof && !w->finished) {
 			w->finished = 1;
 			sched_worker_exit(w);
@@ -65,8 +67,8 @@ const char *
 proc_worker_path(void)
 {
 	static char path[PATH_MAX + 64];
-	char	    self[PATH_MAX], *slash;
-	ssize_t	    n;
+	char self[PATH_MAX], *slash;
+	ssize_t n;
 
 	if (cfg.worker_path != NULL)
 		return cfg.worker_path;
@@ -99,8 +101,8 @@ proc_describe(int status)
 		case WORKER_EXIT_TEMP:
 			return xstrdup("failed temporarily (exit status 111)");
 		default:
-			return xasprintf("exited with status %d",
-			    WEXITSTATUS(status));
+			return xasprintf(
+			    "exited with status %d", WEXITSTATUS(status));
 		}
 	}
 	if (WIFSIGNALED(status))
@@ -113,13 +115,13 @@ proc_describe(int status)
 static void
 proc_read_cb(struct bufferevent *bev, void *arg)
 {
-	struct worker	*w = arg;
+	struct worker *w = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
 
 	while (!w->eof && !w->finished) {
-		uint8_t		 hdr[PROTO_HDR_LEN];
-		uint32_t	 len;
-		const char	*cause;
+		uint8_t hdr[PROTO_HDR_LEN];
+		uint32_t len;
+		const char *cause;
 		struct proto_msg m;
 
 		if (evbuffer_get_length(in) < PROTO_HDR_LEN)
@@ -145,7 +147,7 @@ proc_read_cb(struct bufferevent *bev, void *arg)
 		w->last_seen_ms = now_ms();
 		if (proto_catalog[m.type].dir != PROTO_W2S) {
 			char *why = xasprintf("protocol error: %s is not a "
-					      "worker's message",
+			                      "worker's message",
 			    proto_type_name(m.type));
 			proto_msg_clear(&m);
 			proc_kill(w, why);
@@ -169,8 +171,11 @@ proc_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct worker *w = arg;
 
-	(void)bev;
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		if (w->failure == NULL &&
+		    evbuffer_get_length(bufferevent_get_input(bev)) > 0)
+			w->failure = xstrdup("protocol error: the stream ended "
+			                     "inside a frame");
 		w->eof = 1;
 		bufferevent_disable(w->bev, EV_READ | EV_WRITE);
 		proc_finish_if_done(w);
@@ -182,8 +187,8 @@ static void
 proc_stderr_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker *w = arg;
-	char	       buf[4096];
-	ssize_t	       n;
+	char buf[4096];
+	ssize_t n;
 
 	(void)what;
 	n = read(fd, buf, sizeof buf);
@@ -196,8 +201,8 @@ proc_stderr_cb(evutil_socket_t fd, short what, void *arg)
 	/* Also pass it on to our own stderr, so the service log has it. */
 	(void)write_all(STDERR_FILENO, buf, (size_t)n);
 	if ((size_t)n >= sizeof w->errtail) {
-		memcpy(w->errtail, buf + n - sizeof w->errtail,
-		    sizeof w->errtail);
+		memcpy(
+		    w->errtail, buf + n - sizeof w->errtail, sizeof w->errtail);
 		w->errlen = sizeof w->errtail;
 		return;
 	}
@@ -219,11 +224,11 @@ proc_stderr_cb(evutil_socket_t fd, short what, void *arg)
 static void __attribute__((noreturn))
 proc_child(int sock, int errw, pid_t parent, const char *path)
 {
-	sigset_t    none;
-	int	    devnull;
+	sigset_t none;
+	int devnull;
 	const char *home = getenv("HOME");
-	char	   *envp[5], *argv[] = { (char *)"orch-worker", NULL };
-	int	    n = 0;
+	char *envp[5], *argv[] = {(char *)"orch-worker", NULL};
+	int n = 0;
 
 	for (int sig = 1; sig < NSIG; sig++)
 		signal(sig, SIG_DFL);
@@ -246,14 +251,17 @@ proc_child(int sock, int errw, pid_t parent, const char *path)
 	if (close_range(4, ~0U, 0) == -1)
 		_exit(WORKER_EXIT_TEMP);
 
+	/* Objects the worker's git writes into the user's repository get
+	 * the usual modes, not the supervisor's private umask. */
+	umask(022);
 	envp[n++] = (char *)"PATH=/usr/local/bin:/usr/bin:/bin";
 	envp[n++] = (char *)"LANG=C.UTF-8";
 	if (home != NULL)
 		envp[n++] = xasprintf("HOME=%s", home);
 	envp[n] = NULL;
 	execve(path, argv, envp);
-	dprintf(2, "orch-worker: cannot execute %s: %s\n", path,
-	    strerror(errno));
+	dprintf(
+	    2, "orch-worker: cannot execute %s: %s\n", path, strerror(errno));
 	_exit(WORKER_EXIT_PERM);
 }
 
@@ -261,15 +269,15 @@ struct worker *
 proc_spawn(struct event_base *base, int64_t task, const char *stage,
     int64_t run, char **cause)
 {
-	int	       sp[2], ep[2];
-	sigset_t       all, old;
-	pid_t	       pid, parent = getpid();
+	int sp[2], ep[2];
+	sigset_t all, old;
+	pid_t pid, parent = getpid();
 	struct worker *w;
-	const char    *path = proc_worker_path();
+	const char *path = proc_worker_path();
 
 	if (access(path, X_OK) == -1) {
 		*cause = xasprintf("worker program %s: %s (set "
-				   "ORCH_WORKER_PATH or reinstall)",
+		                   "ORCH_WORKER_PATH or reinstall)",
 		    path, strerror(errno));
 		return NULL;
 	}
@@ -316,11 +324,11 @@ proc_spawn(struct event_base *base, int64_t task, const char *stage,
 	w->bev = bufferevent_socket_new(base, sp[0], BEV_OPT_CLOSE_ON_FREE);
 	bufferevent_setcb(w->bev, proc_read_cb, NULL, proc_event_cb, w);
 	/* Never buffer more than one whole frame of a worker. */
-	bufferevent_setwatermark(w->bev, EV_READ, 0,
-	    PROTO_MAX_FRAME + PROTO_HDR_LEN);
+	bufferevent_setwatermark(
+	    w->bev, EV_READ, 0, PROTO_MAX_FRAME + PROTO_HDR_LEN);
 	bufferevent_enable(w->bev, EV_READ | EV_WRITE);
-	w->errev = event_new(base, ep[0], EV_READ | EV_PERSIST,
-	    proc_stderr_cb, w);
+	w->errev =
+	    event_new(base, ep[0], EV_READ | EV_PERSIST, proc_stderr_cb, w);
 	event_add(w->errev, NULL);
 	TAILQ_INSERT_TAIL(&workers, w, entry);
 	return w;
@@ -329,8 +337,8 @@ proc_spawn(struct event_base *base, int64_t task, const char *stage,
 int
 proc_send(struct worker *w, const struct proto_msg *m)
 {
-	uint8_t	   *buf;
-	size_t	    len;
+	uint8_t *buf;
+	size_t len;
 	const char *cause;
 
 	if (w->eof)
@@ -362,12 +370,13 @@ void
 proc_reap(void)
 {
 	pid_t pid;
-	int   status;
+	int status;
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 		struct worker *w;
 
-		TAILQ_FOREACH(w, &workers, entry) {
+		TAILQ_FOREACH(w, &workers, entry)
+		{
 			if (w->pid == pid && !w->reaped)
 				break;
 		}
@@ -391,19 +400,21 @@ void
 proc_watchdog(uint64_t timeout_ms)
 {
 	struct worker *w, *tmp;
-	uint64_t       now = now_ms();
+	uint64_t now = now_ms();
 
-	TAILQ_FOREACH_SAFE(w, &workers, entry, tmp) {
+	TAILQ_FOREACH_SAFE(w, &workers, entry, tmp)
+	{
 		if (w->reaped && !w->eof && now - w->reaped_ms > 2000) {
 			w->eof = 1;
 			bufferevent_disable(w->bev, EV_READ | EV_WRITE);
 			proc_finish_if_done(w);
 			continue;
 		}
-		if (!w->reaped && !w->eof && now - w->last_seen_ms > timeout_ms) {
+		if (!w->reaped && !w->eof &&
+		    now - w->last_seen_ms > timeout_ms) {
 			char *why = xasprintf("no heartbeat for %llu s",
 			    (unsigned long long)((now - w->last_seen_ms) /
-				1000));
+			                         1000));
 			proc_kill(w, why);
 			free(why);
 		}
@@ -415,7 +426,8 @@ proc_find_task(int64_t task)
 {
 	struct worker *w;
 
-	TAILQ_FOREACH(w, &workers, entry) {
+	TAILQ_FOREACH(w, &workers, entry)
+	{
 		if (w->task == task)
 			return w;
 	}
@@ -426,10 +438,10 @@ unsigned
 proc_count(void)
 {
 	struct worker *w;
-	unsigned       n = 0;
+	unsigned n = 0;
 
 	TAILQ_FOREACH(w, &workers, entry)
-		n++;
+	n++;
 	return n;
 }
 

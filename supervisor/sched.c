@@ -17,29 +17,29 @@
 #include "supervisor.h"
 
 struct backoff {
-	int64_t	 task;
+	int64_t task;
 	uint64_t until;
 };
 
 static struct event_base *sched_base;
-static struct store	 *sched_st;
-static struct sched_opts  sched_opts;
-static struct event	 *sched_kick_ev;
-static struct event	 *sched_timer_ev;
-static int		  sched_stopping;
-static uint64_t		  sched_stop_deadline;
-static struct backoff	 *backoffs;
-static size_t		  nbackoffs;
+static struct store *sched_st;
+static struct sched_opts sched_opts;
+static struct event *sched_kick_ev;
+static struct event *sched_timer_ev;
+static int sched_stopping;
+static uint64_t sched_stop_deadline;
+static struct backoff *backoffs;
+static size_t nbackoffs;
 /* Tasks that were unfinished at start with ORCH_ENABLE_RESUME=false. */
-static int64_t		 *held;
-static size_t		  nheld;
+static int64_t *held;
+static size_t nheld;
 
 void
-sched_event(int64_t task, enum event_kind kind, const char *stage,
-    const char *fmt, ...)
+sched_event(
+    int64_t task, enum event_kind kind, const char *stage, const char *fmt, ...)
 {
 	va_list ap;
-	char   *text;
+	char *text;
 
 	va_start(ap, fmt);
 	if (vasprintf(&text, fmt, ap) == -1)
@@ -48,9 +48,9 @@ sched_event(int64_t task, enum event_kind kind, const char *stage,
 	if (store_event_add(sched_st, task, kind, stage, text) == -1)
 		log_warnx("task %lld: cannot record event: %s", (long long)task,
 		    store_error(sched_st));
-	log_task(kind == EV_ERROR ? LOG_LEVEL_WARN
-		 : kind == EV_MODEL || kind == EV_TOOL ? LOG_LEVEL_DEBUG
-						       : LOG_LEVEL_INFO,
+	log_task(kind == EV_ERROR                      ? LOG_LEVEL_WARN
+	         : kind == EV_MODEL || kind == EV_TOOL ? LOG_LEVEL_DEBUG
+	                                               : LOG_LEVEL_INFO,
 	    (uint64_t)task, stage, "%s", text);
 	free(text);
 }
@@ -97,8 +97,8 @@ sched_fail_tx(const struct task *t, const char *why)
 {
 	if (store_task_set_text(sched_st, t->id, TC_ERROR_DETAILS, why) == -1 ||
 	    store_task_set_int(sched_st, t->id, TI_FAILED_STATE,
-		t->state == WS_PLAN_APPROVED ? WS_IMPLEMENTING : t->state) ==
-		-1 ||
+	        t->state == WS_PLAN_APPROVED ? WS_IMPLEMENTING : t->state) ==
+	        -1 ||
 	    task_enter(sched_st, t, WS_FAILED, 0, why) == -1)
 		return -1;
 	return 0;
@@ -135,8 +135,8 @@ fail:
  */
 struct cp_scan {
 	const char *name;
-	int	    rounds;
-	char	   *snapshot;
+	int rounds;
+	char *snapshot;
 };
 
 static int
@@ -188,8 +188,8 @@ json_set_str(json_t *o, const char *k, const char *v)
 static char *
 sched_start_data(const struct task *t, const char *stage)
 {
-	json_t	      *o = json_object(), *llm = json_object();
-	char	      *s;
+	json_t *o = json_object(), *llm = json_object();
+	char *s;
 	struct cp_scan sc;
 
 	sched_scan(t->id, stage, &sc);
@@ -200,15 +200,15 @@ sched_start_data(const struct task *t, const char *stage)
 	json_set_str(o, "repo", t->repo);
 	json_set_str(o, "base_commit", t->base_commit);
 	json_object_set_new(o, "worktree",
-	    json_sprintf("%s/worktrees/task-%lld", cfg.state_dir,
-		(long long)t->id));
-	json_object_set_new(o, "ref",
-	    json_sprintf("refs/orch/tasks/%lld", (long long)t->id));
-	json_object_set_new(o, "branch",
-	    json_sprintf("orch/task-%lld", (long long)t->id));
+	    json_sprintf(
+	        "%s/worktrees/task-%lld", cfg.state_dir, (long long)t->id));
+	json_object_set_new(
+	    o, "ref", json_sprintf("refs/orch/tasks/%lld", (long long)t->id));
+	json_object_set_new(
+	    o, "branch", json_sprintf("orch/task-%lld", (long long)t->id));
 	json_set_str(o, "plan", t->text[TC_PLAN]);
-	json_set_str(o, "plan_rejection_reason",
-	    t->text[TC_PLAN_REJECTION_REASON]);
+	json_set_str(
+	    o, "plan_rejection_reason", t->text[TC_PLAN_REJECTION_REASON]);
 	json_set_str(o, "feedback", t->text[TC_FEEDBACK]);
 	json_set_str(o, "review", t->text[TC_REVIEW]);
 	json_set_str(o, "verify_command",
@@ -217,11 +217,12 @@ sched_start_data(const struct task *t, const char *stage)
 	json_set_str(o, "snapshot", sc.snapshot);
 	free(sc.snapshot);
 	json_object_set_new(o, "max_steps", json_integer(cfg.max_steps));
-	json_object_set_new(o, "cmd_timeout_s", json_integer(cfg.cmd_timeout_s));
+	json_object_set_new(
+	    o, "cmd_timeout_s", json_integer(cfg.cmd_timeout_s));
 	json_object_set_new(o, "heartbeat_ms",
 	    json_integer(cfg.worker_timeout_s * 1000 / 4 > 0
-		    ? cfg.worker_timeout_s * 1000 / 4
-		    : 250));
+	                     ? cfg.worker_timeout_s * 1000 / 4
+	                     : 250));
 	json_set_str(o, "profiles_dir", cfg.profiles_dir);
 	json_object_set_new(o, "log_level", json_integer(cfg.log_level));
 
@@ -232,8 +233,8 @@ sched_start_data(const struct task *t, const char *stage)
 	json_set_str(llm, "script", cfg.script);
 	json_set_str(llm, "trace", cfg.scripted_trace);
 	json_object_set_new(llm, "timeout_s", json_integer(cfg.llm_timeout_s));
-	json_object_set_new(llm, "max_retries",
-	    json_integer(cfg.llm_max_retries));
+	json_object_set_new(
+	    llm, "max_retries", json_integer(cfg.llm_max_retries));
 	json_object_set_new(o, "llm", llm);
 
 	s = json_dumps(o, JSON_COMPACT);
@@ -245,11 +246,11 @@ sched_start_data(const struct task *t, const char *stage)
 static void
 sched_start(int64_t id)
 {
-	struct task   *t;
+	struct task *t;
 	struct worker *w;
-	const char    *stage;
-	char	      *cause;
-	enum wstate    next = WS_MAX;
+	const char *stage;
+	char *cause;
+	enum wstate next = WS_MAX;
 
 	if (store_task_get(sched_st, id, &t) == -1 || t == NULL) {
 		log_warnx("task %lld: cannot load: %s", (long long)id,
@@ -297,8 +298,8 @@ sched_start(int64_t id)
 static void
 sched_kick_cb(evutil_socket_t fd, short what, void *arg)
 {
-	int64_t	 ids[256];
-	size_t	 n, i;
+	int64_t ids[256];
+	size_t n, i;
 	unsigned running = proc_count();
 	uint64_t now = now_ms();
 
@@ -313,8 +314,8 @@ sched_kick_cb(evutil_socket_t fd, short what, void *arg)
 		ids[0] = sched_opts.only_task;
 		n = 1;
 	} else if (store_task_runnable(sched_st, ids, nitems(ids), &n) == -1) {
-		log_warnx("cannot list runnable tasks: %s",
-		    store_error(sched_st));
+		log_warnx(
+		    "cannot list runnable tasks: %s", store_error(sched_st));
 		return;
 	}
 	for (i = 0; i < n && running < cfg.max_workers; i++) {
@@ -339,7 +340,8 @@ sched_timer_cb(evutil_socket_t fd, short what, void *arg)
 	proc_watchdog((uint64_t)cfg.worker_timeout_s * 1000);
 	if (sched_stopping && now > sched_stop_deadline) {
 		struct worker *w;
-		TAILQ_FOREACH(w, &workers, entry) {
+		TAILQ_FOREACH(w, &workers, entry)
+		{
 			if (!w->reaped)
 				proc_kill(w, NULL);
 		}
@@ -366,7 +368,7 @@ sched_ack(struct worker *w, uint64_t seq)
 static int
 sched_replay_cb(const struct journal_entry *je, void *arg)
 {
-	struct worker	*w = arg;
+	struct worker *w = arg;
 	struct proto_msg m;
 
 	proto_msg_init(&m, PROTO_REPLAY);
@@ -392,22 +394,22 @@ static void
 sched_hello(struct worker *w, const struct proto_msg *m)
 {
 	struct proto_msg out;
-	struct task	*t;
-	uint64_t	 count = 0;
-	char		*data;
+	struct task *t;
+	uint64_t count = 0;
+	char *data;
 
 	if (m->u[PF_VERSION] != PROTO_VERSION) {
 		char *why = xasprintf("worker speaks protocol %llu, the "
-				      "supervisor %d: install matching "
-				      "programs",
+		                      "supervisor %d: install matching "
+		                      "programs",
 		    (unsigned long long)m->u[PF_VERSION], PROTO_VERSION);
 		proc_kill(w, why);
 		free(why);
 		return;
 	}
 	if (store_task_get(sched_st, w->task, &t) == -1 || t == NULL ||
-	    store_journal_list(sched_st, w->task, w->run, sched_count_cb,
-		&count) == -1) {
+	    store_journal_list(
+	        sched_st, w->task, w->run, sched_count_cb, &count) == -1) {
 		task_free(t);
 		proc_kill(w, "cannot read the task from the database");
 		return;
@@ -445,18 +447,19 @@ static int
 sched_apply(const struct task *t, const char *stage, json_t *r)
 {
 	struct store *st = sched_st;
-	int64_t	      id = t->id;
-	int	      rc;
-	char	     *s;
+	int64_t id = t->id;
+	int rc;
+	char *s;
 
 	if (strcmp(stage, "planning") == 0) {
 		const char *plan = json_str(r, "plan");
 		if (plan == NULL)
-			return sched_fail_tx(t, "planning ended without a plan");
+			return sched_fail_tx(
+			    t, "planning ended without a plan");
 		rc = store_task_set_text(st, id, TC_PLAN, plan);
 		if (rc == 0)
-			rc = store_checkpoint_add(st, id, "after_planning",
-			    NULL);
+			rc = store_checkpoint_add(
+			    st, id, "after_planning", NULL);
 		if (rc == -1)
 			return -1;
 		if (t->auto_approve & AUTO_APPROVE_PLAN) {
@@ -476,25 +479,25 @@ sched_apply(const struct task *t, const char *stage, json_t *r)
 		const char *sum = json_str(r, "summary");
 		const char *stat = json_str(r, "diffstat");
 		if (sum == NULL)
-			return sched_fail_tx(t,
-			    "implementation ended without a summary");
-		s = xasprintf("%s%s%s", sum, stat ? "\n\n" : "",
-		    stat ? stat : "");
+			return sched_fail_tx(
+			    t, "implementation ended without a summary");
+		s = xasprintf(
+		    "%s%s%s", sum, stat ? "\n\n" : "", stat ? stat : "");
 		rc = store_task_set_text(st, id, TC_IMPLEMENTATION, s);
 		free(s);
 		if (rc == 0)
 			rc = store_task_set_text(st, id, TC_FEEDBACK, NULL);
 		if (rc == 0) {
 			s = json_dumps(r, JSON_COMPACT);
-			rc = store_checkpoint_add(st, id, "after_implementation",
-			    s);
+			rc = store_checkpoint_add(
+			    st, id, "after_implementation", s);
 			free(s);
 		}
 		if (rc == -1)
 			return -1;
 		if (t->auto_approve & AUTO_APPROVE_IMPLEMENTATION) {
-			rc = store_task_stamp(st, id,
-			    TC_IMPLEMENTATION_APPROVED_AT);
+			rc = store_task_stamp(
+			    st, id, TC_IMPLEMENTATION_APPROVED_AT);
 			if (rc == 0)
 				rc = store_task_set_text(st, id,
 				    TC_IMPLEMENTATION_APPROVED_BY,
@@ -511,7 +514,8 @@ sched_apply(const struct task *t, const char *stage, json_t *r)
 		const char *verdict = json_str(r, "verdict");
 		const char *comments = json_str(r, "comments");
 		if (verdict == NULL)
-			return sched_fail_tx(t, "review ended without a verdict");
+			return sched_fail_tx(
+			    t, "review ended without a verdict");
 		s = json_dumps(r, JSON_COMPACT);
 		rc = store_task_set_text(st, id, TC_REVIEW, s);
 		if (rc == 0)
@@ -520,8 +524,8 @@ sched_apply(const struct task *t, const char *stage, json_t *r)
 		if (rc == -1)
 			return -1;
 		if (strcmp(verdict, "approve") == 0)
-			return task_enter(st, t, WS_VERIFYING, 1,
-			    "review approved");
+			return task_enter(
+			    st, t, WS_VERIFYING, 1, "review approved");
 		int64_t rounds = t->ival[TI_REVIEW_ROUNDS] + 1;
 		if (store_task_set_int(st, id, TI_REVIEW_ROUNDS, rounds) == -1)
 			return -1;
@@ -537,28 +541,28 @@ sched_apply(const struct task *t, const char *stage, json_t *r)
 		free(s);
 		if (rc == -1)
 			return -1;
-		return task_enter(st, t, WS_IMPLEMENTING, 1,
-		    "review asked for changes");
+		return task_enter(
+		    st, t, WS_IMPLEMENTING, 1, "review asked for changes");
 	}
 	if (strcmp(stage, "verifying") == 0) {
 		const char *status = json_str(r, "status");
 		if (status == NULL)
-			return sched_fail_tx(t,
-			    "verification ended without a status");
+			return sched_fail_tx(
+			    t, "verification ended without a status");
 		s = json_dumps(r, JSON_COMPACT);
 		rc = store_task_set_text(st, id, TC_VERIFICATION_RESULT, s);
 		if (rc == 0)
-			rc = store_checkpoint_add(st, id, "after_verification",
-			    s);
+			rc = store_checkpoint_add(
+			    st, id, "after_verification", s);
 		free(s);
 		if (rc == -1)
 			return -1;
 		if (strcmp(status, "failed") != 0)
 			return task_enter(st, t, WS_COMPLETED, 0,
 			    strcmp(status, "skipped") == 0
-				? "completed (verification skipped: no "
-				  "command)"
-				: "completed (verification passed)");
+			        ? "completed (verification skipped: no "
+			          "command)"
+			        : "completed (verification passed)");
 		int64_t rounds = t->ival[TI_VERIFY_ROUNDS] + 1;
 		if (store_task_set_int(st, id, TI_VERIFY_ROUNDS, rounds) == -1)
 			return -1;
@@ -567,8 +571,8 @@ sched_apply(const struct task *t, const char *stage, json_t *r)
 			    "verification still fails after "
 			    "ORCH_MAX_VERIFY_ROUNDS rounds");
 		const char *tail = json_str(r, "output_tail");
-		s = xasprintf("The verification command failed:\n%s",
-		    tail ? tail : "");
+		s = xasprintf(
+		    "The verification command failed:\n%s", tail ? tail : "");
 		rc = store_task_set_text(st, id, TC_FEEDBACK, s);
 		free(s);
 		if (rc == -1)
@@ -583,9 +587,9 @@ static void
 sched_result(struct worker *w, const struct proto_msg *m)
 {
 	struct task *t;
-	json_t	    *r = NULL;
+	json_t *r = NULL;
 	json_error_t jerr;
-	int	     rc;
+	int rc;
 
 	if (store_begin(sched_st) == -1)
 		goto dberr;
@@ -604,14 +608,14 @@ sched_result(struct worker *w, const struct proto_msg *m)
 	}
 	if (!m->u[PF_OK]) {
 		const char *why = m->s[PF_TEXT] && *m->s[PF_TEXT]
-		    ? m->s[PF_TEXT]
-		    : "the stage failed";
+		                      ? m->s[PF_TEXT]
+		                      : "the stage failed";
 		rc = sched_fail_tx(t, why);
 	} else if ((r = json_loads(m->s[PF_DATA], JSON_REJECT_DUPLICATES,
-			&jerr)) == NULL ||
-	    !json_is_object(r)) {
+	                &jerr)) == NULL ||
+	           !json_is_object(r)) {
 		rc = sched_fail_tx(t, "the worker's result is not a JSON "
-				      "object");
+		                      "object");
 	} else
 		rc = sched_apply(t, w->stage, r);
 	json_decref(r);
@@ -638,7 +642,7 @@ static void
 sched_check_tokens(struct worker *w)
 {
 	struct task *t;
-	char	    *why;
+	char *why;
 
 	if (cfg.max_tokens == 0)
 		return;
@@ -646,8 +650,8 @@ sched_check_tokens(struct worker *w)
 		return;
 	if ((uint64_t)(t->tokens_in + t->tokens_out) > cfg.max_tokens) {
 		why = xasprintf("token budget exhausted: %lld tokens used, "
-				"ORCH_MAX_TOKENS=%llu (raise it and "
-				"`orch-supervisor --resume %lld`)",
+		                "ORCH_MAX_TOKENS=%llu (raise it and "
+		                "`orch-supervisor --resume %lld`)",
 		    (long long)(t->tokens_in + t->tokens_out),
 		    (unsigned long long)cfg.max_tokens, (long long)t->id);
 		w->stopping = 1;
@@ -693,7 +697,7 @@ sched_worker_msg(struct worker *w, struct proto_msg *m)
 			return;
 		}
 		if (store_checkpoint_add(sched_st, w->task, m->s[PF_NAME],
-			m->slen[PF_DATA] ? m->s[PF_DATA] : NULL) == -1) {
+		        m->slen[PF_DATA] ? m->s[PF_DATA] : NULL) == -1) {
 			log_warnx("task %lld: checkpoint: %s",
 			    (long long)w->task, store_error(sched_st));
 			proc_kill(w, "the database refused a checkpoint");
@@ -704,18 +708,19 @@ sched_worker_msg(struct worker *w, struct proto_msg *m)
 	case PROTO_JOURNAL:
 		if ((int64_t)m->u[PF_SEQ] != w->next_seq ||
 		    m->slen[PF_KIND] == 0) {
-			char *why = xasprintf("protocol error: journal seq %llu, "
-					      "expected %lld",
-			    (unsigned long long)m->u[PF_SEQ],
-			    (long long)w->next_seq);
+			char *why =
+			    xasprintf("protocol error: journal seq %llu, "
+			              "expected %lld",
+			        (unsigned long long)m->u[PF_SEQ],
+			        (long long)w->next_seq);
 			proc_kill(w, why);
 			free(why);
 			return;
 		}
 		if (store_journal_add(sched_st, w->task, w->run,
-			(int64_t)m->u[PF_SEQ], w->stage, m->s[PF_KIND],
-			m->s[PF_DATA], (int64_t)m->u[PF_TOKENS_IN],
-			(int64_t)m->u[PF_TOKENS_OUT]) == -1) {
+		        (int64_t)m->u[PF_SEQ], w->stage, m->s[PF_KIND],
+		        m->s[PF_DATA], (int64_t)m->u[PF_TOKENS_IN],
+		        (int64_t)m->u[PF_TOKENS_OUT]) == -1) {
 			log_warnx("task %lld: journal: %s", (long long)w->task,
 			    store_error(sched_st));
 			proc_kill(w, "the database refused a journal entry");
@@ -740,7 +745,7 @@ static char *
 sched_errtail(const struct worker *w)
 {
 	const char *p = w->errtail, *end = w->errtail + w->errlen;
-	int	    lines = 0;
+	int lines = 0;
 
 	while (end > p && end[-1] == '\n')
 		end--;
@@ -757,13 +762,13 @@ void
 sched_worker_exit(struct worker *w)
 {
 	struct task *t = NULL;
-	char	    *how, *tail, *why;
-	uint64_t     delay;
-	int64_t	     id = w->task;
+	char *how, *tail, *why;
+	uint64_t delay;
+	int64_t id = w->task;
 
 	if (w->done || w->stopping) {
-		if (w->reaped && !(WIFEXITED(w->status) &&
-				     WEXITSTATUS(w->status) == 0) &&
+		if (w->reaped &&
+		    !(WIFEXITED(w->status) && WEXITSTATUS(w->status) == 0) &&
 		    !w->stopping)
 			log_task(LOG_LEVEL_WARN, (uint64_t)id, w->stage,
 			    "worker %d ended badly after its result",
@@ -782,8 +787,8 @@ sched_worker_exit(struct worker *w)
 	free(how);
 	free(tail);
 
-	if (WIFEXITED(w->status) && WEXITSTATUS(w->status) == WORKER_EXIT_PERM &&
-	    w->failure == NULL) {
+	if (WIFEXITED(w->status) &&
+	    WEXITSTATUS(w->status) == WORKER_EXIT_PERM && w->failure == NULL) {
 		sched_event(id, EV_ERROR, w->stage, "%s", why);
 		sched_fail(id, why);
 		goto out;
@@ -800,34 +805,35 @@ sched_worker_exit(struct worker *w)
 		goto out;
 	}
 	int64_t tries = t->ival[TI_STAGE_RETRIES] + 1;
-	int	rc = store_task_set_int(sched_st, id, TI_STAGE_RETRIES, tries);
-	if (rc == 0)
-		rc = store_task_set_int(sched_st, id, TI_RETRY_COUNT,
-		    t->ival[TI_RETRY_COUNT] + 1);
+	int rc = store_task_set_int(sched_st, id, TI_STAGE_RETRIES, tries);
 	if (rc == 0 && (uint64_t)tries > cfg.max_retries) {
 		char *final = xasprintf("%s; gave up after %lld restarts "
-					"(ORCH_MAX_RETRIES=%u)",
+		                        "(ORCH_MAX_RETRIES=%u)",
 		    why, (long long)(tries - 1), cfg.max_retries);
 		rc = sched_fail_tx(t, final);
 		free(final);
 		tries = -1;
 	} else if (rc == 0) {
 		char *text;
-		delay = (uint64_t)cfg.retry_backoff_ms << (tries - 1 < 16
-				? tries - 1
-				: 16);
+
+		/* retry_count counts restarts, so only those that happen. */
+		rc = store_task_set_int(
+		    sched_st, id, TI_RETRY_COUNT, t->ival[TI_RETRY_COUNT] + 1);
+		delay = (uint64_t)cfg.retry_backoff_ms
+		        << (tries - 1 < 16 ? tries - 1 : 16);
 		/* Jitter: between half and all of the delay. */
 		delay = delay / 2 + (delay > 1 ? arc4random_uniform(
-						      (uint32_t)(delay / 2 + 1))
-					       : 0);
+		                                     (uint32_t)(delay / 2 + 1))
+		                               : 0);
 		text = xasprintf("%s; restarting from the last checkpoint in "
-				 "%llu ms (restart %lld of %u)",
+		                 "%llu ms (restart %lld of %u)",
 		    why, (unsigned long long)delay, (long long)tries,
 		    cfg.max_retries);
 		rc = store_event_add(sched_st, id, EV_ERROR, w->stage, text);
 		log_task(LOG_LEVEL_WARN, (uint64_t)id, w->stage, "%s", text);
 		free(text);
-		backoffs = xrealloc(backoffs, (nbackoffs + 1) * sizeof *backoffs);
+		backoffs =
+		    xrealloc(backoffs, (nbackoffs + 1) * sizeof *backoffs);
 		backoffs[nbackoffs].task = id;
 		backoffs[nbackoffs++].until = now_ms() + delay;
 	}
@@ -848,7 +854,7 @@ out:
 void
 sched_task_changed(int64_t task)
 {
-	struct task   *t;
+	struct task *t;
 	struct worker *w = proc_find_task(task);
 
 	for (size_t i = 0; i < nheld; i++) {
@@ -859,9 +865,9 @@ sched_task_changed(int64_t task)
 	}
 	sched_backoff_clear(task);
 	if (store_task_get(sched_st, task, &t) == 0 && t != NULL) {
-		if (w != NULL && (wstate_stage(t->state) == NULL ||
-				     strcmp(wstate_stage(t->state), w->stage)))
-		{
+		if (w != NULL &&
+		    (wstate_stage(t->state) == NULL ||
+		        strcmp(wstate_stage(t->state), w->stage))) {
 			w->stopping = 1;
 			proc_kill(w, NULL);
 		}
@@ -893,10 +899,10 @@ sched_resume_cb(const struct task *t, void *arg)
 }
 
 void
-sched_init(struct event_base *base, struct store *st,
-    const struct sched_opts *opts)
+sched_init(
+    struct event_base *base, struct store *st, const struct sched_opts *opts)
 {
-	struct timeval tv = { 0, 250 * 1000 };
+	struct timeval tv = {0, 250 * 1000};
 
 	sched_base = base;
 	sched_st = st;
@@ -906,11 +912,11 @@ sched_init(struct event_base *base, struct store *st,
 	event_add(sched_timer_ev, &tv);
 	if (opts->only_task == 0) {
 		if (cfg.enable_resume)
-			store_task_list(st, TS_IN_PROGRESS, 0, sched_resume_cb,
-			    NULL);
+			store_task_list(
+			    st, TS_IN_PROGRESS, 0, sched_resume_cb, NULL);
 		else
-			store_task_list(st, TS_IN_PROGRESS, 0, sched_hold_cb,
-			    NULL);
+			store_task_list(
+			    st, TS_IN_PROGRESS, 0, sched_hold_cb, NULL);
 	}
 	sched_kick();
 }
@@ -918,7 +924,7 @@ sched_init(struct event_base *base, struct store *st,
 void
 sched_shutdown(void)
 {
-	struct worker	*w;
+	struct worker *w;
 	struct proto_msg m;
 
 	if (sched_stopping)
@@ -926,7 +932,8 @@ sched_shutdown(void)
 	sched_stopping = 1;
 	sched_stop_deadline = now_ms() + 5000;
 	proto_msg_init(&m, PROTO_STOP);
-	TAILQ_FOREACH(w, &workers, entry) {
+	TAILQ_FOREACH(w, &workers, entry)
+	{
 		w->stopping = 1;
 		proc_send(w, &m);
 	}
@@ -937,7 +944,7 @@ int
 sched_done(void)
 {
 	struct task *t;
-	int	     done;
+	int done;
 
 	if (sched_stopping)
 		return TAILQ_EMPTY(&workers);
@@ -949,9 +956,9 @@ sched_done(void)
 	    t == NULL)
 		return 1;
 	done = t->state == WS_COMPLETED || t->state == WS_FAILED ||
-	    t->state == WS_CANCELLED ||
-	    (sched_opts.stop_at_gate &&
-		wstate_status(t->state) == TS_AWAITING_APPROVAL);
+	       t->state == WS_CANCELLED ||
+	       (sched_opts.stop_at_gate &&
+	           wstate_status(t->state) == TS_AWAITING_APPROVAL);
 	task_free(t);
 	return done;
 }

@@ -20,17 +20,17 @@
 #include "common.h"
 #include "supervisor.h"
 
-volatile int	   server_quit;
-static int	   server_lockfd = -1;
+volatile int server_quit;
+static int server_lockfd = -1;
 static struct event_base *server_base;
-static void	 (*server_tick_fn)(void *);
-static void	  *server_tick_arg;
+static void (*server_tick_fn)(void *);
+static void *server_tick_arg;
 
 int
 server_lock(char **cause)
 {
 	char *path;
-	int   fd;
+	int fd;
 
 	if (server_lockfd != -1)
 		return 0;
@@ -48,8 +48,8 @@ server_lock(char **cause)
 		close(fd);
 		if (errno == EWOULDBLOCK)
 			return 1;
-		*cause = xasprintf("cannot lock the state directory: %s",
-		    strerror(errno));
+		*cause = xasprintf(
+		    "cannot lock the state directory: %s", strerror(errno));
 		return -1;
 	}
 	server_lockfd = fd;
@@ -67,7 +67,7 @@ server_signal_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	if (!server_quit)
 		log_info("signal %d: stopping workers at a safe point; their "
-			 "tasks stay resumable",
+		         "tasks stay resumable",
 		    (int)sig);
 	server_quit = 1;
 	sched_shutdown();
@@ -88,9 +88,9 @@ server_check_cb(evutil_socket_t fd, short what, void *arg)
 static void
 server_backup(struct store *st)
 {
-	char	   ts[32], *dest;
-	time_t	   now = time(NULL);
-	struct tm  tm;
+	char ts[32], *dest;
+	time_t now = time(NULL);
+	struct tm tm;
 
 	gmtime_r(&now, &tm);
 	strftime(ts, sizeof ts, "%Y%m%d-%H%M%S", &tm);
@@ -104,23 +104,22 @@ server_backup(struct store *st)
 		log_warnx("DB_BACKUP_ON_START: backup to %s failed: %s", dest,
 		    store_error(st));
 	else
-		log_info("DB_BACKUP_ON_START: backed up the database to %s",
-		    dest);
+		log_info(
+		    "DB_BACKUP_ON_START: backed up the database to %s", dest);
 	free(dest);
 }
 
 int
-server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *),
-    void *arg)
+server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 {
-	struct store	 *st;
-	struct store_opts so = { cfg.autocheckpoint, 5000 };
-	struct sched_opts opts = { only_task, stop_at_gate };
-	struct event	 *sigs[4], *check;
-	const int	  signums[] = { SIGCHLD, SIGTERM, SIGINT, SIGHUP };
-	struct timeval	  tv = { 0, 100 * 1000 };
-	char		 *cause;
-	int		  rc;
+	struct store *st;
+	struct store_opts so = {cfg.autocheckpoint, 5000};
+	struct sched_opts opts = {only_task, stop_at_gate};
+	struct event *sigs[4], *check;
+	const int signums[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP};
+	struct timeval tv = {0, 100 * 1000};
+	char *cause;
+	int rc;
 
 	switch (server_lock(&cause)) {
 	case -1:
@@ -150,8 +149,8 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *),
 	server_tick_fn = tick;
 	server_tick_arg = arg;
 	for (size_t i = 0; i < nitems(signums); i++) {
-		sigs[i] = evsignal_new(server_base, signums[i],
-		    server_signal_cb, NULL);
+		sigs[i] = evsignal_new(
+		    server_base, signums[i], server_signal_cb, NULL);
 		evsignal_add(sigs[i], NULL);
 	}
 	proc_init(server_base);

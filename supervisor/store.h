@@ -40,15 +40,15 @@ enum tstatus {
 	TS_MAX
 };
 
-const char  *wstate_name(enum wstate);
-int	     wstate_parse(const char *, enum wstate *);
+const char *wstate_name(enum wstate);
+int wstate_parse(const char *, enum wstate *);
 enum tstatus wstate_status(enum wstate);
-const char  *tstatus_name(enum tstatus);
-int	     tstatus_parse(const char *, enum tstatus *);
+const char *tstatus_name(enum tstatus);
+int tstatus_parse(const char *, enum tstatus *);
 /* The stage a worker runs in this state, or NULL when none runs. */
-const char  *wstate_stage(enum wstate);
+const char *wstate_stage(enum wstate);
 
-#define AUTO_APPROVE_PLAN	    0x1
+#define AUTO_APPROVE_PLAN           0x1
 #define AUTO_APPROVE_IMPLEMENTATION 0x2
 
 /* Text columns of tasks that the state machine writes. */
@@ -71,8 +71,8 @@ enum task_col {
 
 /* Integer columns of tasks that the state machine writes. */
 enum task_icol {
-	TI_RETRY_COUNT,	  /* restarts of crashed workers, all stages */
-	TI_STAGE_RUN,	  /* bumped at every new stage run: journal key */
+	TI_RETRY_COUNT,   /* restarts of crashed workers, all stages */
+	TI_STAGE_RUN,     /* bumped at every new stage run: journal key */
 	TI_STAGE_RETRIES, /* restarts within the current stage run */
 	TI_REVIEW_ROUNDS, /* review rounds that asked for changes */
 	TI_VERIFY_ROUNDS, /* verification rounds that failed */
@@ -81,20 +81,20 @@ enum task_icol {
 };
 
 struct task {
-	int64_t	    id;
+	int64_t id;
 	enum wstate state;
-	char	   *request;
-	char	   *repo;	    /* absolute path of the user's repository */
-	char	   *base_commit;    /* HEAD at submit time */
-	char	   *verify_command; /* NULL: use ORCH_VERIFY_COMMAND */
-	int	    auto_approve;   /* AUTO_APPROVE_* bits */
-	char	   *created_at;
-	char	   *updated_at;
-	char	   *text[TC_MAX]; /* NULL where the column is NULL */
-	int64_t	    ival[TI_MAX];
-	char	   *workflow_checkpoint_data;
-	int64_t	    tokens_in; /* sums over the task's usage rows */
-	int64_t	    tokens_out;
+	char *request;
+	char *repo;           /* absolute path of the user's repository */
+	char *base_commit;    /* HEAD at submit time */
+	char *verify_command; /* NULL: use ORCH_VERIFY_COMMAND */
+	int auto_approve;     /* AUTO_APPROVE_* bits */
+	char *created_at;
+	char *updated_at;
+	char *text[TC_MAX]; /* NULL where the column is NULL */
+	int64_t ival[TI_MAX];
+	char *workflow_checkpoint_data;
+	int64_t tokens_in; /* sums over the task's usage rows */
+	int64_t tokens_out;
 };
 
 struct task_new {
@@ -102,7 +102,7 @@ struct task_new {
 	const char *repo;
 	const char *base_commit;
 	const char *verify_command; /* may be NULL */
-	int	    auto_approve;
+	int auto_approve;
 };
 
 struct store;
@@ -123,11 +123,11 @@ struct store_opts {
  * it was: nothing is written before the header and the schema are checked.
  * On failure *storep is NULL and *cause is a malloc'd message.
  */
-int	    store_open(struct store **storep, const char *path, enum store_mode,
-	       const struct store_opts *, char **cause);
-void	    store_close(struct store *); /* accepts NULL */
+int store_open(struct store **storep, const char *path, enum store_mode,
+    const struct store_opts *, char **cause);
+void store_close(struct store *); /* accepts NULL */
 const char *store_error(struct store *);
-int	    store_schema_version(struct store *);
+int store_schema_version(struct store *);
 
 /* Explicit transactions (BEGIN IMMEDIATE) grouping several writes. */
 int store_begin(struct store *);
@@ -153,8 +153,8 @@ int store_task_set_int(struct store *, int64_t id, enum task_icol, int64_t);
  * completed or cancelled.  The callback returns 0 to go on, non-zero to stop.
  */
 typedef int (*store_task_cb)(const struct task *, void *arg);
-int store_task_list(struct store *, int status, int resumable,
-    store_task_cb, void *arg);
+int store_task_list(
+    struct store *, int status, int resumable, store_task_cb, void *arg);
 /*
  * Ids of tasks a worker may run for now (pending, planning, plan_approved,
  * implementing, reviewing, verifying), oldest first, at most max.
@@ -165,14 +165,14 @@ int store_task_runnable(struct store *, int64_t *ids, size_t max, size_t *n);
 int store_checkpoint_add(struct store *, int64_t task, const char *name,
     const char *data /* JSON or NULL */);
 struct checkpoint {
-	int64_t	    id;
+	int64_t id;
 	const char *name;
 	const char *data;
 	const char *created_at;
 };
 typedef int (*store_checkpoint_cb)(const struct checkpoint *, void *arg);
-int store_checkpoint_list(struct store *, int64_t task, store_checkpoint_cb,
-    void *arg);
+int store_checkpoint_list(
+    struct store *, int64_t task, store_checkpoint_cb, void *arg);
 
 /*
  * The step journal: one row per completed step of a stage run, keyed by
@@ -183,13 +183,13 @@ int store_journal_add(struct store *, int64_t task, int64_t run, int64_t seq,
     const char *stage, const char *kind, const char *data, int64_t tokens_in,
     int64_t tokens_out);
 struct journal_entry {
-	int64_t	    seq;
+	int64_t seq;
 	const char *kind;
 	const char *data;
 };
 typedef int (*store_journal_cb)(const struct journal_entry *, void *arg);
-int store_journal_list(struct store *, int64_t task, int64_t run,
-    store_journal_cb, void *arg);
+int store_journal_list(
+    struct store *, int64_t task, int64_t run, store_journal_cb, void *arg);
 
 /* The task log. */
 enum event_kind {
@@ -204,8 +204,8 @@ const char *event_kind_name(enum event_kind);
 int store_event_add(struct store *, int64_t task, enum event_kind,
     const char *stage /* may be NULL */, const char *text);
 struct event {
-	int64_t	    id;
-	int64_t	    task;
+	int64_t id;
+	int64_t task;
 	const char *ts;
 	const char *kind;
 	const char *stage; /* may be NULL */

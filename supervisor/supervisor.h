@@ -20,44 +20,44 @@ struct event;
 
 /* config.c: settings from flags, the environment, .env and defaults. */
 struct config {
-	char	   *state_dir;
-	char	   *db_path;
-	char	   *env_file; /* --env-file, else ./.env when present */
-	int	    enable_resume;
-	int	    backup_on_start;
-	int	    autocheckpoint;
-	char	   *provider;
-	char	   *base_url;
-	char	   *model;
-	char	   *api_key;
-	char	   *script;
-	char	   *scripted_trace;
-	unsigned    llm_timeout_s;
-	unsigned    llm_max_retries;
-	int	    auto_approve;
-	unsigned    max_workers;
-	unsigned    max_retries;
-	unsigned    retry_backoff_ms;
-	unsigned    worker_timeout_s;
-	unsigned    max_steps;
-	unsigned    max_review_rounds;
-	unsigned    max_verify_rounds;
-	unsigned    cmd_timeout_s;
-	uint64_t    max_tokens;
-	char	   *verify_command;
-	char	   *profiles_dir;
-	char	   *worker_path;
-	int	    log_level;
+	char *state_dir;
+	char *db_path;
+	char *env_file; /* --env-file, else ./.env when present */
+	int enable_resume;
+	int backup_on_start;
+	int autocheckpoint;
+	char *provider;
+	char *base_url;
+	char *model;
+	char *api_key;
+	char *script;
+	char *scripted_trace;
+	unsigned llm_timeout_s;
+	unsigned llm_max_retries;
+	int auto_approve;
+	unsigned max_workers;
+	unsigned max_retries;
+	unsigned retry_backoff_ms;
+	unsigned worker_timeout_s;
+	unsigned max_steps;
+	unsigned max_review_rounds;
+	unsigned max_verify_rounds;
+	unsigned cmd_timeout_s;
+	uint64_t max_tokens;
+	char *verify_command;
+	char *profiles_dir;
+	char *worker_path;
+	int log_level;
 };
 
 extern struct config cfg;
 
 /* Load the configuration; on error print what is wrong and exit 2. */
 void config_load(const char *env_file);
-int  config_auto_approve_parse(const char *, int *);
+int config_auto_approve_parse(const char *, int *);
 const char *config_auto_approve_name(int);
 /* Make the state directory (0700) and its subdirectories. */
-int  config_make_state_dir(char **cause);
+int config_make_state_dir(char **cause);
 
 /* task.c: operations on one task, shared by the service and the CLI. */
 
@@ -74,10 +74,10 @@ int task_enter(struct store *, const struct task *, enum wstate state,
  * 409, 500) saying what kind of error it was. */
 int task_submit(struct store *, const struct task_new *, int64_t *id,
     char **err, int *code);
-int task_approve(struct store *, int64_t id, const char *by, char **err,
-    int *code);
-int task_reject(struct store *, int64_t id, const char *reason,
-    const char *by, char **err, int *code);
+int task_approve(
+    struct store *, int64_t id, const char *by, char **err, int *code);
+int task_reject(struct store *, int64_t id, const char *reason, const char *by,
+    char **err, int *code);
 int task_cancel(struct store *, int64_t id, char **err, int *code);
 int task_resume(struct store *, int64_t id, char **err, int *code);
 /* Check that repo is a git work tree with a commit and nothing half done;
@@ -87,52 +87,52 @@ json_t *task_json(struct store *, const struct task *, int full);
 
 /* proc.c: starting, watching and stopping worker processes. */
 struct worker {
-	pid_t		    pid;
-	int64_t		    task;
-	char		    stage[16];
-	int64_t		    run;
+	pid_t pid;
+	int64_t task;
+	char stage[16];
+	int64_t run;
 	struct bufferevent *bev;
-	int		    errfd;
-	struct event	   *errev;
-	char		    errtail[2048]; /* last bytes of its stderr */
-	size_t		    errlen;
-	uint64_t	    started_ms;
-	uint64_t	    last_seen_ms;
-	uint64_t	    reaped_ms;
-	int		    hello;
-	int		    done;     /* its RESULT is committed */
-	int		    stopping; /* we asked it to stop; not a failure */
-	int		    reaped;
-	int		    eof;
-	int		    finished; /* handed to sched_worker_exit */
-	int		    status;   /* wait status once reaped */
-	char		   *failure;  /* why we killed it */
-	int64_t		    next_seq; /* the journal seq it must send next */
+	int errfd;
+	struct event *errev;
+	char errtail[2048]; /* last bytes of its stderr */
+	size_t errlen;
+	uint64_t started_ms;
+	uint64_t last_seen_ms;
+	uint64_t reaped_ms;
+	int hello;
+	int done;     /* its RESULT is committed */
+	int stopping; /* we asked it to stop; not a failure */
+	int reaped;
+	int eof;
+	int finished;     /* handed to sched_worker_exit */
+	int status;       /* wait status once reaped */
+	char *failure;    /* why we killed it */
+	int64_t next_seq; /* the journal seq it must send next */
 	TAILQ_ENTRY(worker) entry;
 };
 TAILQ_HEAD(workers, worker);
 extern struct workers workers;
 
-void	       proc_init(struct event_base *);
+void proc_init(struct event_base *);
 struct worker *proc_spawn(struct event_base *, int64_t task, const char *stage,
     int64_t run, char **cause);
-int	       proc_send(struct worker *, const struct proto_msg *);
+int proc_send(struct worker *, const struct proto_msg *);
 /* Kill the worker's whole process group; reason is kept for the log. */
-void	       proc_kill(struct worker *, const char *reason);
-void	       proc_reap(void); /* the SIGCHLD handler's waitpid loop */
-void	       proc_watchdog(uint64_t timeout_ms);
+void proc_kill(struct worker *, const char *reason);
+void proc_reap(void); /* the SIGCHLD handler's waitpid loop */
+void proc_watchdog(uint64_t timeout_ms);
 struct worker *proc_find_task(int64_t task);
-unsigned       proc_count(void);
-void	       proc_free(struct worker *);
+unsigned proc_count(void);
+void proc_free(struct worker *);
 /* Describe an exit ("exited with status 1", "killed by signal 9"). */
-char	      *proc_describe(int status);
+char *proc_describe(int status);
 /* The worker program to exec. */
-const char    *proc_worker_path(void);
+const char *proc_worker_path(void);
 
 /* sched.c: the state machine that runs tasks through their stages. */
 struct sched_opts {
-	int64_t only_task;    /* foreground run: this task only (0: all) */
-	int	stop_at_gate; /* foreground: done when only_task waits */
+	int64_t only_task; /* foreground run: this task only (0: all) */
+	int stop_at_gate;  /* foreground: done when only_task waits */
 };
 void sched_init(struct event_base *, struct store *, const struct sched_opts *);
 void sched_kick(void); /* look for work soon */
@@ -140,7 +140,7 @@ void sched_worker_msg(struct worker *, struct proto_msg *);
 void sched_worker_exit(struct worker *); /* reaped and at EOF */
 void sched_shutdown(void);
 /* Foreground: only_task has ended or waits; service: all stopped. */
-int  sched_done(void);
+int sched_done(void);
 /* A task changed outside the scheduler (API): stop its worker if it was
  * cancelled, let it run again if it was resumed. */
 void sched_task_changed(int64_t task);
@@ -151,19 +151,19 @@ void sched_event(int64_t task, enum event_kind, const char *stage,
 
 /* server.c: the service. */
 /* Take the state directory lock; 0 taken, 1 held by a running service. */
-int  server_lock(char **cause);
+int server_lock(char **cause);
 /*
  * Run the service until SIGTERM/SIGINT, or in the foreground for one task
  * (only_task) until it ends or, with stop_at_gate, waits for approval.
  * tick(arg) runs every 100 ms and once at the end (the foreground printer).
  */
-int  server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *),
-    void *arg);
+int server_run(
+    int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg);
 /* True when the loop is asked to stop (SIGTERM/SIGINT). */
 extern volatile int server_quit;
 
 /* control.c: the HTTP/JSON control API on the Unix socket. */
-int  control_init(struct event_base *, struct store *, char **cause);
+int control_init(struct event_base *, struct store *, char **cause);
 void control_free(void);
 char *control_socket_path(void);
 

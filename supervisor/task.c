@@ -39,14 +39,14 @@ task_enter(struct store *st, const struct task *t, enum wstate state,
     int new_run, const char *why)
 {
 	const char *cp = task_start_checkpoint(state);
-	char	   *text;
-	int	    rc;
+	char *text;
+	int rc;
 
 	if (store_task_set_state(st, t->id, state) == -1)
 		return -1;
 	if (cp != NULL && new_run) {
 		int64_t run = t->ival[TI_STAGE_RUN] + 1;
-		char   *data = xasprintf("{\"run\":%lld}", (long long)run);
+		char *data = xasprintf("{\"run\":%lld}", (long long)run);
 
 		rc = store_task_set_int(st, t->id, TI_STAGE_RUN, run);
 		if (rc == 0)
@@ -68,13 +68,13 @@ task_enter(struct store *st, const struct task *t, enum wstate state,
 static int
 task_git(char *const argv[], char **line)
 {
-	int		  p[2], status;
-	pid_t		  pid;
+	int p[2], status;
+	pid_t pid;
 	posix_spawn_file_actions_t fa;
-	char		  buf[4096];
-	size_t		  len = 0;
-	ssize_t		  n;
-	extern char	**environ;
+	char buf[4096];
+	size_t len = 0;
+	ssize_t n;
+	extern char **environ;
 
 	*line = NULL;
 	if (pipe2(p, O_CLOEXEC) == -1)
@@ -91,7 +91,7 @@ task_git(char *const argv[], char **line)
 	posix_spawn_file_actions_destroy(&fa);
 	close(p[1]);
 	while ((n = read(p[0], buf + len, sizeof buf - 1 - len)) > 0 ||
-	    (n == -1 && errno == EINTR)) {
+	       (n == -1 && errno == EINTR)) {
 		if (n > 0)
 			len += (size_t)n;
 		if (len == sizeof buf - 1)
@@ -109,16 +109,16 @@ task_git(char *const argv[], char **line)
 int
 task_check_repo(const char *repo, char **abs, char **head, char **err)
 {
-	char  real[PATH_MAX], *out;
-	char *a_top[] = { (char *)"git", (char *)"-C", real, (char *)"rev-parse",
-		(char *)"--show-toplevel", NULL };
-	char *a_head[] = { (char *)"git", (char *)"-C", real,
-		(char *)"rev-parse", (char *)"--verify", (char *)"-q",
-		(char *)"HEAD^{commit}", NULL };
-	char *a_gd[] = { (char *)"git", (char *)"-C", real, (char *)"rev-parse",
-		(char *)"--absolute-git-dir", NULL };
-	static const char *const busy[] = { "MERGE_HEAD", "CHERRY_PICK_HEAD",
-		"REVERT_HEAD", "REBASE_HEAD", "rebase-merge", "rebase-apply" };
+	char real[PATH_MAX], *out;
+	char *a_top[] = {(char *)"git", (char *)"-C", real, (char *)"rev-parse",
+	    (char *)"--show-toplevel", NULL};
+	char *a_head[] = {(char *)"git", (char *)"-C", real,
+	    (char *)"rev-parse", (char *)"--verify", (char *)"-q",
+	    (char *)"HEAD^{commit}", NULL};
+	char *a_gd[] = {(char *)"git", (char *)"-C", real, (char *)"rev-parse",
+	    (char *)"--absolute-git-dir", NULL};
+	static const char *const busy[] = {"MERGE_HEAD", "CHERRY_PICK_HEAD",
+	    "REVERT_HEAD", "REBASE_HEAD", "rebase-merge", "rebase-apply"};
 
 	*abs = *head = NULL;
 	if (realpath(repo, real) == NULL) {
@@ -128,8 +128,8 @@ task_check_repo(const char *repo, char **abs, char **head, char **err)
 	if (task_git(a_top, &out) == -1) {
 		free(out);
 		*err = xasprintf("--repo %s is not a git repository (run "
-				 "`git init` and commit, or give the right "
-				 "directory)",
+		                 "`git init` and commit, or give the right "
+		                 "directory)",
 		    repo);
 		return -1;
 	}
@@ -138,23 +138,23 @@ task_check_repo(const char *repo, char **abs, char **head, char **err)
 	if (task_git(a_head, &out) == -1) {
 		free(out);
 		*err = xasprintf("--repo %s has no commits yet: commit "
-				 "something first",
+		                 "something first",
 		    repo);
 		return -1;
 	}
 	*head = out;
 	if (task_git(a_gd, &out) == 0) {
 		for (size_t i = 0; i < nitems(busy); i++) {
-			char	   *p = xasprintf("%s/%s", out, busy[i]);
+			char *p = xasprintf("%s/%s", out, busy[i]);
 			struct stat sb;
-			int	    found = lstat(p, &sb) == 0;
+			int found = lstat(p, &sb) == 0;
 
 			free(p);
 			if (found) {
 				*err = xasprintf("--repo %s is in the middle "
-						 "of a merge, rebase or "
-						 "cherry-pick (%s): finish or "
-						 "abort it first",
+				                 "of a merge, rebase or "
+				                 "cherry-pick (%s): finish or "
+				                 "abort it first",
 				    repo, busy[i]);
 				free(out);
 				free(*head);
@@ -178,8 +178,7 @@ task_fail_store(struct store *st, char **err, int *code)
 
 /* Load task id in a write transaction; on error the transaction is over. */
 static int
-task_load(struct store *st, int64_t id, struct task **t, char **err,
-    int *code)
+task_load(struct store *st, int64_t id, struct task **t, char **err, int *code)
 {
 	if (store_begin(st) == -1)
 		return task_fail_store(st, err, code);
@@ -189,8 +188,8 @@ task_load(struct store *st, int64_t id, struct task **t, char **err,
 	}
 	if (*t == NULL) {
 		store_rollback(st);
-		*err = xasprintf("no task %lld (see `orch-supervisor list`)",
-		    (long long)id);
+		*err = xasprintf(
+		    "no task %lld (see `orch-supervisor list`)", (long long)id);
 		*code = 404;
 		return -1;
 	}
@@ -227,11 +226,11 @@ task_submit(struct store *st, const struct task_new *tn, int64_t *id,
 }
 
 int
-task_approve(struct store *st, int64_t id, const char *by, char **err,
-    int *code)
+task_approve(
+    struct store *st, int64_t id, const char *by, char **err, int *code)
 {
 	struct task *t;
-	int	     rc;
+	int rc;
 
 	if (task_load(st, id, &t, err, code) == -1)
 		return -1;
@@ -241,12 +240,14 @@ task_approve(struct store *st, int64_t id, const char *by, char **err,
 	case WS_PLAN_AWAITING_APPROVAL:
 		rc = store_task_stamp(st, id, TC_PLAN_APPROVED_AT);
 		if (rc == 0)
-			rc = store_task_set_text(st, id, TC_PLAN_APPROVED_BY, by);
+			rc = store_task_set_text(
+			    st, id, TC_PLAN_APPROVED_BY, by);
 		if (rc == 0)
-			rc = store_checkpoint_add(st, id, "plan_approved", NULL);
+			rc =
+			    store_checkpoint_add(st, id, "plan_approved", NULL);
 		if (rc == 0)
-			rc = task_enter(st, t, WS_PLAN_APPROVED, 0,
-			    "plan approved");
+			rc = task_enter(
+			    st, t, WS_PLAN_APPROVED, 0, "plan approved");
 		break;
 	case WS_IMPLEMENTATION_AWAITING_APPROVAL: {
 		/* After the review rounds ran out, a person's approval
@@ -255,11 +256,11 @@ task_approve(struct store *st, int64_t id, const char *by, char **err,
 
 		rc = store_task_stamp(st, id, TC_IMPLEMENTATION_APPROVED_AT);
 		if (rc == 0)
-			rc = store_task_set_text(st, id,
-			    TC_IMPLEMENTATION_APPROVED_BY, by);
+			rc = store_task_set_text(
+			    st, id, TC_IMPLEMENTATION_APPROVED_BY, by);
 		if (rc == 0)
-			rc = store_checkpoint_add(st, id,
-			    "implementation_approved", NULL);
+			rc = store_checkpoint_add(
+			    st, id, "implementation_approved", NULL);
 		if (rc == 0)
 			rc = task_enter(st, t,
 			    skip ? WS_VERIFYING : WS_REVIEWING, 1,
@@ -268,7 +269,7 @@ task_approve(struct store *st, int64_t id, const char *by, char **err,
 	}
 	default:
 		*err = xasprintf("task %lld is %s: only a task awaiting "
-				 "approval can be approved",
+		                 "approval can be approved",
 		    (long long)id, wstate_name(t->state));
 		*code = 409;
 		task_free(t);
@@ -283,47 +284,51 @@ task_reject(struct store *st, int64_t id, const char *reason, const char *by,
     char **err, int *code)
 {
 	struct task *t;
-	int	     rc;
-	char	    *fb;
+	int rc;
+	char *fb, *why;
 
 	if (reason == NULL || *reason == '\0') {
 		*err = xstrdup("reject needs --reason TEXT: say what to do "
-			       "differently");
+		               "differently");
 		*code = 400;
 		return -1;
 	}
 	if (task_load(st, id, &t, err, code) == -1)
 		return -1;
-	(void)by;
+	if (by == NULL || *by == '\0')
+		by = getenv("USER") != NULL ? getenv("USER") : "unknown";
+	why = xasprintf("%s rejected by %s: %s",
+	    t->state == WS_PLAN_AWAITING_APPROVAL ? "plan" : "implementation",
+	    by, reason);
 	switch (t->state) {
 	case WS_PLAN_AWAITING_APPROVAL:
-		rc = store_task_set_text(st, id, TC_PLAN_REJECTION_REASON,
-		    reason);
+		rc = store_task_set_text(
+		    st, id, TC_PLAN_REJECTION_REASON, reason);
 		if (rc == 0)
-			rc = task_enter(st, t, WS_PLANNING, 1,
-			    "plan rejected, planning again");
+			rc = task_enter(st, t, WS_PLANNING, 1, why);
 		break;
 	case WS_IMPLEMENTATION_AWAITING_APPROVAL:
-		fb = xasprintf("A person rejected the implementation: %s",
-		    reason);
-		rc = store_task_set_text(st, id,
-		    TC_IMPLEMENTATION_REJECTION_REASON, reason);
+		fb = xasprintf(
+		    "A person rejected the implementation: %s", reason);
+		rc = store_task_set_text(
+		    st, id, TC_IMPLEMENTATION_REJECTION_REASON, reason);
 		if (rc == 0)
 			rc = store_task_set_text(st, id, TC_FEEDBACK, fb);
 		if (rc == 0)
-			rc = task_enter(st, t, WS_IMPLEMENTING, 1,
-			    "implementation rejected, implementing again");
+			rc = task_enter(st, t, WS_IMPLEMENTING, 1, why);
 		free(fb);
 		break;
 	default:
+		free(why);
 		*err = xasprintf("task %lld is %s: only a task awaiting "
-				 "approval can be rejected",
+		                 "approval can be rejected",
 		    (long long)id, wstate_name(t->state));
 		*code = 409;
 		task_free(t);
 		store_rollback(st);
 		return -1;
 	}
+	free(why);
 	return task_done(st, t, rc, err, code);
 }
 
@@ -342,16 +347,16 @@ task_cancel(struct store *st, int64_t id, char **err, int *code)
 		store_rollback(st);
 		return -1;
 	}
-	return task_done(st, t, task_enter(st, t, WS_CANCELLED, 0, "cancelled"),
-	    err, code);
+	return task_done(
+	    st, t, task_enter(st, t, WS_CANCELLED, 0, "cancelled"), err, code);
 }
 
 int
 task_resume(struct store *st, int64_t id, char **err, int *code)
 {
 	struct task *t;
-	enum wstate  back;
-	int	     rc;
+	enum wstate back;
+	int rc;
 
 	if (task_load(st, id, &t, err, code) == -1)
 		return -1;
@@ -365,15 +370,14 @@ task_resume(struct store *st, int64_t id, char **err, int *code)
 	case WS_PLAN_AWAITING_APPROVAL:
 	case WS_IMPLEMENTATION_AWAITING_APPROVAL:
 		*err = xasprintf("task %lld is waiting for approval: "
-				 "`orch-supervisor approve %lld` or `reject "
-				 "%lld --reason ...`",
+		                 "`orch-supervisor approve %lld` or `reject "
+		                 "%lld --reason ...`",
 		    (long long)id, (long long)id, (long long)id);
 		*code = 409;
 		break;
 	case WS_FAILED:
 		back = (enum wstate)t->ival[TI_FAILED_STATE];
-		if (t->ival[TI_FAILED_STATE] < 0 ||
-		    wstate_stage(back) == NULL)
+		if (t->ival[TI_FAILED_STATE] < 0 || wstate_stage(back) == NULL)
 			back = WS_PENDING;
 		/* The same stage run goes on: its journal is replayed. */
 		rc = store_task_set_int(st, id, TI_STAGE_RETRIES, 0);
@@ -403,11 +407,11 @@ task_json_checkpoint(const struct checkpoint *cp, void *arg)
 	return 0;
 }
 
-static const char *const text_names[TC_MAX] = { "plan", "implementation",
-	"review", "verification_result", "workflow_log", "plan_approved_at",
-	"plan_approved_by", "plan_rejection_reason",
-	"implementation_approved_at", "implementation_approved_by",
-	"implementation_rejection_reason", "error_details", "feedback" };
+static const char *const text_names[TC_MAX] = {"plan", "implementation",
+    "review", "verification_result", "workflow_log", "plan_approved_at",
+    "plan_approved_by", "plan_rejection_reason", "implementation_approved_at",
+    "implementation_approved_by", "implementation_rejection_reason",
+    "error_details", "feedback"};
 
 json_t *
 task_json(struct store *st, const struct task *t, int full)
@@ -416,16 +420,16 @@ task_json(struct store *st, const struct task *t, int full)
 
 	json_object_set_new(o, "id", json_integer(t->id));
 	json_object_set_new(o, "request", json_string(t->request));
-	json_object_set_new(o, "status",
-	    json_string(tstatus_name(wstate_status(t->state))));
-	json_object_set_new(o, "workflow_state",
-	    json_string(wstate_name(t->state)));
+	json_object_set_new(
+	    o, "status", json_string(tstatus_name(wstate_status(t->state))));
+	json_object_set_new(
+	    o, "workflow_state", json_string(wstate_name(t->state)));
 	json_object_set_new(o, "created_at", json_string(t->created_at));
 	json_object_set_new(o, "updated_at", json_string(t->updated_at));
-	json_object_set_new(o, "repo",
-	    t->repo ? json_string(t->repo) : json_null());
-	json_object_set_new(o, "retry_count",
-	    json_integer(t->ival[TI_RETRY_COUNT]));
+	json_object_set_new(
+	    o, "repo", t->repo ? json_string(t->repo) : json_null());
+	json_object_set_new(
+	    o, "retry_count", json_integer(t->ival[TI_RETRY_COUNT]));
 	json_object_set_new(o, "tokens_in", json_integer(t->tokens_in));
 	json_object_set_new(o, "tokens_out", json_integer(t->tokens_out));
 	if (!full)
@@ -439,13 +443,18 @@ task_json(struct store *st, const struct task *t, int full)
 	for (int i = 0; i < TC_MAX; i++)
 		json_object_set_new(o, text_names[i],
 		    t->text[i] ? json_string(t->text[i]) : json_null());
-	json_object_set_new(o, "stage_run", json_integer(t->ival[TI_STAGE_RUN]));
-	json_object_set_new(o, "review_rounds",
-	    json_integer(t->ival[TI_REVIEW_ROUNDS]));
-	json_object_set_new(o, "verify_rounds",
-	    json_integer(t->ival[TI_VERIFY_ROUNDS]));
-	json_object_set_new(o, "branch",
-	    json_sprintf("orch/task-%lld", (long long)t->id));
+	json_object_set_new(o, "workflow_checkpoint_data",
+	    t->workflow_checkpoint_data
+	        ? json_string(t->workflow_checkpoint_data)
+	        : json_null());
+	json_object_set_new(
+	    o, "stage_run", json_integer(t->ival[TI_STAGE_RUN]));
+	json_object_set_new(
+	    o, "review_rounds", json_integer(t->ival[TI_REVIEW_ROUNDS]));
+	json_object_set_new(
+	    o, "verify_rounds", json_integer(t->ival[TI_VERIFY_ROUNDS]));
+	json_object_set_new(
+	    o, "branch", json_sprintf("orch/task-%lld", (long long)t->id));
 	a = json_array();
 	if (store_checkpoint_list(st, t->id, task_json_checkpoint, a) == 0)
 		json_object_set_new(o, "checkpoints", a);

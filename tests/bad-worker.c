@@ -49,10 +49,10 @@ static void
 pick_mode(char *mode, size_t size)
 {
 	FILE *f;
-	char  line[64];
-	long  n;
-	int   fd = open(home_file("bad-worker.count"),
-	      O_WRONLY | O_APPEND | O_CREAT, 0600);
+	char line[64];
+	long n;
+	int fd = open(
+	    home_file("bad-worker.count"), O_WRONLY | O_APPEND | O_CREAT, 0600);
 
 	n = lseek(fd, 0, SEEK_END);
 	if (write(fd, "x", 1) != 1)
@@ -75,7 +75,7 @@ static void
 exec_real(char **argv)
 {
 	FILE *f = fopen(home_file("bad-worker.real"), "r");
-	char  path[4096];
+	char path[4096];
 
 	if (f == NULL || fgets(path, sizeof path, f) == NULL)
 		_exit(3);
@@ -105,9 +105,9 @@ raw(const void *p, size_t n)
 int
 main(int argc, char **argv)
 {
-	char		 mode[64];
+	char mode[64];
 	struct proto_msg m;
-	const char	*cause;
+	const char *cause;
 
 	(void)argc;
 	pick_mode(mode, sizeof mode);
@@ -141,14 +141,14 @@ main(int argc, char **argv)
 			buf[i] = (unsigned char)(i * 131 + 7);
 		raw(buf, sizeof buf);
 	} else if (strcmp(mode, "truncated") == 0) {
-		unsigned char buf[14] = { 0, 0, 0, 100, 0x93, 1, 1, 1 };
+		unsigned char buf[14] = {0, 0, 0, 100, 0x93, 1, 1, 1};
 		raw(buf, sizeof buf);
 		exit(0);
 	} else if (strcmp(mode, "oversized") == 0) {
 		uint32_t len = PROTO_MAX_FRAME + 1;
-		unsigned char hdr[4] = { (unsigned char)(len >> 24),
-			(unsigned char)(len >> 16), (unsigned char)(len >> 8),
-			(unsigned char)len };
+		unsigned char hdr[4] = {(unsigned char)(len >> 24),
+		    (unsigned char)(len >> 16), (unsigned char)(len >> 8),
+		    (unsigned char)len};
 		raw(hdr, 4);
 	} else if (strcmp(mode, "nested") == 0) {
 		static unsigned char buf[4 + 2001];
@@ -158,8 +158,8 @@ main(int argc, char **argv)
 		buf[4 + 2000] = 0x01;
 		raw(buf, sizeof buf);
 	} else if (strcmp(mode, "hugearray") == 0) {
-		unsigned char buf[9] = { 0, 0, 0, 5, 0xdd, 0xff, 0xff, 0xff,
-			0xff };
+		unsigned char buf[9] = {
+		    0, 0, 0, 5, 0xdd, 0xff, 0xff, 0xff, 0xff};
 		raw(buf, sizeof buf);
 	} else if (strcmp(mode, "badseq") == 0) {
 		proto_msg_init(&m, PROTO_JOURNAL);

@@ -26,20 +26,20 @@ tap_ok(int cond, const char *file, int line, const char *what)
 
 #define ok(cond, what) tap_ok(!!(cond), __FILE__, __LINE__, (what))
 
-#define is_int(got, want, what)                                               \
-	do {                                                                  \
-		long long g_ = (long long)(got), w_ = (long long)(want);      \
-		if (!ok(g_ == w_, what))                                      \
-			printf("#   got %lld, want %lld\n", g_, w_);          \
+#define is_int(got, want, what)                                                \
+	do {                                                                   \
+		long long g_ = (long long)(got), w_ = (long long)(want);       \
+		if (!ok(g_ == w_, what))                                       \
+			printf("#   got %lld, want %lld\n", g_, w_);           \
 	} while (0)
 
-#define is_str(got, want, what)                                               \
-	do {                                                                  \
-		const char *g_ = (got), *w_ = (want);                         \
-		if (!ok(g_ != NULL && w_ != NULL && strcmp(g_, w_) == 0,      \
-			what))                                                \
-			printf("#   got \"%s\", want \"%s\"\n",               \
-			    g_ ? g_ : "(null)", w_ ? w_ : "(null)");          \
+#define is_str(got, want, what)                                                \
+	do {                                                                   \
+		const char *g_ = (got), *w_ = (want);                          \
+		if (!ok(g_ != NULL && w_ != NULL && strcmp(g_, w_) == 0,       \
+		        what))                                                 \
+			printf("#   got \"%s\", want \"%s\"\n",                \
+			    g_ ? g_ : "(null)", w_ ? w_ : "(null)");           \
 	} while (0)
 
 static inline int

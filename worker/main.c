@@ -28,9 +28,9 @@ struct replay {
 };
 
 static struct replay *replay;
-static size_t	      nreplay, replay_pos;
-static uint64_t	      next_seq = 1, next_cp = 1;
-static uint64_t	      last_beat, beat_ms = 1000;
+static size_t nreplay, replay_pos;
+static uint64_t next_seq = 1, next_cp = 1;
+static uint64_t last_beat, beat_ms = 1000;
 
 static void __attribute__((noreturn))
 wio_lost(const char *what, const char *cause)
@@ -88,7 +88,7 @@ wio_wait_ack(uint64_t seq)
 void
 wio_heartbeat(void *unused)
 {
-	struct pollfd	 pfd = { SUP_FD, POLLIN, 0 };
+	struct pollfd pfd = {SUP_FD, POLLIN, 0};
 	struct proto_msg m;
 
 	(void)unused;
@@ -115,8 +115,8 @@ wio_sleep(unsigned ms)
 			return;
 		wio_heartbeat(NULL);
 		uint64_t left = end - now;
-		struct timespec ts = { 0, (long)(left > 100 ? 100 : left) *
-			1000000L };
+		struct timespec ts = {
+		    0, (long)(left > 100 ? 100 : left) * 1000000L};
 		nanosleep(&ts, NULL);
 	}
 }
@@ -125,8 +125,8 @@ void
 wio_log(int kind, const char *fmt, ...)
 {
 	struct proto_msg m;
-	va_list		 ap;
-	char		*text;
+	va_list ap;
+	char *text;
 
 	va_start(ap, fmt);
 	if (vasprintf(&text, fmt, ap) == -1)
@@ -143,7 +143,7 @@ void
 wio_checkpoint(const char *name, const char *data)
 {
 	struct proto_msg m;
-	uint64_t	 seq = next_cp++;
+	uint64_t seq = next_cp++;
 
 	proto_msg_init(&m, PROTO_CHECKPOINT);
 	m.u[PF_SEQ] = seq;
@@ -182,11 +182,11 @@ journal_data(size_t i, const char **kind)
 }
 
 void
-journal_put(const char *kind, const char *data, int64_t tokens_in,
-    int64_t tokens_out)
+journal_put(
+    const char *kind, const char *data, int64_t tokens_in, int64_t tokens_out)
 {
 	struct proto_msg m;
-	uint64_t	 seq = next_seq++;
+	uint64_t seq = next_seq++;
 
 	if (replay_pos < nreplay)
 		fatalx("journal_put while %zu entries remain to replay",
@@ -205,7 +205,7 @@ void
 wio_result(int ok, const char *error, json_t *data)
 {
 	struct proto_msg m;
-	char		*s = data ? json_dumps(data, JSON_COMPACT) : NULL;
+	char *s = data ? json_dumps(data, JSON_COMPACT) : NULL;
 
 	proto_msg_init(&m, PROTO_RESULT);
 	m.u[PF_OK] = ok ? 1 : 0;
@@ -221,15 +221,15 @@ int
 main(int argc, char **argv)
 {
 	struct proto_msg m;
-	struct stage	 st;
-	json_error_t	 jerr;
-	json_int_t	 hb;
+	struct stage st;
+	json_error_t jerr;
+	json_int_t hb;
 
 	(void)argv;
 	log_init("orch-worker", LOG_LEVEL_INFO);
 	if (argc != 1 || fcntl(SUP_FD, F_GETFD) == -1) {
 		fprintf(stderr, "orch-worker is started by orch-supervisor, "
-				"not by hand\n");
+		                "not by hand\n");
 		return WORKER_EXIT_PERM;
 	}
 	/* Nothing we start (git, bwrap) may inherit the link. */
@@ -273,6 +273,6 @@ main(int argc, char **argv)
 	if (hb > 0)
 		beat_ms = (uint64_t)hb;
 	log_init("orch-worker", (enum log_level)json_integer_value(
-				    json_object_get(st.cfg, "log_level")));
+	                            json_object_get(st.cfg, "log_level")));
 	stage_run(&st);
 }

@@ -20,19 +20,19 @@
 #include "proto.h"
 #include "worker.h"
 
-#define STAGE_DIFF_MAX	   (64 * 1024)
-#define STAGE_OUTPUT_TAIL  4000
+#define STAGE_DIFF_MAX    (64 * 1024)
+#define STAGE_OUTPUT_TAIL 4000
 
-static struct stage	      *S;
-static int		       rootfd = -1;
-static char		      *last_commit;
+static struct stage *S;
+static int rootfd = -1;
+static char *last_commit;
 static struct sandbox_profile *profile;
 
 static void __attribute__((noreturn, format(printf, 1, 2)))
 stage_fail(const char *fmt, ...)
 {
 	va_list ap;
-	char   *msg;
+	char *msg;
 
 	va_start(ap, fmt);
 	if (vasprintf(&msg, fmt, ap) == -1)
@@ -47,7 +47,7 @@ static void __attribute__((noreturn, format(printf, 1, 2)))
 stage_retry(const char *fmt, ...)
 {
 	va_list ap;
-	char   *msg;
+	char *msg;
 
 	va_start(ap, fmt);
 	if (vasprintf(&msg, fmt, ap) == -1)
@@ -69,11 +69,11 @@ static void
 stage_workspace(void)
 {
 	const char *target = cfg_str("snapshot");
-	char	   *cause;
+	char *cause;
 
 	for (size_t i = 0; i < journal_count(); i++) {
 		const char *kind, *data = journal_data(i, &kind);
-		json_t	   *j;
+		json_t *j;
 
 		if (strcmp(kind, "tool") != 0)
 			continue;
@@ -97,20 +97,20 @@ stage_workspace(void)
 }
 
 static int
-stage_run_command(void *arg, const char *command, unsigned timeout_s,
-    char **result_json)
+stage_run_command(
+    void *arg, const char *command, unsigned timeout_s, char **result_json)
 {
 	struct sandbox_result res;
-	char		     *cause;
+	char *cause;
 
 	(void)arg;
 	if (timeout_s == 0 || timeout_s > S->cmd_timeout_s)
 		timeout_s = S->cmd_timeout_s;
-	if (sandbox_run(profile, S->worktree, command, timeout_s,
-		wio_heartbeat, NULL, &res, &cause) == -1) {
+	if (sandbox_run(profile, S->worktree, command, timeout_s, wio_heartbeat,
+	        NULL, &res, &cause) == -1) {
 		/* Fail closed: nothing ran. */
 		*result_json = xasprintf("the sandbox is unavailable, so the "
-					 "command was not run: %s",
+		                         "command was not run: %s",
 		    cause);
 		free(cause);
 		return -1;
@@ -124,11 +124,11 @@ stage_run_command(void *arg, const char *command, unsigned timeout_s,
 static json_t *
 stage_reply(json_t *messages, json_t *tools, int turn)
 {
-	const char     *data = journal_next("reply");
-	struct llm_turn lt = { S, turn };
-	json_t	       *reply;
-	char	       *cause, *s;
-	int		permanent;
+	const char *data = journal_next("reply");
+	struct llm_turn lt = {S, turn};
+	json_t *reply;
+	char *cause, *s;
+	int permanent;
 
 	if (data != NULL) {
 		if ((reply = json_loads(data, 0, NULL)) == NULL)
@@ -142,10 +142,10 @@ stage_reply(json_t *messages, json_t *tools, int turn)
 	}
 	s = json_dumps(reply, JSON_COMPACT);
 	journal_put("reply", s,
-	    json_integer_value(json_object_get(json_object_get(reply, "usage"),
-		"in")),
-	    json_integer_value(json_object_get(json_object_get(reply, "usage"),
-		"out")));
+	    json_integer_value(
+	        json_object_get(json_object_get(reply, "usage"), "in")),
+	    json_integer_value(
+	        json_object_get(json_object_get(reply, "usage"), "out")));
 	free(s);
 	const char *text = json_string_value(json_object_get(reply, "text"));
 	if (text != NULL && *text != '\0')
@@ -158,28 +158,29 @@ stage_reply(json_t *messages, json_t *tools, int turn)
 static json_t *
 stage_tool(const struct tool_ctx *ctx, json_t *call, int step)
 {
-	const char	  *data = journal_next("tool");
-	const char	  *name = json_string_value(json_object_get(call, "name"));
-	const char	  *args = json_string_value(json_object_get(call,
-	       "arguments"));
-	const char	  *id = json_string_value(json_object_get(call, "id"));
+	const char *data = journal_next("tool");
+	const char *name = json_string_value(json_object_get(call, "name"));
+	const char *args =
+	    json_string_value(json_object_get(call, "arguments"));
+	const char *id = json_string_value(json_object_get(call, "id"));
 	struct tool_result tr;
-	json_t		  *res;
-	char		  *s, *commit = NULL, *cause;
-	static const char *const outcomes[] = { "done", "error", "terminal" };
+	json_t *res;
+	char *s, *commit = NULL, *cause;
+	static const char *const outcomes[] = {"done", "error", "terminal"};
 
 	if (data != NULL) {
 		if ((res = json_loads(data, 0, NULL)) == NULL)
-			stage_fail("journaled tool result %d is not JSON", step);
+			stage_fail(
+			    "journaled tool result %d is not JSON", step);
 		return res;
 	}
-	wio_log(PROTO_LOG_TOOL, "%s %.200s", name ? name : "?",
-	    args ? args : "");
+	wio_log(
+	    PROTO_LOG_TOOL, "%s %.200s", name ? name : "?", args ? args : "");
 	tool_exec(ctx, name ? name : "", args ? args : "", &tr);
 	if (tr.changed) {
 		s = xasprintf("%s step %d: %s", S->name, step, name);
-		if (ws_snapshot(S->worktree, S->ref, S->base, s, &commit,
-			&cause) == -1)
+		if (ws_snapshot(
+		        S->worktree, S->ref, S->base, s, &commit, &cause) == -1)
 			stage_retry("snapshot: %s", cause);
 		free(s);
 	}
@@ -197,7 +198,7 @@ stage_tool(const struct tool_ctx *ctx, json_t *call, int step)
 	if (commit != NULL) {
 		if (strcmp(commit, last_commit) != 0) {
 			s = xasprintf("{\"commit\":\"%s\",\"stage\":\"%s\","
-				      "\"step\":%d}",
+			              "\"step\":%d}",
 			    commit, S->name, step);
 			wio_checkpoint("snapshot", s);
 			free(s);
@@ -215,19 +216,19 @@ stage_tool(const struct tool_ctx *ctx, json_t *call, int step)
 static json_t *
 stage_loop(json_t *messages, const char *terminal)
 {
-	struct tool_ctx ctx = { rootfd, S->name, NULL, NULL };
-	json_t	       *tools = tool_schemas(S->name);
-	int		step = 0;
+	struct tool_ctx ctx = {rootfd, S->name, NULL, NULL};
+	json_t *tools = tool_schemas(S->name);
+	int step = 0;
 
 	if (strcmp(S->name, "implementing") == 0)
 		ctx.run_command = stage_run_command;
 	for (int turn = 0;; turn++) {
 		json_t *reply, *calls, *call, *am;
-		size_t	i;
+		size_t i;
 
 		if ((unsigned)turn >= S->max_steps)
 			stage_fail("the model used all %u turns "
-				   "(ORCH_MAX_STEPS) without calling %s",
+			           "(ORCH_MAX_STEPS) without calling %s",
 			    S->max_steps, terminal);
 		reply = stage_reply(messages, tools, turn);
 		calls = json_object_get(reply, "tool_calls");
@@ -239,23 +240,24 @@ stage_loop(json_t *messages, const char *terminal)
 		if (json_array_size(calls) == 0) {
 			json_array_append_new(messages,
 			    json_pack("{s:s,s:s+}", "role", "user", "content",
-				"Use the tools. End this stage by calling ",
-				terminal));
+			        "Use the tools. End this stage by calling ",
+			        terminal));
 			json_decref(reply);
 			continue;
 		}
-		json_array_foreach(calls, i, call) {
+		json_array_foreach(calls, i, call)
+		{
 			json_t *res = stage_tool(&ctx, call, ++step);
 			json_array_append_new(messages,
 			    json_pack("{s:s,s:O,s:O,s:O}", "role", "tool",
-				"tool_call_id", json_object_get(res, "id"),
-				"name", json_object_get(res, "name"),
-				"content", json_object_get(res, "text")));
-			if (strcmp(json_string_value(json_object_get(res,
-					   "outcome")),
-				"terminal") == 0) {
-				json_t *v = json_incref(
-				    json_object_get(res, "value"));
+			        "tool_call_id", json_object_get(res, "id"),
+			        "name", json_object_get(res, "name"), "content",
+			        json_object_get(res, "text")));
+			if (strcmp(json_string_value(
+			               json_object_get(res, "outcome")),
+			        "terminal") == 0) {
+				json_t *v =
+				    json_incref(json_object_get(res, "value"));
 				json_decref(res);
 				json_decref(reply);
 				json_decref(tools);
@@ -274,9 +276,9 @@ stage_loop(json_t *messages, const char *terminal)
 static char *
 stage_peek(const char *tool, const char *args)
 {
-	struct tool_ctx	   ctx = { rootfd, "planning", NULL, NULL };
+	struct tool_ctx ctx = {rootfd, "planning", NULL, NULL};
 	struct tool_result tr;
-	char		  *s;
+	char *s;
 
 	tool_exec(&ctx, tool, args, &tr);
 	s = xstrdup(tr.outcome == TOOL_DONE ? tr.text : "(none)");
@@ -293,17 +295,16 @@ stage_messages(const char *system, char *user)
 	return m;
 }
 
-static void __attribute__((noreturn))
-stage_planning(void)
+static void __attribute__((noreturn)) stage_planning(void)
 {
-	char	   *files = stage_peek("list_files", "{\"path\":\"\"}");
-	char	   *readme = stage_peek("read_file", "{\"path\":\"README.md\"}");
+	char *files = stage_peek("list_files", "{\"path\":\"\"}");
+	char *readme = stage_peek("read_file", "{\"path\":\"README.md\"}");
 	const char *why = cfg_str("plan_rejection_reason");
-	char	   *user;
-	json_t	   *v;
+	char *user;
+	json_t *v;
 
 	user = xasprintf("Request:\n%s\n\nFiles in the repository:\n%s\n\n"
-			 "README.md:\n%s%s%s%s%s",
+	                 "README.md:\n%s%s%s%s%s",
 	    cfg_str("request"), files, readme,
 	    why ? "\n\nA person rejected your earlier plan.\nReason: " : "",
 	    why ? why : "", why ? "\nThe earlier plan:\n" : "",
@@ -314,12 +315,11 @@ stage_planning(void)
 	wio_result(1, NULL, v);
 }
 
-static void __attribute__((noreturn))
-stage_implementing(void)
+static void __attribute__((noreturn)) stage_implementing(void)
 {
 	const char *fb = cfg_str("feedback");
-	char	   *user, *cause, *result, *stat, *msg;
-	json_t	   *v, *out;
+	char *user, *cause, *result, *stat, *msg;
+	json_t *v, *out;
 
 	user = xasprintf("Request:\n%s\n\nThe approved plan:\n%s%s%s",
 	    cfg_str("request"), cfg_str("plan") ? cfg_str("plan") : "(none)",
@@ -329,7 +329,7 @@ stage_implementing(void)
 	msg = xasprintf("%s\n\n%s", cfg_str("request"),
 	    json_string_value(json_object_get(v, "summary")));
 	if (ws_squash(S->worktree, cfg_str("branch"), S->base, last_commit, msg,
-		&result, &cause) == -1)
+	        &result, &cause) == -1)
 		stage_retry("squash: %s", cause);
 	free(msg);
 	if (ws_diffstat(S->worktree, S->base, result, &stat, &cause) == -1)
@@ -343,17 +343,16 @@ stage_implementing(void)
 	wio_result(1, NULL, out);
 }
 
-static void __attribute__((noreturn))
-stage_reviewing(void)
+static void __attribute__((noreturn)) stage_reviewing(void)
 {
-	char   *diff, *cause, *user;
+	char *diff, *cause, *user;
 	json_t *v;
 
 	if (ws_diff(S->worktree, S->base, last_commit, STAGE_DIFF_MAX, &diff,
-		&cause) == -1)
+	        &cause) == -1)
 		stage_retry("diff: %s", cause);
 	user = xasprintf("Request:\n%s\n\nThe approved plan:\n%s\n\nThe "
-			 "change, as a diff against the base commit:\n%s",
+	                 "change, as a diff against the base commit:\n%s",
 	    cfg_str("request"), cfg_str("plan") ? cfg_str("plan") : "(none)",
 	    *diff ? diff : "(no changes)");
 	free(diff);
@@ -374,20 +373,19 @@ stage_cleanup(void)
 	}
 }
 
-static void __attribute__((noreturn))
-stage_verifying(void)
+static void __attribute__((noreturn)) stage_verifying(void)
 {
 	const char *cmd = cfg_str("verify_command");
 	const char *data;
-	char	   *s;
-	json_t	   *res, *out;
-	size_t	    len;
+	char *s;
+	json_t *res, *out;
+	size_t len;
 
 	if (cmd == NULL) {
 		stage_cleanup();
 		wio_result(1, NULL,
 		    json_pack("{s:s,s:s}", "status", "skipped", "reason",
-			"no --verify command and no ORCH_VERIFY_COMMAND"));
+		        "no --verify command and no ORCH_VERIFY_COMMAND"));
 	}
 	if ((data = journal_next("command")) == NULL) {
 		wio_log(PROTO_LOG_TOOL, "verify: %s", cmd);
@@ -400,18 +398,17 @@ stage_verifying(void)
 		stage_fail("journaled command result is not JSON");
 	const char *output = json_string_value(json_object_get(res, "output"));
 	len = output ? strlen(output) : 0;
-	int passed = json_integer_value(json_object_get(res, "exit_status")) ==
-		0 &&
+	int passed =
+	    json_integer_value(json_object_get(res, "exit_status")) == 0 &&
 	    json_is_integer(json_object_get(res, "exit_status"));
 	out = json_pack("{s:s,s:s,s:O?,s:O?,s:O?,s:s}", "status",
 	    passed ? "passed" : "failed", "command", cmd, "exit_status",
 	    json_object_get(res, "exit_status"), "signal",
 	    json_object_get(res, "signal"), "duration_ms",
 	    json_object_get(res, "duration_ms"), "output_tail",
-	    output ? output + (len > STAGE_OUTPUT_TAIL
-				     ? len - STAGE_OUTPUT_TAIL
-				     : 0)
-		   : "");
+	    output ? output +
+	                 (len > STAGE_OUTPUT_TAIL ? len - STAGE_OUTPUT_TAIL : 0)
+	           : "");
 	wio_log(passed ? PROTO_LOG_INFO : PROTO_LOG_ERROR,
 	    "verification %s (exit status %lld)", passed ? "passed" : "failed",
 	    (long long)json_integer_value(json_object_get(res, "exit_status")));
@@ -445,8 +442,8 @@ stage_run(struct stage *st)
 	S->ref = cfg_str("ref");
 	S->base = cfg_str("base_commit");
 	S->round = (int)json_integer_value(json_object_get(S->cfg, "round"));
-	S->max_steps = (unsigned)json_integer_value(
-	    json_object_get(S->cfg, "max_steps"));
+	S->max_steps =
+	    (unsigned)json_integer_value(json_object_get(S->cfg, "max_steps"));
 	S->cmd_timeout_s = (unsigned)json_integer_value(
 	    json_object_get(S->cfg, "cmd_timeout_s"));
 	if (S->worktree == NULL || S->repo == NULL || S->ref == NULL ||
@@ -456,9 +453,9 @@ stage_run(struct stage *st)
 		S->max_steps = 50;
 	S->profiles_dir = stage_profiles_dir();
 	if ((strcmp(S->name, "implementing") == 0 ||
-		strcmp(S->name, "verifying") == 0) &&
+	        strcmp(S->name, "verifying") == 0) &&
 	    sandbox_profile_load(S->profiles_dir, S->name, &profile, &cause) ==
-		-1)
+	        -1)
 		stage_fail("sandbox profile: %s", cause);
 	stage_workspace();
 

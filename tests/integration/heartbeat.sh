@@ -1,0 +1,59 @@
+#!/bin/bash
+# A worker that stops talking (after HELLO, or before it) is killed once it
+# has been silent ORCH_WORKER_TIMEOUT_S, and its stage restarts.
+. "$ORCH_TESTS_DIR/integration/lib.sh"
+
+cat >"$T/script.json" <<'JSON'
+{
+  "planning": [
+    {"text": "Planning.", "tool_calls": [{"name": "submit_plan", "arguments":
+      {"plan": "Write a.txt."}}]}
+  ],
+  "implementing": [
+    {"text": "a", "tool_calls": [{"name": "write_file", "arguments":
+      {"path": "a.txt", "content": "alpha\n"}}]},
+    {"text": "Done.", "tool_calls": [{"name": "finish", "arguments":
+      {"summary": "Wrote a.txt."}}]}
+  ],
+  "reviewing": [
+    {"text": "Fine.", "tool_calls": [{"name": "submit_review", "arguments":
+      {"verdict": "approve", "comments": "OK."}}]}
+  ]
+}
+JSON
+export ORCH_LLM_SCRIPT="$T/script.json" ORCH_WORKER_TIMEOUT_S=1
+
+gone() { ! kill -0 "$1" 2>/dev/null || grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+bad_pid() { pgrep -P "$SVC" -x bad-worker; }
+
+make_repo "$T/repo"
+bad_worker hang
+service_start
+
+# mode MODE ID: the worker of task ID hangs in MODE; it must be killed within
+# a few seconds and the task completed by the real worker.
+mode() {
+	local m=$1 id=$2 pid t0 t1
+	bad_worker "$m"
+	is "$("$SUP" submit "Write a file ($m)" --repo "$T/repo" --auto-approve all)" "$id" \
+		"$m: submit prints id $id"
+	wait_for 10 bad_pid || bail "$m: the bad worker did not start"
+	pid=$(bad_pid)
+	t0=$(now_ms)
+	wait_for 10 gone "$pid"
+	t1=$(now_ms)
+	check "$m: the silent worker is killed" gone "$pid"
+	check "$m: ... after ORCH_WORKER_TIMEOUT_S but within 4 s ($((t1 - t0)) ms)" \
+		test $((t1 - t0)) -ge 700 -a $((t1 - t0)) -le 4000
+	wait_for 30 state_is "$id" completed
+	is "$(state_of "$id")" completed "$m: the task completes with the real worker"
+	is "$(sq "SELECT retry_count FROM tasks WHERE id=$id")" 1 "$m: after one restart"
+	like "$(sq "SELECT text FROM events WHERE task_id=$id AND kind='error'")" \
+		"worker $pid no heartbeat for [0-9]+ s.*restarting" \
+		"$m: an event says the worker sent no heartbeat"
+}
+mode hang 1
+mode silent 2
+check "the service is still running" kill -0 "$SVC"
+done_testing
