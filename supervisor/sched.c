@@ -652,7 +652,7 @@ sched_check_tokens(struct worker *w)
 		why = xasprintf("token budget exhausted: %lld tokens used, "
 		                "ORCH_MAX_TOKENS=%llu (raise it and "
 		                "`orch-supervisor --resume %lld`)",
-		    (long long)(t->tokens_in + t->tokens_out),
+		    (long long)t->tokens_in + (long long)t->tokens_out,
 		    (unsigned long long)cfg.max_tokens, (long long)t->id);
 		w->stopping = 1;
 		proc_kill(w, NULL);
@@ -829,7 +829,9 @@ sched_worker_exit(struct worker *w)
 		                 "%llu ms (restart %lld of %u)",
 		    why, (unsigned long long)delay, (long long)tries,
 		    cfg.max_retries);
-		rc = store_event_add(sched_st, id, EV_ERROR, w->stage, text);
+		if (rc == 0)
+			rc = store_event_add(
+			    sched_st, id, EV_ERROR, w->stage, text);
 		log_task(LOG_LEVEL_WARN, (uint64_t)id, w->stage, "%s", text);
 		free(text);
 		backoffs =
@@ -867,7 +869,7 @@ sched_task_changed(int64_t task)
 	if (store_task_get(sched_st, task, &t) == 0 && t != NULL) {
 		if (w != NULL &&
 		    (wstate_stage(t->state) == NULL ||
-		        strcmp(wstate_stage(t->state), w->stage))) {
+		        strcmp(wstate_stage(t->state), w->stage) != 0)) {
 			w->stopping = 1;
 			proc_kill(w, NULL);
 		}

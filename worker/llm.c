@@ -1,5 +1,6 @@
 /*
- * One model turn, whatever the provider.  This file holds the dispatch and
+ * One model turn, whatever the provider.  This file holds the dispatch (to
+ * llm_openai.c and llm_anthropic.c, which share llm_http.c) and
  * the offline `scripted` provider: a JSON script of replies per stage and
  * turn, for the demo and the tests.
  *
@@ -28,7 +29,7 @@ static json_t *
 scripted_load(const char *script, char **cause)
 {
 	json_error_t jerr;
-	json_t	    *j;
+	json_t *j;
 
 	if (script == NULL)
 		j = json_loads(prompt_get("demo-script.json"),
@@ -44,7 +45,7 @@ scripted_load(const char *script, char **cause)
 	}
 	if (!json_is_object(j)) {
 		*cause = xstrdup("ORCH_LLM_SCRIPT: the script must be a JSON "
-				 "object of stages");
+		                 "object of stages");
 		json_decref(j);
 		return NULL;
 	}
@@ -56,7 +57,7 @@ static void
 scripted_trace(const char *path, const struct llm_turn *t)
 {
 	char *line;
-	int   fd;
+	int fd;
 
 	if (path == NULL)
 		return;
@@ -75,15 +76,15 @@ scripted_trace(const char *path, const struct llm_turn *t)
 }
 
 static int
-scripted_chat(const struct llm_turn *t, json_t **reply, char **cause,
-    int *permanent)
+scripted_chat(
+    const struct llm_turn *t, json_t **reply, char **cause, int *permanent)
 {
-	json_t	   *script, *turns, *turn, *calls, *out, *oc;
-	const char *path = json_string_value(json_object_get(t->st->llm,
-	    "script"));
-	char	   *key;
-	size_t	    i;
-	json_t	   *c;
+	json_t *script, *turns, *turn, *calls, *out, *oc;
+	const char *path =
+	    json_string_value(json_object_get(t->st->llm, "script"));
+	char *key;
+	size_t i;
+	json_t *c;
 
 	*permanent = 1;
 	if ((script = scripted_load(path, cause)) == NULL)
@@ -93,10 +94,11 @@ scripted_chat(const struct llm_turn *t, json_t **reply, char **cause,
 	free(key);
 	if (turns == NULL)
 		turns = json_object_get(script, t->st->name);
-	if (!json_is_array(turns) || (size_t)t->turn >= json_array_size(turns)) {
+	if (!json_is_array(turns) ||
+	    (size_t)t->turn >= json_array_size(turns)) {
 		*cause = xasprintf("the scripted model has no turn %d for "
-				   "stage %s (round %d): extend "
-				   "ORCH_LLM_SCRIPT",
+		                   "stage %s (round %d): extend "
+		                   "ORCH_LLM_SCRIPT",
 		    t->turn + 1, t->st->name, t->st->round);
 		json_decref(script);
 		return -1;
@@ -108,8 +110,8 @@ scripted_chat(const struct llm_turn *t, json_t **reply, char **cause,
 		json_decref(script);
 		return -1;
 	}
-	scripted_trace(json_string_value(json_object_get(t->st->llm, "trace")),
-	    t);
+	scripted_trace(
+	    json_string_value(json_object_get(t->st->llm, "trace")), t);
 	if (json_is_integer(json_object_get(turn, "delay_ms")))
 		wio_sleep((unsigned)json_integer_value(
 		    json_object_get(turn, "delay_ms")));
@@ -118,23 +120,25 @@ scripted_chat(const struct llm_turn *t, json_t **reply, char **cause,
 	oc = json_array();
 	json_object_set_new(out, "text",
 	    json_string(json_is_string(json_object_get(turn, "text"))
-		    ? json_string_value(json_object_get(turn, "text"))
-		    : ""));
+	                    ? json_string_value(json_object_get(turn, "text"))
+	                    : ""));
 	calls = json_object_get(turn, "tool_calls");
-	json_array_foreach(calls, i, c) {
-		json_t	   *args = json_object_get(c, "arguments");
-		const char *name = json_string_value(json_object_get(c, "name"));
-		char	    id[64];
-		char	   *as = json_is_string(args)
-			   ? xstrdup(json_string_value(args))
-			   : args != NULL
-			   ? json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY)
-			   : xstrdup("{}");
+	json_array_foreach(calls, i, c)
+	{
+		json_t *args = json_object_get(c, "arguments");
+		const char *name =
+		    json_string_value(json_object_get(c, "name"));
+		char id[64];
+		char *as =
+		    json_is_string(args) ? xstrdup(json_string_value(args))
+		    : args != NULL
+		        ? json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY)
+		        : xstrdup("{}");
 
 		snprintf(id, sizeof id, "call_%d_%zu", t->turn, i);
-		json_array_append_new(oc,
-		    json_pack("{s:s,s:s,s:s}", "id", id, "name",
-			name ? name : "", "arguments", as));
+		json_array_append_new(
+		    oc, json_pack("{s:s,s:s,s:s}", "id", id, "name",
+		            name ? name : "", "arguments", as));
 		free(as);
 	}
 	json_object_set_new(out, "tool_calls", oc);
@@ -142,13 +146,11 @@ scripted_chat(const struct llm_turn *t, json_t **reply, char **cause,
 	    json_string(json_array_size(oc) ? "tool_calls" : "stop"));
 	json_object_set_new(out, "usage",
 	    json_pack("{s:I,s:I}", "in",
-		json_integer_value(json_object_get(json_object_get(turn,
-							 "usage"),
-		    "in")),
-		"out",
-		json_integer_value(json_object_get(json_object_get(turn,
-							 "usage"),
-		    "out"))));
+	        json_integer_value(
+	            json_object_get(json_object_get(turn, "usage"), "in")),
+	        "out",
+	        json_integer_value(
+	            json_object_get(json_object_get(turn, "usage"), "out"))));
 	json_decref(script);
 	*reply = out;
 	return 0;
@@ -158,17 +160,21 @@ int
 llm_chat(const struct llm_turn *t, json_t *messages, json_t *tools,
     json_t **reply, char **cause, int *permanent)
 {
-	const char *provider = json_string_value(json_object_get(t->st->llm,
-	    "provider"));
+	const char *provider =
+	    json_string_value(json_object_get(t->st->llm, "provider"));
 
-	(void)messages;
-	(void)tools;
 	*reply = NULL;
 	*permanent = 0;
 	if (provider == NULL || strcmp(provider, "scripted") == 0)
 		return scripted_chat(t, reply, cause, permanent);
-	*cause = xasprintf("the %s provider is not built into this worker "
-			   "yet: set ORCH_LLM_PROVIDER=scripted",
+	if (strcmp(provider, "openai") == 0)
+		return llm_openai_chat(
+		    t, messages, tools, reply, cause, permanent);
+	if (strcmp(provider, "anthropic") == 0)
+		return llm_anthropic_chat(
+		    t, messages, tools, reply, cause, permanent);
+	*cause = xasprintf("unknown LLM provider %s: set ORCH_LLM_PROVIDER "
+	                   "to openai, anthropic or scripted",
 	    provider);
 	*permanent = 1;
 	return -1;

@@ -399,6 +399,8 @@ profile_line(struct sandbox_profile *p, struct parse_state *st, char *line)
 	}
 
 	n = split_words(line, w, nitems(w) - 1);
+	if (n == 0)
+		return xasprintf("empty directive");
 	if (n > nitems(w) - 1)
 		return xasprintf("too many words");
 

@@ -147,8 +147,12 @@ stage_reply(json_t *messages, json_t *tools, int turn)
 	    json_integer_value(
 	        json_object_get(json_object_get(reply, "usage"), "out")));
 	free(s);
+	/* The streaming providers showed the text as it arrived. */
 	const char *text = json_string_value(json_object_get(reply, "text"));
-	if (text != NULL && *text != '\0')
+	const char *prov =
+	    json_string_value(json_object_get(S->llm, "provider"));
+	if (text != NULL && *text != '\0' &&
+	    (prov == NULL || strcmp(prov, "scripted") == 0))
 		wio_log(PROTO_LOG_MODEL, "%s", text);
 	return reply;
 }

@@ -28,37 +28,37 @@ void wio_checkpoint(const char *name, const char *data);
  * replay is over and the caller computes the step). */
 const char *journal_next(const char *kind);
 /* Commit a step's result; returns once the supervisor committed it. */
-void journal_put(const char *kind, const char *data, int64_t tokens_in,
-    int64_t tokens_out);
+void journal_put(
+    const char *kind, const char *data, int64_t tokens_in, int64_t tokens_out);
 /* Send the stage's result and exit once it is committed. */
 void wio_result(int ok, const char *error, json_t *data)
     __attribute__((noreturn));
 /* The replayed entries of this stage run (for the workspace restore). */
-size_t	    journal_count(void);
+size_t journal_count(void);
 const char *journal_data(size_t i, const char **kind);
 
 /* stage.c: the stages. */
 struct stage {
-	int64_t	    task;
+	int64_t task;
 	const char *name; /* planning, implementing, reviewing, verifying */
-	int64_t	    run;
-	int	    round;
-	json_t	   *cfg;  /* the START data */
-	json_t	   *llm;  /* cfg.llm */
+	int64_t run;
+	int round;
+	json_t *cfg; /* the START data */
+	json_t *llm; /* cfg.llm */
 	const char *worktree;
 	const char *repo;
 	const char *ref;
 	const char *base;
-	char	   *profiles_dir;
-	unsigned    max_steps;
-	unsigned    cmd_timeout_s;
+	char *profiles_dir;
+	unsigned max_steps;
+	unsigned cmd_timeout_s;
 };
 void stage_run(struct stage *) __attribute__((noreturn));
 
 /* llm.c: one model turn, whatever the provider. */
 struct llm_turn {
 	const struct stage *st;
-	int		    turn; /* 0 for the stage run's first call */
+	int turn; /* 0 for the stage run's first call */
 };
 /*
  * Ask the model for one turn.  messages use the neutral form
@@ -75,11 +75,11 @@ int llm_chat(const struct llm_turn *, json_t *messages, json_t *tools,
 const char *prompt_get(const char *name);
 
 /* Limits on what the model may hand the tools and what they hand back. */
-#define TOOL_MAX_ARGS	  (1024 * 1024)	 /* bytes of one call's arguments */
-#define TOOL_MAX_READ	  (256 * 1024)	 /* bytes read_file returns */
-#define TOOL_MAX_WRITE	  (1024 * 1024)	 /* bytes write_file/edit_file write */
-#define TOOL_MAX_LIST	  2000		 /* entries list_files returns */
-#define TOOL_MAX_RESULT	  (256 * 1024)	 /* bytes of any tool result */
+#define TOOL_MAX_ARGS   (1024 * 1024) /* bytes of one call's arguments */
+#define TOOL_MAX_READ   (256 * 1024)  /* bytes read_file returns */
+#define TOOL_MAX_WRITE  (1024 * 1024) /* bytes write_file/edit_file write */
+#define TOOL_MAX_LIST   2000          /* entries list_files returns */
+#define TOOL_MAX_RESULT (256 * 1024)  /* bytes of any tool result */
 
 /* workspace.c: the task's git worktree and its snapshots. */
 
@@ -90,8 +90,8 @@ const char *prompt_get(const char *name);
  */
 
 /* Create the worktree at dir from commit if it does not exist yet. */
-int ws_create(const char *repo, const char *dir, const char *commit,
-    char **cause);
+int ws_create(
+    const char *repo, const char *dir, const char *commit, char **cause);
 /*
  * Make dir hold exactly the files of commit: tracked changes reset,
  * untracked files removed (ignored files are left alone).
@@ -125,8 +125,8 @@ int ws_remove(const char *repo, const char *dir, char **cause);
 /* tools.c: the tools offered to the model, and their dispatcher. */
 
 struct tool_ctx {
-	int	    rootfd; /* O_PATH|O_DIRECTORY descriptor of the workspace */
-	const char *stage;  /* planning, implementing, reviewing, verifying */
+	int rootfd;        /* O_PATH|O_DIRECTORY descriptor of the workspace */
+	const char *stage; /* planning, implementing, reviewing, verifying */
 	/* Runs a command in the stage's sandbox (sandbox.c); NULL: refused. */
 	int (*run_command)(void *arg, const char *command, unsigned timeout_s,
 	    char **result_json);
@@ -141,9 +141,9 @@ enum tool_outcome {
 
 struct tool_result {
 	enum tool_outcome outcome;
-	char		 *text;	   /* malloc'd: the tool result for the model */
-	int		  changed; /* the call may have changed files */
-	json_t		 *value;   /* TOOL_TERMINAL: the validated arguments */
+	char *text;    /* malloc'd: the tool result for the model */
+	int changed;   /* the call may have changed files */
+	json_t *value; /* TOOL_TERMINAL: the validated arguments */
 };
 
 /*
@@ -169,19 +169,19 @@ struct sandbox_profile; /* one stage's profile, parsed */
  * Read and validate sandbox-profiles/STAGE.profile from dir.  A bad line is
  * an error naming the file and the line.  *cause is malloc'd.
  */
-int  sandbox_profile_load(const char *dir, const char *stage,
-     struct sandbox_profile **, char **cause);
+int sandbox_profile_load(const char *dir, const char *stage,
+    struct sandbox_profile **, char **cause);
 void sandbox_profile_free(struct sandbox_profile *);
 
 struct sandbox_result {
-	int	 exited;      /* 1: exit_status is valid */
-	int	 exit_status;
-	int	 signal;      /* killed by this signal, or 0 */
-	int	 timed_out;   /* the wall-clock limit killed it */
-	char	*limit;	      /* malloc'd name of an rlimit it hit, or NULL */
+	int exited; /* 1: exit_status is valid */
+	int exit_status;
+	int signal;    /* killed by this signal, or 0 */
+	int timed_out; /* the wall-clock limit killed it */
+	char *limit;   /* malloc'd name of an rlimit it hit, or NULL */
 	uint64_t duration_ms;
-	char	*output;      /* malloc'd: stdout+stderr, head and tail */
-	size_t	 output_dropped; /* bytes left out of the middle */
+	char *output;          /* malloc'd: stdout+stderr, head and tail */
+	size_t output_dropped; /* bytes left out of the middle */
 };
 
 /*
@@ -203,5 +203,133 @@ char *sandbox_result_json(const struct sandbox_result *);
 /* Check that bwrap exists and can create its namespaces: 0, or -1 with a
  * *cause that says why and how to fix it. */
 int sandbox_check(char **cause);
+
+/* sse.c: an incremental text/event-stream parser. */
+
+#define SSE_MAX_EVENT (16 * 1024 * 1024) /* bytes of one event's lines */
+
+/*
+ * One event: its type ("message" when the stream named none) and its data
+ * lines joined with '\n'.  Return 0 to go on; anything else stops the parse
+ * and sse_feed returns it.
+ */
+typedef int (*sse_event_fn)(
+    void *arg, const char *event, const char *data, size_t len);
+
+struct sse {
+	sse_event_fn cb;
+	void *arg;
+	char *line; /* the unfinished line */
+	size_t linelen, linecap;
+	char *data; /* the event's data lines so far */
+	size_t datalen, datacap;
+	char *event; /* the event's type, or NULL */
+	int has_data;
+	int cr;    /* the last byte was a CR: skip an LF after it */
+	int start; /* at the stream's first byte (a BOM is skipped) */
+	int stopped;
+};
+
+void sse_init(struct sse *, sse_event_fn, void *arg);
+/* Parse len more bytes, split anywhere: 0, the callback's stop value, or -1
+ * when a line or an event exceeds SSE_MAX_EVENT. */
+int sse_feed(struct sse *, const char *buf, size_t len);
+/* Whether bytes of an unfinished event are pending (the stream was cut). */
+int sse_pending(const struct sse *);
+void sse_clear(struct sse *);
+
+/* llm_http.c: a streamed model reply, assembled, and the HTTP round trip. */
+
+struct llm_call {
+	int index; /* the API's index of the call (or content block) */
+	int closed;
+	char *id;
+	char *name;
+	char *args;
+	size_t argslen, argscap;
+};
+
+/*
+ * A provider's reply as it arrives: an SSE stream (or one JSON body from a
+ * server that does not stream), assembled into the neutral reply.  The
+ * provider sets event (one SSE event) and whole (a non-streamed JSON body);
+ * both return 0, or -1 after llm_asm_fail.
+ */
+struct llm_asm {
+	int (*event)(
+	    struct llm_asm *, const char *event, const char *data, size_t len);
+	int (*whole)(struct llm_asm *, json_t *body);
+	const char *end_name; /* what ends a complete stream, for messages */
+	/* Text as it arrives (for the task log), or NULL. */
+	void (*text_fn)(void *arg, const char *s, size_t n);
+	void *text_arg;
+	int turn;
+	int mode; /* 0 nothing yet, 1 SSE, 2 JSON */
+	struct sse sse;
+	char *body; /* mode 2 */
+	size_t bodylen, bodycap;
+	char *text;
+	size_t textlen, textcap;
+	struct llm_call *calls;
+	size_t ncalls;
+	char *stop;
+	int64_t in, out;
+	int done;
+	unsigned events; /* SSE events seen */
+	char *error;
+};
+
+void llm_asm_init(struct llm_asm *, int turn);
+/* Feed bytes of a 200's body: 0, or -1 with the attempt failed (->error). */
+int llm_asm_feed(struct llm_asm *, const char *buf, size_t len);
+/*
+ * The body is over: 0 with *reply (the neutral reply), or -1 with *cause
+ * when the attempt failed (cut short, not the API's format, an error event).
+ * A reply cut by the output token limit (stop "length") keeps its text and
+ * drops its tool calls, whose arguments may be cut: see llm_http.c.
+ */
+int llm_asm_finish(struct llm_asm *, json_t **reply, char **cause);
+void llm_asm_clear(struct llm_asm *);
+/* For providers: record the first failure (printf-like); returns -1. */
+int llm_asm_fail(struct llm_asm *, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void llm_asm_text(struct llm_asm *, const char *s, size_t n);
+/* The call with this index, created (with id and name) when new. */
+struct llm_call *llm_asm_call(
+    struct llm_asm *, int index, const char *id, const char *name);
+void llm_asm_args(struct llm_call *, const char *s, size_t n);
+void llm_asm_stop(struct llm_asm *, const char *stop);
+
+struct llm_req {
+	const struct llm_turn *t;
+	const char *url;
+	const char *body;
+	const char *const *headers; /* the provider's, NULL-terminated */
+	const char *secret;         /* never shown: scrubbed from errors */
+	void (*asm_init)(struct llm_asm *, int turn);
+};
+
+/*
+ * POST req->body to req->url with the X-Orch-* headers, retrying what may
+ * pass (see llm_http.c).  0 with *reply, or -1 with *cause and *permanent as
+ * llm_chat.
+ */
+int llm_http_chat(
+    const struct llm_req *, json_t **reply, char **cause, int *permanent);
+/* s with every occurrence of secret replaced (malloc'd). */
+char *llm_scrub(const char *s, const char *secret);
+
+/* llm_openai.c: OpenAI chat completions (and compatible servers). */
+json_t *llm_openai_request(const char *model, json_t *messages, json_t *tools);
+void llm_openai_asm(struct llm_asm *, int turn);
+int llm_openai_chat(const struct llm_turn *, json_t *messages, json_t *tools,
+    json_t **reply, char **cause, int *permanent);
+
+/* llm_anthropic.c: the Anthropic Messages API. */
+json_t *llm_anthropic_request(
+    const char *model, json_t *messages, json_t *tools);
+void llm_anthropic_asm(struct llm_asm *, int turn);
+int llm_anthropic_chat(const struct llm_turn *, json_t *messages, json_t *tools,
+    json_t **reply, char **cause, int *permanent);
 
 #endif

@@ -1,0 +1,5 @@
+#!/bin/bash
+# Transient faults on the anthropic provider are retried and the task
+# completes.
+. "$ORCH_TESTS_DIR/integration/llm-lib.sh"
+llm_faults anthropic

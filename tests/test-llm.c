@@ -1,0 +1,560 @@
+/*
+ * Unit tests for the providers without a network: recorded reply bodies of
+ * both APIs, fed to the assembly at every split point, must give the same
+ * neutral reply; cut streams, error events, bodies that are not the API's,
+ * the token limit; the requests built from neutral messages; the scrub.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "worker.h"
+#include "tap.h"
+
+/* The worker's link to the supervisor is not part of these tests. */
+void
+wio_heartbeat(void *unused)
+{
+	(void)unused;
+}
+
+void
+wio_sleep(unsigned ms)
+{
+	(void)ms;
+}
+
+void
+wio_log(int kind, const char *fmt, ...)
+{
+	(void)kind;
+	(void)fmt;
+}
+
+static size_t textlen;
+
+static void
+count_text(void *arg, const char *s, size_t n)
+{
+	(void)arg;
+	(void)s;
+	textlen += n;
+}
+
+/*
+ * Assemble body cut at the points cut1 and cut2: the reply as compact JSON
+ * text, or "ERR: cause".
+ */
+static char *
+assemble(void (*init)(struct llm_asm *, int), const char *body, size_t len,
+    size_t cut1, size_t cut2)
+{
+	struct llm_asm a;
+	size_t cuts[3] = {cut1, cut2, len}, at = 0;
+	json_t *reply;
+	char *cause, *s;
+	int rc = 0;
+
+	init(&a, 3);
+	a.text_fn = count_text;
+	textlen = 0;
+	for (int i = 0; i < 3 && rc == 0; i++) {
+		size_t end = cuts[i] < at ? at : cuts[i];
+		rc = llm_asm_feed(&a, body + at, end - at);
+		at = end;
+	}
+	if (llm_asm_finish(&a, &reply, &cause) == -1) {
+		s = xasprintf("ERR: %s", cause);
+		free(cause);
+	} else {
+		s = json_dumps(reply, JSON_COMPACT | JSON_SORT_KEYS);
+		json_decref(reply);
+	}
+	llm_asm_clear(&a);
+	return s;
+}
+
+static char *
+assemble1(void (*init)(struct llm_asm *, int), const char *body)
+{
+	return assemble(init, body, strlen(body), 0, 0);
+}
+
+/* Every split point (and a grid of pairs) gives want. */
+static void
+all_splits(void (*init)(struct llm_asm *, int), const char *body,
+    const char *want, const char *what)
+{
+	size_t len = strlen(body);
+	int bad = 0;
+	char *s, *d;
+
+	for (size_t i = 0; i <= len; i++) {
+		s = assemble(init, body, len, i, i);
+		if (strcmp(s, want) != 0) {
+			if (!bad)
+				printf("# split at %zu: %s\n", i, s);
+			bad++;
+		}
+		free(s);
+	}
+	for (size_t i = 0; i <= len; i += 7)
+		for (size_t j = i; j <= len; j += 11) {
+			s = assemble(init, body, len, i, j);
+			if (strcmp(s, want) != 0)
+				bad++;
+			free(s);
+		}
+	d = xasprintf("%s: every split point gives the same reply", what);
+	is_int(bad, 0, d);
+	free(d);
+}
+
+static const char openai_stream[] =
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":"
+    "[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
+    "\"finish_reason\":null}],\"usage\":null}\n\n"
+    "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Let me "
+    "\"},\"finish_reason\":null}]}\n\n"
+    ": keep-alive\n\n"
+    "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"look.\\n"
+    "Caf\\u00e9\"},\"finish_reason\":null}]}\n\n"
+    "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":"
+    "0,\"id\":\"call_A\",\"type\":\"function\",\"function\":{\"name\":"
+    "\"read_file\",\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n"
+    "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":"
+    "0,\"function\":{\"arguments\":\"{\\\"pa\"}}]},\"finish_reason\":null}]}"
+    "\n\n"
+    "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":"
+    "0,\"function\":{\"arguments\":\"th\\\": \\\"README.md\\\"}\"}}]},"
+    "\"finish_reason\":null}]}\n\n"
+    "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":"
+    "1,\"id\":\"call_B\",\"type\":\"function\",\"function\":{\"name\":"
+    "\"list_files\",\"arguments\":\"{\\\"path\\\"\"}}]},"
+    "\"finish_reason\":null}]}\n\n"
+    "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":"
+    "1,\"function\":{\"arguments\":\":\\\"\\\"}\"}}]},"
+    "\"finish_reason\":null}]}\n\n"
+    "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":"
+    "\"tool_calls\"}]}\n\n"
+    "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":120,"
+    "\"completion_tokens\":34,\"total_tokens\":154}}\n\n"
+    "data: [DONE]\n\n";
+
+static const char openai_want[] =
+    "{\"stop\":\"tool_calls\",\"text\":\"Let me look.\\nCaf\xc3\xa9\","
+    "\"tool_calls\":[{\"arguments\":\"{\\\"path\\\": \\\"README.md\\\"}\","
+    "\"id\":\"call_A\",\"name\":\"read_file\"},{\"arguments\":"
+    "\"{\\\"path\\\":\\\"\\\"}\",\"id\":\"call_B\",\"name\":\"list_files\"}],"
+    "\"usage\":{\"in\":120,\"out\":34}}";
+
+static void
+test_openai_stream(void)
+{
+	char *s, *b;
+	size_t cut;
+
+	s = assemble1(llm_openai_asm, openai_stream);
+	is_str(s, openai_want, "openai: a recorded stream assembles");
+	is_int(textlen, strlen("Let me look.\nCaf\xc3\xa9"),
+	    "openai: the text is forwarded as it comes");
+	free(s);
+	all_splits(llm_openai_asm, openai_stream, openai_want, "openai");
+
+	/* CRLF line ends. */
+	{
+		size_t n = 0;
+		b = xmalloc(2 * sizeof openai_stream);
+		for (const char *p = openai_stream; *p; p++) {
+			if (*p == '\n')
+				b[n++] = '\r';
+			b[n++] = *p;
+		}
+		b[n] = '\0';
+		s = assemble1(llm_openai_asm, b);
+		is_str(s, openai_want, "openai: CRLF gives the same reply");
+		free(s);
+		free(b);
+	}
+
+	/* Cut anywhere before [DONE]: never a reply. */
+	cut = strstr(openai_stream, "data: [DONE]") - openai_stream;
+	{
+		int bad = 0;
+		for (size_t i = 0; i < cut; i++) {
+			b = xstrndup(openai_stream, i);
+			s = assemble1(llm_openai_asm, b);
+			if (strncmp(s, "ERR: ", 5) != 0)
+				bad++;
+			free(s);
+			free(b);
+		}
+		is_int(bad, 0,
+		    "openai: a stream cut anywhere before [DONE] "
+		    "fails");
+	}
+	b = xstrndup(
+	    openai_stream, strstr(openai_stream, "\\\"README") - openai_stream);
+	s = assemble1(llm_openai_asm, b);
+	ok(strstr(s, "ERR: the stream ended before [DONE], in the middle of "
+	             "a tool call") == s,
+	    "openai: a cut tool call is a failed attempt");
+	printf("# %s\n", s);
+	free(s);
+	free(b);
+}
+
+static void
+test_openai_faults(void)
+{
+	char *s;
+
+	s = assemble1(llm_openai_asm,
+	    "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n"
+	    "event: error\ndata: {\"error\":{\"message\":\"overloaded\"}}\n\n"
+	    "data: [DONE]\n\n");
+	is_str(s, "ERR: the API reported an error in the stream: overloaded",
+	    "openai: an error event after the 200 fails the attempt");
+	free(s);
+	s = assemble1(llm_openai_asm,
+	    "data: {\"error\":{\"message\":\"server busy\"}}\n\n"
+	    "data: [DONE]\n\n");
+	is_str(s, "ERR: the API reported an error in the stream: server busy",
+	    "openai: an error chunk fails the attempt");
+	free(s);
+	s = assemble1(llm_openai_asm, "<html><body>Bad gateway</body></html>");
+	ok(strncmp(s, "ERR: ", 5) == 0, "openai: an HTML body fails");
+	free(s);
+	s = assemble1(llm_openai_asm, "   \n");
+	ok(strncmp(s, "ERR: ", 5) == 0, "openai: an empty body fails");
+	free(s);
+	s = assemble1(llm_openai_asm, "{\"cut\": ");
+	ok(strstr(s, "ERR: the API answered 200 with a body that is not "
+	             "JSON") == s,
+	    "openai: cut JSON fails");
+	free(s);
+	s = assemble1(llm_openai_asm, "{\"object\":\"list\",\"data\":[]}");
+	ok(strstr(s, "not a chat completion") != NULL,
+	    "openai: JSON that is not a completion fails");
+	free(s);
+	s = assemble1(llm_openai_asm, "data: not json\n\ndata: [DONE]\n\n");
+	is_str(s, "ERR: a stream event is not JSON",
+	    "openai: an event that is not JSON fails");
+	free(s);
+
+	/* The token limit cut a tool call: text kept, calls dropped. */
+	s = assemble1(llm_openai_asm,
+	    "data: {\"choices\":[{\"delta\":{\"content\":\"Writing.\"}}]}\n\n"
+	    "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,"
+	    "\"id\":\"c\",\"function\":{\"name\":\"write_file\",\"arguments\":"
+	    "\"{\\\"path\\\":\\\"a\\\",\\\"content\\\":\\\"xx\"}}]}}]}\n\n"
+	    "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"length\"}]}"
+	    "\n\n"
+	    "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,"
+	    "\"completion_tokens\":4096}}\n\n"
+	    "data: [DONE]\n\n");
+	ok(strstr(s, "\"tool_calls\":[]") != NULL &&
+	        strstr(s, "\"stop\":\"length\"") != NULL &&
+	        strstr(s, "\"text\":\"Writing.\\n[This reply reached the "
+	                  "output token limit") != NULL &&
+	        strstr(s, "\"out\":4096") != NULL,
+	    "openai: finish_reason length drops the cut tool call, keeps "
+	    "the text");
+	printf("# %s\n", s);
+	free(s);
+
+	/* Arguments that are not JSON stay as they are, for the tools to
+	 * refuse; a missing id and index are made up. */
+	s = assemble1(llm_openai_asm,
+	    "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{"
+	    "\"function\":{\"name\":\"read_file\",\"arguments\":"
+	    "\"{path: oops\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\n"
+	    "data: [DONE]\n\n");
+	is_str(s,
+	    "{\"stop\":\"tool_calls\",\"text\":\"\",\"tool_calls\":[{"
+	    "\"arguments\":\"{path: oops\",\"id\":\"call_3_0\",\"name\":"
+	    "\"read_file\"}],\"usage\":{\"in\":0,\"out\":0}}",
+	    "openai: invalid JSON arguments are kept raw");
+	free(s);
+
+	/* A server that does not stream. */
+	s = assemble1(llm_openai_asm,
+	    "{\"id\":\"x\",\"object\":\"chat.completion\",\"choices\":[{"
+	    "\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":null,"
+	    "\"tool_calls\":[{\"id\":\"call_Z\",\"type\":\"function\","
+	    "\"function\":{\"name\":\"finish\",\"arguments\":"
+	    "\"{\\\"summary\\\":\\\"ok\\\"}\"}}]},\"finish_reason\":"
+	    "\"tool_calls\"}],\"usage\":{\"prompt_tokens\":9,"
+	    "\"completion_tokens\":8}}");
+	is_str(s,
+	    "{\"stop\":\"tool_calls\",\"text\":\"\",\"tool_calls\":[{"
+	    "\"arguments\":\"{\\\"summary\\\":\\\"ok\\\"}\",\"id\":\"call_Z\","
+	    "\"name\":\"finish\"}],\"usage\":{\"in\":9,\"out\":8}}",
+	    "openai: a whole JSON completion is taken");
+	free(s);
+	s = assemble1(llm_openai_asm,
+	    "data: {\"choices\":[{\"delta\":{\"content\":\"\\xff\"}}]}\n\n");
+	ok(strncmp(s, "ERR: ", 5) == 0, "openai: a bad escape fails");
+	free(s);
+}
+
+static const char anthropic_stream[] =
+    "event: message_start\n"
+    "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\","
+    "\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":"
+    "\"claude-sonnet-4-5\",\"stop_reason\":null,\"usage\":{\"input_tokens\":"
+    "100,\"cache_read_input_tokens\":5,\"output_tokens\":1}}}\n\n"
+    "event: ping\ndata: {\"type\": \"ping\"}\n\n"
+    "event: content_block_start\n"
+    "data: {\"type\":\"content_block_start\",\"index\":0,"
+    "\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{"
+    "\"type\":\"text_delta\",\"text\":\"Reading \"}}\n\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{"
+    "\"type\":\"text_delta\",\"text\":\"it.\"}}\n\n"
+    "event: content_block_stop\n"
+    "data: {\"type\":\"content_block_stop\",\"index\":0}\n\n"
+    "event: content_block_start\n"
+    "data: {\"type\":\"content_block_start\",\"index\":1,"
+    "\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_01\","
+    "\"name\":\"read_file\",\"input\":{}}}\n\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{"
+    "\"type\":\"input_json_delta\",\"partial_json\":\"\"}}\n\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{"
+    "\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"path\\\": \\\"RE"
+    "\"}}\n\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{"
+    "\"type\":\"input_json_delta\",\"partial_json\":\"ADME.md\\\"}\"}}\n\n"
+    "event: content_block_stop\n"
+    "data: {\"type\":\"content_block_stop\",\"index\":1}\n\n"
+    "event: content_block_start\n"
+    "data: {\"type\":\"content_block_start\",\"index\":2,"
+    "\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_02\","
+    "\"name\":\"list_files\",\"input\":{}}}\n\n"
+    "event: content_block_stop\n"
+    "data: {\"type\":\"content_block_stop\",\"index\":2}\n\n"
+    "event: message_delta\n"
+    "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
+    "\"tool_use\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":"
+    "42}}\n\n"
+    "event: message_stop\n"
+    "data: {\"type\":\"message_stop\"}\n\n";
+
+static const char anthropic_want[] =
+    "{\"stop\":\"tool_calls\",\"text\":\"Reading it.\",\"tool_calls\":[{"
+    "\"arguments\":\"{\\\"path\\\": \\\"README.md\\\"}\",\"id\":"
+    "\"toolu_01\",\"name\":\"read_file\"},{\"arguments\":\"{}\",\"id\":"
+    "\"toolu_02\",\"name\":\"list_files\"}],\"usage\":{\"in\":105,"
+    "\"out\":42}}";
+
+static void
+test_anthropic(void)
+{
+	char *s, *b;
+	size_t cut;
+	int bad = 0;
+
+	s = assemble1(llm_anthropic_asm, anthropic_stream);
+	is_str(s, anthropic_want, "anthropic: a recorded stream assembles");
+	is_int(textlen, 11, "anthropic: the text is forwarded as it comes");
+	free(s);
+	all_splits(
+	    llm_anthropic_asm, anthropic_stream, anthropic_want, "anthropic");
+	cut =
+	    strstr(anthropic_stream, "event: message_stop") - anthropic_stream;
+	for (size_t i = 0; i < cut; i++) {
+		b = xstrndup(anthropic_stream, i);
+		s = assemble1(llm_anthropic_asm, b);
+		if (strncmp(s, "ERR: ", 5) != 0)
+			bad++;
+		free(s);
+		free(b);
+	}
+	is_int(bad, 0, "anthropic: a stream cut before message_stop fails");
+
+	s = assemble1(llm_anthropic_asm,
+	    "event: message_start\ndata: {\"type\":\"message_start\","
+	    "\"message\":{\"usage\":{\"input_tokens\":3}}}\n\n"
+	    "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":"
+	    "\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n");
+	is_str(s,
+	    "ERR: the API reported an error in the stream "
+	    "(overloaded_error): Overloaded",
+	    "anthropic: an error event fails the attempt");
+	free(s);
+
+	/* message_stop with a tool block never stopped. */
+	s = assemble1(llm_anthropic_asm,
+	    "data: {\"type\":\"content_block_start\",\"index\":0,"
+	    "\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\",\"name\":"
+	    "\"finish\",\"input\":{}}}\n\n"
+	    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{"
+	    "\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"sum\"}}\n\n"
+	    "data: {\"type\":\"message_stop\"}\n\n");
+	ok(strstr(s, "ERR: the stream ended in the middle of a tool call") == s,
+	    "anthropic: an unfinished tool block fails");
+	free(s);
+
+	s = assemble1(llm_anthropic_asm,
+	    "data: {\"type\":\"content_block_start\",\"index\":0,"
+	    "\"content_block\":{\"type\":\"text\",\"text\":\"Long\"}}\n\n"
+	    "data: {\"type\":\"content_block_stop\",\"index\":0}\n\n"
+	    "data: {\"type\":\"content_block_start\",\"index\":1,"
+	    "\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\",\"name\":"
+	    "\"finish\",\"input\":{}}}\n\n"
+	    "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{"
+	    "\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"sum\"}}\n\n"
+	    "data: {\"type\":\"content_block_stop\",\"index\":1}\n\n"
+	    "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
+	    "\"max_tokens\"},\"usage\":{\"output_tokens\":8192}}\n\n"
+	    "data: {\"type\":\"message_stop\"}\n\n");
+	ok(strstr(s, "\"tool_calls\":[]") != NULL &&
+	        strstr(s, "\"stop\":\"length\"") != NULL &&
+	        strstr(s, "\"text\":\"Long\\n[This reply") != NULL,
+	    "anthropic: max_tokens drops the cut tool call");
+	free(s);
+
+	s = assemble1(llm_anthropic_asm,
+	    "{\"id\":\"msg\",\"type\":\"message\",\"role\":\"assistant\","
+	    "\"content\":[{\"type\":\"text\",\"text\":\"Done.\"},{\"type\":"
+	    "\"tool_use\",\"id\":\"toolu_9\",\"name\":\"finish\",\"input\":{"
+	    "\"summary\":\"ok\"}}],\"stop_reason\":\"tool_use\",\"usage\":{"
+	    "\"input_tokens\":7,\"output_tokens\":6}}");
+	is_str(s,
+	    "{\"stop\":\"tool_calls\",\"text\":\"Done.\",\"tool_calls\":[{"
+	    "\"arguments\":\"{\\\"summary\\\":\\\"ok\\\"}\",\"id\":\"toolu_9\","
+	    "\"name\":\"finish\"}],\"usage\":{\"in\":7,\"out\":6}}",
+	    "anthropic: a whole JSON message is taken");
+	free(s);
+	s = assemble1(llm_anthropic_asm,
+	    "{\"type\":\"error\",\"error\":{\"type\":\"api_error\","
+	    "\"message\":\"boom\"}}");
+	ok(strncmp(s, "ERR: ", 5) == 0, "anthropic: a JSON error fails");
+	free(s);
+	s = assemble1(llm_anthropic_asm,
+	    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{"
+	    "\"type\":\"text_delta\",\"text\":\"x\"}}\n\n");
+	ok(strstr(s, "ERR: the stream ended before message_stop") == s,
+	    "anthropic: no message_stop fails");
+	free(s);
+}
+
+static json_t *
+neutral_messages(void)
+{
+	return json_loads(
+	    "[{\"role\":\"system\",\"content\":\"You plan.\"},"
+	    "{\"role\":\"user\",\"content\":\"Add a file.\"},"
+	    "{\"role\":\"assistant\",\"content\":\"Looking.\",\"tool_calls\":["
+	    "{\"id\":\"call_0_0\",\"name\":\"list_files\",\"arguments\":"
+	    "\"{\\\"path\\\":\\\"\\\"}\"},"
+	    "{\"id\":\"call.0/1\",\"name\":\"read_file\",\"arguments\":"
+	    "\"{bad json\"}]},"
+	    "{\"role\":\"tool\",\"tool_call_id\":\"call_0_0\",\"name\":"
+	    "\"list_files\",\"content\":\"README.md\"},"
+	    "{\"role\":\"tool\",\"tool_call_id\":\"call.0/1\",\"name\":"
+	    "\"read_file\",\"content\":\"invalid JSON\"},"
+	    "{\"role\":\"assistant\",\"content\":\"\"},"
+	    "{\"role\":\"user\",\"content\":\"Use the tools.\"}]",
+	    0, NULL);
+}
+
+static json_t *
+neutral_tools(void)
+{
+	return json_loads("[{\"name\":\"list_files\",\"description\":\"List."
+	                  "\",\"parameters\":{\"type\":\"object\","
+	                  "\"properties\":{\"path\":{\"type\":\"string\"}}}}]",
+	    0, NULL);
+}
+
+static void
+test_requests(void)
+{
+	json_t *m = neutral_messages(), *t = neutral_tools(), *r;
+	char *s;
+
+	r = llm_openai_request("gpt-4o-mini", m, t);
+	s = json_dumps(r, JSON_COMPACT);
+	is_str(s,
+	    "{\"model\":\"gpt-4o-mini\",\"messages\":["
+	    "{\"role\":\"system\",\"content\":\"You plan.\"},"
+	    "{\"role\":\"user\",\"content\":\"Add a file.\"},"
+	    "{\"role\":\"assistant\",\"content\":\"Looking.\",\"tool_calls\":["
+	    "{\"id\":\"call_0_0\",\"type\":\"function\",\"function\":{\"name\":"
+	    "\"list_files\",\"arguments\":\"{\\\"path\\\":\\\"\\\"}\"}},"
+	    "{\"id\":\"call.0/1\",\"type\":\"function\",\"function\":{\"name\":"
+	    "\"read_file\",\"arguments\":\"{bad json\"}}]},"
+	    "{\"role\":\"tool\",\"tool_call_id\":\"call_0_0\",\"content\":"
+	    "\"README.md\"},"
+	    "{\"role\":\"tool\",\"tool_call_id\":\"call.0/1\",\"content\":"
+	    "\"invalid JSON\"},"
+	    "{\"role\":\"assistant\",\"content\":\"\"},"
+	    "{\"role\":\"user\",\"content\":\"Use the tools.\"}],"
+	    "\"stream\":true,\"stream_options\":{\"include_usage\":true},"
+	    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":"
+	    "\"list_files\",\"description\":\"List.\",\"parameters\":{\"type\":"
+	    "\"object\",\"properties\":{\"path\":{\"type\":\"string\"}}}}}]}",
+	    "openai: the request from neutral messages");
+	free(s);
+	json_decref(r);
+
+	r = llm_anthropic_request("claude-sonnet-4-5", m, t);
+	s = json_dumps(r, JSON_COMPACT);
+	is_str(s,
+	    "{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":8192,\"messages\":"
+	    "[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":"
+	    "\"Add a file.\"}]},"
+	    "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":"
+	    "\"Looking.\"},{\"type\":\"tool_use\",\"id\":\"call_0_0\",\"name\":"
+	    "\"list_files\",\"input\":{\"path\":\"\"}},{\"type\":\"tool_use\","
+	    "\"id\":\"call_0_1\",\"name\":\"read_file\",\"input\":{}}]},"
+	    "{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\","
+	    "\"tool_use_id\":\"call_0_0\",\"content\":\"README.md\"},{\"type\":"
+	    "\"tool_result\",\"tool_use_id\":\"call_0_1\",\"content\":"
+	    "\"invalid JSON\"},{\"type\":\"text\",\"text\":\"Use the "
+	    "tools.\"}]}"
+	    "],\"stream\":true,\"system\":\"You plan.\",\"tools\":[{\"name\":"
+	    "\"list_files\",\"description\":\"List.\",\"input_schema\":{"
+	    "\"type\":\"object\",\"properties\":{\"path\":{\"type\":"
+	    "\"string\"}}}}]}",
+	    "anthropic: the request from neutral messages");
+	free(s);
+	json_decref(r);
+	json_decref(m);
+	json_decref(t);
+}
+
+static void
+test_scrub(void)
+{
+	char *s;
+
+	s = llm_scrub("key sk-123 and sk-123sk-123!", "sk-123");
+	is_str(s, "key [redacted] and [redacted][redacted]!",
+	    "the key is scrubbed everywhere");
+	free(s);
+	s = llm_scrub("nothing", NULL);
+	is_str(s, "nothing", "no key, no change");
+	free(s);
+	s = llm_scrub("nothing", "");
+	is_str(s, "nothing", "an empty key changes nothing");
+	free(s);
+}
+
+int
+main(void)
+{
+	test_openai_stream();
+	test_openai_faults();
+	test_anthropic();
+	test_requests();
+	test_scrub();
+	return tap_done();
+}

@@ -1,0 +1,786 @@
+/*
+ * What the HTTP providers share: the assembly of a streamed reply into the
+ * neutral reply, and the round trip with its retries.
+ *
+ * A reply is only ever returned whole.  A stream that ends before its end
+ * marker ("[DONE]", message_stop), an error event after the 200, or a body
+ * that is neither the API's SSE nor its JSON is a failed attempt, retried
+ * like a 5xx; it is never handed to the stage, so it is never journaled.
+ *
+ * A reply cut by the output token limit (OpenAI finish_reason "length",
+ * Anthropic stop_reason "max_tokens", both "length" here) keeps its text
+ * and drops all its tool calls: the last one's arguments are likely cut,
+ * and asking again would most likely be cut at the same place.  A note
+ * added to the text tells the model, and the stage's next turn asks it to
+ * use the tools again; since no call is left unanswered, the conversation
+ * stays valid for the API.
+ *
+ * Retries: connection errors, timeouts, 408, 409, 429, 5xx (529 included)
+ * and failed attempts are tried again, at most max_retries times, after
+ * Retry-After / retry-after-ms when the server sent one, else after an
+ * exponential backoff with jitter (1 s, 2 s, 4 s... up to 60 s, times 0.5
+ * to 1).  A bad key, a bad request, a missing model or endpoint, or an
+ * account out of credit cannot pass by waiting: those fail at once as
+ * permanent, with a message that says what to fix.
+ *
+ * The API key is a header of the request only: it is scrubbed from every
+ * message that echoes the server's words, and libcurl's verbose output is
+ * never enabled.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "common.h"
+#include "proto.h"
+#include "worker.h"
+
+#define LLM_MAX_REPLY          (8 * 1024 * 1024) /* bytes of text or arguments */
+#define LLM_MAX_ERRBODY        (64 * 1024) /* bytes of an error body kept */
+#define LLM_CONNECT_S          30
+#define LLM_STALL_S            60
+#define LLM_BACKOFF_MS         1000
+#define LLM_BACKOFF_MAX_MS     60000
+#define LLM_RETRY_AFTER_MAX_MS (10 * 60 * 1000)
+#define LLM_LOG_EVERY_MS       250
+#define LLM_LOG_MAX            4096
+#define LLM_ERRMSG_MAX         300
+
+static const char llm_length_note[] =
+    "\n[This reply reached the output token limit; its unfinished tool "
+    "calls were dropped and not run.]";
+
+/* Append n bytes to a growable buffer, NUL-terminated; -1 over max. */
+static int
+llm_buf_add(
+    char **buf, size_t *len, size_t *cap, const char *s, size_t n, size_t max)
+{
+	size_t c;
+
+	if (*len + n + 1 > max)
+		return -1;
+	if (*len + n + 1 > *cap) {
+		c = *cap ? *cap : 256;
+		while (c < *len + n + 1)
+			c *= 2;
+		*buf = xrealloc(*buf, c);
+		*cap = c;
+	}
+	memcpy(*buf + *len, s, n);
+	*len += n;
+	(*buf)[*len] = '\0';
+	return 0;
+}
+
+/* Reply assembly. */
+
+static int
+llm_asm_sse(void *arg, const char *event, const char *data, size_t len)
+{
+	struct llm_asm *a = arg;
+
+	a->events++;
+	if (a->done)
+		return 0; /* anything after the end marker is ignored */
+	if (a->event(a, event, data, len) == -1)
+		return 1;
+	return 0;
+}
+
+void
+llm_asm_init(struct llm_asm *a, int turn)
+{
+	memset(a, 0, sizeof *a);
+	a->turn = turn;
+	sse_init(&a->sse, llm_asm_sse, a);
+}
+
+void
+llm_asm_clear(struct llm_asm *a)
+{
+	sse_clear(&a->sse);
+	free(a->body);
+	free(a->text);
+	for (size_t i = 0; i < a->ncalls; i++) {
+		free(a->calls[i].id);
+		free(a->calls[i].name);
+		free(a->calls[i].args);
+	}
+	free(a->calls);
+	free(a->stop);
+	free(a->error);
+	memset(a, 0, sizeof *a);
+}
+
+int
+llm_asm_fail(struct llm_asm *a, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (a->error != NULL)
+		return -1;
+	va_start(ap, fmt);
+	if (vasprintf(&a->error, fmt, ap) == -1)
+		fatal("vasprintf");
+	va_end(ap);
+	return -1;
+}
+
+void
+llm_asm_text(struct llm_asm *a, const char *s, size_t n)
+{
+	if (n == 0 || a->error != NULL)
+		return;
+	if (llm_buf_add(&a->text, &a->textlen, &a->textcap, s, n,
+	        LLM_MAX_REPLY) == -1) {
+		llm_asm_fail(
+		    a, "the reply's text exceeds %d bytes", LLM_MAX_REPLY);
+		return;
+	}
+	if (a->text_fn != NULL)
+		a->text_fn(a->text_arg, s, n);
+}
+
+struct llm_call *
+llm_asm_call(struct llm_asm *a, int index, const char *id, const char *name)
+{
+	struct llm_call *c;
+
+	for (size_t i = 0; i < a->ncalls; i++) {
+		c = &a->calls[i];
+		if (c->index != index)
+			continue;
+		/* Later fragments may repeat the id and name, or be the
+		 * first to carry them. */
+		if (c->id == NULL && id != NULL && *id != '\0')
+			c->id = xstrdup(id);
+		if (c->name == NULL && name != NULL && *name != '\0')
+			c->name = xstrdup(name);
+		return c;
+	}
+	if (a->ncalls >= 1024) {
+		llm_asm_fail(a, "the reply has more than 1024 tool calls");
+		return NULL;
+	}
+	a->calls = xrealloc(a->calls, (a->ncalls + 1) * sizeof *a->calls);
+	c = &a->calls[a->ncalls++];
+	memset(c, 0, sizeof *c);
+	c->index = index;
+	c->id = id && *id ? xstrdup(id) : NULL;
+	c->name = name && *name ? xstrdup(name) : NULL;
+	return c;
+}
+
+void
+llm_asm_args(struct llm_call *c, const char *s, size_t n)
+{
+	/* Arguments larger than the tools take are cut here and refused by
+	 * the tools as invalid JSON: the model learns of it. */
+	(void)llm_buf_add(
+	    &c->args, &c->argslen, &c->argscap, s, n, TOOL_MAX_ARGS + 2);
+}
+
+void
+llm_asm_stop(struct llm_asm *a, const char *stop)
+{
+	free(a->stop);
+	a->stop = xstrdup(stop);
+}
+
+int
+llm_asm_feed(struct llm_asm *a, const char *buf, size_t len)
+{
+	size_t i;
+	int rc;
+
+	if (a->error != NULL)
+		return -1;
+	if (a->mode == 0) {
+		/* The first byte that is not blank says what this is. */
+		for (i = 0; i < len; i++)
+			if (!isspace((unsigned char)buf[i]))
+				break;
+		if (i == len)
+			return 0;
+		a->mode = buf[i] == '{' ? 2 : 1;
+		buf += i;
+		len -= i;
+	}
+	if (a->mode == 2) {
+		if (llm_buf_add(&a->body, &a->bodylen, &a->bodycap, buf, len,
+		        LLM_MAX_REPLY) == -1)
+			return llm_asm_fail(
+			    a, "the reply exceeds %d bytes", LLM_MAX_REPLY);
+		return 0;
+	}
+	rc = sse_feed(&a->sse, buf, len);
+	if (rc == -1)
+		return llm_asm_fail(a,
+		    "an event of the stream exceeds %d "
+		    "bytes",
+		    SSE_MAX_EVENT);
+	if (rc != 0 || a->error != NULL) {
+		if (a->error == NULL)
+			llm_asm_fail(a, "the stream could not be read");
+		return -1;
+	}
+	return 0;
+}
+
+int
+llm_asm_finish(struct llm_asm *a, json_t **reply, char **cause)
+{
+	json_t *calls, *out;
+	json_error_t jerr;
+	int length;
+
+	*reply = NULL;
+	if (a->error == NULL && a->mode == 0)
+		llm_asm_fail(a, "the API answered 200 with an empty body");
+	if (a->error == NULL && a->mode == 2) {
+		json_t *j =
+		    json_loadb(a->body ? a->body : "", a->bodylen, 0, &jerr);
+		if (j == NULL)
+			llm_asm_fail(a,
+			    "the API answered 200 with a body "
+			    "that is not JSON: %s",
+			    jerr.text);
+		else if (a->whole(a, j) == 0 && !a->done)
+			llm_asm_fail(a, "the API's JSON reply has no "
+			                "message");
+		json_decref(j);
+	}
+	if (a->error == NULL && a->mode == 1 && a->events == 0)
+		llm_asm_fail(a, "the API answered 200 with a body that is "
+		                "neither its event stream nor its JSON");
+	if (a->error == NULL && a->mode == 1 && !a->done)
+		llm_asm_fail(a, "the stream ended before %s%s", a->end_name,
+		    a->ncalls > 0 ? ", in the middle of a tool call" : "");
+	if (a->error != NULL) {
+		*cause = a->error;
+		a->error = NULL;
+		return -1;
+	}
+
+	length = a->stop != NULL && strcmp(a->stop, "length") == 0;
+	calls = json_array();
+	for (size_t i = 0; i < a->ncalls && !length; i++) {
+		struct llm_call *c = &a->calls[i];
+		char id[64];
+
+		snprintf(id, sizeof id, "call_%d_%zu", a->turn, i);
+		json_array_append_new(
+		    calls, json_pack("{s:s,s:s,s:s}", "id", c->id ? c->id : id,
+		               "name", c->name ? c->name : "", "arguments",
+		               c->argslen > 0 ? c->args : "{}"));
+	}
+	if (length && a->ncalls > 0)
+		llm_asm_text(a, llm_length_note, strlen(llm_length_note));
+	out = json_pack("{s:s,s:o,s:s,s:{s:I,s:I}}", "text",
+	    a->text ? a->text : "", "tool_calls", calls, "stop",
+	    a->stop ? a->stop
+	            : (json_array_size(calls) > 0 ? "tool_calls" : "stop"),
+	    "usage", "in", (json_int_t)a->in, "out", (json_int_t)a->out);
+	if (out == NULL) {
+		/* json_pack refuses text that is not UTF-8. */
+		*cause = xstrdup("the reply is not valid UTF-8");
+		return -1;
+	}
+	*reply = out;
+	return 0;
+}
+
+/* The task log: text as it arrives, a line at a time or every 250 ms. */
+
+struct llm_log {
+	char *buf;
+	size_t len, cap;
+	uint64_t last;
+};
+
+static void
+llm_log_flush(struct llm_log *l, size_t n)
+{
+	size_t skip = n;
+
+	while (n > 0 && (l->buf[n - 1] == '\n' || l->buf[n - 1] == '\r'))
+		n--;
+	if (n > 0)
+		wio_log(PROTO_LOG_MODEL, "%.*s", (int)n, l->buf);
+	memmove(l->buf, l->buf + skip, l->len - skip);
+	l->len -= skip;
+	l->last = now_ms();
+}
+
+static void
+llm_log_text(void *arg, const char *s, size_t n)
+{
+	struct llm_log *l = arg;
+	char *nl;
+
+	(void)llm_buf_add(&l->buf, &l->len, &l->cap, s, n, SIZE_MAX);
+	if ((nl = memrchr(l->buf, '\n', l->len)) != NULL)
+		llm_log_flush(l, (size_t)(nl - l->buf) + 1);
+	if (l->len >= LLM_LOG_MAX ||
+	    (l->len > 0 && now_ms() - l->last >= LLM_LOG_EVERY_MS))
+		llm_log_flush(l, l->len);
+}
+
+/* The round trip. */
+
+struct llm_xfer {
+	const struct llm_req *req;
+	struct llm_asm a;
+	struct llm_log *log;
+	CURL *curl;
+	long status;
+	char *errbody;
+	size_t errlen, errcap;
+	uint64_t retry_after_ms; /* 0: none */
+	int aborted;             /* the assembly failed */
+};
+
+static size_t
+llm_xfer_write(char *ptr, size_t size, size_t nmemb, void *arg)
+{
+	struct llm_xfer *x = arg;
+	size_t n = size * nmemb;
+
+	if (x->status == 0)
+		curl_easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE, &x->status);
+	if (x->status >= 200 && x->status < 300) {
+		if (llm_asm_feed(&x->a, ptr, n) == -1) {
+			x->aborted = 1;
+			return 0; /* stop the transfer */
+		}
+		return n;
+	}
+	if (x->errlen < LLM_MAX_ERRBODY)
+		(void)llm_buf_add(&x->errbody, &x->errlen, &x->errcap, ptr,
+		    n < LLM_MAX_ERRBODY - x->errlen
+		        ? n
+		        : LLM_MAX_ERRBODY - x->errlen,
+		    LLM_MAX_ERRBODY + 1);
+	return n;
+}
+
+/* Retry-After: seconds or an HTTP date; retry-after-ms: milliseconds. */
+static size_t
+llm_xfer_header(char *ptr, size_t size, size_t nmemb, void *arg)
+{
+	struct llm_xfer *x = arg;
+	size_t n = size * nmemb, k;
+	char *v, *end;
+	double d;
+	int ms;
+
+	if (n > 1 && memcmp(ptr, "HTTP/", 5) == 0) {
+		/* A new response (after a 100 Continue): start over. */
+		x->retry_after_ms = 0;
+		return n;
+	}
+	if (n >= 15 && strncasecmp(ptr, "retry-after-ms:", 15) == 0) {
+		k = 15;
+		ms = 1;
+	} else if (n >= 12 && strncasecmp(ptr, "retry-after:", 12) == 0) {
+		k = 12;
+		ms = 0;
+	} else
+		return n;
+	v = xstrndup(ptr + k, n - k);
+	v[strcspn(v, "\r\n")] = '\0';
+	errno = 0;
+	d = strtod(v, &end);
+	while (*end == ' ' || *end == '\t')
+		end++;
+	if (end != v && *end == '\0' && errno == 0 && d >= 0 && d < 1e7)
+		x->retry_after_ms = (uint64_t)(ms ? d : d * 1000);
+	else if (!ms) {
+		time_t when = curl_getdate(v, NULL);
+		time_t now = time(NULL);
+		if (when != -1)
+			x->retry_after_ms =
+			    when > now ? (uint64_t)(when - now) * 1000 : 1;
+	}
+	free(v);
+	return n;
+}
+
+static int
+llm_xfer_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
+    curl_off_t ultotal, curl_off_t ulnow)
+{
+	struct llm_xfer *x = arg;
+
+	(void)dltotal;
+	(void)dlnow;
+	(void)ultotal;
+	(void)ulnow;
+	/* Waiting for the model is work: the watchdog must not fire. */
+	wio_heartbeat(NULL);
+	if (x->log->len > 0 && now_ms() - x->log->last >= LLM_LOG_EVERY_MS)
+		llm_log_flush(x->log, x->log->len);
+	return 0;
+}
+
+char *
+llm_scrub(const char *s, const char *secret)
+{
+	static const char mask[] = "[redacted]";
+	size_t slen;
+	const char *p;
+	char *out, *o;
+	size_t n = 0;
+
+	if (secret == NULL || (slen = strlen(secret)) == 0)
+		return xstrdup(s);
+	for (p = s; (p = strstr(p, secret)) != NULL; p += slen)
+		n++;
+	out = o = xmalloc(strlen(s) + n * sizeof mask + 1);
+	for (p = s;;) {
+		const char *q = strstr(p, secret);
+		if (q == NULL)
+			break;
+		memcpy(o, p, (size_t)(q - p));
+		o += q - p;
+		memcpy(o, mask, sizeof mask - 1);
+		o += sizeof mask - 1;
+		p = q + slen;
+	}
+	strcpy(o, p);
+	return out;
+}
+
+/*
+ * The API's error message from an error body (OpenAI {"error": {"message",
+ * "type", "code"}}, Anthropic {"type": "error", "error": {"type",
+ * "message"}}): printable, short, without the key.  *kind gets the type or
+ * code words, for the spend-limit test.
+ */
+static char *
+llm_errmsg(const struct llm_xfer *x, char **kind)
+{
+	json_t *j = NULL, *e;
+	const char *m = NULL;
+	char *raw, *s;
+	size_t i;
+
+	*kind = xstrdup("");
+	if (x->errbody != NULL)
+		j = json_loadb(x->errbody, x->errlen, 0, NULL);
+	e = json_object_get(j, "error");
+	if (json_is_object(e)) {
+		m = json_string_value(json_object_get(e, "message"));
+		free(*kind);
+		*kind = xasprintf("%s %s",
+		    json_string_value(json_object_get(e, "type"))
+		        ? json_string_value(json_object_get(e, "type"))
+		        : "",
+		    json_string_value(json_object_get(e, "code"))
+		        ? json_string_value(json_object_get(e, "code"))
+		        : "");
+	} else if (json_is_string(e))
+		m = json_string_value(e);
+	else if (json_is_string(json_object_get(j, "message")))
+		m = json_string_value(json_object_get(j, "message"));
+	if (m != NULL)
+		raw = xstrndup(m, LLM_ERRMSG_MAX);
+	else if (x->errbody != NULL)
+		raw = xstrndup(x->errbody, LLM_ERRMSG_MAX);
+	else
+		raw = xstrdup("");
+	json_decref(j);
+	for (i = 0; raw[i] != '\0'; i++)
+		if ((unsigned char)raw[i] < 0x20 || raw[i] == 0x7f)
+			raw[i] = ' ';
+	s = llm_scrub(raw, x->req->secret);
+	free(raw);
+	return s;
+}
+
+/* Whether an error is the account's spend limit or credit, which waiting
+ * does not cure (OpenAI's insufficient_quota, Anthropic's billing error). */
+static int
+llm_out_of_credit(const char *kind, const char *msg)
+{
+	return strstr(kind, "insufficient_quota") != NULL ||
+	       strstr(kind, "billing") != NULL ||
+	       strcasestr(msg, "credit balance") != NULL ||
+	       strcasestr(msg, "exceeded your current quota") != NULL;
+}
+
+/*
+ * The error of a non-2xx answer: *permanent when waiting cannot help.
+ * The messages name what to fix.
+ */
+static char *
+llm_status_error(const struct llm_xfer *x, int *permanent)
+{
+	char *kind, *msg, *s;
+	long st = x->status;
+
+	msg = llm_errmsg(x, &kind);
+	*permanent = 1;
+	if (llm_out_of_credit(kind, msg) && st != 401)
+		s = xasprintf("%ld from the LLM API: the account is out of "
+		              "credit or over its spend limit (%s): add "
+		              "credit or raise the limit, then resume the "
+		              "task",
+		    st, msg);
+	else if (st == 401)
+		/* The server's words may quote the key: not shown. */
+		s = xasprintf("401 from the LLM API: the key was refused: "
+		              "check ORCH_LLM_API_KEY");
+	else if (st == 403)
+		s = xasprintf("403 from the LLM API: the key may not use "
+		              "this model or endpoint: check "
+		              "ORCH_LLM_API_KEY and ORCH_LLM_MODEL");
+	else if (st == 404)
+		s = xasprintf("404 from the LLM API for %s (%s): check "
+		              "ORCH_LLM_BASE_URL and ORCH_LLM_MODEL",
+		    x->req->url, msg);
+	else if (st == 400 || st == 413 || st == 422)
+		s = xasprintf("%ld from the LLM API: it refused the request "
+		              "(%s): check ORCH_LLM_MODEL and "
+		              "ORCH_LLM_BASE_URL",
+		    st, msg);
+	else if (st >= 300 && st < 400)
+		s = xasprintf("%ld from the LLM API: it redirects %s "
+		              "elsewhere: set ORCH_LLM_BASE_URL to the final "
+		              "address",
+		    st, x->req->url);
+	else if (st == 408 || st == 409 || st == 429 || st >= 500 || st < 200) {
+		*permanent = 0;
+		s = xasprintf("%ld from the LLM API (%s)", st, msg);
+	} else
+		s = xasprintf("%ld from the LLM API (%s)", st, msg);
+	free(kind);
+	free(msg);
+	return s;
+}
+
+/* libcurl errors that trying again cannot cure. */
+static int
+llm_curl_permanent(CURLcode rc)
+{
+	switch (rc) {
+	case CURLE_UNSUPPORTED_PROTOCOL:
+	case CURLE_URL_MALFORMAT:
+	case CURLE_NOT_BUILT_IN:
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_TOO_MANY_REDIRECTS:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+static CURL *llm_curl; /* kept across turns, for its connections */
+
+/* One attempt: 0 with *reply, or -1 with *cause, *permanent and, when the
+ * server asked, *retry_after_ms. */
+static int
+llm_attempt(const struct llm_req *req, struct curl_slist *hdrs,
+    struct llm_log *log, json_t **reply, char **cause, int *permanent,
+    uint64_t *retry_after_ms)
+{
+	struct llm_xfer x;
+	char errbuf[CURL_ERROR_SIZE];
+	CURLcode rc;
+	long timeout = (long)json_integer_value(
+	    json_object_get(req->t->st->llm, "timeout_s"));
+	int ret = -1;
+
+	if (timeout <= 0)
+		timeout = 300;
+	memset(&x, 0, sizeof x);
+	x.req = req;
+	x.log = log;
+	req->asm_init(&x.a, req->t->turn);
+	x.a.text_fn = llm_log_text;
+	x.a.text_arg = log;
+	*permanent = 0;
+	*retry_after_ms = 0;
+
+	if (llm_curl == NULL && (llm_curl = curl_easy_init()) == NULL)
+		fatalx("curl_easy_init failed");
+	x.curl = llm_curl;
+	curl_easy_reset(x.curl);
+	errbuf[0] = '\0';
+	curl_easy_setopt(x.curl, CURLOPT_URL, req->url);
+	curl_easy_setopt(x.curl, CURLOPT_POST, 1L);
+	curl_easy_setopt(x.curl, CURLOPT_POSTFIELDS, req->body);
+	curl_easy_setopt(
+	    x.curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(req->body));
+	curl_easy_setopt(x.curl, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(x.curl, CURLOPT_USERAGENT, "orch-worker");
+	curl_easy_setopt(x.curl, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(x.curl, CURLOPT_WRITEFUNCTION, llm_xfer_write);
+	curl_easy_setopt(x.curl, CURLOPT_WRITEDATA, &x);
+	curl_easy_setopt(x.curl, CURLOPT_HEADERFUNCTION, llm_xfer_header);
+	curl_easy_setopt(x.curl, CURLOPT_HEADERDATA, &x);
+	curl_easy_setopt(x.curl, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(x.curl, CURLOPT_XFERINFOFUNCTION, llm_xfer_progress);
+	curl_easy_setopt(x.curl, CURLOPT_XFERINFODATA, &x);
+	/*
+	 * No signals (the worker has its own), no redirects (a redirect
+	 * could carry the key's request to another host), and nothing but
+	 * http and https, whatever the base URL says.
+	 */
+	curl_easy_setopt(x.curl, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(x.curl, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(x.curl, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(x.curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(x.curl, CURLOPT_CONNECTTIMEOUT,
+	    timeout < LLM_CONNECT_S ? timeout : (long)LLM_CONNECT_S);
+	/* A stalled stream (not one byte in the stall time) is cut early;
+	 * the whole request may take timeout_s. */
+	curl_easy_setopt(x.curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(x.curl, CURLOPT_LOW_SPEED_TIME,
+	    timeout < LLM_STALL_S ? timeout : (long)LLM_STALL_S);
+	curl_easy_setopt(x.curl, CURLOPT_TIMEOUT, timeout);
+	curl_easy_setopt(x.curl, CURLOPT_TCP_KEEPALIVE, 1L);
+
+	rc = curl_easy_perform(x.curl);
+	if (x.status == 0)
+		curl_easy_getinfo(x.curl, CURLINFO_RESPONSE_CODE, &x.status);
+	if (x.aborted) {
+		*cause = x.a.error;
+		x.a.error = NULL;
+	} else if (rc != CURLE_OK) {
+		char *m = llm_scrub(
+		    errbuf[0] ? errbuf : curl_easy_strerror(rc), req->secret);
+		*permanent = llm_curl_permanent(rc);
+		if (rc == CURLE_OPERATION_TIMEDOUT)
+			*cause = xasprintf("the LLM API at %s did not answer "
+			                   "in time (%s; ORCH_LLM_TIMEOUT_S "
+			                   "is %ld)",
+			    req->url, m, timeout);
+		else
+			*cause = xasprintf("cannot reach the LLM API at %s: "
+			                   "%s%s",
+			    req->url, m,
+			    *permanent ? ": check ORCH_LLM_BASE_URL" : "");
+		free(m);
+	} else if (x.status >= 200 && x.status < 300) {
+		if (llm_asm_finish(&x.a, reply, cause) == 0)
+			ret = 0;
+	} else {
+		*cause = llm_status_error(&x, permanent);
+		*retry_after_ms = x.retry_after_ms;
+	}
+	if (ret == -1 && *cause != NULL) {
+		/* What the server said may echo the request: no key. */
+		char *s = llm_scrub(*cause, req->secret);
+		free(*cause);
+		*cause = s;
+	}
+	llm_asm_clear(&x.a);
+	free(x.errbody);
+	return ret;
+}
+
+/* Milliseconds to wait before retry n (0-based): exponential, jittered. */
+static unsigned
+llm_backoff(unsigned n)
+{
+	uint64_t ms = LLM_BACKOFF_MS;
+
+	while (n-- > 0 && ms < LLM_BACKOFF_MAX_MS)
+		ms *= 2;
+	if (ms > LLM_BACKOFF_MAX_MS)
+		ms = LLM_BACKOFF_MAX_MS;
+	/* Jitter: between half and all of it, so that workers that failed
+	 * together do not come back together. */
+	return (unsigned)(ms / 2 + (uint64_t)random() % (ms / 2 + 1));
+}
+
+int
+llm_http_chat(
+    const struct llm_req *req, json_t **reply, char **cause, int *permanent)
+{
+	static int inited;
+	struct curl_slist *hdrs = NULL;
+	struct llm_log log = {NULL, 0, 0, 0};
+	json_int_t maxr =
+	    json_integer_value(json_object_get(req->t->st->llm, "max_retries"));
+	unsigned tries = maxr < 0 ? 1 : (unsigned)maxr + 1;
+	char *h, *last = NULL;
+	uint64_t ra;
+	int rc = -1;
+
+	*reply = NULL;
+	*cause = NULL;
+	*permanent = 0;
+	if (!inited) {
+		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+			fatalx("curl_global_init failed");
+		srandom((unsigned)(now_ms() ^ (uint64_t)getpid()));
+		inited = 1;
+	}
+	for (const char *const *p = req->headers; p && *p; p++)
+		hdrs = curl_slist_append(hdrs, *p);
+	hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+	hdrs = curl_slist_append(hdrs, "Accept: text/event-stream");
+	/* No "100 Continue" round trip for large conversations. */
+	hdrs = curl_slist_append(hdrs, "Expect:");
+	h = xasprintf("X-Orch-Task-Id: %lld", (long long)req->t->st->task);
+	hdrs = curl_slist_append(hdrs, h);
+	free(h);
+	h = xasprintf("X-Orch-Stage: %s", req->t->st->name);
+	hdrs = curl_slist_append(hdrs, h);
+	free(h);
+
+	for (unsigned n = 0; n < tries; n++) {
+		char *c = NULL;
+
+		log.len = 0;
+		log.last = now_ms();
+		if (llm_attempt(req, hdrs, &log, reply, &c, permanent, &ra) ==
+		    0) {
+			rc = 0;
+			break;
+		}
+		if (log.len > 0)
+			llm_log_flush(&log, log.len);
+		free(last);
+		last = c;
+		if (*permanent)
+			break;
+		if (n + 1 < tries) {
+			unsigned ms =
+			    ra > 0 ? (unsigned)(ra < LLM_RETRY_AFTER_MAX_MS
+			                            ? ra
+			                            : LLM_RETRY_AFTER_MAX_MS)
+			           : llm_backoff(n);
+			wio_log(PROTO_LOG_INFO,
+			    "model: %s; trying again in %u.%01u s (%u of %u)",
+			    last, ms / 1000, (ms % 1000) / 100, n + 1,
+			    tries - 1);
+			wio_sleep(ms);
+		}
+	}
+	if (rc == 0) {
+		if (log.len > 0)
+			llm_log_flush(&log, log.len);
+		free(last);
+	} else if (*permanent)
+		*cause = last;
+	else {
+		*cause = xasprintf(
+		    "%s (after %u attempts)", last ? last : "no answer", tries);
+		free(last);
+	}
+	free(log.buf);
+	curl_slist_free_all(hdrs);
+	return rc;
+}
