@@ -1,25 +1,113 @@
 #!/bin/bash
-# Run the whole test suite on the build in build/ and end with a line
-# "N passed, N failed".
+# The whole test suite, as CI runs it (after contrib/setup.sh has built
+# build/):
+#   1. every test (unit, integration, sandbox) on the normal build;
+#   2. every test again under AddressSanitizer + UndefinedBehaviorSanitizer,
+#      with leak checking, in build-asan/ (a report anywhere fails the run);
+#   3. each libFuzzer target for FUZZ_SECONDS (default 20) on its corpus, in
+#      build-fuzz/ (clang);
+#   4. the static analysis pass (clang-tidy with .clang-tidy).
+# It ends with one line "N passed, N failed" counting every test of 1 and 2
+# and each step of 3 and 4.  --quick runs step 1 only.
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
-meson test -C build --print-errorlogs "$@"
-rc=$?
-log=build/meson-logs/testlog.json
-if [ -f "$log" ]; then
-	python3 - "$log" <<'PY'
+top=$(pwd)
+passed=0
+failed=0
+quick=0
+[ "${1:-}" = --quick ] && quick=1
+
+# count BUILD: add the results of the last meson test run in BUILD.
+count() {
+	local p f
+	read -r p f < <(python3 - "$1/meson-logs/testlog.json" <<'PY'
 import json, sys
-passed = failed = skipped = 0
-for line in open(sys.argv[1]):
-    r = json.loads(line)["result"]
-    if r in ("OK", "EXPECTEDFAIL"):
-        passed += 1
-    elif r == "SKIP":
-        skipped += 1
-    else:
-        failed += 1
-print(f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""))
+p = f = 0
+try:
+    for line in open(sys.argv[1]):
+        r = json.loads(line)["result"]
+        if r in ("OK", "EXPECTEDFAIL", "SKIP"):
+            p += 1
+        else:
+            f += 1
+except FileNotFoundError:
+    f = 1
+print(p, f)
 PY
+)
+	passed=$((passed + p))
+	failed=$((failed + f))
+}
+
+step() { # NAME STATUS
+	if [ "$2" -eq 0 ]; then
+		passed=$((passed + 1))
+		echo "== $1: ok"
+	else
+		failed=$((failed + 1))
+		echo "== $1: FAILED"
+	fi
+}
+
+echo "== tests (build/)"
+meson test -C build --print-errorlogs
+count build
+
+if [ $quick -eq 0 ]; then
+	echo "== tests under ASan+UBSan (build-asan/)"
+	if [ ! -f build-asan/build.ninja ]; then
+		meson setup build-asan -Db_sanitize=address,undefined \
+			-Db_lundef=false >/dev/null
+	fi
+	reports=$(mktemp -d)
+	if ninja -C build-asan >/dev/null; then
+		ASAN_OPTIONS="detect_leaks=1:log_path=$reports/asan" \
+		UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$reports/ubsan" \
+			meson test -C build-asan --print-errorlogs
+		count build-asan
+		n=$(find "$reports" -type f | wc -l)
+		[ "$n" -eq 0 ] || find "$reports" -type f -exec head -40 {} \;
+		step "no sanitizer reports ($n)" "$n"
+	else
+		step "sanitizer build" 1
+	fi
+	rm -rf "$reports"
+
+	echo "== fuzzing (build-fuzz/, ${FUZZ_SECONDS:=20} s each)"
+	if [ ! -f build-fuzz/build.ninja ]; then
+		CC=clang meson setup build-fuzz -Dfuzz=true -Dtests=true \
+			-Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+	fi
+	if ninja -C build-fuzz tests/fuzz/fuzz-proto tests/fuzz/fuzz-sse \
+		tests/fuzz/fuzz-profile \
+		>/dev/null; then
+		for t in proto sse profile; do
+			corpus=$(mktemp -d)
+			cp -r "tests/fuzz/corpus/$t/." "$corpus/"
+			build-fuzz/tests/fuzz/fuzz-$t -max_total_time="$FUZZ_SECONDS" \
+				-print_final_stats=1 "$corpus" >"$corpus.log" 2>&1
+			rc=$?
+			grep -E "stat::number_of_executed_units|ERROR|SUMMARY" \
+				"$corpus.log" | head -5
+			step "fuzz-$t" $rc
+			rm -rf "$corpus" "$corpus.log"
+		done
+	else
+		step "fuzz build" 1
+	fi
+
+	echo "== static analysis (clang-tidy)"
+	srcs=$(git ls-files 'common/*.c' 'proto/*.c' 'supervisor/*.c' \
+		'worker/*.c' 2>/dev/null || ls common/*.c proto/*.c \
+		supervisor/*.c worker/*.c)
+	tidy=0
+	for f in $srcs; do
+		clang-tidy -p build --quiet "$f" 2>/dev/null |
+			grep -E "(warning|error):" && tidy=1
+	done
+	step "clang-tidy" $tidy
 fi
-exit $rc
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -20,7 +20,7 @@ packages=(
 )
 if [ "${1:-}" = test ]; then
 	# The fuzz targets and the sanitizer runs want clang and its runtime.
-	packages+=(clang libclang-rt-14-dev)
+	packages+=(clang clang-tidy libclang-rt-14-dev)
 fi
 
 missing=()

@@ -976,8 +976,8 @@ cmd_doctor(int argc, char **argv)
 		return cli_usage();
 #define CHECK(ok, what, fix)                                                   \
 	do {                                                                   \
-		printf("%s %s%s%s\n", (ok) ? "ok  " : "FAIL", what,            \
-		    (ok) ? "" : ": ", (ok) ? "" : fix);                        \
+		printf("%s %s%s%s\n", (ok) ? "ok  " : "FAIL", (what),          \
+		    (ok) ? "" : ": ", (ok) ? "" : (fix));                      \
 		if (!(ok))                                                     \
 			bad = 1;                                               \
 	} while (0)
