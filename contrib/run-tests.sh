@@ -80,9 +80,9 @@ if [ $quick -eq 0 ]; then
 			-Db_sanitize=address,undefined -Db_lundef=false >/dev/null
 	fi
 	if ninja -C build-fuzz tests/fuzz/fuzz-proto tests/fuzz/fuzz-sse \
-		tests/fuzz/fuzz-profile \
+		tests/fuzz/fuzz-profile tests/fuzz/fuzz-config \
 		>/dev/null; then
-		for t in proto sse profile; do
+		for t in proto sse profile config; do
 			corpus=$(mktemp -d)
 			cp -r "tests/fuzz/corpus/$t/." "$corpus/"
 			build-fuzz/tests/fuzz/fuzz-$t -max_total_time="$FUZZ_SECONDS" \
@@ -103,8 +103,11 @@ if [ $quick -eq 0 ]; then
 		supervisor/*.c worker/*.c)
 	tidy=0
 	for f in $srcs; do
-		clang-tidy -p build --quiet "$f" 2>/dev/null |
-			grep -E "(warning|error):" && tidy=1
+		# WarningsAsErrors: any finding makes clang-tidy exit non-zero.
+		if ! out=$(clang-tidy -p build --quiet "$f" 2>/dev/null); then
+			printf '%s\n' "$out" | grep -E "(warning|error):"
+			tidy=1
+		fi
 	done
 	step "clang-tidy" $tidy
 fi

@@ -23,6 +23,8 @@
 #include "config.h"
 #include "supervisor.h"
 
+#include <curl/curl.h>
+
 #define EXIT_USAGE 2
 
 struct cmd {
@@ -604,6 +606,89 @@ cli_section(const char *title, const char *text)
 	}
 }
 
+/* The review, in words: its verdict and comments. */
+static void
+cli_show_review(const char *text)
+{
+	json_t *r = text ? json_loads(text, 0, NULL) : NULL;
+	const char *v = json_string_value(json_object_get(r, "verdict"));
+	const char *c = json_string_value(json_object_get(r, "comments"));
+	char *s;
+
+	if (v == NULL) {
+		cli_section("Review", text);
+		json_decref(r);
+		return;
+	}
+	s = xasprintf("%s%s%s",
+	    strcmp(v, "approve") == 0 ? "approved" : "changes requested",
+	    c && *c ? ": " : "", c ? c : "");
+	cli_section("Review", s);
+	free(s);
+	json_decref(r);
+}
+
+/* The verification, in words: passed, failed or skipped, and why. */
+static void
+cli_show_verification(const struct task *t)
+{
+	const char *text = t->text[TC_VERIFICATION_RESULT];
+	json_t *r = text ? json_loads(text, 0, NULL) : NULL;
+	const char *st = json_string_value(json_object_get(r, "status"));
+	json_t *es = json_object_get(r, "exit_status");
+	const char *tail = json_string_value(json_object_get(r, "output_tail"));
+	char *s;
+
+	if (st == NULL) {
+		if (text != NULL)
+			cli_section("Verification", text);
+		else if (t->state == WS_COMPLETED)
+			cli_section("Verification", "skipped: no --verify "
+			                            "command and no "
+			                            "ORCH_VERIFY_COMMAND");
+		json_decref(r);
+		return;
+	}
+	if (strcmp(st, "skipped") == 0)
+		s = xstrdup("skipped: no --verify command and no "
+		            "ORCH_VERIFY_COMMAND");
+	else
+		s = xasprintf("%s: `%s` exited with status %s%lld after %lld "
+		              "ms%s%s",
+		    st,
+		    json_string_value(json_object_get(r, "command"))
+		        ? json_string_value(json_object_get(r, "command"))
+		        : "?",
+		    json_is_integer(es) ? "" : "(none: killed) ",
+		    (long long)json_integer_value(es),
+		    (long long)json_integer_value(
+		        json_object_get(r, "duration_ms")),
+		    tail && *tail ? "; its output ends with:\n" : "",
+		    tail ? tail : "");
+	cli_section("Verification", s);
+	free(s);
+	json_decref(r);
+}
+
+/* Token usage per stage. */
+static void
+cli_show_usage(struct store *st, int64_t id)
+{
+	json_t *u, *v;
+	const char *k;
+
+	if (store_usage_json(st, id, &u) == -1)
+		return;
+	if (json_object_size(u) > 0)
+		printf("\nUsage:\n");
+	json_object_foreach(u, k, v) printf(
+	    "  %-13s %4lld calls %8lld tokens in %8lld out\n", k,
+	    (long long)json_integer_value(json_object_get(v, "calls")),
+	    (long long)json_integer_value(json_object_get(v, "tokens_in")),
+	    (long long)json_integer_value(json_object_get(v, "tokens_out")));
+	json_decref(u);
+}
+
 static int
 cli_show_cp(const struct checkpoint *cp, void *arg)
 {
@@ -670,13 +755,10 @@ cmd_show(int argc, char **argv)
 	cli_section("Implementation", t->text[TC_IMPLEMENTATION]);
 	cli_section("Implementation rejected because",
 	    t->text[TC_IMPLEMENTATION_REJECTION_REASON]);
-	cli_section("Review", t->text[TC_REVIEW]);
-	if (t->text[TC_VERIFICATION_RESULT] != NULL)
-		cli_section("Verification", t->text[TC_VERIFICATION_RESULT]);
-	else if (t->state == WS_COMPLETED)
-		cli_section("Verification",
-		    "skipped: no --verify command and no ORCH_VERIFY_COMMAND");
+	cli_show_review(t->text[TC_REVIEW]);
+	cli_show_verification(t);
 	cli_section("Error", t->text[TC_ERROR_DETAILS]);
+	cli_show_usage(st, id);
 	printf("\nCheckpoints:\n");
 	store_checkpoint_list(st, id, cli_show_cp, NULL);
 	if (t->text[TC_IMPLEMENTATION] != NULL)
@@ -695,13 +777,82 @@ out:
 	return 0;
 }
 
-static volatile sig_atomic_t cli_interrupted;
+static volatile int cli_interrupted;
 
 static void
 cli_sigint(int sig)
 {
 	(void)sig;
 	cli_interrupted = 1;
+}
+
+/* An event from the service's stream, printed as the database's are. */
+static int
+cli_sse_cb(json_t *o, void *arg)
+{
+	struct printer *p = arg;
+	struct event ev;
+
+	ev.id = json_integer_value(json_object_get(o, "id"));
+	ev.task = json_integer_value(json_object_get(o, "task"));
+	ev.ts = json_string_value(json_object_get(o, "ts"));
+	ev.kind = json_string_value(json_object_get(o, "kind"));
+	ev.stage = json_string_value(json_object_get(o, "stage"));
+	ev.text = json_string_value(json_object_get(o, "text"));
+	if (ev.ts == NULL || ev.kind == NULL || ev.text == NULL)
+		return 0;
+	if (ev.id > p->after) {
+		printer_event_cb(&ev, p);
+		fflush(stdout);
+	}
+	return 0;
+}
+
+/*
+ * logs -f: through the service's event stream while it runs (it ends the
+ * stream when the task ends), else by reading the database every 100 ms;
+ * when the service stops or starts meanwhile, the other way takes over
+ * from the last event printed.
+ */
+static int
+cli_follow(struct printer *p, int64_t id)
+{
+	enum wstate state;
+
+	for (;;) {
+		if (cli_interrupted)
+			return 0;
+		if (client_service_running()) {
+			char *path, *err = NULL;
+			int ended, rc;
+
+			path = id != 0
+			           ? xasprintf("/v1/tasks/%lld/events?"
+			                       "follow=1&after=%lld",
+			                 (long long)id, (long long)p->after)
+			           : xasprintf("/v1/events?follow=1&after=%lld",
+			                 (long long)p->after);
+			rc = client_follow(path, cli_sse_cb, p,
+			    &cli_interrupted, &ended, &err);
+			free(path);
+			if (rc == -1) {
+				cli_error("%s", err);
+				free(err);
+				return 1;
+			}
+			if (ended || cli_interrupted)
+				return 0;
+			continue; /* the service stopped: the database */
+		}
+		printer_tick(p);
+		if (id != 0 && cli_task_state(id, &state) == 0 &&
+		    (state == WS_COMPLETED || state == WS_FAILED ||
+		        state == WS_CANCELLED)) {
+			printer_tick(p);
+			return 0;
+		}
+		usleep(100 * 1000);
+	}
 }
 
 static int
@@ -711,7 +862,7 @@ cmd_logs(int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
 	struct printer p;
 	int64_t id = 0;
-	int c, follow = 0;
+	int c, follow = 0, rc;
 
 	while ((c = getopt_long(argc, argv, "fh", opts, NULL)) != -1) {
 		switch (c) {
@@ -740,24 +891,16 @@ cmd_logs(int argc, char **argv)
 		}
 		task_free(t);
 	}
+	printer_tick(&p);
+	if (!follow) {
+		store_close(p.st);
+		return 0;
+	}
 	signal(SIGINT, cli_sigint);
 	signal(SIGTERM, cli_sigint);
-	for (;;) {
-		enum wstate state;
-
-		printer_tick(&p);
-		if (!follow || cli_interrupted)
-			break;
-		if (id != 0 && cli_task_state(id, &state) == 0 &&
-		    (state == WS_COMPLETED || state == WS_FAILED ||
-		        state == WS_CANCELLED)) {
-			printer_tick(&p);
-			break;
-		}
-		usleep(100 * 1000);
-	}
+	rc = cli_follow(&p, id);
 	store_close(p.st);
-	return 0;
+	return rc;
 }
 
 static int
@@ -958,76 +1101,258 @@ cli_run_quiet(char *const argv[])
 	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+static size_t
+cli_discard_cb(char *d, size_t size, size_t n, void *arg)
+{
+	(void)d;
+	(void)arg;
+	return size * n;
+}
+
+/*
+ * A real request to the configured LLM endpoint: the models list, which
+ * costs nothing and needs the key.  0 when it answers 2xx, else -1 with
+ * *why saying what is wrong and the fix.
+ */
+static int
+cli_llm_probe(char **what, char **why)
+{
+	int anthropic = strcmp(cfg.provider, "anthropic") == 0;
+	const char *base = cfg.base_url;
+	struct curl_slist *h = NULL;
+	char *url, *hdr = NULL;
+	size_t n;
+	long code = 0;
+	CURLcode rc;
+	CURL *c;
+
+	if (base == NULL)
+		base = anthropic ? "https://api.anthropic.com"
+		                 : "https://api.openai.com/v1";
+	n = strlen(base);
+	while (n > 0 && base[n - 1] == '/')
+		n--;
+	if (anthropic && !(n >= 3 && memcmp(base + n - 3, "/v1", 3) == 0))
+		url = xasprintf("%.*s/v1/models", (int)n, base);
+	else
+		url = xasprintf("%.*s/models", (int)n, base);
+	*what =
+	    xasprintf("LLM endpoint %s answers (GET %s)", cfg.provider, url);
+	if (cfg.api_key != NULL) {
+		hdr = anthropic
+		          ? xasprintf("x-api-key: %s", cfg.api_key)
+		          : xasprintf("Authorization: Bearer %s", cfg.api_key);
+		h = curl_slist_append(h, hdr);
+	}
+	if (anthropic)
+		h = curl_slist_append(h, "anthropic-version: 2023-06-01");
+	c = curl_easy_init();
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, cli_discard_cb);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 15L);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	rc = curl_easy_perform(c);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+	curl_easy_cleanup(c);
+	curl_slist_free_all(h);
+	free(hdr);
+	*why = NULL;
+	if (rc != CURLE_OK)
+		*why = xasprintf("%s: check ORCH_LLM_BASE_URL, the network "
+		                 "and any proxy",
+		    curl_easy_strerror(rc));
+	else if (code == 401 || code == 403)
+		*why = xasprintf("HTTP %ld, the key is refused: set a valid "
+		                 "ORCH_LLM_API_KEY",
+		    code);
+	else if (code == 404)
+		*why = xasprintf("HTTP 404, no such endpoint: check "
+		                 "ORCH_LLM_BASE_URL (%s)",
+		    url);
+	else if (code == 429)
+		*why = xstrdup("HTTP 429, rate limited or out of credit: "
+		               "check the account");
+	else if (code < 200 || code >= 300)
+		*why = xasprintf("HTTP %ld: the endpoint is not working "
+		                 "(check the provider's status)",
+		    code);
+	free(url);
+	return *why == NULL ? 0 : -1;
+}
+
 static int
 cmd_doctor(int argc, char **argv)
 {
+	static const char *const stages[] = {
+	    "planning", "implementing", "reviewing", "verifying"};
 	struct store *st;
 	struct statvfs vfs;
+	struct stat sb;
 	int bad = 0, okdb;
+	char *cause, *what, *dir;
 	char *const git[] = {(char *)"git", (char *)"--version", NULL};
-	char *const bw[] = {(char *)"bwrap", (char *)"--unshare-all",
-	    (char *)"--die-with-parent", (char *)"--ro-bind", (char *)"/",
-	    (char *)"/", (char *)"--proc", (char *)"/proc", (char *)"true",
-	    NULL};
 
 	if (argc > 1 && strcmp(argv[1], "--help") == 0)
 		return cli_help();
 	if (argc > 1)
 		return cli_usage();
+/* One check's line; ok is evaluated once. */
 #define CHECK(ok, what, fix)                                                   \
 	do {                                                                   \
-		printf("%s %s%s%s\n", (ok) ? "ok  " : "FAIL", (what),          \
-		    (ok) ? "" : ": ", (ok) ? "" : (fix));                      \
-		if (!(ok))                                                     \
+		int ok_ = (ok);                                                \
+		printf("%s %s%s%s\n", ok_ ? "ok  " : "FAIL", (what),           \
+		    ok_ ? "" : ": ", ok_ ? "" : (fix));                        \
+		if (!ok_)                                                      \
 			bad = 1;                                               \
 	} while (0)
 	printf("orch-supervisor %s, state %s\n", ORCH_VERSION, cfg.state_dir);
 	CHECK(cli_run_quiet(git) == 0, "git",
 	    "install git (apt-get install git)");
-	if (access("/usr/bin/bwrap", X_OK) != 0 &&
-	    cli_run_quiet((char *const[]){
-	        (char *)"bwrap", (char *)"--version", NULL}) != 0)
-		CHECK(0, "bubblewrap",
-		    "install it (apt-get install bubblewrap); commands are "
-		    "refused without it");
-	else
-		CHECK(cli_run_quiet(bw) == 0,
-		    "bubblewrap can create namespaces",
-		    "user namespaces are unavailable: enable them (sysctl "
-		    "kernel.unprivileged_userns_clone=1, or on Ubuntu 24.04+ "
-		    "an AppArmor profile allowing userns for bwrap)");
+	cause = NULL;
+	CHECK(doctor_sandbox(&cause) == 0,
+	    "bubblewrap creates its namespaces (user, pid, net, mount)",
+	    cause ? cause : "");
+	free(cause);
 	CHECK(access(proc_worker_path(), X_OK) == 0, "worker program",
 	    "orch-worker is missing: reinstall, or set ORCH_WORKER_PATH");
+	dir = config_profiles_dir();
+	for (size_t i = 0; i < nitems(stages); i++) {
+		cause = NULL;
+		what =
+		    xasprintf("sandbox profile %s/%s.profile", dir, stages[i]);
+		CHECK(doctor_profile(dir, stages[i], &cause) == 0, what,
+		    cause ? cause : "");
+		free(what);
+		free(cause);
+	}
+	free(dir);
 	if (cli_open_ro(&st) == -1)
 		CHECK(0, "database", "see the message above");
 	else if (st == NULL)
 		printf("ok   database (none yet at %s)\n", cfg.db_path);
 	else {
 		int ok = 0;
+		char *wal = xasprintf("%s-wal", cfg.db_path);
+		long long walmb = stat(wal, &sb) == 0
+		                      ? (long long)sb.st_size / (1024 * 1024)
+		                      : 0;
+		free(wal);
 		okdb = store_integrity(st, &ok) == 0 && ok;
-		printf("%s database %s (schema %d)\n", okdb ? "ok  " : "FAIL",
-		    cfg.db_path, store_schema_version(st));
-		if (!okdb)
-			bad = 1;
+		what = xasprintf("database %s (schema %d, WAL %lld MB)",
+		    cfg.db_path, store_schema_version(st), walmb);
+		CHECK(okdb, what,
+		    "the integrity check failed: restore a backup "
+		    "(orch-supervisor backup makes them; see docs/service.md)");
+		free(what);
+		CHECK(walmb < 512, "the WAL file is checkpointed",
+		    "it is over 512 MB: a reader holds it open; restart the "
+		    "service, then run orch-supervisor gc");
 		store_close(st);
 	}
 	if (statvfs(cfg.state_dir, &vfs) == 0) {
 		unsigned long long mb = (unsigned long long)vfs.f_bavail *
 		                        vfs.f_frsize / (1024 * 1024);
-		CHECK(mb >= 100, "disk space", "less than 100 MB free");
-		printf("     %llu MB free in %s\n", mb, cfg.state_dir);
+		what = xasprintf(
+		    "disk space: %llu MB free in %s", mb, cfg.state_dir);
+		CHECK(mb >= 100, what,
+		    "less than 100 MB free: free some, or run "
+		    "orch-supervisor gc");
+		free(what);
 	}
 	if (strcmp(cfg.provider, "scripted") == 0)
-		printf("ok   LLM provider: scripted (offline%s)\n",
+		printf("ok   LLM provider: scripted (offline%s; nothing to "
+		       "check)\n",
 		    cfg.script ? ", ORCH_LLM_SCRIPT"
 		               : ", built-in demo script");
-	else
-		CHECK(
-		    cfg.api_key != NULL || strcmp(cfg.provider, "openai") == 0,
-		    "LLM provider settings",
-		    "set ORCH_LLM_API_KEY (or ANTHROPIC_API_KEY)");
+	else {
+		char *why;
+		int ok = cli_llm_probe(&what, &why) == 0;
+		CHECK(ok, what, why ? why : "");
+		free(what);
+		free(why);
+	}
+	if (cfg.notify_url != NULL)
+		printf("ok   notifications go to %s\n", cfg.notify_url);
 #undef CHECK
 	return bad;
+}
+
+static int
+cmd_gc(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"older-than", required_argument, NULL, 'o'},
+	    {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0}};
+	unsigned days = cfg.retention_days;
+	struct store *st;
+	json_t *r = NULL;
+	uint64_t v;
+	char *err;
+	int c, json = 0, rc = 0;
+
+	while ((c = getopt_long(argc, argv, "o:jh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'o':
+			if (parse_u64(optarg, 0, 36500, &v) == -1) {
+				cli_error("--older-than: expected a number of "
+				          "days from 0 to 36500");
+				return EXIT_USAGE;
+			}
+			days = (unsigned)v;
+			break;
+		case 'j':
+			json = 1;
+			break;
+		case 'h':
+			return cli_help();
+		default:
+			return cli_usage();
+		}
+	}
+	if (optind != argc)
+		return cli_usage();
+	switch (cli_writer(&st)) {
+	case -1:
+		return 1;
+	case 1: {
+		json_t *b = json_pack("{s:i}", "older_than_days", (int)days);
+		rc = cli_post("/v1/gc", b, &r);
+		json_decref(b);
+		if (rc != 0)
+			return rc;
+		break;
+	}
+	default:
+		if (gc_run(st, days, &r, &err) == -1) {
+			rc = cli_error("gc: %s", err);
+			free(err);
+		}
+		store_close(st);
+		if (rc != 0)
+			return rc;
+	}
+	if (json) {
+		json_dumpf(r, stdout, JSON_INDENT(2));
+		putchar('\n');
+	} else
+		printf("Trimmed %lld finished tasks older than %u days: %lld "
+		       "events, %lld journal rows, %lld worktrees; database "
+		       "%lld -> %lld bytes.\n",
+		    (long long)json_integer_value(json_object_get(r, "tasks")),
+		    days,
+		    (long long)json_integer_value(json_object_get(r, "events")),
+		    (long long)json_integer_value(
+		        json_object_get(r, "journal")),
+		    (long long)json_integer_value(
+		        json_object_get(r, "worktrees")),
+		    (long long)json_integer_value(
+		        json_object_get(r, "db_bytes_before")),
+		    (long long)json_integer_value(
+		        json_object_get(r, "db_bytes_after")));
+	json_decref(r);
+	return 0;
 }
 
 static const struct cmd cmds[] = {
@@ -1064,9 +1389,16 @@ static const struct cmd cmds[] = {
     {"backup", cmd_backup, "backup [PATH]",
         "Online, consistent copy of the database (default: "
         "$ORCH_STATE_DIR/backups/)."},
+    {"gc", cmd_gc, "gc [--older-than DAYS] [--json]",
+        "Remove the worktrees, event logs, journals and audit files of\n"
+        "tasks finished (completed, failed, cancelled) at least DAYS ago\n"
+        "(default ORCH_RETENTION_DAYS, 30); task rows, checkpoints, usage\n"
+        "and git branches stay.  Then VACUUM.  Through the service when it\n"
+        "runs."},
     {"doctor", cmd_doctor, "doctor",
-        "Check bwrap, user namespaces, git, the database and the LLM "
-        "settings;\nexit 1 when something would stop a task."},
+        "Check git, bwrap and user namespaces, the sandbox profiles, the\n"
+        "database, disk space and the LLM endpoint (a real request);\n"
+        "one line per check, exit 1 when something would stop a task."},
 };
 
 static void
@@ -1077,8 +1409,23 @@ cli_main_usage(FILE *f)
 	           "       orch-supervisor --resume ID\n\ncommands:\n");
 	for (size_t i = 0; i < nitems(cmds); i++)
 		fprintf(f, "  %s\n", cmds[i].usage);
-	fprintf(f, "\nSee README.md for the states and the ORCH_* "
-	           "variables.\n");
+	fprintf(f,
+	    "\nvariables (environment or .env): ORCH_STATE_DIR DB_PATH\n"
+	    "  ORCH_ENABLE_RESUME DB_BACKUP_ON_START "
+	    "DB_AUTO_CHECKPOINT_INTERVAL\n"
+	    "  ORCH_LLM_PROVIDER ORCH_LLM_BASE_URL ORCH_LLM_MODEL "
+	    "ORCH_LLM_API_KEY\n"
+	    "  ORCH_LLM_SCRIPT ORCH_SCRIPTED_TRACE ORCH_LLM_TIMEOUT_S "
+	    "ORCH_LLM_MAX_RETRIES\n"
+	    "  ORCH_AUTO_APPROVE ORCH_MAX_WORKERS ORCH_MAX_RETRIES "
+	    "ORCH_RETRY_BACKOFF_MS\n"
+	    "  ORCH_WORKER_TIMEOUT_S ORCH_MAX_STEPS "
+	    "ORCH_MAX_REVIEW_ROUNDS ORCH_MAX_VERIFY_ROUNDS\n"
+	    "  ORCH_CMD_TIMEOUT_S ORCH_MAX_TOKENS ORCH_VERIFY_COMMAND\n"
+	    "  ORCH_SANDBOX_PROFILES_DIR ORCH_WORKER_PATH ORCH_LOG_LEVEL\n"
+	    "  ORCH_NOTIFY_URL ORCH_AUDIT_MAX_BYTES ORCH_RETENTION_DAYS "
+	    "ORCH_MAX_CONNECTIONS\n"
+	    "\nSee orch-supervisor(1), README.md and docs/api.md.\n");
 }
 
 int

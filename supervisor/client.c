@@ -112,3 +112,158 @@ client_service_running(void)
 	free(err);
 	return ok;
 }
+
+struct client_sse {
+	char *buf; /* the lines of the event being read */
+	size_t len;
+	int (*cb)(json_t *, void *);
+	void *arg;
+	volatile int *stop;
+	int ended;
+	int stopped;
+	int bad;
+};
+
+/* One complete event (the lines before a blank line). */
+static int
+client_sse_event(struct client_sse *s, char *ev)
+{
+	char *line, *save = NULL, *data = NULL, *kind = NULL;
+	json_t *o;
+	json_error_t jerr;
+	int rc = 0;
+
+	for (line = strtok_r(ev, "\n", &save); line != NULL;
+	     line = strtok_r(NULL, "\n", &save)) {
+		if (strncmp(line, "data:", 5) == 0)
+			data = line + 5 + (line[5] == ' ');
+		else if (strncmp(line, "event:", 6) == 0)
+			kind = line + 6 + (line[6] == ' ');
+	}
+	if (kind != NULL && strcmp(kind, "end") == 0) {
+		s->ended = 1;
+		return 1;
+	}
+	if (data == NULL)
+		return 0; /* a comment: the heartbeat */
+	if ((o = json_loads(data, 0, &jerr)) == NULL) {
+		s->bad = 1;
+		return 1;
+	}
+	if (s->cb(o, s->arg) != 0) {
+		s->stopped = 1;
+		rc = 1;
+	}
+	json_decref(o);
+	return rc;
+}
+
+static size_t
+client_sse_write_cb(char *data, size_t size, size_t n, void *arg)
+{
+	struct client_sse *s = arg;
+	size_t len = size * n, start = 0;
+
+	if (s->len + len > CLIENT_MAX_REPLY)
+		return 0;
+	s->buf = xrealloc(s->buf, s->len + len + 1);
+	memcpy(s->buf + s->len, data, len);
+	s->len += len;
+	s->buf[s->len] = '\0';
+	/* Events end with a blank line ("\n\n"). */
+	for (;;) {
+		char *end = strstr(s->buf + start, "\n\n");
+		if (end == NULL)
+			break;
+		*end = '\0';
+		if (client_sse_event(s, s->buf + start) != 0)
+			return 0; /* stops the transfer */
+		start = (size_t)(end - s->buf) + 2;
+	}
+	memmove(s->buf, s->buf + start, s->len - start + 1);
+	s->len -= start;
+	return len;
+}
+
+static int
+client_sse_progress_cb(
+    void *arg, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
+{
+	struct client_sse *s = arg;
+
+	(void)a;
+	(void)b;
+	(void)c;
+	(void)d;
+	if (s->stop != NULL && *s->stop) {
+		s->stopped = 1;
+		return 1;
+	}
+	return 0;
+}
+
+int
+client_follow(const char *path, int (*cb)(json_t *, void *), void *arg,
+    volatile int *stop, int *ended, char **err)
+{
+	struct client_sse s;
+	char *sock = control_socket_path(),
+	     *url = xasprintf("http://orch%s", path);
+	long status = 0;
+	CURLcode rc;
+	CURL *c;
+
+	*ended = 0;
+	memset(&s, 0, sizeof s);
+	s.cb = cb;
+	s.arg = arg;
+	s.stop = stop;
+	if ((c = curl_easy_init()) == NULL) {
+		*err = xstrdup("curl_easy_init failed");
+		free(sock);
+		free(url);
+		return -1;
+	}
+	curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, sock);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, client_sse_write_cb);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
+	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, client_sse_progress_cb);
+	curl_easy_setopt(c, CURLOPT_XFERINFODATA, &s);
+	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 2000L);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	/* The service sends a heartbeat every 15 s: a minute without a byte
+	 * means it is gone or stuck. */
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
+	rc = curl_easy_perform(c);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_cleanup(c);
+	free(url);
+	*ended = s.ended;
+	if (s.ended || s.stopped) {
+		free(s.buf);
+		free(sock);
+		return 0;
+	}
+	if (status >= 400) {
+		json_error_t jerr;
+		json_t *o = json_loadb(s.buf ? s.buf : "", s.len, 0, &jerr);
+		const char *m = json_string_value(json_object_get(o, "error"));
+		*err = xasprintf("%s (HTTP %ld)", m ? m : "refused", status);
+		json_decref(o);
+	} else if (s.bad)
+		*err = xstrdup("the service sent an event that is not JSON");
+	else if (rc != CURLE_OK)
+		*err = xasprintf("the event stream from %s broke: %s", sock,
+		    curl_easy_strerror(rc));
+	else {
+		free(s.buf);
+		free(sock);
+		return 0; /* the service closed the stream (it stops) */
+	}
+	free(s.buf);
+	free(sock);
+	return -1;
+}

@@ -64,6 +64,10 @@ static const struct var vars[] = {
     {"ORCH_SANDBOX_PROFILES_DIR", V_STR, S(profiles_dir), 0, 0},
     {"ORCH_WORKER_PATH", V_STR, S(worker_path), 0, 0},
     {"ORCH_LOG_LEVEL", V_LOGLEVEL, S(log_level), 0, 0},
+    {"ORCH_NOTIFY_URL", V_STR, S(notify_url), 0, 0},
+    {"ORCH_AUDIT_MAX_BYTES", V_U64, S(audit_max_bytes), 4096, UINT64_MAX},
+    {"ORCH_RETENTION_DAYS", V_UINT, S(retention_days), 0, 36500},
+    {"ORCH_MAX_CONNECTIONS", V_UINT, S(max_connections), 1, 10000},
 };
 #undef S
 
@@ -114,6 +118,9 @@ config_defaults(void)
 	cfg.max_verify_rounds = 2;
 	cfg.cmd_timeout_s = 600;
 	cfg.log_level = LOG_LEVEL_INFO;
+	cfg.audit_max_bytes = 10 * 1024 * 1024;
+	cfg.retention_days = 30;
+	cfg.max_connections = 64;
 }
 
 static void __attribute__((noreturn))
@@ -139,9 +146,9 @@ config_ours(const char *name)
 	return strncmp(name, "ORCH_", 5) == 0 || strncmp(name, "DB_", 3) == 0;
 }
 
-/* Set one variable from text; where names the source for messages. */
-static void
-config_set(const struct var *v, const char *value, const char *where)
+/* Set one variable from text: NULL, or a malloc'd reason it is refused. */
+static char *
+config_set(const struct var *v, const char *value)
 {
 	char *p = (char *)&cfg + v->off;
 	uint64_t u;
@@ -151,52 +158,49 @@ config_set(const struct var *v, const char *value, const char *where)
 	case V_STR:
 		free(*(char **)p);
 		*(char **)p = *value == '\0' ? NULL : xstrdup(value);
-		return;
+		return NULL;
 	case V_UINT:
 	case V_U64:
-		if (parse_u64(value, v->min, v->max, &u) == -1) {
-			char *why = xasprintf("'%s' is not a whole number from "
-			                      "%llu to %llu",
+		if (parse_u64(value, v->min, v->max, &u) == -1)
+			return xasprintf("'%s' is not a whole number from %llu "
+			                 "to %llu",
 			    value, (unsigned long long)v->min,
 			    (unsigned long long)v->max);
-			config_die(where, v->name, why);
-		}
 		if (v->type == V_U64)
 			*(uint64_t *)p = u;
 		else
 			*(unsigned *)p = (unsigned)u;
-		return;
+		return NULL;
 	case V_BOOL:
 		if (parse_bool(value, &b) == -1)
-			config_die(where, v->name,
-			    "expected true or false (also 1/0, yes/no, "
-			    "on/off)");
+			return xstrdup("expected true or false (also 1/0, "
+			               "yes/no, on/off)");
 		*(int *)p = b;
-		return;
+		return NULL;
 	case V_AUTO:
 		if (config_auto_approve_parse(value, &b) == -1)
-			config_die(where, v->name,
-			    "expected none, plan, implementation or all");
+			return xstrdup("expected none, plan, implementation or "
+			               "all");
 		*(int *)p = b;
-		return;
+		return NULL;
 	case V_PROVIDER:
 		if (strcmp(value, "openai") != 0 &&
 		    strcmp(value, "anthropic") != 0 &&
 		    strcmp(value, "scripted") != 0)
-			config_die(where, v->name,
+			return xstrdup(
 			    "expected openai, anthropic or scripted");
 		free(*(char **)p);
 		*(char **)p = xstrdup(value);
-		return;
+		return NULL;
 	case V_LOGLEVEL: {
 		enum log_level l;
 		if (log_level_parse(value, &l) == -1)
-			config_die(where, v->name,
-			    "expected error, warn, info or debug");
+			return xstrdup("expected error, warn, info or debug");
 		*(int *)p = (int)l;
-		return;
+		return NULL;
 	}
 	}
+	return xstrdup("unknown kind of variable");
 }
 
 /* Strip one pair of matching quotes. */
@@ -213,29 +217,29 @@ config_unquote(char *v)
 }
 
 /*
- * Read a .env file: KEY=VALUE lines, optional "export ", # comments,
- * optional quotes.  Variables already in the environment win.
+ * Parse a .env file: KEY=VALUE lines, optional "export ", # comments,
+ * optional quotes.  Variables already in the environment win.  Returns 0,
+ * or -1 with *err ("FILE:LINE: NAME: why", malloc'd) at the first bad line.
  */
-static void
-config_read_env_file(const char *path, int required)
+int
+config_parse_env(FILE *f, const char *path, char **err)
 {
-	FILE *f;
-	char *line = NULL;
+	char *line = NULL, *why = NULL;
 	size_t cap = 0;
 	ssize_t n;
 	int lineno = 0;
 
-	if ((f = fopen(path, "r")) == NULL) {
-		if (!required && errno == ENOENT)
-			return;
-		fprintf(stderr, "orch-supervisor: cannot read %s: %s\n", path,
-		    strerror(errno));
-		exit(2);
-	}
-	while ((n = getline(&line, &cap, f)) != -1) {
-		char *k = line, *eq, *val, where[PATH_MAX + 32];
+	*err = NULL;
+	while (*err == NULL && (n = getline(&line, &cap, f)) != -1) {
+		char *k = line, *eq, *val;
+		const struct var *v;
 
 		lineno++;
+		if (memchr(line, '\0', (size_t)n) != NULL) {
+			*err =
+			    xasprintf("%s:%d: line: a NUL byte", path, lineno);
+			break;
+		}
 		while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
 			line[--n] = '\0';
 		while (*k == ' ' || *k == '\t')
@@ -244,9 +248,11 @@ config_read_env_file(const char *path, int required)
 			continue;
 		if (strncmp(k, "export ", 7) == 0)
 			k += 7;
-		snprintf(where, sizeof where, "%s:%d", path, lineno);
-		if ((eq = strchr(k, '=')) == NULL || eq == k)
-			config_die(where, "line", "expected KEY=VALUE");
+		if ((eq = strchr(k, '=')) == NULL || eq == k) {
+			*err = xasprintf(
+			    "%s:%d: line: expected KEY=VALUE", path, lineno);
+			break;
+		}
 		*eq = '\0';
 		val = config_unquote(eq + 1);
 		if (getenv(k) != NULL)
@@ -256,15 +262,38 @@ config_read_env_file(const char *path, int required)
 			setenv(k, val, 0);
 			continue;
 		}
-		const struct var *v = config_find(k);
-		if (v == NULL) {
+		if ((v = config_find(k)) == NULL) {
 			if (config_ours(k))
-				config_die(where, k, "unknown variable");
+				*err = xasprintf("%s:%d: %s: unknown variable",
+				    path, lineno, k);
 			continue;
 		}
-		config_set(v, val, where);
+		if ((why = config_set(v, val)) != NULL) {
+			*err = xasprintf("%s:%d: %s: %s", path, lineno, k, why);
+			free(why);
+		}
 	}
 	free(line);
+	return *err == NULL ? 0 : -1;
+}
+
+static void
+config_read_env_file(const char *path, int required)
+{
+	FILE *f;
+	char *err;
+
+	if ((f = fopen(path, "r")) == NULL) {
+		if (!required && errno == ENOENT)
+			return;
+		fprintf(stderr, "orch-supervisor: cannot read %s: %s\n", path,
+		    strerror(errno));
+		exit(2);
+	}
+	if (config_parse_env(f, path, &err) == -1) {
+		fprintf(stderr, "orch-supervisor: %s\n", err);
+		exit(2);
+	}
 	fclose(f);
 }
 
@@ -284,9 +313,11 @@ config_read_environ(void)
 		if (!config_ours(name))
 			continue;
 		const struct var *v = config_find(name);
+		char *why;
 		if (v == NULL)
 			config_die("environment", name, "unknown variable");
-		config_set(v, eq + 1, "environment");
+		if ((why = config_set(v, eq + 1)) != NULL)
+			config_die("environment", name, why);
 	}
 }
 
@@ -329,6 +360,17 @@ config_load(const char *env_file)
 		cfg.provider =
 		    xstrdup(cfg.api_key != NULL ? "openai" : "scripted");
 	log_init("orch-supervisor", (enum log_level)cfg.log_level);
+}
+
+char *
+config_profiles_dir(void)
+{
+	if (cfg.profiles_dir != NULL)
+		return xstrdup(cfg.profiles_dir);
+	/* Installed, else the source tree (running from build/). */
+	if (access(ORCH_PROFILES_DIR "/implementing.profile", R_OK) == 0)
+		return xstrdup(ORCH_PROFILES_DIR);
+	return xstrdup(ORCH_SOURCE_DIR "/sandbox-profiles");
 }
 
 int

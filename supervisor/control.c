@@ -2,12 +2,19 @@
  * The control API: HTTP/1.1 with JSON bodies on a Unix socket in the state
  * directory (mode 0600 in a 0700 directory, and the peer's uid checked), so
  * that the CLI and `curl --unix-socket` drive the running service alike.
+ * docs/api.md describes every endpoint.
+ *
+ * Event streams (?follow=1) are server-sent events: the reply is started
+ * and left open, and control_event() writes each event as the service's
+ * event pump (server.c) hands it over, so nothing polls the database.
  */
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include <dirent.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,14 +30,59 @@
 #include "common.h"
 #include "supervisor.h"
 
-#define CONTROL_MAX_HEADERS 16384
-#define CONTROL_MAX_BODY    (1024 * 1024)
-#define CONTROL_TIMEOUT_S   30
+#define CONTROL_MAX_HEADERS  16384
+#define CONTROL_MAX_BODY     (1024 * 1024)
+#define CONTROL_TIMEOUT_S    30
+#define CONTROL_HEARTBEAT_MS 15000
+/* A stream whose reader is this far behind is dropped. */
+#define CONTROL_MAX_BACKLOG (4 * 1024 * 1024)
+
+/*
+ * The connection limit.  evhttp (libevent 2.1) has no limit and no hook at
+ * accept or close that sees the connection; it does ask us for each new
+ * connection's bufferevent (evhttp_set_bevcb), before the descriptor is
+ * set.  There we count the live connections (the open descriptors that are
+ * accepted sockets of our path, from /proc/self/fd: exact, and cheap for a
+ * local socket) and remember the bufferevents made beyond the limit.  Their
+ * requests are answered 503 and closed.  A bufferevent's address is only
+ * reused for a new connection, which comes through here again and resets
+ * its entry, so a stale entry is never mistaken for a live one.
+ */
+#define CONTROL_REFUSED_MAX 256
+static struct bufferevent *control_refused[CONTROL_REFUSED_MAX];
+static size_t control_refused_next;
+static char control_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+
+struct control_stream {
+	struct evhttp_request *req;
+	int64_t task; /* 0: every task */
+	int64_t last; /* the last event id sent */
+	TAILQ_ENTRY(control_stream) entry;
+};
+static TAILQ_HEAD(, control_stream) control_streams = TAILQ_HEAD_INITIALIZER(
+    control_streams);
+static struct event *control_heartbeat_ev;
 
 static struct evhttp *control_http;
 static struct evconnlistener *control_listener;
 static struct store *control_st;
 static struct event_base *control_base;
+
+/*
+ * Test knobs: the tests shorten the 30 s timeout and the 15 s heartbeat.
+ * Not ORCH_* variables (the configuration refuses unknown ones), and not
+ * documented: nothing but the tests should set them.
+ */
+static int
+control_knob(const char *name, int def)
+{
+	const char *v = getenv(name);
+	uint64_t u;
+
+	if (v == NULL || parse_u64(v, 1, 86400000, &u) == -1)
+		return def;
+	return (int)u;
+}
 
 char *
 control_socket_path(void)
@@ -57,6 +109,7 @@ control_reply(struct evhttp_request *req, int code, json_t *body)
 	    : code == 404 ? "Not Found"
 	    : code == 405 ? "Method Not Allowed"
 	    : code == 409 ? "Conflict"
+	    : code == 503 ? "Service Unavailable"
 	                  : "Internal Server Error",
 	    out);
 	evbuffer_free(out);
@@ -262,15 +315,149 @@ control_task_get(struct evhttp_request *req, int64_t id, struct evkeyvalq *q)
 	task_free(t);
 }
 
+static int
+control_task_over(enum wstate s)
+{
+	return s == WS_COMPLETED || s == WS_FAILED || s == WS_CANCELLED;
+}
+
+/* Write one event to a stream: "id:", "event:" (its kind), "data:". */
+static void
+control_stream_send(struct control_stream *s, const struct event *ev)
+{
+	struct evbuffer *out = evbuffer_new();
+	json_t *o = json_pack("{s:I,s:I,s:s,s:s,s:s?,s:s}", "id",
+	    (json_int_t)ev->id, "task", (json_int_t)ev->task, "ts", ev->ts,
+	    "kind", ev->kind, "stage", ev->stage, "text", ev->text);
+	char *d = json_dumps(o, JSON_COMPACT);
+
+	evbuffer_add_printf(out, "id: %lld\nevent: %s\ndata: %s\n\n",
+	    (long long)ev->id, ev->kind, d);
+	evhttp_send_reply_chunk(s->req, out);
+	evbuffer_free(out);
+	free(d);
+	json_decref(o);
+	s->last = ev->id;
+}
+
+static void
+control_stream_free(struct control_stream *s)
+{
+	TAILQ_REMOVE(&control_streams, s, entry);
+	free(s);
+}
+
+/* Say why the stream ends and finish the reply. */
+static void
+control_stream_end(struct control_stream *s, const char *state)
+{
+	struct evbuffer *out = evbuffer_new();
+	struct evhttp_connection *evcon;
+
+	evbuffer_add_printf(out,
+	    "event: end\ndata: {\"task\":%lld,\"workflow_state\":\"%s\"}\n\n",
+	    (long long)s->task, state);
+	evhttp_send_reply_chunk(s->req, out);
+	evbuffer_free(out);
+	if ((evcon = evhttp_request_get_connection(s->req)) != NULL)
+		evhttp_connection_set_closecb(evcon, NULL, NULL);
+	evhttp_send_reply_end(s->req);
+	control_stream_free(s);
+}
+
+/*
+ * The client went away (or the service stops).  When evhttp has already
+ * detached the request from the connection (the client closed it), the
+ * request is ours to free; otherwise evhttp frees it with the connection.
+ */
+static void
+control_stream_closed(struct evhttp_connection *evcon, void *arg)
+{
+	struct control_stream *s = arg;
+
+	(void)evcon;
+	if (evhttp_request_get_connection(s->req) == NULL)
+		evhttp_request_free(s->req);
+	control_stream_free(s);
+}
+
+static int
+control_backlog_cb(const struct event *ev, void *arg)
+{
+	struct control_stream *s = arg;
+
+	control_stream_send(s, ev);
+	return 0;
+}
+
+static void
+control_follow(struct evhttp_request *req, int64_t id, int64_t after)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
+	struct control_stream *s;
+	struct task *t = NULL;
+	struct timeval wtv = {CONTROL_TIMEOUT_S, 0};
+	int64_t before;
+
+	if (id != 0) {
+		if (store_task_get(control_st, id, &t) == -1) {
+			control_error(req, 500, store_error(control_st));
+			return;
+		}
+		if (t == NULL) {
+			control_error(req, 404, "no such task");
+			return;
+		}
+	}
+	s = xcalloc(1, sizeof *s);
+	s->req = req;
+	s->task = id;
+	s->last = after;
+	TAILQ_INSERT_TAIL(&control_streams, s, entry);
+	evhttp_add_header(evhttp_request_get_output_headers(req),
+	    "Content-Type", "text/event-stream");
+	evhttp_add_header(evhttp_request_get_output_headers(req),
+	    "Cache-Control", "no-cache");
+	evhttp_send_reply_start(req, 200, "OK");
+	evhttp_connection_set_closecb(evcon, control_stream_closed, s);
+	/* A stream is quiet for long stretches: only a stuck writer (the
+	 * heartbeat cannot be delivered) ends it, not a silent reader. */
+	bufferevent_set_timeouts(bev, NULL, &wtv);
+	do {
+		before = s->last;
+		if (store_event_list(control_st, id, s->last, 1000,
+		        control_backlog_cb, s) == -1) {
+			log_warnx("event stream: %s", store_error(control_st));
+			break;
+		}
+	} while (s->last != before);
+	if (t != NULL) {
+		/* Read again: the backlog may have been written after. */
+		enum wstate state = t->state;
+		task_free(t);
+		if (store_task_get(control_st, id, &t) == 0 && t != NULL)
+			state = t->state;
+		task_free(t);
+		if (control_task_over(state))
+			control_stream_end(s, wstate_name(state));
+	}
+}
+
 static void
 control_events_get(struct evhttp_request *req, int64_t id, struct evkeyvalq *q)
 {
 	const char *after = evhttp_find_header(q, "after");
+	const char *follow = evhttp_find_header(q, "follow");
 	uint64_t a = 0;
 	json_t *arr;
 
 	if (after != NULL && parse_u64(after, 0, INT64_MAX, &a) == -1) {
 		control_error(req, 400, "after must be an event id");
+		return;
+	}
+	if (follow != NULL && strcmp(follow, "0") != 0) {
+		control_follow(req, id, (int64_t)a);
 		return;
 	}
 	arr = json_array();
@@ -281,6 +468,153 @@ control_events_get(struct evhttp_request *req, int64_t id, struct evkeyvalq *q)
 		return;
 	}
 	control_reply(req, 200, json_pack("{s:o}", "events", arr));
+}
+
+void
+control_event(const struct event *ev)
+{
+	struct control_stream *s, *next;
+	enum wstate state;
+	int over =
+	    server_event_state(ev, &state) == 0 && control_task_over(state);
+
+	for (s = TAILQ_FIRST(&control_streams); s != NULL; s = next) {
+		struct evhttp_connection *evcon;
+
+		next = TAILQ_NEXT(s, entry);
+		if ((s->task != 0 && s->task != ev->task) || ev->id <= s->last)
+			continue;
+		evcon = evhttp_request_get_connection(s->req);
+		if (evcon != NULL && evbuffer_get_length(bufferevent_get_output(
+		                         evhttp_connection_get_bufferevent(
+		                             evcon))) > CONTROL_MAX_BACKLOG) {
+			log_warnx("an event stream reader is too slow: "
+			          "ending its stream");
+			control_stream_end(s, "unknown");
+			continue;
+		}
+		control_stream_send(s, ev);
+		if (over && s->task != 0)
+			control_stream_end(s, wstate_name(state));
+	}
+}
+
+static void
+control_heartbeat_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct control_stream *s;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	TAILQ_FOREACH(s, &control_streams, entry)
+	{
+		struct evbuffer *out = evbuffer_new();
+		evbuffer_add_printf(out, ": keep-alive\n\n");
+		evhttp_send_reply_chunk(s->req, out);
+		evbuffer_free(out);
+	}
+}
+
+/* POST /v1/gc {"older_than_days": N} */
+static void
+control_gc(struct evhttp_request *req)
+{
+	json_t *b = control_body(req), *d, *report;
+	unsigned days = cfg.retention_days;
+	char *err;
+
+	if (b == NULL)
+		return;
+	d = json_object_get(b, "older_than_days");
+	if (d != NULL && !json_is_null(d)) {
+		if (!json_is_integer(d) || json_integer_value(d) < 0 ||
+		    json_integer_value(d) > 36500) {
+			json_decref(b);
+			control_error(req, 400,
+			    "\"older_than_days\" must be a whole number "
+			    "from 0 to 36500");
+			return;
+		}
+		days = (unsigned)json_integer_value(d);
+	}
+	json_decref(b);
+	if (gc_run(control_st, days, &report, &err) == -1) {
+		control_error(req, 500, err);
+		free(err);
+		return;
+	}
+	log_info("gc: %lld tasks trimmed, %lld events, %lld journal rows, "
+	         "%lld worktrees",
+	    (long long)json_integer_value(json_object_get(report, "tasks")),
+	    (long long)json_integer_value(json_object_get(report, "events")),
+	    (long long)json_integer_value(json_object_get(report, "journal")),
+	    (long long)json_integer_value(
+	        json_object_get(report, "worktrees")));
+	control_reply(req, 200, report);
+}
+
+/* The connections open on our socket now. */
+static unsigned
+control_count_conns(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	unsigned n = 0;
+
+	if (d == NULL)
+		return 0;
+	while ((de = readdir(d)) != NULL) {
+		struct sockaddr_un sun = {0};
+		socklen_t len = sizeof sun;
+		int fd, acc = 0;
+		socklen_t alen = sizeof acc;
+
+		if (de->d_name[0] < '0' || de->d_name[0] > '9')
+			continue;
+		fd = atoi(de->d_name);
+		if (fd == dirfd(d) ||
+		    getsockname(fd, (struct sockaddr *)&sun, &len) == -1 ||
+		    sun.sun_family != AF_UNIX ||
+		    len <= offsetof(struct sockaddr_un, sun_path) ||
+		    strncmp(sun.sun_path, control_path, sizeof sun.sun_path) !=
+		        0)
+			continue;
+		if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &alen) ==
+		        0 &&
+		    acc)
+			continue; /* the listening socket */
+		n++;
+	}
+	closedir(d);
+	return n;
+}
+
+static int
+control_is_refused(struct bufferevent *bev)
+{
+	for (size_t i = 0; i < CONTROL_REFUSED_MAX; i++)
+		if (control_refused[i] == bev)
+			return 1;
+	return 0;
+}
+
+static struct bufferevent *
+control_bev_cb(struct event_base *base, void *arg)
+{
+	struct bufferevent *bev =
+	    bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+
+	(void)arg;
+	for (size_t i = 0; i < CONTROL_REFUSED_MAX; i++)
+		if (control_refused[i] == bev)
+			control_refused[i] = NULL;
+	if (control_count_conns() >= cfg.max_connections) {
+		control_refused[control_refused_next] = bev;
+		control_refused_next =
+		    (control_refused_next + 1) % CONTROL_REFUSED_MAX;
+	}
+	return bev;
 }
 
 /*
@@ -315,6 +649,18 @@ control_cb(struct evhttp_request *req, void *arg)
 	int n = 0;
 
 	(void)arg;
+	if (control_is_refused(evhttp_connection_get_bufferevent(
+	        evhttp_request_get_connection(req)))) {
+		char msg[128];
+		snprintf(msg, sizeof msg,
+		    "too many connections (ORCH_MAX_CONNECTIONS=%u): try "
+		    "again later",
+		    cfg.max_connections);
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "Connection", "close");
+		control_error(req, 503, msg);
+		return;
+	}
 	if (!control_peer_ok(req)) {
 		control_error(req, 403, "this socket belongs to another user");
 		return;
@@ -345,6 +691,16 @@ control_cb(struct evhttp_request *req, void *arg)
 			    s, "workers_running", json_integer(proc_count()));
 			control_reply(req, 200, s);
 		}
+	} else if (strcmp(path, "/v1/events") == 0) {
+		if (cmd == EVHTTP_REQ_GET)
+			control_events_get(req, 0, &q);
+		else
+			control_error(req, 405, "use GET");
+	} else if (strcmp(path, "/v1/gc") == 0) {
+		if (cmd == EVHTTP_REQ_POST)
+			control_gc(req);
+		else
+			control_error(req, 405, "use POST");
 	} else if (sscanf(path, "/v1/tasks/%lld%n", &id, &n) == 1 &&
 	           path[n] == '\0' && id > 0) {
 		if (cmd == EVHTTP_REQ_GET)
@@ -386,6 +742,7 @@ control_init(struct event_base *base, struct store *st, char **cause)
 		return -1;
 	}
 	strcpy(sun.sun_path, path);
+	snprintf(control_path, sizeof control_path, "%s", sun.sun_path);
 	/* We hold the state lock: a socket file left here is stale. */
 	unlink(path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -422,7 +779,9 @@ control_init(struct event_base *base, struct store *st, char **cause)
 	 * half-sent request open forever. */
 	evhttp_set_max_headers_size(control_http, CONTROL_MAX_HEADERS);
 	evhttp_set_max_body_size(control_http, CONTROL_MAX_BODY);
-	evhttp_set_timeout(control_http, CONTROL_TIMEOUT_S);
+	evhttp_set_timeout(control_http,
+	    control_knob("SUPERVISOR_TEST_HTTP_TIMEOUT_S", CONTROL_TIMEOUT_S));
+	evhttp_set_bevcb(control_http, control_bev_cb, NULL);
 	evhttp_set_allowed_methods(
 	    control_http, EVHTTP_REQ_GET | EVHTTP_REQ_POST);
 	evhttp_set_gencb(control_http, control_cb, NULL);
@@ -430,16 +789,41 @@ control_init(struct event_base *base, struct store *st, char **cause)
 		*cause = xstrdup("evhttp_bind_listener failed");
 		return -1;
 	}
+	{
+		int ms = control_knob(
+		    "SUPERVISOR_TEST_HEARTBEAT_MS", CONTROL_HEARTBEAT_MS);
+		struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+		control_heartbeat_ev =
+		    event_new(base, -1, EV_PERSIST, control_heartbeat_cb, NULL);
+		event_add(control_heartbeat_ev, &tv);
+	}
 	return 0;
 }
 
 void
 control_free(void)
 {
+	struct control_stream *s;
 	char *path;
 
 	if (control_http == NULL)
 		return;
+	/*
+	 * The streams end cleanly: their readers see the service go.  (The
+	 * static analyzer loses track of TAILQ_REMOVE's back pointer and takes
+	 * the next TAILQ_FIRST for the stream just freed.)
+	 */
+	while ((s = TAILQ_FIRST(&control_streams)) != NULL) {
+		struct evhttp_connection *evcon =
+		    evhttp_request_get_connection(s->req); /* NOLINT */
+		if (evcon != NULL)
+			evhttp_connection_set_closecb(evcon, NULL, NULL);
+		evhttp_send_reply_end(s->req);
+		control_stream_free(s);
+	}
+	if (control_heartbeat_ev != NULL)
+		event_free(control_heartbeat_ev);
+	control_heartbeat_ev = NULL;
 	/* evhttp_free frees the bound listener too. */
 	evhttp_free(control_http);
 	control_http = NULL;

@@ -30,9 +30,21 @@ static int sched_stopping;
 static uint64_t sched_stop_deadline;
 static struct backoff *backoffs;
 static size_t nbackoffs;
+/*
+ * Set when the database refused a write for lack of space or an I/O error:
+ * every worker is stopped (not counted as a crash) and nothing starts until
+ * a probe write succeeds, retried with a growing delay, so a full disk
+ * makes the service wait instead of spinning through restarts.
+ */
+static int sched_paused;
+static uint64_t sched_probe_at;
+static unsigned sched_probe_ms;
+static uint64_t sched_resumed_at;
 /* Tasks that were unfinished at start with ORCH_ENABLE_RESUME=false. */
 static int64_t *held;
 static size_t nheld;
+
+static int sched_storage_failed(void);
 
 void
 sched_event(
@@ -45,7 +57,8 @@ sched_event(
 	if (vasprintf(&text, fmt, ap) == -1)
 		fatal("vasprintf");
 	va_end(ap);
-	if (store_event_add(sched_st, task, kind, stage, text) == -1)
+	if (store_event_add(sched_st, task, kind, stage, text) == -1 &&
+	    !sched_storage_failed())
 		log_warnx("task %lld: cannot record event: %s", (long long)task,
 		    store_error(sched_st));
 	log_task(kind == EV_ERROR                      ? LOG_LEVEL_WARN
@@ -53,6 +66,54 @@ sched_event(
 	                                               : LOG_LEVEL_INFO,
 	    (uint64_t)task, stage, "%s", text);
 	free(text);
+}
+
+/*
+ * After a failed write: when storage is the cause, pause (see sched_paused)
+ * and return 1; otherwise 0.
+ */
+static int
+sched_storage_failed(void)
+{
+	struct worker *w;
+
+	if (!store_storage_error(sched_st))
+		return 0;
+	if (!sched_paused) {
+		log_warnx("the database cannot be written (%s): pausing every "
+		          "task until it can; nothing committed is lost",
+		    store_error(sched_st));
+		sched_paused = 1;
+		/* Failing again soon after a resume: keep backing off. */
+		if (now_ms() - sched_resumed_at > 60000 || sched_probe_ms == 0)
+			sched_probe_ms = 500;
+	}
+	TAILQ_FOREACH(w, &workers, entry)
+	{
+		if (!w->reaped && !w->stopping) {
+			w->stopping = 1;
+			proc_kill(w, NULL);
+		}
+	}
+	sched_probe_at = now_ms() + sched_probe_ms;
+	return 1;
+}
+
+static void
+sched_probe(void)
+{
+	if (store_probe(sched_st) == 0) {
+		log_info("the database can be written again: resuming");
+		sched_paused = 0;
+		sched_resumed_at = now_ms();
+		sched_kick();
+		return;
+	}
+	if (sched_probe_ms < 30000)
+		sched_probe_ms *= 2;
+	sched_probe_at = now_ms() + sched_probe_ms;
+	log_debug(
+	    "the database still cannot be written: %s", store_error(sched_st));
 }
 
 void
@@ -223,7 +284,9 @@ sched_start_data(const struct task *t, const char *stage)
 	    json_integer(cfg.worker_timeout_s * 1000 / 4 > 0
 	                     ? cfg.worker_timeout_s * 1000 / 4
 	                     : 250));
-	json_set_str(o, "profiles_dir", cfg.profiles_dir);
+	s = config_profiles_dir();
+	json_set_str(o, "profiles_dir", s);
+	free(s);
 	json_object_set_new(o, "log_level", json_integer(cfg.log_level));
 
 	json_set_str(llm, "provider", cfg.provider);
@@ -270,9 +333,10 @@ sched_start(int64_t id)
 		task_free(t);
 		if (rc == -1) {
 			store_rollback(sched_st);
-			log_warnx("task %lld: cannot start %s: %s",
-			    (long long)id, wstate_name(next),
-			    store_error(sched_st));
+			if (!sched_storage_failed())
+				log_warnx("task %lld: cannot start %s: %s",
+				    (long long)id, wstate_name(next),
+				    store_error(sched_st));
 			return;
 		}
 		if (store_task_get(sched_st, id, &t) == -1 || t == NULL)
@@ -306,7 +370,7 @@ sched_kick_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	(void)arg;
-	if (sched_stopping)
+	if (sched_stopping || sched_paused)
 		return;
 	if (running >= cfg.max_workers)
 		return;
@@ -338,6 +402,8 @@ sched_timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	(void)arg;
 	proc_watchdog((uint64_t)cfg.worker_timeout_s * 1000);
+	if (sched_paused && now >= sched_probe_at)
+		sched_probe();
 	if (sched_stopping && now > sched_stop_deadline) {
 		struct worker *w;
 		TAILQ_FOREACH(w, &workers, entry)
@@ -566,10 +632,26 @@ sched_apply(const struct task *t, const char *stage, json_t *r)
 		int64_t rounds = t->ival[TI_VERIFY_ROUNDS] + 1;
 		if (store_task_set_int(st, id, TI_VERIFY_ROUNDS, rounds) == -1)
 			return -1;
-		if (rounds > cfg.max_verify_rounds)
-			return sched_fail_tx(t,
-			    "verification still fails after "
-			    "ORCH_MAX_VERIFY_ROUNDS rounds");
+		if (rounds > cfg.max_verify_rounds) {
+			json_t *es = json_object_get(r, "exit_status");
+			s = xasprintf(
+			    "verification (%s) still fails after %lld "
+			    "rounds (ORCH_MAX_VERIFY_ROUNDS=%u); the "
+			    "last exit status was %s",
+			    json_str(r, "command") ? json_str(r, "command")
+			                           : "?",
+			    (long long)rounds, cfg.max_verify_rounds,
+			    json_is_integer(es) ? "" : "none (killed)");
+			if (json_is_integer(es)) {
+				char *t2 = xasprintf("%s%lld", s,
+				    (long long)json_integer_value(es));
+				free(s);
+				s = t2;
+			}
+			rc = sched_fail_tx(t, s);
+			free(s);
+			return rc;
+		}
 		const char *tail = json_str(r, "output_tail");
 		s = xasprintf(
 		    "The verification command failed:\n%s", tail ? tail : "");
@@ -634,7 +716,8 @@ dberr:
 	 * again from its journal. */
 	log_warnx("task %lld: cannot commit result: %s", (long long)w->task,
 	    store_error(sched_st));
-	proc_kill(w, "the database refused the stage result");
+	if (!sched_storage_failed())
+		proc_kill(w, "the database refused the stage result");
 }
 
 /* Stop a runaway task once it has used ORCH_MAX_TOKENS. */
@@ -700,7 +783,9 @@ sched_worker_msg(struct worker *w, struct proto_msg *m)
 		        m->slen[PF_DATA] ? m->s[PF_DATA] : NULL) == -1) {
 			log_warnx("task %lld: checkpoint: %s",
 			    (long long)w->task, store_error(sched_st));
-			proc_kill(w, "the database refused a checkpoint");
+			if (!sched_storage_failed())
+				proc_kill(
+				    w, "the database refused a checkpoint");
 			return;
 		}
 		sched_ack(w, m->u[PF_SEQ]);
@@ -723,7 +808,9 @@ sched_worker_msg(struct worker *w, struct proto_msg *m)
 		        (int64_t)m->u[PF_TOKENS_OUT]) == -1) {
 			log_warnx("task %lld: journal: %s", (long long)w->task,
 			    store_error(sched_st));
-			proc_kill(w, "the database refused a journal entry");
+			if (!sched_storage_failed())
+				proc_kill(
+				    w, "the database refused a journal entry");
 			return;
 		}
 		w->next_seq++;
@@ -841,8 +928,10 @@ sched_worker_exit(struct worker *w)
 	}
 	if (rc == -1 || store_commit(sched_st) == -1) {
 		store_rollback(sched_st);
-		log_warnx("task %lld: cannot record the worker's failure: %s",
-		    (long long)id, store_error(sched_st));
+		if (!sched_storage_failed())
+			log_warnx("task %lld: cannot record the worker's "
+			          "failure: %s",
+			    (long long)id, store_error(sched_st));
 	} else if (tries == -1)
 		log_task(LOG_LEVEL_WARN, (uint64_t)id, w->stage,
 		    "task failed: %s", why);

@@ -25,6 +25,74 @@ static int server_lockfd = -1;
 static struct event_base *server_base;
 static void (*server_tick_fn)(void *);
 static void *server_tick_arg;
+static struct store *server_st;
+static struct event *server_pump_ev;
+static int64_t server_pump_last; /* the last event handed out */
+
+int
+server_event_state(const struct event *ev, enum wstate *state)
+{
+	const char *p;
+	char name[64];
+	size_t n;
+
+	if (strcmp(ev->kind, "state") != 0 ||
+	    (p = strstr(ev->text, " -> ")) == NULL)
+		return -1;
+	p += 4;
+	n = strcspn(p, ": ");
+	if (n == 0 || n >= sizeof name)
+		return -1;
+	memcpy(name, p, n);
+	name[n] = '\0';
+	return wstate_parse(name, state);
+}
+
+static int
+server_pump_cb(const struct event *ev, void *arg)
+{
+	int *n = arg;
+
+	server_pump_last = ev->id;
+	(*n)++;
+	control_event(ev);
+	audit_event(ev);
+	notify_event(server_st, ev);
+	return 0;
+}
+
+/*
+ * Hand committed events to the event streams, the audit files and the
+ * notifier.  Runs from the loop after the store's hook said that a row
+ * was inserted, so the writer's transaction is over by now.
+ */
+static void
+server_pump(evutil_socket_t fd, short what, void *arg)
+{
+	int n;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	do {
+		n = 0;
+		if (store_event_list(server_st, 0, server_pump_last, 500,
+		        server_pump_cb, &n) == -1) {
+			log_warnx(
+			    "reading new events: %s", store_error(server_st));
+			break;
+		}
+	} while (n == 500);
+	audit_flush();
+}
+
+static void
+server_event_hook(void *arg)
+{
+	(void)arg;
+	if (server_pump_ev != NULL)
+		event_active(server_pump_ev, EV_TIMEOUT, 0);
+}
 
 int
 server_lock(char **cause)
@@ -81,6 +149,7 @@ server_check_cb(evutil_socket_t fd, short what, void *arg)
 	(void)arg;
 	if (server_tick_fn != NULL)
 		server_tick_fn(server_tick_arg);
+	sdnotify_status(server_st);
 	if (sched_done())
 		event_base_loopbreak(server_base);
 }
@@ -109,6 +178,30 @@ server_backup(struct store *st)
 	free(dest);
 }
 
+/*
+ * Every stage's sandbox profile must load before anything runs: a bad one
+ * stops the start with the file and line, instead of failing each stage.
+ */
+static int
+server_check_profiles(void)
+{
+	static const char *const stages[] = {
+	    "planning", "implementing", "reviewing", "verifying"};
+	char *dir = config_profiles_dir(), *cause;
+	int rc = 0;
+
+	for (size_t i = 0; i < nitems(stages) && rc == 0; i++) {
+		if (doctor_profile(dir, stages[i], &cause) == -1) {
+			fprintf(stderr,
+			    "orch-supervisor: sandbox profile: %s\n", cause);
+			free(cause);
+			rc = -1;
+		}
+	}
+	free(dir);
+	return rc;
+}
+
 int
 server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 {
@@ -121,6 +214,8 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 	char *cause;
 	int rc;
 
+	if (server_check_profiles() == -1)
+		return 1;
 	switch (server_lock(&cause)) {
 	case -1:
 		fprintf(stderr, "orch-supervisor: %s\n", cause);
@@ -154,9 +249,20 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 		evsignal_add(sigs[i], NULL);
 	}
 	proc_init(server_base);
+	server_st = st;
+	audit_init(st);
+	if (store_event_max(st, &server_pump_last) == -1)
+		server_pump_last = 0;
+	server_pump_ev = event_new(server_base, -1, 0, server_pump, NULL);
+	store_set_event_hook(st, server_event_hook, NULL);
+	notify_init(server_base);
 	if (control_init(server_base, st, &cause) == -1) {
 		fprintf(stderr, "orch-supervisor: control socket: %s\n", cause);
 		free(cause);
+		store_set_event_hook(st, NULL, NULL);
+		event_free(server_pump_ev);
+		server_pump_ev = NULL;
+		notify_free();
 		event_base_free(server_base);
 		store_close(st);
 		return 1;
@@ -164,11 +270,18 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 	sched_init(server_base, st, &opts);
 	check = event_new(server_base, -1, EV_PERSIST, server_check_cb, NULL);
 	event_add(check, &tv);
-	if (only_task == 0)
+	if (only_task == 0) {
 		log_info("serving %s with up to %u workers (state %s)",
 		    cfg.db_path, cfg.max_workers, cfg.state_dir);
+		/* sched_init has resumed what was interrupted: ready. */
+		sdnotify_init(server_base);
+		sdnotify_send("READY=1");
+		sdnotify_status(st);
+	}
 
 	rc = event_base_dispatch(server_base);
+	if (only_task == 0)
+		sdnotify_send("STOPPING=1");
 	if (server_tick_fn != NULL)
 		server_tick_fn(server_tick_arg);
 
@@ -182,7 +295,14 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 		}
 		proc_free(w);
 	}
+	/* The last events (the workers' ends) still reach the streams. */
+	server_pump(-1, 0, NULL);
 	control_free();
+	store_set_event_hook(st, NULL, NULL);
+	event_free(server_pump_ev);
+	server_pump_ev = NULL;
+	notify_free();
+	sdnotify_free();
 	sched_free();
 	event_free(check);
 	for (size_t i = 0; i < nitems(signums); i++)
@@ -190,6 +310,7 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 	event_base_free(server_base);
 	server_base = NULL;
 	store_close(st);
+	server_st = NULL;
 	if (only_task == 0)
 		log_info("stopped");
 	return rc == -1 ? 1 : 0;

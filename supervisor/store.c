@@ -276,6 +276,7 @@ struct store {
 	int in_tx; /* store_begin is open */
 	int version;
 	char *err;
+	int errcode; /* SQLite's code for err, 0 when it is not SQLite's */
 	char *task_select; /* SELECT <task columns> FROM tasks */
 	sqlite3_stmt *stmt[ST_MAX];
 	sqlite3_stmt *set_text[TC_MAX];
@@ -412,13 +413,31 @@ store_seterr(struct store *s, const char *fmt, ...)
 	va_end(ap);
 	free(s->err);
 	s->err = msg;
+	s->errcode = 0;
 }
 
 /* Record the connection's last error, prefixed with what we were doing. */
 static void
 store_dberr(struct store *s, const char *what)
 {
-	store_seterr(s, "%s: %s", what, sqlite3_errmsg(s->db));
+	int code = sqlite3_extended_errcode(s->db);
+
+	if ((code & 0xff) == SQLITE_CORRUPT || (code & 0xff) == SQLITE_NOTADB)
+		store_seterr(s,
+		    "%s: %s: DB %s is damaged; restore it from a "
+		    "backup (orch-supervisor backup) or move it aside",
+		    what, sqlite3_errmsg(s->db), s->path);
+	else
+		store_seterr(s, "%s: %s", what, sqlite3_errmsg(s->db));
+	s->errcode = code;
+}
+
+int
+store_storage_error(struct store *s)
+{
+	int code = s->errcode & 0xff;
+
+	return code == SQLITE_FULL || code == SQLITE_IOERR;
 }
 
 const char *
@@ -441,8 +460,11 @@ store_exec(struct store *s, const char *sql, const char *what)
 	char *msg = NULL;
 
 	if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		int code = sqlite3_extended_errcode(s->db);
+
 		store_seterr(s, "%s: %s", what,
 		    msg != NULL ? msg : sqlite3_errmsg(s->db));
+		s->errcode = code;
 		sqlite3_free(msg);
 		return -1;
 	}
@@ -927,7 +949,15 @@ store_open(struct store **storep, const char *path, enum store_mode mode,
 		*cause = store_damaged(path, sqlite3_errmsg(s->db));
 		goto fail;
 	}
-	if (store_check(s, "PRAGMA quick_check", &ok, &why) == -1) {
+	/*
+	 * A read-only open does not scan the whole file (a large database
+	 * would make every `list` slow): read-only commands cannot make
+	 * damage worse, and a damaged page they touch is reported then.
+	 */
+	ok = 1;
+	why = NULL;
+	if (mode == STORE_RW &&
+	    store_check(s, "PRAGMA quick_check", &ok, &why) == -1) {
 		*cause = store_damaged(path, sqlite3_errmsg(s->db));
 		goto fail;
 	}
@@ -1721,5 +1751,179 @@ store_integrity(struct store *s, int *ok)
 		store_seterr(s, "integrity_check: %s",
 		    first != NULL ? first : "no result");
 	free(first);
+	return 0;
+}
+
+/*
+ * The service's event pump: sqlite3_update_hook sees every row this
+ * connection inserts, committed or not; the pump reads the rows back
+ * later, from the event loop, so only committed ones are ever seen.
+ */
+struct store_hook {
+	void (*cb)(void *);
+	void *arg;
+};
+static struct store_hook store_event_hook_fn;
+
+static void
+store_update_hook(
+    void *arg, int op, const char *db, const char *table, sqlite3_int64 rowid)
+{
+	(void)arg;
+	(void)db;
+	(void)rowid;
+	if (op == SQLITE_INSERT && strcmp(table, "events") == 0 &&
+	    store_event_hook_fn.cb != NULL)
+		store_event_hook_fn.cb(store_event_hook_fn.arg);
+}
+
+void
+store_set_event_hook(struct store *s, void (*cb)(void *), void *arg)
+{
+	store_event_hook_fn.cb = cb;
+	store_event_hook_fn.arg = arg;
+	sqlite3_update_hook(s->db, cb != NULL ? store_update_hook : NULL, NULL);
+}
+
+int
+store_event_max(struct store *s, int64_t *id)
+{
+	return store_int_query(
+	    s, "SELECT COALESCE(MAX(id), 0) FROM events", id);
+}
+
+int
+store_task_count(struct store *s, enum tstatus status, int64_t *n)
+{
+	sqlite3_stmt *st =
+	    store_prep_once(s, "SELECT COUNT(*) FROM tasks WHERE status = ?1");
+	int rc;
+
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, tstatus_name(status), -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		store_dberr(s, "count tasks");
+		sqlite3_finalize(st);
+		return -1;
+	}
+	*n = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return 0;
+}
+
+int
+store_gc_candidates(struct store *s, unsigned days, store_task_cb cb, void *arg)
+{
+	sqlite3_stmt *st;
+	char *sql;
+	struct task *t;
+	int64_t *ids = NULL;
+	size_t n = 0, cap = 0;
+	int rc, stop = 0;
+
+	/* Collect the ids first: the callback may use the statement cache. */
+	sql = xasprintf("SELECT id FROM tasks WHERE status IN ('completed',"
+	                " 'failed', 'cancelled') AND updated_at <= "
+	                "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now', '-%u days')"
+	                " ORDER BY id",
+	    days);
+	st = store_prep_once(s, sql);
+	free(sql);
+	if (st == NULL)
+		return -1;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 64;
+			ids = xrealloc(ids, cap * sizeof *ids);
+		}
+		ids[n++] = sqlite3_column_int64(st, 0);
+	}
+	if (rc != SQLITE_DONE) {
+		store_dberr(s, "gc candidates");
+		sqlite3_finalize(st);
+		free(ids);
+		return -1;
+	}
+	sqlite3_finalize(st);
+	for (size_t i = 0; i < n && !stop; i++) {
+		if (store_task_get(s, ids[i], &t) == -1) {
+			free(ids);
+			return -1;
+		}
+		if (t != NULL)
+			stop = cb(t, arg);
+		task_free(t);
+	}
+	free(ids);
+	return 0;
+}
+
+int
+store_gc_task(struct store *s, int64_t task, int64_t *events, int64_t *journal)
+{
+	sqlite3_stmt *st;
+	int rc = 0;
+
+	*events = *journal = 0;
+	if (store_wbegin(s) == -1)
+		return -1;
+	for (int i = 0; i < 2 && rc == 0; i++) {
+		st = store_prep_once(
+		    s, i == 0 ? "DELETE FROM events WHERE task_id = ?1"
+		              : "DELETE FROM journal WHERE task_id = ?1");
+		if (st == NULL) {
+			rc = -1;
+			break;
+		}
+		sqlite3_bind_int64(st, 1, task);
+		if (sqlite3_step(st) != SQLITE_DONE) {
+			store_dberr(s, "gc delete");
+			rc = -1;
+		} else
+			*(i == 0 ? events : journal) = sqlite3_changes(s->db);
+		sqlite3_finalize(st);
+	}
+	return store_wend(s, rc);
+}
+
+int
+store_vacuum(struct store *s)
+{
+	if (s->mode != STORE_RW) {
+		store_seterr(s, "database %s is open read-only", s->path);
+		return -1;
+	}
+	if (store_exec(s, "VACUUM", "vacuum") == -1)
+		return -1;
+	/* VACUUM writes the whole file through the WAL: give it back. */
+	return store_exec(
+	    s, "PRAGMA wal_checkpoint(TRUNCATE)", "wal_checkpoint");
+}
+
+/*
+ * A write that needs new space in the database: 0 when the database can be
+ * written again after a storage error.
+ */
+int
+store_probe(struct store *s)
+{
+	if (s->in_tx) {
+		store_seterr(s, "probe: a transaction is open");
+		return -1;
+	}
+	if (store_exec(s,
+	        "BEGIN IMMEDIATE;"
+	        "UPDATE tasks SET updated_at = updated_at"
+	        " WHERE id = (SELECT max(id) FROM tasks);"
+	        "COMMIT",
+	        "probe") == -1) {
+		int code = s->errcode;
+
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+		s->errcode = code;
+		return -1;
+	}
 	return 0;
 }

@@ -127,6 +127,10 @@ int store_open(struct store **storep, const char *path, enum store_mode,
     const struct store_opts *, char **cause);
 void store_close(struct store *); /* accepts NULL */
 const char *store_error(struct store *);
+/* Whether the last error was the storage's (disk full, I/O error). */
+int store_storage_error(struct store *);
+/* A small write: 0 once the database can be written again. */
+int store_probe(struct store *);
 int store_schema_version(struct store *);
 
 /* Explicit transactions (BEGIN IMMEDIATE) grouping several writes. */
@@ -226,5 +230,30 @@ int store_stats_json(struct store *, json_t **out);
 int store_backup(struct store *, const char *dest);
 /* PRAGMA integrity_check: 0 and *ok set. */
 int store_integrity(struct store *, int *ok);
+
+/*
+ * The service's event pump.  cb(arg) runs whenever this connection inserts
+ * an event row, inside the writer's transaction: it must not touch the
+ * database, only note that there is something to read (store_event_list)
+ * once the transaction is over.  One hook per process; NULL removes it.
+ */
+void store_set_event_hook(struct store *, void (*cb)(void *), void *arg);
+/* The highest event id (0 when there is none). */
+int store_event_max(struct store *, int64_t *id);
+/* The number of tasks with this status. */
+int store_task_count(struct store *, enum tstatus, int64_t *n);
+
+/*
+ * Retention.  store_gc_candidates calls cb for every finished (completed,
+ * failed, cancelled) task last updated at least days ago; store_gc_task
+ * deletes one task's events and journal rows (the task row, checkpoints
+ * and usage stay) and says how many went; store_vacuum rebuilds the file
+ * so that it shrinks, then truncates the WAL.
+ */
+int store_gc_candidates(
+    struct store *, unsigned days, store_task_cb cb, void *arg);
+int store_gc_task(
+    struct store *, int64_t task, int64_t *events, int64_t *journal);
+int store_vacuum(struct store *);
 
 #endif

@@ -6,6 +6,7 @@
 #define SUPERVISOR_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/queue.h>
 #include <sys/types.h>
 
@@ -48,6 +49,10 @@ struct config {
 	char *profiles_dir;
 	char *worker_path;
 	int log_level;
+	char *notify_url;         /* ORCH_NOTIFY_URL */
+	uint64_t audit_max_bytes; /* ORCH_AUDIT_MAX_BYTES, per file */
+	unsigned retention_days;  /* ORCH_RETENTION_DAYS: gc's default */
+	unsigned max_connections; /* ORCH_MAX_CONNECTIONS on the socket */
 };
 
 extern struct config cfg;
@@ -56,6 +61,10 @@ extern struct config cfg;
 void config_load(const char *env_file);
 int config_auto_approve_parse(const char *, int *);
 const char *config_auto_approve_name(int);
+/* Parse a .env file's text into cfg (the fuzz target's entry). */
+int config_parse_env(FILE *f, const char *path, char **err);
+/* Where the sandbox profiles are read from (malloc'd). */
+char *config_profiles_dir(void);
 /* Make the state directory (0700) and its subdirectories. */
 int config_make_state_dir(char **cause);
 
@@ -161,11 +170,41 @@ int server_run(
     int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg);
 /* True when the loop is asked to stop (SIGTERM/SIGINT). */
 extern volatile int server_quit;
+/* The state a state event moved its task to ("a -> b: why"): 0 or -1. */
+int server_event_state(const struct event *, enum wstate *);
 
 /* control.c: the HTTP/JSON control API on the Unix socket. */
 int control_init(struct event_base *, struct store *, char **cause);
 void control_free(void);
 char *control_socket_path(void);
+/* A new committed event: push it to the event streams that want it. */
+void control_event(const struct event *);
+
+/* audit.c: one JSON-lines file per task under $ORCH_STATE_DIR/logs. */
+/* Write what was added since the last run (the CLI writes without us). */
+void audit_init(struct store *);
+void audit_event(const struct event *);
+void audit_flush(void); /* remember how far we wrote */
+void audit_remove(int64_t task);
+char *audit_path(int64_t task);
+
+/* notify.c: ORCH_NOTIFY_URL, a JSON POST when a task waits for approval,
+ * fails or completes; retried with backoff, never blocking the loop. */
+void notify_init(struct event_base *);
+void notify_event(struct store *, const struct event *);
+void notify_free(void);
+
+/* sdnotify.c: the systemd notify protocol (Type=notify), without
+ * libsystemd: READY=1, STATUS=, WATCHDOG=1, STOPPING=1. */
+void sdnotify_init(struct event_base *);
+/* Send one "VAR=value" datagram to $NOTIFY_SOCKET; 0 when unset. */
+int sdnotify_send(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void sdnotify_status(struct store *); /* STATUS= when the counts change */
+void sdnotify_free(void);
+
+/* gc.c: retention for finished tasks (worktrees, events, journal, audit
+ * files), shared by `gc` without a service and POST /v1/gc. */
+int gc_run(struct store *, unsigned days, json_t **report, char **err);
 
 /* client.c: the CLI's side of the control API (libcurl over the socket). */
 /* 0 and *reply (JSON) set, or -1 with *err; *code is the HTTP status. */
@@ -173,6 +212,19 @@ int client_request(const char *method, const char *path, json_t *body,
     json_t **reply, int *code, char **err);
 /* 1 when a service answers on the socket. */
 int client_service_running(void);
+/*
+ * Follow a server-sent event stream: cb gets each "data:" object (return
+ * non-zero to stop).  Returns 0 when the service ended the stream (*ended
+ * set when it said "end": the task is over), or -1 with *err; stops early
+ * when *stop becomes non-zero.
+ */
+int client_follow(const char *path, int (*cb)(json_t *, void *), void *arg,
+    volatile int *stop, int *ended, char **err);
+
+/* doctor.c: worker/sandbox.c's checks, for `doctor`: 0, or -1 and *cause
+ * (with the fix). */
+int doctor_sandbox(char **cause);
+int doctor_profile(const char *dir, const char *stage, char **cause);
 
 /* cli.c: the commands. */
 int cli_main(int argc, char **argv);

@@ -4,7 +4,7 @@ API (/v1/chat/completions and /chat/completions) and the Anthropic Messages
 API (/v1/messages), streamed or not, replaying a script of turns, with
 faults injected per turn.  Python standard library only.
 
-    mock_llm.py --port-file F --script S --log L [--key KEY]
+    mock_llm.py --port-file F --script S --log L [--key KEY] [--bodies DIR]
 
 It listens on 127.0.0.1 on a free port and writes the port to F.  The
 script (re-read on every request, so a test can rewrite it) is
@@ -32,6 +32,18 @@ Every request appends one JSON line to the log: task, stage, turn, api,
 path, the X-Orch-* headers, key_sent (the expected key was sent), n (the
 how-many-th request for this task, stage and turn), fault (what was
 injected, or null), status and t (the time it came).
+
+With --bodies DIR, every request's parsed JSON body is also saved as
+DIR/SEQ-TASK-STAGE-TURN.json (SEQ counts all requests from 1, 4 digits) and
+the log line names it in "body", so a test can check what the model was told.
+
+Stage rounds: the log line's "round" is 1 for the first opening of a stage
+(the conversation up to and including its first user message) seen for a
+task, 2 for the second different opening (a stage run again after a review,
+a failed verification or a rejection starts with new feedback), and so on; a
+restarted worker sends the same opening, so it stays in its round.  A script
+key "STAGE#ROUND" (e.g. "implementing#2") overrides "STAGE" for that round,
+as in the scripted provider.
 """
 
 import argparse
@@ -45,6 +57,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 LOCK = threading.Lock()
 COUNTS = {}
+OPENINGS = {}
+SEQ = [0]
 ARGS = None
 
 
@@ -137,10 +151,29 @@ class Handler(BaseHTTPRequestHandler):
         stage = self.headers.get("X-Orch-Stage")
         tnum = sum(1 for m in req.get("messages", [])
                    if m.get("role") == "assistant")
+        opening = []
+        for m in req.get("messages", []):
+            opening.append(m)
+            if m.get("role") == "user":
+                break
+        opening = json.dumps(opening, sort_keys=True)
         with LOCK:
             k = (task, stage, tnum)
             COUNTS[k] = COUNTS.get(k, 0) + 1
             nreq = COUNTS[k]
+            seen = OPENINGS.setdefault((task, stage), [])
+            if opening not in seen:
+                seen.append(opening)
+            rnd = seen.index(opening) + 1
+            SEQ[0] += 1
+            seq = SEQ[0]
+        body = None
+        if ARGS.bodies:
+            body = "%04d-%s-%s-%d.json" % (seq, task, stage, tnum)
+            tmp = os.path.join(ARGS.bodies, "." + body + ".tmp")
+            with open(tmp, "w") as f:
+                json.dump(req, f, indent=1, sort_keys=True)
+            os.rename(tmp, os.path.join(ARGS.bodies, body))
         rec = {
             "t": time.time(),
             "task": task, "stage": stage, "turn": tnum, "api": api,
@@ -150,6 +183,7 @@ class Handler(BaseHTTPRequestHandler):
             "key_sent": ARGS.key is not None and key == ARGS.key,
             "stream": bool(req.get("stream")),
             "anthropic_version": self.headers.get("anthropic-version"),
+            "round": rnd, "body": body,
         }
         if ARGS.key is not None and key != ARGS.key:
             rec["status"] = 401
@@ -165,7 +199,7 @@ class Handler(BaseHTTPRequestHandler):
             log_line(dict(rec, status=500, fault="bad script"))
             self.send_json(500, {"error": {"message": "mock script: %s" % e}})
             return
-        turns = script.get(stage, [])
+        turns = script.get("%s#%d" % (stage, rnd), script.get(stage, []))
         if tnum >= len(turns):
             log_line(dict(rec, status=400, fault="no turn"))
             self.send_json(400, {"error": {
@@ -368,7 +402,11 @@ def main():
     p.add_argument("--script", required=True)
     p.add_argument("--log", required=True)
     p.add_argument("--key")
+    p.add_argument("--bodies", help="save every request body in this "
+                   "directory as SEQ-TASK-STAGE-TURN.json")
     ARGS = p.parse_args()
+    if ARGS.bodies:
+        os.makedirs(ARGS.bodies, exist_ok=True)
     srv = Server(("127.0.0.1", 0), Handler)
     tmp = ARGS.port_file + ".tmp"
     with open(tmp, "w") as f:

@@ -442,6 +442,17 @@ test_isolation(const struct sandbox_profile *impl)
 	free(ws);
 }
 
+/* A command's output, as TAP comments. */
+static void
+diag_output(const char *out)
+{
+	for (const char *p = out ? out : ""; *p != '\0';) {
+		size_t n = strcspn(p, "\n");
+		printf("# %.*s\n", (int)n, p);
+		p += n + (p[n] == '\n');
+	}
+}
+
 /* cp src dst, keeping the mode. */
 static int
 copy_file(const char *src, const char *dst)
@@ -477,7 +488,7 @@ test_seccomp(const struct sandbox_profile *impl)
 	ok(run(impl, ws, "./escape-probe", 20, &res) == 0 && exited(&res, 0) &&
 	        contains(res.output, "getpid=ok\n"),
 	    "the escape probe runs");
-	printf("# %s", res.output ? res.output : "");
+	diag_output(res.output);
 	for (size_t i = 0; i < nitems(denied); i++) {
 		char *line = xasprintf("\n%s=EPERM\n", denied[i]);
 		char *what = xasprintf("%s refused with EPERM", denied[i]);
@@ -608,7 +619,7 @@ test_limits(const struct sandbox_profile *impl)
 	        !res.timed_out && exited(&res, 0) &&
 	        !contains(res.output, "rc=0"),
 	    "memory bomb fails under the AS limit");
-	printf("# %s", res.output ? res.output : "");
+	diag_output(res.output);
 
 	path = put("limits.profile", GOOD);
 	lim = load(scratch, "limits");

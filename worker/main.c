@@ -274,5 +274,6 @@ main(int argc, char **argv)
 		beat_ms = (uint64_t)hb;
 	log_init("orch-worker", (enum log_level)json_integer_value(
 	                            json_object_get(st.cfg, "log_level")));
+	confine_worker(st.name, st.cfg);
 	stage_run(&st);
 }

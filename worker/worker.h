@@ -332,4 +332,26 @@ void llm_anthropic_asm(struct llm_asm *, int turn);
 int llm_anthropic_chat(const struct llm_turn *, json_t *messages, json_t *tools,
     json_t **reply, char **cause, int *permanent);
 
+/* confine.c: the worker's own Landlock confinement (best-effort). */
+struct confine_spec {
+	const char *worktree;    /* read-write; created when missing */
+	const char *repo;        /* read-write: git writes objects, refs */
+	const char *deny;        /* never reachable (the state directory),
+	                            except the worktree; or NULL */
+	const char *const *read; /* more read-only paths, NULL-ended */
+	const char *const *write_files; /* files appended to, NULL-ended */
+};
+/* Landlock's ABI version, or 0 when the kernel does not offer it. */
+int confine_abi(void);
+/*
+ * Confine this process and all it starts: the ABI version on success; 0
+ * when Landlock cannot be used, -1 on a failure, both with *cause and
+ * nothing restricted.
+ */
+int confine_paths(const struct confine_spec *, char **cause);
+/* Confine the worker of stage from its START data, when the stage allows
+ * (not implementing or verifying: bubblewrap must mount); logs and goes on
+ * when it cannot. */
+void confine_worker(const char *stage, json_t *cfg);
+
 #endif

@@ -105,8 +105,13 @@ for k in $(seq 1 "$K"); do
 done
 echo "# $kills kills ($svc_kills of the service)"
 
-wait_for 300 all_done $((M + 1))
+wait_for $((60 + M * 6)) all_done $((M + 1))
 is "$(done_count)" $((M + 1)) "every task completed"
+for id in $(sq "SELECT id FROM tasks WHERE workflow_state != 'completed'"); do
+	echo "# task $id: $(sq "SELECT workflow_state, retry_count, error_details FROM tasks WHERE id=$id")"
+	sq "SELECT ts, kind, stage, text FROM events WHERE task_id=$id ORDER BY id DESC LIMIT 12" |
+		sed 's/^/#   /'
+done
 bad=0
 for i in $(seq 2 $((M + 1))); do
 	[ "$(git -C "$T/repo" rev-parse "orch/task-$i^{tree}" 2>/dev/null)" = "$ref" ] ||

@@ -1,0 +1,149 @@
+/*
+ * The audit trail: every event of a task, one JSON object per line, in
+ * $ORCH_STATE_DIR/logs/task-ID.jsonl, written by the service as events are
+ * committed.  A file that would pass ORCH_AUDIT_MAX_BYTES is rotated once
+ * (task-ID.jsonl.1, replacing the previous one).  logs/audit.pos remembers
+ * the last event written, so that a service that starts writes what was
+ * added without it (the CLI changes the database when no service runs).
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "supervisor.h"
+
+static int64_t audit_pos;
+static int64_t audit_saved = -1;
+
+char *
+audit_path(int64_t task)
+{
+	return xasprintf(
+	    "%s/logs/task-%lld.jsonl", cfg.state_dir, (long long)task);
+}
+
+static char *
+audit_pos_path(void)
+{
+	return xasprintf("%s/logs/audit.pos", cfg.state_dir);
+}
+
+void
+audit_event(const struct event *ev)
+{
+	json_t *o;
+	char *line, *path;
+	struct stat sb;
+	size_t len;
+	int fd;
+
+	if (ev->id <= audit_pos)
+		return;
+	audit_pos = ev->id;
+	o = json_pack("{s:I,s:s,s:I,s:s,s:s?,s:s}", "id", (json_int_t)ev->id,
+	    "ts", ev->ts, "task", (json_int_t)ev->task, "kind", ev->kind,
+	    "stage", ev->stage, "text", ev->text);
+	if (o == NULL)
+		return;
+	line = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	len = strlen(line);
+	line[len++] = '\n'; /* replaces the NUL: write len bytes */
+	path = audit_path(ev->task);
+	if (stat(path, &sb) == 0 && sb.st_size > 0 &&
+	    (uint64_t)sb.st_size + len > cfg.audit_max_bytes) {
+		char *old = xasprintf("%s.1", path);
+		if (rename(path, old) == -1)
+			log_warn("rotating %s", path);
+		free(old);
+	}
+	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (fd == -1 || write_all(fd, line, len) == -1)
+		log_warn("audit file %s", path);
+	if (fd != -1)
+		close(fd);
+	free(path);
+	free(line);
+}
+
+void
+audit_flush(void)
+{
+	char *path, *tmp, buf[32];
+	int fd, n;
+
+	if (audit_pos == audit_saved)
+		return;
+	path = audit_pos_path();
+	tmp = xasprintf("%s.tmp", path);
+	n = snprintf(buf, sizeof buf, "%lld\n", (long long)audit_pos);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd != -1 && write_all(fd, buf, (size_t)n) == 0 && close(fd) == 0 &&
+	    rename(tmp, path) == 0)
+		audit_saved = audit_pos;
+	else {
+		if (fd != -1)
+			close(fd);
+		unlink(tmp);
+	}
+	free(tmp);
+	free(path);
+}
+
+static int
+audit_catch_up_cb(const struct event *ev, void *arg)
+{
+	int *n = arg;
+
+	audit_event(ev);
+	(*n)++;
+	return 0;
+}
+
+void
+audit_init(struct store *st)
+{
+	char *path = audit_pos_path(), buf[32];
+	FILE *f;
+	uint64_t v;
+	int n;
+
+	audit_pos = 0;
+	audit_saved = -1;
+	if ((f = fopen(path, "r")) != NULL) {
+		if (fgets(buf, sizeof buf, f) != NULL) {
+			buf[strcspn(buf, "\n")] = '\0';
+			if (parse_u64(buf, 0, INT64_MAX, &v) == 0)
+				audit_pos = audit_saved = (int64_t)v;
+		}
+		fclose(f);
+	}
+	free(path);
+	do {
+		n = 0;
+		if (store_event_list(
+		        st, 0, audit_pos, 1000, audit_catch_up_cb, &n) == -1) {
+			log_warnx("audit: %s", store_error(st));
+			break;
+		}
+	} while (n == 1000);
+	audit_flush();
+}
+
+void
+audit_remove(int64_t task)
+{
+	char *path = audit_path(task), *old = xasprintf("%s.1", path);
+
+	if (unlink(path) == -1 && errno != ENOENT)
+		log_warn("removing %s", path);
+	unlink(old);
+	free(old);
+	free(path);
+}

@@ -1,0 +1,78 @@
+#!/bin/bash
+# The escape suite (escape.sh) as an unprivileged user, where it matters:
+# RLIMIT_NPROC binds only a user that is not root, so the fork bomb is only
+# tried there, and a service running as a normal user is how it is meant to
+# be deployed.
+#
+# As root: creates the user orchtest if it is missing (useradd -m), and runs
+# escape.sh as that user with the test's variables, a TMPDIR of its own, and
+# the binaries, profiles and scripts where it can read them (copied to a
+# scratch directory when a parent directory of theirs is closed to it).  Its
+# TAP is this test's.  As any other user: runs escape.sh directly.
+set -u
+: "${ORCH_TESTS_DIR:?set by meson test}" "${ORCH_SUPERVISOR:?}" "${ORCH_WORKER_PATH:?}"
+: "${ORCH_SANDBOX_PROFILES_DIR:?}"
+
+if [ "$(id -u)" -ne 0 ]; then
+	exec bash "$ORCH_TESTS_DIR/integration/escape.sh"
+fi
+
+USER_NAME=orchtest
+skip() {
+	echo "1..0 # SKIP $*"
+	exit 0
+}
+if ! id "$USER_NAME" >/dev/null 2>&1; then
+	useradd -m -s /bin/bash "$USER_NAME" >/dev/null 2>&1 ||
+		skip "cannot create the user $USER_NAME (useradd)"
+fi
+command -v runuser >/dev/null 2>&1 || skip "runuser is missing"
+
+W=$(mktemp -d /tmp/orch-unpriv.XXXXXX) || exit 1
+trap 'rm -rf "$W"' EXIT
+chmod 755 "$W"
+mkdir -m 700 "$W/tmp"
+chown "$USER_NAME:" "$W/tmp"
+
+as_user() { runuser -u "$USER_NAME" -- "$@"; }
+
+sup=$ORCH_SUPERVISOR worker=$ORCH_WORKER_PATH
+profiles=$ORCH_SANDBOX_PROFILES_DIR tests=$ORCH_TESTS_DIR
+# What the user cannot reach is copied where it can (the binaries find
+# nothing beside themselves: the worker and the profiles are named).
+if ! as_user test -x "$sup" || ! as_user test -x "$worker"; then
+	mkdir "$W/bin"
+	cp "$sup" "$worker" "$W/bin/"
+	chmod 755 "$W/bin" "$W/bin/"*
+	sup=$W/bin/$(basename "$sup") worker=$W/bin/$(basename "$worker")
+fi
+if ! as_user test -r "$profiles/implementing.profile"; then
+	cp -r "$profiles" "$W/profiles"
+	chmod -R a+rX "$W/profiles"
+	profiles=$W/profiles
+fi
+if ! as_user test -r "$tests/integration/escape.sh" ||
+	! as_user test -r "$tests/integration/lib.sh"; then
+	mkdir -p "$W/tests/integration"
+	cp "$tests/integration/escape.sh" "$tests/integration/lib.sh" "$W/tests/integration/"
+	chmod -R a+rX "$W/tests"
+	tests=$W/tests
+fi
+
+# Without unprivileged user namespaces bwrap cannot work for this user.
+as_user bwrap --unshare-all --ro-bind / / true >/dev/null 2>&1 ||
+	skip "bubblewrap does not work for $USER_NAME (unprivileged user namespaces off?)"
+
+cd "$W/tmp" || exit 1
+as_user env -i \
+	PATH=/usr/local/bin:/usr/bin:/bin \
+	HOME="$(getent passwd "$USER_NAME" | cut -d: -f6)" \
+	LANG=C.UTF-8 \
+	TMPDIR="$W/tmp" \
+	NO_COLOR=1 \
+	${ESCAPE_SHOW:+ESCAPE_SHOW=1} \
+	ORCH_SUPERVISOR="$sup" \
+	ORCH_WORKER_PATH="$worker" \
+	ORCH_SANDBOX_PROFILES_DIR="$profiles" \
+	ORCH_TESTS_DIR="$tests" \
+	bash "$tests/integration/escape.sh"
