@@ -358,8 +358,7 @@ llm_anthropic_chat(const struct llm_turn *t, json_t *messages, json_t *tools,
 	const char *key = ant_str(llm, "api_key");
 	const char *headers[3] = {
 	    "anthropic-version: " ANTHROPIC_VERSION, NULL, NULL};
-	struct llm_req req;
-	char *url, *auth = NULL, *b;
+	char *url, *auth = NULL;
 	size_t n;
 	int rc;
 
@@ -387,22 +386,13 @@ llm_anthropic_chat(const struct llm_turn *t, json_t *messages, json_t *tools,
 		headers[1] = auth;
 	}
 	body = llm_anthropic_request(model, messages, tools);
-	b = json_dumps(body, JSON_COMPACT);
+	rc = llm_http_post(t, url, body, headers, key, llm_anthropic_asm, reply,
+	    cause, permanent);
 	json_decref(body);
-	if (b == NULL) {
-		*cause = xstrdup("the conversation could not be encoded");
-		*permanent = 1;
-		rc = -1;
-	} else {
-		req = (struct llm_req){
-		    t, url, b, headers, key, llm_anthropic_asm};
-		rc = llm_http_chat(&req, reply, cause, permanent);
-	}
 	if (auth != NULL) {
 		explicit_bzero(auth, strlen(auth));
 		free(auth);
 	}
-	free(b);
 	free(url);
 	return rc;
 }

@@ -784,3 +784,24 @@ llm_http_chat(
 	curl_slist_free_all(hdrs);
 	return rc;
 }
+
+int
+llm_http_post(const struct llm_turn *t, const char *url, json_t *body,
+    const char *const *headers, const char *secret,
+    void (*asm_init)(struct llm_asm *, int turn), json_t **reply, char **cause,
+    int *permanent)
+{
+	char *b = json_dumps(body, JSON_COMPACT);
+	struct llm_req req = {t, url, b, headers, secret, asm_init};
+	int rc;
+
+	if (b == NULL) {
+		*reply = NULL;
+		*cause = xstrdup("the conversation could not be encoded");
+		*permanent = 1;
+		return -1;
+	}
+	rc = llm_http_chat(&req, reply, cause, permanent);
+	free(b);
+	return rc;
+}

@@ -276,8 +276,7 @@ llm_openai_chat(const struct llm_turn *t, json_t *messages, json_t *tools,
 	const char *model = openai_str(llm, "model");
 	const char *key = openai_str(llm, "api_key");
 	const char *headers[2] = {NULL, NULL};
-	struct llm_req req;
-	char *url, *auth = NULL, *b;
+	char *url, *auth = NULL;
 	size_t n;
 	int rc;
 
@@ -301,21 +300,13 @@ llm_openai_chat(const struct llm_turn *t, json_t *messages, json_t *tools,
 		headers[0] = auth;
 	}
 	body = llm_openai_request(model, messages, tools);
-	b = json_dumps(body, JSON_COMPACT);
+	rc = llm_http_post(t, url, body, headers, key, llm_openai_asm, reply,
+	    cause, permanent);
 	json_decref(body);
-	if (b == NULL) {
-		*cause = xstrdup("the conversation could not be encoded");
-		*permanent = 1;
-		rc = -1;
-	} else {
-		req = (struct llm_req){t, url, b, headers, key, llm_openai_asm};
-		rc = llm_http_chat(&req, reply, cause, permanent);
-	}
 	if (auth != NULL) {
 		explicit_bzero(auth, strlen(auth));
 		free(auth);
 	}
-	free(b);
 	free(url);
 	return rc;
 }

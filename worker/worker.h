@@ -316,6 +316,11 @@ struct llm_req {
  */
 int llm_http_chat(
     const struct llm_req *, json_t **reply, char **cause, int *permanent);
+/* Encode body and run llm_http_chat with it: what every provider does. */
+int llm_http_post(const struct llm_turn *, const char *url, json_t *body,
+    const char *const *headers, const char *secret,
+    void (*asm_init)(struct llm_asm *, int turn), json_t **reply, char **cause,
+    int *permanent);
 /* s with every occurrence of secret replaced (malloc'd). */
 char *llm_scrub(const char *s, const char *secret);
 
