@@ -676,16 +676,28 @@ cli_show_usage(struct store *st, int64_t id)
 {
 	json_t *u, *v;
 	const char *k;
+	int head = 0;
 
 	if (store_usage_json(st, id, &u) == -1)
 		return;
-	if (json_object_size(u) > 0)
-		printf("\nUsage:\n");
-	json_object_foreach(u, k, v) printf(
-	    "  %-13s %4lld calls %8lld tokens in %8lld out\n", k,
-	    (long long)json_integer_value(json_object_get(v, "calls")),
-	    (long long)json_integer_value(json_object_get(v, "tokens_in")),
-	    (long long)json_integer_value(json_object_get(v, "tokens_out")));
+	json_object_foreach(u, k, v)
+	{
+		long long calls =
+		    json_integer_value(json_object_get(v, "calls"));
+
+		/* A stage that asked no model (verifying) has nothing to say.
+		 */
+		if (calls == 0)
+			continue;
+		if (!head++)
+			printf("\nUsage:\n");
+		printf("  %-13s %4lld calls %8lld tokens in %8lld out\n", k,
+		    calls,
+		    (long long)json_integer_value(
+		        json_object_get(v, "tokens_in")),
+		    (long long)json_integer_value(
+		        json_object_get(v, "tokens_out")));
+	}
 	json_decref(u);
 }
 

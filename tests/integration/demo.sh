@@ -33,5 +33,9 @@ for cp in workflow_start start_planning after_planning start_implementation \
 		1 "checkpoint $cp recorded"
 done
 like "$("$SUP" show 1)" "git -C .* diff .*orch/task-1" "show says how to see the result"
+like "$("$SUP" show 1 | tr '\n' ' ')" 'Usage: +implementing +4 calls +2600 tokens in +230 out +planning +3 calls' \
+	"show gives the token usage per stage"
+ok "$("$SUP" show 1 | grep -q '^ *verifying .*calls'; [ $? -ne 0 ]; echo $?)" \
+	"... leaving out the stage that asked no model"
 is "$(sq 'PRAGMA integrity_check')" ok "the database is intact"
 done_testing
