@@ -347,19 +347,15 @@ cli_drive(int64_t id)
 		}
 		if (wstate_status(state) != TS_AWAITING_APPROVAL)
 			break;
-		if (!interactive) {
+		char *reason = NULL;
+		int ans = interactive ? cli_ask(id, state, &reason) : 0;
+		if (ans == 0) {
 			printf("Task %lld waits for approval: `orch-supervisor "
 			       "approve %lld` or `orch-supervisor reject %lld "
 			       "--reason ...`, then `orch-supervisor --resume "
 			       "%lld`.\n",
 			    (long long)id, (long long)id, (long long)id,
 			    (long long)id);
-			store_close(p.st);
-			return 0;
-		}
-		char *reason = NULL;
-		int ans = cli_ask(id, state, &reason);
-		if (ans == 0) {
 			store_close(p.st);
 			return 0;
 		}
