@@ -63,6 +63,14 @@ proc_init(struct event_base *base)
 	proc_gc_ev = event_new(base, -1, 0, proc_gc, NULL);
 }
 
+void
+proc_fini(void)
+{
+	if (proc_gc_ev != NULL)
+		event_free(proc_gc_ev);
+	proc_gc_ev = NULL;
+}
+
 const char *
 proc_worker_path(void)
 {

@@ -304,6 +304,7 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 	notify_free();
 	sdnotify_free();
 	sched_free();
+	proc_fini();
 	event_free(check);
 	for (size_t i = 0; i < nitems(signums); i++)
 		event_free(sigs[i]);

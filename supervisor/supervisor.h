@@ -123,6 +123,7 @@ TAILQ_HEAD(workers, worker);
 extern struct workers workers;
 
 void proc_init(struct event_base *);
+void proc_fini(void); /* after the last worker is freed */
 struct worker *proc_spawn(struct event_base *, int64_t task, const char *stage,
     int64_t run, char **cause);
 int proc_send(struct worker *, const struct proto_msg *);
