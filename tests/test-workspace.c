@@ -130,6 +130,73 @@ is_file(const char *rel, const char *want)
 	return rc;
 }
 
+/*
+ * What a killed worker's git leaves behind must not block the next worker:
+ * stale lock files on the worktree's index, the snapshot ref and the result
+ * branch, and a half-made worktree directory.
+ */
+static void
+test_leftovers(void)
+{
+	char *cause = NULL, *lrepo = xasprintf("%s/lockrepo", tmp);
+	char *lwt = xasprintf("%s/state/worktrees/task-9", tmp);
+	char *base, *snap = NULL, *sq = NULL;
+
+	if (sh("git init -q -b main lockrepo && cd lockrepo && "
+	       "printf 'x\\n' >x.txt && git add -A && "
+	       "git -c user.name=t -c user.email=t@t commit -qm init") == -1)
+		fatal("cannot set up lockrepo");
+	base = out("git -C lockrepo rev-parse HEAD");
+	ok(ws_create(lrepo, lwt, base, &cause) == 0,
+	    "leftovers: worktree made");
+	free(cause);
+	cause = NULL;
+	sh("touch \"$(git -C %s rev-parse --absolute-git-dir)/index.lock\" "
+	   "lockrepo/.git/refs/orch.lock && mkdir -p "
+	   "lockrepo/.git/refs/orch/tasks "
+	   "lockrepo/.git/refs/heads/orch && touch "
+	   "lockrepo/.git/refs/orch/tasks/9.lock "
+	   "lockrepo/.git/refs/heads/orch/task-9.lock",
+	    lwt);
+	ok(ws_restore(lwt, base, &cause) == -1,
+	    "leftovers: a stale index.lock blocks git (the problem)");
+	free(cause);
+	cause = NULL;
+	ws_unlock(lrepo, lwt, "refs/orch/tasks/9", "orch/task-9");
+	ok(ws_restore(lwt, base, &cause) == 0,
+	    "leftovers: after ws_unlock the restore works");
+	free(cause);
+	cause = NULL;
+	sh("cd state/worktrees/task-9 && printf 'y\\n' >y.txt");
+	ok(ws_snapshot(lwt, "refs/orch/tasks/9", base, "s", &snap, &cause) == 0,
+	    "leftovers: the snapshot ref can be written again");
+	free(cause);
+	cause = NULL;
+	ok(ws_squash(lwt, "orch/task-9", base, snap, "m", &sq, &cause) == 0,
+	    "leftovers: the result branch can be written again");
+	free(cause);
+	cause = NULL;
+	ok(exists("lockrepo/.git/refs/orch.lock"),
+	    "leftovers: locks that are not the task's stay");
+
+	/* A killed `git worktree add`: a directory that is no worktree. */
+	sh("rm -rf state/worktrees/task-9 && mkdir -p state/worktrees/task-9 "
+	   "&& printf 'half\\n' >state/worktrees/task-9/x.txt");
+	ok(ws_create(lrepo, lwt, base, &cause) == 0,
+	    "leftovers: a half-made worktree is replaced");
+	free(cause);
+	cause = NULL;
+	ok(ws_restore(lwt, base, &cause) == 0 &&
+	        exists("state/worktrees/task-9/.git"),
+	    "leftovers: ... by a working one");
+	free(cause);
+	free(base);
+	free(snap);
+	free(sq);
+	free(lrepo);
+	free(lwt);
+}
+
 int
 main(void)
 {
@@ -398,6 +465,7 @@ main(void)
 	free(cause);
 	cause = NULL;
 
+	test_leftovers();
 	sh("rm -rf %s", tmp);
 	free(head);
 	free(branches);

@@ -88,6 +88,7 @@ stage_workspace(void)
 	}
 	if (last_commit == NULL)
 		last_commit = xstrdup(target ? target : S->base);
+	ws_unlock(S->repo, S->worktree, S->ref, cfg_str("branch"));
 	if (ws_create(S->repo, S->worktree, S->base, &cause) == -1 ||
 	    ws_restore(S->worktree, last_commit, &cause) == -1)
 		stage_retry("workspace: %s", cause);

@@ -89,7 +89,15 @@ const char *prompt_get(const char *name);
  * All functions return 0, or -1 with *cause a malloc'd message.
  */
 
-/* Create the worktree at dir from commit if it does not exist yet. */
+/*
+ * Remove the lock files a killed git may have left on what only this task's
+ * worker touches (the worktree's index and HEAD, ref and branch): one worker
+ * runs a task at a time, so at a stage's start any such lock is stale.
+ */
+void ws_unlock(
+    const char *repo, const char *dir, const char *ref, const char *branch);
+/* Create the worktree at dir from commit if it does not exist yet; a
+ * directory left by an interrupted creation is removed first. */
 int ws_create(
     const char *repo, const char *dir, const char *commit, char **cause);
 /*

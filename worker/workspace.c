@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -471,6 +472,82 @@ is_worktree(const char *dir)
 	return yes;
 }
 
+/* Remove everything below the top directory, which stays: the worker's
+ * Landlock rules were made on it. */
+static int
+rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	if (ftw->level == 0)
+		return 0;
+	return (flag == FTW_DP ? rmdir(path) : unlink(path)) == -1 &&
+	       errno != ENOENT;
+}
+
+/*
+ * Empty what a killed `git worktree add` left: a directory that is not a
+ * worktree (git then adds the worktree into the empty directory).  Only our
+ * own task-N directories are ever touched.
+ */
+static int
+remove_half_worktree(const char *dir, char **cause)
+{
+	const char *base = strrchr(dir, '/');
+
+	base = base != NULL ? base + 1 : dir;
+	if (strncmp(base, "task-", 5) != 0) {
+		*cause = xasprintf("%s exists and is not a worktree; move it "
+		                   "aside",
+		    dir);
+		return -1;
+	}
+	if (nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0) {
+		*cause = xasprintf("cannot remove the unfinished worktree %s: "
+		                   "%s",
+		    dir, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+void
+ws_unlock(
+    const char *repo, const char *dir, const char *ref, const char *branch)
+{
+	const char *gd[] = {"rev-parse", "--absolute-git-dir", NULL};
+	const char *cd[] = {
+	    "rev-parse", "--path-format=absolute", "--git-common-dir", NULL};
+	char *gitdir = NULL, *common = NULL, *cause = NULL, *p;
+
+	if (is_worktree(dir) && git_line(dir, gd, &gitdir, NULL, &cause) == 0) {
+		p = xasprintf("%s/index.lock", gitdir);
+		unlink(p);
+		free(p);
+		p = xasprintf("%s/HEAD.lock", gitdir);
+		unlink(p);
+		free(p);
+	}
+	free(cause);
+	cause = NULL;
+	if (git_line(repo, cd, &common, NULL, &cause) == 0) {
+		if (ref != NULL && strncmp(ref, "refs/orch/", 10) == 0 &&
+		    strstr(ref, "..") == NULL) {
+			p = xasprintf("%s/%s.lock", common, ref);
+			unlink(p);
+			free(p);
+		}
+		if (branch != NULL && strncmp(branch, "orch/", 5) == 0 &&
+		    strstr(branch, "..") == NULL) {
+			p = xasprintf("%s/refs/heads/%s.lock", common, branch);
+			unlink(p);
+			free(p);
+		}
+	}
+	free(cause);
+	free(gitdir);
+	free(common);
+}
+
 int
 ws_create(const char *repo, const char *dir, const char *commit, char **cause)
 {
@@ -482,8 +559,12 @@ ws_create(const char *repo, const char *dir, const char *commit, char **cause)
 	    check_arg("repository", repo, cause) == -1 ||
 	    check_arg("worktree directory", dir, cause) == -1)
 		return -1;
-	if (lstat(dir, &st) == 0 && is_worktree(dir))
-		return 0;
+	if (lstat(dir, &st) == 0) {
+		if (is_worktree(dir))
+			return 0;
+		if (remove_half_worktree(dir, cause) == -1)
+			return -1;
+	}
 
 	absdir = abs_path(dir);
 	if (mkdir_parents(absdir, cause) == 0) {
