@@ -90,6 +90,9 @@ if [ $quick -eq 0 ]; then
 			rc=$?
 			grep -E "stat::number_of_executed_units|ERROR|SUMMARY" \
 				"$corpus.log" | head -5
+			# A crash: what it was and where, to reproduce from.
+			[ $rc -eq 0 ] || grep -vE '^(#|INFO:|stat::)' \
+				"$corpus.log" | head -60
 			step "fuzz-$t" $rc
 			rm -rf "$corpus" "$corpus.log"
 		done

@@ -14,16 +14,32 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static char dir[] = "/tmp/fuzz-profile.XXXXXX";
+static int made;
+
+static void
+cleanup(void)
+{
+	char path[64];
+
+	snprintf(path, sizeof path, "%s/fuzz.profile", dir);
+	unlink(path);
+	rmdir(dir);
+}
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct sandbox_profile *p;
-	char		       *cause = NULL, path[64];
-	FILE		       *f;
+	char *cause = NULL, path[64];
+	FILE *f;
 
-	if (dir[sizeof dir - 2] == 'X' && mkdtemp(dir) == NULL)
-		abort();
+	/* Once: the name mkdtemp picks may itself end in 'X'. */
+	if (!made) {
+		if (mkdtemp(dir) == NULL)
+			abort();
+		made = 1;
+		atexit(cleanup);
+	}
 	snprintf(path, sizeof path, "%s/fuzz.profile", dir);
 	if ((f = fopen(path, "w")) == NULL)
 		abort();
