@@ -274,6 +274,7 @@ struct store {
 	char *path;
 	enum store_mode mode;
 	int in_tx; /* store_begin is open */
+	int lazy;  /* synchronous is NORMAL for now (see store_event_add) */
 	int version;
 	char *err;
 	int errcode; /* SQLite's code for err, 0 when it is not SQLite's */
@@ -583,8 +584,25 @@ store_step_task(struct store *s, sqlite3_stmt *st, int64_t id, const char *what)
  * its own, or in a savepoint when the caller has one open (store_begin), so
  * that a failed write never leaves half its rows behind either way.
  */
+/* Set synchronous for the next transaction: FULL (its commit is on disk
+ * when it returns) unless lazy. */
 static int
-store_wbegin(struct store *s)
+store_sync(struct store *s, int lazy)
+{
+	if (s->lazy == lazy)
+		return 0;
+	if (store_exec(s,
+	        lazy ? "PRAGMA synchronous = NORMAL"
+	             : "PRAGMA synchronous = FULL",
+	        "synchronous") == -1)
+		return -1;
+	s->lazy = lazy;
+	return 0;
+}
+
+/* Begin a write: a transaction, or a savepoint inside store_begin's. */
+static int
+store_wbegin_as(struct store *s, int lazy)
 {
 	if (s->mode != STORE_RW) {
 		store_seterr(s, "database %s is open read-only", s->path);
@@ -592,7 +610,15 @@ store_wbegin(struct store *s)
 	}
 	if (s->in_tx)
 		return store_exec(s, "SAVEPOINT store_write", "savepoint");
+	if (store_sync(s, lazy) == -1)
+		return -1;
 	return store_exec(s, "BEGIN IMMEDIATE", "begin");
+}
+
+static int
+store_wbegin(struct store *s)
+{
+	return store_wbegin_as(s, 0);
 }
 
 static int
@@ -627,7 +653,8 @@ store_begin(struct store *s)
 		store_seterr(s, "database %s is open read-only", s->path);
 		return -1;
 	}
-	if (store_exec(s, "BEGIN IMMEDIATE", "begin") == -1)
+	if (store_sync(s, 0) == -1 ||
+	    store_exec(s, "BEGIN IMMEDIATE", "begin") == -1)
 		return -1;
 	s->in_tx = 1;
 	return 0;
@@ -1487,7 +1514,15 @@ store_event_add(struct store *s, int64_t task, enum event_kind kind,
 		store_seterr(s, "insert event: bad kind or no text");
 		return -1;
 	}
-	if (store_wbegin(s) == -1)
+	/*
+	 * A log line on its own is committed without waiting for the disk:
+	 * the WAL keeps it in order, a crash of the service loses nothing
+	 * (the kernel has it), and the next durable commit (a journal entry,
+	 * a checkpoint, a state change) takes it to the disk with its own.
+	 * Only a power cut can lose the lines since that commit.  Inside a
+	 * transaction an event is as durable as the rest of it.
+	 */
+	if (store_wbegin_as(s, 1) == -1)
 		return -1;
 	return store_wend(
 	    s, store_event_add_locked(s, task, kind, stage, text));

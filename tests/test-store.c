@@ -293,6 +293,44 @@ test_pragmas(void)
 	free(path);
 }
 
+/* A lone event commits without fsync; every other write is FULL again. */
+static void
+test_lazy_events(void)
+{
+	struct store *s;
+	char *path = tpath("lazy.db"), *cause;
+	int64_t id;
+
+	last_db = NULL;
+	if (store_open(&s, path, STORE_RW, NULL, &cause) == -1)
+		fatalx("%s", cause);
+	id = add_task(s, "lazy");
+	if (last_db == NULL)
+		fatalx("did not catch the store's connection");
+	ok(store_event_add(s, id, EV_INFO, NULL, "a log line") == 0,
+	    "lazy: event added");
+	is_int(raw_int(last_db, "PRAGMA synchronous"), 1,
+	    "lazy: a lone event commits with synchronous NORMAL");
+	ok(store_checkpoint_add(s, id, "cp", "{}") == 0, "lazy: checkpoint");
+	is_int(raw_int(last_db, "PRAGMA synchronous"), 2,
+	    "lazy: the checkpoint after it is FULL again");
+	ok(store_event_add(s, id, EV_INFO, NULL, "again") == 0 &&
+	        store_begin(s) == 0,
+	    "lazy: event, then a transaction");
+	is_int(raw_int(last_db, "PRAGMA synchronous"), 2,
+	    "lazy: store_begin is FULL");
+	ok(store_event_add(s, id, EV_INFO, NULL, "inside") == 0,
+	    "lazy: event inside the transaction");
+	is_int(raw_int(last_db, "PRAGMA synchronous"), 2,
+	    "lazy: an event inside a transaction keeps it FULL");
+	ok(store_commit(s) == 0, "lazy: commit");
+	is_int(raw_int(last_db, "SELECT count(*) FROM events WHERE text IN"
+	                        " ('a log line', 'again', 'inside')"),
+	    3, "lazy: all three events are there");
+	store_close(s);
+	free(path);
+}
+
 static void
 test_task_roundtrip(void)
 {
@@ -1322,6 +1360,7 @@ main(void)
 
 	test_names();
 	test_pragmas();
+	test_lazy_events();
 	test_task_roundtrip();
 	test_list();
 	test_checkpoints();
