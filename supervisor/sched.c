@@ -44,7 +44,39 @@ static uint64_t sched_resumed_at;
 static int64_t *held;
 static size_t nheld;
 
+/*
+ * Tasks whose worktree the last worker left exactly at its last snapshot
+ * (it ended normally, in a stage that snapshots everything it changes):
+ * their next worker skips the restore.  Memory only, so after a restart
+ * of the service every worktree is restored.
+ */
+static int64_t *clean_ws;
+static size_t nclean_ws;
+
 static int sched_storage_failed(void);
+
+/* Whether task's worktree is known clean; forgets it, since the worker
+ * about to start may leave it otherwise. */
+static int
+sched_clean_take(int64_t task)
+{
+	for (size_t i = 0; i < nclean_ws; i++) {
+		if (clean_ws[i] == task) {
+			clean_ws[i] = clean_ws[--nclean_ws];
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static void
+sched_clean_put(int64_t task)
+{
+	if (sched_clean_take(task) == 0 && nclean_ws % 64 == 0)
+		clean_ws =
+		    xrealloc(clean_ws, (nclean_ws + 64) * sizeof *clean_ws);
+	clean_ws[nclean_ws++] = task;
+}
 
 void
 sched_event(
@@ -247,7 +279,7 @@ json_set_str(json_t *o, const char *k, const char *v)
 /* What the worker is told in START: the task and the settings it needs.
  * It carries the API key, so it is never logged. */
 static char *
-sched_start_data(const struct task *t, const char *stage)
+sched_start_data(const struct task *t, const char *stage, int clean)
 {
 	json_t *o = json_object(), *llm = json_object();
 	char *s;
@@ -277,6 +309,7 @@ sched_start_data(const struct task *t, const char *stage)
 	json_object_set_new(o, "round", json_integer(sc.rounds));
 	json_set_str(o, "snapshot", sc.snapshot);
 	free(sc.snapshot);
+	json_object_set_new(o, "workspace_clean", json_boolean(clean));
 	json_object_set_new(o, "max_steps", json_integer(cfg.max_steps));
 	json_object_set_new(
 	    o, "cmd_timeout_s", json_integer(cfg.cmd_timeout_s));
@@ -353,6 +386,7 @@ sched_start(int64_t id)
 		task_free(t);
 		return;
 	}
+	w->ws_clean = sched_clean_take(id);
 	sched_event(id, EV_INFO, stage, "worker %d started (run %lld%s)",
 	    (int)w->pid, (long long)t->ival[TI_STAGE_RUN],
 	    t->ival[TI_STAGE_RETRIES] > 0 ? ", restarted" : "");
@@ -481,7 +515,7 @@ sched_hello(struct worker *w, const struct proto_msg *m)
 		return;
 	}
 	w->hello = 1;
-	data = sched_start_data(t, w->stage);
+	data = sched_start_data(t, w->stage, w->ws_clean);
 	proto_msg_init(&out, PROTO_START);
 	out.u[PF_VERSION] = PROTO_VERSION;
 	out.u[PF_TASK] = (uint64_t)w->task;
@@ -854,12 +888,17 @@ sched_worker_exit(struct worker *w)
 	int64_t id = w->task;
 
 	if (w->done || w->stopping) {
-		if (w->reaped &&
-		    !(WIFEXITED(w->status) && WEXITSTATUS(w->status) == 0) &&
-		    !w->stopping)
+		int ok = w->reaped && WIFEXITED(w->status) &&
+		         WEXITSTATUS(w->status) == 0;
+
+		if (!ok && !w->stopping)
 			log_task(LOG_LEVEL_WARN, (uint64_t)id, w->stage,
 			    "worker %d ended badly after its result",
 			    (int)w->pid);
+		/* The verify command's changes are not snapshotted. */
+		if (ok && w->done && !w->stopping &&
+		    strcmp(w->stage, "verifying") != 0)
+			sched_clean_put(id);
 		proc_free(w);
 		sched_kick();
 		return;
@@ -1064,7 +1103,9 @@ sched_free(void)
 	sched_kick_ev = sched_timer_ev = NULL;
 	free(backoffs);
 	free(held);
+	free(clean_ws);
 	backoffs = NULL;
 	held = NULL;
-	nbackoffs = nheld = 0;
+	clean_ws = NULL;
+	nbackoffs = nheld = nclean_ws = 0;
 }

@@ -111,6 +111,7 @@ struct worker {
 	int hello;
 	int done;     /* its RESULT is committed */
 	int stopping; /* we asked it to stop; not a failure */
+	int ws_clean; /* its task's worktree is at the last snapshot */
 	int reaped;
 	int eof;
 	int finished;     /* handed to sched_worker_exit */

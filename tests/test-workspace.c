@@ -147,7 +147,7 @@ test_leftovers(void)
 	       "git -c user.name=t -c user.email=t@t commit -qm init") == -1)
 		fatal("cannot set up lockrepo");
 	base = out("git -C lockrepo rev-parse HEAD");
-	ok(ws_create(lrepo, lwt, base, &cause) == 0,
+	ok(ws_create(lrepo, lwt, base, &cause) == 1,
 	    "leftovers: worktree made");
 	free(cause);
 	cause = NULL;
@@ -182,7 +182,7 @@ test_leftovers(void)
 	/* A killed `git worktree add`: a directory that is no worktree. */
 	sh("rm -rf state/worktrees/task-9 && mkdir -p state/worktrees/task-9 "
 	   "&& printf 'half\\n' >state/worktrees/task-9/x.txt");
-	ok(ws_create(lrepo, lwt, base, &cause) == 0,
+	ok(ws_create(lrepo, lwt, base, &cause) == 1,
 	    "leftovers: a half-made worktree is replaced");
 	free(cause);
 	cause = NULL;
@@ -190,6 +190,29 @@ test_leftovers(void)
 	        exists("state/worktrees/task-9/.git"),
 	    "leftovers: ... by a working one");
 	free(cause);
+	cause = NULL;
+
+	/*
+	 * A copy of a worktree is not one: its .git names the original's
+	 * administrative directory, which does not name it back.  It is
+	 * emptied and made a worktree of its own.
+	 */
+	char *cwt = xasprintf("%s/state/worktrees/task-10", tmp);
+	sh("cp -a state/worktrees/task-9 state/worktrees/task-10 && "
+	   "printf 'copied\n' >state/worktrees/task-10/only-in-copy.txt");
+	ok(ws_create(lrepo, cwt, base, &cause) == 1,
+	    "worktree check: a copied worktree is made anew");
+	free(cause);
+	cause = NULL;
+	ok(!exists("state/worktrees/task-10/only-in-copy.txt") &&
+	        exists("state/worktrees/task-10/x.txt"),
+	    "worktree check: ... with the commit's files only");
+	ok(ws_create(lrepo, cwt, base, &cause) == 0,
+	    "worktree check: and is then found to be one");
+	ok(ws_create(lrepo, lwt, base, &cause) == 0,
+	    "worktree check: the original is still one");
+	free(cause);
+	free(cwt);
 	free(base);
 	free(snap);
 	free(sq);
@@ -234,8 +257,8 @@ main(void)
 	setenv("GIT_WORK_TREE", "/nonexistent", 1);
 
 	rc = ws_create(repo, wt, head, &cause);
-	is_int(rc, 0, "ws_create");
-	if (rc != 0)
+	is_int(rc, 1, "ws_create: made");
+	if (rc != 1)
 		printf("#   %s\n", cause);
 	ok(is_file("state/worktrees/1/a.txt", "one\n"), "worktree has a.txt");
 	is_int(ws_create(repo, wt, head, &cause), 0, "ws_create again: no-op");
@@ -417,13 +440,13 @@ main(void)
 	free(s);
 	is_int(ws_remove(repo, wt, &cause), 0, "ws_remove of a missing dir");
 
-	is_int(ws_create(repo, wt, c1, &cause), 0, "ws_create from a snapshot");
+	is_int(ws_create(repo, wt, c1, &cause), 1, "ws_create from a snapshot");
 	ok(is_file("state/worktrees/1/u.txt", "untracked\n"),
 	    "new worktree has the snapshot's files");
 	sh("rm -rf state/worktrees/1");
 	rc = ws_create(repo, wt, c2, &cause);
-	is_int(rc, 0, "ws_create over a stale registration");
-	if (rc != 0)
+	is_int(rc, 1, "ws_create over a stale registration");
+	if (rc != 1)
 		printf("#   %s\n", cause);
 	ok(is_file("state/worktrees/1/a.txt", "final\n"),
 	    "recreated worktree has the files");

@@ -63,13 +63,21 @@ cfg_str(const char *key)
 	return json_string_value(json_object_get(S->cfg, key));
 }
 
-/* Restore the workspace to the last committed snapshot: this run's last
- * journaled one, else the last one the supervisor recorded, else the base. */
+/*
+ * Restore the workspace to the last committed snapshot: this run's last
+ * journaled one, else the last one the supervisor recorded, else the base.
+ * Two cases need no restore (and no git): a worktree just made from that
+ * commit, and one the supervisor says the previous stage left clean (it
+ * ended normally, at its last snapshot).  Everything else (a restart, a
+ * resume) may follow a crash mid-step, so it restores.
+ */
 static void
 stage_workspace(void)
 {
 	const char *target = cfg_str("snapshot");
+	int clean = json_is_true(json_object_get(S->cfg, "workspace_clean"));
 	char *cause;
+	int made;
 
 	for (size_t i = 0; i < journal_count(); i++) {
 		const char *kind, *data = journal_data(i, &kind);
@@ -88,10 +96,15 @@ stage_workspace(void)
 	}
 	if (last_commit == NULL)
 		last_commit = xstrdup(target ? target : S->base);
-	ws_unlock(S->repo, S->worktree, S->ref, cfg_str("branch"));
-	if (ws_create(S->repo, S->worktree, S->base, &cause) == -1 ||
-	    ws_restore(S->worktree, last_commit, &cause) == -1)
+	if (!clean)
+		ws_unlock(S->repo, S->worktree, S->ref, cfg_str("branch"));
+	if ((made = ws_create(S->repo, S->worktree, S->base, &cause)) == -1)
 		stage_retry("workspace: %s", cause);
+	if (made ? strcmp(last_commit, S->base) != 0
+	         : !clean || journal_count() > 0) {
+		if (ws_restore(S->worktree, last_commit, &cause) == -1)
+			stage_retry("workspace: %s", cause);
+	}
 	rootfd = open(S->worktree, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (rootfd == -1)
 		stage_retry("open %s: %s", S->worktree, strerror(errno));

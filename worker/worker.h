@@ -96,8 +96,11 @@ const char *prompt_get(const char *name);
  */
 void ws_unlock(
     const char *repo, const char *dir, const char *ref, const char *branch);
-/* Create the worktree at dir from commit if it does not exist yet; a
- * directory left by an interrupted creation is removed first. */
+/*
+ * Create the worktree at dir from commit if it does not exist yet (and
+ * return 1; 0 when it existed); a directory left by an interrupted
+ * creation is removed first.
+ */
 int ws_create(
     const char *repo, const char *dir, const char *commit, char **cause);
 /*

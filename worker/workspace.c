@@ -195,6 +195,7 @@ git_run(const char *dir, const char *const *args, size_t outmax,
 	size_t argc = 0, envc = 0;
 	struct capbuf err;
 	int outp[2], errp[2], wstatus, rc = -1, saved;
+	uint64_t started;
 	pid_t pid;
 
 	capbuf_init(out, outmax, 0);
@@ -211,6 +212,7 @@ git_run(const char *dir, const char *const *args, size_t outmax,
 		argv[argc++] = args[i];
 	}
 	argv[argc] = NULL;
+	started = now_ms();
 	if (strcmp(args[0], "worktree") == 0 && args[1] != NULL)
 		sub = xasprintf("worktree %s", args[1]);
 	else
@@ -302,6 +304,8 @@ git_run(const char *dir, const char *const *args, size_t outmax,
 			goto out;
 		}
 	}
+	log_debug("git %s in %s: status %d, %llu ms", sub, dir, wstatus,
+	    (unsigned long long)(now_ms() - started));
 	if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) {
 		if (status != NULL)
 			*status = 0;
@@ -444,32 +448,134 @@ mkdir_parents(const char *path, char **cause)
 	return 0;
 }
 
-/* Whether dir is already the top of a linked worktree (its .git a file). */
+/* The first line of a small file (a path, a ref), or NULL. */
+static char *
+first_line(const char *path)
+{
+	char buf[PATH_MAX + 16];
+	ssize_t n;
+	int fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) == -1)
+		return NULL;
+	n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return NULL;
+	buf[n] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	return buf[0] != '\0' ? xstrdup(buf) : NULL;
+}
+
+/* path resolved, relative ones from dir. */
+static char *
+resolve_from(const char *dir, const char *path)
+{
+	char *joined, *real;
+
+	if (path[0] == '/')
+		return realpath(path, NULL);
+	joined = xasprintf("%s/%s", dir, path);
+	real = realpath(joined, NULL);
+	free(joined);
+	return real;
+}
+
+/*
+ * The administrative directory (.git/worktrees/NAME) of the linked worktree
+ * whose top is dir, or NULL when dir is not one.  Read from the files git
+ * keeps, without running it: dir/.git is a file naming the directory, and
+ * that directory's gitdir file names dir/.git back and its HEAD exists.
+ */
+static char *
+worktree_admin(const char *dir)
+{
+	char *gitfile, *line, *admin = NULL, *back = NULL, *p;
+	char *real_gitfile = NULL, *real_back = NULL;
+	struct stat st;
+
+	gitfile = xasprintf("%s/.git", dir);
+	if (lstat(gitfile, &st) == -1 || !S_ISREG(st.st_mode) ||
+	    (line = first_line(gitfile)) == NULL) {
+		free(gitfile);
+		return NULL;
+	}
+	if (strncmp(line, "gitdir: ", 8) == 0)
+		admin = resolve_from(dir, line + 8);
+	free(line);
+	if (admin != NULL) {
+		p = xasprintf("%s/gitdir", admin);
+		back = first_line(p);
+		free(p);
+		p = xasprintf("%s/HEAD", admin);
+		if (back != NULL && lstat(p, &st) == 0 && S_ISREG(st.st_mode)) {
+			real_back = resolve_from(admin, back);
+			real_gitfile = realpath(gitfile, NULL);
+		}
+		free(p);
+	}
+	if (real_back == NULL || real_gitfile == NULL ||
+	    strcmp(real_back, real_gitfile) != 0) {
+		free(admin);
+		admin = NULL;
+	}
+	free(gitfile);
+	free(back);
+	free(real_back);
+	free(real_gitfile);
+	return admin;
+}
+
+/* Whether dir is already the top of a linked worktree. */
 static int
 is_worktree(const char *dir)
 {
-	const char *args[] = {"rev-parse", "--show-toplevel", NULL};
-	char *gitfile, *top = NULL, *cause = NULL, *real, *realtop;
-	struct stat st;
-	int yes = 0;
+	char *admin = worktree_admin(dir);
 
-	gitfile = xasprintf("%s/.git", dir);
-	if (lstat(gitfile, &st) == -1 || !S_ISREG(st.st_mode)) {
-		free(gitfile);
-		return 0;
+	free(admin);
+	return admin != NULL;
+}
+
+/*
+ * The repository's common directory (where refs live): read from the
+ * files when repo/.git is a directory, or a file naming a directory; git
+ * is asked otherwise (a bare repository, say).
+ */
+static char *
+common_dir(const char *repo)
+{
+	const char *args[] = {
+	    "rev-parse", "--path-format=absolute", "--git-common-dir", NULL};
+	char *dotgit, *gitdir = NULL, *line, *common = NULL, *cause = NULL, *p;
+	struct stat st;
+
+	dotgit = xasprintf("%s/.git", repo);
+	if (lstat(dotgit, &st) == -1)
+		st.st_mode = 0;
+	if (S_ISDIR(st.st_mode))
+		gitdir = realpath(dotgit, NULL);
+	else if (S_ISREG(st.st_mode) && (line = first_line(dotgit)) != NULL) {
+		if (strncmp(line, "gitdir: ", 8) == 0)
+			gitdir = resolve_from(repo, line + 8);
+		free(line);
 	}
-	free(gitfile);
-	if (git_line(dir, args, &top, NULL, &cause) == -1) {
+	free(dotgit);
+	if (gitdir != NULL) {
+		p = xasprintf("%s/commondir", gitdir);
+		line = first_line(p);
+		free(p);
+		common = line != NULL ? resolve_from(gitdir, line) : gitdir;
+		if (common != gitdir)
+			free(gitdir);
+		free(line);
+		if (common != NULL)
+			return common;
+	}
+	if (git_line(repo, args, &common, NULL, &cause) == -1) {
 		free(cause);
-		return 0;
+		return NULL;
 	}
-	real = realpath(dir, NULL);
-	realtop = realpath(top, NULL);
-	yes = real != NULL && realtop != NULL && strcmp(real, realtop) == 0;
-	free(real);
-	free(realtop);
-	free(top);
-	return yes;
+	return common;
 }
 
 /* Remove everything below the top directory, which stays: the worker's
@@ -514,22 +620,18 @@ void
 ws_unlock(
     const char *repo, const char *dir, const char *ref, const char *branch)
 {
-	const char *gd[] = {"rev-parse", "--absolute-git-dir", NULL};
-	const char *cd[] = {
-	    "rev-parse", "--path-format=absolute", "--git-common-dir", NULL};
-	char *gitdir = NULL, *common = NULL, *cause = NULL, *p;
+	char *admin, *common, *p;
 
-	if (is_worktree(dir) && git_line(dir, gd, &gitdir, NULL, &cause) == 0) {
-		p = xasprintf("%s/index.lock", gitdir);
+	if ((admin = worktree_admin(dir)) != NULL) {
+		p = xasprintf("%s/index.lock", admin);
 		unlink(p);
 		free(p);
-		p = xasprintf("%s/HEAD.lock", gitdir);
+		p = xasprintf("%s/HEAD.lock", admin);
 		unlink(p);
 		free(p);
+		free(admin);
 	}
-	free(cause);
-	cause = NULL;
-	if (git_line(repo, cd, &common, NULL, &cause) == 0) {
+	if ((common = common_dir(repo)) != NULL) {
 		if (ref != NULL && strncmp(ref, "refs/orch/", 10) == 0 &&
 		    strstr(ref, "..") == NULL) {
 			p = xasprintf("%s/%s.lock", common, ref);
@@ -542,10 +644,8 @@ ws_unlock(
 			unlink(p);
 			free(p);
 		}
+		free(common);
 	}
-	free(cause);
-	free(gitdir);
-	free(common);
 }
 
 int
@@ -576,7 +676,8 @@ ws_create(const char *repo, const char *dir, const char *commit, char **cause)
 		const char *args[] = {"worktree", "add", "--detach", "--force",
 		    "--", absdir, commit, NULL};
 
-		rc = git_quiet(repo, args, cause);
+		if ((rc = git_quiet(repo, args, cause)) == 0)
+			rc = 1;
 	}
 	free(absdir);
 	return rc;
@@ -736,7 +837,7 @@ int
 ws_squash(const char *dir, const char *branch, const char *base,
     const char *commit, const char *message, char **result, char **cause)
 {
-	char *tree = NULL, *base_commit = NULL, *ref = NULL;
+	char *tree, *ref;
 	int rc = -1;
 
 	*result = NULL;
@@ -750,21 +851,17 @@ ws_squash(const char *dir, const char *branch, const char *base,
 	}
 	if (message == NULL)
 		message = "";
+	/* commit-tree itself checks that base is a commit. */
 	ref = xasprintf("refs/heads/%s", branch);
-	if (rev_parse(dir, commit, "tree", &tree, cause) == -1 ||
-	    rev_parse(dir, base, "commit", &base_commit, cause) == -1 ||
-	    commit_tree(dir, tree, base_commit, message, result, cause) == -1)
-		goto out;
-	if (update_ref(dir, ref, *result, NULL, cause) == -1) {
-		free(*result);
-		*result = NULL;
-		goto out;
+	tree = xasprintf("%s^{tree}", commit);
+	if (commit_tree(dir, tree, base, message, result, cause) == 0) {
+		if ((rc = update_ref(dir, ref, *result, NULL, cause)) == -1) {
+			free(*result);
+			*result = NULL;
+		}
 	}
-	rc = 0;
-out:
 	free(ref);
 	free(tree);
-	free(base_commit);
 	return rc;
 }
 

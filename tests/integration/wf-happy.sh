@@ -37,6 +37,7 @@ wf_repo "$T/repo"
 wf_repo_state "$T/repo" >"$T/repo.before"
 base=$(git -C "$T/repo" rev-parse HEAD)
 wf_mock_start
+export ORCH_LOG_LEVEL=debug # the workers log each git they run
 service_start
 
 id=$("$SUP" submit "Add a greeting script with a test" --repo "$T/repo" \
@@ -45,6 +46,16 @@ is "$id" 1 "submit prints the task id"
 wait_state 1 completed 50
 is "$(state_of 1)" completed "the task completes"
 is "$(sq 'SELECT status FROM tasks WHERE id=1')" completed "status is completed"
+
+# The git each stage ran.  A worktree just made, or left by a stage that
+# ended normally, is not restored (no reset, no clean: that is for restarts).
+gits() { sed -n "s/.*stage=$1 msg=\"git \(.*\) in .*/\1/p" "$T/service.log" | tr '\n' ' '; }
+is "$(gits planning)" "worktree add " "planning ran git once: worktree add"
+is "$(gits reviewing)" "diff " "reviewing ran git once: diff"
+like "$(gits implementing)" '(commit-tree update-ref diff $)' \
+	"implementing ends with the squash (commit-tree, update-ref) and the diffstat"
+is "$(grep -cE 'msg="git (reset|clean) ' "$T/service.log")" 0 \
+	"no stage restored the worktree (no reset, no clean)"
 
 # The branch.
 R="git -C $T/repo"
