@@ -20,6 +20,7 @@
 
 static int64_t audit_pos;
 static int64_t audit_saved = -1;
+static int audit_pos_fd = -1;
 
 char *
 audit_path(int64_t task)
@@ -72,28 +73,41 @@ audit_event(const struct event *ev)
 	free(line);
 }
 
+/*
+ * The position is rewritten in place, always 21 bytes ("%020lld\n"), by a
+ * descriptor kept open: a write within one sector, where a new file and a
+ * rename for every batch of events cost an inode each.
+ */
 void
 audit_flush(void)
 {
-	char *path, *tmp, buf[32];
-	int fd, n;
+	char *path, buf[32];
+	int n;
 
 	if (audit_pos == audit_saved)
 		return;
-	path = audit_pos_path();
-	tmp = xasprintf("%s.tmp", path);
-	n = snprintf(buf, sizeof buf, "%lld\n", (long long)audit_pos);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd != -1 && write_all(fd, buf, (size_t)n) == 0 && close(fd) == 0 &&
-	    rename(tmp, path) == 0)
-		audit_saved = audit_pos;
-	else {
-		if (fd != -1)
-			close(fd);
-		unlink(tmp);
+	if (audit_pos_fd == -1) {
+		path = audit_pos_path();
+		audit_pos_fd =
+		    open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (audit_pos_fd == -1)
+			log_warn("audit position %s", path);
+		free(path);
+		if (audit_pos_fd == -1)
+			return;
 	}
-	free(tmp);
-	free(path);
+	n = snprintf(buf, sizeof buf, "%020lld\n", (long long)audit_pos);
+	if (pwrite(audit_pos_fd, buf, (size_t)n, 0) == n)
+		audit_saved = audit_pos;
+}
+
+void
+audit_close(void)
+{
+	audit_flush();
+	if (audit_pos_fd != -1)
+		close(audit_pos_fd);
+	audit_pos_fd = -1;
 }
 
 static int

@@ -263,6 +263,7 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 		event_free(server_pump_ev);
 		server_pump_ev = NULL;
 		notify_free();
+		audit_close();
 		event_base_free(server_base);
 		store_close(st);
 		return 1;
@@ -297,6 +298,7 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 	}
 	/* The last events (the workers' ends) still reach the streams. */
 	server_pump(-1, 0, NULL);
+	audit_close();
 	control_free();
 	store_set_event_hook(st, NULL, NULL);
 	event_free(server_pump_ev);

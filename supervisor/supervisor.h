@@ -187,6 +187,7 @@ void control_event(const struct event *);
 void audit_init(struct store *);
 void audit_event(const struct event *);
 void audit_flush(void); /* remember how far we wrote */
+void audit_close(void);
 void audit_remove(int64_t task);
 char *audit_path(int64_t task);
 

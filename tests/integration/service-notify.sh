@@ -93,5 +93,13 @@ service_kill TERM
 service_start
 wait_for 5 grep -q cancelled "$a"
 check "an event added without the service reaches the file at start" grep -q '"plan_awaiting_approval -> cancelled' "$a"
+is "$(jq .id "$a" | sort | uniq -d | wc -l)" 0 "... and no event is written twice across the restarts"
+is "$(jq .id "$a" | wc -l)" "$(sq 'SELECT count(*) FROM events WHERE task_id = 3')" "... nor left out"
+is "$(cat "$ORCH_STATE_DIR/logs/audit.pos")" "$(printf '%020d' "$(sq 'SELECT max(id) FROM events')")" \
+	"logs/audit.pos holds the last event written"
+service_kill KILL
+service_start
+"$SUP" list >/dev/null
+is "$(jq .id "$a" | sort | uniq -d | wc -l)" 0 "after kill -9 and a start, still no event twice"
 
 done_testing
