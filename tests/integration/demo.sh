@@ -38,4 +38,11 @@ like "$("$SUP" show 1 | tr '\n' ' ')" 'Usage: +implementing +4 calls +2600 token
 ok "$("$SUP" show 1 | grep -q '^ *verifying .*calls'; [ $? -ne 0 ]; echo $?)" \
 	"... leaving out the stage that asked no model"
 is "$(sq 'PRAGMA integrity_check')" ok "the database is intact"
+
+# Started with stdin, stdout and stderr closed (as some service managers
+# do), the supervisor and its workers still run the task through.
+"$SUP" run "Add a greeting script again" --repo "$T/repo" --auto-approve all \
+	<&- >&- 2>&-
+ok $? "run with fds 0-2 closed exits 0"
+is "$(state_of 2)" completed "... and its task is completed"
 done_testing
