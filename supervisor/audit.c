@@ -5,6 +5,8 @@
  * (task-ID.jsonl.1, replacing the previous one).  logs/audit.pos remembers
  * the last event written, so that a service that starts writes what was
  * added without it (the CLI changes the database when no service runs).
+ * That catching up runs from the loop, 1000 events at a time, so a large
+ * backlog (a database restored from a backup) does not delay the start.
  */
 #include <sys/stat.h>
 
@@ -15,12 +17,17 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "common.h"
 #include "supervisor.h"
 
 static int64_t audit_pos;
 static int64_t audit_saved = -1;
 static int audit_pos_fd = -1;
+static struct store *audit_st;
+static struct event *audit_catch_up_ev;
+static int audit_behind; /* catching up: new events wait their turn */
 
 char *
 audit_path(int64_t task)
@@ -35,8 +42,8 @@ audit_pos_path(void)
 	return xasprintf("%s/logs/audit.pos", cfg.state_dir);
 }
 
-void
-audit_event(const struct event *ev)
+static void
+audit_write(const struct event_row *ev)
 {
 	json_t *o;
 	char *line, *path;
@@ -102,35 +109,54 @@ audit_flush(void)
 }
 
 void
-audit_close(void)
+audit_event(const struct event_row *ev)
 {
-	audit_flush();
-	if (audit_pos_fd != -1)
-		close(audit_pos_fd);
-	audit_pos_fd = -1;
+	if (!audit_behind)
+		audit_write(ev);
 }
 
 static int
-audit_catch_up_cb(const struct event *ev, void *arg)
+audit_catch_up_cb(const struct event_row *ev, void *arg)
 {
 	int *n = arg;
 
-	audit_event(ev);
+	audit_write(ev);
 	(*n)++;
 	return 0;
 }
 
-void
-audit_init(struct store *st)
+static void
+audit_catch_up(evutil_socket_t fd, short what, void *arg)
 {
+	struct timeval now = {0, 0};
+	int n = 0;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (store_event_list(
+	        audit_st, 0, audit_pos, 1000, audit_catch_up_cb, &n) == -1) {
+		log_warnx("audit: %s", store_error(audit_st));
+		n = 0;
+	}
+	audit_flush();
+	if (n == 1000)
+		event_add(audit_catch_up_ev, &now); /* after the next poll */
+	else
+		audit_behind = 0;
+}
+
+void
+audit_init(struct event_base *base, struct store *st)
+{
+	struct timeval now = {0, 0};
 	char *path = audit_pos_path(), buf[32];
 	FILE *f;
 	uint64_t v;
-	int n;
 
 	audit_pos = 0;
 	audit_saved = -1;
-	if ((f = fopen(path, "r")) != NULL) {
+	if ((f = fopen(path, "re")) != NULL) {
 		if (fgets(buf, sizeof buf, f) != NULL) {
 			buf[strcspn(buf, "\n")] = '\0';
 			if (parse_u64(buf, 0, INT64_MAX, &v) == 0)
@@ -139,15 +165,23 @@ audit_init(struct store *st)
 		fclose(f);
 	}
 	free(path);
-	do {
-		n = 0;
-		if (store_event_list(
-		        st, 0, audit_pos, 1000, audit_catch_up_cb, &n) == -1) {
-			log_warnx("audit: %s", store_error(st));
-			break;
-		}
-	} while (n == 1000);
+	audit_st = st;
+	audit_behind = 1;
+	audit_catch_up_ev = evtimer_new(base, audit_catch_up, NULL);
+	event_add(audit_catch_up_ev, &now);
+}
+
+void
+audit_close(void)
+{
+	if (audit_catch_up_ev != NULL)
+		event_free(audit_catch_up_ev);
+	audit_catch_up_ev = NULL;
+	audit_st = NULL;
 	audit_flush();
+	if (audit_pos_fd != -1)
+		close(audit_pos_fd);
+	audit_pos_fd = -1;
 }
 
 void

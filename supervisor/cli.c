@@ -204,7 +204,7 @@ struct printer {
 };
 
 static int
-printer_event_cb(const struct event *ev, void *arg)
+printer_event_cb(const struct event_row *ev, void *arg)
 {
 	struct printer *p = arg;
 	const char *on = "", *off = "";
@@ -799,7 +799,7 @@ static int
 cli_sse_cb(json_t *o, void *arg)
 {
 	struct printer *p = arg;
-	struct event ev;
+	struct event_row ev;
 
 	ev.id = json_integer_value(json_object_get(o, "id"));
 	ev.task = json_integer_value(json_object_get(o, "task"));

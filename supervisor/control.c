@@ -248,7 +248,7 @@ out:
 }
 
 static int
-control_event_cb(const struct event *ev, void *arg)
+control_event_cb(const struct event_row *ev, void *arg)
 {
 	json_array_append_new(arg,
 	    json_pack("{s:I,s:I,s:s,s:s,s:s?,s:s}", "id", (json_int_t)ev->id,
@@ -323,7 +323,7 @@ control_task_over(enum wstate s)
 
 /* Write one event to a stream: "id:", "event:" (its kind), "data:". */
 static void
-control_stream_send(struct control_stream *s, const struct event *ev)
+control_stream_send(struct control_stream *s, const struct event_row *ev)
 {
 	struct evbuffer *out = evbuffer_new();
 	json_t *o = json_pack("{s:I,s:I,s:s,s:s,s:s?,s:s}", "id",
@@ -382,7 +382,7 @@ control_stream_closed(struct evhttp_connection *evcon, void *arg)
 }
 
 static int
-control_backlog_cb(const struct event *ev, void *arg)
+control_backlog_cb(const struct event_row *ev, void *arg)
 {
 	struct control_stream *s = arg;
 
@@ -471,7 +471,7 @@ control_events_get(struct evhttp_request *req, int64_t id, struct evkeyvalq *q)
 }
 
 void
-control_event(const struct event *ev)
+control_event(const struct event_row *ev)
 {
 	struct control_stream *s, *next;
 	enum wstate state;

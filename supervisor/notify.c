@@ -226,7 +226,7 @@ notify_init(struct event_base *base)
 }
 
 void
-notify_event(struct store *st, const struct event *ev)
+notify_event(struct store *st, const struct event_row *ev)
 {
 	struct notify_job *j;
 	struct task *t;

@@ -30,7 +30,7 @@ static struct event *server_pump_ev;
 static int64_t server_pump_last; /* the last event handed out */
 
 int
-server_event_state(const struct event *ev, enum wstate *state)
+server_event_state(const struct event_row *ev, enum wstate *state)
 {
 	const char *p;
 	char name[64];
@@ -49,7 +49,7 @@ server_event_state(const struct event *ev, enum wstate *state)
 }
 
 static int
-server_pump_cb(const struct event *ev, void *arg)
+server_pump_cb(const struct event_row *ev, void *arg)
 {
 	int *n = arg;
 
@@ -250,7 +250,7 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 	}
 	proc_init(server_base);
 	server_st = st;
-	audit_init(st);
+	audit_init(server_base, st);
 	if (store_event_max(st, &server_pump_last) == -1)
 		server_pump_last = 0;
 	server_pump_ev = event_new(server_base, -1, 0, server_pump, NULL);

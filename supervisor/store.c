@@ -1533,7 +1533,7 @@ store_event_list(struct store *s, int64_t task, int64_t after, int limit,
     store_event_cb cb, void *arg)
 {
 	sqlite3_stmt *st;
-	struct event ev;
+	struct event_row ev;
 	int rc, stop = 0;
 
 	if (task != 0)

@@ -207,7 +207,7 @@ enum event_kind {
 const char *event_kind_name(enum event_kind);
 int store_event_add(struct store *, int64_t task, enum event_kind,
     const char *stage /* may be NULL */, const char *text);
-struct event {
+struct event_row {
 	int64_t id;
 	int64_t task;
 	const char *ts;
@@ -215,7 +215,7 @@ struct event {
 	const char *stage; /* may be NULL */
 	const char *text;
 };
-typedef int (*store_event_cb)(const struct event *, void *arg);
+typedef int (*store_event_cb)(const struct event_row *, void *arg);
 /* Events with id > after, of one task (task 0: all), oldest first. */
 int store_event_list(struct store *, int64_t task, int64_t after, int limit,
     store_event_cb, void *arg);

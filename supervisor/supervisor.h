@@ -173,19 +173,19 @@ int server_run(
 /* True when the loop is asked to stop (SIGTERM/SIGINT). */
 extern volatile int server_quit;
 /* The state a state event moved its task to ("a -> b: why"): 0 or -1. */
-int server_event_state(const struct event *, enum wstate *);
+int server_event_state(const struct event_row *, enum wstate *);
 
 /* control.c: the HTTP/JSON control API on the Unix socket. */
 int control_init(struct event_base *, struct store *, char **cause);
 void control_free(void);
 char *control_socket_path(void);
 /* A new committed event: push it to the event streams that want it. */
-void control_event(const struct event *);
+void control_event(const struct event_row *);
 
 /* audit.c: one JSON-lines file per task under $ORCH_STATE_DIR/logs. */
 /* Write what was added since the last run (the CLI writes without us). */
-void audit_init(struct store *);
-void audit_event(const struct event *);
+void audit_init(struct event_base *, struct store *);
+void audit_event(const struct event_row *);
 void audit_flush(void); /* remember how far we wrote */
 void audit_close(void);
 void audit_remove(int64_t task);
@@ -194,7 +194,7 @@ char *audit_path(int64_t task);
 /* notify.c: ORCH_NOTIFY_URL, a JSON POST when a task waits for approval,
  * fails or completes; retried with backoff, never blocking the loop. */
 void notify_init(struct event_base *);
-void notify_event(struct store *, const struct event *);
+void notify_event(struct store *, const struct event_row *);
 void notify_free(void);
 
 /* sdnotify.c: the systemd notify protocol (Type=notify), without

@@ -777,7 +777,7 @@ struct evl {
 };
 
 static int
-collect_event(const struct event *ev, void *arg)
+collect_event(const struct event_row *ev, void *arg)
 {
 	struct evl *e = arg;
 

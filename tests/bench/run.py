@@ -640,6 +640,12 @@ def bench_scale(ctx):
             ", ".join("%s %d" % x for x in counts),
             os.path.getsize(svc.db) / 1e6))
         maxev = svc.q("SELECT max(id) FROM events")[0][0]
+        # The service that ran those tasks would have written their audit
+        # files; without this the start writes 1.4 M lines (from the loop,
+        # 1000 at a time, which the CPU figure would then measure).
+        with open(os.path.join(os.path.dirname(svc.db), "logs",
+                               "audit.pos"), "w") as f:
+            f.write("%020d\n" % maxev)
 
         big = Service(ctx, name, slow, a.running)
         big.start(wait=False)

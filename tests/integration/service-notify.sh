@@ -102,4 +102,25 @@ service_start
 "$SUP" list >/dev/null
 is "$(jq .id "$a" | sort | uniq -d | wc -l)" 0 "after kill -9 and a start, still no event twice"
 
+# A backlog (5000 events added while no service ran) is written from the
+# loop after the start, while new events keep coming: all of them reach
+# the files once, in order.
+service_kill TERM
+sq "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5000)
+	INSERT INTO events (task_id, ts, kind, stage, text)
+	SELECT 3, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 'info', NULL, 'backlog ' || x FROM c"
+service_start
+"$SUP" submit "Write d" --repo "$T/repo" >/dev/null
+# (The file is rotated at 4096 bytes here: its last lines are checked.)
+caught_up() { [ "$(tail -1 "$a" | jq -r .text)" = "backlog 5000" ]; }
+wait_for 30 caught_up
+check "the backlog reached task 3's file" caught_up
+is "$(cat "$a.1" "$a" | jq .id | sort -n -c 2>&1; cat "$a.1" "$a" | jq .id | uniq -d | wc -l)" 0 \
+	"... in order, each event once"
+wait_for 10 state_is 4 plan_awaiting_approval
+d="$ORCH_STATE_DIR/logs/task-4.jsonl"
+wait_for 10 sh -c "[ \$(wc -l <'$d') -eq \$(sqlite3 '$ORCH_STATE_DIR/tasks.db' 'SELECT count(*) FROM events WHERE task_id = 4') ]"
+is "$(wc -l <"$d")" "$(sq 'SELECT count(*) FROM events WHERE task_id = 4')" \
+	"the new task's events, made during the catching up, are all in its file"
+
 done_testing
