@@ -404,7 +404,7 @@ enum {
 };
 static const char *const wnames[W_MAX] = {
     "ws_create (git worktree add)",
-    "ws_create (exists: rev-parse)",
+    "ws_create (exists: read .git)",
     "ws_restore (reset --hard + clean)",
     "ws_snapshot (1 file changed)",
     "ws_snapshot (nothing changed)",

@@ -486,16 +486,14 @@ def bench_workflow(ctx):
         parts, _, _ = run_parts(ctx, mock, "exec,commit,llm,ws", 100, 30, 2,
                                 "wf-parts")
         g = lambda k: parts[k][0]
+        # What each stage runs on a clean handoff (no restore: that is
+        # only after a crash or a resume).
         git = {
-            "planning": g("ws_create (git worktree add)") +
-            g("ws_restore (reset --hard + clean)"),
-            "implementing": g("ws_create (exists: rev-parse)") +
-            g("ws_restore (reset --hard + clean)") + g("ws_squash") +
-            g("ws_diffstat"),
-            "reviewing": g("ws_create (exists: rev-parse)") +
-            g("ws_restore (reset --hard + clean)") + g("ws_diff"),
-            "verifying": g("ws_create (exists: rev-parse)") +
-            g("ws_restore (reset --hard + clean)") +
+            "planning": g("ws_create (git worktree add)"),
+            "implementing": g("ws_create (exists: read .git)") +
+            g("ws_squash") + g("ws_diffstat"),
+            "reviewing": g("ws_create (exists: read .git)") + g("ws_diff"),
+            "verifying": g("ws_create (exists: read .git)") +
             g("ws_remove (git worktree remove)"),
         }
         model = g("model call via worker code")
