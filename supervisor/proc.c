@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -223,7 +224,7 @@ proc_stderr_cb(evutil_socket_t fd, short what, void *arg)
 	w->errlen += (size_t)n;
 }
 
-/* What the child needs, made before vfork: the child may not allocate. */
+/* What the child needs, made before it starts: it may not allocate. */
 struct child_args {
 	const char *path;
 	char *envp[4];
@@ -240,7 +241,7 @@ proc_move_fd(int from, int to)
 }
 
 /*
- * The child of vfork, sharing the supervisor's memory until execve: only
+ * The child, sharing the supervisor's memory until execve: only
  * system calls, nothing that allocates or touches shared state.  It puts
  * itself in a process group of its own, asks to be killed with the
  * supervisor, forbids new privileges, keeps fds 0-3 only, and execs the
@@ -291,6 +292,14 @@ static void __attribute__((noreturn)) proc_child(const struct child_args *a)
 	_exit(WORKER_EXIT_PERM);
 }
 
+static char proc_child_stack[64 * 1024] __attribute__((aligned(16)));
+
+static int
+proc_child_main(void *arg)
+{
+	proc_child(arg);
+}
+
 struct worker *
 proc_spawn(struct event_base *base, int64_t task, const char *stage,
     int64_t run, char **cause)
@@ -338,16 +347,17 @@ proc_spawn(struct event_base *base, int64_t task, const char *stage,
 	ca.fail = xasprintf("orch-worker: cannot execute %s: errno ", path);
 
 	/*
-	 * vfork: the supervisor's page tables are not copied for a child
-	 * that only execs (fork's copy and the copy-on-write faults after it
-	 * were a fifth of the service's CPU).  Signals stay blocked until the
-	 * child has reset every handler, so none of ours runs in it.
+	 * As posix_spawn does: the child shares our memory, on a stack of
+	 * its own, and we wait until it has exec'd, so the supervisor's page
+	 * tables are not copied for a child that only execs (fork's copy and
+	 * the copy-on-write faults after it were a fifth of the service's
+	 * CPU).  One child at a time uses the stack.  Signals stay blocked
+	 * until the child has reset every handler, so none of ours runs in it.
 	 */
 	sigfillset(&all);
 	sigprocmask(SIG_BLOCK, &all, &old);
-	pid = vfork();
-	if (pid == 0)
-		proc_child(&ca);
+	pid = clone(proc_child_main, proc_child_stack + sizeof proc_child_stack,
+	    CLONE_VM | CLONE_VFORK | SIGCHLD, &ca);
 	saved = errno;
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	close(sp[1]);
@@ -356,7 +366,7 @@ proc_spawn(struct event_base *base, int64_t task, const char *stage,
 	free(ca.envp[2]);
 	free(ca.fail);
 	if (pid == -1) {
-		*cause = xasprintf("vfork: %s", strerror(saved));
+		*cause = xasprintf("clone: %s", strerror(saved));
 		close(sp[0]);
 		close(ep[0]);
 		return NULL;
