@@ -28,8 +28,10 @@
  * never enabled.
  */
 #include <ctype.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +43,69 @@
 #include "common.h"
 #include "proto.h"
 #include "worker.h"
+
+/*
+ * libcurl is loaded on the first model call, not linked: with the TLS,
+ * SSH, LDAP and Kerberos libraries it brings it is 4 ms of CPU on every
+ * start of a worker, and a stage that asks no model (verifying, a replay
+ * of journaled replies, the scripted model) never needs it.
+ */
+static struct {
+	CURLcode (*global_init)(long);
+	CURL *(*easy_init)(void);
+	void (*easy_reset)(CURL *);
+	CURLcode (*easy_setopt)(CURL *, CURLoption, ...);
+	CURLcode (*easy_perform)(CURL *);
+	CURLcode (*easy_getinfo)(CURL *, CURLINFO, ...);
+	const char *(*easy_strerror)(CURLcode);
+	time_t (*getdate)(const char *, const time_t *);
+	struct curl_slist *(*slist_append)(struct curl_slist *, const char *);
+	void (*slist_free_all)(struct curl_slist *);
+} cu;
+
+static int
+llm_curl_load(char **cause)
+{
+	static const struct {
+		const char *name;
+		size_t off;
+	} syms[] = {
+#define SYM(f) {"curl_" #f, offsetof(__typeof__(cu), f)}
+	    SYM(global_init),
+	    SYM(easy_init),
+	    SYM(easy_reset),
+	    SYM(easy_setopt),
+	    SYM(easy_perform),
+	    SYM(easy_getinfo),
+	    SYM(easy_strerror),
+	    SYM(getdate),
+	    SYM(slist_append),
+	    SYM(slist_free_all),
+#undef SYM
+	};
+	void *lib, *f;
+
+	if ((lib = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL)) == NULL) {
+		*cause = xasprintf("cannot load libcurl: %s (install the "
+		                   "libcurl4 package)",
+		    dlerror());
+		return -1;
+	}
+	for (size_t i = 0; i < nitems(syms); i++) {
+		if ((f = dlsym(lib, syms[i].name)) == NULL) {
+			*cause = xasprintf("libcurl.so.4 has no %s: install a "
+			                   "libcurl4 of 7.85 or newer",
+			    syms[i].name);
+			return -1;
+		}
+		memcpy((char *)&cu + syms[i].off, &f, sizeof f);
+	}
+	if (cu.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		*cause = xstrdup("curl_global_init failed");
+		return -1;
+	}
+	return 0;
+}
 
 #define LLM_MAX_REPLY          (8 * 1024 * 1024) /* bytes of text or arguments */
 #define LLM_MAX_ERRBODY        (64 * 1024) /* bytes of an error body kept */
@@ -354,7 +419,7 @@ llm_xfer_write(char *ptr, size_t size, size_t nmemb, void *arg)
 	size_t n = size * nmemb;
 
 	if (x->status == 0)
-		curl_easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE, &x->status);
+		cu.easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE, &x->status);
 	if (x->status >= 200 && x->status < 300) {
 		if (llm_asm_feed(&x->a, ptr, n) == -1) {
 			x->aborted = 1;
@@ -403,7 +468,7 @@ llm_xfer_header(char *ptr, size_t size, size_t nmemb, void *arg)
 	if (end != v && *end == '\0' && errno == 0 && d >= 0 && d < 1e7)
 		x->retry_after_ms = (uint64_t)(ms ? d : d * 1000);
 	else if (!ms) {
-		time_t when = curl_getdate(v, NULL);
+		time_t when = cu.getdate(v, NULL);
 		time_t now = time(NULL);
 		if (when != -1)
 			x->retry_after_ms =
@@ -611,54 +676,54 @@ llm_attempt(const struct llm_req *req, struct curl_slist *hdrs,
 	*permanent = 0;
 	*retry_after_ms = 0;
 
-	if (llm_curl == NULL && (llm_curl = curl_easy_init()) == NULL)
+	if (llm_curl == NULL && (llm_curl = cu.easy_init()) == NULL)
 		fatalx("curl_easy_init failed");
 	x.curl = llm_curl;
-	curl_easy_reset(x.curl);
+	cu.easy_reset(x.curl);
 	errbuf[0] = '\0';
-	curl_easy_setopt(x.curl, CURLOPT_URL, req->url);
-	curl_easy_setopt(x.curl, CURLOPT_POST, 1L);
-	curl_easy_setopt(x.curl, CURLOPT_POSTFIELDS, req->body);
-	curl_easy_setopt(
+	cu.easy_setopt(x.curl, CURLOPT_URL, req->url);
+	cu.easy_setopt(x.curl, CURLOPT_POST, 1L);
+	cu.easy_setopt(x.curl, CURLOPT_POSTFIELDS, req->body);
+	cu.easy_setopt(
 	    x.curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(req->body));
-	curl_easy_setopt(x.curl, CURLOPT_HTTPHEADER, hdrs);
-	curl_easy_setopt(x.curl, CURLOPT_USERAGENT, "orch-worker");
-	curl_easy_setopt(x.curl, CURLOPT_ERRORBUFFER, errbuf);
-	curl_easy_setopt(x.curl, CURLOPT_WRITEFUNCTION, llm_xfer_write);
-	curl_easy_setopt(x.curl, CURLOPT_WRITEDATA, &x);
-	curl_easy_setopt(x.curl, CURLOPT_HEADERFUNCTION, llm_xfer_header);
-	curl_easy_setopt(x.curl, CURLOPT_HEADERDATA, &x);
-	curl_easy_setopt(x.curl, CURLOPT_NOPROGRESS, 0L);
-	curl_easy_setopt(x.curl, CURLOPT_XFERINFOFUNCTION, llm_xfer_progress);
-	curl_easy_setopt(x.curl, CURLOPT_XFERINFODATA, &x);
+	cu.easy_setopt(x.curl, CURLOPT_HTTPHEADER, hdrs);
+	cu.easy_setopt(x.curl, CURLOPT_USERAGENT, "orch-worker");
+	cu.easy_setopt(x.curl, CURLOPT_ERRORBUFFER, errbuf);
+	cu.easy_setopt(x.curl, CURLOPT_WRITEFUNCTION, llm_xfer_write);
+	cu.easy_setopt(x.curl, CURLOPT_WRITEDATA, &x);
+	cu.easy_setopt(x.curl, CURLOPT_HEADERFUNCTION, llm_xfer_header);
+	cu.easy_setopt(x.curl, CURLOPT_HEADERDATA, &x);
+	cu.easy_setopt(x.curl, CURLOPT_NOPROGRESS, 0L);
+	cu.easy_setopt(x.curl, CURLOPT_XFERINFOFUNCTION, llm_xfer_progress);
+	cu.easy_setopt(x.curl, CURLOPT_XFERINFODATA, &x);
 	/*
 	 * No signals (the worker has its own), no redirects (a redirect
 	 * could carry the key's request to another host), and nothing but
 	 * http and https, whatever the base URL says.
 	 */
-	curl_easy_setopt(x.curl, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(x.curl, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(x.curl, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(x.curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(x.curl, CURLOPT_CONNECTTIMEOUT,
+	cu.easy_setopt(x.curl, CURLOPT_NOSIGNAL, 1L);
+	cu.easy_setopt(x.curl, CURLOPT_FOLLOWLOCATION, 0L);
+	cu.easy_setopt(x.curl, CURLOPT_PROTOCOLS_STR, "http,https");
+	cu.easy_setopt(x.curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	cu.easy_setopt(x.curl, CURLOPT_CONNECTTIMEOUT,
 	    timeout < LLM_CONNECT_S ? timeout : (long)LLM_CONNECT_S);
 	/* A stalled stream (not one byte in the stall time) is cut early;
 	 * the whole request may take timeout_s. */
-	curl_easy_setopt(x.curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(x.curl, CURLOPT_LOW_SPEED_TIME,
+	cu.easy_setopt(x.curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	cu.easy_setopt(x.curl, CURLOPT_LOW_SPEED_TIME,
 	    timeout < LLM_STALL_S ? timeout : (long)LLM_STALL_S);
-	curl_easy_setopt(x.curl, CURLOPT_TIMEOUT, timeout);
-	curl_easy_setopt(x.curl, CURLOPT_TCP_KEEPALIVE, 1L);
+	cu.easy_setopt(x.curl, CURLOPT_TIMEOUT, timeout);
+	cu.easy_setopt(x.curl, CURLOPT_TCP_KEEPALIVE, 1L);
 
-	rc = curl_easy_perform(x.curl);
+	rc = cu.easy_perform(x.curl);
 	if (x.status == 0)
-		curl_easy_getinfo(x.curl, CURLINFO_RESPONSE_CODE, &x.status);
+		cu.easy_getinfo(x.curl, CURLINFO_RESPONSE_CODE, &x.status);
 	if (x.aborted) {
 		*cause = x.a.error;
 		x.a.error = NULL;
 	} else if (rc != CURLE_OK) {
 		char *m = llm_scrub(
-		    errbuf[0] ? errbuf : curl_easy_strerror(rc), req->secret);
+		    errbuf[0] ? errbuf : cu.easy_strerror(rc), req->secret);
 		*permanent = llm_curl_permanent(rc);
 		if (rc == CURLE_OPERATION_TIMEDOUT)
 			*cause = xasprintf("the LLM API at %s did not answer "
@@ -722,22 +787,24 @@ llm_http_chat(
 	*cause = NULL;
 	*permanent = 0;
 	if (!inited) {
-		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-			fatalx("curl_global_init failed");
+		if (llm_curl_load(cause) == -1) {
+			*permanent = 1;
+			return -1;
+		}
 		srandom((unsigned)(now_ms() ^ (uint64_t)getpid()));
 		inited = 1;
 	}
 	for (const char *const *p = req->headers; p && *p; p++)
-		hdrs = curl_slist_append(hdrs, *p);
-	hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
-	hdrs = curl_slist_append(hdrs, "Accept: text/event-stream");
+		hdrs = cu.slist_append(hdrs, *p);
+	hdrs = cu.slist_append(hdrs, "Content-Type: application/json");
+	hdrs = cu.slist_append(hdrs, "Accept: text/event-stream");
 	/* No "100 Continue" round trip for large conversations. */
-	hdrs = curl_slist_append(hdrs, "Expect:");
+	hdrs = cu.slist_append(hdrs, "Expect:");
 	h = xasprintf("X-Orch-Task-Id: %lld", (long long)req->t->st->task);
-	hdrs = curl_slist_append(hdrs, h);
+	hdrs = cu.slist_append(hdrs, h);
 	free(h);
 	h = xasprintf("X-Orch-Stage: %s", req->t->st->name);
-	hdrs = curl_slist_append(hdrs, h);
+	hdrs = cu.slist_append(hdrs, h);
 	free(h);
 
 	for (unsigned n = 0; n < tries; n++) {
@@ -781,7 +848,7 @@ llm_http_chat(
 		free(last);
 	}
 	free(log.buf);
-	curl_slist_free_all(hdrs);
+	cu.slist_free_all(hdrs);
 	return rc;
 }
 

@@ -17,6 +17,8 @@ is "$(state_of 1)" completed "the task is completed on the openai provider"
 is "$(git -C "$T/repo" show orch/task-1:hello.sh | tail -1)" "echo 'Hello, world!'" \
 	"the branch has the model's file"
 is "$(mock_q 'len(L)')" 7 "one request per turn"
+is "$(ldd "$ORCH_WORKER_PATH" | grep -c libcurl)" 0 \
+	"the worker does not link libcurl: it loads it for its first model call (as here)"
 is "$(mock_q 'all(r["headers"].get("X-Orch-Task-Id") == "1" for r in L)')" True \
 	"every request has X-Orch-Task-Id"
 is "$(mock_q 'sorted(set(r["headers"].get("X-Orch-Stage") for r in L))')" \
