@@ -742,6 +742,14 @@ sched_result(struct worker *w, const struct proto_msg *m)
 	}
 	task_free(t);
 	w->done = 1;
+	/*
+	 * A worker touches the worktree no more once it has sent its
+	 * result, and every change it made is in its last snapshot, except
+	 * the verify command's.  (Marked now: the next stage may start before
+	 * this worker has exited.)
+	 */
+	if (strcmp(w->stage, "verifying") != 0)
+		sched_clean_put(w->task);
 	sched_ack(w, 0);
 	sched_kick();
 	return;
@@ -888,17 +896,12 @@ sched_worker_exit(struct worker *w)
 	int64_t id = w->task;
 
 	if (w->done || w->stopping) {
-		int ok = w->reaped && WIFEXITED(w->status) &&
-		         WEXITSTATUS(w->status) == 0;
-
-		if (!ok && !w->stopping)
+		if (w->reaped &&
+		    !(WIFEXITED(w->status) && WEXITSTATUS(w->status) == 0) &&
+		    !w->stopping)
 			log_task(LOG_LEVEL_WARN, (uint64_t)id, w->stage,
 			    "worker %d ended badly after its result",
 			    (int)w->pid);
-		/* The verify command's changes are not snapshotted. */
-		if (ok && w->done && !w->stopping &&
-		    strcmp(w->stage, "verifying") != 0)
-			sched_clean_put(id);
 		proc_free(w);
 		sched_kick();
 		return;

@@ -100,6 +100,11 @@ stage_workspace(void)
 		ws_unlock(S->repo, S->worktree, S->ref, cfg_str("branch"));
 	if ((made = ws_create(S->repo, S->worktree, S->base, &cause)) == -1)
 		stage_retry("workspace: %s", cause);
+	log_debug("workspace %s: %s, %zu journaled, at %.12s", S->worktree,
+	    made    ? "made"
+	    : clean ? "left clean"
+	            : "to restore",
+	    journal_count(), last_commit);
 	if (made ? strcmp(last_commit, S->base) != 0
 	         : !clean || journal_count() > 0) {
 		if (ws_restore(S->worktree, last_commit, &cause) == -1)
