@@ -18,6 +18,8 @@ script (re-read on every request, so a test can rewrite it) is
                       "cut_tool" | "sse_error" | "401" | "400" |
                       "insufficient_quota",
              "retry_after": SECONDS,      (429: the Retry-After header)
+             "retry_after_date": SECONDS, (429: Retry-After as an HTTP
+                                           date that many seconds ahead)
              "stall": SECONDS,            (stall: silence after the headers)
              "times": N,                  (the fault hits N requests; 1)
              "permanent": true }          (the fault hits every request)
@@ -47,6 +49,7 @@ as in the scripted provider.
 """
 
 import argparse
+import email.utils
 import json
 import os
 import socketserver
@@ -229,6 +232,9 @@ class Handler(BaseHTTPRequestHandler):
             headers = {}
             if fault == "429" and "retry_after" in turn:
                 headers["Retry-After"] = str(turn["retry_after"])
+            if fault == "429" and "retry_after_date" in turn:
+                headers["Retry-After"] = email.utils.formatdate(
+                    time.time() + turn["retry_after_date"], usegmt=True)
             if fault == "insufficient_quota":
                 if oa:
                     err = {"error": {

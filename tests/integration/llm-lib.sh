@@ -79,7 +79,7 @@ path, stage, turn, extra = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[
 s = json.load(open(path))
 t = s[stage][turn]
 if extra == "clear":
-    for k in ("fault", "times", "permanent", "retry_after", "stall", "delay"):
+    for k in ("fault", "times", "permanent", "retry_after", "retry_after_date", "stall", "delay"):
         t.pop(k, None)
 else:
     t.update(json.loads(extra))
@@ -114,13 +114,21 @@ svc_worker() {
 }
 
 # llm_faults PROVIDER: one transient fault on each turn (429 with
-# Retry-After, 500, 529, garbage, cut_tool, sse_error, stall), each retried
+# Retry-After in seconds or as a date, 500, 529, garbage, cut_tool, sse_error, stall), each retried
 # once; the task completes and no turn is asked more than twice.
 llm_faults() {
 	export ORCH_LLM_TIMEOUT_S=3
 	make_repo "$T/repo"
 	script_base
-	script_set planning 0 '{"fault": "429", "retry_after": 1}'
+	# Retry-After in seconds (openai), as an HTTP date (anthropic).
+	# (Without it the backoff would wait 0.5-1 s.)
+	if [ "$1" = anthropic ]; then
+		script_set planning 0 '{"fault": "429", "retry_after_date": 3}'
+		waited='^(2\.|3\.)'
+	else
+		script_set planning 0 '{"fault": "429", "retry_after": 2}'
+		waited='^2\.'
+	fi
 	script_set planning 1 '{"fault": "500"}'
 	script_set implementing 0 '{"fault": "529"}'
 	script_set implementing 1 '{"fault": "garbage"}'
@@ -143,7 +151,7 @@ llm_faults() {
 			"('reviewing', 1, 1, 'stall'), ('reviewing', 1, 2, None)]")" \
 		"each faulted turn was asked exactly twice"
 	like "$(mock_q '[round(b["t"] - a["t"], 1) for a in L for b in L if a["fault"] == "429" and b["stage"] == "planning" and b["turn"] == 0 and b["n"] == 2][0]')" \
-		'^(1\.|2\.)' "the retry waited for Retry-After (1 s)"
+		"$waited" "the retry waited for Retry-After (2 s, or a date 3 s ahead)"
 	is "$(sq 'SELECT sum(tokens_in), sum(tokens_out) FROM usage WHERE task_id=1')" \
 		"2800|280" "only the successful replies count tokens"
 	is "$(sq "SELECT count(*) FROM journal WHERE task_id=1 AND kind='reply'")" 7 \
