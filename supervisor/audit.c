@@ -42,14 +42,71 @@ audit_pos_path(void)
 	return xasprintf("%s/logs/audit.pos", cfg.state_dir);
 }
 
+/*
+ * The files of the tasks written last stay open (a task's events come in
+ * runs), with their sizes, so an event costs one write, not a stat, an
+ * open and a close.  The files are ours: rotate them with
+ * ORCH_AUDIT_MAX_BYTES, not by renaming them (copytruncate would do).
+ */
+#define AUDIT_OPEN 16
+static struct audit_file {
+	int64_t task; /* 0: free */
+	int fd;
+	uint64_t size;
+	uint64_t used; /* for least recently used */
+} audit_files[AUDIT_OPEN];
+static uint64_t audit_clock;
+
+static void
+audit_file_close(struct audit_file *f)
+{
+	if (f->task != 0)
+		close(f->fd);
+	f->task = 0;
+	f->used = 0; /* taken first */
+}
+
+/* The open file of task, opened (and another closed) if need be. */
+static struct audit_file *
+audit_file_get(int64_t task)
+{
+	struct audit_file *f = &audit_files[0];
+	struct stat sb;
+	char *path;
+
+	for (size_t i = 0; i < AUDIT_OPEN; i++) {
+		if (audit_files[i].task == task) {
+			f = &audit_files[i];
+			f->used = ++audit_clock;
+			return f;
+		}
+		if (audit_files[i].used < f->used)
+			f = &audit_files[i];
+	}
+	audit_file_close(f);
+	path = audit_path(task);
+	f->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (f->fd == -1 || fstat(f->fd, &sb) == -1) {
+		log_warn("audit file %s", path);
+		if (f->fd != -1)
+			close(f->fd);
+		free(path);
+		return NULL;
+	}
+	free(path);
+	f->task = task;
+	f->size = (uint64_t)sb.st_size;
+	f->used = ++audit_clock;
+	return f;
+}
+
 static void
 audit_write(const struct event_row *ev)
 {
+	struct audit_file *f;
 	json_t *o;
-	char *line, *path;
-	struct stat sb;
+	char *line;
 	size_t len;
-	int fd;
 
 	if (ev->id <= audit_pos)
 		return;
@@ -63,20 +120,26 @@ audit_write(const struct event_row *ev)
 	json_decref(o);
 	len = strlen(line);
 	line[len++] = '\n'; /* replaces the NUL: write len bytes */
-	path = audit_path(ev->task);
-	if (stat(path, &sb) == 0 && sb.st_size > 0 &&
-	    (uint64_t)sb.st_size + len > cfg.audit_max_bytes) {
-		char *old = xasprintf("%s.1", path);
+	if ((f = audit_file_get(ev->task)) != NULL && f->size > 0 &&
+	    f->size + len > cfg.audit_max_bytes) {
+		char *path = audit_path(ev->task),
+		     *old = xasprintf("%s.1", path);
+
+		audit_file_close(f);
 		if (rename(path, old) == -1)
 			log_warn("rotating %s", path);
 		free(old);
+		free(path);
+		f = audit_file_get(ev->task);
 	}
-	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-	if (fd == -1 || write_all(fd, line, len) == -1)
-		log_warn("audit file %s", path);
-	if (fd != -1)
-		close(fd);
-	free(path);
+	if (f != NULL) {
+		if (write_all(f->fd, line, len) == -1) {
+			log_warn(
+			    "audit file of task %lld", (long long)ev->task);
+			audit_file_close(f);
+		} else
+			f->size += len;
+	}
 	free(line);
 }
 
@@ -182,12 +245,19 @@ audit_close(void)
 	if (audit_pos_fd != -1)
 		close(audit_pos_fd);
 	audit_pos_fd = -1;
+	for (size_t i = 0; i < AUDIT_OPEN; i++)
+		audit_file_close(&audit_files[i]);
 }
 
 void
 audit_remove(int64_t task)
 {
 	char *path = audit_path(task), *old = xasprintf("%s.1", path);
+
+	for (size_t i = 0; i < AUDIT_OPEN; i++) {
+		if (audit_files[i].task == task)
+			audit_file_close(&audit_files[i]);
+	}
 
 	if (unlink(path) == -1 && errno != ENOENT)
 		log_warn("removing %s", path);
