@@ -83,9 +83,14 @@ llm_curl_load(char **cause)
 	    SYM(slist_free_all),
 #undef SYM
 	};
-	void *lib, *f;
+	/* Debian's two builds of it; the -dev package chose one at build. */
+	static const char *const names[] = {
+	    "libcurl.so.4", "libcurl-gnutls.so.4"};
+	void *lib = NULL, *f;
 
-	if ((lib = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL)) == NULL) {
+	for (size_t i = 0; i < nitems(names) && lib == NULL; i++)
+		lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+	if (lib == NULL) {
 		*cause = xasprintf("cannot load libcurl: %s (install the "
 		                   "libcurl4 package)",
 		    dlerror());
@@ -93,7 +98,7 @@ llm_curl_load(char **cause)
 	}
 	for (size_t i = 0; i < nitems(syms); i++) {
 		if ((f = dlsym(lib, syms[i].name)) == NULL) {
-			*cause = xasprintf("libcurl.so.4 has no %s: install a "
+			*cause = xasprintf("libcurl has no %s: install a "
 			                   "libcurl4 of 7.85 or newer",
 			    syms[i].name);
 			return -1;
