@@ -214,10 +214,18 @@ stage_tool(const struct tool_ctx *ctx, json_t *call, int step)
 		json_object_set_new(res, "commit", json_string(commit));
 	if (tr.value != NULL)
 		json_object_set(res, "value", tr.value);
+	/*
+	 * A terminal tool (submit_plan, finish, submit_review) only checks
+	 * its arguments, which the journaled reply holds: a replay computes
+	 * the same result again, so it is not journaled (its commit would be
+	 * the stage's last but one, right before the result's).
+	 */
+	if (tr.outcome != TOOL_TERMINAL) {
+		s = json_dumps(res, JSON_COMPACT);
+		journal_put("tool", s, 0, 0);
+		free(s);
+	}
 	tool_result_clear(&tr);
-	s = json_dumps(res, JSON_COMPACT);
-	journal_put("tool", s, 0, 0);
-	free(s);
 	if (commit != NULL) {
 		if (strcmp(commit, last_commit) != 0) {
 			s = xasprintf("{\"commit\":\"%s\",\"stage\":\"%s\","

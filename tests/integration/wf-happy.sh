@@ -56,6 +56,12 @@ like "$(gits implementing)" '(commit-tree update-ref diff $)' \
 	"implementing ends with the squash (commit-tree, update-ref) and the diffstat"
 is "$(grep -E 'msg="git (reset|clean) ' "$T/service.log" | sed 's/.*stage=//')" "" \
 	"no stage restored the worktree (no reset, no clean)"
+# The terminal tools only check the journaled reply's arguments: a replay
+# computes them again, so they cost no commit of their own.
+is "$(sq "SELECT count(*) FROM journal WHERE task_id=1 AND data LIKE '%\"outcome\":\"terminal\"%'")" 0 \
+	"submit_plan, finish and submit_review are not journaled"
+is "$(sq "SELECT count(*) FROM journal WHERE task_id=1 AND kind='reply'")" 7 \
+	"... the replies that called them are (all 7 turns)"
 
 # The branch.
 R="git -C $T/repo"
