@@ -133,13 +133,15 @@ is_file(const char *rel, const char *want)
 /*
  * What a killed worker's git leaves behind must not block the next worker:
  * stale lock files on the worktree's index, the snapshot ref and the result
- * branch, and a half-made worktree directory.
+ * branch, and a half-made worktree directory; and a copy of a worktree is
+ * not taken for one.
  */
 static void
 test_leftovers(void)
 {
 	char *cause = NULL, *lrepo = xasprintf("%s/lockrepo", tmp);
 	char *lwt = xasprintf("%s/state/worktrees/task-9", tmp);
+	char *cwt = xasprintf("%s/state/worktrees/task-10", tmp);
 	char *base, *snap = NULL, *sq = NULL;
 
 	if (sh("git init -q -b main lockrepo && cd lockrepo && "
@@ -197,7 +199,6 @@ test_leftovers(void)
 	 * administrative directory, which does not name it back.  It is
 	 * emptied and made a worktree of its own.
 	 */
-	char *cwt = xasprintf("%s/state/worktrees/task-10", tmp);
 	sh("cp -a state/worktrees/task-9 state/worktrees/task-10 && "
 	   "printf 'copied\n' >state/worktrees/task-10/only-in-copy.txt");
 	ok(ws_create(lrepo, cwt, base, &cause) == 1,
