@@ -191,6 +191,7 @@ class Service:
             "ORCH_MAX_WORKERS": str(workers),
         }
         self.env.update(extra or {})
+        self.env.update(kv.split("=", 1) for kv in ctx.a.env)
         self.p = None
 
     def start(self, wait=True):
@@ -664,6 +665,7 @@ def bench_scale(ctx):
                allrun < 1.0)
         time.sleep(2)
         pid = big.p.pid
+        ev0 = big.q("SELECT max(id) FROM events")[0][0]
         own0, _ = proc_cpu(pid)
         t1 = time.time()
         nrun = []
@@ -673,11 +675,18 @@ def bench_scale(ctx):
         own1, _ = proc_cpu(pid)
         wall = time.time() - t1
         cpu = (own1 - own0) / wall * 100
+        starts = big.q("SELECT count(*) FROM events WHERE id > %d AND text"
+                       " LIKE 'worker %% started%%'" % ev0)[0][0]
         hwm = proc_status(pid, "VmHWM") / 1024
         result("scale", "workers running during the window (median, min)",
                "%d, %d" % (statistics.median(nrun), min(nrun)))
         result("scale", "supervisor CPU over %.0f s (%% of a core)" % wall,
                "%.2f %%" % cpu, "< 5 %", cpu < 5)
+        if starts:
+            result("scale", "... stage starts in the window; supervisor CPU"
+                   " per stage", "%d (%.1f/s); %.2f ms" % (
+                       starts, starts / wall,
+                       (own1 - own0) * 1e3 / starts))
         result("scale", "supervisor peak RSS (VmHWM)", "%.1f MB" % hwm,
                "< 32 MB", hwm < 32)
         v, n = [], 0
@@ -806,6 +815,9 @@ def main():
     p.add_argument("--profiles", default=os.path.join(SRC,
                                                       "sandbox-profiles"))
     p.add_argument("--tmp", default=None, help="scratch parent (/tmp)")
+    p.add_argument("--env", action="append", default=[],
+                   metavar="NAME=VALUE",
+                   help="a variable for every service started (repeat)")
     p.add_argument("--keep", action="store_true", help="keep the scratch")
     p.add_argument("--json", help="write the results here too")
     g = p.add_argument_group("workflow")
