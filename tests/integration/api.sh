@@ -2,25 +2,8 @@
 # The control API on the service's Unix socket, as curl sees it.
 . "$ORCH_TESTS_DIR/integration/lib.sh"
 
-cat >"$T/script.json" <<'JSON'
-{
-  "planning": [
-    {"text": "Planning.", "tool_calls": [{"name": "submit_plan", "arguments":
-      {"plan": "Write a.txt."}}]}
-  ],
-  "implementing": [
-    {"text": "a", "tool_calls": [{"name": "write_file", "arguments":
-      {"path": "a.txt", "content": "alpha\n"}}]},
-    {"text": "Done.", "tool_calls": [{"name": "finish", "arguments":
-      {"summary": "Wrote a.txt."}}]}
-  ],
-  "reviewing": [
-    {"text": "Fine.", "tool_calls": [{"name": "submit_review", "arguments":
-      {"verdict": "approve", "comments": "OK."}}]}
-  ]
-}
-JSON
-export ORCH_LLM_SCRIPT="$T/script.json" ORCH_MAX_RETRIES=0
+script_write_a
+export ORCH_MAX_RETRIES=0
 SOCK="$ORCH_STATE_DIR/orch.sock"
 # api METHOD PATH [BODY]: the body in $T/body, the HTTP status in $code.
 api() {

@@ -4,27 +4,9 @@
 # cancel, and logs (-f following a running task).
 . "$ORCH_TESTS_DIR/integration/lib.sh"
 
-cat >"$T/script.json" <<'JSON'
-{
-  "planning": [
-    {"text": "Planning.", "tool_calls": [{"name": "submit_plan", "arguments":
-      {"plan": "Write a.txt."}}]}
-  ],
-  "implementing": [
-    {"text": "a", "tool_calls": [{"name": "write_file", "arguments":
-      {"path": "a.txt", "content": "alpha\n"}}]},
-    {"text": "Done.", "tool_calls": [{"name": "finish", "arguments":
-      {"summary": "Wrote a.txt."}}]}
-  ],
-  "reviewing": [
-    {"text": "Fine.", "tool_calls": [{"name": "submit_review", "arguments":
-      {"verdict": "approve", "comments": "OK."}}]}
-  ]
-}
-JSON
+script_write_a
 sed 's/"text": "Planning.",/"text": "Planning.", "delay_ms": 2000,/' \
 	"$T/script.json" >"$T/slow.json"
-export ORCH_LLM_SCRIPT="$T/script.json"
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 # run_sup OUT ARGS...: run the CLI, output in $T/OUT, exit status in $rc.
 run_sup() {

@@ -3,25 +3,8 @@
 # has been silent ORCH_WORKER_TIMEOUT_S, and its stage restarts.
 . "$ORCH_TESTS_DIR/integration/lib.sh"
 
-cat >"$T/script.json" <<'JSON'
-{
-  "planning": [
-    {"text": "Planning.", "tool_calls": [{"name": "submit_plan", "arguments":
-      {"plan": "Write a.txt."}}]}
-  ],
-  "implementing": [
-    {"text": "a", "tool_calls": [{"name": "write_file", "arguments":
-      {"path": "a.txt", "content": "alpha\n"}}]},
-    {"text": "Done.", "tool_calls": [{"name": "finish", "arguments":
-      {"summary": "Wrote a.txt."}}]}
-  ],
-  "reviewing": [
-    {"text": "Fine.", "tool_calls": [{"name": "submit_review", "arguments":
-      {"verdict": "approve", "comments": "OK."}}]}
-  ]
-}
-JSON
-export ORCH_LLM_SCRIPT="$T/script.json" ORCH_WORKER_TIMEOUT_S=1
+script_write_a
+export ORCH_WORKER_TIMEOUT_S=1
 
 gone() { ! kill -0 "$1" 2>/dev/null || grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }

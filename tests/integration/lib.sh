@@ -87,6 +87,31 @@ sq() { # SQL: query the task database
 	sqlite3 -cmd '.timeout 5000' "$ORCH_STATE_DIR/tasks.db" "$1"
 }
 
+# script_write_a: the scripted model's script for the small task most tests
+# run (plan, write a.txt, finish, approve), in $T/script.json, which
+# ORCH_LLM_SCRIPT then names.
+script_write_a() {
+	cat >"$T/script.json" <<'JSON'
+{
+  "planning": [
+    {"text": "Planning.", "tool_calls": [{"name": "submit_plan", "arguments":
+      {"plan": "Write a.txt."}}]}
+  ],
+  "implementing": [
+    {"text": "a", "tool_calls": [{"name": "write_file", "arguments":
+      {"path": "a.txt", "content": "alpha\n"}}]},
+    {"text": "Done.", "tool_calls": [{"name": "finish", "arguments":
+      {"summary": "Wrote a.txt."}}]}
+  ],
+  "reviewing": [
+    {"text": "Fine.", "tool_calls": [{"name": "submit_review", "arguments":
+      {"verdict": "approve", "comments": "OK."}}]}
+  ]
+}
+JSON
+	export ORCH_LLM_SCRIPT="$T/script.json"
+}
+
 # make_repo DIR: a small git repository with one commit.
 make_repo() {
 	mkdir -p "$1"

@@ -3,25 +3,8 @@
 # error and restarted; the service neither crashes nor balloons in memory.
 . "$ORCH_TESTS_DIR/integration/lib.sh"
 
-cat >"$T/script.json" <<'JSON'
-{
-  "planning": [
-    {"text": "Planning.", "tool_calls": [{"name": "submit_plan", "arguments":
-      {"plan": "Write a.txt."}}]}
-  ],
-  "implementing": [
-    {"text": "a", "tool_calls": [{"name": "write_file", "arguments":
-      {"path": "a.txt", "content": "alpha\n"}}]},
-    {"text": "Done.", "tool_calls": [{"name": "finish", "arguments":
-      {"summary": "Wrote a.txt."}}]}
-  ],
-  "reviewing": [
-    {"text": "Fine.", "tool_calls": [{"name": "submit_review", "arguments":
-      {"verdict": "approve", "comments": "OK."}}]}
-  ]
-}
-JSON
-export ORCH_LLM_SCRIPT="$T/script.json" ORCH_MAX_RETRIES=10
+script_write_a
+export ORCH_MAX_RETRIES=10
 vm() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$SVC/status"; }
 
 make_repo "$T/repo"
