@@ -531,6 +531,39 @@ test_requests(void)
 	json_decref(t);
 }
 
+/* The official bases need a key: refused before any request is made. */
+static void
+test_no_key(void)
+{
+	struct stage st;
+	struct llm_turn t = {&st, 0};
+	json_t *reply = NULL;
+	char *cause = NULL;
+	int permanent = 0;
+
+	memset(&st, 0, sizeof st);
+	st.name = "planning";
+	st.llm = json_pack("{s:s}", "api_key", "");
+	ok(llm_openai_chat(&t, NULL, NULL, &reply, &cause, &permanent) == -1 &&
+	        permanent && reply == NULL,
+	    "openai: no key for api.openai.com is a permanent failure");
+	ok(cause != NULL && strstr(cause, "needs an API key") != NULL &&
+	        strstr(cause, "ORCH_LLM_API_KEY") != NULL,
+	    "  saying which variable to set");
+	free(cause);
+	cause = NULL;
+	permanent = 0;
+	ok(llm_anthropic_chat(&t, NULL, NULL, &reply, &cause, &permanent) ==
+	            -1 &&
+	        permanent && reply == NULL,
+	    "anthropic: no key for api.anthropic.com is a permanent failure");
+	ok(cause != NULL && strstr(cause, "needs an API key") != NULL &&
+	        strstr(cause, "ORCH_LLM_API_KEY") != NULL,
+	    "  saying which variable to set");
+	free(cause);
+	json_decref(st.llm);
+}
+
 static void
 test_scrub(void)
 {
@@ -555,6 +588,7 @@ main(void)
 	test_openai_faults();
 	test_anthropic();
 	test_requests();
+	test_no_key();
 	test_scrub();
 	return tap_done();
 }

@@ -352,47 +352,20 @@ int
 llm_anthropic_chat(const struct llm_turn *t, json_t *messages, json_t *tools,
     json_t **reply, char **cause, int *permanent)
 {
-	json_t *llm = t->st->llm, *body;
-	const char *base = ant_str(llm, "base_url");
-	const char *model = ant_str(llm, "model");
-	const char *key = ant_str(llm, "api_key");
-	const char *headers[3] = {
-	    "anthropic-version: " ANTHROPIC_VERSION, NULL, NULL};
-	char *url, *auth = NULL;
-	size_t n;
-	int rc;
-
-	if (base == NULL || *base == '\0')
-		base = ANTHROPIC_BASE;
-	if (model == NULL || *model == '\0')
-		model = ANTHROPIC_MODEL;
-	if ((key == NULL || *key == '\0') &&
-	    strcmp(base, ANTHROPIC_BASE) == 0) {
-		*cause = xstrdup("the anthropic provider needs an API key: "
-		                 "set ORCH_LLM_API_KEY");
-		*permanent = 1;
-		return -1;
-	}
-	n = strlen(base);
-	while (n > 0 && base[n - 1] == '/')
-		n--;
 	/* Both https://api.anthropic.com and .../v1 are taken as the base. */
-	if (n >= 3 && memcmp(base + n - 3, "/v1", 3) == 0)
-		url = xasprintf("%.*s/messages", (int)n, base);
-	else
-		url = xasprintf("%.*s/v1/messages", (int)n, base);
-	if (key != NULL && *key != '\0') {
-		auth = xasprintf("x-api-key: %s", key);
-		headers[1] = auth;
-	}
-	body = llm_anthropic_request(model, messages, tools);
-	rc = llm_http_post(t, url, body, headers, key, llm_anthropic_asm, reply,
-	    cause, permanent);
-	json_decref(body);
-	if (auth != NULL) {
-		explicit_bzero(auth, strlen(auth));
-		free(auth);
-	}
-	free(url);
-	return rc;
+	static const struct llm_api api = {
+	    .base = ANTHROPIC_BASE,
+	    .model = ANTHROPIC_MODEL,
+	    .path = "/messages",
+	    .add_v1 = 1,
+	    .key_header = "x-api-key: ",
+	    .fixed_header = "anthropic-version: " ANTHROPIC_VERSION,
+	    .no_key = "the anthropic provider needs an API key: set "
+	              "ORCH_LLM_API_KEY",
+	    .request = llm_anthropic_request,
+	    .asm_init = llm_anthropic_asm,
+	};
+
+	return llm_http_api_chat(
+	    &api, t, messages, tools, reply, cause, permanent);
 }

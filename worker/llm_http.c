@@ -858,22 +858,65 @@ llm_http_chat(
 }
 
 int
-llm_http_post(const struct llm_turn *t, const char *url, json_t *body,
-    const char *const *headers, const char *secret,
-    void (*asm_init)(struct llm_asm *, int turn), json_t **reply, char **cause,
+llm_http_api_chat(const struct llm_api *api, const struct llm_turn *t,
+    json_t *messages, json_t *tools, json_t **reply, char **cause,
     int *permanent)
 {
-	char *b = json_dumps(body, JSON_COMPACT);
-	struct llm_req req = {t, url, b, headers, secret, asm_init};
+	json_t *llm = t->st->llm, *body;
+	const char *base = json_string_value(json_object_get(llm, "base_url"));
+	const char *model = json_string_value(json_object_get(llm, "model"));
+	const char *key = json_string_value(json_object_get(llm, "api_key"));
+	const char *headers[3];
+	struct llm_req req = {t, NULL, NULL, headers, key, api->asm_init};
+	char *auth = NULL, *url, *b;
+	size_t n = 0;
 	int rc;
 
-	if (b == NULL) {
-		*reply = NULL;
-		*cause = xstrdup("the conversation could not be encoded");
+	*reply = NULL;
+	if (base == NULL || *base == '\0')
+		base = api->base;
+	if (model == NULL || *model == '\0')
+		model = api->model;
+	if ((key == NULL || *key == '\0') && strcmp(base, api->base) == 0) {
+		*cause = xstrdup(api->no_key);
 		*permanent = 1;
 		return -1;
 	}
-	rc = llm_http_chat(&req, reply, cause, permanent);
-	free(b);
+	if (api->fixed_header != NULL)
+		headers[n++] = api->fixed_header;
+	/* A local compatible server may need no key: then none is sent. */
+	if (key != NULL && *key != '\0') {
+		auth = xasprintf("%s%s", api->key_header, key);
+		headers[n++] = auth;
+	}
+	headers[n] = NULL;
+
+	n = strlen(base);
+	while (n > 0 && base[n - 1] == '/')
+		n--;
+	/* With add_v1, both https://host and https://host/v1 are a base. */
+	url = xasprintf("%.*s%s%s", (int)n, base,
+	    api->add_v1 && !(n >= 3 && memcmp(base + n - 3, "/v1", 3) == 0)
+	        ? "/v1"
+	        : "",
+	    api->path);
+	body = api->request(model, messages, tools);
+	b = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	if (b == NULL) {
+		*cause = xstrdup("the conversation could not be encoded");
+		*permanent = 1;
+		rc = -1;
+	} else {
+		req.url = url;
+		req.body = b;
+		rc = llm_http_chat(&req, reply, cause, permanent);
+		free(b);
+	}
+	if (auth != NULL) {
+		explicit_bzero(auth, strlen(auth));
+		free(auth);
+	}
+	free(url);
 	return rc;
 }

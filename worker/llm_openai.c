@@ -271,42 +271,17 @@ int
 llm_openai_chat(const struct llm_turn *t, json_t *messages, json_t *tools,
     json_t **reply, char **cause, int *permanent)
 {
-	json_t *llm = t->st->llm, *body;
-	const char *base = openai_str(llm, "base_url");
-	const char *model = openai_str(llm, "model");
-	const char *key = openai_str(llm, "api_key");
-	const char *headers[2] = {NULL, NULL};
-	char *url, *auth = NULL;
-	size_t n;
-	int rc;
+	static const struct llm_api api = {
+	    .base = OPENAI_BASE,
+	    .model = OPENAI_MODEL,
+	    .path = "/chat/completions",
+	    .key_header = "Authorization: Bearer ",
+	    .no_key = "the openai provider needs an API key for "
+	              "api.openai.com: set ORCH_LLM_API_KEY",
+	    .request = llm_openai_request,
+	    .asm_init = llm_openai_asm,
+	};
 
-	if (base == NULL || *base == '\0')
-		base = OPENAI_BASE;
-	if (model == NULL || *model == '\0')
-		model = OPENAI_MODEL;
-	if ((key == NULL || *key == '\0') && strcmp(base, OPENAI_BASE) == 0) {
-		*cause = xstrdup("the openai provider needs an API key for "
-		                 "api.openai.com: set ORCH_LLM_API_KEY");
-		*permanent = 1;
-		return -1;
-	}
-	n = strlen(base);
-	while (n > 0 && base[n - 1] == '/')
-		n--;
-	url = xasprintf("%.*s/chat/completions", (int)n, base);
-	/* A local compatible server may need no key: then none is sent. */
-	if (key != NULL && *key != '\0') {
-		auth = xasprintf("Authorization: Bearer %s", key);
-		headers[0] = auth;
-	}
-	body = llm_openai_request(model, messages, tools);
-	rc = llm_http_post(t, url, body, headers, key, llm_openai_asm, reply,
-	    cause, permanent);
-	json_decref(body);
-	if (auth != NULL) {
-		explicit_bzero(auth, strlen(auth));
-		free(auth);
-	}
-	free(url);
-	return rc;
+	return llm_http_api_chat(
+	    &api, t, messages, tools, reply, cause, permanent);
 }

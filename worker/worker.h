@@ -327,10 +327,24 @@ struct llm_req {
  */
 int llm_http_chat(
     const struct llm_req *, json_t **reply, char **cause, int *permanent);
-/* Encode body and run llm_http_chat with it: what every provider does. */
-int llm_http_post(const struct llm_turn *, const char *url, json_t *body,
-    const char *const *headers, const char *secret,
-    void (*asm_init)(struct llm_asm *, int turn), json_t **reply, char **cause,
+/* An HTTP provider: its defaults, its address, its headers, its body. */
+struct llm_api {
+	const char *base;         /* ORCH_LLM_BASE_URL's default */
+	const char *model;        /* ORCH_LLM_MODEL's default */
+	const char *path;         /* appended to the base */
+	int add_v1;               /* "/v1" first, unless the base ends so */
+	const char *key_header;   /* "Name: prefix", the key follows */
+	const char *fixed_header; /* sent always, or NULL */
+	const char *no_key;       /* why the default base needs a key */
+	json_t *(*request)(const char *model, json_t *messages, json_t *tools);
+	void (*asm_init)(struct llm_asm *, int turn);
+};
+/*
+ * What every HTTP provider does: the settings with their defaults, the
+ * URL, the key's header (wiped after use), the body, and llm_http_chat.
+ */
+int llm_http_api_chat(const struct llm_api *, const struct llm_turn *,
+    json_t *messages, json_t *tools, json_t **reply, char **cause,
     int *permanent);
 /* s with every occurrence of secret replaced (malloc'd). */
 char *llm_scrub(const char *s, const char *secret);
