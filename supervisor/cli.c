@@ -1088,27 +1088,6 @@ cmd_backup(int argc, char **argv)
 	return rc;
 }
 
-/* Run argv with output discarded; its exit status, or -1. */
-static int
-cli_run_quiet(char *const argv[])
-{
-	pid_t pid = fork();
-	int status;
-
-	if (pid == -1)
-		return -1;
-	if (pid == 0) {
-		int fd = open("/dev/null", O_RDWR);
-		dup2(fd, 1);
-		dup2(fd, 2);
-		execvp(argv[0], argv);
-		_exit(127);
-	}
-	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
-		;
-	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 static size_t
 cli_discard_cb(char *d, size_t size, size_t n, void *arg)
 {
@@ -1215,8 +1194,7 @@ cmd_doctor(int argc, char **argv)
 			bad = 1;                                               \
 	} while (0)
 	printf("orch-supervisor %s, state %s\n", ORCH_VERSION, cfg.state_dir);
-	CHECK(cli_run_quiet(git) == 0, "git",
-	    "install git (apt-get install git)");
+	CHECK(run_quiet(git) == 0, "git", "install git (apt-get install git)");
 	cause = NULL;
 	CHECK(doctor_sandbox(&cause) == 0,
 	    "bubblewrap creates its namespaces (user, pid, net, mount)",

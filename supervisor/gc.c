@@ -8,7 +8,6 @@
  * shrinks and a steady load does not grow it without bound.
  */
 #include <sys/stat.h>
-#include <sys/wait.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -26,31 +25,6 @@ struct gc_run {
 	int64_t tasks, events, journal, worktrees;
 	char *err;
 };
-
-/* git ARGS with output discarded: its exit status, or -1. */
-static int
-gc_git(char *const argv[])
-{
-	pid_t pid = fork();
-	int status;
-
-	if (pid == -1)
-		return -1;
-	if (pid == 0) {
-		int fd = open("/dev/null", O_RDWR);
-		if (fd != -1) {
-			dup2(fd, 0);
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		execvp(argv[0], argv);
-		_exit(127);
-	}
-	while (waitpid(pid, &status, 0) == -1)
-		if (errno != EINTR)
-			return -1;
-	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
 
 static int
 gc_rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
@@ -84,7 +58,7 @@ gc_worktree(const struct task *t)
 		char *const rm[] = {(char *)"git", (char *)"-C", t->repo,
 		    (char *)"worktree", (char *)"remove", (char *)"--force",
 		    dir, NULL};
-		rc = gc_git(rm);
+		rc = run_quiet(rm);
 	}
 	if (t->repo == NULL || rc != 0 || lstat(dir, &sb) == 0) {
 		if (nftw(dir, gc_rm_cb, 16, FTW_DEPTH | FTW_PHYS) == -1 &&
@@ -93,7 +67,7 @@ gc_worktree(const struct task *t)
 		if (t->repo != NULL) {
 			char *const prune[] = {(char *)"git", (char *)"-C",
 			    t->repo, (char *)"worktree", (char *)"prune", NULL};
-			gc_git(prune);
+			run_quiet(prune);
 		}
 	}
 	free(dir);

@@ -92,6 +92,9 @@ int task_resume(struct store *, int64_t id, char **err, int *code);
 /* Check that repo is a git work tree with a commit and nothing half done;
  * fills *abs (absolute path) and *head. */
 int task_check_repo(const char *repo, char **abs, char **head, char **err);
+/* Run argv (found in PATH) with no input and its output discarded: its
+ * exit status, or -1 when it could not run or was killed. */
+int run_quiet(char *const argv[]);
 json_t *task_json(struct store *, const struct task *, int full);
 
 /* proc.c: starting, watching and stopping worker processes. */

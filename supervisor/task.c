@@ -64,6 +64,29 @@ task_enter(struct store *st, const struct task *t, enum wstate state,
 	return rc;
 }
 
+int
+run_quiet(char *const argv[])
+{
+	posix_spawn_file_actions_t fa;
+	extern char **environ;
+	pid_t pid;
+	int status;
+
+	posix_spawn_file_actions_init(&fa);
+	for (int fd = 0; fd <= 2; fd++)
+		posix_spawn_file_actions_addopen(
+		    &fa, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0);
+	if (posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ) != 0) {
+		posix_spawn_file_actions_destroy(&fa);
+		return -1;
+	}
+	posix_spawn_file_actions_destroy(&fa);
+	while (waitpid(pid, &status, 0) == -1)
+		if (errno != EINTR)
+			return -1;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 /* Run git with argv, capturing the first line of stdout; 0 on exit 0. */
 static int
 task_git(char *const argv[], char **line)
