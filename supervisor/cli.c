@@ -6,7 +6,6 @@
  */
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <sys/wait.h>
 
 #include <errno.h>
 #include <fcntl.h>

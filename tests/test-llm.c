@@ -12,26 +12,6 @@
 #include "worker.h"
 #include "tap.h"
 
-/* The worker's link to the supervisor is not part of these tests. */
-void
-wio_heartbeat(void *unused)
-{
-	(void)unused;
-}
-
-void
-wio_sleep(unsigned ms)
-{
-	(void)ms;
-}
-
-void
-wio_log(int kind, const char *fmt, ...)
-{
-	(void)kind;
-	(void)fmt;
-}
-
 static size_t textlen;
 
 static void

@@ -14,26 +14,6 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 
-/* The worker's link to the supervisor is not part of the target. */
-void
-wio_heartbeat(void *unused)
-{
-	(void)unused;
-}
-
-void
-wio_sleep(unsigned ms)
-{
-	(void)ms;
-}
-
-void
-wio_log(int kind, const char *fmt, ...)
-{
-	(void)kind;
-	(void)fmt;
-}
-
 static int
 fuzz_event(void *arg, const char *event, const char *data, size_t len)
 {
