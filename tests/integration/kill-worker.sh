@@ -4,29 +4,8 @@
 # completes with the expected result.
 . "$ORCH_TESTS_DIR/integration/lib.sh"
 
-cat >"$T/script.json" <<'JSON'
-{
-  "planning": [
-    {"text": "Planning.", "tool_calls": [{"name": "submit_plan", "arguments":
-      {"plan": "Write a.txt, b.txt and c.txt."}}]}
-  ],
-  "implementing": [
-    {"text": "a", "tool_calls": [{"name": "write_file", "arguments":
-      {"path": "a.txt", "content": "alpha\n"}}]},
-    {"text": "b", "delay_ms": 3000, "tool_calls": [{"name": "write_file",
-      "arguments": {"path": "b.txt", "content": "beta\n"}}]},
-    {"text": "c", "tool_calls": [{"name": "write_file", "arguments":
-      {"path": "c.txt", "content": "gamma\n"}}]},
-    {"text": "Done.", "tool_calls": [{"name": "finish", "arguments":
-      {"summary": "Wrote three files."}}]}
-  ],
-  "reviewing": [
-    {"text": "Fine.", "tool_calls": [{"name": "submit_review", "arguments":
-      {"verdict": "approve", "comments": "OK."}}]}
-  ]
-}
-JSON
-export ORCH_LLM_SCRIPT="$T/script.json" ORCH_SCRIPTED_TRACE="$T/trace"
+script_write_abc
+export ORCH_SCRIPTED_TRACE="$T/trace"
 
 make_repo "$T/repo"
 service_start

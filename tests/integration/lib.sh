@@ -112,6 +112,34 @@ JSON
 	export ORCH_LLM_SCRIPT="$T/script.json"
 }
 
+# script_write_abc: as script_write_a with three files, the second turn
+# answered after 3 s (a window to kill something in).
+script_write_abc() {
+	cat >"$T/script.json" <<'JSON'
+{
+  "planning": [
+    {"text": "Planning.", "tool_calls": [{"name": "submit_plan", "arguments":
+      {"plan": "Write a.txt, b.txt and c.txt."}}]}
+  ],
+  "implementing": [
+    {"text": "a", "tool_calls": [{"name": "write_file", "arguments":
+      {"path": "a.txt", "content": "alpha\n"}}]},
+    {"text": "b", "delay_ms": 3000, "tool_calls": [{"name": "write_file",
+      "arguments": {"path": "b.txt", "content": "beta\n"}}]},
+    {"text": "c", "tool_calls": [{"name": "write_file", "arguments":
+      {"path": "c.txt", "content": "gamma\n"}}]},
+    {"text": "Done.", "tool_calls": [{"name": "finish", "arguments":
+      {"summary": "Wrote three files."}}]}
+  ],
+  "reviewing": [
+    {"text": "Fine.", "tool_calls": [{"name": "submit_review", "arguments":
+      {"verdict": "approve", "comments": "OK."}}]}
+  ]
+}
+JSON
+	export ORCH_LLM_SCRIPT="$T/script.json"
+}
+
 # make_repo DIR: a small git repository with one commit.
 make_repo() {
 	mkdir -p "$1"
