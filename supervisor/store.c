@@ -235,6 +235,8 @@ enum stmt {
 	ST_JOURNAL_ADD,
 	ST_USAGE_ADD,
 	ST_RUNNABLE,
+	ST_SYNC_FULL,
+	ST_SYNC_NORMAL,
 	ST_MAX
 };
 
@@ -267,6 +269,8 @@ static const char *const stmt_sql[ST_MAX] = {
                     " ('pending', 'planning', 'plan_approved',"
                     " 'implementing', 'reviewing', 'verifying')"
                     " ORDER BY id LIMIT ?1",
+    [ST_SYNC_FULL] = "PRAGMA synchronous = FULL",
+    [ST_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
 };
 
 struct store {
@@ -589,15 +593,18 @@ store_step_task(struct store *s, sqlite3_stmt *st, int64_t id, const char *what)
 static int
 store_sync(struct store *s, int lazy)
 {
+	sqlite3_stmt *st;
+	int rc;
+
 	if (s->lazy == lazy)
 		return 0;
-	if (store_exec(s,
-	        lazy ? "PRAGMA synchronous = NORMAL"
-	             : "PRAGMA synchronous = FULL",
-	        "synchronous") == -1)
+	/* Prepared once: it runs twice for every lone event. */
+	if ((st = store_prep(s, lazy ? ST_SYNC_NORMAL : ST_SYNC_FULL)) == NULL)
 		return -1;
-	s->lazy = lazy;
-	return 0;
+	rc = store_step_done(s, st, "synchronous");
+	if (rc == 0)
+		s->lazy = lazy;
+	return rc;
 }
 
 /* Begin a write: a transaction, or a savepoint inside store_begin's. */
