@@ -35,12 +35,13 @@
 #define STAGE_VERIFYING    0x8
 #define STAGE_ALL          0xf
 
-#define SHOW_MAX       200    /* bytes of a name or path echoed back */
-#define BINARY_CHECK   8192   /* bytes looked at for NULs */
-#define NOTE_ROOM      128    /* bytes kept free for a note */
-#define LIST_DEPTH_MAX 64     /* directory levels list_files descends */
-#define LIST_WALK_MAX  200000 /* entries list_files counts at most */
-#define TIMEOUT_MAX    86400  /* seconds run_command may ask for */
+#define SHOW_MAX       200         /* bytes of a name or path echoed back */
+#define BINARY_CHECK   8192        /* bytes looked at for NULs */
+#define NOTE_ROOM      128         /* bytes kept free for a note */
+#define LIST_DEPTH_MAX 64          /* directory levels list_files descends */
+#define LIST_WALK_MAX  200000      /* entries list_files counts at most */
+#define TIMEOUT_MAX    86400       /* seconds run_command may ask for */
+#define DIFF_CHUNK     (64 * 1024) /* bytes of the diff read_diff returns */
 
 struct tool_param {
 	const char *name;
@@ -72,6 +73,8 @@ static void tool_submit_plan(
 static void tool_submit_review(
     const struct tool_ctx *, json_t *, struct tool_result *);
 static void tool_finish(
+    const struct tool_ctx *, json_t *, struct tool_result *);
+static void tool_read_diff(
     const struct tool_ctx *, json_t *, struct tool_result *);
 
 /* The contract's tool table (DESIGN.md, "LLM requests"). */
@@ -132,6 +135,18 @@ static const struct tool tools[] = {
         {{"summary", JSON_STRING, 1,
             "A summary of the changes made and how they were checked."}},
         tool_finish},
+    /*
+     * Not in the contract's first table but an addition to it: the
+     * reviewer's request holds only the first 64 KiB of the diff, and a
+     * change must not hide past that cut.
+     */
+    {"read_diff", STAGE_REVIEWING,
+        "Read the diff under review from a byte offset, 64 KiB at a "
+        "time, cut at a line; the note at the end gives the offset to "
+        "read next.",
+        {{"offset", JSON_INTEGER, 0,
+            "Byte offset into the diff to start at; 0 if left out."}},
+        tool_read_diff},
 };
 
 static unsigned
@@ -1060,6 +1075,57 @@ tool_submit_review(
 		return;
 	}
 	terminal(args, r, xasprintf("review submitted: %s", verdict));
+}
+
+static void
+tool_read_diff(const struct tool_ctx *ctx, json_t *args, struct tool_result *r)
+{
+	json_t *jo = json_object_get(args, "offset");
+	json_int_t off = jo != NULL ? json_integer_value(jo) : 0;
+	size_t start, end;
+
+	if (ctx->diff == NULL) {
+		result_error(r, "read_diff: there is no diff in this stage");
+		return;
+	}
+	if (off < 0 || (uint64_t)off > ctx->diff_len) {
+		result_error(r,
+		    "read_diff: offset %lld is outside the diff (0 to %zu "
+		    "bytes)",
+		    (long long)off, ctx->diff_len);
+		return;
+	}
+	/* Start at a character, end at a line (or a character). */
+	start = (size_t)off;
+	while (start < ctx->diff_len && (ctx->diff[start] & 0xc0) == 0x80)
+		start++;
+	end = start +
+	      utf8_head(ctx->diff + start, ctx->diff_len - start, DIFF_CHUNK);
+	if (end < ctx->diff_len) {
+		size_t line = end;
+
+		while (line > start && ctx->diff[line - 1] != '\n')
+			line--;
+		if (line > start)
+			end = line;
+	}
+	if (start == ctx->diff_len) {
+		result_done(r, xasprintf("[the diff is %zu bytes; nothing "
+		                         "after offset %zu]",
+		                   ctx->diff_len, start));
+		return;
+	}
+	if (end < ctx->diff_len)
+		result_done(r, xasprintf("%.*s\n[bytes %zu to %zu of the "
+		                         "%zu-byte diff; read on with offset "
+		                         "%zu]",
+		                   (int)(end - start), ctx->diff + start, start,
+		                   end, ctx->diff_len, end));
+	else
+		result_done(r, xasprintf("%.*s\n[bytes %zu to %zu of the "
+		                         "%zu-byte diff; that is the end]",
+		                   (int)(end - start), ctx->diff + start, start,
+		                   end, ctx->diff_len));
 }
 
 static void
