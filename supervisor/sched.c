@@ -83,12 +83,15 @@ sched_event(
     int64_t task, enum event_kind kind, const char *stage, const char *fmt, ...)
 {
 	va_list ap;
-	char *text;
+	char *raw, *text;
 
 	va_start(ap, fmt);
-	if (vasprintf(&text, fmt, ap) == -1)
+	if (vasprintf(&raw, fmt, ap) == -1)
 		fatal("vasprintf");
 	va_end(ap);
+	/* A worker's text is untrusted: the log holds only valid UTF-8. */
+	text = utf8_fix(raw, NULL);
+	free(raw);
 	if (store_event_add(sched_st, task, kind, stage, text) == -1 &&
 	    !sched_storage_failed())
 		log_warnx("task %lld: cannot record event: %s", (long long)task,
