@@ -106,7 +106,7 @@ test_clean(void)
 	free(s);
 	s = utf8_fix("\xc0\xaf", &bad);
 	is_str(s, "\xef\xbf\xbd\xef\xbf\xbd", "fix: an overlong is replaced");
-	ok(utf8_valid(s, strlen(s)), "fix: the result is valid");
+	ok(s != NULL && utf8_valid(s, strlen(s)), "fix: the result is valid");
 	free(s);
 }
 

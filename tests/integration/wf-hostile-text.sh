@@ -14,8 +14,10 @@
 #     ESC or BEL;
 #   - every event reaches the API, the audit file and the event stream;
 #   - the verification passes and the task completes.
-# Task 2 (a misbehaving worker): a LOG line that is not UTF-8 and full of
-# escapes is kept, valid, in the API and the audit file.
+# Task 2: a verification whose output tail starts inside a check mark, and
+# nothing else odd, passes.  Task 3 (a misbehaving worker): a LOG line that
+# is not UTF-8 and full of escapes is kept, valid, in the API and the audit
+# file.
 . "$ORCH_TESTS_DIR/integration/wf-lib.sh"
 
 SOCK="$ORCH_STATE_DIR/orch.sock"
@@ -144,27 +146,44 @@ api "/v1/tasks/1/events?after=0"
 is "$(jq '[.events[] | select(.text | startswith("write_file {\"path\":\"accent1.txt\""))] | length' "$T/body")" 1 \
 	"the tool event whose 200-byte cut split a character is in the API"
 
-# Task 2: a worker that logs bytes that are not UTF-8.
+# Task 2: only the verification's split check mark, nothing else hostile.
+cat >"$T/script.json" <<'JSON'
+{
+  "planning": [{"text": "Plan.", "tool_calls": [{"name": "submit_plan", "arguments": {"plan": "Add ok.txt."}}]}],
+  "implementing": [
+    {"text": "Writing.", "tool_calls": [{"name": "write_file", "arguments": {"path": "ok.txt", "content": "ok\n"}}]},
+    {"text": "Done.", "tool_calls": [{"name": "finish", "arguments": {"summary": "Added ok.txt."}}]}
+  ],
+  "reviewing": [{"text": "OK.", "tool_calls": [{"name": "submit_review", "arguments": {"verdict": "approve", "comments": "OK."}}]}]
+}
+JSON
+is "$("$SUP" submit "Add ok.txt" --repo "$T/repo" --auto-approve all \
+	--verify "printf '\\342\\234\\223%03998d\\n' 0" 2>&1)" 2 "task 2 submitted"
+wait_state 2 completed 60
+is "$(state_of 2)" completed "task 2, whose verification tail starts inside a check mark, completes"
+is "$(vr 2 status)" passed "... its verification passed"
+
+# Task 3: a worker that logs bytes that are not UTF-8.
 service_kill TERM
 bad_worker badtext
 service_start
-is "$("$SUP" submit "Add files" --repo "$T/repo" 2>&1)" 2 "task 2 submitted"
-wait_for 30 sh -c "[ \$(sqlite3 '$ORCH_STATE_DIR/tasks.db' \"SELECT count(*) FROM events WHERE task_id=2 AND text LIKE 'caf%'\") -ge 1 ]"
-n_db=$(sq "SELECT count(*) FROM events WHERE task_id=2")
-api "/v1/tasks/2/events?after=0"
+is "$("$SUP" submit "Add files" --repo "$T/repo" 2>&1)" 3 "task 3 submitted"
+wait_for 30 sh -c "[ \$(sqlite3 '$ORCH_STATE_DIR/tasks.db' \"SELECT count(*) FROM events WHERE task_id=3 AND text LIKE 'caf%'\") -ge 1 ]"
+n_db=$(sq "SELECT count(*) FROM events WHERE task_id=3")
+api "/v1/tasks/3/events?after=0"
 is "$(jq '[.events[] | select(.text | startswith("caf"))] | length' "$T/body")" 1 \
 	"the API shows the worker's invalid line"
 is "$(jq -r '.events[] | select(.text | startswith("caf")) | .text' "$T/body" | head -c 7)" \
 	"caf$(printf '\357\277\275') " "... its invalid byte as U+FFFD"
-wait_for 10 sh -c "[ \$(wc -l <'$ORCH_STATE_DIR/logs/task-2.jsonl') -ge $n_db ]"
+wait_for 10 sh -c "[ \$(wc -l <'$ORCH_STATE_DIR/logs/task-3.jsonl') -ge $n_db ]"
 # A row that is not UTF-8 (an old database, another writer) is shown too.
-sq "INSERT INTO events (task_id, ts, kind, stage, text) VALUES (2, '2026-01-01 00:00:00', 'info', NULL, CAST(X'6F6C64E9' AS TEXT))"
-api "/v1/tasks/2/events?after=0"
+sq "INSERT INTO events (task_id, ts, kind, stage, text) VALUES (3, '2026-01-01 00:00:00', 'info', NULL, CAST(X'6F6C64E9' AS TEXT))"
+api "/v1/tasks/3/events?after=0"
 is "$(jq '[.events[] | select(.text | startswith("old"))] | length' "$T/body")" 1 \
 	"the API shows a stored row that is not UTF-8"
-is "$(grep -c '"caf' "$ORCH_STATE_DIR/logs/task-2.jsonl")" 1 "the audit file has it"
-"$SUP" logs 2 >"$T/logs2.out" 2>&1
+is "$(grep -c '"caf' "$ORCH_STATE_DIR/logs/task-3.jsonl")" 1 "the audit file has it"
+"$SUP" logs 3 >"$T/logs2.out" 2>&1
 is "$(raw_esc "$T/logs2.out")" 0 "logs prints it without raw escapes"
-"$SUP" cancel 2 >/dev/null 2>&1
+"$SUP" cancel 3 >/dev/null 2>&1
 
 done_testing
