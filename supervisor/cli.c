@@ -205,10 +205,12 @@ cli_task_op(const char *verb, int64_t id, const char *by, const char *reason)
 		return 1;
 	case 1: {
 		json_t *b = json_object();
+		/* A reason typed in Latin-1 is kept, not dropped. */
 		if (by != NULL)
-			json_object_set_new(b, "by", json_string(by));
+			json_object_set_new(b, "by", task_json_text(by));
 		if (reason != NULL)
-			json_object_set_new(b, "reason", json_string(reason));
+			json_object_set_new(
+			    b, "reason", task_json_text(reason));
 		path = xasprintf("/v1/tasks/%lld/%s", (long long)id, verb);
 		rc = cli_post(path, b, NULL);
 		free(path);

@@ -272,11 +272,13 @@ sched_scan(int64_t task, const char *stage, struct cp_scan *sc)
 		sc->rounds = 1;
 }
 
+/* Texts a person or a model wrote may be anything: made valid UTF-8, not
+ * left out of START (jansson refuses the rest). */
 static void
 json_set_str(json_t *o, const char *k, const char *v)
 {
 	if (v != NULL)
-		json_object_set_new(o, k, json_string(v));
+		json_object_set_new(o, k, task_json_text(v));
 }
 
 /* What the worker is told in START: the task and the settings it needs.

@@ -225,11 +225,16 @@ ant_error(struct llm_asm *a, json_t *j)
 	json_t *e = json_object_get(j, "error");
 	const char *m = ant_str(e, "message");
 
+	const char *type = ant_str(e, "type") ? ant_str(e, "type") : "error";
+
+	if (m == NULL)
+		m = "(no message)";
+	/* Cut at characters: the text goes into JSON, events and logs. */
 	return llm_asm_fail(a,
 	    "the API reported an error in the stream "
-	    "(%.60s): %.300s",
-	    ant_str(e, "type") ? ant_str(e, "type") : "error",
-	    m ? m : "(no message)");
+	    "(%.*s): %.*s",
+	    (int)utf8_head(type, strlen(type), 60), type,
+	    (int)utf8_head(m, strlen(m), 300), m);
 }
 
 /* A tool_use block's input given whole (in a non-streamed reply, or a
@@ -268,8 +273,8 @@ ant_event(struct llm_asm *a, const char *event, const char *data, size_t len)
 		if (strcmp(event, "error") == 0)
 			return llm_asm_fail(a,
 			    "the API reported an error in "
-			    "the stream: %.300s",
-			    data);
+			    "the stream: %.*s",
+			    (int)utf8_head(data, len, 300), data);
 		return llm_asm_fail(a, "a stream event is not JSON");
 	}
 	type = ant_str(j, "type") ? ant_str(j, "type") : event;

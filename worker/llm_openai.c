@@ -151,9 +151,10 @@ openai_error(struct llm_asm *a, json_t *e)
 	const char *m =
 	    json_is_object(e) ? openai_str(e, "message") : json_string_value(e);
 
-	return llm_asm_fail(a,
-	    "the API reported an error in the stream: %.300s",
-	    m ? m : "(no message)");
+	if (m == NULL)
+		m = "(no message)";
+	return llm_asm_fail(a, "the API reported an error in the stream: %.*s",
+	    (int)utf8_head(m, strlen(m), 300), m);
 }
 
 /* One tool call fragment of delta.tool_calls. */
@@ -193,8 +194,8 @@ openai_event(struct llm_asm *a, const char *event, const char *data, size_t len)
 		if (j == NULL)
 			return llm_asm_fail(a,
 			    "the API reported an error in "
-			    "the stream: %.300s",
-			    data);
+			    "the stream: %.*s",
+			    (int)utf8_head(data, len, 300), data);
 		openai_error(a, json_object_get(j, "error")
 		                    ? json_object_get(j, "error")
 		                    : j);
