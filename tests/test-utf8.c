@@ -52,7 +52,9 @@ test_seq(void)
 	for (size_t i = 0; i < nitems(cases); i++)
 		is_int(utf8_seq(cases[i].s, cases[i].n), cases[i].want,
 		    cases[i].what);
-	ok(utf8_valid("plain \xe2\x9c\x93 text", 17), "valid text");
+	ok(utf8_valid(
+	       "plain \xe2\x9c\x93 text", LEN("plain \xe2\x9c\x93 text")),
+	    "valid text");
 	ok(!utf8_valid("caf\xe9", 4), "Latin-1 is not valid");
 	ok(!utf8_valid("ok \xe2\x9c", 5), "a cut character is not valid");
 	ok(utf8_valid("", 0), "the empty string is valid");
