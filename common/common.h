@@ -1,6 +1,6 @@
 /*
  * Code both programs share: logging in logfmt, allocation that cannot
- * fail, and a few string helpers.
+ * fail, a few string helpers, and UTF-8 (checked, repaired, cut, escaped).
  */
 #ifndef COMMON_H
 #define COMMON_H
@@ -50,5 +50,39 @@ uint64_t now_ms(void);
 int write_all(int fd, const void *buf, size_t len);
 /* Read exactly len bytes: 1, 0 at EOF before any byte, -1 on error/short. */
 int read_full(int fd, void *buf, size_t len);
+
+/* utf8.c */
+/*
+ * Length of the valid UTF-8 sequence at s, which has n bytes left: 1 to 4,
+ * 0 when invalid (overlong, surrogate, past U+10FFFF, stray byte), -1 when
+ * valid so far but cut short by the end.
+ */
+int utf8_seq(const char *s, size_t n);
+int utf8_valid(const char *s, size_t n);
+/*
+ * Copy n bytes of s into a new string of at most max bytes that is valid
+ * UTF-8 without NULs: each invalid byte and each NUL becomes U+FFFD.  more
+ * says the input goes on after n, so a character cut by the end is left
+ * for later.  *used (may be NULL): input bytes taken; *replaced (may be
+ * NULL): bytes replaced, so a caller can say so.
+ */
+char *utf8_clean(const char *s, size_t n, size_t max, int more, size_t *used,
+    size_t *replaced);
+/* A NUL-terminated string made valid UTF-8 (utf8_clean without a bound). */
+char *utf8_fix(const char *s, size_t *replaced);
+/* The length of a head of s of at most max bytes that cuts no character. */
+size_t utf8_head(const char *s, size_t n, size_t max);
+/* Where a tail of s of at most max bytes that cuts no character starts. */
+size_t utf8_tail(const char *s, size_t n, size_t max);
+#define UTF8_SHOW_NL  0x1 /* newlines stay newlines */
+#define UTF8_SHOW_TAB 0x2 /* tabs stay tabs */
+/*
+ * Text fit to be shown to a person on a terminal: every control (C0 but
+ * newline and tab as flags allow, DEL, C1) and every invalid byte is shown
+ * as \xNN, C1 and bidi controls as \uNNNN.  A new string.
+ */
+char *utf8_show(const char *s, size_t n, int flags);
+/* utf8_show of a NUL-terminated string, newlines and tabs kept. */
+char *utf8_show_str(const char *s);
 
 #endif

@@ -111,9 +111,11 @@ audit_write(const struct event_row *ev)
 	if (ev->id <= audit_pos)
 		return;
 	audit_pos = ev->id;
-	o = json_pack("{s:I,s:s,s:I,s:s,s:s?,s:s}", "id", (json_int_t)ev->id,
+	/* The text may be anything a worker sent: made valid, not dropped. */
+	o = json_pack("{s:I,s:s,s:I,s:s,s:o,s:o}", "id", (json_int_t)ev->id,
 	    "ts", ev->ts, "task", (json_int_t)ev->task, "kind", ev->kind,
-	    "stage", ev->stage, "text", ev->text);
+	    "stage", task_json_text(ev->stage), "text",
+	    task_json_text(ev->text));
 	if (o == NULL)
 		return;
 	line = json_dumps(o, JSON_COMPACT);

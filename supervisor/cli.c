@@ -24,7 +24,8 @@
 
 #include <curl/curl.h>
 
-#define EXIT_USAGE 2
+#define EXIT_USAGE   2
+#define CLI_DIFF_MAX (256 * 1024 * 1024) /* bytes of a diff show prints */
 
 struct cmd {
 	const char *name;
@@ -35,15 +36,53 @@ struct cmd {
 
 static const struct cmd *cli_cmd;
 
+/*
+ * Text from outside (a model, a repository, a client) as it may be shown to
+ * a person: controls and invalid bytes as visible escapes (utf8_show), on
+ * a terminal or not, since output piped to a file or a pager reaches a
+ * terminal in the end.  A model must not be able to hide part of its plan
+ * (ESC[8m), rewrite lines, set the window title or write the clipboard
+ * (OSC 52).  The strings live until the slot comes round again: enough for
+ * the arguments of one printf.  NULL stays NULL.
+ */
+static const char *
+cli_safe(const char *s)
+{
+	static char *slot[16];
+	static unsigned next;
+	char **p = &slot[next++ % nitems(slot)];
+
+	free(*p);
+	*p = s != NULL ? utf8_show_str(s) : NULL;
+	return *p;
+}
+
+/* cli_safe for one line: newlines and tabs shown as escapes too. */
+static const char *
+cli_safe_line(const char *s)
+{
+	static char *slot[4];
+	static unsigned next;
+	char **p = &slot[next++ % nitems(slot)];
+
+	free(*p);
+	*p = s != NULL ? utf8_show(s, strlen(s), 0) : NULL;
+	return *p;
+}
+
 static int __attribute__((format(printf, 1, 2))) cli_error(const char *fmt, ...)
 {
 	va_list ap;
+	char *msg;
 
-	fputs("orch-supervisor: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	if (vasprintf(&msg, fmt, ap) == -1)
+		msg = NULL;
 	va_end(ap);
-	fputc('\n', stderr);
+	/* Errors quote the service, git and the model: escaped as well. */
+	fprintf(stderr, "orch-supervisor: %s\n",
+	    msg != NULL ? cli_safe(msg) : "out of memory");
+	free(msg);
 	return 1;
 }
 
@@ -166,10 +205,12 @@ cli_task_op(const char *verb, int64_t id, const char *by, const char *reason)
 		return 1;
 	case 1: {
 		json_t *b = json_object();
+		/* A reason typed in Latin-1 is kept, not dropped. */
 		if (by != NULL)
-			json_object_set_new(b, "by", json_string(by));
+			json_object_set_new(b, "by", task_json_text(by));
 		if (reason != NULL)
-			json_object_set_new(b, "reason", json_string(reason));
+			json_object_set_new(
+			    b, "reason", task_json_text(reason));
 		path = xasprintf("/v1/tasks/%lld/%s", (long long)id, verb);
 		rc = cli_post(path, b, NULL);
 		free(path);
@@ -218,14 +259,14 @@ printer_event_cb(const struct event_row *ev, void *arg)
 		else if (strcmp(ev->kind, "model") == 0)
 			on = "\033[2m";
 	}
-	printf("%s%.12s", on, t ? t + 1 : ev->ts);
+	printf("%s%.12s", on, cli_safe_line(t ? t + 1 : ev->ts));
 	if (p->task == 0)
 		printf(" #%lld", (long long)ev->task);
-	printf(" [%s]", ev->stage ? ev->stage : ev->kind);
+	printf(" [%s]", cli_safe_line(ev->stage ? ev->stage : ev->kind));
 	if (strcmp(ev->kind, "state") == 0)
-		printf(" ==> %s%s\n", ev->text, off);
+		printf(" ==> %s%s\n", cli_safe(ev->text), off);
 	else
-		printf(" %s%s\n", ev->text, off);
+		printf(" %s%s\n", cli_safe(ev->text), off);
 	p->after = ev->id;
 	return 0;
 }
@@ -509,18 +550,21 @@ static int
 cli_list_cb(const struct task *t, void *arg)
 {
 	struct list_arg *la = arg;
-	char req[61];
+	char *req;
+	size_t n;
 
 	la->n++;
 	if (la->arr != NULL) {
 		json_array_append_new(la->arr, task_json(NULL, t, 0));
 		return 0;
 	}
-	snprintf(req, sizeof req, "%s", t->request);
-	req[strcspn(req, "\n")] = '\0';
+	/* Its first line, at most 60 bytes, cut at a character. */
+	n = strcspn(t->request, "\n");
+	req = xstrndup(t->request, utf8_head(t->request, n, 60));
 	printf("%-5lld %-18s %-33s %-19.19s %s\n", (long long)t->id,
 	    tstatus_name(wstate_status(t->state)), wstate_name(t->state),
-	    t->updated_at, req);
+	    t->updated_at, cli_safe_line(req));
+	free(req);
 	return 0;
 }
 
@@ -587,10 +631,13 @@ cmd_list(int argc, char **argv)
 }
 
 static void
-cli_section(const char *title, const char *text)
+cli_section(const char *title, const char *raw)
 {
-	if (text == NULL)
+	char *text;
+
+	if (raw == NULL)
 		return;
+	text = utf8_show_str(raw);
 	printf("\n%s:\n", title);
 	for (const char *p = text; *p != '\0';) {
 		size_t n = strcspn(p, "\n");
@@ -599,6 +646,7 @@ cli_section(const char *title, const char *text)
 		if (*p == '\n')
 			p++;
 	}
+	free(text);
 }
 
 /* The review, in words: its verdict and comments. */
@@ -696,11 +744,39 @@ cli_show_usage(struct store *st, int64_t id)
 	json_decref(u);
 }
 
+/*
+ * The whole change awaiting approval: a person approves what they saw, all
+ * of it (the reviewer's request may have held only its head), every
+ * control in it shown as an escape.
+ */
+static void
+cli_show_diff(struct store *st, const struct task *t)
+{
+	char *diff, *err, *shown;
+	size_t total;
+
+	if (task_diff(st, t, CLI_DIFF_MAX, &diff, &total, &err) == -1) {
+		printf("\nDiff: (cannot be shown: %s)\n", cli_safe(err));
+		free(err);
+		return;
+	}
+	shown = utf8_show(diff, utf8_head(diff, strlen(diff), CLI_DIFF_MAX),
+	    UTF8_SHOW_NL | UTF8_SHOW_TAB);
+	printf("\nDiff (the whole change, %zu bytes):\n%s", total,
+	    *shown != '\0' ? shown : "(no changes)\n");
+	if (total > strlen(diff))
+		printf("\n[... %zu more bytes: see the git diff command above "
+		       "...]\n",
+		    total - strlen(diff));
+	free(shown);
+	free(diff);
+}
+
 static int
 cli_show_cp(const struct checkpoint *cp, void *arg)
 {
 	(void)arg;
-	printf("  %-19.19s  %s\n", cp->created_at, cp->name);
+	printf("  %-19.19s  %s\n", cp->created_at, cli_safe_line(cp->name));
 	return 0;
 }
 
@@ -745,9 +821,9 @@ cmd_show(int argc, char **argv)
 	}
 	printf("Task %lld: %s (%s)\n", (long long)t->id, wstate_name(t->state),
 	    tstatus_name(wstate_status(t->state)));
-	printf("Request:  %s\n", t->request);
-	printf("Repo:     %s (base %.12s)\n", t->repo ? t->repo : "-",
-	    t->base_commit ? t->base_commit : "-");
+	printf("Request:  %s\n", cli_safe(t->request));
+	printf("Repo:     %s (base %.12s)\n", t->repo ? cli_safe(t->repo) : "-",
+	    t->base_commit ? cli_safe_line(t->base_commit) : "-");
 	printf("Created:  %s   Updated: %s\n", t->created_at, t->updated_at);
 	printf("Restarts: %lld   Tokens: %lld in, %lld out\n",
 	    (long long)t->ival[TI_RETRY_COUNT], (long long)t->tokens_in,
@@ -755,9 +831,10 @@ cmd_show(int argc, char **argv)
 	cli_section("Plan", t->text[TC_PLAN]);
 	if (t->text[TC_PLAN_APPROVED_AT])
 		printf("  (approved by %s at %s)\n",
-		    t->text[TC_PLAN_APPROVED_BY] ? t->text[TC_PLAN_APPROVED_BY]
-		                                 : "?",
-		    t->text[TC_PLAN_APPROVED_AT]);
+		    t->text[TC_PLAN_APPROVED_BY]
+		        ? cli_safe_line(t->text[TC_PLAN_APPROVED_BY])
+		        : "?",
+		    cli_safe_line(t->text[TC_PLAN_APPROVED_AT]));
 	cli_section("Plan rejected because", t->text[TC_PLAN_REJECTION_REASON]);
 	cli_section("Implementation", t->text[TC_IMPLEMENTATION]);
 	cli_section("Implementation rejected because",
@@ -772,8 +849,11 @@ cmd_show(int argc, char **argv)
 		printf(
 		    "\nResult: branch orch/task-%lld in %s\n  git -C %s diff "
 		    "%.12s...orch/task-%lld\n",
-		    (long long)id, t->repo, t->repo, t->base_commit,
+		    (long long)id, cli_safe_line(t->repo),
+		    cli_safe_line(t->repo), cli_safe_line(t->base_commit),
 		    (long long)id);
+	if (t->state == WS_IMPLEMENTATION_AWAITING_APPROVAL)
+		cli_show_diff(st, t);
 	if (wstate_status(t->state) == TS_AWAITING_APPROVAL)
 		printf("\nWaiting for approval: orch-supervisor approve %lld | "
 		       "reject %lld --reason TEXT\n",

@@ -36,6 +36,7 @@
 #define CONTROL_HEARTBEAT_MS 15000
 /* A stream whose reader is this far behind is dropped. */
 #define CONTROL_MAX_BACKLOG (4 * 1024 * 1024)
+#define CONTROL_DIFF_MAX    (16 * 1024 * 1024) /* bytes of GET .../diff */
 
 /*
  * The connection limit.  evhttp (libevent 2.1) has no limit and no hook at
@@ -94,8 +95,14 @@ static void
 control_reply(struct evhttp_request *req, int code, json_t *body)
 {
 	struct evbuffer *out = evbuffer_new();
-	char *s = json_dumps(body, JSON_COMPACT);
+	char *s = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
 
+	/* Never an answer of "(null)": a body that could not be built is a
+	 * server error that says so. */
+	if (s == NULL) {
+		code = 500;
+		s = xstrdup("{\"error\":\"the answer could not be encoded\"}");
+	}
 	evbuffer_add_printf(out, "%s\n", s);
 	free(s);
 	json_decref(body);
@@ -118,7 +125,8 @@ control_reply(struct evhttp_request *req, int code, json_t *body)
 static void
 control_error(struct evhttp_request *req, int code, const char *msg)
 {
-	control_reply(req, code, json_pack("{s:s}", "error", msg));
+	control_reply(
+	    req, code, json_pack("{s:o}", "error", task_json_text(msg)));
 }
 
 /* The request body as a JSON object; NULL after replying 400. */
@@ -247,13 +255,20 @@ out:
 	json_decref(b);
 }
 
+/* An event as the API shows it: whole, whatever bytes its text holds. */
+static json_t *
+control_event_json(const struct event_row *ev)
+{
+	return json_pack("{s:I,s:I,s:s,s:s,s:o,s:o}", "id", (json_int_t)ev->id,
+	    "task", (json_int_t)ev->task, "ts", ev->ts, "kind", ev->kind,
+	    "stage", task_json_text(ev->stage), "text",
+	    task_json_text(ev->text));
+}
+
 static int
 control_event_cb(const struct event_row *ev, void *arg)
 {
-	json_array_append_new(arg,
-	    json_pack("{s:I,s:I,s:s,s:s,s:s?,s:s}", "id", (json_int_t)ev->id,
-	        "task", (json_int_t)ev->task, "ts", ev->ts, "kind", ev->kind,
-	        "stage", ev->stage, "text", ev->text));
+	json_array_append_new(arg, control_event_json(ev));
 	return 0;
 }
 
@@ -315,6 +330,47 @@ control_task_get(struct evhttp_request *req, int64_t id, struct evkeyvalq *q)
 	task_free(t);
 }
 
+/*
+ * GET /v1/tasks/ID/diff: the whole change of the last implementation, what
+ * a person approves (the reviewer may have been shown only its head).
+ * git runs while the loop waits: a diff of two local commits, its output
+ * bounded by CONTROL_DIFF_MAX.  Bytes that are not UTF-8 are replaced
+ * (JSON holds only UTF-8), and "replaced" says how many.
+ */
+static void
+control_diff_get(struct evhttp_request *req, int64_t id)
+{
+	struct task *t;
+	char *diff, *clean, *err;
+	size_t total, bad, keep;
+
+	if (store_task_get(control_st, id, &t) == -1) {
+		control_error(req, 500, store_error(control_st));
+		return;
+	}
+	if (t == NULL) {
+		control_error(req, 404, "no such task");
+		return;
+	}
+	if (task_diff(control_st, t, CONTROL_DIFF_MAX, &diff, &total, &err) ==
+	    -1) {
+		task_free(t);
+		control_error(req, 409, err);
+		free(err);
+		return;
+	}
+	keep = utf8_head(diff, strlen(diff), CONTROL_DIFF_MAX);
+	clean = utf8_clean(diff, keep, SIZE_MAX, 0, NULL, &bad);
+	control_reply(req, 200,
+	    json_pack("{s:I,s:s?,s:o,s:I,s:b,s:I}", "id", (json_int_t)id,
+	        "base_commit", t->base_commit, "diff", task_json_text(clean),
+	        "bytes", (json_int_t)total, "truncated", keep < total,
+	        "replaced", (json_int_t)bad));
+	free(clean);
+	free(diff);
+	task_free(t);
+}
+
 static int
 control_task_over(enum wstate s)
 {
@@ -326,10 +382,14 @@ static void
 control_stream_send(struct control_stream *s, const struct event_row *ev)
 {
 	struct evbuffer *out = evbuffer_new();
-	json_t *o = json_pack("{s:I,s:I,s:s,s:s,s:s?,s:s}", "id",
-	    (json_int_t)ev->id, "task", (json_int_t)ev->task, "ts", ev->ts,
-	    "kind", ev->kind, "stage", ev->stage, "text", ev->text);
-	char *d = json_dumps(o, JSON_COMPACT);
+	json_t *o = control_event_json(ev);
+	char *d = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+
+	/* Never "data: (null)": an event that cannot be shown says so. */
+	if (d == NULL)
+		d = xasprintf("{\"id\":%lld,\"task\":%lld,\"kind\":\"error\","
+		              "\"text\":\"(this event cannot be shown)\"}",
+		    (long long)ev->id, (long long)ev->task);
 
 	evbuffer_add_printf(out, "id: %lld\nevent: %s\ndata: %s\n\n",
 	    (long long)ev->id, ev->kind, d);
@@ -710,6 +770,9 @@ control_cb(struct evhttp_request *req, void *arg)
 	} else if (sscanf(path, "/v1/tasks/%lld/events%n", &id, &n) == 1 &&
 	           path[n] == '\0' && id > 0 && cmd == EVHTTP_REQ_GET) {
 		control_events_get(req, id, &q);
+	} else if (sscanf(path, "/v1/tasks/%lld/diff%n", &id, &n) == 1 &&
+	           path[n] == '\0' && id > 0 && cmd == EVHTTP_REQ_GET) {
+		control_diff_get(req, id);
 	} else if (sscanf(path, "/v1/tasks/%lld/%31[a-z]%n", &id, verb, &n) ==
 	               2 &&
 	           path[n] == '\0' && id > 0) {

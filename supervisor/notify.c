@@ -241,10 +241,10 @@ notify_event(struct store *st, const struct event_row *ev)
 		return;
 	if (store_task_get(st, ev->task, &t) == -1 || t == NULL)
 		return;
-	o = json_pack("{s:I,s:s,s:s,s:s,s:s?,s:s}", "task", (json_int_t)t->id,
+	o = json_pack("{s:I,s:s,s:s,s:o,s:o,s:s}", "task", (json_int_t)t->id,
 	    "status", tstatus_name(ts), "workflow_state", wstate_name(ws),
-	    "request", t->request, "error_details", t->text[TC_ERROR_DETAILS],
-	    "ts", ev->ts);
+	    "request", task_json_text(t->request), "error_details",
+	    task_json_text(t->text[TC_ERROR_DETAILS]), "ts", ev->ts);
 	task_free(t);
 	if (o == NULL)
 		return;

@@ -83,12 +83,15 @@ sched_event(
     int64_t task, enum event_kind kind, const char *stage, const char *fmt, ...)
 {
 	va_list ap;
-	char *text;
+	char *raw, *text;
 
 	va_start(ap, fmt);
-	if (vasprintf(&text, fmt, ap) == -1)
+	if (vasprintf(&raw, fmt, ap) == -1)
 		fatal("vasprintf");
 	va_end(ap);
+	/* A worker's text is untrusted: the log holds only valid UTF-8. */
+	text = utf8_fix(raw, NULL);
+	free(raw);
 	if (store_event_add(sched_st, task, kind, stage, text) == -1 &&
 	    !sched_storage_failed())
 		log_warnx("task %lld: cannot record event: %s", (long long)task,
@@ -269,11 +272,13 @@ sched_scan(int64_t task, const char *stage, struct cp_scan *sc)
 		sc->rounds = 1;
 }
 
+/* Texts a person or a model wrote may be anything: made valid UTF-8, not
+ * left out of START (jansson refuses the rest). */
 static void
 json_set_str(json_t *o, const char *k, const char *v)
 {
 	if (v != NULL)
-		json_object_set_new(o, k, json_string(v));
+		json_object_set_new(o, k, task_json_text(v));
 }
 
 /* What the worker is told in START: the task and the settings it needs.

@@ -96,6 +96,20 @@ int task_check_repo(const char *repo, char **abs, char **head, char **err);
  * exit status, or -1 when it could not run or was killed. */
 int run_quiet(char *const argv[]);
 json_t *task_json(struct store *, const struct task *, int full);
+/*
+ * The whole change of the task's last implementation (base commit to its
+ * result), as git prints it, NUL-terminated, its first max bytes in *out
+ * and its size in *total: what a person approves.  Runs git and waits.
+ */
+int task_diff(struct store *, const struct task *, size_t max, char **out,
+    size_t *total, char **err);
+/*
+ * Text from outside (a model, a repository, an old database) as a JSON
+ * string, made valid UTF-8 when it is not, never NULL (json_null() for
+ * NULL): jansson refuses invalid text, and a refused string would drop a
+ * field, an event or a whole answer.
+ */
+json_t *task_json_text(const char *);
 
 /* proc.c: starting, watching and stopping worker processes. */
 struct worker {

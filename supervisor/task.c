@@ -129,6 +129,123 @@ task_git(char *const argv[], char **line)
 	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 
+/* The result commit of the task's last implementation, or NULL. */
+static int
+task_diff_cp(const struct checkpoint *cp, void *arg)
+{
+	char **commit = arg;
+	json_t *j;
+
+	if (strcmp(cp->name, "after_implementation") != 0 || cp->data == NULL)
+		return 0;
+	j = json_loads(cp->data, 0, NULL);
+	if (json_is_string(json_object_get(j, "commit"))) {
+		free(*commit);
+		*commit =
+		    xstrdup(json_string_value(json_object_get(j, "commit")));
+	}
+	json_decref(j);
+	return 0;
+}
+
+int
+task_diff(struct store *st, const struct task *t, size_t max, char **out,
+    size_t *total, char **err)
+{
+	char *commit = NULL, *buf = NULL;
+	size_t len = 0, cap = 0;
+	int p[2], status, rc = -1;
+	pid_t pid;
+	ssize_t n;
+	posix_spawn_file_actions_t fa;
+	extern char **environ;
+
+	*out = NULL;
+	*total = 0;
+	if (store_checkpoint_list(st, t->id, task_diff_cp, &commit) == -1) {
+		*err = xstrdup(store_error(st));
+		return -1;
+	}
+	if (commit == NULL || t->repo == NULL || t->base_commit == NULL) {
+		free(commit);
+		*err = xstrdup("the task has no implementation yet");
+		return -1;
+	}
+	/*
+	 * The repository is the user's, the change a model's: no pager, no
+	 * colour, no external diff or textconv driver its attributes could
+	 * name.  Both commits are hex ids from our own database.
+	 */
+	char *argv[] = {(char *)"git", (char *)"-C", t->repo,
+	    (char *)"--no-pager", (char *)"diff", (char *)"--no-color",
+	    (char *)"--no-ext-diff", (char *)"--no-textconv", t->base_commit,
+	    commit, (char *)"--", NULL};
+	if (strspn(commit, "0123456789abcdef") != strlen(commit) ||
+	    strspn(t->base_commit, "0123456789abcdef") !=
+	        strlen(t->base_commit)) {
+		free(commit);
+		*err = xstrdup("the task's commits are not commit ids");
+		return -1;
+	}
+	if (pipe2(p, O_CLOEXEC) == -1) {
+		free(commit);
+		*err = xasprintf("pipe: %s", strerror(errno));
+		return -1;
+	}
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+	if (posix_spawnp(&pid, "git", &fa, NULL, argv, environ) != 0) {
+		posix_spawn_file_actions_destroy(&fa);
+		close(p[0]);
+		close(p[1]);
+		free(commit);
+		*err = xstrdup("cannot run git");
+		return -1;
+	}
+	posix_spawn_file_actions_destroy(&fa);
+	close(p[1]);
+	/* Count everything, keep max bytes: the caller says how much more. */
+	for (;;) {
+		char chunk[65536];
+
+		n = read(p[0], chunk, sizeof chunk);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		*total += (size_t)n;
+		if (len < max) {
+			size_t take =
+			    (size_t)n < max - len ? (size_t)n : max - len;
+
+			if (len + take + 1 > cap) {
+				cap = (len + take + 1) * 2;
+				buf = xrealloc(buf, cap);
+			}
+			memcpy(buf + len, chunk, take);
+			len += take;
+		}
+	}
+	close(p[0]);
+	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
+		;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+		if (buf == NULL)
+			buf = xstrdup("");
+		buf[len] = '\0';
+		*out = buf;
+		buf = NULL;
+		rc = 0;
+	} else
+		*err = xasprintf("git diff %.12s %.12s failed in %s",
+		    t->base_commit, commit, t->repo);
+	free(buf);
+	free(commit);
+	return rc;
+}
+
 int
 task_check_repo(const char *repo, char **abs, char **head, char **err)
 {
@@ -416,6 +533,22 @@ task_resume(struct store *st, int64_t id, char **err, int *code)
 	return -1;
 }
 
+json_t *
+task_json_text(const char *s)
+{
+	json_t *j;
+	char *clean;
+
+	if (s == NULL)
+		return json_null();
+	if ((j = json_string(s)) != NULL)
+		return j;
+	clean = utf8_fix(s, NULL);
+	j = json_string(clean);
+	free(clean);
+	return j;
+}
+
 static int
 task_json_checkpoint(const struct checkpoint *cp, void *arg)
 {
@@ -423,8 +556,7 @@ task_json_checkpoint(const struct checkpoint *cp, void *arg)
 
 	json_object_set_new(o, "id", json_integer(cp->id));
 	json_object_set_new(o, "checkpoint_name", json_string(cp->name));
-	json_object_set_new(o, "checkpoint_data",
-	    cp->data ? json_string(cp->data) : json_null());
+	json_object_set_new(o, "checkpoint_data", task_json_text(cp->data));
 	json_object_set_new(o, "created_at", json_string(cp->created_at));
 	json_array_append_new(arg, o);
 	return 0;
@@ -442,15 +574,14 @@ task_json(struct store *st, const struct task *t, int full)
 	json_t *o = json_object(), *a;
 
 	json_object_set_new(o, "id", json_integer(t->id));
-	json_object_set_new(o, "request", json_string(t->request));
+	json_object_set_new(o, "request", task_json_text(t->request));
 	json_object_set_new(
 	    o, "status", json_string(tstatus_name(wstate_status(t->state))));
 	json_object_set_new(
 	    o, "workflow_state", json_string(wstate_name(t->state)));
 	json_object_set_new(o, "created_at", json_string(t->created_at));
 	json_object_set_new(o, "updated_at", json_string(t->updated_at));
-	json_object_set_new(
-	    o, "repo", t->repo ? json_string(t->repo) : json_null());
+	json_object_set_new(o, "repo", task_json_text(t->repo));
 	json_object_set_new(
 	    o, "retry_count", json_integer(t->ival[TI_RETRY_COUNT]));
 	json_object_set_new(o, "tokens_in", json_integer(t->tokens_in));
@@ -459,17 +590,15 @@ task_json(struct store *st, const struct task *t, int full)
 		return o;
 	json_object_set_new(o, "base_commit",
 	    t->base_commit ? json_string(t->base_commit) : json_null());
-	json_object_set_new(o, "verify_command",
-	    t->verify_command ? json_string(t->verify_command) : json_null());
+	json_object_set_new(
+	    o, "verify_command", task_json_text(t->verify_command));
 	json_object_set_new(o, "auto_approve",
 	    json_string(config_auto_approve_name(t->auto_approve)));
 	for (int i = 0; i < TC_MAX; i++)
-		json_object_set_new(o, text_names[i],
-		    t->text[i] ? json_string(t->text[i]) : json_null());
+		json_object_set_new(
+		    o, text_names[i], task_json_text(t->text[i]));
 	json_object_set_new(o, "workflow_checkpoint_data",
-	    t->workflow_checkpoint_data
-	        ? json_string(t->workflow_checkpoint_data)
-	        : json_null());
+	    task_json_text(t->workflow_checkpoint_data));
 	json_object_set_new(
 	    o, "stage_run", json_integer(t->ival[TI_STAGE_RUN]));
 	json_object_set_new(

@@ -20,6 +20,8 @@
  *   badseq     a JOURNAL with a sequence number out of order
  *   wrongdir   an ACK, which only the supervisor may send
  *   flood      2000 LOG lines as fast as it can, then crash
+ *   badtext    a LOG line that is not UTF-8 and full of terminal escapes,
+ *              then exit(1)
  *   real       exec the real worker
  */
 #include <errno.h>
@@ -132,6 +134,16 @@ main(int argc, char **argv)
 	}
 	if (strcmp(mode, "exit1") == 0)
 		exit(1);
+	if (strcmp(mode, "badtext") == 0) {
+		proto_msg_init(&m, PROTO_LOG);
+		m.u[PF_LEVEL] = PROTO_LOG_INFO;
+		proto_set_str(&m, PF_TEXT,
+		    "caf\xe9 \x1b]52;c;ZXZpbA==\x07\x1b[8mhidden \x9b"
+		    "2J "
+		    "cut \xe2\x9c");
+		send_msg(&m);
+		exit(1);
+	}
 	if (strcmp(mode, "hang") == 0)
 		for (;;)
 			pause();

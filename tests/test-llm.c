@@ -511,6 +511,55 @@ test_requests(void)
 	json_decref(t);
 }
 
+/*
+ * A message that cannot go into the request (text that is not UTF-8, no
+ * role) fails the whole request: it is never left out, which once sent a
+ * reviewer "messages": [].
+ */
+static void
+test_requests_unbuildable(void)
+{
+	json_t *m = neutral_messages(), *bad, *reply = NULL;
+	struct stage st;
+	struct llm_turn t = {&st, 0};
+	char *cause = NULL;
+	int permanent = 0;
+
+	/* Only a string made without the check can hold such bytes. */
+	bad = json_pack("{s:s,s:o}", "role", "user", "content",
+	    json_stringn_nocheck("caf\xe9", 4));
+	json_array_append_new(m, bad);
+	ok(llm_openai_request("m", m, NULL) == NULL,
+	    "openai: a message that is not UTF-8 fails the request");
+	ok(llm_anthropic_request("m", m, NULL) == NULL,
+	    "anthropic: a message that is not UTF-8 fails the request");
+	json_decref(m);
+
+	m = neutral_messages();
+	json_array_append_new(m, json_pack("{s:s}", "content", "no role"));
+	ok(llm_openai_request("m", m, NULL) == NULL,
+	    "openai: a message without a role fails the request");
+	ok(llm_anthropic_request("m", m, NULL) == NULL,
+	    "anthropic: a message without a role fails the request");
+	json_decref(m);
+
+	memset(&st, 0, sizeof st);
+	st.name = "reviewing";
+	st.llm = json_pack("{s:s}", "provider", "scripted");
+	ok(llm_chat(&t, NULL, NULL, &reply, &cause, &permanent) == -1 &&
+	        permanent,
+	    "no conversation is a permanent error, not an empty request");
+	free(cause);
+	cause = NULL;
+	m = json_array();
+	ok(llm_chat(&t, m, NULL, &reply, &cause, &permanent) == -1 &&
+	        permanent && reply == NULL,
+	    "an empty conversation is a permanent error");
+	free(cause);
+	json_decref(m);
+	json_decref(st.llm);
+}
+
 /* The official bases need a key: refused before any request is made. */
 static void
 test_no_key(void)
@@ -568,6 +617,7 @@ main(void)
 	test_openai_faults();
 	test_anthropic();
 	test_requests();
+	test_requests_unbuildable();
 	test_no_key();
 	test_scrub();
 	return tap_done();

@@ -362,7 +362,9 @@ test_limits(void)
 	put("ws/latin1.txt", "caf\xe9\n", 5);
 	is_int(call("reviewing", "read_file", "{\"path\":\"latin1.txt\"}"),
 	    TOOL_DONE, "read_file of invalid UTF-8");
-	is_str(res.text, "caf\xef\xbf\xbd\n", "shown with U+FFFD");
+	ok(strncmp(res.text, "caf\xef\xbf\xbd\n", 6) == 0, "shown with U+FFFD");
+	ok(has("1 bytes of latin1.txt are not UTF-8"),
+	    "says how many bytes are not UTF-8");
 	put("ws/empty.txt", "", 0);
 	is_int(call("reviewing", "read_file", "{\"path\":\"empty.txt\"}"),
 	    TOOL_DONE, "read_file of an empty file");
@@ -560,6 +562,79 @@ is_names(const char *stage, const char *want)
 	json_decref(schemas);
 }
 
+/*
+ * read_diff: the reviewer reads the diff past what its request showed, in
+ * chunks cut at lines and characters, each saying where to read on.
+ */
+static void
+test_read_diff(void)
+{
+	size_t n = 200 * 1024, off = 0;
+	char *diff = xmalloc(n + 1), *args;
+	int calls = 0, whole = 1;
+
+	/* Lines of 100 bytes, each ending with a check mark and newline. */
+	for (size_t i = 0; i < n; i += 100) {
+		memset(diff + i, 'a' + (int)(i / 100 % 26), 96);
+		memcpy(diff + i + 96, "\xe2\x9c\x93\n", 4);
+	}
+	diff[n] = '\0';
+	is_int(call("reviewing", "read_diff", "{}"), TOOL_ERROR,
+	    "read_diff with no diff held is an error");
+	ctx.diff = diff;
+	ctx.diff_len = n;
+	is_int(call("implementing", "read_diff", "{}"), TOOL_ERROR,
+	    "read_diff is not offered when implementing");
+	is_int(call("reviewing", "read_diff", "{\"offset\":-1}"), TOOL_ERROR,
+	    "a negative offset is an error");
+	is_int(call("reviewing", "read_diff", "{\"offset\":999999999}"),
+	    TOOL_ERROR, "an offset past the end is an error");
+	for (;;) {
+		const char *note;
+		size_t a, b, total;
+
+		args = xasprintf("{\"offset\":%zu}", off);
+		if (call("reviewing", "read_diff", "%s", args) != TOOL_DONE) {
+			free(args);
+			whole = 0;
+			break;
+		}
+		free(args);
+		calls++;
+		note = strrchr(res.text, '[');
+		if (note == NULL || sscanf(note,
+		                        "[bytes %zu to %zu of the "
+		                        "%zu-byte diff",
+		                        &a, &b, &total) != 3) {
+			whole = 0;
+			break;
+		}
+		whole &= a == off && total == n && b - a <= 64 * 1024 &&
+		         (size_t)(note - res.text) == b - a + 1 &&
+		         memcmp(res.text, diff + a, b - a) == 0 &&
+		         (b == n || diff[b - 1] == '\n');
+		if (b == n) {
+			ok(strstr(note, "that is the end") != NULL,
+			    "the last chunk says it is the end");
+			break;
+		}
+		ok(calls < 10, "read_diff moves on");
+		if (calls >= 10)
+			break;
+		off = b;
+	}
+	ok(whole, "read_diff returns the whole diff in line-cut chunks");
+	is_int(calls, 4, "200 KiB in 4 chunks");
+	/* An offset inside a character starts at the next one. */
+	is_int(call("reviewing", "read_diff", "{\"offset\":97}"), TOOL_DONE,
+	    "read_diff from inside a character");
+	ok(res.text[0] == '\n' && res.text[1] == 'b',
+	    "starts at the next character");
+	ctx.diff = NULL;
+	ctx.diff_len = 0;
+	free(diff);
+}
+
 static void
 test_schemas(void)
 {
@@ -568,7 +643,7 @@ test_schemas(void)
 	is_names("planning", "list_files read_file submit_plan");
 	is_names("implementing",
 	    "list_files read_file write_file edit_file run_command finish");
-	is_names("reviewing", "list_files read_file submit_review");
+	is_names("reviewing", "list_files read_file submit_review read_diff");
 	is_names("verifying", "list_files read_file run_command");
 	s = tool_schemas("nonsense");
 	is_int(json_array_size(s), 0, "unknown stage: no tools");
@@ -602,6 +677,7 @@ main(void)
 	test_terminal();
 	test_run_command();
 	test_schemas();
+	test_read_diff();
 
 	tool_result_clear(&res);
 	free(fake_command);

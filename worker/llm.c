@@ -165,6 +165,12 @@ llm_chat(const struct llm_turn *t, json_t *messages, json_t *tools,
 
 	*reply = NULL;
 	*permanent = 0;
+	/* An empty conversation asks the model nothing: never send one. */
+	if (!json_is_array(messages) || json_array_size(messages) == 0) {
+		*cause = xstrdup("the conversation to send is empty");
+		*permanent = 1;
+		return -1;
+	}
 	if (provider == NULL || strcmp(provider, "scripted") == 0)
 		return scripted_chat(t, reply, cause, permanent);
 	if (strcmp(provider, "openai") == 0)

@@ -61,18 +61,28 @@ ant_blank(const char *s)
 	return *s == '\0';
 }
 
-/* Add a content block to the conversation under role, merging with the
- * last message when it has the same role.  Takes ownership of block. */
+/*
+ * Add a content block to the conversation under role, merging with the
+ * last message when it has the same role.  Takes ownership of block.  A
+ * block that could not be built (NULL) is counted in *bad: a request with
+ * a part of the conversation missing is not sent.
+ */
 static void
-ant_add(json_t *msgs, const char *role, json_t *block)
+ant_add(json_t *msgs, const char *role, json_t *block, int *bad)
 {
 	json_t *last = json_array_get(msgs, json_array_size(msgs) - 1);
 
+	if (block == NULL) {
+		(*bad)++;
+		return;
+	}
 	if (last == NULL || strcmp(ant_str(last, "role"), role) != 0) {
 		last = json_pack("{s:s,s:[]}", "role", role, "content");
 		json_array_append_new(msgs, last);
 	}
-	json_array_append_new(json_object_get(last, "content"), block);
+	if (json_array_append_new(json_object_get(last, "content"), block) ==
+	    -1)
+		(*bad)++;
 }
 
 json_t *
@@ -81,6 +91,7 @@ llm_anthropic_request(const char *model, json_t *messages, json_t *tools)
 	json_t *msgs = json_array(), *at = json_array(), *m, *t, *req;
 	char *system = NULL;
 	size_t i;
+	int bad = 0;
 
 	json_array_foreach(messages, i, m)
 	{
@@ -89,8 +100,10 @@ llm_anthropic_request(const char *model, json_t *messages, json_t *tools)
 		json_t *c;
 		size_t j;
 
-		if (role == NULL)
+		if (role == NULL) {
+			bad++;
 			continue;
+		}
 		if (strcmp(role, "system") == 0) {
 			char *s = xasprintf("%s%s%s", system ? system : "",
 			    system ? "\n\n" : "", content ? content : "");
@@ -100,15 +113,17 @@ llm_anthropic_request(const char *model, json_t *messages, json_t *tools)
 			json_t *b = json_pack("{s:s,s:o}", "type",
 			    "tool_result", "tool_use_id",
 			    ant_id(ant_str(m, "tool_call_id")));
-			if (content != NULL && *content != '\0')
-				json_object_set_new(
-				    b, "content", json_string(content));
-			ant_add(msgs, "user", b);
+			if (b != NULL && content != NULL && *content != '\0' &&
+			    json_object_set_new(
+			        b, "content", json_string(content)) == -1)
+				bad++;
+			ant_add(msgs, "user", b, &bad);
 		} else if (strcmp(role, "assistant") == 0) {
 			if (!ant_blank(content))
 				ant_add(msgs, "assistant",
 				    json_pack("{s:s,s:s}", "type", "text",
-				        "text", content));
+				        "text", content),
+				    &bad);
 			json_array_foreach(
 			    json_object_get(m, "tool_calls"), j, c)
 			{
@@ -127,12 +142,14 @@ llm_anthropic_request(const char *model, json_t *messages, json_t *tools)
 				        ant_id(ant_str(c, "id")), "name",
 				        ant_str(c, "name") ? ant_str(c, "name")
 				                           : "",
-				        "input", in));
+				        "input", in),
+				    &bad);
 			}
 		} else {
 			ant_add(msgs, "user",
 			    json_pack("{s:s,s:s}", "type", "text", "text",
-			        ant_blank(content) ? "(empty)" : content));
+			        ant_blank(content) ? "(empty)" : content),
+			    &bad);
 		}
 	}
 	json_array_foreach(tools, i, t)
@@ -153,9 +170,15 @@ llm_anthropic_request(const char *model, json_t *messages, json_t *tools)
 	}
 	req = json_pack("{s:s,s:i,s:o,s:b}", "model", model, "max_tokens",
 	    ANTHROPIC_MAX_TOKENS, "messages", msgs, "stream", 1);
-	if (system != NULL)
-		json_object_set_new(req, "system", json_string(system));
+	if (req != NULL && system != NULL &&
+	    json_object_set_new(req, "system", json_string(system)) == -1)
+		bad++;
 	free(system);
+	if (req == NULL || bad > 0) {
+		json_decref(req);
+		json_decref(at);
+		return NULL;
+	}
 	if (json_array_size(at) > 0)
 		json_object_set_new(req, "tools", at);
 	else
@@ -202,11 +225,16 @@ ant_error(struct llm_asm *a, json_t *j)
 	json_t *e = json_object_get(j, "error");
 	const char *m = ant_str(e, "message");
 
+	const char *type = ant_str(e, "type") ? ant_str(e, "type") : "error";
+
+	if (m == NULL)
+		m = "(no message)";
+	/* Cut at characters: the text goes into JSON, events and logs. */
 	return llm_asm_fail(a,
 	    "the API reported an error in the stream "
-	    "(%.60s): %.300s",
-	    ant_str(e, "type") ? ant_str(e, "type") : "error",
-	    m ? m : "(no message)");
+	    "(%.*s): %.*s",
+	    (int)utf8_head(type, strlen(type), 60), type,
+	    (int)utf8_head(m, strlen(m), 300), m);
 }
 
 /* A tool_use block's input given whole (in a non-streamed reply, or a
@@ -245,8 +273,8 @@ ant_event(struct llm_asm *a, const char *event, const char *data, size_t len)
 		if (strcmp(event, "error") == 0)
 			return llm_asm_fail(a,
 			    "the API reported an error in "
-			    "the stream: %.300s",
-			    data);
+			    "the stream: %.*s",
+			    (int)utf8_head(data, len, 300), data);
 		return llm_asm_fail(a, "a stream event is not JSON");
 	}
 	type = ant_str(j, "type") ? ant_str(j, "type") : event;

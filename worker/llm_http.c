@@ -901,10 +901,12 @@ llm_http_api_chat(const struct llm_api *api, const struct llm_turn *t,
 	        : "",
 	    api->path);
 	body = api->request(model, messages, tools);
-	b = json_dumps(body, JSON_COMPACT);
+	b = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
 	json_decref(body);
 	if (b == NULL) {
-		*cause = xstrdup("the conversation could not be encoded");
+		*cause =
+		    xstrdup("the conversation could not be encoded (a "
+		            "message is not valid UTF-8 or lacks a field)");
 		*permanent = 1;
 		rc = -1;
 	} else {

@@ -27,7 +27,7 @@ openai_str(json_t *o, const char *key)
 	return json_string_value(json_object_get(o, key));
 }
 
-/* Neutral messages to chat completion messages. */
+/* Neutral messages to chat completion messages; NULL if one cannot be. */
 static json_t *
 openai_messages(json_t *messages)
 {
@@ -41,8 +41,10 @@ openai_messages(json_t *messages)
 		json_t *calls = json_object_get(m, "tool_calls");
 		json_t *o;
 
-		if (role == NULL)
-			continue;
+		if (role == NULL) {
+			json_decref(out);
+			return NULL;
+		}
 		if (strcmp(role, "tool") == 0) {
 			o = json_pack("{s:s,s:s,s:s}", "role", "tool",
 			    "tool_call_id",
@@ -80,8 +82,12 @@ openai_messages(json_t *messages)
 			o = json_pack("{s:s,s:s}", "role", role, "content",
 			    content ? content : "");
 		}
-		if (o != NULL)
-			json_array_append_new(out, o);
+		/* A message left out would change what the model is
+		 * asked: the whole request fails instead. */
+		if (o == NULL || json_array_append_new(out, o) == -1) {
+			json_decref(out);
+			return NULL;
+		}
 	}
 	return out;
 }
@@ -89,9 +95,12 @@ openai_messages(json_t *messages)
 json_t *
 llm_openai_request(const char *model, json_t *messages, json_t *tools)
 {
-	json_t *req, *ft = json_array(), *t;
+	json_t *req, *ft, *t, *msgs;
 	size_t i;
 
+	if ((msgs = openai_messages(messages)) == NULL)
+		return NULL;
+	ft = json_array();
 	json_array_foreach(tools, i, t)
 	{
 		json_t *f = json_pack("{s:s,s:{s:O?}}", "type", "function",
@@ -107,8 +116,11 @@ llm_openai_request(const char *model, json_t *messages, json_t *tools)
 		json_array_append_new(ft, f);
 	}
 	req = json_pack("{s:s,s:o,s:b,s:{s:b}}", "model", model, "messages",
-	    openai_messages(messages), "stream", 1, "stream_options",
-	    "include_usage", 1);
+	    msgs, "stream", 1, "stream_options", "include_usage", 1);
+	if (req == NULL) {
+		json_decref(ft);
+		return NULL;
+	}
 	if (json_array_size(ft) > 0)
 		json_object_set_new(req, "tools", ft);
 	else
@@ -139,9 +151,10 @@ openai_error(struct llm_asm *a, json_t *e)
 	const char *m =
 	    json_is_object(e) ? openai_str(e, "message") : json_string_value(e);
 
-	return llm_asm_fail(a,
-	    "the API reported an error in the stream: %.300s",
-	    m ? m : "(no message)");
+	if (m == NULL)
+		m = "(no message)";
+	return llm_asm_fail(a, "the API reported an error in the stream: %.*s",
+	    (int)utf8_head(m, strlen(m), 300), m);
 }
 
 /* One tool call fragment of delta.tool_calls. */
@@ -181,8 +194,8 @@ openai_event(struct llm_asm *a, const char *event, const char *data, size_t len)
 		if (j == NULL)
 			return llm_asm_fail(a,
 			    "the API reported an error in "
-			    "the stream: %.300s",
-			    data);
+			    "the stream: %.*s",
+			    (int)utf8_head(data, len, 300), data);
 		openai_error(a, json_object_get(j, "error")
 		                    ? json_object_get(j, "error")
 		                    : j);

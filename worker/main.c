@@ -126,16 +126,23 @@ wio_log(int kind, const char *fmt, ...)
 {
 	struct proto_msg m;
 	va_list ap;
-	char *text;
+	char *text, *clean;
 
 	va_start(ap, fmt);
 	if (vasprintf(&text, fmt, ap) == -1)
 		fatal("vasprintf");
 	va_end(ap);
+	/*
+	 * Events end up in JSON (the API, the event stream, the audit
+	 * file), which takes only UTF-8: a byte cut ("%.200s" of a model's
+	 * text) or a Latin-1 file name would lose the event there.
+	 */
+	clean = utf8_fix(text, NULL);
+	free(text);
 	proto_msg_init(&m, PROTO_LOG);
 	m.u[PF_LEVEL] = (uint64_t)kind;
-	proto_set_str(&m, PF_TEXT, text);
-	free(text);
+	proto_set_str(&m, PF_TEXT, clean);
+	free(clean);
 	wio_send(&m);
 }
 
@@ -206,11 +213,13 @@ wio_result(int ok, const char *error, json_t *data)
 {
 	struct proto_msg m;
 	char *s = data ? json_dumps(data, JSON_COMPACT) : NULL;
+	char *why = utf8_fix(error ? error : "", NULL); /* as wio_log's */
 
 	proto_msg_init(&m, PROTO_RESULT);
 	m.u[PF_OK] = ok ? 1 : 0;
-	proto_set_str(&m, PF_TEXT, error ? error : "");
+	proto_set_str(&m, PF_TEXT, why);
 	proto_set_str(&m, PF_DATA, s ? s : "{}");
+	free(why);
 	free(s);
 	wio_send(&m);
 	wio_wait_ack(0);

@@ -1501,36 +1501,6 @@ out:
 
 /* JSON. */
 
-/* Length of a valid UTF-8 sequence at p (of n bytes), or 0. */
-static size_t
-utf8_len(const unsigned char *p, size_t n)
-{
-	uint32_t cp;
-	size_t len;
-
-	if (p[0] < 0x80)
-		return 1;
-	if (p[0] >= 0xc2 && p[0] <= 0xdf)
-		len = 2, cp = p[0] & 0x1f;
-	else if (p[0] >= 0xe0 && p[0] <= 0xef)
-		len = 3, cp = p[0] & 0x0f;
-	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
-		len = 4, cp = p[0] & 0x07;
-	else
-		return 0;
-	if (len > n)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (p[i] & 0x3f);
-	}
-	if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-	    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return len;
-}
-
 /* s as a JSON string; bytes that are not UTF-8 become U+FFFD. */
 static void
 json_put_string(struct sbuf *b, const char *s)
@@ -1540,7 +1510,8 @@ json_put_string(struct sbuf *b, const char *s)
 
 	sbuf_adds(b, "\"");
 	while (n > 0) {
-		size_t len = utf8_len(p, n);
+		int k = utf8_seq((const char *)p, n);
+		size_t len = k > 0 ? (size_t)k : 0;
 
 		if (len == 0) {
 			sbuf_adds(b, "\\ufffd");

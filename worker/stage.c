@@ -20,13 +20,15 @@
 #include "proto.h"
 #include "worker.h"
 
-#define STAGE_DIFF_MAX    (64 * 1024)
+#define STAGE_DIFF_MAX    (64 * 1024)        /* in the reviewer's request */
+#define STAGE_DIFF_WHOLE  (16 * 1024 * 1024) /* read_diff can reach */
 #define STAGE_OUTPUT_TAIL 4000
 
 static struct stage *S;
 static int rootfd = -1;
 static char *last_commit;
 static struct sandbox_profile *profile;
+static char *review_diff; /* the whole diff, valid UTF-8, for read_diff */
 
 static void __attribute__((noreturn, format(printf, 1, 2)))
 stage_fail(const char *fmt, ...)
@@ -241,18 +243,37 @@ stage_tool(const struct tool_ctx *ctx, json_t *call, int step)
 }
 
 /*
+ * Add a message to the conversation.  A message that could not be built
+ * (json_pack refuses text that is not UTF-8, or a missing field) ends the
+ * stage: sending the conversation without it would ask the model about
+ * something else than what happened, a reviewer about nothing at all.
+ */
+static void
+stage_append(json_t *messages, json_t *m)
+{
+	if (messages == NULL || m == NULL ||
+	    json_array_append_new(messages, m) == -1)
+		stage_fail("the conversation could not be built (a message "
+		           "is not valid UTF-8 or lacks a field)");
+}
+
+/*
  * The tool loop.  Returns the terminal tool's validated arguments, or ends
  * the stage when ORCH_MAX_STEPS turns pass without it.
  */
 static json_t *
 stage_loop(json_t *messages, const char *terminal)
 {
-	struct tool_ctx ctx = {rootfd, S->name, NULL, NULL};
+	struct tool_ctx ctx = {rootfd, S->name, NULL, NULL, NULL, 0};
 	json_t *tools = tool_schemas(S->name);
 	int step = 0;
 
 	if (strcmp(S->name, "implementing") == 0)
 		ctx.run_command = stage_run_command;
+	if (review_diff != NULL) {
+		ctx.diff = review_diff;
+		ctx.diff_len = strlen(review_diff);
+	}
 	for (int turn = 0;; turn++) {
 		json_t *reply, *calls, *call, *am;
 		size_t i;
@@ -265,11 +286,13 @@ stage_loop(json_t *messages, const char *terminal)
 		calls = json_object_get(reply, "tool_calls");
 		am = json_pack("{s:s,s:O}", "role", "assistant", "content",
 		    json_object_get(reply, "text"));
+		if (am == NULL)
+			stage_fail("model reply %d has no text", turn + 1);
 		if (json_array_size(calls) > 0)
 			json_object_set(am, "tool_calls", calls);
-		json_array_append_new(messages, am);
+		stage_append(messages, am);
 		if (json_array_size(calls) == 0) {
-			json_array_append_new(messages,
+			stage_append(messages,
 			    json_pack("{s:s,s:s+}", "role", "user", "content",
 			        "Use the tools. End this stage by calling ",
 			        terminal));
@@ -279,7 +302,7 @@ stage_loop(json_t *messages, const char *terminal)
 		json_array_foreach(calls, i, call)
 		{
 			json_t *res = stage_tool(&ctx, call, ++step);
-			json_array_append_new(messages,
+			stage_append(messages,
 			    json_pack("{s:s,s:O,s:O,s:O}", "role", "tool",
 			        "tool_call_id", json_object_get(res, "id"),
 			        "name", json_object_get(res, "name"), "content",
@@ -307,7 +330,7 @@ stage_loop(json_t *messages, const char *terminal)
 static char *
 stage_peek(const char *tool, const char *args)
 {
-	struct tool_ctx ctx = {rootfd, "planning", NULL, NULL};
+	struct tool_ctx ctx = {rootfd, "planning", NULL, NULL, NULL, 0};
 	struct tool_result tr;
 	char *s;
 
@@ -317,12 +340,32 @@ stage_peek(const char *tool, const char *args)
 	return s;
 }
 
+/*
+ * The opening of a conversation: the stage's instructions and the user
+ * message, which holds text from outside (the request, a diff, file
+ * contents) and is made valid UTF-8 first, saying so when bytes were
+ * replaced.  Takes ownership of user.
+ */
 static json_t *
 stage_messages(const char *system, char *user)
 {
-	json_t *m = json_pack("[{s:s,s:s},{s:s,s:s}]", "role", "system",
-	    "content", prompt_get(system), "role", "user", "content", user);
+	size_t bad;
+	char *clean = utf8_fix(user, &bad);
+	json_t *m;
+
 	free(user);
+	if (bad > 0) {
+		user = xasprintf("%s\n\n[%zu bytes above were not valid UTF-8 "
+		                 "and are shown as U+FFFD]",
+		    clean, bad);
+		free(clean);
+		clean = user;
+	}
+	m = json_pack("[{s:s,s:s},{s:s,s:s}]", "role", "system", "content",
+	    prompt_get(system), "role", "user", "content", clean);
+	free(clean);
+	if (m == NULL)
+		stage_fail("the conversation could not be built");
 	return m;
 }
 
@@ -346,6 +389,17 @@ static void __attribute__((noreturn)) stage_planning(void)
 	wio_result(1, NULL, v);
 }
 
+/* The result's commit message, every control shown as an escape. */
+static char *
+stage_commit_message(const char *request, const char *summary)
+{
+	char *raw = xasprintf("%s\n\n%s", request, summary ? summary : "");
+	char *msg = utf8_show_str(raw);
+
+	free(raw);
+	return msg;
+}
+
 static void __attribute__((noreturn)) stage_implementing(void)
 {
 	const char *fb = cfg_str("feedback");
@@ -357,7 +411,8 @@ static void __attribute__((noreturn)) stage_implementing(void)
 	    fb ? "\n\nFeedback on your previous round, to address now:\n" : "",
 	    fb ? fb : "");
 	v = stage_loop(stage_messages("implementing.txt", user), "finish");
-	msg = xasprintf("%s\n\n%s", cfg_str("request"),
+	/* People read commit messages on terminals: no raw controls. */
+	msg = stage_commit_message(cfg_str("request"),
 	    json_string_value(json_object_get(v, "summary")));
 	if (ws_squash(S->worktree, cfg_str("branch"), S->base, last_commit, msg,
 	        &result, &cause) == -1)
@@ -374,18 +429,59 @@ static void __attribute__((noreturn)) stage_implementing(void)
 	wio_result(1, NULL, out);
 }
 
-static void __attribute__((noreturn)) stage_reviewing(void)
+/*
+ * The reviewer is shown the first STAGE_DIFF_MAX bytes of the diff (cut
+ * at a line) and told plainly when that is not all of it, with the size,
+ * so a change cannot hide past the cut: read_diff reads the rest.  Bytes
+ * that are not UTF-8 (a Latin-1 file) are replaced, and it is told so.
+ */
+static char *
+stage_review_diff(void)
 {
-	char *diff, *cause, *user;
-	json_t *v;
+	char *raw, *cause, *head, *note = NULL;
+	size_t len, keep, bad;
 
-	if (ws_diff(S->worktree, S->base, last_commit, STAGE_DIFF_MAX, &diff,
+	if (ws_diff(S->worktree, S->base, last_commit, STAGE_DIFF_WHOLE, &raw,
 	        &cause) == -1)
 		stage_retry("diff: %s", cause);
+	review_diff = utf8_fix(raw, &bad);
+	free(raw);
+	len = strlen(review_diff);
+	if (len == 0)
+		return xstrdup("(no changes)");
+	keep = utf8_head(review_diff, len, STAGE_DIFF_MAX);
+	if (keep < len) {
+		size_t line = keep;
+
+		while (line > 0 && review_diff[line - 1] != '\n')
+			line--;
+		if (line > 0)
+			keep = line;
+		note = xasprintf("\n[The diff is %zu bytes; only the first %zu "
+		                 "are shown above.  Read the rest with "
+		                 "read_diff (offset %zu) before you decide.]",
+		    len, keep, keep);
+	}
+	head = xasprintf("%.*s%s%s", (int)keep, review_diff,
+	    note != NULL ? note : "",
+	    bad > 0 ? "\n[The diff had bytes that are not UTF-8 (a file "
+	              "holds text in another encoding); each is shown as "
+	              "U+FFFD.]"
+	            : "");
+	free(note);
+	return head;
+}
+
+static void __attribute__((noreturn)) stage_reviewing(void)
+{
+	char *diff, *user;
+	json_t *v;
+
+	diff = stage_review_diff();
 	user = xasprintf("Request:\n%s\n\nThe approved plan:\n%s\n\nThe "
 	                 "change, as a diff against the base commit:\n%s",
 	    cfg_str("request"), cfg_str("plan") ? cfg_str("plan") : "(none)",
-	    *diff ? diff : "(no changes)");
+	    diff);
 	free(diff);
 	v = stage_loop(stage_messages("reviewing.txt", user), "submit_review");
 	wio_result(1, NULL, v);
@@ -408,7 +504,7 @@ static void __attribute__((noreturn)) stage_verifying(void)
 {
 	const char *cmd = cfg_str("verify_command");
 	const char *data;
-	char *s;
+	char *s, *tail;
 	json_t *res, *out;
 	size_t len;
 
@@ -432,14 +528,22 @@ static void __attribute__((noreturn)) stage_verifying(void)
 	int passed =
 	    json_integer_value(json_object_get(res, "exit_status")) == 0 &&
 	    json_is_integer(json_object_get(res, "exit_status"));
+	/*
+	 * The status is decided above, from the exit status alone; the tail
+	 * is cut at a character (test runners print "\u2713") and made
+	 * valid UTF-8, so that no output can make the result unbuildable.
+	 */
+	tail = utf8_fix(
+	    output ? output + utf8_tail(output, len, STAGE_OUTPUT_TAIL) : "",
+	    NULL);
 	out = json_pack("{s:s,s:s,s:O?,s:O?,s:O?,s:s}", "status",
 	    passed ? "passed" : "failed", "command", cmd, "exit_status",
 	    json_object_get(res, "exit_status"), "signal",
 	    json_object_get(res, "signal"), "duration_ms",
-	    json_object_get(res, "duration_ms"), "output_tail",
-	    output ? output +
-	                 (len > STAGE_OUTPUT_TAIL ? len - STAGE_OUTPUT_TAIL : 0)
-	           : "");
+	    json_object_get(res, "duration_ms"), "output_tail", tail);
+	free(tail);
+	if (out == NULL)
+		stage_fail("the verification result could not be built");
 	wio_log(passed ? PROTO_LOG_INFO : PROTO_LOG_ERROR,
 	    "verification %s (exit status %lld)", passed ? "passed" : "failed",
 	    (long long)json_integer_value(json_object_get(res, "exit_status")));

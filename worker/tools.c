@@ -35,12 +35,13 @@
 #define STAGE_VERIFYING    0x8
 #define STAGE_ALL          0xf
 
-#define SHOW_MAX       200    /* bytes of a name or path echoed back */
-#define BINARY_CHECK   8192   /* bytes looked at for NULs */
-#define NOTE_ROOM      128    /* bytes kept free for a note */
-#define LIST_DEPTH_MAX 64     /* directory levels list_files descends */
-#define LIST_WALK_MAX  200000 /* entries list_files counts at most */
-#define TIMEOUT_MAX    86400  /* seconds run_command may ask for */
+#define SHOW_MAX       200         /* bytes of a name or path echoed back */
+#define BINARY_CHECK   8192        /* bytes looked at for NULs */
+#define NOTE_ROOM      128         /* bytes kept free for a note */
+#define LIST_DEPTH_MAX 64          /* directory levels list_files descends */
+#define LIST_WALK_MAX  200000      /* entries list_files counts at most */
+#define TIMEOUT_MAX    86400       /* seconds run_command may ask for */
+#define DIFF_CHUNK     (64 * 1024) /* bytes of the diff read_diff returns */
 
 struct tool_param {
 	const char *name;
@@ -72,6 +73,8 @@ static void tool_submit_plan(
 static void tool_submit_review(
     const struct tool_ctx *, json_t *, struct tool_result *);
 static void tool_finish(
+    const struct tool_ctx *, json_t *, struct tool_result *);
+static void tool_read_diff(
     const struct tool_ctx *, json_t *, struct tool_result *);
 
 /* The contract's tool table (DESIGN.md, "LLM requests"). */
@@ -132,6 +135,18 @@ static const struct tool tools[] = {
         {{"summary", JSON_STRING, 1,
             "A summary of the changes made and how they were checked."}},
         tool_finish},
+    /*
+     * Not in the contract's first table but an addition to it: the
+     * reviewer's request holds only the first 64 KiB of the diff, and a
+     * change must not hide past that cut.
+     */
+    {"read_diff", STAGE_REVIEWING,
+        "Read the diff under review from a byte offset, 64 KiB at a "
+        "time, cut at a line; the note at the end gives the offset to "
+        "read next.",
+        {{"offset", JSON_INTEGER, 0,
+            "Byte offset into the diff to start at; 0 if left out."}},
+        tool_read_diff},
 };
 
 static unsigned
@@ -154,112 +169,31 @@ stage_mask(const char *stage)
 	return 0;
 }
 
-/*
- * Length of the valid UTF-8 sequence at s, which has n bytes left: 1 to 4,
- * 0 when invalid, -1 when valid so far but cut short by the end.
- */
-static int
-utf8_seq(const unsigned char *s, size_t n)
-{
-	unsigned c = s[0], lo = 0x80, hi = 0xbf;
-	int len;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		len = 2;
-	else if (c >= 0xe0 && c <= 0xef) {
-		len = 3;
-		if (c == 0xe0)
-			lo = 0xa0;
-		else if (c == 0xed)
-			hi = 0x9f; /* no surrogates */
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		len = 4;
-		if (c == 0xf0)
-			lo = 0x90;
-		else if (c == 0xf4)
-			hi = 0x8f;
-	} else
-		return 0;
-	for (int i = 1; i < len; i++) {
-		if ((size_t)i >= n)
-			return -1;
-		if (s[i] < (i == 1 ? lo : 0x80) || s[i] > (i == 1 ? hi : 0xbf))
-			return 0;
-	}
-	return len;
-}
-
-/*
- * Copy n bytes of s into a new string of at most max bytes that is valid
- * UTF-8 without NULs (results end up in JSON strings): each invalid byte
- * and each NUL becomes U+FFFD.  more says the input goes on after n, so a
- * character cut by the end is left for later.  *used: input bytes taken.
- */
-static char *
-utf8_clean(const char *s, size_t n, size_t max, int more, size_t *used)
-{
-	static const char repl[] = "\xef\xbf\xbd";
-	const unsigned char *u = (const unsigned char *)s;
-	size_t in = 0, len = 0;
-	char *out;
-
-	out = xmalloc((n < max / 3 ? n * 3 : max) + 1);
-	while (in < n) {
-		int k = u[in] == '\0' ? 0 : utf8_seq(u + in, n - in);
-
-		if (k == -1 && more)
-			break;
-		if (k <= 0) {
-			if (len + 3 > max)
-				break;
-			memcpy(out + len, repl, 3);
-			len += 3;
-			in++;
-			continue;
-		}
-		if (len + (size_t)k > max)
-			break;
-		memcpy(out + len, s + in, (size_t)k);
-		len += (size_t)k;
-		in += (size_t)k;
-	}
-	out[len] = '\0';
-	if (used != NULL)
-		*used = in;
-	return out;
-}
-
-static int
-utf8_valid(const char *s, size_t n)
-{
-	for (size_t i = 0; i < n;) {
-		int k = utf8_seq((const unsigned char *)s + i, n - i);
-
-		if (k <= 0)
-			return 0;
-		i += (size_t)k;
-	}
-	return 1;
-}
-
 /* Make a result valid UTF-8 and no longer than TOOL_MAX_RESULT. */
 static char *
 result_finish(char *text)
 {
-	size_t len = strlen(text), used;
+	size_t len = strlen(text), used, bad;
 	char *clean, *out;
 
 	if (len <= TOOL_MAX_RESULT && utf8_valid(text, len))
 		return text;
-	clean = utf8_clean(text, len, TOOL_MAX_RESULT - NOTE_ROOM, 1, &used);
-	if (used == len && strlen(clean) <= TOOL_MAX_RESULT) {
+	clean =
+	    utf8_clean(text, len, TOOL_MAX_RESULT - NOTE_ROOM, 1, &used, &bad);
+	if (used == len && bad == 0 && strlen(clean) <= TOOL_MAX_RESULT) {
 		free(text);
 		return clean;
 	}
-	out = xasprintf("%s\n[... %zu bytes of the result left out ...]", clean,
-	    len - used);
+	out = xasprintf("%s%s", clean,
+	    bad > 0 ? "\n[bytes that are not UTF-8 are shown as U+FFFD]" : "");
+	if (used < len) {
+		char *cut = xasprintf("%s\n[... %zu bytes of the result left "
+		                      "out ...]",
+		    out, len - used);
+
+		free(out);
+		out = cut;
+	}
 	free(clean);
 	free(text);
 	return out;
@@ -275,7 +209,8 @@ show(const char *s)
 	size_t n = strlen(s);
 	char *out;
 
-	out = xasprintf("%.*s%s", SHOW_MAX, s, n > SHOW_MAX ? "..." : "");
+	out = xasprintf("%.*s%s", (int)utf8_head(s, n, SHOW_MAX), s,
+	    n > SHOW_MAX ? "..." : "");
 	for (char *p = out; *p != '\0'; p++) {
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			*p = '?';
@@ -681,7 +616,7 @@ tool_read_file(const struct tool_ctx *ctx, json_t *args, struct tool_result *r)
 	struct stat st;
 	char *norm, *buf = NULL, *text, *p;
 	ssize_t n;
-	size_t used, size;
+	size_t used, size, bad;
 	int fd, more, saved;
 
 	norm = path_check("read_file", json_object_get(args, "path"), 0, r);
@@ -719,7 +654,15 @@ tool_read_file(const struct tool_ctx *ctx, json_t *args, struct tool_result *r)
 		goto out;
 	}
 	text = utf8_clean(
-	    buf, (size_t)n, TOOL_MAX_RESULT - NOTE_ROOM, more, &used);
+	    buf, (size_t)n, TOOL_MAX_RESULT - NOTE_ROOM, more, &used, &bad);
+	if (bad > 0) {
+		char *note = xasprintf("%s\n[%zu bytes of %s are not UTF-8; "
+		                       "each is shown as U+FFFD]",
+		    text, bad, p);
+
+		free(text);
+		text = note;
+	}
 	if (used < size) {
 		char *cut = xasprintf("%s\n[file is %zu bytes; showing the "
 		                      "first %zu]",
@@ -1132,6 +1075,57 @@ tool_submit_review(
 		return;
 	}
 	terminal(args, r, xasprintf("review submitted: %s", verdict));
+}
+
+static void
+tool_read_diff(const struct tool_ctx *ctx, json_t *args, struct tool_result *r)
+{
+	json_t *jo = json_object_get(args, "offset");
+	json_int_t off = jo != NULL ? json_integer_value(jo) : 0;
+	size_t start, end;
+
+	if (ctx->diff == NULL) {
+		result_error(r, "read_diff: there is no diff in this stage");
+		return;
+	}
+	if (off < 0 || (uint64_t)off > ctx->diff_len) {
+		result_error(r,
+		    "read_diff: offset %lld is outside the diff (0 to %zu "
+		    "bytes)",
+		    (long long)off, ctx->diff_len);
+		return;
+	}
+	/* Start at a character, end at a line (or a character). */
+	start = (size_t)off;
+	while (start < ctx->diff_len && (ctx->diff[start] & 0xc0) == 0x80)
+		start++;
+	end = start +
+	      utf8_head(ctx->diff + start, ctx->diff_len - start, DIFF_CHUNK);
+	if (end < ctx->diff_len) {
+		size_t line = end;
+
+		while (line > start && ctx->diff[line - 1] != '\n')
+			line--;
+		if (line > start)
+			end = line;
+	}
+	if (start == ctx->diff_len) {
+		result_done(r, xasprintf("[the diff is %zu bytes; nothing "
+		                         "after offset %zu]",
+		                   ctx->diff_len, start));
+		return;
+	}
+	if (end < ctx->diff_len)
+		result_done(r, xasprintf("%.*s\n[bytes %zu to %zu of the "
+		                         "%zu-byte diff; read on with offset "
+		                         "%zu]",
+		                   (int)(end - start), ctx->diff + start, start,
+		                   end, ctx->diff_len, end));
+	else
+		result_done(r, xasprintf("%.*s\n[bytes %zu to %zu of the "
+		                         "%zu-byte diff; that is the end]",
+		                   (int)(end - start), ctx->diff + start, start,
+		                   end, ctx->diff_len));
 }
 
 static void

@@ -142,6 +142,9 @@ struct tool_ctx {
 	int (*run_command)(void *arg, const char *command, unsigned timeout_s,
 	    char **result_json);
 	void *run_arg;
+	/* The whole diff under review, valid UTF-8, for read_diff; or NULL. */
+	const char *diff;
+	size_t diff_len;
 };
 
 enum tool_outcome {
@@ -349,7 +352,11 @@ int llm_http_api_chat(const struct llm_api *, const struct llm_turn *,
 /* s with every occurrence of secret replaced (malloc'd). */
 char *llm_scrub(const char *s, const char *secret);
 
-/* llm_openai.c: OpenAI chat completions (and compatible servers). */
+/*
+ * llm_openai.c: OpenAI chat completions (and compatible servers).  The
+ * request builders return NULL when a message cannot be put in the request:
+ * a request is sent whole or not at all.
+ */
 json_t *llm_openai_request(const char *model, json_t *messages, json_t *tools);
 void llm_openai_asm(struct llm_asm *, int turn);
 int llm_openai_chat(const struct llm_turn *, json_t *messages, json_t *tools,
