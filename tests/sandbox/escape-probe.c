@@ -10,6 +10,10 @@
  *                                 MIB MiB, printing memfd_mib=N as it goes
  *   escape-probe sysvshm MIB      the same with SysV shared memory segments
  *                                 (filled, then detached)
+ *   escape-probe storm SECONDS    a fork storm that holds every process it
+ *                                 gets for SECONDS (a failed fork is retried,
+ *                                 not fatal as in a shell); the first
+ *                                 process prints storm_fork=ERRNO once
  */
 #include <sys/ioctl.h>
 #include <sys/ipc.h>
@@ -35,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define NOWHERE "/nonexistent-orch-escape-probe"
@@ -218,6 +223,25 @@ probe_sysvshm(long mib)
 }
 
 static int
+probe_storm(long seconds)
+{
+	time_t end = time(NULL) + seconds;
+	pid_t first = getpid();
+	int told = 0;
+
+	while (time(NULL) < end) {
+		if (fork() != -1)
+			continue; /* parent and child alike go on */
+		if (getpid() == first && !told) {
+			report("storm_fork", -1);
+			told = 1;
+		}
+		usleep(10000);
+	}
+	return 0;
+}
+
+static int
 probe_all(void)
 {
 	char c = 'x';
@@ -318,9 +342,11 @@ main(int argc, char **argv)
 		return probe_memfd(atol(argv[2]));
 	if (argc == 3 && strcmp(argv[1], "sysvshm") == 0)
 		return probe_sysvshm(atol(argv[2]));
+	if (argc == 3 && strcmp(argv[1], "storm") == 0)
+		return probe_storm(atol(argv[2]));
 	if (argc != 1) {
 		fprintf(stderr, "usage: escape-probe [connect IP PORT | "
-		                "memfd MIB | sysvshm MIB]\n");
+		                "memfd MIB | sysvshm MIB | storm SECONDS]\n");
 		return 2;
 	}
 	return probe_all();
