@@ -715,6 +715,117 @@ test_fork_storm(int cgroups)
 	free(ws);
 }
 
+/* mkdir -p for the fake cgroup trees. */
+static void
+mkdirs(const char *path)
+{
+	char *cmd = xasprintf("mkdir -p '%s'", path);
+
+	if (system(cmd) != 0)
+		fatal("%s", cmd);
+	free(cmd);
+}
+
+/*
+ * cgroup_host_detect on fake /proc/self/cgroup, mountinfo and cgroup
+ * trees: v2 is taken when delegated (controllers available, writable),
+ * and its controllers are enabled for the subgroups; v1 otherwise; none
+ * with a reason when neither has memory and pids.
+ */
+static void
+test_cgroup_detect(void)
+{
+	struct cgroup_host h;
+	char *cg, *mi, *dir, *text, *want;
+	FILE *f;
+
+	dir = xasprintf("%s/cg2/svc", scratch);
+	mkdirs(dir);
+	free(put("cg2/svc/cgroup.controllers", "cpu memory pids\n"));
+	free(put("cg2/svc/cgroup.subtree_control", ""));
+	free(put("cg2/svc/cgroup.procs", ""));
+	cg = put("proc-cgroup-v2", "0::/svc\n");
+	text = xasprintf("30 25 0:26 / %s/cg2 rw,nosuid - cgroup2 cgroup2 "
+	                 "rw,nsdelegate\n",
+	    scratch);
+	mi = put("mountinfo-v2", text);
+	free(text);
+	ok(cgroup_host_detect(cg, mi, &h) == 0 && h.mode == CGROUP_V2 &&
+	        h.memory != NULL && strcmp(h.memory, dir) == 0 &&
+	        h.pids == NULL,
+	    "cgroup v2: a delegated cgroup is used");
+	printf("# %s\n", h.what);
+	cgroup_host_clear(&h);
+	text = xasprintf("%s/cgroup.subtree_control", dir);
+	f = fopen(text, "r");
+	free(text);
+	text = xcalloc(1, 64);
+	if (f != NULL) {
+		(void)!fread(text, 1, 63, f);
+		fclose(f);
+	}
+	ok(strcmp(text, "+memory +pids") == 0,
+	    "cgroup v2: memory and pids are enabled for the subgroups");
+	free(text);
+	free(cg);
+	free(mi);
+
+	free(put("cg2/svc/cgroup.controllers", "cpu io\n"));
+	cg = put("proc-cgroup-v2", "0::/svc\n");
+	text =
+	    xasprintf("30 25 0:26 / %s/cg2 rw - cgroup2 cgroup2 rw\n", scratch);
+	mi = put("mountinfo-v2", text);
+	free(text);
+	ok(cgroup_host_detect(cg, mi, &h) == -1 && h.mode == CGROUP_NONE &&
+	        contains(h.what, "memory and pids controllers are not "
+	                         "available"),
+	    "cgroup v2 without the controllers: none, and why");
+	printf("# %s\n", h.what);
+	cgroup_host_clear(&h);
+	free(cg);
+	free(mi);
+
+	/* v1: memory and pids hierarchies, the unified one empty. */
+	free(dir);
+	dir = xasprintf("%s/v1/memory/svc", scratch);
+	mkdirs(dir);
+	free(put("v1/memory/svc/cgroup.procs", ""));
+	mkdirs(scratch); /* pids at the hierarchy's root */
+	text = xasprintf("%s/v1/pids", scratch);
+	mkdirs(text);
+	free(text);
+	free(put("v1/pids/cgroup.procs", ""));
+	cg = put("proc-cgroup-v1", "9:name=systemd:/\n8:pids:/\n"
+	                           "4:memory:/svc\n0::/\n");
+	text =
+	    xasprintf("40 25 0:30 / %s/v1/memory rw - cgroup cgroup rw,memory\n"
+	              "41 25 0:31 / %s/v1/pids rw - cgroup cgroup rw,pids\n"
+	              "42 25 0:32 / %s/nowhere rw - cgroup2 cgroup2 rw\n",
+	        scratch, scratch, scratch);
+	mi = put("mountinfo-v1", text);
+	free(text);
+	want = xasprintf("%s/v1/pids", scratch);
+	ok(cgroup_host_detect(cg, mi, &h) == 0 && h.mode == CGROUP_V1 &&
+	        strcmp(h.memory, dir) == 0 && h.pids != NULL &&
+	        strcmp(h.pids, want) == 0,
+	    "cgroup v1: the memory and pids hierarchies are used");
+	printf("# %s\n", h.what);
+	cgroup_host_clear(&h);
+	free(want);
+	free(cg);
+	free(mi);
+
+	cg = put("proc-cgroup-none", "0::/\n");
+	mi = put("mountinfo-none", "22 1 0:21 / /proc rw - proc proc rw\n");
+	ok(cgroup_host_detect(cg, mi, &h) == -1 && h.mode == CGROUP_NONE &&
+	        contains(h.what, "v2") && contains(h.what, "v1"),
+	    "no cgroup hierarchy: none, saying why for v2 and v1");
+	cgroup_host_clear(&h);
+	free(cg);
+	free(mi);
+	free(dir);
+}
+
 static void
 test_seccomp(const struct sandbox_profile *impl)
 {
@@ -991,6 +1102,7 @@ main(int argc, char **argv)
 	unsetenv("ORCH_BWRAP");
 
 	test_profiles();
+	test_cgroup_detect();
 	impl = load(profiles_dir, "implementing");
 	plan = load(profiles_dir, "planning");
 	test_basics(impl, plan);

@@ -128,7 +128,7 @@ own_path(const char *text, const char *controller)
 		line += len + (line[len] == '\n');
 		if ((c1 = strchr(l, ':')) != NULL &&
 		    (c2 = strchr(c1 + 1, ':')) != NULL) {
-			*c2 = '\0';
+			*c1 = *c2 = '\0';
 			if (controller == NULL
 			        ? strcmp(l, "0") == 0 && c1[1] == '\0'
 			        : word_in(c1 + 1, controller, ","))
