@@ -10,8 +10,11 @@
  * with bwrap, a seccomp filter, a scrubbed environment and only fds 0-2.
  *
  * bwrap is exec'd directly (never through a shell) from a forked child that
- * first sets the rlimits, the descriptors and a process group of its own;
- * the parent reads the output, enforces the wall clock and reaps it.  If
+ * first joins the command's cgroups (cgroup.c, where the host has them),
+ * sets the rlimits, the descriptors and a process group of its own; bwrap
+ * waits once its namespaces exist until the parent gave the sandbox its
+ * process limit (sandbox_release); the parent then reads the output,
+ * enforces the wall clock, reaps it and removes the cgroups.  If
  * bwrap cannot be exec'd, or exits before it created the sandbox (it writes
  * "child-pid" on its --json-status-fd once the namespaces exist), the run
  * fails and nothing has run anywhere.
@@ -832,7 +835,9 @@ seccomp_sockets(scmp_filter_ctx ctx)
 
 /*
  * Build the filter and export it as BPF into a memfd for bwrap's
- * --seccomp.  Default allow; the rules above return EPERM.
+ * --seccomp.  Default allow; the rules above return EPERM, the socket
+ * rules EAFNOSUPPORT or EPROTONOSUPPORT, and with nocgroup (no memory
+ * cgroup counts the command) seccomp_nocgroup's calls ENOSYS.
  *
  * Architectures: the native one and, on x86_64, also i386 and x32, which
  * a process can reach from an x86_64 kernel (int 0x80, the x32 syscall

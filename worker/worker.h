@@ -198,7 +198,9 @@ struct sandbox_result {
 /*
  * Run command (with /bin/sh -c) inside bubblewrap under profile, with
  * workspace mounted at the profile's fixed path, a scrubbed environment,
- * only fds 0-2, the seccomp filter, rlimits, and a wall-clock limit of
+ * only fds 0-2, the seccomp filter, rlimits, a memory and a pids cgroup
+ * where the host gives them (else the limits of sandbox_limits' "no
+ * cgroup" way), and a wall-clock limit of
  * timeout_s that kills the whole sandbox (SIGTERM, then SIGKILL after a
  * grace period).  heartbeat(arg) is called at least every second while it
  * runs.  Returns 0 with *res filled, or -1 with *cause when the sandbox
