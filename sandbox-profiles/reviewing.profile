@@ -7,12 +7,17 @@
 #
 #   workspace rw|ro        the task's worktree at /workspace (required, once)
 #   tmpfs_size SIZE        size of the private /tmp (default 64M)
+#   shm_size SIZE          size of the private /dev/shm (default 64M)
+#   memory SIZE            memory of the whole command: all its processes,
+#                          its /tmp and /dev/shm files, memfds (default 2G);
+#                          tmpfs_size + shm_size must fit in it
 #   ro_bind PATH [DEST]    show a host path read-only (must exist)
 #   ro_bind_try PATH [DEST]  the same, skipped when PATH does not exist
 #   symlink TARGET LINK    create the symlink LINK -> TARGET
 #   env NAME=VALUE         set a variable (the rest of the line is VALUE)
 #   rlimit NAME VALUE      as, fsize, core: a size; nproc, nofile: a count;
-#                          cpu: seconds (CPU time per process)
+#                          cpu: seconds (CPU time per process); nproc is
+#                          the command's own processes (and threads)
 #   network none           the only choice: loopback only, no outside network
 #
 # Sizes are digits with an optional K, M, G or T (powers of 1024).  Paths
@@ -28,12 +33,18 @@
 # HOME=/tmp, LANG=C.UTF-8 and TERM=dumb plus the env lines here.  The
 # workspace's .git is always read-only.
 #
-# RLIMIT_NPROC counts all processes of the real user id; it is not enforced
-# when the worker runs as root, so run the worker as its own user.
+# Where the host gives cgroups (v2 delegated to the service, or v1 when it
+# runs as root), each command gets a memory cgroup of "memory" and a pids
+# cgroup of "rlimit nproc".  Without them: /tmp and /dev/shm are still
+# sized, memfd_create and SysV shm are refused, and RLIMIT_NPROC counts the
+# sandbox's own processes only (as root it binds nothing: see doctor and
+# docs/security.md).
 
 workspace ro
 network none
 tmpfs_size 64M
+shm_size 64M
+memory 2G
 
 # The system, read-only: /usr and the merged-/usr links, and a few files
 # of /etc (not all of it: /etc/shadow, ssh host keys and the like stay out).

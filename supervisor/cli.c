@@ -1279,6 +1279,15 @@ cmd_doctor(int argc, char **argv)
 	    "bubblewrap creates its namespaces (user, pid, net, mount)",
 	    cause ? cause : "");
 	free(cause);
+	/*
+	 * Memory and processes: per-command cgroups, or the way without
+	 * them; as root without cgroups nothing bounds a command's processes.
+	 */
+	if (doctor_limits(&what) == 0 && geteuid() == 0)
+		printf("WARN sandbox limits: %s\n", what);
+	else
+		printf("ok   sandbox limits: %s\n", what);
+	free(what);
 	CHECK(access(proc_worker_path(), X_OK) == 0, "worker program",
 	    "orch-worker is missing: reinstall, or set ORCH_WORKER_PATH");
 	dir = config_profiles_dir();

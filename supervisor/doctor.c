@@ -1,7 +1,7 @@
 /*
- * The doctor's checks that need the worker's own code: the sandbox probe
- * and the profile parser (worker/sandbox.c), so that `doctor` judges the
- * sandbox exactly as a worker will.
+ * The doctor's checks that need the worker's own code: the sandbox probe,
+ * the profile parser and the choice of limits (worker/sandbox.c), so that
+ * `doctor` judges the sandbox exactly as a worker will.
  */
 #include <stdlib.h>
 
@@ -10,6 +10,7 @@
 
 int doctor_sandbox(char **cause);
 int doctor_profile(const char *dir, const char *stage, char **cause);
+int doctor_limits(char **what);
 
 int
 doctor_sandbox(char **cause)
@@ -26,4 +27,10 @@ doctor_profile(const char *dir, const char *stage, char **cause)
 		return -1;
 	sandbox_profile_free(p);
 	return 0;
+}
+
+int
+doctor_limits(char **what)
+{
+	return sandbox_limits(what) == CGROUP_NONE ? 0 : 1;
 }

@@ -245,6 +245,9 @@ int client_follow(const char *path, int (*cb)(json_t *, void *), void *arg,
  * (with the fix). */
 int doctor_sandbox(char **cause);
 int doctor_profile(const char *dir, const char *stage, char **cause);
+/* What bounds a command's memory and processes here (*what malloc'd):
+ * 0 without cgroups, else 1. */
+int doctor_limits(char **what);
 
 /* cli.c: the commands. */
 int cli_main(int argc, char **argv);

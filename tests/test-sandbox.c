@@ -464,6 +464,368 @@ copy_file(const char *src, const char *dst)
 	return rc == 0 ? 0 : -1;
 }
 
+/* Is "\nname=want\n" in the output? One test line. */
+static void
+probe_is(const char *out, const char *name, const char *want)
+{
+	char *line = xasprintf("\n%s=%s\n", name, want);
+	char *what = xasprintf("%s: %s", name, want);
+
+	ok(contains(out, line), what);
+	free(line);
+	free(what);
+}
+
+/* Copy the escape probe into a fresh workspace; NULL without a probe. */
+static char *
+probe_workspace(void)
+{
+	char *ws, *dst;
+
+	if (probe_path == NULL)
+		return NULL;
+	ws = workspace();
+	dst = xasprintf("%s/escape-probe", ws);
+	if (copy_file(probe_path, dst) == -1)
+		fatal("copy %s", probe_path);
+	free(dst);
+	return ws;
+}
+
+/*
+ * Item 8 of issue 10: only AF_UNIX, AF_INET, AF_INET6 and route netlink.
+ * memfd_create is refused only where no cgroup counts it.
+ */
+static void
+test_sockets(const struct sandbox_profile *impl, int cgroups)
+{
+	static const char *const refused[] = {"socket_vsock",
+	    "socket_vsock_high", "socket_packet", "socket_alg",
+	    "socketpair_vsock"};
+	static const char *const allowed[] = {"socket_unix", "socket_inet",
+	    "socket_inet6", "socket_netlink_route", "socketpair_unix"};
+	struct sandbox_result res = {0};
+	char *ws = probe_workspace();
+
+	if (ws == NULL) {
+		for (size_t i = 0; i < 13; i++)
+			skip("escape probe", "no probe (ORCH_ESCAPE_PROBE)");
+		return;
+	}
+	ok(run(impl, ws, "./escape-probe", 20, &res) == 0 && exited(&res, 0),
+	    "the escape probe runs");
+	for (size_t i = 0; i < nitems(refused); i++)
+		probe_is(res.output, refused[i], "EAFNOSUPPORT");
+	probe_is(res.output, "socket_netlink_audit", "EPROTONOSUPPORT");
+	probe_is(res.output, "socket_netlink_uevent", "EPROTONOSUPPORT");
+	for (size_t i = 0; i < nitems(allowed); i++)
+		probe_is(res.output, allowed[i], "ok");
+	probe_is(res.output, "memfd_create", cgroups ? "ok" : "ENOSYS");
+	sandbox_result_clear(&res);
+	free(ws);
+}
+
+/* The largest "name=N" in out, or -1. */
+static long
+max_of(const char *out, const char *name)
+{
+	char *key = xasprintf("%s=", name);
+	long best = -1;
+
+	for (const char *p = out; p != NULL && (p = strstr(p, key)) != NULL;
+	     p += strlen(key)) {
+		long v = atol(p + strlen(key));
+
+		if (v > best)
+			best = v;
+	}
+	free(key);
+	return best;
+}
+
+#define MEM_PROFILE                                                            \
+	"workspace rw\n"                                                       \
+	"memory 64M\n"                                                         \
+	"tmpfs_size 16M\n"                                                     \
+	"shm_size 8M\n"                                                        \
+	"ro_bind /usr\n"                                                       \
+	"symlink usr/lib64 /lib64\n"                                           \
+	"symlink usr/bin /bin\n"                                               \
+	"symlink usr/lib /lib\n"                                               \
+	"rlimit as 1G\n"                                                       \
+	"rlimit nproc 100\n"
+
+/* The same, with room for a hundred small processes. */
+#define STORM_PROFILE                                                          \
+	"workspace rw\n"                                                       \
+	"memory 512M\n"                                                        \
+	"ro_bind /usr\n"                                                       \
+	"symlink usr/lib64 /lib64\n"                                           \
+	"symlink usr/bin /bin\n"                                               \
+	"symlink usr/lib /lib\n"                                               \
+	"rlimit as 1G\n"                                                       \
+	"rlimit nproc 100\n"
+
+/*
+ * Items 5 and 6 of issue 10: every writable tmpfs has a size inside the
+ * memory budget, and memory held outside any address space (memfds,
+ * SysV shm) is bounded: by the memory cgroup, or refused without one.
+ */
+static void
+test_memory(int cgroups)
+{
+	struct sandbox_result res = {0};
+	struct sandbox_profile *mem, *p = NULL;
+	char *ws, *path, *cause = NULL;
+
+	path = put("mem.profile", MEM_PROFILE);
+	mem = load(scratch, "mem");
+	ws = probe_workspace();
+	if (ws == NULL)
+		ws = workspace();
+
+	ok(run(mem, ws,
+	       "df -k /dev/shm | tail -n 1 | tr -s ' ' | cut -d' ' -f2", 10,
+	       &res) == 0 &&
+	        exited(&res, 0) && strcmp(res.output, "8192\n") == 0,
+	    "/dev/shm is a tmpfs of shm_size");
+	ok(run(mem, ws,
+	       "head -c 32M /dev/zero > /dev/shm/fill; echo rc=$?; "
+	       "du -k /dev/shm/fill | cut -f1",
+	       10, &res) == 0 &&
+	        exited(&res, 0) && contains(res.output, "rc=1\n") &&
+	        atol(strstr(res.output, "rc=1\n") + 5) <= 8192,
+	    "/dev/shm cannot be filled past its size");
+	diag_output(res.output);
+	ok(run(mem, ws,
+	       "touch /dev/x 2>/dev/null && echo WROTE; mkdir /dev/d "
+	       "2>/dev/null && echo WROTE; echo x >/dev/null && echo devnull",
+	       10, &res) == 0 &&
+	        exited(&res, 0) && !contains(res.output, "WROTE") &&
+	        contains(res.output, "devnull"),
+	    "/dev is read-only (its devices work)");
+
+	free(path);
+	path = put("over.profile", "workspace rw\nmemory 64M\ntmpfs_size "
+	                           "60M\nshm_size 8M\n");
+	ok(sandbox_profile_load(scratch, "over", &p, &cause) == -1 &&
+	        contains(cause, "exceed memory"),
+	    "a profile whose tmpfs sizes exceed its memory is refused");
+	printf("# %s\n", cause ? cause : "");
+	free(cause);
+	sandbox_profile_free(p);
+
+	if (probe_path == NULL) {
+		skip("memfd", "no probe");
+		skip("sysvshm", "no probe");
+	} else if (cgroups) {
+		ok(run(mem, ws, "./escape-probe memfd 256", 30, &res) == 0 &&
+		        !contains(res.output, "memfd_done") &&
+		        max_of(res.output, "memfd_mib") < 64,
+		    "memfds (unmapped) cannot hold more than the memory "
+		    "cgroup's 64M");
+		printf("# memfd: most %ld MiB, limit %s\n",
+		    max_of(res.output, "memfd_mib"),
+		    res.limit ? res.limit : "none");
+		ok(run(mem, ws, "./escape-probe sysvshm 256", 30, &res) == 0 &&
+		        !contains(res.output, "sysvshm_done") &&
+		        max_of(res.output, "sysvshm_mib") < 64,
+		    "SysV shm (detached) cannot hold more than 64M either");
+		printf("# sysvshm: most %ld MiB, limit %s\n",
+		    max_of(res.output, "sysvshm_mib"),
+		    res.limit ? res.limit : "none");
+	} else {
+		ok(run(mem, ws, "./escape-probe memfd 256", 30, &res) == 0 &&
+		        contains(res.output, "memfd=ENOSYS") &&
+		        max_of(res.output, "memfd_mib") == -1,
+		    "without a cgroup memfd_create answers ENOSYS");
+		ok(run(mem, ws, "./escape-probe sysvshm 256", 30, &res) == 0 &&
+		        contains(res.output, "shmget=ENOSYS"),
+		    "without a cgroup shmget answers ENOSYS");
+	}
+
+	sandbox_profile_free(mem);
+	free(path);
+	sandbox_result_clear(&res);
+	free(ws);
+}
+
+/*
+ * Item 7 of issue 10: a fork storm stops at the command's own process
+ * limit, and another sandbox still starts while it rages.  Every process
+ * of the storm forks again as soon as a fork fails or its children end, so
+ * it holds all it may until the wall clock.  Without a pids
+ * cgroup, as root, nothing would stop it: not run then.
+ */
+static void
+test_fork_storm(int cgroups)
+{
+	struct sandbox_result res = {0};
+	struct sandbox_profile *storm;
+	char *ws = probe_workspace(), *path, verdict = '?';
+	int fds[2], st;
+	pid_t pid;
+
+	if (ws == NULL || (!cgroups && geteuid() == 0)) {
+		for (int i = 0; i < 3; i++)
+			skip("fork storm", ws == NULL
+			                       ? "no probe"
+			                       : "no pids cgroup, and as root "
+			                         "RLIMIT_NPROC does not hold");
+		free(ws);
+		return;
+	}
+	path = put("storm.profile", STORM_PROFILE);
+	storm = load(scratch, "storm");
+	if (pipe(fds) == -1)
+		fatal("pipe");
+	fflush(stdout);
+	if ((pid = fork()) == -1)
+		fatal("fork");
+	if (pid == 0) {
+		char v = 'n';
+
+		close(fds[0]);
+		if (run(storm, ws, "./escape-probe storm 4", 8, &res) == 0 &&
+		    contains(res.output, "storm_fork=EAGAIN"))
+			v = 'y';
+		else
+			printf("# storm: %.300s\n",
+			    res.output ? res.output : "(none)");
+		(void)write(fds[1], &v, 1);
+		fflush(stdout);
+		_exit(0);
+	}
+	close(fds[1]);
+	usleep(1500 * 1000);
+	ok(run(storm, ws, "echo alive", 10, &res) == 0 && exited(&res, 0) &&
+	        strcmp(res.output, "alive\n") == 0,
+	    "another sandbox starts during a fork storm");
+	(void)read(fds[0], &verdict, 1);
+	close(fds[0]);
+	while (waitpid(pid, &st, 0) == -1 && errno == EINTR)
+		;
+	ok(verdict == 'y', "the fork storm hit its process limit (EAGAIN)");
+	ok(run(storm, ws, "echo after", 10, &res) == 0 && exited(&res, 0),
+	    "... and sandboxes still start after it");
+
+	sandbox_profile_free(storm);
+	free(path);
+	sandbox_result_clear(&res);
+	free(ws);
+}
+
+/* mkdir -p for the fake cgroup trees. */
+static void
+mkdirs(const char *path)
+{
+	char *cmd = xasprintf("mkdir -p '%s'", path);
+
+	if (system(cmd) != 0)
+		fatal("%s", cmd);
+	free(cmd);
+}
+
+/*
+ * cgroup_host_detect on fake /proc/self/cgroup, mountinfo and cgroup
+ * trees: v2 is taken when delegated (controllers available, writable),
+ * and its controllers are enabled for the subgroups; v1 otherwise; none
+ * with a reason when neither has memory and pids.
+ */
+static void
+test_cgroup_detect(void)
+{
+	struct cgroup_host h;
+	char *cg, *mi, *dir, *text, *want;
+	FILE *f;
+
+	dir = xasprintf("%s/cg2/svc", scratch);
+	mkdirs(dir);
+	free(put("cg2/svc/cgroup.controllers", "cpu memory pids\n"));
+	free(put("cg2/svc/cgroup.subtree_control", ""));
+	free(put("cg2/svc/cgroup.procs", ""));
+	cg = put("proc-cgroup-v2", "0::/svc\n");
+	text = xasprintf("30 25 0:26 / %s/cg2 rw,nosuid - cgroup2 cgroup2 "
+	                 "rw,nsdelegate\n",
+	    scratch);
+	mi = put("mountinfo-v2", text);
+	free(text);
+	ok(cgroup_host_detect(cg, mi, &h) == 0 && h.mode == CGROUP_V2 &&
+	        h.memory != NULL && strcmp(h.memory, dir) == 0 &&
+	        h.pids == NULL,
+	    "cgroup v2: a delegated cgroup is used");
+	printf("# %s\n", h.what);
+	cgroup_host_clear(&h);
+	text = xasprintf("%s/cgroup.subtree_control", dir);
+	f = fopen(text, "r");
+	free(text);
+	text = xcalloc(1, 64);
+	if (f != NULL) {
+		(void)!fread(text, 1, 63, f);
+		fclose(f);
+	}
+	ok(strcmp(text, "+memory +pids") == 0,
+	    "cgroup v2: memory and pids are enabled for the subgroups");
+	free(text);
+	free(cg);
+	free(mi);
+
+	free(put("cg2/svc/cgroup.controllers", "cpu io\n"));
+	cg = put("proc-cgroup-v2", "0::/svc\n");
+	text =
+	    xasprintf("30 25 0:26 / %s/cg2 rw - cgroup2 cgroup2 rw\n", scratch);
+	mi = put("mountinfo-v2", text);
+	free(text);
+	ok(cgroup_host_detect(cg, mi, &h) == -1 && h.mode == CGROUP_NONE &&
+	        contains(h.what, "memory and pids controllers are not "
+	                         "available"),
+	    "cgroup v2 without the controllers: none, and why");
+	printf("# %s\n", h.what);
+	cgroup_host_clear(&h);
+	free(cg);
+	free(mi);
+
+	/* v1: memory and pids hierarchies, the unified one empty. */
+	free(dir);
+	dir = xasprintf("%s/v1/memory/svc", scratch);
+	mkdirs(dir);
+	free(put("v1/memory/svc/cgroup.procs", ""));
+	mkdirs(scratch); /* pids at the hierarchy's root */
+	text = xasprintf("%s/v1/pids", scratch);
+	mkdirs(text);
+	free(text);
+	free(put("v1/pids/cgroup.procs", ""));
+	cg = put("proc-cgroup-v1", "9:name=systemd:/\n8:pids:/\n"
+	                           "4:memory:/svc\n0::/\n");
+	text =
+	    xasprintf("40 25 0:30 / %s/v1/memory rw - cgroup cgroup rw,memory\n"
+	              "41 25 0:31 / %s/v1/pids rw - cgroup cgroup rw,pids\n"
+	              "42 25 0:32 / %s/nowhere rw - cgroup2 cgroup2 rw\n",
+	        scratch, scratch, scratch);
+	mi = put("mountinfo-v1", text);
+	free(text);
+	want = xasprintf("%s/v1/pids", scratch);
+	ok(cgroup_host_detect(cg, mi, &h) == 0 && h.mode == CGROUP_V1 &&
+	        strcmp(h.memory, dir) == 0 && h.pids != NULL &&
+	        strcmp(h.pids, want) == 0,
+	    "cgroup v1: the memory and pids hierarchies are used");
+	printf("# %s\n", h.what);
+	cgroup_host_clear(&h);
+	free(want);
+	free(cg);
+	free(mi);
+
+	cg = put("proc-cgroup-none", "0::/\n");
+	mi = put("mountinfo-none", "22 1 0:21 / /proc rw - proc proc rw\n");
+	ok(cgroup_host_detect(cg, mi, &h) == -1 && h.mode == CGROUP_NONE &&
+	        contains(h.what, "v2") && contains(h.what, "v1"),
+	    "no cgroup hierarchy: none, saying why for v2 and v1");
+	cgroup_host_clear(&h);
+	free(cg);
+	free(mi);
+	free(dir);
+}
+
 static void
 test_seccomp(const struct sandbox_profile *impl)
 {
@@ -740,6 +1102,7 @@ main(int argc, char **argv)
 	unsetenv("ORCH_BWRAP");
 
 	test_profiles();
+	test_cgroup_detect();
 	impl = load(profiles_dir, "implementing");
 	plan = load(profiles_dir, "planning");
 	test_basics(impl, plan);
@@ -748,6 +1111,21 @@ main(int argc, char **argv)
 	test_seccomp(impl);
 	test_timeouts(impl);
 	test_limits(impl);
+	/* Both ways: with the host's cgroups (if any), and without. */
+	for (int forced = 0; forced < 2; forced++) {
+		char *what = NULL;
+		int cgroups;
+
+		if (forced)
+			setenv("ORCH_SANDBOX_CGROUP", "none", 1);
+		cgroups = sandbox_limits(&what) != CGROUP_NONE;
+		printf("# limits: %s\n", what);
+		free(what);
+		test_sockets(impl, cgroups);
+		test_memory(cgroups);
+		test_fork_storm(cgroups);
+		unsetenv("ORCH_SANDBOX_CGROUP");
+	}
 	test_fail_closed(impl);
 	sandbox_profile_free(impl);
 	sandbox_profile_free(plan);

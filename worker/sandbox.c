@@ -10,8 +10,11 @@
  * with bwrap, a seccomp filter, a scrubbed environment and only fds 0-2.
  *
  * bwrap is exec'd directly (never through a shell) from a forked child that
- * first sets the rlimits, the descriptors and a process group of its own;
- * the parent reads the output, enforces the wall clock and reaps it.  If
+ * first joins the command's cgroups (cgroup.c, where the host has them),
+ * sets the rlimits, the descriptors and a process group of its own; bwrap
+ * waits once its namespaces exist until the parent gave the sandbox its
+ * process limit (sandbox_release); the parent then reads the output,
+ * enforces the wall clock, reaps it and removes the cgroups.  If
  * bwrap cannot be exec'd, or exits before it created the sandbox (it writes
  * "child-pid" on its --json-status-fd once the namespaces exist), the run
  * fails and nothing has run anywhere.
@@ -23,6 +26,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -40,6 +44,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <linux/netlink.h>
 #include <seccomp.h>
 
 #include "common.h"
@@ -49,9 +54,13 @@
 #define SANDBOX_DEFAULT_PATH "/usr/local/bin:/usr/bin:/bin"
 #define SANDBOX_TMPFS_MIN    (1024 * 1024)
 #define SANDBOX_TMPFS_MAX    (64ULL * 1024 * 1024 * 1024)
-#define SANDBOX_GRACE_MS     2000 /* SIGTERM to SIGKILL */
-#define SANDBOX_DRAIN_MS     1000 /* output read after bwrap was reaped */
-#define SANDBOX_CHECK_S      10   /* the sandbox_check probe's wall clock */
+#define SANDBOX_MEMORY_MIN   (16ULL * 1024 * 1024)
+#define SANDBOX_MEMORY_DFLT  (2ULL << 30)
+#define SANDBOX_SHM_DFLT     (64ULL * 1024 * 1024)
+#define SANDBOX_GRACE_MS     2000  /* SIGTERM to SIGKILL */
+#define SANDBOX_DRAIN_MS     1000  /* output read after bwrap was reaped */
+#define SANDBOX_CHECK_S      10    /* the sandbox_check probe's wall clock */
+#define SANDBOX_SETUP_MS     30000 /* bwrap's setup, before the command */
 #define PROFILE_MAX_LINE     4096
 #define PROFILE_MAX_STAGE    64
 
@@ -65,7 +74,8 @@
  */
 #define CHILD_SECCOMP_FD 3
 #define CHILD_STATUS_FD  4
-#define CHILD_FIRST_FREE 5
+#define CHILD_BLOCK_FD   5
+#define CHILD_FIRST_FREE 6
 #define CHILD_SRC_MIN    10 /* parent-side copies live above this */
 
 enum mount_kind {
@@ -106,12 +116,15 @@ static const struct rlimit_def rlimit_defs[] = {
     {"cpu", RLIMIT_CPU, UNIT_SECONDS, 1, 600},
     {"core", RLIMIT_CORE, UNIT_SIZE, 0, 0},
 };
-#define NRLIMITS nitems(rlimit_defs)
+#define NRLIMITS         nitems(rlimit_defs)
+#define RLIMIT_NPROC_IDX 1 /* "nproc" in rlimit_defs: the pids budget */
 
 struct sandbox_profile {
 	char *file; /* for messages */
 	int workspace_rw;
 	uint64_t tmpfs_size;
+	uint64_t shm_size; /* /dev/shm */
+	uint64_t memory;   /* the whole command: processes, tmpfs, shm */
 	struct sandbox_mount *mounts;
 	size_t nmounts;
 	char **env; /* NAME=VALUE, after the fixed ones */
@@ -365,6 +378,8 @@ split_words(char *line, char **words, size_t max)
 struct parse_state {
 	int seen_workspace;
 	int seen_tmpfs;
+	int seen_shm;
+	int seen_memory;
 	int seen_network;
 	int seen_rlimit[NRLIMITS];
 };
@@ -414,20 +429,30 @@ profile_line(struct sandbox_profile *p, struct parse_state *st, char *line)
 		p->workspace_rw = strcmp(w[1], "rw") == 0;
 		return NULL;
 	}
-	if (strcmp(w[0], "tmpfs_size") == 0) {
-		uint64_t v;
+	if (strcmp(w[0], "tmpfs_size") == 0 || strcmp(w[0], "shm_size") == 0 ||
+	    strcmp(w[0], "memory") == 0) {
+		int *seen = w[0][0] == 't'   ? &st->seen_tmpfs
+		            : w[0][0] == 's' ? &st->seen_shm
+		                             : &st->seen_memory;
+		uint64_t v, min = w[0][0] == 'm' ? SANDBOX_MEMORY_MIN
+		                                 : SANDBOX_TMPFS_MIN;
 
-		if (st->seen_tmpfs)
-			return xasprintf("duplicate tmpfs_size line");
+		if (*seen)
+			return xasprintf("duplicate %s line", w[0]);
 		if (n != 2)
-			return xasprintf("tmpfs_size wants one size");
-		if (parse_size(w[1], &v) == -1 || v < SANDBOX_TMPFS_MIN ||
+			return xasprintf("%s wants one size", w[0]);
+		if (parse_size(w[1], &v) == -1 || v < min ||
 		    v > SANDBOX_TMPFS_MAX)
-			return xasprintf("bad size \"%s\" (1M to 64G, with an "
+			return xasprintf("bad size \"%s\" (%s to 64G, with an "
 			                 "optional K, M, G or T)",
-			    w[1]);
-		st->seen_tmpfs = 1;
-		p->tmpfs_size = v;
+			    w[1], min == SANDBOX_MEMORY_MIN ? "16M" : "1M");
+		*seen = 1;
+		if (w[0][0] == 't')
+			p->tmpfs_size = v;
+		else if (w[0][0] == 's')
+			p->shm_size = v;
+		else
+			p->memory = v;
 		return NULL;
 	}
 	if (strcmp(w[0], "network") == 0) {
@@ -537,6 +562,8 @@ sandbox_profile_load(const char *dir, const char *stage,
 	p = xcalloc(1, sizeof *p);
 	p->file = xasprintf("%s/%s.profile", dir, stage);
 	p->tmpfs_size = 64 * 1024 * 1024;
+	p->shm_size = SANDBOX_SHM_DFLT;
+	p->memory = SANDBOX_MEMORY_DFLT;
 	for (size_t i = 0; i < NRLIMITS; i++)
 		p->rlimits[i] = rlimit_defs[i].dflt;
 	memset(&st, 0, sizeof st);
@@ -584,6 +611,21 @@ sandbox_profile_load(const char *dir, const char *stage,
 	if (!st.seen_workspace) {
 		*cause = xasprintf("%s:%u: no workspace line (workspace rw|ro)",
 		    p->file, lineno);
+		goto fail;
+	}
+	/*
+	 * The tmpfs are memory: what a command writes there counts against
+	 * its memory like what it allocates (the cgroup charges both).
+	 * Without cgroups their sizes are all that bounds them, so together
+	 * they must fit the budget.
+	 */
+	if (p->tmpfs_size + p->shm_size > p->memory) {
+		*cause = xasprintf(
+		    "%s: tmpfs_size + shm_size (%llu MiB) exceed "
+		    "memory (%llu MiB)",
+		    p->file,
+		    (unsigned long long)((p->tmpfs_size + p->shm_size) >> 20),
+		    (unsigned long long)(p->memory >> 20));
 		goto fail;
 	}
 	*out = p;
@@ -699,7 +741,41 @@ static const char *const seccomp_denied[] = {
     "io_uring_setup",
     "io_uring_enter",
     "io_uring_register",
+    /* Memory that is neither in the address space nor in a cgroup's view. */
+    "memfd_secret",
 };
+
+/*
+ * Without a memory cgroup nothing counts memory that is in no process's
+ * address space: a memfd or a SysV shared memory segment filled and
+ * unmapped escapes RLIMIT_AS (and the OOM killer, which looks at RSS).
+ * Then they answer ENOSYS, as on an old kernel, so that programs fall back
+ * (to a file in /tmp or /dev/shm, which are sized tmpfs).  "ipc" is the
+ * i386 multiplexer for the SysV calls.
+ */
+static const char *const seccomp_nocgroup[] = {
+    "memfd_create",
+    "shmget",
+    "ipc",
+};
+
+/*
+ * The socket families a build or a test suite needs: AF_UNIX, and
+ * AF_INET/AF_INET6, which in the sandbox's empty network namespace reach
+ * only its own loopback.  Every other family is refused: some are not
+ * isolated by a network namespace at all (AF_VSOCK reaches the hypervisor,
+ * CID 2, and other VMs), others are kernel attack surface no build needs
+ * (AF_PACKET, AF_BLUETOOTH, AF_ALG, AF_RDS, AF_TIPC, ...).
+ *
+ * AF_NETLINK is allowed, for NETLINK_ROUTE only: glibc's getaddrinfo
+ * (AI_ADDRCONFIG) and getifaddrs(), hence Node's os.networkInterfaces(),
+ * Python's and Go's interface lists, ask it which addresses exist, and
+ * route netlink is per network namespace (it sees the sandbox's loopback
+ * only; changing anything needs CAP_NET_ADMIN, which the sandbox lacks).
+ * The other netlink protocols (audit, uevents, generic netlink families
+ * that are not per namespace, sock_diag, ...) are refused.
+ */
+static const int socket_allowed[] = {AF_UNIX, AF_INET, AF_INET6, AF_NETLINK};
 
 /* Namespace flags clone(2) may not be given (same reason as unshare). */
 static const unsigned long clone_ns_flags[] = {
@@ -713,8 +789,55 @@ static const unsigned long clone_ns_flags[] = {
 };
 
 /*
+ * socket(2) and socketpair(2) refuse every family but socket_allowed, and
+ * netlink but NETLINK_ROUTE.  The family is compared on all 64 bits: a
+ * value with high bits set is >= AF_MAX and refused, whatever its low
+ * bits (the kernel would read them as an int).  i386's socketcall(2)
+ * multiplexer passes its arguments in memory, out of the filter's sight:
+ * it answers ENOSYS (glibc uses the direct calls, which are filtered).
+ */
+static int
+seccomp_sockets(scmp_filter_ctx ctx)
+{
+	static const char *const calls[] = {"socket", "socketpair"};
+	int rc, nr;
+
+	for (size_t c = 0; c < nitems(calls); c++) {
+		nr = seccomp_syscall_resolve_name(calls[c]);
+		for (int af = 0; af < AF_MAX; af++) {
+			int allowed = 0;
+
+			for (size_t i = 0; i < nitems(socket_allowed); i++)
+				allowed |= af == socket_allowed[i];
+			if (allowed)
+				continue;
+			if ((rc = seccomp_rule_add(ctx,
+			         SCMP_ACT_ERRNO(EAFNOSUPPORT), nr, 1,
+			         SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)af))) < 0)
+				return rc;
+		}
+		if ((rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT),
+		         nr, 1, SCMP_A0(SCMP_CMP_GE, (scmp_datum_t)AF_MAX))) <
+		    0)
+			return rc;
+		if ((rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPROTONOSUPPORT),
+		         nr, 2, SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)AF_NETLINK),
+		         SCMP_A2(SCMP_CMP_NE, (scmp_datum_t)NETLINK_ROUTE))) <
+		    0)
+			return rc;
+	}
+	nr = seccomp_syscall_resolve_name("socketcall");
+	if (nr != __NR_SCMP_ERROR &&
+	    (rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), nr, 0)) < 0)
+		return rc;
+	return 0;
+}
+
+/*
  * Build the filter and export it as BPF into a memfd for bwrap's
- * --seccomp.  Default allow; the rules above return EPERM.
+ * --seccomp.  Default allow; the rules above return EPERM, the socket
+ * rules EAFNOSUPPORT or EPROTONOSUPPORT, and with nocgroup (no memory
+ * cgroup counts the command) seccomp_nocgroup's calls ENOSYS.
  *
  * Architectures: the native one and, on x86_64, also i386 and x32, which
  * a process can reach from an x86_64 kernel (int 0x80, the x32 syscall
@@ -732,7 +855,7 @@ static const unsigned long clone_ns_flags[] = {
  * refused above.
  */
 static int
-seccomp_memfd(char **cause)
+seccomp_memfd(int nocgroup, char **cause)
 {
 	scmp_filter_ctx ctx;
 	int fd = -1, rc;
@@ -776,6 +899,17 @@ seccomp_memfd(char **cause)
 	}
 	if ((rc = seccomp_rule_add(
 	         ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0)) < 0)
+		goto fail;
+	for (size_t i = 0; nocgroup && i < nitems(seccomp_nocgroup); i++) {
+		int nr = seccomp_syscall_resolve_name(seccomp_nocgroup[i]);
+
+		if (nr == __NR_SCMP_ERROR)
+			continue;
+		if ((rc = seccomp_rule_add(
+		         ctx, SCMP_ACT_ERRNO(ENOSYS), nr, 0)) < 0)
+			goto fail;
+	}
+	if ((rc = seccomp_sockets(ctx)) < 0)
 		goto fail;
 
 	if ((fd = memfd_create("orch-seccomp", MFD_CLOEXEC)) == -1) {
@@ -891,8 +1025,11 @@ capture_string(const struct capture *c, size_t *dropped)
 
 struct spawn {
 	pid_t pid;
-	int out;    /* read end of the stdout+stderr pipe */
-	int status; /* read end of bwrap's --json-status-fd pipe */
+	int out;       /* read end of the stdout+stderr pipe */
+	int status;    /* read end of bwrap's --json-status-fd pipe */
+	int block;     /* write end of bwrap's --block-fd pipe, or -1 */
+	char st[4096]; /* what was read of the status so far */
+	size_t stlen;
 };
 
 /* Move fd above CHILD_SRC_MIN, close-on-exec; -1 on failure. */
@@ -913,10 +1050,10 @@ fd_high(int fd)
  * (the worker may have threads).  On failure the step and errno go to
  * errfd and the child exits.
  */
-static void __attribute__((noreturn))
-child_exec(const char *bwrap, char *const argv[], char *const envp[],
-    const struct rlimit *rl, const int *rl_res, size_t nrl, int devnull,
-    int out_w, int secfd, int status_w, int errfd, pid_t parent)
+static void __attribute__((noreturn)) child_exec(const char *bwrap,
+    char *const argv[], char *const envp[], const struct rlimit *rl,
+    const int *rl_res, size_t nrl, int devnull, int out_w, int secfd,
+    int status_w, int block_r, const int *cgfd, int errfd, pid_t parent)
 {
 	struct sigaction sa;
 	sigset_t none;
@@ -933,6 +1070,15 @@ child_exec(const char *bwrap, char *const argv[], char *const envp[],
 	report[0] = 1;
 	if (setpgid(0, 0) == -1)
 		goto fail;
+	/*
+	 * Into the command's cgroups ("0" is the writer itself) before bwrap
+	 * runs: everything it starts is born inside.
+	 */
+	report[0] = 7;
+	for (int i = 0; i < 2; i++) {
+		if (cgfd[i] != -1 && write(cgfd[i], "0", 1) != 1)
+			goto fail;
+	}
 
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = SIG_DFL;
@@ -951,6 +1097,8 @@ child_exec(const char *bwrap, char *const argv[], char *const envp[],
 		goto fail;
 	if (secfd != -1 && dup2(secfd, CHILD_SECCOMP_FD) == -1)
 		goto fail;
+	if (block_r != -1 && dup2(block_r, CHILD_BLOCK_FD) == -1)
+		goto fail;
 	/*
 	 * Everything else is close-on-exec (errfd must live until the exec);
 	 * without CLOSE_RANGE_CLOEXEC (Linux < 5.11) mark them one by one.
@@ -967,6 +1115,8 @@ child_exec(const char *bwrap, char *const argv[], char *const envp[],
 	}
 	if (secfd == -1)
 		(void)close(CHILD_SECCOMP_FD);
+	if (block_r == -1)
+		(void)close(CHILD_BLOCK_FD);
 
 	/*
 	 * Soft and hard limits, so the command cannot raise them again.  A
@@ -1004,31 +1154,42 @@ static const char *const child_steps[] = {
     "closing descriptors",
     "setrlimit",
     "exec",
+    "joining the cgroup",
 };
 
 /*
  * Fork and exec bwrap with argv, the rlimits of p (if any) and the
- * seccomp fd (or -1).  bwrap's own environment is only BWRAP_ENV_PATH:
- * the sandbox can read it at /proc/1/environ (pid 1 is bwrap's init), so
- * --clearenv alone would still show it the worker's secrets.
+ * seccomp fd (or -1), in the cgroups of cg (if any).  With p, bwrap
+ * blocks (--block-fd) once the sandbox exists until sandbox_release.
+ * bwrap's own environment is only BWRAP_ENV_PATH: the sandbox can read it
+ * at /proc/1/environ (pid 1 is bwrap's init), so --clearenv alone would
+ * still show it the worker's secrets.
+ *
+ * RLIMIT_NPROC is not set here but by sandbox_release: see there.
  */
 static int
 sandbox_spawn(const char *bwrap, struct argv *args,
-    const struct sandbox_profile *p, int secfd, struct spawn *sp, char **cause)
+    const struct sandbox_profile *p, int secfd, const struct cgroup_cmd *cg,
+    struct spawn *sp, char **cause)
 {
 	char *const envp[] = {(char *)BWRAP_ENV_PATH, NULL};
 	struct rlimit rl[NRLIMITS];
 	int rl_res[NRLIMITS];
 	size_t nrl = 0;
 	int devnull = -1, outp[2] = {-1, -1}, stp[2] = {-1, -1};
-	int errp[2] = {-1, -1}, report[2], saved, sec = -1;
+	int errp[2] = {-1, -1}, blk[2] = {-1, -1}, report[2], saved, sec = -1;
+	int cgfd[2] = {-1, -1};
 	sigset_t all, old;
 	ssize_t n;
 	pid_t pid, self = getpid();
 
 	sp->pid = -1;
-	sp->out = sp->status = -1;
+	sp->out = sp->status = sp->block = -1;
+	sp->stlen = 0;
+	sp->st[0] = '\0';
 	for (size_t i = 0; p != NULL && i < NRLIMITS; i++) {
+		if (rlimit_defs[i].resource == RLIMIT_NPROC)
+			continue;
 		rl_res[nrl] = rlimit_defs[i].resource;
 		rl[nrl].rlim_cur = rl[nrl].rlim_max = p->rlimits[i];
 		/*
@@ -1047,9 +1208,23 @@ sandbox_spawn(const char *bwrap, struct argv *args,
 		goto fail;
 	}
 	if (pipe2(outp, O_CLOEXEC) == -1 || pipe2(stp, O_CLOEXEC) == -1 ||
-	    pipe2(errp, O_CLOEXEC) == -1) {
+	    pipe2(errp, O_CLOEXEC) == -1 ||
+	    (p != NULL && pipe2(blk, O_CLOEXEC) == -1)) {
 		*cause = xasprintf("pipe: %s", strerror(errno));
 		goto fail;
+	}
+	if (p != NULL && ((blk[0] = fd_high(blk[0])) == -1 ||
+	                     (blk[1] = fd_high(blk[1])) == -1)) {
+		*cause = xasprintf("dup: %s", strerror(errno));
+		goto fail;
+	}
+	for (int i = 0; cg != NULL && i < 2; i++) {
+		if (cg->procs[i] != -1 &&
+		    (cgfd[i] = fcntl(
+		         cg->procs[i], F_DUPFD_CLOEXEC, CHILD_SRC_MIN)) == -1) {
+			*cause = xasprintf("dup: %s", strerror(errno));
+			goto fail;
+		}
 	}
 	outp[0] = fd_high(outp[0]);
 	outp[1] = fd_high(outp[1]);
@@ -1072,7 +1247,7 @@ sandbox_spawn(const char *bwrap, struct argv *args,
 	pid = fork();
 	if (pid == 0)
 		child_exec(bwrap, args->v, envp, rl, rl_res, nrl, devnull,
-		    outp[1], sec, stp[1], errp[1], self);
+		    outp[1], sec, stp[1], blk[0], cgfd, errp[1], self);
 	saved = errno;
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	if (pid == -1) {
@@ -1109,9 +1284,16 @@ sandbox_spawn(const char *bwrap, struct argv *args,
 	close(devnull);
 	if (sec != -1)
 		close(sec);
+	if (blk[0] != -1)
+		close(blk[0]);
+	for (int i = 0; i < 2; i++) {
+		if (cgfd[i] != -1)
+			close(cgfd[i]);
+	}
 	sp->pid = pid;
 	sp->out = outp[0];
 	sp->status = stp[0];
+	sp->block = blk[1];
 	return 0;
 
 fail:
@@ -1123,6 +1305,10 @@ fail:
 			close(stp[i]);
 		if (errp[i] != -1)
 			close(errp[i]);
+		if (blk[i] != -1)
+			close(blk[i]);
+		if (cgfd[i] != -1)
+			close(cgfd[i]);
 	}
 	if (devnull != -1)
 		close(devnull);
@@ -1228,18 +1414,122 @@ sandbox_watch(struct spawn *sp, uint64_t timeout_ms, void (*heartbeat)(void *),
 
 /* Did bwrap get as far as creating the sandbox? */
 static int
-sandbox_started(int fd)
+sandbox_started(struct spawn *sp)
 {
-	char buf[4096];
-	size_t len = 0;
 	ssize_t n;
 
-	fcntl(fd, F_SETFL, O_NONBLOCK);
-	while (len < sizeof buf - 1 &&
-	       (n = read(fd, buf + len, sizeof buf - 1 - len)) > 0)
-		len += (size_t)n;
-	buf[len] = '\0';
-	return strstr(buf, "\"child-pid\"") != NULL;
+	fcntl(sp->status, F_SETFL, O_NONBLOCK);
+	while (sp->stlen < sizeof sp->st - 1 &&
+	       (n = read(sp->status, sp->st + sp->stlen,
+	            sizeof sp->st - 1 - sp->stlen)) > 0)
+		sp->stlen += (size_t)n;
+	sp->st[sp->stlen] = '\0';
+	return strstr(sp->st, "\"child-pid\"") != NULL;
+}
+
+/* The sandbox's first pid from bwrap's status so far, or -1. */
+static long
+status_child_pid(const struct spawn *sp)
+{
+	const char *p = strstr(sp->st, "\"child-pid\"");
+	char *end;
+	long pid;
+
+	if (p == NULL)
+		return -1;
+	p += strlen("\"child-pid\"");
+	p += strspn(p, " \t:");
+	pid = strtol(p, &end, 10);
+	/* The number must be whole: a non-digit after it. */
+	if (end == p || *end == '\0' || pid <= 1)
+		return -1;
+	return pid;
+}
+
+/*
+ * Between bwrap's creating the sandbox and its starting the command (it
+ * waits on --block-fd): read the sandbox's first pid from the status, give
+ * that process the command's RLIMIT_NPROC, let it go on.
+ *
+ * Why here and not before exec'ing bwrap: the kernel counts RLIMIT_NPROC
+ * per user *and user namespace*, and checks each parent namespace's count
+ * against the limit that namespace was created with.  Set before bwrap,
+ * the host's level counts every process of the user against the command's
+ * budget: a desktop session of 256 processes could start no sandbox, and
+ * one command's fork storm would stop every other task's commands (bwrap:
+ * Can't fork).  Set here, on the sandbox's first process, the budget
+ * counts only the processes of the sandbox's own user namespace, and the
+ * host's level keeps the user's own limit.  As root it binds nothing (the
+ * kernel exempts uid 0): that is what the pids cgroup is for.
+ *
+ * On any failure the sandbox is killed before it is released, so that no
+ * command runs without its limit.  0; or -1, with *cause unless bwrap
+ * failed by itself (sandbox_started then tells).
+ */
+static int
+sandbox_release(struct spawn *sp, uint64_t nproc, char **cause)
+{
+	uint64_t deadline = now_ms() + SANDBOX_SETUP_MS;
+	struct rlimit want, cur;
+	long pid = -1;
+
+	*cause = NULL;
+	while ((pid = status_child_pid(sp)) == -1) {
+		struct pollfd pfd;
+		uint64_t now = now_ms();
+		ssize_t n;
+
+		if (now >= deadline) {
+			*cause = xasprintf("bubblewrap did not set up the "
+			                   "sandbox within %d s",
+			    SANDBOX_SETUP_MS / 1000);
+			goto fail;
+		}
+		pfd.fd = sp->status;
+		pfd.events = POLLIN;
+		if (poll(&pfd, 1, (int)(deadline - now)) == -1) {
+			if (errno == EINTR)
+				continue;
+			fatal("poll");
+		}
+		if (pfd.revents == 0)
+			continue;
+		n = read(sp->status, sp->st + sp->stlen,
+		    sizeof sp->st - 1 - sp->stlen);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			goto fail; /* bwrap gave up: its message is the output
+			            */
+		sp->stlen += (size_t)n;
+		sp->st[sp->stlen] = '\0';
+		if (sp->stlen == sizeof sp->st - 1) {
+			*cause = xasprintf("bubblewrap's status is too long");
+			goto fail;
+		}
+	}
+
+	want.rlim_cur = want.rlim_max = nproc;
+	if (prlimit((pid_t)pid, RLIMIT_NPROC, NULL, &cur) == -1)
+		goto fail_errno;
+	if (cur.rlim_max != RLIM_INFINITY && want.rlim_max > cur.rlim_max)
+		want.rlim_cur = want.rlim_max = cur.rlim_max;
+	if (prlimit((pid_t)pid, RLIMIT_NPROC, &want, NULL) == -1)
+		goto fail_errno;
+	if (write(sp->block, "x", 1) != 1)
+		goto fail_errno;
+	close(sp->block);
+	sp->block = -1;
+	return 0;
+
+fail_errno:
+	*cause = xasprintf("setting the sandbox's process limit (pid %ld): %s",
+	    pid, strerror(errno));
+fail:
+	kill(-sp->pid, SIGKILL);
+	close(sp->block);
+	sp->block = -1;
+	return -1;
 }
 
 /* At most max bytes of s on one line, for a cause. */
@@ -1317,7 +1607,21 @@ argv_build(struct argv *a, const char *bwrap, const struct sandbox_profile *p,
 	}
 	argv_add(a, "--proc");
 	argv_add(a, "/proc");
+	/*
+	 * Every writable tmpfs has a size (an unsized one may take half the
+	 * host's memory).  bwrap's --dev is an unsized tmpfs holding the
+	 * device nodes and an empty shm directory: a sized tmpfs goes over
+	 * /dev/shm, and /dev itself is made read-only (the device nodes are
+	 * bind mounts of their own and stay usable).
+	 */
 	argv_add(a, "--dev");
+	argv_add(a, "/dev");
+	snprintf(size, sizeof size, "%llu", (unsigned long long)p->shm_size);
+	argv_add(a, "--size");
+	argv_add(a, size);
+	argv_add(a, "--tmpfs");
+	argv_add(a, "/dev/shm");
+	argv_add(a, "--remount-ro");
 	argv_add(a, "/dev");
 	snprintf(size, sizeof size, "%llu", (unsigned long long)p->tmpfs_size);
 	argv_add(a, "--size");
@@ -1392,11 +1696,53 @@ argv_build(struct argv *a, const char *bwrap, const struct sandbox_profile *p,
 	}
 	argv_add(a, "--seccomp");
 	argv_add(a, "3");
+	argv_add(a, "--block-fd");
+	argv_add(a, "5");
 	argv_add(a, "--");
 	argv_add(a, "/bin/sh");
 	argv_add(a, "-c");
 	argv_add(a, command);
 	return 0;
+}
+
+/*
+ * What enforces the memory and process limits here; see cgroup.c.
+ * ORCH_SANDBOX_CGROUP=none (a test and diagnostic aid, like ORCH_BWRAP)
+ * takes the way without cgroups even where they are available.
+ */
+static void
+limits_host(struct cgroup_host *h)
+{
+	const char *env = getenv("ORCH_SANDBOX_CGROUP");
+
+	if (env != NULL && strcmp(env, "none") == 0) {
+		memset(h, 0, sizeof *h);
+		h->mode = CGROUP_NONE;
+		h->what = xstrdup("ORCH_SANDBOX_CGROUP=none");
+		return;
+	}
+	(void)cgroup_host_detect(
+	    "/proc/self/cgroup", "/proc/self/mountinfo", h);
+}
+
+int
+sandbox_limits(char **what)
+{
+	struct cgroup_host h;
+	int mode;
+
+	limits_host(&h);
+	mode = h.mode;
+	if (mode == CGROUP_NONE)
+		*what = xasprintf(
+		    "no cgroup (%s): tmpfs sizes, no memfd_create or SysV shm, "
+		    "a process limit per sandbox%s",
+		    h.what,
+		    geteuid() == 0 ? "; as root NO process limit holds" : "");
+	else
+		*what = xstrdup(h.what);
+	cgroup_host_clear(&h);
+	return mode;
 }
 
 void
@@ -1417,11 +1763,16 @@ sandbox_run(const struct sandbox_profile *p, const char *workspace,
 	struct argv a = {NULL, 0, 0};
 	struct spawn sp;
 	struct capture *cap = NULL;
-	char *bwrap = NULL, *ws = NULL;
+	struct cgroup_host host;
+	struct cgroup_cmd cg;
+	char *bwrap = NULL, *ws = NULL, *why = NULL;
+	const char *hit;
 	int secfd = -1, status, timed_out, rc = -1;
 	uint64_t start;
 
 	memset(res, 0, sizeof *res);
+	memset(&host, 0, sizeof host);
+	cgroup_cmd_init(&cg);
 	if (timeout_s == 0) {
 		*cause = xasprintf("sandbox: timeout must be at least 1 s");
 		return -1;
@@ -1435,18 +1786,30 @@ sandbox_run(const struct sandbox_profile *p, const char *workspace,
 	}
 	if (argv_build(&a, bwrap, p, ws, command, cause) == -1)
 		goto out;
-	if ((secfd = seccomp_memfd(cause)) == -1)
+	limits_host(&host);
+	log_debug("sandbox: limits by %s", host.what);
+	if (cgroup_cmd_create(&host, p->memory, p->rlimits[RLIMIT_NPROC_IDX],
+	        &cg, cause) == -1)
+		goto out;
+	if ((secfd = seccomp_memfd(host.mode == CGROUP_NONE, cause)) == -1)
 		goto out;
 
 	start = now_ms();
-	if (sandbox_spawn(bwrap, &a, p, secfd, &sp, cause) == -1)
+	if (sandbox_spawn(bwrap, &a, p, secfd, &cg, &sp, cause) == -1)
 		goto out;
 	cap = xmalloc(sizeof *cap);
 	memset(cap, 0, sizeof *cap);
+	(void)sandbox_release(&sp, p->rlimits[RLIMIT_NPROC_IDX], &why);
 	sandbox_watch(&sp, (uint64_t)timeout_s * 1000, heartbeat, arg, cap,
 	    &status, &timed_out);
 
-	if (!sandbox_started(sp.status)) {
+	if (why != NULL) {
+		*cause = xasprintf("sandbox: %s", why);
+		close(sp.out);
+		close(sp.status);
+		goto out;
+	}
+	if (!sandbox_started(&sp)) {
 		size_t dropped;
 		char *o = capture_string(cap, &dropped), *line;
 
@@ -1487,9 +1850,15 @@ sandbox_run(const struct sandbox_profile *p, const char *workspace,
 			res->limit = xstrdup("fsize");
 	} else if (WIFSIGNALED(status))
 		res->signal = WTERMSIG(status);
+	/* The cgroup's counters say when memory or pids stopped it. */
+	if (res->limit == NULL && (hit = cgroup_cmd_limit(&cg, host.mode)))
+		res->limit = xstrdup(hit);
 	rc = 0;
 
 out:
+	cgroup_cmd_destroy(&cg);
+	cgroup_host_clear(&host);
+	free(why);
 	if (secfd != -1)
 		close(secfd);
 	free(cap);
@@ -1589,12 +1958,12 @@ sandbox_check(char **cause)
 	argv_add(&a, "/dev");
 	argv_add(&a, "--");
 	argv_add(&a, "true");
-	if (sandbox_spawn(bwrap, &a, NULL, -1, &sp, cause) == -1)
+	if (sandbox_spawn(bwrap, &a, NULL, -1, NULL, &sp, cause) == -1)
 		goto out;
 	cap = xcalloc(1, sizeof *cap);
 	sandbox_watch(
 	    &sp, SANDBOX_CHECK_S * 1000, NULL, NULL, cap, &status, &timed_out);
-	started = sandbox_started(sp.status);
+	started = sandbox_started(&sp);
 	close(sp.out);
 	close(sp.status);
 	o = capture_string(cap, &dropped);

@@ -1,8 +1,11 @@
 #!/bin/bash
 # The escape suite (escape.sh) as an unprivileged user, where it matters:
-# RLIMIT_NPROC binds only a user that is not root, so the fork bomb is only
-# tried there, and a service running as a normal user is how it is meant to
-# be deployed.
+# a service running as a normal user is how it is meant to be deployed, and
+# such a user has no cgroups to make (no delegation here), so this is where
+# the limits without cgroups are tried: sized tmpfs, memfd_create and SysV
+# shm refused, RLIMIT_NPROC per sandbox (a fork storm in one sandbox while
+# another starts).  test-sandbox (next to the escape probe in the build
+# tree) runs first as the same user; its results are reported by escape.sh.
 #
 # As root: creates the user orchtest if it is missing (useradd -m), and runs
 # escape.sh as that user with the test's variables, a TMPDIR of its own, and
@@ -38,6 +41,10 @@ as_user() { runuser -u "$USER_NAME" -- "$@"; }
 
 sup=$ORCH_SUPERVISOR worker=$ORCH_WORKER_PATH
 profiles=$ORCH_SANDBOX_PROFILES_DIR tests=$ORCH_TESTS_DIR
+probe=${ORCH_ESCAPE_PROBE:-}
+tsb=
+[ -n "$probe" ] && tsb=$(dirname "$(dirname "$probe")")/test-sandbox
+[ -n "$tsb" ] && [ -x "$tsb" ] || tsb=
 # What the user cannot reach is copied where it can (the binaries find
 # nothing beside themselves: the worker and the profiles are named).
 if ! as_user test -x "$sup" || ! as_user test -x "$worker"; then
@@ -45,6 +52,12 @@ if ! as_user test -x "$sup" || ! as_user test -x "$worker"; then
 	cp "$sup" "$worker" "$W/bin/"
 	chmod 755 "$W/bin" "$W/bin/"*
 	sup=$W/bin/$(basename "$sup") worker=$W/bin/$(basename "$worker")
+fi
+if [ -n "$tsb" ] && { ! as_user test -x "$tsb" || ! as_user test -x "$probe"; }; then
+	mkdir -p "$W/tbin"
+	cp "$tsb" "$probe" "$W/tbin/"
+	chmod 755 "$W/tbin" "$W/tbin/"*
+	tsb=$W/tbin/test-sandbox probe=$W/tbin/$(basename "$probe")
 fi
 if ! as_user test -r "$profiles/implementing.profile"; then
 	cp -r "$profiles" "$W/profiles"
@@ -64,6 +77,13 @@ as_user bwrap --unshare-all --ro-bind / / true >/dev/null 2>&1 ||
 	skip "bubblewrap does not work for $USER_NAME (unprivileged user namespaces off?)"
 
 cd "$W/tmp" || exit 1
+tap=
+if [ -n "$tsb" ]; then
+	tap=$W/tmp/test-sandbox.tap
+	as_user env -i PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 \
+		TMPDIR="$W/tmp" "$tsb" "$profiles" "$probe" >"$tap" 2>&1
+	chmod 644 "$tap"
+fi
 as_user env -i \
 	PATH=/usr/local/bin:/usr/bin:/bin \
 	HOME="$(getent passwd "$USER_NAME" | cut -d: -f6)" \
@@ -71,6 +91,7 @@ as_user env -i \
 	TMPDIR="$W/tmp" \
 	NO_COLOR=1 \
 	${ESCAPE_SHOW:+ESCAPE_SHOW=1} \
+	${tap:+ESCAPE_SANDBOX_TAP="$tap"} \
 	ORCH_SUPERVISOR="$sup" \
 	ORCH_WORKER_PATH="$worker" \
 	ORCH_SANDBOX_PROFILES_DIR="$profiles" \

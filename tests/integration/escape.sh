@@ -6,12 +6,17 @@
 # symlinks planted by an earlier command, a symlinked parent directory),
 # write the repository's .git, kill the supervisor or everything, see the
 # host's processes, and exhaust the machine (fork bomb, memory, output,
-# a command that ignores SIGTERM, a daemon that double-forks).  Each attempt
-# must fail harmlessly, the task must complete, and the host must be as it
-# was: what each command produced is read back from the journal.
+# a command that ignores SIGTERM, a daemon that double-forks, /dev/shm,
+# memfds, other socket families).  Each attempt must fail harmlessly, the
+# task must complete, and the host must be as it was: what each command
+# produced is read back from the journal.
 #
-# Runs as root or as an unprivileged user (escape-unprivileged.sh); the
-# fork bomb only as the latter, since RLIMIT_NPROC does not bind root.
+# Runs as root (with cgroup v1 here: the per-command memory and pids
+# cgroups) or as an unprivileged user (escape-unprivileged.sh: no cgroups,
+# so the way without them).  The fork bomb is not run as root without a
+# pids cgroup, where nothing would stop it.  ESCAPE_SANDBOX_TAP, when set,
+# names the TAP output of test-sandbox run as the same user: its lines are
+# reported here too.
 . "$ORCH_TESTS_DIR/integration/lib.sh"
 
 export ORCH_CMD_TIMEOUT_S=2
@@ -79,7 +84,18 @@ service_start
 
 ROOT=0
 [ "$UID_NOW" -eq 0 ] && ROOT=1
-export T STATE REPO SVC PORT HOSTIP MARK ROOT
+# doctor says what bounds a command's memory and processes here.
+LIMITS=$("$SUP" doctor 2>/dev/null | grep 'sandbox limits:')
+CGROUPS=0
+case "$LIMITS" in *"sandbox limits: cgroup v"*) CGROUPS=1 ;; esac
+if [ "$ROOT" = 1 ]; then
+	like "$LIMITS" '^ok   sandbox limits: cgroup v[12] \(memory .*pids' \
+		"doctor: as root the commands get memory and pids cgroups"
+else
+	like "$LIMITS" '^ok   sandbox limits: no cgroup \(.*not writable' \
+		"doctor: as a normal user without delegation, no cgroup, and why"
+fi
+export T STATE REPO SVC PORT HOSTIP MARK ROOT CGROUPS
 python3 - "$T/script.json" "$T/names" <<'PY'
 import json, os, sys
 E = os.environ
@@ -154,8 +170,30 @@ rc("kill_svc", GUARD + 'kill -9 %s; echo "kill: $?"; pkill -9 orch-supervisor; '
    'echo "pkill supervisor: $?"; pkill -9 orch-worker; echo "pkill worker: $?"'
    % SVC)
 rc("ps", 'ps aux; echo ---; ls /proc')
-if E["ROOT"] != "1":
+if E["ROOT"] != "1" or E["CGROUPS"] == "1":
     rc("fork_bomb", GUARD + 'b() { b | b & }; b; while :; do :; done')
+# Memory outside any address space, and the tmpfs of /dev.
+rc("shm_fill", GUARD + 'df -k /dev/shm | tail -n 1; head -c 1G /dev/zero '
+   '>/dev/shm/fill; echo rc=$?; du -k /dev/shm/fill | cut -f1; '
+   'rm -f /dev/shm/fill; touch /dev/evil 2>/dev/null && echo DEV-WRITABLE; '
+   'echo end')
+tool("wf_memfd", "write_file", path="memfd.py", content=
+     "import os\nheld = 0\ntry:\n    while held < 2560:\n"
+     "        fd = os.memfd_create('x')\n"
+     "        os.posix_fallocate(fd, 0, 256 << 20)\n"
+     "        held += 256\n        print('held', held, flush=True)\n"
+     "except OSError as e:\n    print('refused', e.errno, e.strerror)\n")
+rc("memfd", GUARD + 'python3 memfd.py; echo rc=$?')
+tool("wf_sockets", "write_file", path="sockets.py", content=
+     "import socket\n"
+     "for name, fam, typ, proto in [('vsock', socket.AF_VSOCK, socket.SOCK_STREAM, 0),\n"
+     "        ('packet', socket.AF_PACKET, socket.SOCK_DGRAM, 0),\n"
+     "        ('netlink_audit', socket.AF_NETLINK, socket.SOCK_RAW, 9)]:\n"
+     "    try:\n        socket.socket(fam, typ, proto)\n"
+     "        print(name, 'OPEN')\n"
+     "    except OSError as e:\n        print(name, 'refused', e.strerror)\n"
+     "print('interfaces', [n for _, n in socket.if_nameindex()])\n")
+rc("sockets", 'python3 sockets.py 2>&1')
 rc("mem_bomb", GUARD + 'python3 -c "bytearray(3 << 30)" 2>&1 | tail -1; '
    'python3 -c "l = []\nwhile True: l.append(bytearray(256 << 20))" 2>&1 | tail -1')
 rc("yes", GUARD + 'yes')
@@ -163,7 +201,8 @@ rc("trap_sleep", GUARD + "trap '' TERM; sleep 60")
 rc("daemon", GUARD + '( setsid bash -c "exec -a %s sleep 300" </dev/null '
    '>/dev/null 2>&1 & ); ( nohup bash -c "trap \'\' HUP TERM; exec -a %s sleep 301" '
    '</dev/null >/dev/null 2>&1 & ); sleep 0.3; echo started' % (MARK, MARK))
-rc("tidy", 'rm -rf link flink d up rootlink tlink && echo tidy >escape-done.txt')
+rc("tidy", 'rm -rf link flink d up rootlink tlink memfd.py sockets.py && '
+   'echo tidy >escape-done.txt')
 tool("finish", "finish", summary="Tried every way out.")
 
 script = {
@@ -305,15 +344,35 @@ lacks ps 'orch-supervisor|orch-worker' "  nor its command line or the worker's"
 is "$(printf '%s\n' "$pids" | grep -Ec '^[0-9]+$' | awk '{print ($1 < 10)}')" 1 "the sandbox sees only its own few processes"
 
 # Resources.
-if [ "$ROOT" = 1 ]; then
-	ok 0 "fork bomb # SKIP as root RLIMIT_NPROC is not enforced; run escape-unprivileged.sh"
+if [ "$ROOT" = 1 ] && [ "$CGROUPS" = 0 ]; then
+	ok 0 "fork bomb # SKIP as root without a pids cgroup nothing stops it"
 else
 	# The shell that starts the bomb loops without forking, so only the
 	# wall clock ends it, whatever the bomb's children managed.
-	like "$(out fork_bomb)" 'Cannot fork' "RLIMIT_NPROC refuses the fork bomb's forks"
+	like "$(out fork_bomb)" 'Cannot fork' "the process limit refuses the fork bomb's forks"
 	is "$(field fork_bomb timed_out)" true "  and the wall clock ends it"
-	check "  and none of its processes is left" test "$(pgrep -u "$UID_NOW" | wc -l)" -lt 30
+	if [ "$ROOT" = 1 ]; then
+		check "  and no command's cgroup is left" \
+			sh -c "! find /sys/fs/cgroup -maxdepth 6 -name 'orch-sbx.*' | grep ."
+	else
+		check "  and none of its processes is left" test "$(pgrep -u "$UID_NOW" | wc -l)" -lt 30
+	fi
 fi
+like "$(out shm_fill)" '^tmpfs +65536 ' "/dev/shm is a tmpfs of the profile's shm_size (64M)"
+like "$(out shm_fill)" 'rc=1' "  and writing 1G into it fails"
+check "  having stored at most 64M" test "$(out shm_fill | awk '/^rc=/ { getline; print }')" -le 65536
+lacks shm_fill DEV-WRITABLE "/dev itself is read-only"
+most=$(out memfd | awk '$1 == "held" { m = $2 } END { print m + 0 }')
+if [ "$CGROUPS" = 1 ]; then
+	check "memfds cannot hold more than the 2G memory budget (held ${most}M)" test "$most" -lt 2048
+else
+	like "$(out memfd)" 'refused 38 ' "without a cgroup memfd_create answers ENOSYS"
+	is "$most" 0 "  and nothing was held"
+fi
+like "$(out sockets)" 'vsock refused Address family not supported' "socket(AF_VSOCK) is refused"
+like "$(out sockets)" 'packet refused' "socket(AF_PACKET) is refused"
+like "$(out sockets)" 'netlink_audit refused Protocol not supported' "netlink other than NETLINK_ROUTE is refused"
+like "$(out sockets)" "interfaces \\['lo'\\]" "route netlink works and sees only the sandbox's loopback"
 like "$(out mem_bomb)" 'MemoryError' "a memory bomb fails with MemoryError (RLIMIT_AS)"
 is "$(field yes timed_out)" true "yes is stopped by the wall clock"
 check "yes's output is capped at 64 KiB, head and tail" test "$(out yes | wc -c)" -le 66000
@@ -335,4 +394,15 @@ is "$(git -C "$REPO" ls-tree -r orch/task-1 | awk '$1 == "120000"' | wc -l)" 0 \
 	"the result branch holds no symlink"
 is "$(git -C "$REPO" show orch/task-1:escape-done.txt)" tidy "the result branch has the task's own file"
 is "$(sq 'PRAGMA integrity_check')" ok "the database is intact"
+
+# test-sandbox's own checks, run as this user by escape-unprivileged.sh.
+if [ -n "${ESCAPE_SANDBOX_TAP:-}" ]; then
+	check "test-sandbox ran as $(id -un)" grep -q '^ok ' "$ESCAPE_SANDBOX_TAP"
+	while IFS= read -r line; do
+		case "$line" in
+		"ok "*) ok 0 "test-sandbox as $(id -un): ${line#ok * - }" ;;
+		"not ok "*) ok 1 "test-sandbox as $(id -un): ${line#not ok * - }" ;;
+		esac
+	done <"$ESCAPE_SANDBOX_TAP"
+fi
 done_testing

@@ -7,6 +7,7 @@
 P="$T/profiles"
 mkdir -p "$P"
 cp "$ORCH_SANDBOX_PROFILES_DIR"/*.profile "$P/"
+SHIPPED=$ORCH_SANDBOX_PROFILES_DIR
 export ORCH_SANDBOX_PROFILES_DIR="$P"
 
 "$SUP" doctor >"$T/doctor.out" 2>&1
@@ -34,4 +35,17 @@ sed -i '$d' "$P/implementing.profile"
 timeout 10 "$SUP" serve >"$T/serve.out" 2>&1
 is "$?" 1 "a missing profile is refused too"
 like "$(cat "$T/serve.out")" "verifying\.profile" "... naming it"
+
+# The tmpfs sizes must fit in the command's memory budget.
+cp "$SHIPPED"/*.profile "$P/"
+rm -f "$P/planning.profile.tmp"
+sed -i 's/^memory .*/memory 128M/' "$P/implementing.profile"
+timeout 10 "$SUP" serve >"$T/serve.out" 2>&1
+is "$?" 1 "serve refuses tmpfs_size + shm_size over memory"
+like "$(cat "$T/serve.out")" "implementing\.profile: tmpfs_size \+ shm_size \(320 MiB\) exceed memory \(128 MiB\)" \
+	"... saying by how much"
+cp "$SHIPPED"/*.profile "$P/"
+"$SUP" doctor >"$T/doctor.out" 2>&1
+like "$(grep 'sandbox limits:' "$T/doctor.out")" '^(ok  |WARN) sandbox limits: (cgroup v[12] \(memory|no cgroup \()' \
+	"doctor says what bounds a command's memory and processes"
 done_testing

@@ -6,11 +6,21 @@
  *
  *   escape-probe                  every syscall attempt
  *   escape-probe connect IP PORT  one TCP connection attempt
+ *   escape-probe memfd MIB        fill memfds (kept open, unmapped) up to
+ *                                 MIB MiB, printing memfd_mib=N as it goes
+ *   escape-probe sysvshm MIB      the same with SysV shared memory segments
+ *                                 (filled, then detached)
+ *   escape-probe storm SECONDS    a fork storm that holds every process it
+ *                                 gets for SECONDS (a failed fork is retried,
+ *                                 not fatal as in a shell); the first
+ *                                 process prints storm_fork=ERRNO once
  */
 #include <sys/ioctl.h>
+#include <sys/ipc.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/ptrace.h>
+#include <sys/shm.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -19,6 +29,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/keyctl.h>
+#include <linux/netlink.h>
 #include <linux/perf_event.h>
 #include <netinet/in.h>
 #include <sched.h>
@@ -28,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define NOWHERE "/nonexistent-orch-escape-probe"
@@ -113,6 +125,122 @@ try_ptrace_i386(void)
 }
 #endif
 
+/* socket(family, type, protocol), closed again. */
+static long
+try_socket(long family, int type, int protocol)
+{
+	long fd = syscall(SYS_socket, family, type, protocol);
+
+	if (fd >= 0)
+		close((int)fd);
+	return fd;
+}
+
+static long
+try_socketpair(long family)
+{
+	int sv[2];
+	long rc = syscall(SYS_socketpair, family, SOCK_STREAM, 0, sv);
+
+	if (rc == 0) {
+		close(sv[0]);
+		close(sv[1]);
+	}
+	return rc;
+}
+
+static long
+try_memfd(void)
+{
+	int fd = memfd_create("probe", 0);
+
+	if (fd >= 0)
+		close(fd);
+	return fd;
+}
+
+#define CHUNK (8 << 20)
+
+/*
+ * Hold up to mib MiB in memfds that are written and left unmapped: the
+ * memory is in no process's address space.
+ */
+static int
+probe_memfd(long mib)
+{
+	static char buf[1 << 20];
+	long held = 0;
+
+	memset(buf, 'm', sizeof buf);
+	while (held < mib) {
+		int fd = memfd_create("probe", 0);
+
+		if (fd == -1) {
+			report("memfd", -1);
+			return 1;
+		}
+		for (int i = 0; i < CHUNK / (int)sizeof buf; i++) {
+			if (write(fd, buf, sizeof buf) != (ssize_t)sizeof buf) {
+				report("memfd_write", -1);
+				printf("memfd_mib=%ld\n", held);
+				return 1;
+			}
+			held++;
+		}
+		printf("memfd_mib=%ld\n", held);
+		fflush(stdout);
+	}
+	printf("memfd_done\n");
+	return 0;
+}
+
+/* The same with SysV segments: each filled, detached, and left. */
+static int
+probe_sysvshm(long mib)
+{
+	long held = 0;
+
+	while (held < mib) {
+		int id = shmget(IPC_PRIVATE, CHUNK, IPC_CREAT | 0600);
+		char *p;
+
+		if (id == -1) {
+			report("shmget", -1);
+			return 1;
+		}
+		if ((p = shmat(id, NULL, 0)) == (void *)-1) {
+			report("shmat", -1);
+			return 1;
+		}
+		memset(p, 's', CHUNK);
+		shmdt(p);
+		held += CHUNK >> 20;
+		printf("sysvshm_mib=%ld\n", held);
+		fflush(stdout);
+	}
+	printf("sysvshm_done\n");
+	return 0;
+}
+
+static int
+probe_storm(long seconds)
+{
+	time_t end = time(NULL) + seconds;
+	pid_t first = getpid();
+	int told = 0;
+
+	while (time(NULL) < end) {
+		if (fork() != -1)
+			continue; /* parent and child alike go on */
+		if (getpid() == first && !told) {
+			report("storm_fork", -1);
+			told = 1;
+		}
+		usleep(10000);
+	}
+	return 0;
+}
+
 static int
 probe_all(void)
 {
@@ -156,6 +284,24 @@ probe_all(void)
 	c = 0;
 	report("tioclinux", ioctl(0, TIOCLINUX, &c));
 	report("fionread", ioctl(0, FIONREAD, &n));
+	report("memfd_create", try_memfd());
+	report("socket_unix", try_socket(AF_UNIX, SOCK_STREAM, 0));
+	report("socket_inet", try_socket(AF_INET, SOCK_STREAM, 0));
+	report("socket_inet6", try_socket(AF_INET6, SOCK_DGRAM, 0));
+	report("socket_netlink_route",
+	    try_socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE));
+	report("socket_netlink_audit",
+	    try_socket(AF_NETLINK, SOCK_RAW, NETLINK_AUDIT));
+	report("socket_netlink_uevent",
+	    try_socket(AF_NETLINK, SOCK_DGRAM, NETLINK_KOBJECT_UEVENT));
+	report("socket_vsock", try_socket(AF_VSOCK, SOCK_STREAM, 0));
+	report("socket_packet", try_socket(AF_PACKET, SOCK_DGRAM, 0));
+	report("socket_alg", try_socket(AF_ALG, SOCK_SEQPACKET, 0));
+	/* AF_VSOCK in the low 32 bits: the kernel reads an int. */
+	report("socket_vsock_high",
+	    try_socket(0x100000000L | AF_VSOCK, SOCK_STREAM, 0));
+	report("socketpair_vsock", try_socketpair(AF_VSOCK));
+	report("socketpair_unix", try_socketpair(AF_UNIX));
 #if defined(__x86_64__)
 	report("ptrace_i386", try_ptrace_i386());
 	/* x32's ptrace is 521 with the x32 bit. */
@@ -192,8 +338,15 @@ main(int argc, char **argv)
 {
 	if (argc == 4 && strcmp(argv[1], "connect") == 0)
 		return probe_connect(argv[2], argv[3]);
+	if (argc == 3 && strcmp(argv[1], "memfd") == 0)
+		return probe_memfd(atol(argv[2]));
+	if (argc == 3 && strcmp(argv[1], "sysvshm") == 0)
+		return probe_sysvshm(atol(argv[2]));
+	if (argc == 3 && strcmp(argv[1], "storm") == 0)
+		return probe_storm(atol(argv[2]));
 	if (argc != 1) {
-		fprintf(stderr, "usage: escape-probe [connect IP PORT]\n");
+		fprintf(stderr, "usage: escape-probe [connect IP PORT | "
+		                "memfd MIB | sysvshm MIB | storm SECONDS]\n");
 		return 2;
 	}
 	return probe_all();
