@@ -18,6 +18,7 @@
 #include "tap.h"
 
 static char tmp[] = "/tmp/test-workspace.XXXXXX";
+static char *note; /* a snapshot's note: none in these tests */
 
 #define ENV                                                                    \
 	"unset GIT_DIR GIT_INDEX_FILE GIT_WORK_TREE; export "                  \
@@ -170,11 +171,11 @@ test_leftovers(void)
 	free(cause);
 	cause = NULL;
 	sh("cd state/worktrees/task-9 && printf 'y\\n' >y.txt");
-	ok(ws_snapshot(lwt, "refs/orch/tasks/9", base, "s", &snap, &cause) == 0,
+	ok(ws_snapshot(lwt, "refs/orch/tasks/9", base, "s", &snap, &note, NULL, &cause) == 0,
 	    "leftovers: the snapshot ref can be written again");
 	free(cause);
 	cause = NULL;
-	ok(ws_squash(lwt, "orch/task-9", base, snap, "m", &sq, &cause) == 0,
+	ok(ws_squash(lwt, "orch/task-9", base, snap, "m", &sq, NULL, &cause) == 0,
 	    "leftovers: the result branch can be written again");
 	free(cause);
 	cause = NULL;
@@ -273,7 +274,7 @@ main(void)
 	    "ws_ref_get of a missing ref");
 	ok(got == NULL, "missing ref gives NULL");
 
-	rc = ws_snapshot(wt, "refs/orch/tasks/1", head, "step 1", &c1, &cause);
+	rc = ws_snapshot(wt, "refs/orch/tasks/1", head, "step 1", &c1, &note, NULL, &cause);
 	is_int(rc, 0, "ws_snapshot");
 	if (rc != 0)
 		printf("#   %s\n", cause);
@@ -297,7 +298,7 @@ main(void)
 	    "snapshot author and message");
 	free(s);
 
-	rc = ws_snapshot(wt, "refs/orch/tasks/1", head, "step 2", &c1b, &cause);
+	rc = ws_snapshot(wt, "refs/orch/tasks/1", head, "step 2", &c1b, &note, NULL, &cause);
 	is_int(rc, 0, "second snapshot");
 	is_str(c1b, c1, "no change: same commit");
 
@@ -333,7 +334,7 @@ main(void)
 	    "restore: ignored file left alone");
 
 	put("state/worktrees/1/a.txt", "final\n");
-	rc = ws_snapshot(wt, "refs/orch/tasks/1", NULL, "step 3", &c2, &cause);
+	rc = ws_snapshot(wt, "refs/orch/tasks/1", NULL, "step 3", &c2, &note, NULL, &cause);
 	is_int(rc, 0, "snapshot after restore");
 	s = out("git -C repo rev-parse %s^", c2 != NULL ? c2 : "none");
 	is_str(s, c1, "its parent is the previous snapshot");
@@ -345,17 +346,17 @@ main(void)
 
 		put("state/worktrees/1/a.txt", "racing\n");
 		is_int(ws_snapshot(
-		           wt, "refs/orch/tasks/9", head, "m", &c3, &cause),
+		           wt, "refs/orch/tasks/9", head, "m", &c3, &note, NULL, &cause),
 		    0, "snapshot on a new ref");
 		free(c3);
 		c3 = NULL;
 		is_int(ws_snapshot(
-		           wt, "refs/orch/tasks/heads", NULL, "m", &c3, &cause),
+		           wt, "refs/orch/tasks/heads", NULL, "m", &c3, &note, NULL, &cause),
 		    -1, "snapshot of a missing ref without parent fails");
 		free(cause);
 		cause = NULL;
 		is_int(
-		    ws_snapshot(wt, "refs/heads/main", head, "m", &c3, &cause),
+		    ws_snapshot(wt, "refs/heads/main", head, "m", &c3, &note, NULL, &cause),
 		    -1, "snapshot ref outside refs/orch/ refused");
 		free(cause);
 		cause = NULL;
@@ -381,7 +382,7 @@ main(void)
 	free(diff);
 
 	rc = ws_squash(
-	    wt, "orch/task-1", head, c2, "request\n\nsummary", &sq, &cause);
+	    wt, "orch/task-1", head, c2, "request\n\nsummary", &sq, NULL, &cause);
 	is_int(rc, 0, "ws_squash");
 	if (rc != 0)
 		printf("#   %s\n", cause);
@@ -403,7 +404,7 @@ main(void)
 	s = out("git -C repo log -1 --format=%%B refs/heads/orch/task-1");
 	is_str(s, "request\n\nsummary", "squash message");
 	free(s);
-	is_int(ws_squash(wt, "main", head, c2, "m", &got, &cause), -1,
+	is_int(ws_squash(wt, "main", head, c2, "m", &got, NULL, &cause), -1,
 	    "squash onto a user branch refused");
 	free(cause);
 	cause = NULL;
@@ -472,7 +473,9 @@ main(void)
 	cause = NULL;
 	is_int(ws_ref_get(notrepo, "refs/orch/tasks/1", &got, &cause), -1,
 	    "ws_ref_get in a non-repository fails");
-	ok(cause != NULL && strstr(cause, "rev-parse") != NULL, "with a cause");
+	ok(cause != NULL && strstr(cause, "is not a worktree") != NULL,
+	    "with a cause: git never runs on a directory ws_create did not "
+	    "check");
 	free(cause);
 	cause = NULL;
 	is_int(ws_restore(notrepo, head, &cause), -1,
