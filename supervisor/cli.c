@@ -364,12 +364,20 @@ cli_drive(int64_t id)
 		if (rc != 0)
 			return 1;
 	}
+	char *branch = NULL;
+	struct task *done = NULL;
+
+	if (state == WS_COMPLETED && p.st != NULL &&
+	    store_task_get(p.st, id, &done) == 0 &&
+	    done != NULL)
+		branch = task_branch(p.st, done);
+	task_free(done);
 	store_close(p.st);
 	printf("Task %lld %s.", (long long)id, wstate_name(state));
 	if (state == WS_COMPLETED)
-		printf(" Its branch: orch/task-%lld (`orch-supervisor show "
-		       "%lld`).",
-		    (long long)id, (long long)id);
+		printf(" Its branch: %s (`orch-supervisor show %lld`).",
+		    branch != NULL ? branch : "?", (long long)id);
+	free(branch);
 	printf("\n");
 	return state == WS_COMPLETED || state == WS_CANCELLED ? 0 : 1;
 }
@@ -768,12 +776,14 @@ cmd_show(int argc, char **argv)
 	cli_show_usage(st, id);
 	printf("\nCheckpoints:\n");
 	store_checkpoint_list(st, id, cli_show_cp, NULL);
-	if (t->text[TC_IMPLEMENTATION] != NULL)
-		printf(
-		    "\nResult: branch orch/task-%lld in %s\n  git -C %s diff "
-		    "%.12s...orch/task-%lld\n",
-		    (long long)id, t->repo, t->repo, t->base_commit,
-		    (long long)id);
+	if (t->text[TC_IMPLEMENTATION] != NULL) {
+		char *branch = task_branch(st, t);
+
+		printf("\nResult: branch %s in %s\n  git -C %s diff "
+		       "%.12s...%s\n",
+		    branch, t->repo, t->repo, t->base_commit, branch);
+		free(branch);
+	}
 	if (wstate_status(t->state) == TS_AWAITING_APPROVAL)
 		printf("\nWaiting for approval: orch-supervisor approve %lld | "
 		       "reject %lld --reason TEXT\n",
