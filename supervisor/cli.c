@@ -1333,8 +1333,8 @@ cmd_gc(int argc, char **argv)
 		putchar('\n');
 	} else
 		printf("Trimmed %lld finished tasks older than %u days: %lld "
-		       "events, %lld journal rows, %lld worktrees; database "
-		       "%lld -> %lld bytes.\n",
+		       "events, %lld journal rows, %lld worktrees, %lld "
+		       "snapshot refs; database %lld -> %lld bytes.\n",
 		    (long long)json_integer_value(json_object_get(r, "tasks")),
 		    days,
 		    (long long)json_integer_value(json_object_get(r, "events")),
@@ -1342,6 +1342,7 @@ cmd_gc(int argc, char **argv)
 		        json_object_get(r, "journal")),
 		    (long long)json_integer_value(
 		        json_object_get(r, "worktrees")),
+		    (long long)json_integer_value(json_object_get(r, "refs")),
 		    (long long)json_integer_value(
 		        json_object_get(r, "db_bytes_before")),
 		    (long long)json_integer_value(

@@ -39,8 +39,11 @@ struct pinned {
 	char *dir;    /* as the caller names it */
 	char *absdir; /* GIT_WORK_TREE */
 	char *admin;  /* GIT_DIR: <common>/worktrees/NAME */
+	char *common; /* the repository's common directory */
 	char **config; /* filter and diff driver settings turned off */
 };
+
+static char *common_dir(const char *repo);
 
 static struct pinned pinned[MAX_PINNED];
 static size_t npinned;
@@ -61,8 +64,41 @@ ws_configure(const struct ws_options *o)
  * .gitattributes in the workspace is the model's: it must not choose a
  * program for the worker's git to run outside the sandbox.
  */
+/*
+ * Whether any of the configuration files may define a driver: they name
+ * "filter", "diff" or "include" somewhere (case aside), or cannot be read
+ * whole.  Most repositories define none, and then no git is run to list
+ * them.
+ */
+static int
+config_may_define(const char *const *paths)
+{
+	char buf[256 * 1024];
+
+	for (size_t i = 0; paths[i] != NULL; i++) {
+		ssize_t n;
+		int fd;
+
+		if ((fd = open(paths[i], O_RDONLY | O_CLOEXEC)) == -1) {
+			if (errno == ENOENT)
+				continue;
+			return 1;
+		}
+		n = read(fd, buf, sizeof buf - 1);
+		close(fd);
+		if (n < 0 || (size_t)n == sizeof buf - 1)
+			return 1;
+		buf[n] = '\0';
+		if (strlen(buf) != (size_t)n || strcasestr(buf, "filter") ||
+		    strcasestr(buf, "diff") || strcasestr(buf, "include"))
+			return 1;
+	}
+	return 0;
+}
+
 static char **
-drivers_off(const struct git_opts *base)
+drivers_off(const struct git_opts *base, const char *common,
+    const char *gitdir)
 {
 	const char *args[] = {"config", "-z", "--name-only", "--get-regexp",
 	    "^(filter|diff)\\..*\\.(clean|smudge|process|required|textconv|"
@@ -71,9 +107,20 @@ drivers_off(const struct git_opts *base)
 	struct git_opts o = *base;
 	struct git_buf out;
 	struct git_status gs;
-	char *cause = NULL, **conf;
+	char *cause = NULL, **conf, *paths[3];
 	size_t n = 0, max = 1;
+	int may;
 
+	if (common != NULL) {
+		paths[0] = xasprintf("%s/config", common);
+		paths[1] = xasprintf("%s/config.worktree", gitdir);
+		paths[2] = NULL;
+		may = config_may_define((const char *const *)paths);
+		free(paths[0]);
+		free(paths[1]);
+		if (!may)
+			return xcalloc(1, sizeof(char *));
+	}
 	o.config = NULL;
 	o.outmax = GIT_MAX_OUT;
 	if (git_run(&o, args, &out, &gs, &cause) == -1) {
@@ -143,7 +190,7 @@ loc_opts(const char *dir, int worktree, struct git_opts *o, char **cause)
 		o->gitdir = p->admin;
 		o->worktree = p->absdir;
 		if (p->config == NULL)
-			p->config = drivers_off(o);
+			p->config = drivers_off(o, p->common, p->admin);
 		o->config = (const char *const *)p->config;
 		return 0;
 	}
@@ -170,9 +217,14 @@ ws_git(const char *dir, int worktree, const char *const *args,
 		gs->exit = -1;
 		return -1;
 	}
-	if (!worktree) {
-		conf = drivers_off(&o);
+	/* Of the repository's own commands only a checkout runs filters. */
+	if (!worktree && strcmp(args[0], "worktree") == 0 &&
+	    strcmp(args[1], "add") == 0) {
+		char *common = common_dir(dir);
+
+		conf = drivers_off(&o, common, common);
 		o.config = (const char *const *)conf;
+		free(common);
 	}
 	o.outmax = GIT_MAX_OUT;
 	if (extra != NULL) {
@@ -443,7 +495,7 @@ worktree_admin(const char *common, const char *dir)
 
 /* Remember that git on dir runs with GIT_DIR=admin. */
 static void
-pin_add(const char *dir, const char *absdir, char *admin)
+pin_add(const char *dir, const char *absdir, char *admin, const char *common)
 {
 	struct pinned *p = pin_find(dir);
 
@@ -457,11 +509,13 @@ pin_add(const char *dir, const char *absdir, char *admin)
 		free(p->dir);
 		free(p->absdir);
 		free(p->admin);
+		free(p->common);
 		conf_free(p->config);
 	}
 	p->dir = xstrdup(dir);
 	p->absdir = xstrdup(absdir);
 	p->admin = admin;
+	p->common = xstrdup(common);
 	p->config = NULL;
 }
 
@@ -551,7 +605,7 @@ ws_create(const char *repo, const char *dir, const char *commit, char **cause)
 	if (lstat(dir, &st) == 0) {
 		if (common != NULL &&
 		    (admin = worktree_admin(common, absdir)) != NULL) {
-			pin_add(dir, absdir, admin);
+			pin_add(dir, absdir, admin, common);
 			rc = 0;
 			goto out;
 		}
@@ -579,7 +633,7 @@ ws_create(const char *repo, const char *dir, const char *commit, char **cause)
 				                   "of %s",
 				    absdir, repo);
 			else {
-				pin_add(dir, absdir, admin);
+				pin_add(dir, absdir, admin, common);
 				rc = 1;
 			}
 		}
