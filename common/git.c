@@ -12,13 +12,13 @@
  * worktree pin GIT_DIR and GIT_WORK_TREE instead of letting git follow the
  * workspace's .git file.
  */
+#include <sys/prctl.h>
 #include <sys/wait.h>
 
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,13 +38,19 @@
  * GIT_CONFIG_KEY_n, which win over every configuration file.
  */
 static const char *const git_fixed_config[] = {
-    "core.hooksPath", "/dev/null",
-    "core.fsmonitor", "false",
+    "core.hooksPath",
+    "/dev/null",
+    "core.fsmonitor",
+    "false",
     /* The default is ~/.config/git/attributes, the user's global file. */
-    "core.attributesFile", "/dev/null",
-    "core.pager", "cat",
-    "gc.auto", "0",
-    "maintenance.auto", "false",
+    "core.attributesFile",
+    "/dev/null",
+    "core.pager",
+    "cat",
+    "gc.auto",
+    "0",
+    "maintenance.auto",
+    "false",
     NULL,
 };
 
@@ -187,8 +193,8 @@ git_env(const struct git_opts *o)
 			if (nconf == GIT_MAX_CONFIG)
 				fatalx("%s: too many settings", __func__);
 			env_add(envp, &n, max,
-			    xasprintf("GIT_CONFIG_KEY_%zu=%s", nconf,
-			        lists[l][i]));
+			    xasprintf(
+			        "GIT_CONFIG_KEY_%zu=%s", nconf, lists[l][i]));
 			env_add(envp, &n, max,
 			    xasprintf("GIT_CONFIG_VALUE_%zu=%s", nconf,
 			        lists[l][i + 1]));
@@ -227,16 +233,62 @@ git_sub(const char *const *args)
 	return xstrdup(args[0]);
 }
 
+/* Runs in the forked child: only async-signal-safe calls. */
+static void __attribute__((noreturn)) git_child(const char *const *argv,
+    char *const *envp, pid_t parent, int in, int out, int err)
+{
+	static const char msg[] = "orch: cannot execute git\n";
+	struct sigaction sa;
+	sigset_t none;
+
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = SIG_DFL;
+	for (int sig = 1; sig < NSIG; sig++)
+		sigaction(sig, &sa, NULL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	/*
+	 * git dies with its caller.  A worker killed alone (the OOM killer,
+	 * a crash) must not leave a `git add` running on the index, which
+	 * the next worker takes for a stale lock and removes.  It stays in
+	 * the caller's process group, which the supervisor kills as one.
+	 */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1 || getppid() != parent)
+		_exit(127);
+	if (in == -1)
+		in = open("/dev/null", O_RDONLY);
+	if (in == -1 || dup2(in, STDIN_FILENO) == -1 ||
+	    dup2(out, STDOUT_FILENO) == -1 || dup2(err, STDERR_FILENO) == -1)
+		_exit(127);
+	if (close_range(STDERR_FILENO + 1, ~0U, 0) == -1) {
+		for (int fd = STDERR_FILENO + 1; fd < 1024; fd++)
+			close(fd);
+	}
+	execvpe("git", (char *const *)argv, envp);
+	(void)!write(STDERR_FILENO, msg, sizeof msg - 1);
+	_exit(127);
+}
+
+/* Move a descriptor above stderr so the child's dup2 calls cannot clash. */
+static int
+fd_above_stdio(int fd)
+{
+	int nfd;
+
+	if (fd == -1 || fd > STDERR_FILENO)
+		return fd;
+	nfd = fcntl(fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
+	close(fd);
+	return nfd;
+}
+
 static int
 git_spawn(const struct git_opts *o, const char *const *args, char **envp,
     int in, int out, int err, pid_t *pid)
 {
 	const char *argv[8 + GIT_MAX_ARGS];
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t attr;
-	sigset_t all, none;
+	pid_t parent = getpid();
 	size_t argc = 0;
-	int rc;
 
 	argv[argc++] = "git";
 	argv[argc++] = "--no-pager";
@@ -250,30 +302,11 @@ git_spawn(const struct git_opts *o, const char *const *args, char **envp,
 		argv[argc++] = args[i];
 	}
 	argv[argc] = NULL;
-
-	sigfillset(&all);
-	sigemptyset(&none);
-	posix_spawnattr_init(&attr);
-	posix_spawnattr_setsigdefault(&attr, &all);
-	posix_spawnattr_setsigmask(&attr, &none);
-	/* Its own group, so that a timeout kills what it started too. */
-	posix_spawnattr_setpgroup(&attr, 0);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF |
-	                                    POSIX_SPAWN_SETSIGMASK |
-	                                    POSIX_SPAWN_SETPGROUP);
-	posix_spawn_file_actions_init(&fa);
-	if (in == -1)
-		posix_spawn_file_actions_addopen(
-		    &fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-	else
-		posix_spawn_file_actions_adddup2(&fa, in, STDIN_FILENO);
-	posix_spawn_file_actions_adddup2(&fa, out, STDOUT_FILENO);
-	posix_spawn_file_actions_adddup2(&fa, err, STDERR_FILENO);
-	posix_spawn_file_actions_addclosefrom_np(&fa, STDERR_FILENO + 1);
-	rc = posix_spawnp(pid, "git", &fa, &attr, (char *const *)argv, envp);
-	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&attr);
-	return rc;
+	if ((*pid = fork()) == -1)
+		return errno;
+	if (*pid == 0)
+		git_child(argv, envp, parent, in, out, err);
+	return 0;
 }
 
 static void
@@ -321,10 +354,20 @@ git_run(const struct git_opts *o, const char *const *args, struct git_buf *out,
 		*cause = xasprintf("git %s: pipe: %s", sub, strerror(errno));
 		goto out;
 	}
+	for (int i = 0; i < 2; i++) {
+		outp[i] = fd_above_stdio(outp[i]);
+		errp[i] = fd_above_stdio(errp[i]);
+		inp[i] = fd_above_stdio(inp[i]);
+	}
+	if (outp[0] == -1 || outp[1] == -1 || errp[0] == -1 || errp[1] == -1 ||
+	    (o->in != NULL && (inp[0] == -1 || inp[1] == -1))) {
+		*cause = xasprintf("git %s: fcntl: %s", sub, strerror(errno));
+		goto out;
+	}
 	if (inp[1] != -1)
 		fcntl(inp[1], F_SETFL, O_NONBLOCK);
-	if ((saved = git_spawn(o, args, envp, inp[0], outp[1], errp[1],
-	         &pid)) != 0) {
+	if ((saved = git_spawn(
+	         o, args, envp, inp[0], outp[1], errp[1], &pid)) != 0) {
 		*cause = xasprintf("git %s: %s", sub, strerror(saved));
 		goto out;
 	}
@@ -351,7 +394,7 @@ git_run(const struct git_opts *o, const char *const *args, struct git_buf *out,
 			uint64_t now = now_ms();
 
 			if (deadline != 0 && now >= deadline && !timed_out) {
-				kill(-pid, SIGKILL);
+				kill(pid, SIGKILL);
 				timed_out = 1;
 			}
 			if (deadline != 0 && !timed_out &&

@@ -368,8 +368,7 @@ cli_drive(int64_t id)
 	struct task *done = NULL;
 
 	if (state == WS_COMPLETED && p.st != NULL &&
-	    store_task_get(p.st, id, &done) == 0 &&
-	    done != NULL)
+	    store_task_get(p.st, id, &done) == 0 && done != NULL)
 		branch = task_branch(p.st, done);
 	task_free(done);
 	store_close(p.st);

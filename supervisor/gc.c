@@ -189,8 +189,8 @@ gc_refs(struct gc_run *g, const struct task *t)
 				ids = hash + strlen(hash) + 1;
 				if (ids < stop) {
 					char *h = xstrdup(hash);
-					char *idl = xstrndup(
-					    ids, (size_t)(stop - ids));
+					char *idl =
+					    xstrndup(ids, (size_t)(stop - ids));
 
 					if (gc_has_id(idl, g->state_id))
 						n += gc_delete(t, names[i], h);
@@ -251,8 +251,8 @@ gc_run(struct store *st, unsigned days, json_t **report, char **err)
 	g.st = st;
 	*report = NULL;
 	if (store_state_id(st, &g.state_id) == -1)
-		log_warnx("gc: no state id, snapshot refs stay: %s",
-		    store_error(st));
+		log_warnx(
+		    "gc: no state id, snapshot refs stay: %s", store_error(st));
 	if (store_gc_candidates(st, days, gc_task_cb, &g) == -1 &&
 	    g.err == NULL)
 		g.err = xstrdup(store_error(st));
@@ -274,7 +274,7 @@ gc_run(struct store *st, unsigned days, json_t **report, char **err)
 	    "older_than_days", (int)days, "tasks", (json_int_t)g.tasks,
 	    "events", (json_int_t)g.events, "journal", (json_int_t)g.journal,
 	    "worktrees", (json_int_t)g.worktrees, "refs", (json_int_t)g.refs,
-	    "db_bytes_before", (json_int_t)before,
-	    "db_bytes_after", (json_int_t)gc_file_size(cfg.db_path));
+	    "db_bytes_before", (json_int_t)before, "db_bytes_after",
+	    (json_int_t)gc_file_size(cfg.db_path));
 	return 0;
 }

@@ -94,8 +94,7 @@ task_git(char *const argv[], char **line)
 	struct git_status gs;
 	char *cause = NULL;
 
-	if (git_line(&o, (const char *const *)argv + 1, line, &gs, &cause) ==
-	    0)
+	if (git_line(&o, (const char *const *)argv + 1, line, &gs, &cause) == 0)
 		return 0;
 	free(cause);
 	return -1;

@@ -171,11 +171,13 @@ test_leftovers(void)
 	free(cause);
 	cause = NULL;
 	sh("cd state/worktrees/task-9 && printf 'y\\n' >y.txt");
-	ok(ws_snapshot(lwt, "refs/orch/tasks/9", base, "s", &snap, &note, NULL, &cause) == 0,
+	ok(ws_snapshot(lwt, "refs/orch/tasks/9", base, "s", &snap, &note, NULL,
+	       &cause) == 0,
 	    "leftovers: the snapshot ref can be written again");
 	free(cause);
 	cause = NULL;
-	ok(ws_squash(lwt, "orch/task-9", base, snap, "m", &sq, NULL, &cause) == 0,
+	ok(ws_squash(lwt, "orch/task-9", base, snap, "m", &sq, NULL, &cause) ==
+	        0,
 	    "leftovers: the result branch can be written again");
 	free(cause);
 	cause = NULL;
@@ -283,8 +285,8 @@ test_hostile_config(void)
 	    "*.bin filter=lfs diff=t\n*.own filter=own\n");
 	put("state/worktrees/task-hostile/a.bin", "binary\n");
 	put("state/worktrees/task-hostile/b.own", "own\n");
-	is_int(ws_snapshot(wt, "refs/orch/tasks/50", base, "s", &c, &note,
-	           NULL, &cause),
+	is_int(ws_snapshot(wt, "refs/orch/tasks/50", base, "s", &c, &note, NULL,
+	           &cause),
 	    0, "hostile: snapshot with filters named");
 	if (cause != NULL)
 		printf("#   %s\n", cause);
@@ -470,8 +472,8 @@ test_slow(void)
 static void
 test_results(void)
 {
-	struct ws_options wo = {"0123456789abcdef0123456789abcdef", 0, 0, NULL,
-	    NULL};
+	struct ws_options wo = {
+	    "0123456789abcdef0123456789abcdef", 0, 0, NULL, NULL};
 	char *wt, *base, *repo, *c = NULL, *cause = NULL, *msg, *r = NULL, *s;
 	char *chosen = NULL, *foreign;
 	int permanent = -1;
@@ -485,8 +487,8 @@ test_results(void)
 	msg = xmalloc(300 * 1024 + 1);
 	memset(msg, 's', 300 * 1024);
 	msg[300 * 1024] = '\0';
-	is_int(ws_squash(wt, "orch/task-80", base, c, msg, &r, &permanent,
-	           &cause),
+	is_int(
+	    ws_squash(wt, "orch/task-80", base, c, msg, &r, &permanent, &cause),
 	    0, "results: a 300 KiB message is committed");
 	if (cause != NULL)
 		printf("#   %s\n", cause);
@@ -509,8 +511,8 @@ test_results(void)
 	sh("git -C results branch orch/task-81 main && git -C results "
 	   "update-ref refs/orch/tasks/81 main");
 	foreign = out("git -C results rev-parse orch/task-81");
-	is_int(ws_squash(wt, "orch/task-81", base, c, "m", &r, &permanent,
-	           &cause),
+	is_int(
+	    ws_squash(wt, "orch/task-81", base, c, "m", &r, &permanent, &cause),
 	    -1, "foreign: a branch not ours is not overwritten");
 	is_int(permanent, 1, "foreign: ... for good");
 	ok(cause != NULL && strstr(cause, "not made by this state directory"),
@@ -618,7 +620,8 @@ main(void)
 	    "ws_ref_get of a missing ref");
 	ok(got == NULL, "missing ref gives NULL");
 
-	rc = ws_snapshot(wt, "refs/orch/tasks/1", head, "step 1", &c1, &note, NULL, &cause);
+	rc = ws_snapshot(
+	    wt, "refs/orch/tasks/1", head, "step 1", &c1, &note, NULL, &cause);
 	is_int(rc, 0, "ws_snapshot");
 	if (rc != 0)
 		printf("#   %s\n", cause);
@@ -642,7 +645,8 @@ main(void)
 	    "snapshot author and message");
 	free(s);
 
-	rc = ws_snapshot(wt, "refs/orch/tasks/1", head, "step 2", &c1b, &note, NULL, &cause);
+	rc = ws_snapshot(
+	    wt, "refs/orch/tasks/1", head, "step 2", &c1b, &note, NULL, &cause);
 	is_int(rc, 0, "second snapshot");
 	is_str(c1b, c1, "no change: same commit");
 
@@ -678,7 +682,8 @@ main(void)
 	    "restore: ignored file left alone");
 
 	put("state/worktrees/1/a.txt", "final\n");
-	rc = ws_snapshot(wt, "refs/orch/tasks/1", NULL, "step 3", &c2, &note, NULL, &cause);
+	rc = ws_snapshot(
+	    wt, "refs/orch/tasks/1", NULL, "step 3", &c2, &note, NULL, &cause);
 	is_int(rc, 0, "snapshot after restore");
 	s = out("git -C repo rev-parse %s^", c2 != NULL ? c2 : "none");
 	is_str(s, c1, "its parent is the previous snapshot");
@@ -689,18 +694,18 @@ main(void)
 		char *c3 = NULL;
 
 		put("state/worktrees/1/a.txt", "racing\n");
-		is_int(ws_snapshot(
-		           wt, "refs/orch/tasks/9", head, "m", &c3, &note, NULL, &cause),
+		is_int(ws_snapshot(wt, "refs/orch/tasks/9", head, "m", &c3,
+		           &note, NULL, &cause),
 		    0, "snapshot on a new ref");
 		free(c3);
 		c3 = NULL;
-		is_int(ws_snapshot(
-		           wt, "refs/orch/tasks/heads", NULL, "m", &c3, &note, NULL, &cause),
+		is_int(ws_snapshot(wt, "refs/orch/tasks/heads", NULL, "m", &c3,
+		           &note, NULL, &cause),
 		    -1, "snapshot of a missing ref without parent fails");
 		free(cause);
 		cause = NULL;
-		is_int(
-		    ws_snapshot(wt, "refs/heads/main", head, "m", &c3, &note, NULL, &cause),
+		is_int(ws_snapshot(wt, "refs/heads/main", head, "m", &c3, &note,
+		           NULL, &cause),
 		    -1, "snapshot ref outside refs/orch/ refused");
 		free(cause);
 		cause = NULL;
@@ -725,8 +730,8 @@ main(void)
 	    "cut diff has the note");
 	free(diff);
 
-	rc = ws_squash(
-	    wt, "orch/task-1", head, c2, "request\n\nsummary", &sq, NULL, &cause);
+	rc = ws_squash(wt, "orch/task-1", head, c2, "request\n\nsummary", &sq,
+	    NULL, &cause);
 	is_int(rc, 0, "ws_squash");
 	if (rc != 0)
 		printf("#   %s\n", cause);

@@ -233,8 +233,8 @@ stage_snapshot(json_t *res, int step, const char *journaled)
 		if ((j = json_loads(journaled, 0, NULL)) == NULL ||
 		    !json_is_string(json_object_get(j, "commit")))
 			stage_fail("journaled snapshot %d is not JSON", step);
-		commit = xstrdup(
-		    json_string_value(json_object_get(j, "commit")));
+		commit =
+		    xstrdup(json_string_value(json_object_get(j, "commit")));
 		if (json_is_string(json_object_get(j, "note")))
 			note = xstrdup(
 			    json_string_value(json_object_get(j, "note")));
@@ -242,8 +242,8 @@ stage_snapshot(json_t *res, int step, const char *journaled)
 	} else {
 		s = xasprintf(
 		    "%s step %d: %s", S->name, step, name ? name : "?");
-		if (ws_snapshot(S->worktree, S->ref, S->base, s, &commit,
-		        &note, &permanent, &cause) == -1) {
+		if (ws_snapshot(S->worktree, S->ref, S->base, s, &commit, &note,
+		        &permanent, &cause) == -1) {
 			if (permanent)
 				stage_fail("the snapshot after step %d (%s) "
 				           "failed: %s",

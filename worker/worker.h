@@ -75,12 +75,12 @@ int llm_chat(const struct llm_turn *, json_t *messages, json_t *tools,
 const char *prompt_get(const char *name);
 
 /* Limits on what the model may hand the tools and what they hand back. */
-#define TOOL_MAX_ARGS   (1024 * 1024) /* bytes of one call's arguments */
-#define TOOL_MAX_READ   (256 * 1024)  /* bytes read_file returns */
-#define TOOL_MAX_WRITE  (1024 * 1024) /* bytes write_file/edit_file write */
-#define TOOL_MAX_LIST   2000          /* entries list_files returns */
-#define TOOL_MAX_RESULT (256 * 1024)  /* bytes of any tool result */
-#define TOOL_MAX_SUMMARY (64 * 1024)  /* bytes of finish's summary */
+#define TOOL_MAX_ARGS    (1024 * 1024) /* bytes of one call's arguments */
+#define TOOL_MAX_READ    (256 * 1024)  /* bytes read_file returns */
+#define TOOL_MAX_WRITE   (1024 * 1024) /* bytes write_file/edit_file write */
+#define TOOL_MAX_LIST    2000          /* entries list_files returns */
+#define TOOL_MAX_RESULT  (256 * 1024)  /* bytes of any tool result */
+#define TOOL_MAX_SUMMARY (64 * 1024)   /* bytes of finish's summary */
 
 /* workspace.c: the task's git worktree and its snapshots. */
 

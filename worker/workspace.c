@@ -36,10 +36,10 @@
  * never through dir/.git, which the model's commands can rewrite.
  */
 struct pinned {
-	char *dir;    /* as the caller names it */
-	char *absdir; /* GIT_WORK_TREE */
-	char *admin;  /* GIT_DIR: <common>/worktrees/NAME */
-	char *common; /* the repository's common directory */
+	char *dir;     /* as the caller names it */
+	char *absdir;  /* GIT_WORK_TREE */
+	char *admin;   /* GIT_DIR: <common>/worktrees/NAME */
+	char *common;  /* the repository's common directory */
 	char **config; /* filter and diff driver settings turned off */
 };
 
@@ -97,8 +97,7 @@ config_may_define(const char *const *paths)
 }
 
 static char **
-drivers_off(const struct git_opts *base, const char *common,
-    const char *gitdir)
+drivers_off(const struct git_opts *base, const char *common, const char *gitdir)
 {
 	const char *args[] = {"config", "-z", "--name-only", "--get-regexp",
 	    "^(filter|diff)\\..*\\.(clean|smudge|process|required|textconv|"
@@ -138,9 +137,9 @@ drivers_off(const struct git_opts *base, const char *common,
 		if (*k == '\0' || n + 2 >= 2 * max)
 			continue;
 		conf[n++] = xstrdup(k);
-		conf[n++] = xstrdup(
-		    dot != NULL && strcmp(dot, ".required") == 0 ? "false"
-		                                                 : "");
+		conf[n++] = xstrdup(dot != NULL && strcmp(dot, ".required") == 0
+		                        ? "false"
+		                        : "");
 	}
 	conf[n] = NULL;
 	free(out.buf);
@@ -463,9 +462,8 @@ worktree_admin(const char *common, const char *dir)
 	free(line);
 	top = xasprintf("%s/worktrees/", common);
 	n = strlen(top);
-	if (admin != NULL &&
-	    (strncmp(admin, top, n) != 0 || admin[n] == '\0' ||
-	        strchr(admin + n, '/') != NULL)) {
+	if (admin != NULL && (strncmp(admin, top, n) != 0 || admin[n] == '\0' ||
+	                         strchr(admin + n, '/') != NULL)) {
 		free(admin);
 		admin = NULL;
 	}
@@ -836,8 +834,7 @@ commit_tree(const char *dir, const char *tree, const char *parent,
 }
 
 /* Add a line to a note for the model, up to NOTE_MAX lines. */
-static void
-note_add(char **note, size_t *count, const char *fmt, ...)
+static void note_add(char **note, size_t *count, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static void
@@ -902,7 +899,8 @@ snapshot_excludes(const char *dir, char **spec, size_t *speclen, char **note,
 		if (len == 0)
 			continue;
 		if (p[len - 1] == '/') {
-			ex = xasprintf(":(exclude,literal)%.*s", (int)len - 1, p);
+			ex = xasprintf(
+			    ":(exclude,literal)%.*s", (int)len - 1, p);
 			note_add(note, &count,
 			    "%s is a nested git repository (it has its own "
 			    ".git): its files are not saved. Remove %s.git "
@@ -952,8 +950,8 @@ ws_snapshot(const char *dir, const char *ref, const char *parent,
     const char *message, char **commit, char **note, int *permanent,
     char **cause)
 {
-	const char *add[] = {"add", "-A", "--pathspec-from-file=-",
-	    "--pathspec-file-nul", NULL};
+	const char *add[] = {
+	    "add", "-A", "--pathspec-from-file=-", "--pathspec-file-nul", NULL};
 	const char *write_tree[] = {"write-tree", NULL};
 	char *old = NULL, *base = NULL, *tree = NULL, *base_tree = NULL;
 	char *spec = NULL;
@@ -1023,8 +1021,8 @@ ws_snapshot(const char *dir, const char *ref, const char *parent,
 	if (commit_tree(dir, tree, base, message, commit, &gs, cause) == -1)
 		goto out;
 	/* The old value makes a concurrent move of ref fail, not vanish. */
-	if (update_ref(dir, ref, *commit, old != NULL ? old : "", &gs,
-	        cause) == -1) {
+	if (update_ref(dir, ref, *commit, old != NULL ? old : "", &gs, cause) ==
+	    -1) {
 		free(*commit);
 		*commit = NULL;
 		goto out;
