@@ -89,10 +89,11 @@ gc_worktree(const struct task *t)
 static const char *
 gc_repo_refs(struct gc_run *g, const char *repo, size_t *len)
 {
-	const char *args[] = {"-C", repo, "for-each-ref",
+	static const char format[] =
 	    "--format=%(refname)%00%(objectname)%00"
-	    "%(contents:trailers:key=Orch-State,valueonly,separator=%x2C)",
-	    "refs/orch/tasks/", NULL};
+	    "%(contents:trailers:key=Orch-State,valueonly,separator=%x2C)";
+	const char *args[] = {
+	    "-C", repo, "for-each-ref", format, "refs/orch/tasks/", NULL};
 	struct git_opts o = {0};
 	struct git_buf out;
 	struct git_status gs;

@@ -99,10 +99,11 @@ config_may_define(const char *const *paths)
 static char **
 drivers_off(const struct git_opts *base, const char *common, const char *gitdir)
 {
-	const char *args[] = {"config", "-z", "--name-only", "--get-regexp",
+	static const char keys[] =
 	    "^(filter|diff)\\..*\\.(clean|smudge|process|required|textconv|"
-	    "command)$",
-	    NULL};
+	    "command)$";
+	const char *args[] = {
+	    "config", "-z", "--name-only", "--get-regexp", keys, NULL};
 	struct git_opts o = *base;
 	struct git_buf out;
 	struct git_status gs;
@@ -708,9 +709,10 @@ ws_ref_get(const char *dir, const char *ref, char **commit, char **cause)
 static int
 is_ours(const char *dir, const char *commit, int *ours, char **cause)
 {
-	const char *args[] = {"log", "-1", "--no-show-signature",
-	    "--format=%(trailers:key=" TRAILER ",valueonly)", commit, "--",
-	    NULL};
+	static const char format[] =
+	    "--format=%(trailers:key=" TRAILER ",valueonly)";
+	const char *args[] = {
+	    "log", "-1", "--no-show-signature", format, commit, "--", NULL};
 	struct git_buf out;
 	char *p;
 
