@@ -395,6 +395,8 @@ test_left_out(void)
 	is_int(ws_snapshot(wt, "refs/orch/tasks/60", "0123456789abcdef0123",
 	           "s", &c, &note, &permanent, &cause),
 	    0, "after the lock goes, it works");
+	free(note);
+	note = NULL;
 	free(c);
 	c = NULL;
 	free(cause);

@@ -1031,8 +1031,11 @@ ws_snapshot(const char *dir, const char *ref, const char *parent,
 	}
 	rc = 0;
 out:
-	if (rc == -1)
+	if (rc == -1) {
 		perm(&gs, permanent);
+		free(*note);
+		*note = NULL;
+	}
 	free(added.buf);
 	free(spec);
 	free(old);
