@@ -31,7 +31,6 @@
 #define GIT_TICK_MS     200         /* how often a long git calls tick */
 #define CAUSE_ERR_LINES 3
 #define CAUSE_ERR_BYTES 400
-#define GIT_MAX_CONFIG  64 /* GIT_CONFIG_KEY_n entries */
 
 /*
  * Settings that stop git from running programs on its own.  Given as
@@ -164,9 +163,16 @@ char **
 git_env(const struct git_opts *o)
 {
 	const char *path = getenv("PATH"), *home = getenv("HOME");
-	size_t max = 16 + 2 * GIT_MAX_CONFIG, n = 0, nconf = 0;
-	char **envp = xcalloc(max, sizeof *envp);
 	const char *const *lists[2] = {git_fixed_config, o ? o->config : NULL};
+	size_t max = 16, n = 0, nconf = 0;
+	char **envp;
+
+	for (size_t l = 0; l < nitems(lists); l++) {
+		for (size_t i = 0; lists[l] != NULL && lists[l][i] != NULL;
+		     i += 2)
+			max += 2;
+	}
+	envp = xcalloc(max, sizeof *envp);
 
 	env_add(envp, &n, max,
 	    xasprintf("PATH=%s",
@@ -190,8 +196,6 @@ git_env(const struct git_opts *o)
 	for (size_t l = 0; l < nitems(lists); l++) {
 		for (size_t i = 0; lists[l] != NULL && lists[l][i] != NULL;
 		     i += 2) {
-			if (nconf == GIT_MAX_CONFIG)
-				fatalx("%s: too many settings", __func__);
 			env_add(envp, &n, max,
 			    xasprintf(
 			        "GIT_CONFIG_KEY_%zu=%s", nconf, lists[l][i]));

@@ -281,8 +281,14 @@ test_hostile_config(void)
 	sh("git -C hostile config filter.own.clean 'touch %s/own-filter-ran; "
 	   "cat' && git -C hostile config filter.own.required true",
 	    tmp);
+	/* Many drivers: each is turned off, none is a limit to crash on. */
+	sh("for i in $(seq 1 40); do git -C hostile config filter.f$i.clean "
+	   "'touch %s/own-filter-ran; cat' && git -C hostile config "
+	   "filter.f$i.smudge cat; done",
+	    tmp);
 	put("state/worktrees/task-hostile/.gitattributes",
-	    "*.bin filter=lfs diff=t\n*.own filter=own\n");
+	    "*.bin filter=lfs diff=t\n*.own filter=own\n*.f40 filter=f40\n");
+	put("state/worktrees/task-hostile/z.f40", "forty\n");
 	put("state/worktrees/task-hostile/a.bin", "binary\n");
 	put("state/worktrees/task-hostile/b.own", "own\n");
 	is_int(ws_snapshot(wt, "refs/orch/tasks/50", base, "s", &c, &note, NULL,
