@@ -85,4 +85,56 @@ char *utf8_show(const char *s, size_t n, int flags);
 /* utf8_show of a NUL-terminated string, newlines and tabs kept. */
 char *utf8_show_str(const char *s);
 
+/* git.c: the one way both programs run git. */
+#define GIT_MAX_ARGS 16 /* arguments after `git --no-pager -C DIR` */
+
+/* Captured output: the head (or, with tail set, the end) of a stream. */
+struct git_buf {
+	char *buf; /* NUL-terminated */
+	size_t len;
+	size_t size;
+	size_t max;
+	size_t total; /* bytes the stream carried, kept or not */
+	int tail;
+};
+void git_buf_init(struct git_buf *, size_t max, int tail);
+void git_buf_add(struct git_buf *, const char *data, size_t n);
+
+struct git_opts {
+	const char *dir;      /* git -C dir; NULL: the current directory */
+	const char *gitdir;   /* GIT_DIR, pinned: never found from dir/.git */
+	const char *worktree; /* GIT_WORK_TREE, with gitdir */
+	const char *in;       /* standard input (NULL: /dev/null) */
+	size_t inlen;
+	size_t outmax;       /* bytes of stdout kept (0: 4096) */
+	unsigned timeout_ms; /* killed after this long (0: no limit) */
+	/* Called at least every 200 ms while git runs (a heartbeat). */
+	void (*tick)(void *);
+	void *arg;
+	/* More key, value settings, NULL-terminated (filters turned off). */
+	const char *const *config;
+};
+
+struct git_status {
+	int exit;      /* git's exit status, -1 when it did not exit */
+	int transient; /* trying again later may work */
+	int timed_out;
+};
+
+/*
+ * Run `git --no-pager [-C dir] ARGS...` in the environment git_env builds
+ * and capture its stdout in *out (out->total: how many bytes there were).
+ * Returns 0 when git exits 0; otherwise -1 with *cause "git SUB failed
+ * (exit N): <the end of stderr>" and *gs saying whether it may pass.
+ * out->buf is malloc'd either way.
+ */
+int git_run(const struct git_opts *, const char *const *args,
+    struct git_buf *out, struct git_status *gs, char **cause);
+/* git_run keeping only the first line of stdout (a hash, a path). */
+int git_line(const struct git_opts *, const char *const *args, char **line,
+    struct git_status *gs, char **cause);
+/* The environment git_run gives git (NULL-terminated, for git_env_free). */
+char **git_env(const struct git_opts *);
+void git_env_free(char **);
+
 #endif

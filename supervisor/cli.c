@@ -405,12 +405,19 @@ cli_drive(int64_t id)
 		if (rc != 0)
 			return 1;
 	}
+	char *branch = NULL;
+	struct task *done = NULL;
+
+	if (state == WS_COMPLETED && p.st != NULL &&
+	    store_task_get(p.st, id, &done) == 0 && done != NULL)
+		branch = task_branch(p.st, done);
+	task_free(done);
 	store_close(p.st);
 	printf("Task %lld %s.", (long long)id, wstate_name(state));
 	if (state == WS_COMPLETED)
-		printf(" Its branch: orch/task-%lld (`orch-supervisor show "
-		       "%lld`).",
-		    (long long)id, (long long)id);
+		printf(" Its branch: %s (`orch-supervisor show %lld`).",
+		    branch != NULL ? branch : "?", (long long)id);
+	free(branch);
 	printf("\n");
 	return state == WS_COMPLETED || state == WS_CANCELLED ? 0 : 1;
 }
@@ -845,13 +852,18 @@ cmd_show(int argc, char **argv)
 	cli_show_usage(st, id);
 	printf("\nCheckpoints:\n");
 	store_checkpoint_list(st, id, cli_show_cp, NULL);
-	if (t->text[TC_IMPLEMENTATION] != NULL)
-		printf(
-		    "\nResult: branch orch/task-%lld in %s\n  git -C %s diff "
-		    "%.12s...orch/task-%lld\n",
-		    (long long)id, cli_safe_line(t->repo),
-		    cli_safe_line(t->repo), cli_safe_line(t->base_commit),
-		    (long long)id);
+	if (t->text[TC_IMPLEMENTATION] != NULL) {
+		char *branch = task_branch(st, t);
+
+		char *b = utf8_show(branch, strlen(branch), 0);
+		const char *repo = cli_safe_line(t->repo);
+
+		printf("\nResult: branch %s in %s\n  git -C %s diff "
+		       "%.12s...%s\n",
+		    b, repo, repo, cli_safe_line(t->base_commit), b);
+		free(b);
+		free(branch);
+	}
 	if (t->state == WS_IMPLEMENTATION_AWAITING_APPROVAL)
 		cli_show_diff(st, t);
 	if (wstate_status(t->state) == TS_AWAITING_APPROVAL)
@@ -1412,8 +1424,8 @@ cmd_gc(int argc, char **argv)
 		putchar('\n');
 	} else
 		printf("Trimmed %lld finished tasks older than %u days: %lld "
-		       "events, %lld journal rows, %lld worktrees; database "
-		       "%lld -> %lld bytes.\n",
+		       "events, %lld journal rows, %lld worktrees, %lld "
+		       "snapshot refs; database %lld -> %lld bytes.\n",
 		    (long long)json_integer_value(json_object_get(r, "tasks")),
 		    days,
 		    (long long)json_integer_value(json_object_get(r, "events")),
@@ -1421,6 +1433,7 @@ cmd_gc(int argc, char **argv)
 		        json_object_get(r, "journal")),
 		    (long long)json_integer_value(
 		        json_object_get(r, "worktrees")),
+		    (long long)json_integer_value(json_object_get(r, "refs")),
 		    (long long)json_integer_value(
 		        json_object_get(r, "db_bytes_before")),
 		    (long long)json_integer_value(

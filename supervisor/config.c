@@ -68,6 +68,8 @@ static const struct var vars[] = {
     {"ORCH_AUDIT_MAX_BYTES", V_U64, S(audit_max_bytes), 4096, UINT64_MAX},
     {"ORCH_RETENTION_DAYS", V_UINT, S(retention_days), 0, 36500},
     {"ORCH_MAX_CONNECTIONS", V_UINT, S(max_connections), 1, 10000},
+    {"ORCH_SNAPSHOT_MAX_FILE_BYTES", V_U64, S(snapshot_max_file_bytes), 1,
+        UINT64_MAX},
 };
 #undef S
 
@@ -121,6 +123,7 @@ config_defaults(void)
 	cfg.audit_max_bytes = 10 * 1024 * 1024;
 	cfg.retention_days = 30;
 	cfg.max_connections = 64;
+	cfg.snapshot_max_file_bytes = 52428800;
 }
 
 static void __attribute__((noreturn))

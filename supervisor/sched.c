@@ -318,6 +318,17 @@ sched_start_data(const struct task *t, const char *stage, int clean)
 	json_object_set_new(o, "max_steps", json_integer(cfg.max_steps));
 	json_object_set_new(
 	    o, "cmd_timeout_s", json_integer(cfg.cmd_timeout_s));
+	json_object_set_new(o, "snapshot_max_file_bytes",
+	    json_integer(cfg.snapshot_max_file_bytes > INT64_MAX
+	                     ? INT64_MAX
+	                     : (json_int_t)cfg.snapshot_max_file_bytes));
+	/* Marks the commits the worker makes as this state directory's. */
+	if (store_state_id(sched_st, &s) == 0) {
+		json_set_str(o, "state_id", s);
+		free(s);
+	} else
+		log_warnx("task %lld: no state id: %s", (long long)t->id,
+		    store_error(sched_st));
 	json_object_set_new(o, "heartbeat_ms",
 	    json_integer(cfg.worker_timeout_s * 1000 / 4 > 0
 	                     ? cfg.worker_timeout_s * 1000 / 4

@@ -217,9 +217,24 @@ static const struct column v2_columns[] = {
     {"tasks", "failed_state", "INTEGER"},
 };
 
+/*
+ * Version 3: the state directory's id, made once at random.  Every commit
+ * the workers make carries it (the trailer "Orch-State: ID"), so that a
+ * ref of the same name made by another state directory (another database
+ * counting task ids from 1 too) is told apart and never overwritten.
+ */
+static const char v3_script[] =
+    "CREATE TABLE IF NOT EXISTS meta (\n"
+    "    key TEXT PRIMARY KEY,\n"
+    "    value TEXT NOT NULL\n"
+    ");\n"
+    "INSERT OR IGNORE INTO meta (key, value)"
+    " VALUES ('state_id', lower(hex(randomblob(16))));\n";
+
 static const struct migration migrations[] = {
     {v1_script, v1_columns, nitems(v1_columns)},
     {v2_script, v2_columns, nitems(v2_columns)},
+    {v3_script, NULL, 0},
 };
 
 #define SCHEMA_VERSION ((int)nitems(migrations))
@@ -713,6 +728,26 @@ store_int_query(struct store *s, const char *sql, int64_t *v)
 		store_dberr(s, sql);
 	sqlite3_finalize(st);
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
+}
+
+int
+store_state_id(struct store *s, char **id)
+{
+	static const char sql[] = "SELECT value FROM meta WHERE key = "
+	                          "'state_id'";
+	sqlite3_stmt *st;
+	int rc;
+
+	*id = NULL;
+	if ((st = store_prep_once(s, sql)) == NULL)
+		return -1;
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW && sqlite3_column_text(st, 0) != NULL)
+		*id = xstrdup((const char *)sqlite3_column_text(st, 0));
+	else if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+		store_dberr(s, sql);
+	sqlite3_finalize(st);
+	return *id != NULL ? 0 : -1;
 }
 
 /* PRAGMA quick_check or integrity_check: 0 and *ok, *first set. */

@@ -132,6 +132,8 @@ int store_storage_error(struct store *);
 /* A small write: 0 once the database can be written again. */
 int store_probe(struct store *);
 int store_schema_version(struct store *);
+/* The state directory's id (32 hex digits, made with the database). */
+int store_state_id(struct store *, char **id);
 
 /* Explicit transactions (BEGIN IMMEDIATE) grouping several writes. */
 int store_begin(struct store *);

@@ -53,6 +53,8 @@ struct config {
 	uint64_t audit_max_bytes; /* ORCH_AUDIT_MAX_BYTES, per file */
 	unsigned retention_days;  /* ORCH_RETENTION_DAYS: gc's default */
 	unsigned max_connections; /* ORCH_MAX_CONNECTIONS on the socket */
+	/* ORCH_SNAPSHOT_MAX_FILE_BYTES: larger files stay out of snapshots */
+	uint64_t snapshot_max_file_bytes;
 };
 
 extern struct config cfg;
@@ -95,6 +97,12 @@ int task_check_repo(const char *repo, char **abs, char **head, char **err);
 /* Run argv (found in PATH) with no input and its output discarded: its
  * exit status, or -1 when it could not run or was killed. */
 int run_quiet(char *const argv[]);
+/*
+ * The task's result branch: orch/task-ID, or the name the worker chose
+ * when a branch of that name was another state directory's (recorded in
+ * the after_implementation checkpoint).  malloc'd.
+ */
+char *task_branch(struct store *, const struct task *);
 json_t *task_json(struct store *, const struct task *, int full);
 /*
  * The whole change of the task's last implementation (base commit to its

@@ -3,12 +3,10 @@
  * (when no service runs) perform.  Each is one transaction.
  */
 #include <sys/stat.h>
-#include <sys/wait.h>
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,69 +62,42 @@ task_enter(struct store *st, const struct task *t, enum wstate state,
 	return rc;
 }
 
+/*
+ * Run git (argv[0] is "git") through common/git.c, as the worker does: no
+ * global or system configuration, hooks, fsmonitor or pager.  Returns
+ * git's exit status, or -1 when it did not exit.
+ */
 int
 run_quiet(char *const argv[])
 {
-	posix_spawn_file_actions_t fa;
-	extern char **environ;
-	pid_t pid;
-	int status;
+	struct git_opts o = {0};
+	struct git_buf out;
+	struct git_status gs;
+	char *cause = NULL;
 
-	posix_spawn_file_actions_init(&fa);
-	for (int fd = 0; fd <= 2; fd++)
-		posix_spawn_file_actions_addopen(
-		    &fa, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0);
-	if (posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ) != 0) {
-		posix_spawn_file_actions_destroy(&fa);
-		return -1;
+	if (argv[0] == NULL || strcmp(argv[0], "git") != 0)
+		fatalx("%s: %s is not git", __func__, argv[0]);
+	if (git_run(&o, (const char *const *)argv + 1, &out, &gs, &cause) ==
+	    -1) {
+		log_debug("%s", cause);
+		free(cause);
 	}
-	posix_spawn_file_actions_destroy(&fa);
-	while (waitpid(pid, &status, 0) == -1)
-		if (errno != EINTR)
-			return -1;
-	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	free(out.buf);
+	return gs.exit;
 }
 
 /* Run git with argv, capturing the first line of stdout; 0 on exit 0. */
 static int
 task_git(char *const argv[], char **line)
 {
-	int p[2], status;
-	pid_t pid;
-	posix_spawn_file_actions_t fa;
-	char buf[4096];
-	size_t len = 0;
-	ssize_t n;
-	extern char **environ;
+	struct git_opts o = {0};
+	struct git_status gs;
+	char *cause = NULL;
 
-	*line = NULL;
-	if (pipe2(p, O_CLOEXEC) == -1)
-		return -1;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
-	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-	if (posix_spawnp(&pid, "git", &fa, NULL, argv, environ) != 0) {
-		posix_spawn_file_actions_destroy(&fa);
-		close(p[0]);
-		close(p[1]);
-		return -1;
-	}
-	posix_spawn_file_actions_destroy(&fa);
-	close(p[1]);
-	while ((n = read(p[0], buf + len, sizeof buf - 1 - len)) > 0 ||
-	       (n == -1 && errno == EINTR)) {
-		if (n > 0)
-			len += (size_t)n;
-		if (len == sizeof buf - 1)
-			break;
-	}
-	close(p[0]);
-	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
-		;
-	buf[len] = '\0';
-	buf[strcspn(buf, "\n")] = '\0';
-	*line = xstrdup(buf);
-	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+	if (git_line(&o, (const char *const *)argv + 1, line, &gs, &cause) == 0)
+		return 0;
+	free(cause);
+	return -1;
 }
 
 /* The result commit of the task's last implementation, or NULL. */
@@ -562,6 +533,37 @@ task_json_checkpoint(const struct checkpoint *cp, void *arg)
 	return 0;
 }
 
+static int
+task_branch_cb(const struct checkpoint *cp, void *arg)
+{
+	char **branch = arg;
+	json_t *j;
+
+	if (strcmp(cp->name, "after_implementation") != 0 || cp->data == NULL)
+		return 0;
+	if ((j = json_loads(cp->data, 0, NULL)) == NULL)
+		return 0;
+	if (json_is_string(json_object_get(j, "branch"))) {
+		free(*branch);
+		*branch =
+		    xstrdup(json_string_value(json_object_get(j, "branch")));
+	}
+	json_decref(j);
+	return 0;
+}
+
+char *
+task_branch(struct store *st, const struct task *t)
+{
+	char *branch = NULL;
+
+	if (st != NULL)
+		store_checkpoint_list(st, t->id, task_branch_cb, &branch);
+	if (branch == NULL)
+		branch = xasprintf("orch/task-%lld", (long long)t->id);
+	return branch;
+}
+
 static const char *const text_names[TC_MAX] = {"plan", "implementation",
     "review", "verification_result", "workflow_log", "plan_approved_at",
     "plan_approved_by", "plan_rejection_reason", "implementation_approved_at",
@@ -605,8 +607,12 @@ task_json(struct store *st, const struct task *t, int full)
 	    o, "review_rounds", json_integer(t->ival[TI_REVIEW_ROUNDS]));
 	json_object_set_new(
 	    o, "verify_rounds", json_integer(t->ival[TI_VERIFY_ROUNDS]));
-	json_object_set_new(
-	    o, "branch", json_sprintf("orch/task-%lld", (long long)t->id));
+	{
+		char *branch = task_branch(st, t);
+
+		json_object_set_new(o, "branch", json_string(branch));
+		free(branch);
+	}
 	a = json_array();
 	if (store_checkpoint_list(st, t->id, task_json_checkpoint, a) == 0)
 		json_object_set_new(o, "checkpoints", a);

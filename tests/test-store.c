@@ -267,12 +267,12 @@ test_pragmas(void)
 		is_int(raw_int(db, "PRAGMA wal_autocheckpoint"), 321,
 		    "wal_autocheckpoint from opts");
 	}
-	is_int(store_schema_version(s), 2, "schema version 2");
+	is_int(store_schema_version(s), 3, "schema version 3");
 	other = raw_open(path);
 	mode = raw_text(other, "PRAGMA journal_mode");
 	is_str(mode, "wal", "second connection sees WAL");
 	free(mode);
-	is_int(raw_int(other, "PRAGMA user_version"), 2, "user_version 2");
+	is_int(raw_int(other, "PRAGMA user_version"), 3, "user_version 3");
 	is_int(raw_int(other, "SELECT COUNT(*) FROM sqlite_master WHERE"
 	                      " type = 'index' AND name IN ('tasks_status',"
 	                      " 'tasks_workflow_state', 'checkpoints_task_id',"
@@ -611,7 +611,7 @@ test_list(void)
 		    "stats db_bytes");
 		is_int(
 		    json_integer_value(json_object_get(st, "schema_version")),
-		    2, "stats schema_version");
+		    3, "stats schema_version");
 		json_decref(st);
 	}
 	store_close(s);
@@ -1001,9 +1001,9 @@ test_migration(void)
 	    "open a version-0 database");
 	if (s == NULL)
 		fatalx("%s", cause);
-	is_int(store_schema_version(s), 2, "migrated to 2");
+	is_int(store_schema_version(s), 3, "migrated to 3");
 	raw = raw_open(path);
-	is_int(raw_int(raw, "PRAGMA user_version"), 2, "user_version 2");
+	is_int(raw_int(raw, "PRAGMA user_version"), 3, "user_version 3");
 	after = raw_text(raw, seed_dump_sql);
 	is_str(after, dump, "every old task row and value intact");
 	free(after);
@@ -1051,7 +1051,7 @@ test_migration(void)
 	store_close(s);
 
 	ok(store_open(&s, path, STORE_RW, NULL, &cause) == 0 &&
-	        store_schema_version(s) == 2,
+	        store_schema_version(s) == 3,
 	    "reopen is idempotent");
 	is_int(count(s, "tasks"), 4, "no rows lost or added by reopening");
 	is_int(count(s, "checkpoints"), 4, "checkpoints kept");
@@ -1349,6 +1349,65 @@ test_backup(void)
 	free(dest);
 }
 
+/*
+ * The state directory's id: made with the database, the same at every
+ * open, another for another database, and made for a database migrated
+ * from version 2 (whose rows all stay).
+ */
+static void
+test_state_id(void)
+{
+	char *a = tpath("sid-a.db"), *b = tpath("sid-b.db"), *cause;
+	char *id1 = NULL, *id2 = NULL, *id3 = NULL, *dump, *after;
+	struct store *s;
+	sqlite3 *raw;
+
+	if (store_open(&s, a, STORE_RW, NULL, &cause) == -1)
+		fatalx("%s", cause);
+	ok(store_state_id(s, &id1) == 0 && id1 != NULL && strlen(id1) == 32 &&
+	        strspn(id1, "0123456789abcdef") == 32,
+	    "state id: 32 hex digits");
+	add_task(s, "one");
+	store_close(s);
+	if (store_open(&s, a, STORE_RW, NULL, &cause) == -1)
+		fatalx("%s", cause);
+	ok(store_state_id(s, &id2) == 0 && id1 != NULL && id2 != NULL &&
+	        strcmp(id1, id2) == 0,
+	    "state id: the same at the next open");
+	store_close(s);
+	if (store_open(&s, b, STORE_RW, NULL, &cause) == -1)
+		fatalx("%s", cause);
+	free(id2);
+	id2 = NULL;
+	ok(store_state_id(s, &id2) == 0 && id1 != NULL && id2 != NULL &&
+	        strcmp(id1, id2) != 0,
+	    "state id: another database has another");
+	store_close(s);
+
+	/* Back to version 2: the migration makes an id, keeps the rows. */
+	raw = raw_open(a);
+	raw_exec(raw, "DROP TABLE meta; PRAGMA user_version = 2;");
+	dump = raw_text(raw, "SELECT group_concat(id || request) FROM tasks");
+	sqlite3_close(raw);
+	if (store_open(&s, a, STORE_RW, NULL, &cause) == -1)
+		fatalx("%s", cause);
+	is_int(store_schema_version(s), 3, "state id: v2 migrated to 3");
+	ok(store_state_id(s, &id3) == 0 && id3 != NULL && strlen(id3) == 32,
+	    "state id: made by the migration");
+	store_close(s);
+	raw = raw_open(a);
+	after = raw_text(raw, "SELECT group_concat(id || request) FROM tasks");
+	sqlite3_close(raw);
+	is_str(after, dump, "state id: every row kept");
+	free(dump);
+	free(after);
+	free(id1);
+	free(id2);
+	free(id3);
+	free(a);
+	free(b);
+}
+
 int
 main(void)
 {
@@ -1371,6 +1430,7 @@ main(void)
 	test_refuse();
 	test_rdonly();
 	test_backup();
+	test_state_id();
 
 	sqlite3_reset_auto_extension();
 	{

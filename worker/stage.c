@@ -65,12 +65,26 @@ cfg_str(const char *key)
 	return json_string_value(json_object_get(S->cfg, key));
 }
 
+/* name with "-" and the first 12 characters of the state id: a name of
+ * this state directory's own, for when name is someone else's. */
+static char *
+stage_alt_name(const char *name)
+{
+	const char *id = cfg_str("state_id");
+
+	return xasprintf("%s-%.12s", name, id != NULL ? id : "x");
+}
+
 /*
  * Restore the workspace to the last committed snapshot: this run's last
  * journaled one, else the last one the supervisor recorded, else the base.
  * Two cases need no restore (and no git): a worktree just made from that
  * commit, and one the supervisor says the previous stage left clean (it
- * ended normally, at its last snapshot).  Everything else (a restart, a
+ * ended normally, at its last snapshot).  A third keeps the files as they
+ * are: the journal's last entry is a tool's result whose snapshot was never
+ * recorded (the worker died while taking it).  Nothing ran after that tool,
+ * so the worktree holds exactly what it left: stage_tool snapshots it on
+ * replay, and the tool is never run twice.  Everything else (a restart, a
  * resume) may follow a crash mid-step, so it restores.
  */
 static void
@@ -78,14 +92,20 @@ stage_workspace(void)
 {
 	const char *target = cfg_str("snapshot");
 	int clean = json_is_true(json_object_get(S->cfg, "workspace_clean"));
-	char *cause;
-	int made;
+	struct ws_options wo = {cfg_str("state_id"),
+	    (uint64_t)json_integer_value(
+	        json_object_get(S->cfg, "snapshot_max_file_bytes")),
+	    S->cmd_timeout_s, wio_heartbeat, NULL};
+	char *cause, *alt, *ref;
+	int made, pending = 0, permanent;
 
+	ws_configure(&wo);
 	for (size_t i = 0; i < journal_count(); i++) {
 		const char *kind, *data = journal_data(i, &kind);
 		json_t *j;
 
-		if (strcmp(kind, "tool") != 0)
+		pending = 0;
+		if (strcmp(kind, "tool") != 0 && strcmp(kind, "snapshot") != 0)
 			continue;
 		if ((j = json_loads(data, 0, NULL)) == NULL)
 			continue;
@@ -94,6 +114,8 @@ stage_workspace(void)
 			last_commit = xstrdup(
 			    json_string_value(json_object_get(j, "commit")));
 		}
+		pending = strcmp(kind, "tool") == 0 &&
+		          json_is_true(json_object_get(j, "snapshot"));
 		json_decref(j);
 	}
 	if (last_commit == NULL)
@@ -103,18 +125,36 @@ stage_workspace(void)
 	if ((made = ws_create(S->repo, S->worktree, S->base, &cause)) == -1)
 		stage_retry("workspace: %s", cause);
 	log_debug("workspace %s: %s, %zu journaled, at %.12s", S->worktree,
-	    made    ? "made"
-	    : clean ? "left clean"
-	            : "to restore",
+	    made      ? "made"
+	    : pending ? "kept for the pending snapshot"
+	    : clean   ? "left clean"
+	              : "to restore",
 	    journal_count(), last_commit);
 	if (made ? strcmp(last_commit, S->base) != 0
-	         : !clean || journal_count() > 0) {
+	         : !pending && (!clean || journal_count() > 0)) {
 		if (ws_restore(S->worktree, last_commit, &cause) == -1)
 			stage_retry("workspace: %s", cause);
 	}
 	rootfd = open(S->worktree, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (rootfd == -1)
 		stage_retry("open %s: %s", S->worktree, strerror(errno));
+	if (strcmp(S->name, "implementing") != 0)
+		return;
+	/* A snapshot ref another state directory made is not ours to move. */
+	alt = stage_alt_name(S->ref);
+	if (ws_pick_ref(S->worktree, S->ref, alt, &ref, &permanent, &cause) ==
+	    -1) {
+		if (permanent)
+			stage_fail("workspace: %s", cause);
+		stage_retry("workspace: %s", cause);
+	}
+	if (strcmp(ref, S->ref) != 0)
+		wio_log(PROTO_LOG_INFO,
+		    "%s was made by another state directory; snapshots go to "
+		    "%s",
+		    S->ref, ref);
+	S->ref = ref;
+	free(alt);
 }
 
 static int
@@ -178,8 +218,73 @@ stage_reply(json_t *messages, json_t *tools, int turn)
 	return reply;
 }
 
-/* One tool call: replayed from the journal, or run, snapshotted and
- * journaled. */
+/*
+ * The snapshot after tool step `step` changed files: taken now and
+ * journaled (journaled NULL), or replayed.  Its note (what was left out)
+ * is added to the result the model reads.
+ */
+static void
+stage_snapshot(json_t *res, int step, const char *journaled)
+{
+	const char *name = json_string_value(json_object_get(res, "name"));
+	char *s, *commit, *note = NULL, *cause;
+	json_t *j;
+	int permanent;
+
+	if (journaled != NULL) {
+		if ((j = json_loads(journaled, 0, NULL)) == NULL ||
+		    !json_is_string(json_object_get(j, "commit")))
+			stage_fail("journaled snapshot %d is not JSON", step);
+		commit =
+		    xstrdup(json_string_value(json_object_get(j, "commit")));
+		if (json_is_string(json_object_get(j, "note")))
+			note = xstrdup(
+			    json_string_value(json_object_get(j, "note")));
+		json_decref(j);
+	} else {
+		s = xasprintf(
+		    "%s step %d: %s", S->name, step, name ? name : "?");
+		if (ws_snapshot(S->worktree, S->ref, S->base, s, &commit, &note,
+		        &permanent, &cause) == -1) {
+			if (permanent)
+				stage_fail("the snapshot after step %d (%s) "
+				           "failed: %s",
+				    step, name ? name : "?", cause);
+			stage_retry("snapshot: %s", cause);
+		}
+		free(s);
+		j = json_pack("{s:s,s:i}", "commit", commit, "step", step);
+		if (note != NULL)
+			json_object_set_new(j, "note", json_string(note));
+		s = json_dumps(j, JSON_COMPACT);
+		json_decref(j);
+		journal_put("snapshot", s, 0, 0);
+		free(s);
+		if (strcmp(commit, last_commit) != 0) {
+			s = xasprintf("{\"commit\":\"%s\",\"stage\":\"%s\","
+			              "\"step\":%d}",
+			    commit, S->name, step);
+			wio_checkpoint("snapshot", s);
+			free(s);
+		}
+	}
+	if (note != NULL) {
+		s = xasprintf("%s\n\n%s",
+		    json_string_value(json_object_get(res, "text")), note);
+		json_object_set_new(res, "text", json_string(s));
+		free(s);
+		free(note);
+	}
+	free(last_commit);
+	last_commit = commit;
+}
+
+/*
+ * One tool call: replayed from the journal, or run and journaled, then
+ * snapshotted when it changed files.  The result is journaled before the
+ * snapshot: a worker killed while snapshotting (a large workspace) never
+ * runs the tool again; the restarted one snapshots what it left.
+ */
 static json_t *
 stage_tool(const struct tool_ctx *ctx, json_t *call, int step)
 {
@@ -190,55 +295,40 @@ stage_tool(const struct tool_ctx *ctx, json_t *call, int step)
 	const char *id = json_string_value(json_object_get(call, "id"));
 	struct tool_result tr;
 	json_t *res;
-	char *s, *commit = NULL, *cause;
+	char *s;
 	static const char *const outcomes[] = {"done", "error", "terminal"};
 
 	if (data != NULL) {
 		if ((res = json_loads(data, 0, NULL)) == NULL)
 			stage_fail(
 			    "journaled tool result %d is not JSON", step);
+		if (json_is_true(json_object_get(res, "snapshot")))
+			stage_snapshot(res, step, journal_next("snapshot"));
 		return res;
 	}
 	wio_log(
 	    PROTO_LOG_TOOL, "%s %.200s", name ? name : "?", args ? args : "");
 	tool_exec(ctx, name ? name : "", args ? args : "", &tr);
-	if (tr.changed) {
-		s = xasprintf("%s step %d: %s", S->name, step, name);
-		if (ws_snapshot(
-		        S->worktree, S->ref, S->base, s, &commit, &cause) == -1)
-			stage_retry("snapshot: %s", cause);
-		free(s);
-	}
 	res = json_pack("{s:s,s:s,s:s,s:s}", "id", id ? id : "", "name",
 	    name ? name : "", "outcome", outcomes[tr.outcome], "text",
 	    tr.text ? tr.text : "");
-	if (commit != NULL)
-		json_object_set_new(res, "commit", json_string(commit));
 	if (tr.value != NULL)
 		json_object_set(res, "value", tr.value);
 	/*
 	 * A terminal tool (submit_plan, finish, submit_review) only checks
 	 * its arguments, which the journaled reply holds: a replay computes
-	 * the same result again, so it is not journaled (its commit would be
-	 * the stage's last but one, right before the result's).
+	 * the same result again, so it is not journaled.  It changes no file.
 	 */
 	if (tr.outcome != TOOL_TERMINAL) {
+		if (tr.changed)
+			json_object_set_new(res, "snapshot", json_true());
 		s = json_dumps(res, JSON_COMPACT);
 		journal_put("tool", s, 0, 0);
 		free(s);
+		if (tr.changed)
+			stage_snapshot(res, step, NULL);
 	}
 	tool_result_clear(&tr);
-	if (commit != NULL) {
-		if (strcmp(commit, last_commit) != 0) {
-			s = xasprintf("{\"commit\":\"%s\",\"stage\":\"%s\","
-			              "\"step\":%d}",
-			    commit, S->name, step);
-			wio_checkpoint("snapshot", s);
-			free(s);
-		}
-		free(last_commit);
-		last_commit = commit;
-	}
 	return res;
 }
 
@@ -403,8 +493,9 @@ stage_commit_message(const char *request, const char *summary)
 static void __attribute__((noreturn)) stage_implementing(void)
 {
 	const char *fb = cfg_str("feedback");
-	char *user, *cause, *result, *stat, *msg;
+	char *user, *cause, *result, *stat, *msg, *ref, *alt, *branch = NULL;
 	json_t *v, *out;
+	int permanent;
 
 	user = xasprintf("Request:\n%s\n\nThe approved plan:\n%s%s%s",
 	    cfg_str("request"), cfg_str("plan") ? cfg_str("plan") : "(none)",
@@ -414,15 +505,26 @@ static void __attribute__((noreturn)) stage_implementing(void)
 	/* People read commit messages on terminals: no raw controls. */
 	msg = stage_commit_message(cfg_str("request"),
 	    json_string_value(json_object_get(v, "summary")));
-	if (ws_squash(S->worktree, cfg_str("branch"), S->base, last_commit, msg,
-	        &result, &cause) == -1)
+	/* A result branch another state directory made is left alone. */
+	ref = xasprintf("refs/heads/%s", cfg_str("branch"));
+	alt = stage_alt_name(ref);
+	if (ws_pick_ref(S->worktree, ref, alt, &branch, &permanent, &cause) ==
+	        -1 ||
+	    ws_squash(S->worktree, branch + strlen("refs/heads/"), S->base,
+	        last_commit, msg, &result, &permanent, &cause) == -1) {
+		if (permanent)
+			stage_fail("the result branch: %s", cause);
 		stage_retry("squash: %s", cause);
+	}
+	free(ref);
+	free(alt);
 	free(msg);
 	if (ws_diffstat(S->worktree, S->base, result, &stat, &cause) == -1)
 		stage_retry("diffstat: %s", cause);
 	out = json_pack("{s:O,s:s,s:s,s:s,s:s}", "summary",
 	    json_object_get(v, "summary"), "diffstat", stat, "commit", result,
-	    "snapshot", last_commit, "branch", cfg_str("branch"));
+	    "snapshot", last_commit, "branch", branch + strlen("refs/heads/"));
+	free(branch);
 	free(stat);
 	free(result);
 	json_decref(v);

@@ -1131,9 +1131,20 @@ tool_read_diff(const struct tool_ctx *ctx, json_t *args, struct tool_result *r)
 static void
 tool_finish(const struct tool_ctx *ctx, json_t *args, struct tool_result *r)
 {
+	const char *summary =
+	    json_string_value(json_object_get(args, "summary"));
+
 	(void)ctx;
-	if (!not_blank(json_string_value(json_object_get(args, "summary")))) {
+	if (!not_blank(summary)) {
 		result_error(r, "finish: argument \"summary\" is empty");
+		return;
+	}
+	/* It becomes the result's commit message and is shown to people. */
+	if (strlen(summary) > TOOL_MAX_SUMMARY) {
+		result_error(r,
+		    "finish: the summary is %zu bytes, over the limit of %d: "
+		    "say what changed and why in a few paragraphs",
+		    strlen(summary), TOOL_MAX_SUMMARY);
 		return;
 	}
 	terminal(args, r, xstrdup("implementation finished"));

@@ -75,19 +75,34 @@ int llm_chat(const struct llm_turn *, json_t *messages, json_t *tools,
 const char *prompt_get(const char *name);
 
 /* Limits on what the model may hand the tools and what they hand back. */
-#define TOOL_MAX_ARGS   (1024 * 1024) /* bytes of one call's arguments */
-#define TOOL_MAX_READ   (256 * 1024)  /* bytes read_file returns */
-#define TOOL_MAX_WRITE  (1024 * 1024) /* bytes write_file/edit_file write */
-#define TOOL_MAX_LIST   2000          /* entries list_files returns */
-#define TOOL_MAX_RESULT (256 * 1024)  /* bytes of any tool result */
+#define TOOL_MAX_ARGS    (1024 * 1024) /* bytes of one call's arguments */
+#define TOOL_MAX_READ    (256 * 1024)  /* bytes read_file returns */
+#define TOOL_MAX_WRITE   (1024 * 1024) /* bytes write_file/edit_file write */
+#define TOOL_MAX_LIST    2000          /* entries list_files returns */
+#define TOOL_MAX_RESULT  (256 * 1024)  /* bytes of any tool result */
+#define TOOL_MAX_SUMMARY (64 * 1024)   /* bytes of finish's summary */
 
 /* workspace.c: the task's git worktree and its snapshots. */
 
 /*
- * Every git command runs with a scrubbed environment, no hooks
- * (core.hooksPath=/dev/null) and no pager; output is captured.
- * All functions return 0, or -1 with *cause a malloc'd message.
+ * Every git command runs through common/git.c: a scrubbed environment, no
+ * hooks, no pager, no filters or diff drivers, no global or system
+ * configuration; on a worktree, GIT_DIR and GIT_WORK_TREE are pinned to
+ * the repository's record of it (ws_create), never read from the
+ * workspace.  All functions return 0, or -1 with *cause a malloc'd
+ * message.
  */
+#define WS_MAX_FILE_BYTES 52428800ULL /* ORCH_SNAPSHOT_MAX_FILE_BYTES */
+struct ws_options {
+	/* Written as the trailer "Orch-State: ID" of every commit made; a
+	 * ref whose commit lacks it is someone else's.  NULL: no check. */
+	const char *state_id;
+	uint64_t max_file_bytes; /* larger files are left out of snapshots */
+	unsigned timeout_s;      /* limit of each git of a snapshot (0: none) */
+	void (*tick)(void *);    /* called while git runs (heartbeat) */
+	void *arg;
+};
+void ws_configure(const struct ws_options *);
 
 /*
  * Remove the lock files a killed git may have left on what only this task's
@@ -113,17 +128,30 @@ int ws_restore(const char *dir, const char *commit, char **cause);
  * commit whose parent is the commit ref points at (or parent when ref does
  * not exist yet), and point ref at it.  When nothing changed, no commit is
  * made and *commit is the current one.  *commit is malloc'd (40 hex).
+ * Nested repositories and files over the size limit are left out, and
+ * *note (malloc'd, or NULL) says so for the model.  On failure *permanent
+ * says whether trying again cannot help.
  */
 int ws_snapshot(const char *dir, const char *ref, const char *parent,
-    const char *message, char **commit, char **cause);
+    const char *message, char **commit, char **note, int *permanent,
+    char **cause);
+/*
+ * Which of two refs this state directory may write: alt when it exists
+ * and is ours, else ref when it does not exist or is ours, else alt.
+ * Fails when both exist and are someone else's.
+ */
+int ws_pick_ref(const char *dir, const char *ref, const char *alt,
+    char **chosen, int *permanent, char **cause);
 /* The commit a ref points at, or NULL (and 0) when it does not exist. */
 int ws_ref_get(const char *dir, const char *ref, char **commit, char **cause);
 /*
  * Set branch (e.g. "orch/task-7") to one commit on top of base holding the
- * tree of commit, with message.  *result is malloc'd.
+ * tree of commit, with message (any size: it goes on standard input).  A
+ * branch that exists and is not ours is refused.  *result is malloc'd.
  */
 int ws_squash(const char *dir, const char *branch, const char *base,
-    const char *commit, const char *message, char **result, char **cause);
+    const char *commit, const char *message, char **result, int *permanent,
+    char **cause);
 /* `git diff --stat` and the diff of commit against base, each cut at max
  * bytes with a note saying how much was left out. */
 int ws_diffstat(const char *dir, const char *base, const char *commit,

@@ -9,14 +9,12 @@
  * user's HEAD, index, working tree and other branches are never touched.
  */
 #include <sys/stat.h>
-#include <sys/wait.h>
 
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
-#include <poll.h>
-#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,321 +23,230 @@
 #include "common.h"
 #include "worker.h"
 
-#define GIT_MAX_OUT     (1024 * 1024) /* bytes of stdout kept */
-#define GIT_MAX_ERR     (64 * 1024)   /* bytes of stderr kept (the tail) */
-#define GIT_MAX_ARGS    16            /* arguments after the subcommand */
-#define DIFFSTAT_MAX    (64 * 1024)
-#define CAUSE_ERR_LINES 3
-#define CAUSE_ERR_BYTES 400
+#define GIT_MAX_OUT  (1024 * 1024)      /* bytes of stdout kept */
+#define LIST_MAX_OUT (64 * 1024 * 1024) /* bytes of a file list kept */
+#define DIFFSTAT_MAX (64 * 1024)
+#define NOTE_MAX     10 /* paths a snapshot note names */
+#define MAX_PINNED   8
+#define TRAILER      "Orch-State"
 
-/* Captured output: the head (or, with tail set, the end) of a stream. */
-struct capbuf {
-	char *buf; /* NUL-terminated */
-	size_t len;
-	size_t size;
-	size_t max;
-	size_t total; /* bytes the stream carried, kept or not */
-	int tail;
+/*
+ * A worktree made (or found) by ws_create: git is always run on it with
+ * GIT_DIR and GIT_WORK_TREE pinned to what the user's repository says,
+ * never through dir/.git, which the model's commands can rewrite.
+ */
+struct pinned {
+	char *dir;     /* as the caller names it */
+	char *absdir;  /* GIT_WORK_TREE */
+	char *admin;   /* GIT_DIR: <common>/worktrees/NAME */
+	char *common;  /* the repository's common directory */
+	char **config; /* filter and diff driver settings turned off */
 };
 
-static void
-capbuf_init(struct capbuf *b, size_t max, int tail)
+static char *common_dir(const char *repo);
+
+static struct pinned pinned[MAX_PINNED];
+static size_t npinned;
+static struct ws_options opts = {NULL, WS_MAX_FILE_BYTES, 0, NULL, NULL};
+
+void
+ws_configure(const struct ws_options *o)
 {
-	memset(b, 0, sizeof *b);
-	b->max = max;
-	b->tail = tail;
-	b->size = 256;
-	b->buf = xmalloc(b->size);
-	b->buf[0] = '\0';
+	opts = *o;
+	if (opts.max_file_bytes == 0)
+		opts.max_file_bytes = WS_MAX_FILE_BYTES;
 }
 
-static void
-capbuf_reserve(struct capbuf *b, size_t need)
+/*
+ * The filter and diff drivers the repository's own configuration defines
+ * (the global and system ones are never read), as settings that turn each
+ * off: an empty clean/smudge/process/textconv/command, required=false.  A
+ * .gitattributes in the workspace is the model's: it must not choose a
+ * program for the worker's git to run outside the sandbox.
+ */
+/*
+ * Whether any of the configuration files may define a driver: they name
+ * "filter", "diff" or "include" somewhere (case aside), or cannot be read
+ * whole.  Most repositories define none, and then no git is run to list
+ * them.
+ */
+static int
+config_may_define(const char *const *paths)
 {
-	if (need + 1 <= b->size)
-		return;
-	while (b->size < need + 1)
-		b->size *= 2;
-	b->buf = xrealloc(b->buf, b->size);
-}
+	char buf[256 * 1024];
 
-static void
-capbuf_add(struct capbuf *b, const char *data, size_t n)
-{
-	b->total += n;
-	if (b->tail) {
-		if (n >= b->max) {
-			data += n - b->max;
-			n = b->max;
-			b->len = 0;
-		} else if (b->len + n > b->max) {
-			size_t drop = b->len + n - b->max;
-			memmove(b->buf, b->buf + drop, b->len - drop);
-			b->len -= drop;
+	for (size_t i = 0; paths[i] != NULL; i++) {
+		ssize_t n;
+		int fd;
+
+		if ((fd = open(paths[i], O_RDONLY | O_CLOEXEC)) == -1) {
+			if (errno == ENOENT)
+				continue;
+			return 1;
 		}
-	} else if (n > b->max - b->len)
-		n = b->max - b->len;
-	capbuf_reserve(b, b->len + n);
-	memcpy(b->buf + b->len, data, n);
-	b->len += n;
-	b->buf[b->len] = '\0';
-}
-
-/* The last few lines of git's stderr, joined into one line. */
-static char *
-err_tail(const struct capbuf *err)
-{
-	const char *s = err->buf;
-	size_t end = err->len, start;
-	int lines = 0;
-	char *out;
-
-	while (end > 0 && (s[end - 1] == '\n' || s[end - 1] == '\r' ||
-	                      s[end - 1] == ' ' || s[end - 1] == '\t'))
-		end--;
-	if (end == 0)
-		return xstrdup("(no output)");
-	start = end;
-	while (start > 0) {
-		if (s[start - 1] == '\n' && ++lines == CAUSE_ERR_LINES)
-			break;
-		start--;
-	}
-	if (end - start > CAUSE_ERR_BYTES)
-		start = end - CAUSE_ERR_BYTES;
-	out = xstrndup(s + start, end - start);
-	for (char *p = out; *p != '\0'; p++) {
-		if (*p == '\n')
-			*p = ';';
-		else if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			*p = ' ';
-	}
-	return out;
-}
-
-/* Move a descriptor above stderr so the child's dup2 calls cannot clash. */
-static int
-fd_above_stdio(int fd)
-{
-	int nfd;
-
-	if (fd > STDERR_FILENO)
-		return fd;
-	nfd = fcntl(fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
-	close(fd);
-	return nfd;
-}
-
-static int
-make_pipe(int p[2])
-{
-	if (pipe2(p, O_CLOEXEC) == -1)
-		return -1;
-	p[0] = fd_above_stdio(p[0]);
-	p[1] = fd_above_stdio(p[1]);
-	if (p[0] == -1 || p[1] == -1) {
-		if (p[0] != -1)
-			close(p[0]);
-		if (p[1] != -1)
-			close(p[1]);
-		return -1;
+		n = read(fd, buf, sizeof buf - 1);
+		close(fd);
+		if (n < 0 || (size_t)n == sizeof buf - 1)
+			return 1;
+		buf[n] = '\0';
+		if (strlen(buf) != (size_t)n || strcasestr(buf, "filter") ||
+		    strcasestr(buf, "diff") || strcasestr(buf, "include"))
+			return 1;
 	}
 	return 0;
 }
 
-/* Runs in the forked child: only async-signal-safe calls. */
-static void __attribute__((noreturn))
-git_child(char *const argv[], char *const envp[], int out, int err)
+static char **
+drivers_off(const struct git_opts *base, const char *common, const char *gitdir)
 {
-	static const char msg[] = "orch: cannot execute git\n";
-	struct sigaction sa;
-	sigset_t none;
-	int null;
+	static const char keys[] =
+	    "^(filter|diff)\\..*\\.(clean|smudge|process|required|textconv|"
+	    "command)$";
+	const char *args[] = {
+	    "config", "-z", "--name-only", "--get-regexp", keys, NULL};
+	struct git_opts o = *base;
+	struct git_buf out;
+	struct git_status gs;
+	char *cause = NULL, **conf, *paths[3];
+	size_t n = 0, max = 1;
+	int may;
 
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = SIG_DFL;
-	for (int sig = 1; sig < NSIG; sig++)
-		sigaction(sig, &sa, NULL);
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
-
-	null = open("/dev/null", O_RDONLY);
-	if (null == -1 || dup2(null, STDIN_FILENO) == -1 ||
-	    dup2(out, STDOUT_FILENO) == -1 || dup2(err, STDERR_FILENO) == -1)
-		_exit(127);
-	if (close_range(STDERR_FILENO + 1, ~0U, 0) == -1) {
-		for (int fd = STDERR_FILENO + 1; fd < 1024; fd++)
-			close(fd);
+	if (common != NULL) {
+		paths[0] = xasprintf("%s/config", common);
+		paths[1] = xasprintf("%s/config.worktree", gitdir);
+		paths[2] = NULL;
+		may = config_may_define((const char *const *)paths);
+		free(paths[0]);
+		free(paths[1]);
+		if (!may)
+			return xcalloc(1, sizeof(char *));
 	}
-	execvpe("git", argv, envp);
-	(void)!write(STDERR_FILENO, msg, sizeof msg - 1);
-	_exit(127);
+	o.config = NULL;
+	o.outmax = GIT_MAX_OUT;
+	if (git_run(&o, args, &out, &gs, &cause) == -1) {
+		/* Exit 1: no such setting. */
+		if (gs.exit != 1)
+			log_warnx("%s", cause);
+		free(cause);
+	}
+	for (size_t i = 0; i < out.len; i++)
+		max += out.buf[i] == '\0';
+	conf = xcalloc(2 * max + 1, sizeof *conf);
+	for (char *k = out.buf; k < out.buf + out.len; k += strlen(k) + 1) {
+		const char *dot = strrchr(k, '.');
+
+		if (*k == '\0' || n + 2 >= 2 * max)
+			continue;
+		conf[n++] = xstrdup(k);
+		conf[n++] = xstrdup(dot != NULL && strcmp(dot, ".required") == 0
+		                        ? "false"
+		                        : "");
+	}
+	conf[n] = NULL;
+	free(out.buf);
+	return conf;
+}
+
+static void
+conf_free(char **conf)
+{
+	for (size_t i = 0; conf != NULL && conf[i] != NULL; i++)
+		free(conf[i]);
+	free(conf);
+}
+
+static struct pinned *
+pin_find(const char *dir)
+{
+	for (size_t i = 0; i < npinned; i++) {
+		if (strcmp(pinned[i].dir, dir) == 0)
+			return &pinned[i];
+	}
+	return NULL;
 }
 
 /*
- * Run `git -C dir ARGS...` and capture its output: up to outmax bytes of
- * stdout in *out (and how many bytes there were in out->total).  Returns 0
- * when git exits 0; otherwise -1 with *cause "git SUB failed (exit N): ..."
- * and *status the exit status (-1 when git did not run or was killed).
+ * The options to run git on dir: pinned when dir is a worktree ws_create
+ * made or found; a repository's own directory otherwise, with its drivers
+ * turned off.  Only the worker's calls on the user's repository itself
+ * (worktree add, remove) take the second way.
  */
 static int
-git_run(const char *dir, const char *const *args, size_t outmax,
-    struct capbuf *out, int *status, char **cause)
+loc_opts(const char *dir, int worktree, struct git_opts *o, char **cause)
 {
-	static const char *const fixed[] = {"git", "--no-pager", "-c",
-	    "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c",
-	    "gc.auto=0", "-c", "maintenance.auto=false", "-C"};
-	const char *argv[nitems(fixed) + 1 + GIT_MAX_ARGS + 1];
-	const char *path = getenv("PATH"), *home = getenv("HOME");
-	char *envp[10], *sub;
-	size_t argc = 0, envc = 0;
-	struct capbuf err;
-	int outp[2], errp[2], wstatus, rc = -1, saved;
-	uint64_t started;
-	pid_t pid;
+	struct pinned *p;
 
-	capbuf_init(out, outmax, 0);
-	capbuf_init(&err, GIT_MAX_ERR, 1);
-	if (status != NULL)
-		*status = -1;
-
-	for (size_t i = 0; i < nitems(fixed); i++)
-		argv[argc++] = fixed[i];
-	argv[argc++] = dir;
-	for (size_t i = 0; args[i] != NULL; i++) {
-		if (i == GIT_MAX_ARGS)
-			fatalx("%s: too many git arguments", __func__);
-		argv[argc++] = args[i];
-	}
-	argv[argc] = NULL;
-	started = now_ms();
-	if (strcmp(args[0], "worktree") == 0 && args[1] != NULL)
-		sub = xasprintf("worktree %s", args[1]);
-	else
-		sub = xstrdup(args[0]);
-
-	/*
-	 * Nothing of the caller's environment reaches git but PATH and HOME:
-	 * no GIT_DIR, GIT_INDEX_FILE or GIT_CONFIG_* that would point it
-	 * elsewhere, and an identity so commits work with no user config.
-	 */
-	envp[envc++] = xasprintf(
-	    "PATH=%s", path != NULL ? path : "/usr/local/bin:/usr/bin:/bin");
-	if (home != NULL)
-		envp[envc++] = xasprintf("HOME=%s", home);
-	envp[envc++] = xstrdup("LANG=C.UTF-8");
-	envp[envc++] = xstrdup("GIT_CONFIG_NOSYSTEM=1");
-	envp[envc++] = xstrdup("GIT_TERMINAL_PROMPT=0");
-	envp[envc++] = xstrdup("GIT_AUTHOR_NAME=orch-supervisor");
-	envp[envc++] = xstrdup("GIT_AUTHOR_EMAIL=orch@localhost");
-	envp[envc++] = xstrdup("GIT_COMMITTER_NAME=orch-supervisor");
-	envp[envc++] = xstrdup("GIT_COMMITTER_EMAIL=orch@localhost");
-	envp[envc] = NULL;
-
-	if (make_pipe(outp) == -1) {
-		*cause = xasprintf("git %s: pipe: %s", sub, strerror(errno));
-		goto out;
-	}
-	if (make_pipe(errp) == -1) {
-		saved = errno;
-		close(outp[0]);
-		close(outp[1]);
-		*cause = xasprintf("git %s: pipe: %s", sub, strerror(saved));
-		goto out;
-	}
-	pid = fork();
-	if (pid == 0)
-		git_child((char *const *)argv, envp, outp[1], errp[1]);
-	saved = errno;
-	close(outp[1]);
-	close(errp[1]);
-	if (pid == -1) {
-		close(outp[0]);
-		close(errp[0]);
-		*cause = xasprintf("git %s: fork: %s", sub, strerror(saved));
-		goto out;
-	}
-
-	{
-		struct pollfd pfd[2] = {
-		    {outp[0], POLLIN, 0}, {errp[0], POLLIN, 0}};
-		struct capbuf *dst[2] = {out, &err};
-		char buf[16384];
-		int open_fds = 2;
-
-		while (open_fds > 0) {
-			if (poll(pfd, 2, -1) == -1) {
-				if (errno == EINTR)
-					continue;
-				break;
-			}
-			for (int i = 0; i < 2; i++) {
-				ssize_t n;
-
-				if (pfd[i].fd == -1 || pfd[i].revents == 0)
-					continue;
-				n = read(pfd[i].fd, buf, sizeof buf);
-				if (n == -1 &&
-				    (errno == EINTR || errno == EAGAIN))
-					continue;
-				if (n <= 0) {
-					close(pfd[i].fd);
-					pfd[i].fd = -1;
-					open_fds--;
-					continue;
-				}
-				capbuf_add(dst[i], buf, (size_t)n);
-			}
+	memset(o, 0, sizeof *o);
+	o->tick = opts.tick;
+	o->arg = opts.arg;
+	if (worktree) {
+		if ((p = pin_find(dir)) == NULL) {
+			*cause = xasprintf("%s is not a worktree this worker "
+			                   "made or checked (ws_create)",
+			    dir);
+			return -1;
 		}
-		for (int i = 0; i < 2; i++) {
-			if (pfd[i].fd != -1)
-				close(pfd[i].fd);
-		}
+		o->dir = p->absdir;
+		o->gitdir = p->admin;
+		o->worktree = p->absdir;
+		if (p->config == NULL)
+			p->config = drivers_off(o, p->common, p->admin);
+		o->config = (const char *const *)p->config;
+		return 0;
 	}
+	o->dir = dir;
+	return 0;
+}
 
-	while (waitpid(pid, &wstatus, 0) == -1) {
-		if (errno != EINTR) {
-			*cause = xasprintf(
-			    "git %s: waitpid: %s", sub, strerror(errno));
-			goto out;
-		}
+/* Run git on a worktree (worktree set) or a repository. */
+static int
+ws_git(const char *dir, int worktree, const char *const *args,
+    struct git_opts *extra, struct git_buf *out, struct git_status *gs,
+    char **cause)
+{
+	struct git_opts o;
+	struct git_status lgs;
+	char **conf = NULL;
+	int rc;
+
+	if (gs == NULL)
+		gs = &lgs;
+	if (loc_opts(dir, worktree, &o, cause) == -1) {
+		git_buf_init(out, 16, 0);
+		memset(gs, 0, sizeof *gs);
+		gs->exit = -1;
+		return -1;
 	}
-	log_debug("git %s in %s: status %d, %llu ms", sub, dir, wstatus,
-	    (unsigned long long)(now_ms() - started));
-	if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) {
-		if (status != NULL)
-			*status = 0;
-		rc = 0;
-	} else if (WIFEXITED(wstatus)) {
-		char *tail = err_tail(&err);
+	/* Of the repository's own commands only a checkout runs filters. */
+	if (!worktree && strcmp(args[0], "worktree") == 0 &&
+	    strcmp(args[1], "add") == 0) {
+		char *common = common_dir(dir);
 
-		if (status != NULL)
-			*status = WEXITSTATUS(wstatus);
-		*cause = xasprintf("git %s failed (exit %d): %s", sub,
-		    WEXITSTATUS(wstatus), tail);
-		free(tail);
-	} else {
-		*cause = xasprintf("git %s killed by signal %d", sub,
-		    WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : 0);
+		conf = drivers_off(&o, common, common);
+		o.config = (const char *const *)conf;
+		free(common);
 	}
-
-out:
-	for (size_t i = 0; i < envc; i++)
-		free(envp[i]);
-	free(err.buf);
-	free(sub);
+	o.outmax = GIT_MAX_OUT;
+	if (extra != NULL) {
+		o.in = extra->in;
+		o.inlen = extra->inlen;
+		o.timeout_ms = extra->timeout_ms;
+		if (extra->outmax > 0)
+			o.outmax = extra->outmax;
+	}
+	rc = git_run(&o, args, out, gs, cause);
+	conf_free(conf);
 	return rc;
 }
 
-/* Run git and keep only the first line of its stdout (a hash, a path). */
 static int
-git_line(const char *dir, const char *const *args, char **line, int *status,
-    char **cause)
+ws_git_line(const char *dir, int worktree, const char *const *args,
+    struct git_opts *extra, char **line, struct git_status *gs, char **cause)
 {
-	struct capbuf out;
+	struct git_buf out;
 
 	*line = NULL;
-	if (git_run(dir, args, 64 * 1024, &out, status, cause) == -1) {
+	if (ws_git(dir, worktree, args, extra, &out, gs, cause) == -1) {
 		free(out.buf);
 		return -1;
 	}
@@ -349,12 +256,13 @@ git_line(const char *dir, const char *const *args, char **line, int *status,
 }
 
 static int
-git_quiet(const char *dir, const char *const *args, char **cause)
+ws_git_quiet(const char *dir, int worktree, const char *const *args,
+    struct git_status *gs, char **cause)
 {
-	struct capbuf out;
+	struct git_buf out;
 	int rc;
 
-	rc = git_run(dir, args, 4096, &out, NULL, cause);
+	rc = ws_git(dir, worktree, args, NULL, &out, gs, cause);
 	free(out.buf);
 	return rc;
 }
@@ -398,9 +306,10 @@ rev_parse(const char *dir, const char *rev, const char *type, char **hash,
 {
 	char *spec = xasprintf("%s^{%s}", rev, type);
 	const char *args[] = {"rev-parse", "-q", "--verify", spec, NULL};
-	int rc, status;
+	struct git_status gs;
+	int rc;
 
-	rc = git_line(dir, args, hash, &status, cause);
+	rc = ws_git_line(dir, 1, args, NULL, hash, &gs, cause);
 	free(spec);
 	if (rc == 0 && !is_hash(*hash)) {
 		*cause = xasprintf(
@@ -409,7 +318,7 @@ rev_parse(const char *dir, const char *rev, const char *type, char **hash,
 		*hash = NULL;
 		rc = -1;
 	}
-	if (rc == -1 && status == 1) {
+	if (rc == -1 && gs.exit == 1) {
 		free(*cause);
 		*cause = xasprintf("%s is not a %s in %s", rev, type, dir);
 	}
@@ -482,64 +391,10 @@ resolve_from(const char *dir, const char *path)
 }
 
 /*
- * The administrative directory (.git/worktrees/NAME) of the linked worktree
- * whose top is dir, or NULL when dir is not one.  Read from the files git
- * keeps, without running it: dir/.git is a file naming the directory, and
- * that directory's gitdir file names dir/.git back and its HEAD exists.
- */
-static char *
-worktree_admin(const char *dir)
-{
-	char *gitfile, *line, *admin = NULL, *back = NULL, *p;
-	char *real_gitfile = NULL, *real_back = NULL;
-	struct stat st;
-
-	gitfile = xasprintf("%s/.git", dir);
-	if (lstat(gitfile, &st) == -1 || !S_ISREG(st.st_mode) ||
-	    (line = first_line(gitfile)) == NULL) {
-		free(gitfile);
-		return NULL;
-	}
-	if (strncmp(line, "gitdir: ", 8) == 0)
-		admin = resolve_from(dir, line + 8);
-	free(line);
-	if (admin != NULL) {
-		p = xasprintf("%s/gitdir", admin);
-		back = first_line(p);
-		free(p);
-		p = xasprintf("%s/HEAD", admin);
-		if (back != NULL && lstat(p, &st) == 0 && S_ISREG(st.st_mode)) {
-			real_back = resolve_from(admin, back);
-			real_gitfile = realpath(gitfile, NULL);
-		}
-		free(p);
-	}
-	if (real_back == NULL || real_gitfile == NULL ||
-	    strcmp(real_back, real_gitfile) != 0) {
-		free(admin);
-		admin = NULL;
-	}
-	free(gitfile);
-	free(back);
-	free(real_back);
-	free(real_gitfile);
-	return admin;
-}
-
-/* Whether dir is already the top of a linked worktree. */
-static int
-is_worktree(const char *dir)
-{
-	char *admin = worktree_admin(dir);
-
-	free(admin);
-	return admin != NULL;
-}
-
-/*
  * The repository's common directory (where refs live): read from the
  * files when repo/.git is a directory, or a file naming a directory; git
- * is asked otherwise (a bare repository, say).
+ * is asked otherwise (a bare repository, say).  The user's repository is
+ * trusted; the workspace is not.
  */
 static char *
 common_dir(const char *repo)
@@ -571,11 +426,96 @@ common_dir(const char *repo)
 		if (common != NULL)
 			return common;
 	}
-	if (git_line(repo, args, &common, NULL, &cause) == -1) {
+	if (ws_git_line(repo, 0, args, NULL, &common, NULL, &cause) == -1) {
+		free(common);
 		free(cause);
 		return NULL;
 	}
-	return common;
+	p = realpath(common, NULL);
+	free(common);
+	return p;
+}
+
+/*
+ * The administrative directory (<common>/worktrees/NAME) of the linked
+ * worktree whose top is dir, or NULL when dir is not one of the
+ * repository's.  dir/.git names the directory, but the workspace is the
+ * model's to write: the directory must also be inside the repository's
+ * own worktrees/ (not one planted in the workspace with a config of its
+ * own), have a HEAD, and name dir/.git back.
+ */
+static char *
+worktree_admin(const char *common, const char *dir)
+{
+	char *gitfile, *line, *admin = NULL, *back = NULL, *p, *top;
+	char *real_gitfile = NULL, *real_back = NULL;
+	struct stat st;
+	size_t n;
+
+	gitfile = xasprintf("%s/.git", dir);
+	if (lstat(gitfile, &st) == -1 || !S_ISREG(st.st_mode) ||
+	    (line = first_line(gitfile)) == NULL) {
+		free(gitfile);
+		return NULL;
+	}
+	if (strncmp(line, "gitdir: ", 8) == 0)
+		admin = resolve_from(dir, line + 8);
+	free(line);
+	top = xasprintf("%s/worktrees/", common);
+	n = strlen(top);
+	if (admin != NULL && (strncmp(admin, top, n) != 0 || admin[n] == '\0' ||
+	                         strchr(admin + n, '/') != NULL)) {
+		free(admin);
+		admin = NULL;
+	}
+	free(top);
+	if (admin != NULL) {
+		p = xasprintf("%s/gitdir", admin);
+		back = first_line(p);
+		free(p);
+		p = xasprintf("%s/HEAD", admin);
+		if (back != NULL && lstat(p, &st) == 0 && S_ISREG(st.st_mode)) {
+			real_back = resolve_from(admin, back);
+			real_gitfile = realpath(gitfile, NULL);
+		}
+		free(p);
+	}
+	if (real_back == NULL || real_gitfile == NULL ||
+	    strcmp(real_back, real_gitfile) != 0) {
+		free(admin);
+		admin = NULL;
+	}
+	free(gitfile);
+	free(back);
+	free(real_back);
+	free(real_gitfile);
+	return admin;
+}
+
+/* Remember that git on dir runs with GIT_DIR=admin. */
+static void
+pin_add(const char *dir, const char *absdir, char *admin, const char *common)
+{
+	struct pinned *p = pin_find(dir);
+
+	if (p == NULL) {
+		if (npinned == MAX_PINNED) {
+			/* The worker has one; the tests a few. */
+			p = &pinned[0];
+		} else
+			p = &pinned[npinned++];
+	} else {
+		free(p->dir);
+		free(p->absdir);
+		free(p->admin);
+		free(p->common);
+		conf_free(p->config);
+	}
+	p->dir = xstrdup(dir);
+	p->absdir = xstrdup(absdir);
+	p->admin = admin;
+	p->common = xstrdup(common);
+	p->config = NULL;
 }
 
 /* Remove everything below the top directory, which stays: the worker's
@@ -622,7 +562,9 @@ ws_unlock(
 {
 	char *admin, *common, *p;
 
-	if ((admin = worktree_admin(dir)) != NULL) {
+	if ((common = common_dir(repo)) == NULL)
+		return;
+	if ((admin = worktree_admin(common, dir)) != NULL) {
 		p = xasprintf("%s/index.lock", admin);
 		unlink(p);
 		free(p);
@@ -631,42 +573,45 @@ ws_unlock(
 		free(p);
 		free(admin);
 	}
-	if ((common = common_dir(repo)) != NULL) {
-		if (ref != NULL && strncmp(ref, "refs/orch/", 10) == 0 &&
-		    strstr(ref, "..") == NULL) {
-			p = xasprintf("%s/%s.lock", common, ref);
-			unlink(p);
-			free(p);
-		}
-		if (branch != NULL && strncmp(branch, "orch/", 5) == 0 &&
-		    strstr(branch, "..") == NULL) {
-			p = xasprintf("%s/refs/heads/%s.lock", common, branch);
-			unlink(p);
-			free(p);
-		}
-		free(common);
+	if (ref != NULL && strncmp(ref, "refs/orch/", 10) == 0 &&
+	    strstr(ref, "..") == NULL) {
+		p = xasprintf("%s/%s.lock", common, ref);
+		unlink(p);
+		free(p);
 	}
+	if (branch != NULL && strncmp(branch, "orch/", 5) == 0 &&
+	    strstr(branch, "..") == NULL) {
+		p = xasprintf("%s/refs/heads/%s.lock", common, branch);
+		unlink(p);
+		free(p);
+	}
+	free(common);
 }
 
 int
 ws_create(const char *repo, const char *dir, const char *commit, char **cause)
 {
 	struct stat st;
-	char *absdir;
+	char *absdir, *common, *admin;
 	int rc = -1;
 
 	if (check_arg("commit", commit, cause) == -1 ||
 	    check_arg("repository", repo, cause) == -1 ||
 	    check_arg("worktree directory", dir, cause) == -1)
 		return -1;
+	absdir = abs_path(dir);
+	common = common_dir(repo);
 	if (lstat(dir, &st) == 0) {
-		if (is_worktree(dir))
-			return 0;
+		if (common != NULL &&
+		    (admin = worktree_admin(common, absdir)) != NULL) {
+			pin_add(dir, absdir, admin, common);
+			rc = 0;
+			goto out;
+		}
 		if (remove_half_worktree(dir, cause) == -1)
-			return -1;
+			goto out;
 	}
 
-	absdir = abs_path(dir);
 	if (mkdir_parents(absdir, cause) == 0) {
 		/*
 		 * --force only lets git reuse the path of a registration whose
@@ -676,11 +621,34 @@ ws_create(const char *repo, const char *dir, const char *commit, char **cause)
 		const char *args[] = {"worktree", "add", "--detach", "--force",
 		    "--", absdir, commit, NULL};
 
-		if ((rc = git_quiet(repo, args, cause)) == 0)
-			rc = 1;
+		if (ws_git_quiet(repo, 0, args, NULL, cause) == 0) {
+			if (common == NULL)
+				common = common_dir(repo);
+			admin = common != NULL ? worktree_admin(common, absdir)
+			                       : NULL;
+			if (admin == NULL)
+				*cause = xasprintf("git worktree add made %s, "
+				                   "but it is not a worktree "
+				                   "of %s",
+				    absdir, repo);
+			else {
+				pin_add(dir, absdir, admin, common);
+				rc = 1;
+			}
+		}
 	}
+out:
+	free(common);
 	free(absdir);
 	return rc;
+}
+
+static int
+perm(struct git_status *gs, int *permanent)
+{
+	if (permanent != NULL)
+		*permanent = !gs->transient;
+	return -1;
 }
 
 int
@@ -695,9 +663,9 @@ ws_restore(const char *dir, const char *commit, char **cause)
 
 	if (check_arg("commit", commit, cause) == -1)
 		return -1;
-	if (git_quiet(dir, reset, cause) == -1)
+	if (ws_git_quiet(dir, 1, reset, NULL, cause) == -1)
 		return -1;
-	return git_quiet(dir, clean, cause);
+	return ws_git_quiet(dir, 1, clean, NULL, cause);
 }
 
 int
@@ -705,18 +673,19 @@ ws_ref_get(const char *dir, const char *ref, char **commit, char **cause)
 {
 	char *spec, *line;
 	const char *args[] = {"rev-parse", "-q", "--verify", NULL, NULL};
-	int status, rc;
+	struct git_status gs;
+	int rc;
 
 	*commit = NULL;
 	if (check_arg("ref", ref, cause) == -1)
 		return -1;
 	spec = xasprintf("%s^{commit}", ref);
 	args[3] = spec;
-	rc = git_line(dir, args, &line, &status, cause);
+	rc = ws_git_line(dir, 1, args, NULL, &line, &gs, cause);
 	free(spec);
 	if (rc == -1) {
 		/* rev-parse -q --verify says "no such ref" with exit 1. */
-		if (status == 1) {
+		if (gs.exit == 1) {
 			free(*cause);
 			*cause = NULL;
 			return 0;
@@ -732,45 +701,271 @@ ws_ref_get(const char *dir, const char *ref, char **commit, char **cause)
 	return 0;
 }
 
+/*
+ * Whether commit was made by this state directory: its message ends with
+ * the trailer "Orch-State: ID".  Without a state id (a unit test), every
+ * commit is.
+ */
+static int
+is_ours(const char *dir, const char *commit, int *ours, char **cause)
+{
+	static const char format[] =
+	    "--format=%(trailers:key=" TRAILER ",valueonly)";
+	const char *args[] = {
+	    "log", "-1", "--no-show-signature", format, commit, "--", NULL};
+	struct git_buf out;
+	char *p;
+
+	*ours = 1;
+	if (opts.state_id == NULL)
+		return 0;
+	if (ws_git(dir, 1, args, NULL, &out, NULL, cause) == -1) {
+		free(out.buf);
+		return -1;
+	}
+	*ours = 0;
+	for (p = out.buf; *p != '\0'; p += strcspn(p, "\n")) {
+		size_t n = strcspn(p, "\n");
+
+		if (n == strlen(opts.state_id) &&
+		    strncmp(p, opts.state_id, n) == 0)
+			*ours = 1;
+		if (p[n] == '\n')
+			p++;
+	}
+	free(out.buf);
+	return 0;
+}
+
+/* message with this state directory's trailer. */
+static char *
+with_trailer(const char *message)
+{
+	size_t n = strlen(message);
+
+	while (n > 0 && message[n - 1] == '\n')
+		n--;
+	if (opts.state_id == NULL)
+		return xasprintf("%.*s\n", (int)n, message);
+	return xasprintf("%.*s%s" TRAILER ": %s\n", (int)n, message,
+	    n > 0 ? "\n\n" : "", opts.state_id);
+}
+
+int
+ws_pick_ref(const char *dir, const char *ref, const char *alt, char **chosen,
+    int *permanent, char **cause)
+{
+	char *c = NULL;
+	int ours;
+
+	*chosen = NULL;
+	*permanent = 0;
+	if (ws_ref_get(dir, alt, &c, cause) == -1)
+		return -1;
+	if (c != NULL) {
+		if (is_ours(dir, c, &ours, cause) == -1) {
+			free(c);
+			return -1;
+		}
+		free(c);
+		if (!ours) {
+			*cause = xasprintf("%s and %s exist and were made by "
+			                   "another state directory; they are "
+			                   "left alone: move one aside (git "
+			                   "update-ref -m moved NEW OLD) and "
+			                   "resume the task",
+			    ref, alt);
+			*permanent = 1;
+			return -1;
+		}
+		*chosen = xstrdup(alt);
+		return 0;
+	}
+	if (ws_ref_get(dir, ref, &c, cause) == -1)
+		return -1;
+	ours = 1;
+	if (c != NULL && is_ours(dir, c, &ours, cause) == -1) {
+		free(c);
+		return -1;
+	}
+	free(c);
+	*chosen = xstrdup(ours ? ref : alt);
+	return 0;
+}
+
 /* Point ref at new, provided it still points at old ("" = must not exist). */
 static int
 update_ref(const char *dir, const char *ref, const char *new, const char *old,
-    char **cause)
+    struct git_status *gs, char **cause)
 {
 	const char *args[] = {
 	    "update-ref", "-m", "orch-supervisor", ref, new, old, NULL};
 
-	return git_quiet(dir, args, cause);
+	return ws_git_quiet(dir, 1, args, gs, cause);
 }
 
+/*
+ * Make a commit of tree on parent.  The message goes on standard input: an
+ * argument is limited by the kernel (128 KiB each), a model's summary is
+ * not.
+ */
 static int
 commit_tree(const char *dir, const char *tree, const char *parent,
-    const char *message, char **commit, char **cause)
+    const char *message, char **commit, struct git_status *gs, char **cause)
 {
-	const char *args[] = {"commit-tree", "--no-gpg-sign", tree, "-p",
-	    parent, "-m", message, NULL};
+	const char *args[] = {
+	    "commit-tree", "--no-gpg-sign", tree, "-p", parent, NULL};
+	char *msg = with_trailer(message);
+	struct git_opts in = {0};
+	int rc;
 
-	if (git_line(dir, args, commit, NULL, cause) == -1)
+	in.in = msg;
+	in.inlen = strlen(msg);
+	rc = ws_git_line(dir, 1, args, &in, commit, gs, cause);
+	free(msg);
+	if (rc == -1)
 		return -1;
 	if (!is_hash(*commit)) {
 		*cause = xstrdup("git commit-tree: unexpected output");
 		free(*commit);
 		*commit = NULL;
+		gs->transient = 0;
 		return -1;
 	}
 	return 0;
 }
 
+/* Add a line to a note for the model, up to NOTE_MAX lines. */
+static void note_add(char **note, size_t *count, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+note_add(char **note, size_t *count, const char *fmt, ...)
+{
+	va_list ap;
+	char *line, *s;
+
+	if ((*count)++ >= NOTE_MAX)
+		return;
+	va_start(ap, fmt);
+	if (vasprintf(&line, fmt, ap) == -1)
+		fatal("vasprintf");
+	va_end(ap);
+	s = xasprintf("%s- %s\n", *note != NULL ? *note : "", line);
+	free(*note);
+	free(line);
+	*note = s;
+}
+
+/*
+ * What a snapshot must leave out, as git pathspecs (NUL-separated, after
+ * "."), and a note for the model naming them: nested repositories (a
+ * directory with its own .git: git cannot add its files, and an empty one
+ * makes `git add` fail), and files over the size limit.  Only changed and
+ * untracked files are looked at: git keeps the others as they are.
+ */
+static int
+snapshot_excludes(const char *dir, char **spec, size_t *speclen, char **note,
+    struct git_status *gs, char **cause)
+{
+	const char *args[] = {
+	    "ls-files", "-z", "-m", "-o", "--exclude-standard", NULL};
+	struct git_opts big = {0};
+	struct git_buf out;
+	size_t n = 2, count = 0;
+	char *s = xmalloc(2);
+
+	*note = NULL;
+	big.outmax = LIST_MAX_OUT;
+	big.timeout_ms = opts.timeout_s * 1000;
+	memcpy(s, ".", 2);
+	if (ws_git(dir, 1, args, &big, &out, gs, cause) == -1) {
+		free(out.buf);
+		free(s);
+		return -1;
+	}
+	if (out.total > out.len) {
+		*cause = xasprintf("the workspace has more changed files than "
+		                   "a snapshot can list (%zu bytes of names)",
+		    out.total);
+		gs->transient = 0;
+		free(out.buf);
+		free(s);
+		return -1;
+	}
+	for (char *p = out.buf; p < out.buf + out.len; p += strlen(p) + 1) {
+		size_t len = strlen(p);
+		char *path, *ex = NULL;
+		struct stat st;
+
+		if (len == 0)
+			continue;
+		if (p[len - 1] == '/') {
+			ex = xasprintf(
+			    ":(exclude,literal)%.*s", (int)len - 1, p);
+			note_add(note, &count,
+			    "%s is a nested git repository (it has its own "
+			    ".git): its files are not saved. Remove %s.git "
+			    "to have them saved.",
+			    p, p);
+		} else {
+			path = xasprintf("%s/%s", dir, p);
+			if (lstat(path, &st) == 0 && S_ISREG(st.st_mode) &&
+			    (uint64_t)st.st_size > opts.max_file_bytes) {
+				ex = xasprintf(":(exclude,literal)%s", p);
+				note_add(note, &count,
+				    "%s is %lld bytes, over the limit of %llu "
+				    "(ORCH_SNAPSHOT_MAX_FILE_BYTES): it is "
+				    "not saved.",
+				    p, (long long)st.st_size,
+				    (unsigned long long)opts.max_file_bytes);
+			}
+			free(path);
+		}
+		if (ex != NULL) {
+			size_t el = strlen(ex) + 1;
+
+			s = xrealloc(s, n + el);
+			memcpy(s + n, ex, el);
+			n += el;
+			free(ex);
+		}
+	}
+	free(out.buf);
+	if (count > NOTE_MAX)
+		note_add(note, &count, "and %zu more", count - NOTE_MAX);
+	if (*note != NULL) {
+		char *full = xasprintf("Left out of the workspace snapshot "
+		                       "(a restart of the stage or the result "
+		                       "will not have them):\n%s",
+		    *note);
+		free(*note);
+		*note = full;
+	}
+	*spec = s;
+	*speclen = n;
+	return 0;
+}
+
 int
 ws_snapshot(const char *dir, const char *ref, const char *parent,
-    const char *message, char **commit, char **cause)
+    const char *message, char **commit, char **note, int *permanent,
+    char **cause)
 {
-	const char *add[] = {"add", "-A", NULL};
+	const char *add[] = {
+	    "add", "-A", "--pathspec-from-file=-", "--pathspec-file-nul", NULL};
 	const char *write_tree[] = {"write-tree", NULL};
 	char *old = NULL, *base = NULL, *tree = NULL, *base_tree = NULL;
+	char *spec = NULL;
+	struct git_opts in = {0};
+	struct git_status gs = {-1, 0, 0};
+	struct git_buf added = {0};
 	int rc = -1;
 
 	*commit = NULL;
+	*note = NULL;
+	if (permanent != NULL)
+		*permanent = 1;
 	if (check_arg("ref", ref, cause) == -1)
 		return -1;
 	if (strncmp(ref, "refs/orch/", 10) != 0) {
@@ -780,8 +975,10 @@ ws_snapshot(const char *dir, const char *ref, const char *parent,
 	}
 	if (message == NULL)
 		message = "";
-	if (ws_ref_get(dir, ref, &old, cause) == -1)
-		return -1;
+	if (ws_ref_get(dir, ref, &old, cause) == -1) {
+		gs.transient = 1;
+		goto out;
+	}
 	if (old != NULL)
 		base = xstrdup(old);
 	else if (parent == NULL) {
@@ -795,10 +992,16 @@ ws_snapshot(const char *dir, const char *ref, const char *parent,
 	/*
 	 * The worktree's own index (in .git/worktrees/NAME, not the user's)
 	 * does the staging: it keeps the stat cache between snapshots, and
-	 * files that are tracked but match .gitignore stay in the tree.
+	 * files that are tracked but match .gitignore stay in the tree.  A
+	 * snapshot of a large workspace may take long: git_run ticks (the
+	 * worker's heartbeat) while it runs, and each git has the limit.
 	 */
-	if (git_quiet(dir, add, cause) == -1 ||
-	    git_line(dir, write_tree, &tree, NULL, cause) == -1 ||
+	if (snapshot_excludes(dir, &spec, &in.inlen, note, &gs, cause) == -1)
+		goto out;
+	in.in = spec;
+	in.timeout_ms = opts.timeout_s * 1000;
+	if (ws_git(dir, 1, add, &in, &added, &gs, cause) == -1 ||
+	    ws_git_line(dir, 1, write_tree, NULL, &tree, &gs, cause) == -1 ||
 	    rev_parse(dir, base, "tree", &base_tree, cause) == -1)
 		goto out;
 	if (!is_hash(tree)) {
@@ -806,19 +1009,21 @@ ws_snapshot(const char *dir, const char *ref, const char *parent,
 		goto out;
 	}
 
-	if (strcmp(tree, base_tree) == 0) {
-		/* Nothing changed; a new ref still starts at parent. */
-		if (old == NULL && update_ref(dir, ref, base, "", cause) == -1)
-			goto out;
+	/*
+	 * Nothing changed: no commit, unless the ref is new.  Its first
+	 * commit is always one of ours, with this state directory's trailer,
+	 * so that a ref that exists can be told to be ours or not.
+	 */
+	if (old != NULL && strcmp(tree, base_tree) == 0) {
 		*commit = base;
 		base = NULL;
 		rc = 0;
 		goto out;
 	}
-	if (commit_tree(dir, tree, base, message, commit, cause) == -1)
+	if (commit_tree(dir, tree, base, message, commit, &gs, cause) == -1)
 		goto out;
 	/* The old value makes a concurrent move of ref fail, not vanish. */
-	if (update_ref(dir, ref, *commit, old != NULL ? old : "", cause) ==
+	if (update_ref(dir, ref, *commit, old != NULL ? old : "", &gs, cause) ==
 	    -1) {
 		free(*commit);
 		*commit = NULL;
@@ -826,6 +1031,13 @@ ws_snapshot(const char *dir, const char *ref, const char *parent,
 	}
 	rc = 0;
 out:
+	if (rc == -1) {
+		perm(&gs, permanent);
+		free(*note);
+		*note = NULL;
+	}
+	free(added.buf);
+	free(spec);
 	free(old);
 	free(base);
 	free(tree);
@@ -835,12 +1047,16 @@ out:
 
 int
 ws_squash(const char *dir, const char *branch, const char *base,
-    const char *commit, const char *message, char **result, char **cause)
+    const char *commit, const char *message, char **result, int *permanent,
+    char **cause)
 {
-	char *tree, *ref;
-	int rc = -1;
+	char *tree, *ref, *old = NULL;
+	struct git_status gs = {-1, 0, 0};
+	int rc = -1, ours = 1;
 
 	*result = NULL;
+	if (permanent != NULL)
+		*permanent = 1;
 	if (check_arg("branch", branch, cause) == -1 ||
 	    check_arg("base", base, cause) == -1 ||
 	    check_arg("commit", commit, cause) == -1)
@@ -851,15 +1067,31 @@ ws_squash(const char *dir, const char *branch, const char *base,
 	}
 	if (message == NULL)
 		message = "";
-	/* commit-tree itself checks that base is a commit. */
 	ref = xasprintf("refs/heads/%s", branch);
 	tree = xasprintf("%s^{tree}", commit);
-	if (commit_tree(dir, tree, base, message, result, cause) == 0) {
-		if ((rc = update_ref(dir, ref, *result, NULL, cause)) == -1) {
+	if (ws_ref_get(dir, ref, &old, cause) == -1 ||
+	    (old != NULL && is_ours(dir, old, &ours, cause) == -1)) {
+		gs.transient = 1;
+		goto out;
+	}
+	if (!ours) {
+		*cause = xasprintf("branch %s exists and was not made by this "
+		                   "state directory: it is left alone",
+		    branch);
+		goto out;
+	}
+	/* commit-tree itself checks that base is a commit. */
+	if (commit_tree(dir, tree, base, message, result, &gs, cause) == 0) {
+		if ((rc = update_ref(dir, ref, *result, old != NULL ? old : "",
+		         &gs, cause)) == -1) {
 			free(*result);
 			*result = NULL;
 		}
 	}
+out:
+	if (rc == -1)
+		perm(&gs, permanent);
+	free(old);
 	free(ref);
 	free(tree);
 	return rc;
@@ -873,11 +1105,13 @@ static int
 diff_cut(const char *dir, const char *const *args, size_t max, const char *what,
     char **out, char **cause)
 {
-	struct capbuf cb;
+	struct git_opts lim = {0};
+	struct git_buf cb;
 	size_t keep;
 
 	*out = NULL;
-	if (git_run(dir, args, max, &cb, NULL, cause) == -1) {
+	lim.outmax = max;
+	if (ws_git(dir, 1, args, &lim, &cb, NULL, cause) == -1) {
 		free(cb.buf);
 		return -1;
 	}
@@ -941,7 +1175,7 @@ ws_remove(const char *repo, const char *dir, char **cause)
 		const char *args[] = {
 		    "worktree", "remove", "--force", absdir, NULL};
 
-		rc = git_quiet(repo, args, cause);
+		rc = ws_git_quiet(repo, 0, args, NULL, cause);
 	} else if (errno == ENOENT) {
 		/*
 		 * The directory is gone but may still be registered.  Prune
@@ -951,7 +1185,7 @@ ws_remove(const char *repo, const char *dir, char **cause)
 		 */
 		const char *args[] = {"worktree", "prune", NULL};
 
-		rc = git_quiet(repo, args, cause);
+		rc = ws_git_quiet(repo, 0, args, NULL, cause);
 	} else {
 		*cause = xasprintf("%s: %s", absdir, strerror(errno));
 		rc = -1;

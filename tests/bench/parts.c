@@ -455,6 +455,7 @@ part_ws(const char *dir)
 		char *ref = xasprintf("refs/orch/tasks/%u", i);
 		char *branch = xasprintf("orch/task-%u", i);
 		char *commit = NULL, *commit2 = NULL, *res = NULL, *out = NULL;
+		char *note = NULL;
 		char *f = xasprintf("%s/src00/file0000.c", wt);
 		FILE *fp;
 		double t0;
@@ -473,11 +474,14 @@ part_ws(const char *dir)
 			fatal("%s", f);
 		fprintf(fp, "/* changed %u */\n", i);
 		fclose(fp);
-		T(W_SNAP, ws_snapshot(wt, ref, base, "step", &commit, &cause));
-		T(W_SNAP_SAME,
-		    ws_snapshot(wt, ref, base, "step", &commit2, &cause));
-		T(W_SQUASH,
-		    ws_squash(wt, branch, base, commit, "bench", &res, &cause));
+		T(W_SNAP, ws_snapshot(wt, ref, base, "step", &commit, &note,
+		              NULL, &cause));
+		free(note);
+		T(W_SNAP_SAME, ws_snapshot(wt, ref, base, "step", &commit2,
+		                   &note, NULL, &cause));
+		free(note);
+		T(W_SQUASH, ws_squash(wt, branch, base, commit, "bench", &res,
+		                NULL, &cause));
 		T(W_DIFFSTAT, ws_diffstat(wt, base, res, &out, &cause));
 		free(out);
 		T(W_DIFF, ws_diff(wt, base, res, 65536, &out, &cause));

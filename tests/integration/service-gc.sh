@@ -1,7 +1,7 @@
 #!/bin/bash
-# gc: what it removes (events, journal, worktree, audit files of old
-# finished tasks), what it keeps (task rows, checkpoints, usage, git refs,
-# unfinished tasks), both without a service and through one; and that the
+# gc: what it removes (events, journal, worktree, audit files, snapshot
+# ref of old finished tasks), what it keeps (task rows, checkpoints, usage,
+# result branches, refs another state directory made, unfinished tasks), both without a service and through one; and that the
 # database does not grow without bound under a steady load.
 . "$ORCH_TESTS_DIR/integration/lib.sh"
 
@@ -25,6 +25,10 @@ git -C "$T/repo" worktree add -q --detach "$ORCH_STATE_DIR/worktrees/task-1" mai
 : >"$ORCH_STATE_DIR/logs/task-1.jsonl.1"
 ev3=$(sq "SELECT COUNT(*) FROM events WHERE task_id = 3")
 cp2=$(sq "SELECT COUNT(*) FROM checkpoints WHERE task_id IN (1, 2)")
+check "task 1 has its snapshot ref before gc" git -C "$T/repo" rev-parse --verify -q refs/orch/tasks/1
+# A snapshot ref of the same name as one of task 1's, made by another state
+# directory (no trailer of ours): gc leaves it.
+git -C "$T/repo" update-ref refs/orch/tasks/1-$(sq "SELECT substr(value, 1, 12) FROM meta WHERE key = 'state_id'") main
 out=$("$SUP" gc 2>&1)
 like "$out" 'Trimmed 1 finished tasks older than 30 days' "gc without a service trims the old task ($out)"
 is "$(sq "SELECT COUNT(*) FROM events WHERE task_id = 1")" 0 "... its events go"
@@ -35,7 +39,9 @@ check "... its audit files go" test ! -e "$ORCH_STATE_DIR/logs/task-1.jsonl.1"
 is "$(sq "SELECT COUNT(*) FROM tasks")" 3 "the task rows stay"
 is "$(sq "SELECT COUNT(*) FROM checkpoints WHERE task_id IN (1, 2)")" "$cp2" "the checkpoints stay"
 like "$(sq "SELECT COUNT(*) FROM usage WHERE task_id = 1")" '^[1-9]' "the usage rows stay"
-check "refs/orch/tasks/1 stays" sh -c "git -C $T/repo for-each-ref refs/orch/tasks/1 | grep -q ."
+check "... its snapshot ref refs/orch/tasks/1 goes" sh -c "! git -C $T/repo rev-parse --verify -q refs/orch/tasks/1"
+check "... a ref of that name not made by this state directory stays" sh -c "git -C $T/repo for-each-ref 'refs/orch/tasks/1-*' | grep -q ."
+check "task 2's snapshot ref (not old enough) stays" git -C "$T/repo" rev-parse --verify -q refs/orch/tasks/2
 check "the branch orch/task-1 stays" git -C "$T/repo" rev-parse --verify -q refs/heads/orch/task-1
 like "$(sq "SELECT COUNT(*) FROM events WHERE task_id = 2")" '^[1-9]' "a recent finished task keeps its events"
 is "$(sq "SELECT COUNT(*) FROM events WHERE task_id = 3")" "$ev3" "an unfinished task is untouched"
