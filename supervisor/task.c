@@ -123,13 +123,11 @@ int
 task_diff(struct store *st, const struct task *t, size_t max, char **out,
     size_t *total, char **err)
 {
-	char *commit = NULL, *buf = NULL;
-	size_t len = 0, cap = 0;
-	int p[2], status, rc = -1;
-	pid_t pid;
-	ssize_t n;
-	posix_spawn_file_actions_t fa;
-	extern char **environ;
+	char *commit = NULL, *cause = NULL;
+	struct git_opts o = {0};
+	struct git_buf b;
+	struct git_status gs;
+	int rc = -1;
 
 	*out = NULL;
 	*total = 0;
@@ -142,15 +140,6 @@ task_diff(struct store *st, const struct task *t, size_t max, char **out,
 		*err = xstrdup("the task has no implementation yet");
 		return -1;
 	}
-	/*
-	 * The repository is the user's, the change a model's: no pager, no
-	 * colour, no external diff or textconv driver its attributes could
-	 * name.  Both commits are hex ids from our own database.
-	 */
-	char *argv[] = {(char *)"git", (char *)"-C", t->repo,
-	    (char *)"--no-pager", (char *)"diff", (char *)"--no-color",
-	    (char *)"--no-ext-diff", (char *)"--no-textconv", t->base_commit,
-	    commit, (char *)"--", NULL};
 	if (strspn(commit, "0123456789abcdef") != strlen(commit) ||
 	    strspn(t->base_commit, "0123456789abcdef") !=
 	        strlen(t->base_commit)) {
@@ -158,61 +147,26 @@ task_diff(struct store *st, const struct task *t, size_t max, char **out,
 		*err = xstrdup("the task's commits are not commit ids");
 		return -1;
 	}
-	if (pipe2(p, O_CLOEXEC) == -1) {
-		free(commit);
-		*err = xasprintf("pipe: %s", strerror(errno));
-		return -1;
-	}
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-	if (posix_spawnp(&pid, "git", &fa, NULL, argv, environ) != 0) {
-		posix_spawn_file_actions_destroy(&fa);
-		close(p[0]);
-		close(p[1]);
-		free(commit);
-		*err = xstrdup("cannot run git");
-		return -1;
-	}
-	posix_spawn_file_actions_destroy(&fa);
-	close(p[1]);
-	/* Count everything, keep max bytes: the caller says how much more. */
-	for (;;) {
-		char chunk[65536];
-
-		n = read(p[0], chunk, sizeof chunk);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		*total += (size_t)n;
-		if (len < max) {
-			size_t take =
-			    (size_t)n < max - len ? (size_t)n : max - len;
-
-			if (len + take + 1 > cap) {
-				cap = (len + take + 1) * 2;
-				buf = xrealloc(buf, cap);
-			}
-			memcpy(buf + len, chunk, take);
-			len += take;
-		}
-	}
-	close(p[0]);
-	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
-		;
-	if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-		if (buf == NULL)
-			buf = xstrdup("");
-		buf[len] = '\0';
-		*out = buf;
-		buf = NULL;
+	/*
+	 * The repository is the user's, the change a model's: no colour, no
+	 * external diff or textconv driver its attributes could name (the
+	 * runner already ignores global and system configuration).
+	 */
+	const char *args[] = {"diff", "--no-color", "--no-ext-diff",
+	    "--no-textconv", t->base_commit, commit, "--", NULL};
+	o.dir = t->repo;
+	o.outmax = max;
+	if (git_run(&o, args, &b, &gs, &cause) == 0) {
+		*out = b.buf;
+		*total = b.total;
+		b.buf = NULL;
 		rc = 0;
-	} else
-		*err = xasprintf("git diff %.12s %.12s failed in %s",
-		    t->base_commit, commit, t->repo);
-	free(buf);
+	} else {
+		*err = xasprintf("git diff %.12s %.12s failed in %s: %s",
+		    t->base_commit, commit, t->repo, cause);
+		free(cause);
+	}
+	free(b.buf);
 	free(commit);
 	return rc;
 }
