@@ -296,6 +296,7 @@ stage_tool(const struct tool_ctx *ctx, json_t *call, int step)
 	struct tool_result tr;
 	json_t *res;
 	char *s;
+	size_t alen, cut;
 	static const char *const outcomes[] = {"done", "error", "terminal"};
 
 	if (data != NULL) {
@@ -306,8 +307,12 @@ stage_tool(const struct tool_ctx *ctx, json_t *call, int step)
 			stage_snapshot(res, step, journal_next("snapshot"));
 		return res;
 	}
-	wio_log(
-	    PROTO_LOG_TOOL, "%s %.200s", name ? name : "?", args ? args : "");
+	if (args == NULL)
+		args = "";
+	alen = strlen(args);
+	cut = utf8_head(args, alen, 200);
+	wio_log(PROTO_LOG_TOOL, "%s %.*s%s", name ? name : "?", (int)cut, args,
+	    cut < alen ? "..." : "");
 	tool_exec(ctx, name ? name : "", args ? args : "", &tr);
 	res = json_pack("{s:s,s:s,s:s,s:s}", "id", id ? id : "", "name",
 	    name ? name : "", "outcome", outcomes[tr.outcome], "text",

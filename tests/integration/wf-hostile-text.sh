@@ -145,6 +145,8 @@ is "$(grep -c '^data: {"id"' "$T/sse")" "$n_db" "the event stream sends every ev
 api "/v1/tasks/1/events?after=0"
 is "$(jq '[.events[] | select(.text | startswith("write_file {\"path\":\"accent1.txt\""))] | length' "$T/body")" 1 \
 	"the tool event whose 200-byte cut split a character is in the API"
+is "$(jq -r '.events[] | select(.text | startswith("write_file {\"path\":\"accent1.txt\"")) | .text' "$T/body" | grep -c $'\xef\xbf\xbd')" 0 \
+	"the tool event is cut at a character, not replaced"
 
 # Task 2: only the verification's split check mark, nothing else hostile.
 cat >"$T/script.json" <<'JSON'
