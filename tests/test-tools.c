@@ -523,6 +523,18 @@ test_run_command(void)
 	    "names the argument");
 	is_int(call("verifying", "run_command", "{\"command\":\"\"}"),
 	    TOOL_ERROR, "empty command");
+	{
+		size_t n = TOOL_MAX_COMMAND + 1;
+		char *big = xmalloc(n + 32);
+
+		memcpy(big, "{\"command\":\"", 12);
+		memset(big + 12, 'x', n);
+		memcpy(big + 12 + n, "\"}", 3);
+		is_int(call("implementing", "run_command", big), TOOL_ERROR,
+		    "a command over TOOL_MAX_COMMAND");
+		ok(has("write a script"), "says what to do instead");
+		free(big);
+	}
 	is_int(call("planning", "run_command", "{\"command\":\"ls\"}"),
 	    TOOL_ERROR, "run_command in planning");
 	is_int(call("reviewing", "run_command", "{\"command\":\"ls\"}"),

@@ -1004,6 +1004,14 @@ tool_run_command(
 		result_error(r, "run_command: argument \"command\" is empty");
 		return;
 	}
+	if (strlen(command) > TOOL_MAX_COMMAND) {
+		result_error(r,
+		    "run_command: argument \"command\" is %zu bytes, over "
+		    "the limit of %d: write a script with write_file and "
+		    "run that",
+		    strlen(command), TOOL_MAX_COMMAND);
+		return;
+	}
 	if (jtimeout != NULL && !json_is_null(jtimeout)) {
 		double v = json_number_value(jtimeout);
 

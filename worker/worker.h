@@ -81,6 +81,9 @@ const char *prompt_get(const char *name);
 #define TOOL_MAX_LIST    2000          /* entries list_files returns */
 #define TOOL_MAX_RESULT  (256 * 1024)  /* bytes of any tool result */
 #define TOOL_MAX_SUMMARY (64 * 1024)   /* bytes of finish's summary */
+/* bytes of run_command's command: it is one argument of sh -c, and the
+ * kernel refuses one over 128 KiB (MAX_ARG_STRLEN) with E2BIG */
+#define TOOL_MAX_COMMAND (64 * 1024)
 
 /* workspace.c: the task's git worktree and its snapshots. */
 
