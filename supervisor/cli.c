@@ -384,25 +384,91 @@ cmd_serve(int argc, char **argv)
 	return server_run(0, 0, NULL, NULL);
 }
 
+/*
+ * Read a request from a file, or standard input for "-": at most
+ * TASK_MAX_REQUEST bytes of UTF-8 without NUL, its final newlines dropped.
+ * 0 with *out (malloc'd), or -1 after printing why.
+ */
+static int
+cli_read_request(const char *path, char **out)
+{
+	const char *name = strcmp(path, "-") == 0 ? "standard input" : path;
+	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+	size_t len = 0, n;
+	char *buf;
+	json_t *j;
+
+	*out = NULL;
+	if (f == NULL) {
+		cli_error("cannot read the request from %s: %s", path,
+		    strerror(errno));
+		return -1;
+	}
+	buf = xmalloc(TASK_MAX_REQUEST + 2);
+	while (len <= TASK_MAX_REQUEST &&
+	       (n = fread(buf + len, 1, TASK_MAX_REQUEST + 1 - len, f)) > 0)
+		len += n;
+	if (ferror(f)) {
+		cli_error("cannot read the request from %s: %s", name,
+		    strerror(errno));
+		goto fail;
+	}
+	if (len > TASK_MAX_REQUEST) {
+		cli_error("the request in %s is over %d bytes (the limit): "
+		          "shorten it, or point to a file in the repository",
+		    name, TASK_MAX_REQUEST);
+		goto fail;
+	}
+	buf[len] = '\0';
+	if (memchr(buf, '\0', len) != NULL) {
+		cli_error(
+		    "the request in %s has a NUL byte: is it text?", name);
+		goto fail;
+	}
+	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+		buf[--len] = '\0';
+	/* jansson checks UTF-8 as it makes a string. */
+	if ((j = json_stringn(buf, len)) == NULL) {
+		cli_error("the request in %s is not valid UTF-8: convert it "
+		          "(iconv -t UTF-8)",
+		    name);
+		goto fail;
+	}
+	json_decref(j);
+	if (f != stdin)
+		fclose(f);
+	*out = buf;
+	return 0;
+fail:
+	if (f != stdin)
+		fclose(f);
+	free(buf);
+	return -1;
+}
+
 /* submit and run share their options. */
 static int
 cli_submit(int argc, char **argv, int64_t *idp)
 {
 	static const struct option opts[] = {
 	    {"repo", required_argument, NULL, 'r'},
+	    {"file", required_argument, NULL, 'f'},
 	    {"verify", required_argument, NULL, 'v'},
 	    {"auto-approve", required_argument, NULL, 'a'},
 	    {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
-	const char *repo = NULL, *verify = NULL;
+	const char *repo = NULL, *verify = NULL, *file = NULL;
 	int c, aa = cfg.auto_approve, code;
-	char *abs, *head, *err;
+	char *abs, *head, *err, *request = NULL;
 	struct task_new tn;
 	struct store *st;
 
-	while ((c = getopt_long(argc, argv, "r:v:a:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "r:f:v:a:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'r':
 			repo = optarg;
+			break;
+		case 'f':
+			file = optarg;
 			break;
 		case 'v':
 			verify = optarg;
@@ -420,14 +486,21 @@ cli_submit(int argc, char **argv, int64_t *idp)
 			return cli_usage();
 		}
 	}
-	if (optind != argc - 1 || repo == NULL)
+	/* The request: its argument, or "-" or --file F for a long one. */
+	if (repo == NULL || (file == NULL) != (optind == argc - 1) ||
+	    optind < argc - 1)
 		return cli_usage();
+	if (file == NULL && strcmp(argv[optind], "-") == 0)
+		file = "-";
+	if (file != NULL && cli_read_request(file, &request) == -1)
+		return 1;
 	if (task_check_repo(repo, &abs, &head, &err) == -1) {
 		cli_error("%s", err);
 		free(err);
+		free(request);
 		return 1;
 	}
-	tn.request = argv[optind];
+	tn.request = request != NULL ? request : argv[optind];
 	tn.repo = abs;
 	tn.base_commit = head;
 	tn.verify_command = verify;
@@ -459,6 +532,7 @@ cli_submit(int argc, char **argv, int64_t *idp)
 	}
 	free(abs);
 	free(head);
+	free(request);
 	return c;
 }
 
@@ -1346,11 +1420,12 @@ static const struct cmd cmds[] = {
         "(ORCH_ENABLE_RESUME), runs queued ones, answers the control "
         "socket.\nSIGTERM/SIGINT stop it; tasks stay resumable."},
     {"submit", cmd_submit,
-        "submit \"REQUEST\" --repo DIR [--verify CMD] "
+        "submit \"REQUEST\"|-|--file F --repo DIR [--verify CMD] "
         "[--auto-approve plan|implementation|all]",
-        "Queue a task and print its id."},
+        "Queue a task and print its id.  A long request comes from a\n"
+        "file (--file F) or standard input (-): up to 512 KiB of UTF-8."},
     {"run", cmd_run,
-        "run \"REQUEST\" --repo DIR [--verify CMD] "
+        "run \"REQUEST\"|-|--file F --repo DIR [--verify CMD] "
         "[--auto-approve plan|implementation|all]",
         "Submit a task and drive it in the foreground, printing its log.\n"
         "On a terminal it asks at approval gates."},

@@ -31,8 +31,9 @@
 #include "common.h"
 #include "supervisor.h"
 
-#define CONTROL_MAX_HEADERS  16384
-#define CONTROL_MAX_BODY     (1024 * 1024)
+#define CONTROL_MAX_HEADERS 16384
+/* A request of TASK_MAX_REQUEST bytes, JSON-escaped at its worst. */
+#define CONTROL_MAX_BODY     (6 * TASK_MAX_REQUEST + 64 * 1024)
 #define CONTROL_TIMEOUT_S    30
 #define CONTROL_HEARTBEAT_MS 15000
 /* A stream whose reader is this far behind is dropped. */

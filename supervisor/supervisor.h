@@ -78,6 +78,13 @@ int config_make_state_dir(char **cause);
  */
 int task_enter(struct store *, const struct task *, enum wstate state,
     int new_run, const char *why);
+/*
+ * The most a task's request may be, in bytes of UTF-8.  The control API's
+ * body limit (control.c) holds it JSON-escaped at its worst (6 bytes for a
+ * control character), and the worker's START frame holds it beside the
+ * plan and the review.
+ */
+#define TASK_MAX_REQUEST (512 * 1024)
 /* The operations the CLI and the control API offer.  Each returns 0, or -1
  * with *err a malloc'd message; *code is an HTTP-like status (400, 404,
  * 409, 500) saying what kind of error it was. */

@@ -238,11 +238,31 @@ int
 task_submit(struct store *st, const struct task_new *tn, int64_t *id,
     char **err, int *code)
 {
+	json_t *j;
+	size_t len;
+
 	if (tn->request == NULL || *tn->request == '\0') {
 		*err = xstrdup("the request is empty: say what to change");
 		*code = 400;
 		return -1;
 	}
+	if ((len = strlen(tn->request)) > TASK_MAX_REQUEST) {
+		*err = xasprintf("the request is %zu bytes, over the limit of "
+		                 "%d: shorten it, or point to a file in the "
+		                 "repository",
+		    len, TASK_MAX_REQUEST);
+		*code = 400;
+		return -1;
+	}
+	/* jansson checks UTF-8 as it makes a string: the request goes into
+	 * JSON (the API, the model's conversation) as it is. */
+	if ((j = json_stringn(tn->request, len)) == NULL) {
+		*err = xstrdup("the request is not valid UTF-8: convert it "
+		               "(iconv -t UTF-8)");
+		*code = 400;
+		return -1;
+	}
+	json_decref(j);
 	if (store_task_add(st, tn, id) == -1)
 		return task_fail_store(st, err, code);
 	return 0;
