@@ -1171,8 +1171,10 @@ cli_discard_cb(char *d, size_t size, size_t n, void *arg)
 
 /*
  * A real request to the configured LLM endpoint: the models list, which
- * costs nothing and needs the key.  0 when it answers 2xx, else -1 with
- * *why saying what is wrong and the fix.
+ * costs nothing and needs the key.  0 when it answers 2xx; 1 (a warning)
+ * when it answers but that says nothing sure about the settings; -1 when
+ * they are wrong: the endpoint cannot be reached (refused, DNS, TLS) or
+ * the key is refused.  *why says what is wrong and the fix.
  */
 static int
 cli_llm_probe(char **what, char **why)
@@ -1185,6 +1187,7 @@ cli_llm_probe(char **what, char **why)
 	long code = 0;
 	CURLcode rc;
 	CURL *c;
+	int ret = -1;
 
 	if (base == NULL)
 		base = anthropic ? "https://api.anthropic.com"
@@ -1216,7 +1219,10 @@ cli_llm_probe(char **what, char **why)
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
 	curl_easy_cleanup(c);
 	curl_slist_free_all(h);
-	free(hdr);
+	if (hdr != NULL) {
+		explicit_bzero(hdr, strlen(hdr));
+		free(hdr);
+	}
 	*why = NULL;
 	if (rc != CURLE_OK)
 		*why = xasprintf("%s: check ORCH_LLM_BASE_URL, the network "
@@ -1226,19 +1232,32 @@ cli_llm_probe(char **what, char **why)
 		*why = xasprintf("HTTP %ld, the key is refused: set a valid "
 		                 "ORCH_LLM_API_KEY",
 		    code);
-	else if (code == 404)
+	else if (code == 404 && anthropic)
 		*why = xasprintf("HTTP 404, no such endpoint: check "
 		                 "ORCH_LLM_BASE_URL (%s)",
 		    url);
-	else if (code == 429)
+	else if (code == 404 || code == 405) {
+		/* Some OpenAI-compatible servers and proxies have no models
+		 * list: the server was reached, and tasks may well work. */
+		*why = xasprintf("HTTP %ld: this server has no models list, so "
+		                 "the key and the model are not checked (if "
+		                 "tasks fail to reach the model, check "
+		                 "ORCH_LLM_BASE_URL)",
+		    code);
+		ret = 1;
+	} else if (code == 429) {
 		*why = xstrdup("HTTP 429, rate limited or out of credit: "
 		               "check the account");
-	else if (code < 200 || code >= 300)
+		ret = 1;
+	} else if (code < 200 || code >= 300) {
 		*why = xasprintf("HTTP %ld: the endpoint is not working "
 		                 "(check the provider's status)",
 		    code);
+		ret = 1;
+	} else
+		ret = 0;
 	free(url);
-	return *why == NULL ? 0 : -1;
+	return ret;
 }
 
 static int
@@ -1326,8 +1345,11 @@ cmd_doctor(int argc, char **argv)
 		               : ", built-in demo script");
 	else {
 		char *why;
-		int ok = cli_llm_probe(&what, &why) == 0;
-		CHECK(ok, what, why ? why : "");
+		int rc = cli_llm_probe(&what, &why);
+		if (rc == 1)
+			printf("warn %s: %s\n", what, why);
+		else
+			CHECK(rc == 0, what, why ? why : "");
 		free(what);
 		free(why);
 	}
