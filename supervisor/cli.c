@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -154,8 +155,10 @@ cli_post(const char *path, json_t *body, json_t **reply)
 	return 0;
 }
 
+/* repo: only for resume, a repository to give a task that has none. */
 static int
-cli_task_op(const char *verb, int64_t id, const char *by, const char *reason)
+cli_task_op(const char *verb, int64_t id, const char *by, const char *reason,
+    const char *repo)
 {
 	struct store *st;
 	char *err, *path;
@@ -170,6 +173,8 @@ cli_task_op(const char *verb, int64_t id, const char *by, const char *reason)
 			json_object_set_new(b, "by", json_string(by));
 		if (reason != NULL)
 			json_object_set_new(b, "reason", json_string(reason));
+		if (repo != NULL)
+			json_object_set_new(b, "repo", json_string(repo));
 		path = xasprintf("/v1/tasks/%lld/%s", (long long)id, verb);
 		rc = cli_post(path, b, NULL);
 		free(path);
@@ -183,8 +188,12 @@ cli_task_op(const char *verb, int64_t id, const char *by, const char *reason)
 		rc = task_reject(st, id, reason, by, &err, &code);
 	else if (strcmp(verb, "cancel") == 0)
 		rc = task_cancel(st, id, &err, &code);
-	else
-		rc = task_resume(st, id, &err, &code);
+	else {
+		rc =
+		    repo != NULL ? task_set_repo(st, id, repo, &err, &code) : 0;
+		if (rc == 0)
+			rc = task_resume(st, id, &err, &code);
+	}
 	store_close(st);
 	if (rc == -1) {
 		cli_error("%s", err);
@@ -359,7 +368,7 @@ cli_drive(int64_t id)
 			return 0;
 		}
 		int rc = cli_task_op(
-		    ans == 1 ? "approve" : "reject", id, NULL, reason);
+		    ans == 1 ? "approve" : "reject", id, NULL, reason, NULL);
 		free(reason);
 		if (rc != 0)
 			return 1;
@@ -564,10 +573,56 @@ cmd_run(int argc, char **argv)
 	return cli_drive(id);
 }
 
+/*
+ * A task the Python orchestrator made has no repository.  That orchestrator
+ * worked in the directory it was run from: offer this one.
+ */
 static int
-cmd_resume(int64_t id)
+cli_resume_check(int64_t id)
 {
-	int rc = cli_task_op("resume", id, NULL, NULL);
+	struct store *st;
+	struct task *t = NULL;
+	char cwd[PATH_MAX];
+	int rc = 0;
+
+	if (cli_open_ro(&st) == -1 || st == NULL)
+		return 0; /* the resume itself says what is wrong */
+	if (store_task_get(st, id, &t) == 0 && t != NULL &&
+	    (t->repo == NULL || t->base_commit == NULL) &&
+	    t->state != WS_COMPLETED && t->state != WS_CANCELLED) {
+		cli_error(
+		    "task %lld has no repository: the Python orchestrator "
+		    "made it, and worked in the directory it was run "
+		    "from; if that is this one: orch-supervisor --resume "
+		    "%lld --repo %s",
+		    (long long)id, (long long)id,
+		    getcwd(cwd, sizeof cwd) != NULL ? cwd : "DIR");
+		rc = -1;
+	}
+	task_free(t);
+	store_close(st);
+	return rc;
+}
+
+static int
+cmd_resume(int64_t id, const char *repo)
+{
+	char *abs = NULL, *head, *err;
+	int rc;
+
+	if (repo == NULL && cli_resume_check(id) == -1)
+		return 1;
+	/* The service may run elsewhere: it gets an absolute path. */
+	if (repo != NULL) {
+		if (task_check_repo(repo, &abs, &head, &err) == -1) {
+			cli_error("%s", err);
+			free(err);
+			return 1;
+		}
+		free(head);
+	}
+	rc = cli_task_op("resume", id, NULL, NULL, abs);
+	free(abs);
 
 	if (rc != 0)
 		return rc;
@@ -1024,7 +1079,7 @@ cmd_approve(int argc, char **argv)
 
 	if (rc != -1)
 		return rc;
-	if ((rc = cli_task_op("approve", id, by, NULL)) == 0)
+	if ((rc = cli_task_op("approve", id, by, NULL, NULL)) == 0)
 		printf("Task %lld approved.\n", (long long)id);
 	return rc;
 }
@@ -1046,7 +1101,7 @@ cmd_reject(int argc, char **argv)
 		cli_error("reject needs --reason TEXT");
 		return EXIT_USAGE;
 	}
-	if ((rc = cli_task_op("reject", id, by, reason)) == 0)
+	if ((rc = cli_task_op("reject", id, by, reason, NULL)) == 0)
 		printf("Task %lld rejected.\n", (long long)id);
 	return rc;
 }
@@ -1062,7 +1117,7 @@ cmd_cancel(int argc, char **argv)
 
 	if (rc != -1)
 		return rc;
-	if ((rc = cli_task_op("cancel", id, NULL, NULL)) == 0)
+	if ((rc = cli_task_op("cancel", id, NULL, NULL, NULL)) == 0)
 		printf("Task %lld cancelled.\n", (long long)id);
 	return rc;
 }
@@ -1488,7 +1543,8 @@ cli_main_usage(FILE *f)
 {
 	fprintf(f, "usage: orch-supervisor [--env-file FILE] COMMAND [ARGS]\n"
 	           "       orch-supervisor --list-resumable\n"
-	           "       orch-supervisor --resume ID\n\ncommands:\n");
+	           "       orch-supervisor --resume ID [--repo DIR]\n\n"
+	           "commands:\n");
 	for (size_t i = 0; i < nitems(cmds); i++)
 		fprintf(f, "  %s\n", cmds[i].usage);
 	fprintf(f,
@@ -1548,13 +1604,16 @@ cli_main(int argc, char **argv)
 	}
 	if (strcmp(argv[i], "--resume") == 0) {
 		int64_t id;
-		if (i + 2 != argc) {
+		const char *repo = NULL;
+		if (i + 4 == argc && strcmp(argv[i + 2], "--repo") == 0)
+			repo = argv[i + 3];
+		else if (i + 2 != argc) {
 			cli_main_usage(stderr);
 			return EXIT_USAGE;
 		}
 		if (cli_parse_id(argv[i + 1], &id) == -1)
 			return EXIT_USAGE;
-		return cmd_resume(id);
+		return cmd_resume(id, repo);
 	}
 	for (size_t c = 0; c < nitems(cmds); c++) {
 		if (strcmp(argv[i], cmds[c].name) == 0) {

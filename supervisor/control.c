@@ -318,15 +318,21 @@ static void
 control_task_verb(struct evhttp_request *req, int64_t id, const char *verb)
 {
 	json_t *b = control_body(req);
-	const char *by = NULL, *reason = NULL;
+	const char *by = NULL, *reason = NULL, *repo = NULL;
 	char *err = NULL;
 	int code = 200, rc;
 
 	if (b == NULL)
 		return;
 	if (control_str(req, b, "by", &by) == -1 ||
-	    control_str(req, b, "reason", &reason) == -1) {
+	    control_str(req, b, "reason", &reason) == -1 ||
+	    control_str(req, b, "repo", &repo) == -1) {
 		json_decref(b);
+		return;
+	}
+	if (repo != NULL && strcmp(verb, "resume") != 0) {
+		json_decref(b);
+		control_error(req, 400, "\"repo\" is only for resume");
 		return;
 	}
 	if (strcmp(verb, "approve") == 0)
@@ -335,9 +341,14 @@ control_task_verb(struct evhttp_request *req, int64_t id, const char *verb)
 		rc = task_reject(control_st, id, reason, by, &err, &code);
 	else if (strcmp(verb, "cancel") == 0)
 		rc = task_cancel(control_st, id, &err, &code);
-	else if (strcmp(verb, "resume") == 0)
-		rc = task_resume(control_st, id, &err, &code);
-	else {
+	else if (strcmp(verb, "resume") == 0) {
+		/* A task of the Python orchestrator gets its repository. */
+		rc = repo != NULL
+		         ? task_set_repo(control_st, id, repo, &err, &code)
+		         : 0;
+		if (rc == 0)
+			rc = task_resume(control_st, id, &err, &code);
+	} else {
 		json_decref(b);
 		control_error(req, 404, "no such action");
 		return;

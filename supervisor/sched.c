@@ -353,6 +353,15 @@ sched_start(int64_t id)
 		    store_error(sched_st));
 		return;
 	}
+	if (t->repo == NULL || t->base_commit == NULL) {
+		/* A task of the Python orchestrator's database: no stage can
+		 * run until it is given one. */
+		char *why = task_no_repo(id);
+		task_free(t);
+		sched_fail(id, why);
+		free(why);
+		return;
+	}
 	if (t->state == WS_PENDING)
 		next = WS_PLANNING;
 	else if (t->state == WS_PLAN_APPROVED)

@@ -96,6 +96,12 @@ int task_reject(struct store *, int64_t id, const char *reason, const char *by,
     char **err, int *code);
 int task_cancel(struct store *, int64_t id, char **err, int *code);
 int task_resume(struct store *, int64_t id, char **err, int *code);
+/* Give a task without a repository (one the Python orchestrator made) the
+ * git work tree repo, at its HEAD. */
+int task_set_repo(
+    struct store *, int64_t id, const char *repo, char **err, int *code);
+/* Why a task without a repository cannot run, and the fix (malloc'd). */
+char *task_no_repo(int64_t id);
 /* Check that repo is a git work tree with a commit and nothing half done;
  * fills *abs (absolute path) and *head. */
 int task_check_repo(const char *repo, char **abs, char **head, char **err);

@@ -394,6 +394,58 @@ task_cancel(struct store *st, int64_t id, char **err, int *code)
 	    st, t, task_enter(st, t, WS_CANCELLED, 0, "cancelled"), err, code);
 }
 
+char *
+task_no_repo(int64_t id)
+{
+	return xasprintf("task %lld has no repository (the Python orchestrator "
+	                 "made it): resume it with `orch-supervisor --resume "
+	                 "%lld --repo DIR`, DIR being the directory that "
+	                 "orchestrator was run in",
+	    (long long)id, (long long)id);
+}
+
+int
+task_set_repo(
+    struct store *st, int64_t id, const char *repo, char **err, int *code)
+{
+	struct task *t;
+	char *abs, *head;
+	int rc = 0;
+
+	if (task_check_repo(repo, &abs, &head, err) == -1) {
+		*code = 400;
+		return -1;
+	}
+	if (task_load(st, id, &t, err, code) == -1) {
+		free(abs);
+		free(head);
+		return -1;
+	}
+	if (t->repo != NULL && strcmp(t->repo, abs) != 0) {
+		*err =
+		    xasprintf("task %lld works in %s already: --repo is only "
+		              "for a task without one",
+		        (long long)id, t->repo);
+		*code = 409;
+		free(abs);
+		free(head);
+		task_free(t);
+		store_rollback(st);
+		return -1;
+	}
+	if (t->repo == NULL || t->base_commit == NULL) {
+		char *text =
+		    xasprintf("repository %s attached, at %.12s", abs, head);
+		rc = store_task_set_repo(st, id, abs, head);
+		if (rc == 0)
+			rc = store_event_add(st, id, EV_INFO, NULL, text);
+		free(text);
+	}
+	free(abs);
+	free(head);
+	return task_done(st, t, rc, err, code);
+}
+
 int
 task_resume(struct store *st, int64_t id, char **err, int *code)
 {
@@ -403,6 +455,14 @@ task_resume(struct store *st, int64_t id, char **err, int *code)
 
 	if (task_load(st, id, &t, err, code) == -1)
 		return -1;
+	if ((t->repo == NULL || t->base_commit == NULL) &&
+	    t->state != WS_COMPLETED && t->state != WS_CANCELLED) {
+		*err = task_no_repo(id);
+		*code = 409;
+		task_free(t);
+		store_rollback(st);
+		return -1;
+	}
 	switch (t->state) {
 	case WS_COMPLETED:
 	case WS_CANCELLED:
