@@ -533,6 +533,24 @@ sched_hello(struct worker *w, const struct proto_msg *m)
 	out.u[PF_ATTEMPT] = (uint64_t)t->ival[TI_STAGE_RETRIES];
 	out.u[PF_COUNT] = count;
 	proto_set_str(&out, PF_DATA, data);
+	if (proto_str_total(&out) > PROTO_MAX_DATA) {
+		/* The task's texts (request, plan, review, feedback) are too
+		 * large to start a worker with: every restart would be
+		 * the same. */
+		char *why = xasprintf("the task's request, plan and review "
+		                      "are %zu bytes together, over the %u a "
+		                      "worker can be started with",
+		    proto_str_total(&out), PROTO_MAX_DATA);
+		proto_msg_clear(&out);
+		free(data);
+		task_free(t);
+		w->stopping = 1; /* the task's failure is said below */
+		proc_kill(w, why);
+		sched_event(w->task, EV_ERROR, w->stage, "%s", why);
+		sched_fail(w->task, why);
+		free(why);
+		return;
+	}
 	proc_send(w, &out);
 	proto_msg_clear(&out);
 	free(data);
