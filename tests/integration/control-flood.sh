@@ -101,14 +101,14 @@ service_kill TERM
 # service closes them.  Meanwhile the task must go on through its stages
 # (each start makes a socketpair and pipes) and the CLI must be served.
 export ORCH_MAX_CONNECTIONS=1000
+# The plan comes 4 s after the flood starts: the next stage starts amid it.
+jq '.planning[0].delay_ms = 4000' "$T/script.json" >"$T/slow.json"
+export ORCH_LLM_SCRIPT="$T/slow.json"
 : >"$T/service.log"
 (ulimit -n 160 && exec "$SUP" serve) >>"$T/service.log" 2>&1 &
 SVC=$!
 wait_for 10 test -S "$SOCK" || bail "service did not start"
 wait_for 10 "$SUP" stats || bail "service does not answer"
-# The plan comes 4 s after the flood starts: the next stage starts amid it.
-jq '.planning[0].delay_ms = 4000' "$T/script.json" >"$T/slow.json"
-export ORCH_LLM_SCRIPT="$T/slow.json"
 ID=$(timeout 40 "$SUP" submit "Write a.txt" --repo "$T/repo" --auto-approve all 2>&1)
 wait_for 10 state_is "$ID" planning || bail "task $ID did not start: $ID"
 python3 - "$SOCK" <<'PY' >"$T/flood" 2>&1 &
