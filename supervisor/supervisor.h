@@ -85,6 +85,9 @@ int task_enter(struct store *, const struct task *, enum wstate state,
  * plan and the review.
  */
 #define TASK_MAX_REQUEST (512 * 1024)
+/* A rejection's reason (the next round's feedback) and an approver's name. */
+#define TASK_MAX_REASON (64 * 1024)
+#define TASK_MAX_NAME   256
 /* The operations the CLI and the control API offer.  Each returns 0, or -1
  * with *err a malloc'd message; *code is an HTTP-like status (400, 404,
  * 409, 500) saying what kind of error it was. */

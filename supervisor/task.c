@@ -234,35 +234,52 @@ task_done(struct store *st, struct task *t, int rc, char **err, int *code)
 	return 0;
 }
 
+/*
+ * A text a person gives a task (its request, a rejection's reason, who
+ * approved): at most max bytes of UTF-8, since it goes into JSON (the API,
+ * the model's conversation, the worker's START) as it is.  -1 with *err
+ * (and *code 400) when not.
+ */
+static int
+task_check_text(
+    const char *what, const char *s, size_t max, char **err, int *code)
+{
+	size_t len = strlen(s);
+	json_t *j;
+
+	*code = 400;
+	if (len > max) {
+		*err = xasprintf("the %s is %zu bytes, over the limit of %zu: "
+		                 "shorten it%s",
+		    what, len, max,
+		    strcmp(what, "request") == 0
+		        ? ", or point to a file in the repository"
+		        : "");
+		return -1;
+	}
+	/* jansson checks UTF-8 as it makes a string. */
+	if ((j = json_stringn(s, len)) == NULL) {
+		*err = xasprintf("the %s is not valid UTF-8: convert it "
+		                 "(iconv -t UTF-8)",
+		    what);
+		return -1;
+	}
+	json_decref(j);
+	return 0;
+}
+
 int
 task_submit(struct store *st, const struct task_new *tn, int64_t *id,
     char **err, int *code)
 {
-	json_t *j;
-	size_t len;
-
 	if (tn->request == NULL || *tn->request == '\0') {
 		*err = xstrdup("the request is empty: say what to change");
 		*code = 400;
 		return -1;
 	}
-	if ((len = strlen(tn->request)) > TASK_MAX_REQUEST) {
-		*err = xasprintf("the request is %zu bytes, over the limit of "
-		                 "%d: shorten it, or point to a file in the "
-		                 "repository",
-		    len, TASK_MAX_REQUEST);
-		*code = 400;
+	if (task_check_text(
+	        "request", tn->request, TASK_MAX_REQUEST, err, code) == -1)
 		return -1;
-	}
-	/* jansson checks UTF-8 as it makes a string: the request goes into
-	 * JSON (the API, the model's conversation) as it is. */
-	if ((j = json_stringn(tn->request, len)) == NULL) {
-		*err = xstrdup("the request is not valid UTF-8: convert it "
-		               "(iconv -t UTF-8)");
-		*code = 400;
-		return -1;
-	}
-	json_decref(j);
 	if (store_task_add(st, tn, id) == -1)
 		return task_fail_store(st, err, code);
 	return 0;
@@ -275,6 +292,9 @@ task_approve(
 	struct task *t;
 	int rc;
 
+	if (by != NULL &&
+	    task_check_text("name (--by)", by, TASK_MAX_NAME, err, code) == -1)
+		return -1;
 	if (task_load(st, id, &t, err, code) == -1)
 		return -1;
 	if (by == NULL || *by == '\0')
@@ -336,6 +356,11 @@ task_reject(struct store *st, int64_t id, const char *reason, const char *by,
 		*code = 400;
 		return -1;
 	}
+	if (task_check_text("reason", reason, TASK_MAX_REASON, err, code) ==
+	        -1 ||
+	    (by != NULL && task_check_text("name (--by)", by, TASK_MAX_NAME,
+	                       err, code) == -1))
+		return -1;
 	if (task_load(st, id, &t, err, code) == -1)
 		return -1;
 	if (by == NULL || *by == '\0')

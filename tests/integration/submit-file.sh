@@ -40,6 +40,15 @@ like "$(cat "$T/out")" 'missing\.txt' "... naming it"
 is "$?" 2 "a request and --file together is a usage error"
 is "$(sq 'SELECT count(*) FROM tasks')" 3 "none of the refused ones made a task"
 
+# What else a person gives a task goes into the same JSON: bounded, UTF-8.
+"$SUP" reject 1 --reason "$(head -c 70000 /dev/zero | tr '\0' r)" >"$T/out" 2>&1
+is "$?" 1 "a reason over 64 KiB is refused"
+like "$(cat "$T/out")" 'reason is 70000 bytes, over the limit of 65536' "... saying the limit"
+"$SUP" reject 1 --reason "$(printf 'caf\351')" >"$T/out" 2>&1
+like "$(cat "$T/out")" 'reason is not valid UTF-8' "a Latin-1 reason is refused"
+"$SUP" approve 1 --by "$(printf 'caf\351')" >"$T/out" 2>&1
+like "$(cat "$T/out")" 'name \(--by\) is not valid UTF-8' "a Latin-1 --by is refused"
+
 # Through the service: a request at the limit with many characters that
 # JSON escapes (ESC is 6 bytes as \u001b) still fits the API's body limit.
 python3 -c 'import sys; sys.stdout.write("a\x1b" * (256 * 1024 - 1) + "az")' >"$T/esc.txt"
