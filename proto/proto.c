@@ -166,6 +166,24 @@ proto_get_be(const uint8_t *p, size_t n)
 	return v;
 }
 
+size_t
+proto_str_total(const struct proto_msg *m)
+{
+	const struct proto_spec *spec;
+	size_t total = 0;
+
+	if (m->type <= PROTO_NONE || m->type >= PROTO_MAX)
+		return 0;
+	spec = &proto_catalog[m->type];
+	for (unsigned i = 0; i < spec->nfields; i++) {
+		enum proto_field f = spec->fields[i];
+
+		if (proto_field_type[f] == PROTO_FT_STR && m->s[f] != NULL)
+			total += m->slen[f];
+	}
+	return total;
+}
+
 int
 proto_encode(const struct proto_msg *m, uint8_t **out, size_t *outlen,
     const char **cause)
@@ -194,9 +212,9 @@ proto_encode(const struct proto_msg *m, uint8_t **out, size_t *outlen,
 
 		if (proto_field_type[f] != PROTO_FT_STR || m->s[f] == NULL)
 			continue;
-		if (m->slen[f] > PROTO_MAX_FRAME ||
-		    (total += m->slen[f]) > PROTO_MAX_FRAME) {
-			*cause = "message exceeds PROTO_MAX_FRAME";
+		if (m->slen[f] > PROTO_MAX_DATA ||
+		    (total += m->slen[f]) > PROTO_MAX_DATA) {
+			*cause = "message exceeds PROTO_MAX_DATA";
 			return -1;
 		}
 		if (memchr(m->s[f], '\0', m->slen[f]) != NULL) {

@@ -15,9 +15,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PROTO_VERSION    1
-#define PROTO_HDR_LEN    4
-#define PROTO_MAX_FRAME  (4u * 1024 * 1024)
+#define PROTO_VERSION   1
+#define PROTO_HDR_LEN   4
+#define PROTO_MAX_FRAME (4u * 1024 * 1024)
+/*
+ * The most a message's strings may hold together: the rest of a frame is
+ * room for its numbers and msgpack's headers.  Every limit on what a
+ * message carries (a model's reply, a journal entry, a result) derives
+ * from this one, so that what is accepted can always be sent.
+ */
+#define PROTO_MAX_DATA   (PROTO_MAX_FRAME - 64u * 1024)
 #define PROTO_MAX_DEPTH  4
 #define PROTO_MAX_FIELDS 8
 
@@ -108,10 +115,13 @@ void proto_msg_clear(struct proto_msg *);
 void proto_set_str(struct proto_msg *, enum proto_field, const char *);
 void proto_set_strn(struct proto_msg *, enum proto_field, const char *, size_t);
 
+/* The bytes of m's strings (those of its type's fields), to check against
+ * PROTO_MAX_DATA before sending. */
+size_t proto_str_total(const struct proto_msg *);
 /*
  * Encode m as one frame (header included) into a malloc'd buffer.  Returns 0
- * and sets *out and *outlen, or -1 with *cause set when the message does not
- * fit PROTO_MAX_FRAME or its type is not in the catalog.
+ * and sets *out and *outlen, or -1 with *cause set when its strings exceed
+ * PROTO_MAX_DATA or its type is not in the catalog.
  */
 int proto_encode(const struct proto_msg *m, uint8_t **out, size_t *outlen,
     const char **cause);

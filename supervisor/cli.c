@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -193,24 +194,35 @@ cli_post(const char *path, json_t *body, json_t **reply)
 	return 0;
 }
 
+/* repo: only for resume, a repository to give a task that has none. */
 static int
-cli_task_op(const char *verb, int64_t id, const char *by, const char *reason)
+cli_task_op(const char *verb, int64_t id, const char *by, const char *reason,
+    const char *repo)
 {
 	struct store *st;
 	char *err, *path;
 	int code, rc;
 
+	/* Checked here too, so that both ways below refuse alike. */
+	if ((by != NULL && task_check_text("name (--by)", by, TASK_MAX_NAME,
+	                       &err, &code) == -1) ||
+	    (reason != NULL && task_check_text("reason", reason,
+	                           TASK_MAX_REASON, &err, &code) == -1)) {
+		cli_error("%s", err);
+		free(err);
+		return 1;
+	}
 	switch (cli_writer(&st)) {
 	case -1:
 		return 1;
 	case 1: {
 		json_t *b = json_object();
-		/* A reason typed in Latin-1 is kept, not dropped. */
 		if (by != NULL)
-			json_object_set_new(b, "by", task_json_text(by));
+			json_object_set_new(b, "by", json_string(by));
 		if (reason != NULL)
-			json_object_set_new(
-			    b, "reason", task_json_text(reason));
+			json_object_set_new(b, "reason", json_string(reason));
+		if (repo != NULL)
+			json_object_set_new(b, "repo", json_string(repo));
 		path = xasprintf("/v1/tasks/%lld/%s", (long long)id, verb);
 		rc = cli_post(path, b, NULL);
 		free(path);
@@ -224,8 +236,12 @@ cli_task_op(const char *verb, int64_t id, const char *by, const char *reason)
 		rc = task_reject(st, id, reason, by, &err, &code);
 	else if (strcmp(verb, "cancel") == 0)
 		rc = task_cancel(st, id, &err, &code);
-	else
-		rc = task_resume(st, id, &err, &code);
+	else {
+		rc =
+		    repo != NULL ? task_set_repo(st, id, repo, &err, &code) : 0;
+		if (rc == 0)
+			rc = task_resume(st, id, &err, &code);
+	}
 	store_close(st);
 	if (rc == -1) {
 		cli_error("%s", err);
@@ -400,7 +416,7 @@ cli_drive(int64_t id)
 			return 0;
 		}
 		int rc = cli_task_op(
-		    ans == 1 ? "approve" : "reject", id, NULL, reason);
+		    ans == 1 ? "approve" : "reject", id, NULL, reason, NULL);
 		free(reason);
 		if (rc != 0)
 			return 1;
@@ -432,25 +448,91 @@ cmd_serve(int argc, char **argv)
 	return server_run(0, 0, NULL, NULL);
 }
 
+/*
+ * Read a request from a file, or standard input for "-": at most
+ * TASK_MAX_REQUEST bytes of UTF-8 without NUL, its final newlines dropped.
+ * 0 with *out (malloc'd), or -1 after printing why.
+ */
+static int
+cli_read_request(const char *path, char **out)
+{
+	const char *name = strcmp(path, "-") == 0 ? "standard input" : path;
+	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+	size_t len = 0, n;
+	char *buf;
+	json_t *j;
+
+	*out = NULL;
+	if (f == NULL) {
+		cli_error("cannot read the request from %s: %s", path,
+		    strerror(errno));
+		return -1;
+	}
+	buf = xmalloc(TASK_MAX_REQUEST + 2);
+	while (len <= TASK_MAX_REQUEST &&
+	       (n = fread(buf + len, 1, TASK_MAX_REQUEST + 1 - len, f)) > 0)
+		len += n;
+	if (ferror(f)) {
+		cli_error("cannot read the request from %s: %s", name,
+		    strerror(errno));
+		goto fail;
+	}
+	if (len > TASK_MAX_REQUEST) {
+		cli_error("the request in %s is over %d bytes (the limit): "
+		          "shorten it, or point to a file in the repository",
+		    name, TASK_MAX_REQUEST);
+		goto fail;
+	}
+	buf[len] = '\0';
+	if (memchr(buf, '\0', len) != NULL) {
+		cli_error(
+		    "the request in %s has a NUL byte: is it text?", name);
+		goto fail;
+	}
+	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+		buf[--len] = '\0';
+	/* jansson checks UTF-8 as it makes a string. */
+	if ((j = json_stringn(buf, len)) == NULL) {
+		cli_error("the request in %s is not valid UTF-8: convert it "
+		          "(iconv -t UTF-8)",
+		    name);
+		goto fail;
+	}
+	json_decref(j);
+	if (f != stdin)
+		fclose(f);
+	*out = buf;
+	return 0;
+fail:
+	if (f != stdin)
+		fclose(f);
+	free(buf);
+	return -1;
+}
+
 /* submit and run share their options. */
 static int
 cli_submit(int argc, char **argv, int64_t *idp)
 {
 	static const struct option opts[] = {
 	    {"repo", required_argument, NULL, 'r'},
+	    {"file", required_argument, NULL, 'f'},
 	    {"verify", required_argument, NULL, 'v'},
 	    {"auto-approve", required_argument, NULL, 'a'},
 	    {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
-	const char *repo = NULL, *verify = NULL;
+	const char *repo = NULL, *verify = NULL, *file = NULL;
 	int c, aa = cfg.auto_approve, code;
-	char *abs, *head, *err;
+	char *abs, *head, *err, *request = NULL;
 	struct task_new tn;
 	struct store *st;
 
-	while ((c = getopt_long(argc, argv, "r:v:a:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "r:f:v:a:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'r':
 			repo = optarg;
+			break;
+		case 'f':
+			file = optarg;
 			break;
 		case 'v':
 			verify = optarg;
@@ -468,14 +550,21 @@ cli_submit(int argc, char **argv, int64_t *idp)
 			return cli_usage();
 		}
 	}
-	if (optind != argc - 1 || repo == NULL)
+	/* The request: its argument, or "-" or --file F for a long one. */
+	if (repo == NULL || (file == NULL) != (optind == argc - 1) ||
+	    optind < argc - 1)
 		return cli_usage();
+	if (file == NULL && strcmp(argv[optind], "-") == 0)
+		file = "-";
+	if (file != NULL && cli_read_request(file, &request) == -1)
+		return 1;
 	if (task_check_repo(repo, &abs, &head, &err) == -1) {
 		cli_error("%s", err);
 		free(err);
+		free(request);
 		return 1;
 	}
-	tn.request = argv[optind];
+	tn.request = request != NULL ? request : argv[optind];
 	tn.repo = abs;
 	tn.base_commit = head;
 	tn.verify_command = verify;
@@ -507,6 +596,7 @@ cli_submit(int argc, char **argv, int64_t *idp)
 	}
 	free(abs);
 	free(head);
+	free(request);
 	return c;
 }
 
@@ -538,10 +628,56 @@ cmd_run(int argc, char **argv)
 	return cli_drive(id);
 }
 
+/*
+ * A task the Python orchestrator made has no repository.  That orchestrator
+ * worked in the directory it was run from: offer this one.
+ */
 static int
-cmd_resume(int64_t id)
+cli_resume_check(int64_t id)
 {
-	int rc = cli_task_op("resume", id, NULL, NULL);
+	struct store *st;
+	struct task *t = NULL;
+	char cwd[PATH_MAX];
+	int rc = 0;
+
+	if (cli_open_ro(&st) == -1 || st == NULL)
+		return 0; /* the resume itself says what is wrong */
+	if (store_task_get(st, id, &t) == 0 && t != NULL &&
+	    (t->repo == NULL || t->base_commit == NULL) &&
+	    t->state != WS_COMPLETED && t->state != WS_CANCELLED) {
+		cli_error(
+		    "task %lld has no repository: the Python orchestrator "
+		    "made it, and worked in the directory it was run "
+		    "from; if that is this one: orch-supervisor --resume "
+		    "%lld --repo %s",
+		    (long long)id, (long long)id,
+		    getcwd(cwd, sizeof cwd) != NULL ? cwd : "DIR");
+		rc = -1;
+	}
+	task_free(t);
+	store_close(st);
+	return rc;
+}
+
+static int
+cmd_resume(int64_t id, const char *repo)
+{
+	char *abs = NULL, *head, *err;
+	int rc;
+
+	if (repo == NULL && cli_resume_check(id) == -1)
+		return 1;
+	/* The service may run elsewhere: it gets an absolute path. */
+	if (repo != NULL) {
+		if (task_check_repo(repo, &abs, &head, &err) == -1) {
+			cli_error("%s", err);
+			free(err);
+			return 1;
+		}
+		free(head);
+	}
+	rc = cli_task_op("resume", id, NULL, NULL, abs);
+	free(abs);
 
 	if (rc != 0)
 		return rc;
@@ -1042,7 +1178,7 @@ cmd_approve(int argc, char **argv)
 
 	if (rc != -1)
 		return rc;
-	if ((rc = cli_task_op("approve", id, by, NULL)) == 0)
+	if ((rc = cli_task_op("approve", id, by, NULL, NULL)) == 0)
 		printf("Task %lld approved.\n", (long long)id);
 	return rc;
 }
@@ -1064,7 +1200,7 @@ cmd_reject(int argc, char **argv)
 		cli_error("reject needs --reason TEXT");
 		return EXIT_USAGE;
 	}
-	if ((rc = cli_task_op("reject", id, by, reason)) == 0)
+	if ((rc = cli_task_op("reject", id, by, reason, NULL)) == 0)
 		printf("Task %lld rejected.\n", (long long)id);
 	return rc;
 }
@@ -1080,7 +1216,7 @@ cmd_cancel(int argc, char **argv)
 
 	if (rc != -1)
 		return rc;
-	if ((rc = cli_task_op("cancel", id, NULL, NULL)) == 0)
+	if ((rc = cli_task_op("cancel", id, NULL, NULL, NULL)) == 0)
 		printf("Task %lld cancelled.\n", (long long)id);
 	return rc;
 }
@@ -1189,8 +1325,10 @@ cli_discard_cb(char *d, size_t size, size_t n, void *arg)
 
 /*
  * A real request to the configured LLM endpoint: the models list, which
- * costs nothing and needs the key.  0 when it answers 2xx, else -1 with
- * *why saying what is wrong and the fix.
+ * costs nothing and needs the key.  0 when it answers 2xx; 1 (a warning)
+ * when it answers but that says nothing sure about the settings; -1 when
+ * they are wrong: the endpoint cannot be reached (refused, DNS, TLS) or
+ * the key is refused.  *why says what is wrong and the fix.
  */
 static int
 cli_llm_probe(char **what, char **why)
@@ -1203,6 +1341,7 @@ cli_llm_probe(char **what, char **why)
 	long code = 0;
 	CURLcode rc;
 	CURL *c;
+	int ret = -1;
 
 	if (base == NULL)
 		base = anthropic ? "https://api.anthropic.com"
@@ -1234,7 +1373,10 @@ cli_llm_probe(char **what, char **why)
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
 	curl_easy_cleanup(c);
 	curl_slist_free_all(h);
-	free(hdr);
+	if (hdr != NULL) {
+		explicit_bzero(hdr, strlen(hdr));
+		free(hdr);
+	}
 	*why = NULL;
 	if (rc != CURLE_OK)
 		*why = xasprintf("%s: check ORCH_LLM_BASE_URL, the network "
@@ -1244,19 +1386,32 @@ cli_llm_probe(char **what, char **why)
 		*why = xasprintf("HTTP %ld, the key is refused: set a valid "
 		                 "ORCH_LLM_API_KEY",
 		    code);
-	else if (code == 404)
+	else if (code == 404 && anthropic)
 		*why = xasprintf("HTTP 404, no such endpoint: check "
 		                 "ORCH_LLM_BASE_URL (%s)",
 		    url);
-	else if (code == 429)
+	else if (code == 404 || code == 405) {
+		/* Some OpenAI-compatible servers and proxies have no models
+		 * list: the server was reached, and tasks may well work. */
+		*why = xasprintf("HTTP %ld: this server has no models list, so "
+		                 "the key and the model are not checked (if "
+		                 "tasks fail to reach the model, check "
+		                 "ORCH_LLM_BASE_URL)",
+		    code);
+		ret = 1;
+	} else if (code == 429) {
 		*why = xstrdup("HTTP 429, rate limited or out of credit: "
 		               "check the account");
-	else if (code < 200 || code >= 300)
+		ret = 1;
+	} else if (code < 200 || code >= 300) {
 		*why = xasprintf("HTTP %ld: the endpoint is not working "
 		                 "(check the provider's status)",
 		    code);
+		ret = 1;
+	} else
+		ret = 0;
 	free(url);
-	return *why == NULL ? 0 : -1;
+	return ret;
 }
 
 static int
@@ -1353,8 +1508,11 @@ cmd_doctor(int argc, char **argv)
 		               : ", built-in demo script");
 	else {
 		char *why;
-		int ok = cli_llm_probe(&what, &why) == 0;
-		CHECK(ok, what, why ? why : "");
+		int rc = cli_llm_probe(&what, &why);
+		if (rc == 1)
+			printf("warn %s: %s\n", what, why);
+		else
+			CHECK(rc == 0, what, why ? why : "");
 		free(what);
 		free(why);
 	}
@@ -1448,11 +1606,12 @@ static const struct cmd cmds[] = {
         "(ORCH_ENABLE_RESUME), runs queued ones, answers the control "
         "socket.\nSIGTERM/SIGINT stop it; tasks stay resumable."},
     {"submit", cmd_submit,
-        "submit \"REQUEST\" --repo DIR [--verify CMD] "
+        "submit \"REQUEST\"|-|--file F --repo DIR [--verify CMD] "
         "[--auto-approve plan|implementation|all]",
-        "Queue a task and print its id."},
+        "Queue a task and print its id.  A long request comes from a\n"
+        "file (--file F) or standard input (-): up to 512 KiB of UTF-8."},
     {"run", cmd_run,
-        "run \"REQUEST\" --repo DIR [--verify CMD] "
+        "run \"REQUEST\"|-|--file F --repo DIR [--verify CMD] "
         "[--auto-approve plan|implementation|all]",
         "Submit a task and drive it in the foreground, printing its log.\n"
         "On a terminal it asks at approval gates."},
@@ -1493,7 +1652,8 @@ cli_main_usage(FILE *f)
 {
 	fprintf(f, "usage: orch-supervisor [--env-file FILE] COMMAND [ARGS]\n"
 	           "       orch-supervisor --list-resumable\n"
-	           "       orch-supervisor --resume ID\n\ncommands:\n");
+	           "       orch-supervisor --resume ID [--repo DIR]\n\n"
+	           "commands:\n");
 	for (size_t i = 0; i < nitems(cmds); i++)
 		fprintf(f, "  %s\n", cmds[i].usage);
 	fprintf(f,
@@ -1553,13 +1713,16 @@ cli_main(int argc, char **argv)
 	}
 	if (strcmp(argv[i], "--resume") == 0) {
 		int64_t id;
-		if (i + 2 != argc) {
+		const char *repo = NULL;
+		if (i + 4 == argc && strcmp(argv[i + 2], "--repo") == 0)
+			repo = argv[i + 3];
+		else if (i + 2 != argc) {
 			cli_main_usage(stderr);
 			return EXIT_USAGE;
 		}
 		if (cli_parse_id(argv[i + 1], &id) == -1)
 			return EXIT_USAGE;
-		return cmd_resume(id);
+		return cmd_resume(id, repo);
 	}
 	for (size_t c = 0; c < nitems(cmds); c++) {
 		if (strcmp(argv[i], cmds[c].name) == 0) {

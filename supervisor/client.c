@@ -2,9 +2,11 @@
  * The CLI's side of the control API: HTTP over the service's Unix socket,
  * through libcurl (CURLOPT_UNIX_SOCKET_PATH).
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -12,6 +14,12 @@
 #include "supervisor.h"
 
 #define CLIENT_MAX_REPLY (64 * 1024 * 1024)
+/*
+ * How long a request waits while the service is busy (every connection
+ * taken): longer than the service's 30 s request deadline, after which a
+ * client that holds a connection without using it is cut off.
+ */
+#define CLIENT_BUSY_MS (45 * 1000)
 
 struct client_buf {
 	char *p;
@@ -33,48 +41,88 @@ client_write_cb(char *data, size_t size, size_t n, void *arg)
 	return len;
 }
 
-int
-client_request(const char *method, const char *path, json_t *body,
-    json_t **reply, int *code, char **err)
+/*
+ * One attempt: 0 with the reply's bytes in *b and the status in *status, or
+ * -1 with *rc.  *busy is set when the service asked us to come back (503
+ * with Retry-After: every connection is taken) or its listen queue is full
+ * (EAGAIN at connect): both pass within its request deadline.
+ */
+static int
+client_attempt(const char *sock, const char *url, const char *method,
+    const char *body, struct client_buf *b, long *status, CURLcode *rc,
+    int *busy)
 {
-	CURL *c;
-	CURLcode rc;
 	struct curl_slist *hdrs = NULL;
-	struct client_buf b = {NULL, 0};
-	char *sock = control_socket_path(), *url, *s = NULL;
-	long status = 0;
-	json_error_t jerr;
+	curl_off_t retry_after = 0;
+	long oserr = 0;
+	CURL *c;
 
-	*reply = NULL;
-	*code = 0;
+	*status = 0;
+	*busy = 0;
 	if ((c = curl_easy_init()) == NULL) {
-		*err = xstrdup("curl_easy_init failed");
-		free(sock);
+		*rc = CURLE_FAILED_INIT;
 		return -1;
 	}
-	url = xasprintf("http://orch%s", path);
 	curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, sock);
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, client_write_cb);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 2000L);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	if (body != NULL) {
-		s = json_dumps(body, JSON_COMPACT);
 		hdrs =
 		    curl_slist_append(hdrs, "Content-Type: application/json");
 		curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-		curl_easy_setopt(c, CURLOPT_POSTFIELDS, s);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
 	}
-	rc = curl_easy_perform(c);
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	*rc = curl_easy_perform(c);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+	curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &retry_after);
+	curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &oserr);
 	curl_slist_free_all(hdrs);
 	curl_easy_cleanup(c);
+	if (*rc == CURLE_COULDNT_CONNECT && oserr == EAGAIN)
+		*busy = 1;
+	if (*rc == CURLE_OK && *status == 503 && retry_after > 0)
+		*busy = 1;
+	return *rc == CURLE_OK ? 0 : -1;
+}
+
+int
+client_request(const char *method, const char *path, json_t *body,
+    json_t **reply, int *code, char **err)
+{
+	CURLcode rc;
+	struct client_buf b = {NULL, 0};
+	char *sock = control_socket_path(), *url, *s = NULL;
+	long status = 0;
+	json_error_t jerr;
+	uint64_t end = now_ms() + CLIENT_BUSY_MS;
+	unsigned wait = 100;
+	int busy, r;
+
+	*reply = NULL;
+	*code = 0;
+	url = xasprintf("http://orch%s", path);
+	if (body != NULL)
+		s = json_dumps(body, JSON_COMPACT);
+	for (;;) {
+		r = client_attempt(
+		    sock, url, method, s, &b, &status, &rc, &busy);
+		if (!busy || now_ms() + wait >= end)
+			break;
+		free(b.p);
+		b.p = NULL;
+		b.len = 0;
+		usleep(wait * 1000);
+		if (wait < 1000)
+			wait *= 2;
+	}
 	free(url);
 	free(s);
-	if (rc != CURLE_OK) {
+	if (r == -1) {
 		*err = xasprintf("cannot reach the service on %s: %s", sock,
 		    curl_easy_strerror(rc));
 		free(sock);

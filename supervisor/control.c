@@ -8,6 +8,7 @@
  * and left open, and control_event() writes each event as the service's
  * event pump (server.c) hands it over, so nothing polls the database.
  */
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -30,8 +31,9 @@
 #include "common.h"
 #include "supervisor.h"
 
-#define CONTROL_MAX_HEADERS  16384
-#define CONTROL_MAX_BODY     (1024 * 1024)
+#define CONTROL_MAX_HEADERS 16384
+/* A request of TASK_MAX_REQUEST bytes, JSON-escaped at its worst. */
+#define CONTROL_MAX_BODY     (6 * TASK_MAX_REQUEST + 64 * 1024)
 #define CONTROL_TIMEOUT_S    30
 #define CONTROL_HEARTBEAT_MS 15000
 /* A stream whose reader is this far behind is dropped. */
@@ -39,19 +41,73 @@
 #define CONTROL_DIFF_MAX    (16 * 1024 * 1024) /* bytes of GET .../diff */
 
 /*
- * The connection limit.  evhttp (libevent 2.1) has no limit and no hook at
- * accept or close that sees the connection; it does ask us for each new
- * connection's bufferevent (evhttp_set_bevcb), before the descriptor is
- * set.  There we count the live connections (the open descriptors that are
- * accepted sockets of our path, from /proc/self/fd: exact, and cheap for a
- * local socket) and remember the bufferevents made beyond the limit.  Their
- * requests are answered 503 and closed.  A bufferevent's address is only
- * reused for a new connection, which comes through here again and resets
- * its entry, so a stale entry is never mistaken for a live one.
+ * Connections.  evhttp (libevent 2.1) has no connection limit, no deadline
+ * for a request and no hook at accept or close that sees the descriptor; it
+ * does ask us for each new connection's bufferevent (evhttp_set_bevcb),
+ * right after accept(2) and before the descriptor is set on it.  There we
+ * find the new descriptor (the accepted socket of our path that is not in
+ * control_conns yet, from /proc/self/fd: exact, and cheap for a local
+ * socket) and decide at once:
+ *
+ * - A connection has CONTROL_TIMEOUT_S from accept to send its whole
+ *   request (a wall-clock deadline: a client trickling a byte at a time
+ *   does not keep its slot), and as long again to take the reply; only
+ *   event streams are open-ended.
+ * - At ORCH_MAX_CONNECTIONS, or when the process is down to the
+ *   descriptors kept in reserve for the tasks (the workers' socketpairs
+ *   and pipes, git, the database), the oldest connection that has not
+ *   sent its request yet is shut down to make room: idle clients churn
+ *   among themselves, and the CLI, which sends its request at once, is
+ *   served.  When none is idle, the new one is answered 503 (Retry-After,
+ *   which the CLI honours) and shut down.
+ * - Shut-down connections hold their descriptor until evhttp sees the EOF,
+ *   in the next turn of the loop; so when the process reaches the reserve
+ *   plus CONTROL_SLACK descriptors the listener stops for that turn.  An
+ *   accept(2) that fails (EMFILE from elsewhere) stops it for
+ *   CONTROL_PAUSE_MS: a listener left on would spin on the waiting
+ *   connection.  Either way, no client can make a task fail with EMFILE.
+ *
+ * An entry is known by its descriptor and the socket's inode, so a
+ * descriptor closed by evhttp and reused for something else is never
+ * touched: the inode is checked before anything is done to it.
  */
-#define CONTROL_REFUSED_MAX 256
-static struct bufferevent *control_refused[CONTROL_REFUSED_MAX];
-static size_t control_refused_next;
+enum control_conn_state {
+	CONN_NONE,
+	CONN_WAITING,   /* accepted; its request has not arrived */
+	CONN_ANSWERING, /* its request arrived; the reply is being sent */
+	CONN_STREAM,    /* an event stream: no deadline */
+	CONN_REFUSED,   /* answered 503; shut down at its deadline */
+	CONN_CLOSING,   /* shut down; evhttp frees it at the EOF */
+};
+
+struct control_conn {
+	ino_t ino;
+	enum control_conn_state state;
+	uint64_t deadline; /* now_ms() after which it is shut down; 0: none */
+	unsigned seen;     /* the scan that saw it last */
+};
+
+#define CONTROL_SWEEP_MS     250
+#define CONTROL_REFUSED_MS   1000 /* for a refused client to read the 503 */
+#define CONTROL_PAUSE_MS     250  /* after an accept(2) that failed */
+#define CONTROL_RESERVE      64   /* descriptors kept for the service... */
+#define CONTROL_RESERVE_EACH 16   /* ...and for each worker */
+#define CONTROL_SLACK        8    /* shut down, not yet freed by evhttp */
+#define CONTROL_SCAN_NEW     16
+#define CONTROL_NOTE_MS      10000 /* between two notes of the same kind */
+
+static struct control_conn *control_conns; /* indexed by descriptor */
+static size_t control_nconns;
+static unsigned control_scan_gen;
+static unsigned control_fd_budget; /* descriptors clients may bring us to */
+static int control_timeout_ms;
+static int control_paused;            /* the listener is disabled */
+static uint64_t control_paused_until; /* after a failed accept(2) */
+static struct event *control_sweep_ev, *control_resume_ev;
+static unsigned control_nevicted, control_nrefused, control_ncut;
+static uint64_t control_noted_at, control_emfile_at;
+static struct control_conn *control_conn_of(struct evhttp_request *);
+static int control_conn_alive(int, const struct control_conn *);
 static char control_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 
 struct control_stream {
@@ -277,15 +333,21 @@ static void
 control_task_verb(struct evhttp_request *req, int64_t id, const char *verb)
 {
 	json_t *b = control_body(req);
-	const char *by = NULL, *reason = NULL;
+	const char *by = NULL, *reason = NULL, *repo = NULL;
 	char *err = NULL;
 	int code = 200, rc;
 
 	if (b == NULL)
 		return;
 	if (control_str(req, b, "by", &by) == -1 ||
-	    control_str(req, b, "reason", &reason) == -1) {
+	    control_str(req, b, "reason", &reason) == -1 ||
+	    control_str(req, b, "repo", &repo) == -1) {
 		json_decref(b);
+		return;
+	}
+	if (repo != NULL && strcmp(verb, "resume") != 0) {
+		json_decref(b);
+		control_error(req, 400, "\"repo\" is only for resume");
 		return;
 	}
 	if (strcmp(verb, "approve") == 0)
@@ -294,9 +356,14 @@ control_task_verb(struct evhttp_request *req, int64_t id, const char *verb)
 		rc = task_reject(control_st, id, reason, by, &err, &code);
 	else if (strcmp(verb, "cancel") == 0)
 		rc = task_cancel(control_st, id, &err, &code);
-	else if (strcmp(verb, "resume") == 0)
-		rc = task_resume(control_st, id, &err, &code);
-	else {
+	else if (strcmp(verb, "resume") == 0) {
+		/* A task of the Python orchestrator gets its repository. */
+		rc = repo != NULL
+		         ? task_set_repo(control_st, id, repo, &err, &code)
+		         : 0;
+		if (rc == 0)
+			rc = task_resume(control_st, id, &err, &code);
+	} else {
 		json_decref(b);
 		control_error(req, 404, "no such action");
 		return;
@@ -456,6 +523,7 @@ control_follow(struct evhttp_request *req, int64_t id, int64_t after)
 	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
 	struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
 	struct control_stream *s;
+	struct control_conn *c;
 	struct task *t = NULL;
 	struct timeval wtv = {CONTROL_TIMEOUT_S, 0};
 	int64_t before;
@@ -481,6 +549,10 @@ control_follow(struct evhttp_request *req, int64_t id, int64_t after)
 	    "Cache-Control", "no-cache");
 	evhttp_send_reply_start(req, 200, "OK");
 	evhttp_connection_set_closecb(evcon, control_stream_closed, s);
+	if ((c = control_conn_of(req)) != NULL) {
+		c->state = CONN_STREAM;
+		c->deadline = 0;
+	}
 	/* A stream is quiet for long stretches: only a stuck writer (the
 	 * heartbeat cannot be delivered) ends it, not a silent reader. */
 	bufferevent_set_timeouts(bev, NULL, &wtv);
@@ -614,49 +686,243 @@ control_gc(struct evhttp_request *req)
 	control_reply(req, 200, report);
 }
 
-/* The connections open on our socket now. */
-static unsigned
-control_count_conns(void)
+static struct control_conn *
+control_conn_get(int fd)
+{
+	if (fd < 0)
+		return NULL;
+	if ((size_t)fd >= control_nconns) {
+		size_t n = (size_t)fd + 64;
+		control_conns =
+		    xrealloc(control_conns, n * sizeof *control_conns);
+		memset(control_conns + control_nconns, 0,
+		    (n - control_nconns) * sizeof *control_conns);
+		control_nconns = n;
+	}
+	return &control_conns[fd];
+}
+
+/* The connection of a request, if we track it. */
+static struct control_conn *
+control_conn_of(struct evhttp_request *req)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	int fd;
+
+	if (evcon == NULL)
+		return NULL;
+	fd = (int)bufferevent_getfd(evhttp_connection_get_bufferevent(evcon));
+	if (fd < 0 || (size_t)fd >= control_nconns ||
+	    control_conns[fd].state == CONN_NONE)
+		return NULL;
+	return &control_conns[fd];
+}
+
+static void
+control_sweep_arm(void)
+{
+	struct timeval tv = {0, CONTROL_SWEEP_MS * 1000};
+
+	if (control_sweep_ev != NULL &&
+	    !evtimer_pending(control_sweep_ev, NULL))
+		evtimer_add(control_sweep_ev, &tv);
+}
+
+/* fd is an accepted socket of our path: its inode in *ino. */
+static int
+control_is_ours(int fd, ino_t *ino)
+{
+	struct sockaddr_un sun = {0};
+	socklen_t len = sizeof sun, alen;
+	struct stat sb;
+	int acc = 0;
+
+	if (getsockname(fd, (struct sockaddr *)&sun, &len) == -1 ||
+	    sun.sun_family != AF_UNIX ||
+	    len <= offsetof(struct sockaddr_un, sun_path) ||
+	    strncmp(sun.sun_path, control_path, sizeof sun.sun_path) != 0)
+		return 0;
+	alen = sizeof acc;
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &alen) == 0 && acc)
+		return 0; /* the listening socket */
+	if (fstat(fd, &sb) == -1)
+		return 0;
+	*ino = sb.st_ino;
+	return 1;
+}
+
+/*
+ * Walk our descriptors: *nfds of them are open, *live are connections we
+ * serve, and the accepted sockets not tracked yet go to newfds (their
+ * inodes to inos).  Entries of connections gone are forgotten.
+ */
+static size_t
+control_scan(unsigned *nfds, unsigned *live, int *newfds, ino_t *inos)
 {
 	DIR *d = opendir("/proc/self/fd");
 	struct dirent *de;
+	size_t nnew = 0;
+	unsigned gen = ++control_scan_gen;
+
+	*nfds = *live = 0;
+	if (d == NULL)
+		return 0;
+	while ((de = readdir(d)) != NULL) {
+		struct control_conn *c;
+		ino_t ino;
+		int fd;
+
+		if (de->d_name[0] < '0' || de->d_name[0] > '9')
+			continue;
+		(*nfds)++;
+		fd = atoi(de->d_name);
+		if (fd == dirfd(d))
+			continue;
+		/* A known connection needs only its inode checked. */
+		if ((size_t)fd < control_nconns &&
+		    control_conns[fd].state != CONN_NONE &&
+		    control_conn_alive(fd, &control_conns[fd]))
+			ino = control_conns[fd].ino;
+		else if (!control_is_ours(fd, &ino))
+			continue;
+		c = control_conn_get(fd);
+		if (c->state != CONN_NONE && c->ino == ino) {
+			c->seen = gen;
+			if (c->state != CONN_REFUSED &&
+			    c->state != CONN_CLOSING)
+				(*live)++;
+		} else if (nnew < CONTROL_SCAN_NEW) {
+			newfds[nnew] = fd;
+			inos[nnew++] = ino;
+		}
+	}
+	closedir(d);
+	for (size_t i = 0; i < control_nconns; i++)
+		if (control_conns[i].state != CONN_NONE &&
+		    control_conns[i].seen != gen)
+			memset(&control_conns[i], 0, sizeof control_conns[i]);
+	return nnew;
+}
+
+static unsigned
+control_count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
 	unsigned n = 0;
 
 	if (d == NULL)
 		return 0;
-	while ((de = readdir(d)) != NULL) {
-		struct sockaddr_un sun = {0};
-		socklen_t len = sizeof sun;
-		int fd, acc = 0;
-		socklen_t alen = sizeof acc;
-
-		if (de->d_name[0] < '0' || de->d_name[0] > '9')
-			continue;
-		fd = atoi(de->d_name);
-		if (fd == dirfd(d) ||
-		    getsockname(fd, (struct sockaddr *)&sun, &len) == -1 ||
-		    sun.sun_family != AF_UNIX ||
-		    len <= offsetof(struct sockaddr_un, sun_path) ||
-		    strncmp(sun.sun_path, control_path, sizeof sun.sun_path) !=
-		        0)
-			continue;
-		if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &alen) ==
-		        0 &&
-		    acc)
-			continue; /* the listening socket */
+	while (readdir(d) != NULL)
 		n++;
-	}
 	closedir(d);
-	return n;
+	return n > 3 ? n - 3 : 0; /* ".", ".." and the directory's own */
 }
 
-static int
-control_is_refused(struct bufferevent *bev)
+/*
+ * Answer 503 on the socket itself (evhttp has not read from it yet) and
+ * shut down our side of it: the client reads the answer, then EOF.
+ */
+static void
+control_refuse(int fd, const char *why)
 {
-	for (size_t i = 0; i < CONTROL_REFUSED_MAX; i++)
-		if (control_refused[i] == bev)
-			return 1;
+	char body[256], msg[512];
+	int n;
+
+	snprintf(body, sizeof body, "{\"error\":\"%s\"}\n", why);
+	n = snprintf(msg, sizeof msg,
+	    "HTTP/1.1 503 Service Unavailable\r\n"
+	    "Content-Type: application/json\r\n"
+	    "Content-Length: %zu\r\nRetry-After: 1\r\n"
+	    "Connection: close\r\n\r\n%s",
+	    strlen(body), body);
+	/* A fresh socket's buffer takes this whole; a short write only
+	 * cuts the answer, and the client still sees the end. */
+	if (n > 0 && write(fd, msg, (size_t)n) == -1)
+		log_debug("refusing a connection: %s", strerror(errno));
+	shutdown(fd, SHUT_WR);
+}
+
+/* The entry still names the socket it was made for. */
+static int
+control_conn_alive(int fd, const struct control_conn *c)
+{
+	struct stat sb;
+
+	return fstat(fd, &sb) == 0 && S_ISSOCK(sb.st_mode) &&
+	       sb.st_ino == c->ino;
+}
+
+static void
+control_shut(int fd, struct control_conn *c)
+{
+	shutdown(fd, SHUT_RDWR);
+	c->state = CONN_CLOSING;
+	c->deadline = 0;
+}
+
+/* Shut down the oldest connection still waiting for its request. */
+static int
+control_evict(int except)
+{
+	struct control_conn *c, *old = NULL;
+	int oldfd = -1;
+
+	for (size_t fd = 0; fd < control_nconns; fd++) {
+		c = &control_conns[fd];
+		if (c->state != CONN_WAITING || (int)fd == except ||
+		    (old != NULL && c->deadline >= old->deadline))
+			continue;
+		if (!control_conn_alive((int)fd, c)) {
+			memset(c, 0, sizeof *c);
+			continue;
+		}
+		old = c;
+		oldfd = (int)fd;
+	}
+	if (old == NULL)
+		return -1;
+	control_shut(oldfd, old);
+	control_nevicted++;
 	return 0;
+}
+
+static void
+control_resume_arm(unsigned ms)
+{
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+	evtimer_add(control_resume_ev, &tv);
+}
+
+/* Stop accepting for a while (see above); control_resume ends it. */
+static void
+control_pause(unsigned ms)
+{
+	if (!control_paused)
+		evconnlistener_disable(control_listener);
+	control_paused = 1;
+	control_paused_until = now_ms() + ms;
+	control_resume_arm(ms);
+}
+
+static void
+control_resume(evutil_socket_t fd, short what, void *arg)
+{
+	uint64_t now = now_ms();
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (!control_paused)
+		return;
+	if (now < control_paused_until)
+		control_resume_arm((unsigned)(control_paused_until - now));
+	else if (control_count_fds() >= control_fd_budget + CONTROL_SLACK)
+		control_resume_arm(50);
+	else {
+		control_paused = 0;
+		evconnlistener_enable(control_listener);
+	}
 }
 
 static struct bufferevent *
@@ -664,17 +930,133 @@ control_bev_cb(struct event_base *base, void *arg)
 {
 	struct bufferevent *bev =
 	    bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	int newfds[CONTROL_SCAN_NEW];
+	ino_t inos[CONTROL_SCAN_NEW];
+	unsigned nfds, live;
+	size_t nnew;
+	uint64_t now = now_ms();
 
 	(void)arg;
-	for (size_t i = 0; i < CONTROL_REFUSED_MAX; i++)
-		if (control_refused[i] == bev)
-			control_refused[i] = NULL;
-	if (control_count_conns() >= cfg.max_connections) {
-		control_refused[control_refused_next] = bev;
-		control_refused_next =
-		    (control_refused_next + 1) % CONTROL_REFUSED_MAX;
+	nnew = control_scan(&nfds, &live, newfds, inos);
+	for (size_t i = 0; i < nnew; i++) {
+		struct control_conn *c = control_conn_get(newfds[i]);
+		int full =
+		    live >= cfg.max_connections || nfds > control_fd_budget;
+
+		c->ino = inos[i];
+		c->seen = control_scan_gen;
+		if (full && control_evict(newfds[i]) == -1) {
+			char why[128];
+			snprintf(why, sizeof why,
+			    live >= cfg.max_connections
+			        ? "too many connections "
+			          "(ORCH_MAX_CONNECTIONS=%u):"
+			          " try again later"
+			        : "too many open descriptors: try again later",
+			    cfg.max_connections);
+			control_refuse(newfds[i], why);
+			c->state = CONN_REFUSED;
+			c->deadline = now + CONTROL_REFUSED_MS;
+			control_nrefused++;
+			if (nfds > control_fd_budget)
+				control_shut(newfds[i], c);
+			continue;
+		}
+		c->state = CONN_WAITING;
+		c->deadline = now + (uint64_t)control_timeout_ms;
+		if (!full)
+			live++;
 	}
+	if (nfds >= control_fd_budget + CONTROL_SLACK)
+		control_pause(0);
+	control_sweep_arm();
 	return bev;
+}
+
+/* accept(2) failed (EMFILE, ENFILE, ENOBUFS...): pause, do not spin. */
+static void
+control_accept_error(struct evconnlistener *lev, void *arg)
+{
+	int e = EVUTIL_SOCKET_ERROR();
+	uint64_t now = now_ms();
+
+	(void)lev;
+	(void)arg;
+	if (control_emfile_at == 0 || now - control_emfile_at >= 60000) {
+		log_warnx("control socket: accept: %s: not accepting "
+		          "connections for a moment",
+		    strerror(e));
+		control_emfile_at = now;
+	}
+	control_pause(CONTROL_PAUSE_MS);
+}
+
+/* Shut down the connections past their deadline, forget those gone. */
+static void
+control_sweep(evutil_socket_t fd_, short what, void *arg)
+{
+	uint64_t now = now_ms();
+	int again = 0;
+
+	(void)fd_;
+	(void)what;
+	(void)arg;
+	for (size_t fd = 0; fd < control_nconns; fd++) {
+		struct control_conn *c = &control_conns[fd];
+
+		if (c->state == CONN_NONE)
+			continue;
+		if (!control_conn_alive((int)fd, c)) {
+			memset(c, 0, sizeof *c);
+			continue;
+		}
+		if (c->deadline != 0 && now >= c->deadline) {
+			if (c->state == CONN_WAITING ||
+			    c->state == CONN_ANSWERING)
+				control_ncut++;
+			control_shut((int)fd, c);
+		}
+		again = 1;
+	}
+	/* What misbehaving clients cost, said now and then, not per
+	 * connection: a flood must not become a flood of the log. */
+	if ((control_ncut || control_nevicted || control_nrefused) &&
+	    now - control_noted_at >= CONTROL_NOTE_MS) {
+		log_info("control socket: %u connections cut at the %d s "
+		         "deadline, %u idle ones closed to make room, %u "
+		         "refused (ORCH_MAX_CONNECTIONS=%u, %u descriptors "
+		         "for clients)",
+		    control_ncut, control_timeout_ms / 1000, control_nevicted,
+		    control_nrefused, cfg.max_connections, control_fd_budget);
+		control_ncut = control_nevicted = control_nrefused = 0;
+		control_noted_at = now;
+	}
+	if (again || control_ncut || control_nevicted || control_nrefused)
+		control_sweep_arm();
+}
+
+/* The descriptors clients may bring the process to (see above). */
+static void
+control_budget_init(void)
+{
+	struct rlimit rl;
+	uint64_t reserve =
+	    CONTROL_RESERVE + (uint64_t)CONTROL_RESERVE_EACH * cfg.max_workers;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1 ||
+	    rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > UINT32_MAX)
+		rl.rlim_cur = UINT32_MAX;
+	if (rl.rlim_cur <= reserve + 8) {
+		log_warnx(
+		    "RLIMIT_NOFILE is %llu: the control socket keeps %llu "
+		    "descriptors for the tasks and accepts few "
+		    "connections (raise it: ulimit -n, LimitNOFILE=)",
+		    (unsigned long long)rl.rlim_cur,
+		    (unsigned long long)reserve);
+		control_fd_budget =
+		    rl.rlim_cur > 16 ? (unsigned)rl.rlim_cur / 2 : 8;
+	} else
+		control_fd_budget = (unsigned)(rl.rlim_cur - reserve);
 }
 
 /*
@@ -704,22 +1086,25 @@ control_cb(struct evhttp_request *req, void *arg)
 	const char *query = evhttp_uri_get_query(uri);
 	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
 	struct evkeyvalq q;
+	struct control_conn *c;
 	char verb[32];
 	long long id;
 	int n = 0;
 
 	(void)arg;
-	if (control_is_refused(evhttp_connection_get_bufferevent(
-	        evhttp_request_get_connection(req)))) {
-		char msg[128];
-		snprintf(msg, sizeof msg,
-		    "too many connections (ORCH_MAX_CONNECTIONS=%u): try "
-		    "again later",
-		    cfg.max_connections);
+	if ((c = control_conn_of(req)) != NULL &&
+	    (c->state == CONN_REFUSED || c->state == CONN_CLOSING)) {
+		/* Answered at accept already; this only ends it. */
 		evhttp_add_header(evhttp_request_get_output_headers(req),
 		    "Connection", "close");
-		control_error(req, 503, msg);
+		control_error(
+		    req, 503, "too many connections: try again later");
 		return;
+	}
+	if (c != NULL) {
+		/* The request is in: now as long again to take the reply. */
+		c->state = CONN_ANSWERING;
+		c->deadline = now_ms() + (uint64_t)control_timeout_ms;
 	}
 	if (!control_peer_ok(req)) {
 		control_error(req, 403, "this socket belongs to another user");
@@ -837,13 +1222,18 @@ control_init(struct event_base *base, struct store *st, char **cause)
 		close(fd);
 		return -1;
 	}
+	control_timeout_ms =
+	    1000 *
+	    control_knob("SUPERVISOR_TEST_HTTP_TIMEOUT_S", CONTROL_TIMEOUT_S);
+	control_budget_init();
+	control_sweep_ev = evtimer_new(base, control_sweep, NULL);
+	control_resume_ev = evtimer_new(base, control_resume, NULL);
 	control_http = evhttp_new(base);
 	/* evhttp's defaults let a client send huge headers and hold a
 	 * half-sent request open forever. */
 	evhttp_set_max_headers_size(control_http, CONTROL_MAX_HEADERS);
 	evhttp_set_max_body_size(control_http, CONTROL_MAX_BODY);
-	evhttp_set_timeout(control_http,
-	    control_knob("SUPERVISOR_TEST_HTTP_TIMEOUT_S", CONTROL_TIMEOUT_S));
+	evhttp_set_timeout(control_http, control_timeout_ms / 1000);
 	evhttp_set_bevcb(control_http, control_bev_cb, NULL);
 	evhttp_set_allowed_methods(
 	    control_http, EVHTTP_REQ_GET | EVHTTP_REQ_POST);
@@ -852,6 +1242,8 @@ control_init(struct event_base *base, struct store *st, char **cause)
 		*cause = xstrdup("evhttp_bind_listener failed");
 		return -1;
 	}
+	/* After the bind, which sets the listener's callback. */
+	evconnlistener_set_error_cb(control_listener, control_accept_error);
 	{
 		int ms = control_knob(
 		    "SUPERVISOR_TEST_HEARTBEAT_MS", CONTROL_HEARTBEAT_MS);
@@ -887,6 +1279,16 @@ control_free(void)
 	if (control_heartbeat_ev != NULL)
 		event_free(control_heartbeat_ev);
 	control_heartbeat_ev = NULL;
+	if (control_sweep_ev != NULL)
+		event_free(control_sweep_ev);
+	control_sweep_ev = NULL;
+	if (control_resume_ev != NULL)
+		event_free(control_resume_ev);
+	control_resume_ev = NULL;
+	free(control_conns);
+	control_conns = NULL;
+	control_nconns = 0;
+	control_paused = 0;
 	/* evhttp_free frees the bound listener too. */
 	evhttp_free(control_http);
 	control_http = NULL;

@@ -369,6 +369,15 @@ sched_start(int64_t id)
 		    store_error(sched_st));
 		return;
 	}
+	if (t->repo == NULL || t->base_commit == NULL) {
+		/* A task of the Python orchestrator's database: no stage can
+		 * run until it is given one. */
+		char *why = task_no_repo(id);
+		task_free(t);
+		sched_fail(id, why);
+		free(why);
+		return;
+	}
 	if (t->state == WS_PENDING)
 		next = WS_PLANNING;
 	else if (t->state == WS_PLAN_APPROVED)
@@ -540,6 +549,24 @@ sched_hello(struct worker *w, const struct proto_msg *m)
 	out.u[PF_ATTEMPT] = (uint64_t)t->ival[TI_STAGE_RETRIES];
 	out.u[PF_COUNT] = count;
 	proto_set_str(&out, PF_DATA, data);
+	if (proto_str_total(&out) > PROTO_MAX_DATA) {
+		/* The task's texts (request, plan, review, feedback) are too
+		 * large to start a worker with: every restart would be
+		 * the same. */
+		char *why = xasprintf("the task's request, plan and review "
+		                      "are %zu bytes together, over the %u a "
+		                      "worker can be started with",
+		    proto_str_total(&out), PROTO_MAX_DATA);
+		proto_msg_clear(&out);
+		free(data);
+		task_free(t);
+		w->stopping = 1; /* the task's failure is said below */
+		proc_kill(w, why);
+		sched_event(w->task, EV_ERROR, w->stage, "%s", why);
+		sched_fail(w->task, why);
+		free(why);
+		return;
+	}
 	proc_send(w, &out);
 	proto_msg_clear(&out);
 	free(data);

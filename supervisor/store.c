@@ -1310,6 +1310,28 @@ store_task_set_text(
 	return store_wend(s, store_step_task(s, st, id, task_col_names[col]));
 }
 
+/* A task made by the Python orchestrator gets the repository it lacks. */
+int
+store_task_set_repo(
+    struct store *s, int64_t id, const char *repo, const char *base_commit)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (store_wbegin(s) == -1)
+		return -1;
+	st = store_prep_once(s, "UPDATE tasks SET repo = ?2, base_commit = ?3, "
+	                        "updated_at = " NOW " WHERE id = ?1");
+	if (st == NULL)
+		return store_wend(s, -1);
+	sqlite3_bind_int64(st, 1, id);
+	bind_text(st, 2, repo);
+	bind_text(st, 3, base_commit);
+	rc = store_step_task(s, st, id, "set repo");
+	sqlite3_finalize(st);
+	return store_wend(s, rc);
+}
+
 int
 store_task_stamp(struct store *s, int64_t id, enum task_col col)
 {

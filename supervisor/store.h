@@ -153,6 +153,8 @@ int store_task_set_text(struct store *, int64_t id, enum task_col,
 /* Sets a *_APPROVED_AT column to the current time. */
 int store_task_stamp(struct store *, int64_t id, enum task_col);
 int store_task_set_int(struct store *, int64_t id, enum task_icol, int64_t);
+int store_task_set_repo(
+    struct store *, int64_t id, const char *repo, const char *base_commit);
 
 /*
  * Tasks in id order.  status < 0: every status.  resumable: only those not

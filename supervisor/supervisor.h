@@ -80,6 +80,20 @@ int config_make_state_dir(char **cause);
  */
 int task_enter(struct store *, const struct task *, enum wstate state,
     int new_run, const char *why);
+/*
+ * The most a task's request may be, in bytes of UTF-8.  The control API's
+ * body limit (control.c) holds it JSON-escaped at its worst (6 bytes for a
+ * control character), and the worker's START frame holds it beside the
+ * plan and the review.
+ */
+#define TASK_MAX_REQUEST (512 * 1024)
+/* A rejection's reason (the next round's feedback) and an approver's name. */
+#define TASK_MAX_REASON (64 * 1024)
+#define TASK_MAX_NAME   256
+/* A text a person gives a task: at most max bytes of UTF-8, else -1 with
+ * *err naming what (and *code 400). */
+int task_check_text(
+    const char *what, const char *s, size_t max, char **err, int *code);
 /* The operations the CLI and the control API offer.  Each returns 0, or -1
  * with *err a malloc'd message; *code is an HTTP-like status (400, 404,
  * 409, 500) saying what kind of error it was. */
@@ -91,6 +105,12 @@ int task_reject(struct store *, int64_t id, const char *reason, const char *by,
     char **err, int *code);
 int task_cancel(struct store *, int64_t id, char **err, int *code);
 int task_resume(struct store *, int64_t id, char **err, int *code);
+/* Give a task without a repository (one the Python orchestrator made) the
+ * git work tree repo, at its HEAD. */
+int task_set_repo(
+    struct store *, int64_t id, const char *repo, char **err, int *code);
+/* Why a task without a repository cannot run, and the fix (malloc'd). */
+char *task_no_repo(int64_t id);
 /* Check that repo is a git work tree with a commit and nothing half done;
  * fills *abs (absolute path) and *head. */
 int task_check_repo(const char *repo, char **abs, char **head, char **err);

@@ -276,6 +276,37 @@ task_done(struct store *st, struct task *t, int rc, char **err, int *code)
 	return 0;
 }
 
+/*
+ * A text a person gives a task (its request, a rejection's reason, who
+ * approved): at most max bytes of UTF-8, since it goes into JSON (the API,
+ * the model's conversation, the worker's START) as it is.  -1 with *err
+ * (and *code 400) when not.
+ */
+int
+task_check_text(
+    const char *what, const char *s, size_t max, char **err, int *code)
+{
+	size_t len = strlen(s);
+
+	*code = 400;
+	if (len > max) {
+		*err = xasprintf("the %s is %zu bytes, over the limit of %zu: "
+		                 "shorten it%s",
+		    what, len, max,
+		    strcmp(what, "request") == 0
+		        ? ", or point to a file in the repository"
+		        : "");
+		return -1;
+	}
+	if (!utf8_valid(s, len)) {
+		*err = xasprintf("the %s is not valid UTF-8: convert it "
+		                 "(iconv -t UTF-8)",
+		    what);
+		return -1;
+	}
+	return 0;
+}
+
 int
 task_submit(struct store *st, const struct task_new *tn, int64_t *id,
     char **err, int *code)
@@ -285,6 +316,9 @@ task_submit(struct store *st, const struct task_new *tn, int64_t *id,
 		*code = 400;
 		return -1;
 	}
+	if (task_check_text(
+	        "request", tn->request, TASK_MAX_REQUEST, err, code) == -1)
+		return -1;
 	if (store_task_add(st, tn, id) == -1)
 		return task_fail_store(st, err, code);
 	return 0;
@@ -297,6 +331,9 @@ task_approve(
 	struct task *t;
 	int rc;
 
+	if (by != NULL &&
+	    task_check_text("name (--by)", by, TASK_MAX_NAME, err, code) == -1)
+		return -1;
 	if (task_load(st, id, &t, err, code) == -1)
 		return -1;
 	if (by == NULL || *by == '\0')
@@ -358,6 +395,11 @@ task_reject(struct store *st, int64_t id, const char *reason, const char *by,
 		*code = 400;
 		return -1;
 	}
+	if (task_check_text("reason", reason, TASK_MAX_REASON, err, code) ==
+	        -1 ||
+	    (by != NULL && task_check_text("name (--by)", by, TASK_MAX_NAME,
+	                       err, code) == -1))
+		return -1;
 	if (task_load(st, id, &t, err, code) == -1)
 		return -1;
 	if (by == NULL || *by == '\0')
@@ -416,6 +458,58 @@ task_cancel(struct store *st, int64_t id, char **err, int *code)
 	    st, t, task_enter(st, t, WS_CANCELLED, 0, "cancelled"), err, code);
 }
 
+char *
+task_no_repo(int64_t id)
+{
+	return xasprintf("task %lld has no repository (the Python orchestrator "
+	                 "made it): resume it with `orch-supervisor --resume "
+	                 "%lld --repo DIR`, DIR being the directory that "
+	                 "orchestrator was run in",
+	    (long long)id, (long long)id);
+}
+
+int
+task_set_repo(
+    struct store *st, int64_t id, const char *repo, char **err, int *code)
+{
+	struct task *t;
+	char *abs, *head;
+	int rc = 0;
+
+	if (task_check_repo(repo, &abs, &head, err) == -1) {
+		*code = 400;
+		return -1;
+	}
+	if (task_load(st, id, &t, err, code) == -1) {
+		free(abs);
+		free(head);
+		return -1;
+	}
+	if (t->repo != NULL && strcmp(t->repo, abs) != 0) {
+		*err =
+		    xasprintf("task %lld works in %s already: --repo is only "
+		              "for a task without one",
+		        (long long)id, t->repo);
+		*code = 409;
+		free(abs);
+		free(head);
+		task_free(t);
+		store_rollback(st);
+		return -1;
+	}
+	if (t->repo == NULL || t->base_commit == NULL) {
+		char *text =
+		    xasprintf("repository %s attached, at %.12s", abs, head);
+		rc = store_task_set_repo(st, id, abs, head);
+		if (rc == 0)
+			rc = store_event_add(st, id, EV_INFO, NULL, text);
+		free(text);
+	}
+	free(abs);
+	free(head);
+	return task_done(st, t, rc, err, code);
+}
+
 int
 task_resume(struct store *st, int64_t id, char **err, int *code)
 {
@@ -425,6 +519,14 @@ task_resume(struct store *st, int64_t id, char **err, int *code)
 
 	if (task_load(st, id, &t, err, code) == -1)
 		return -1;
+	if ((t->repo == NULL || t->base_commit == NULL) &&
+	    t->state != WS_COMPLETED && t->state != WS_CANCELLED) {
+		*err = task_no_repo(id);
+		*code = 409;
+		task_free(t);
+		store_rollback(st);
+		return -1;
+	}
 	switch (t->state) {
 	case WS_COMPLETED:
 	case WS_CANCELLED:

@@ -5,6 +5,7 @@ API (/v1/messages), streamed or not, replaying a script of turns, with
 faults injected per turn.  Python standard library only.
 
     mock_llm.py --port-file F --script S --log L [--key KEY] [--bodies DIR]
+                [--models list|404|401]
 
 It listens on 127.0.0.1 on a free port and writes the port to F.  The
 script (re-read on every request, so a test can rewrite it) is
@@ -131,6 +132,31 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     # The request.
+
+    def do_GET(self):
+        # Only with --models: without it, GET stays unsupported (501), as
+        # it always was.
+        path = self.path.split("?")[0]
+        if ARGS.models is None:
+            self.send_error(501, "Unsupported method ('GET')")
+            return
+        log_line({"path": path, "method": "GET", "status": None,
+                  "models": ARGS.models, "t": time.time()})
+        if path not in ("/v1/models", "/models"):
+            self.send_json(404, {"error": {"message": "no such path"}})
+            return
+        if ARGS.models == "404":
+            self.send_json(404, {"error": {"message": "no such path"}})
+            return
+        auth = self.headers.get("Authorization", "")
+        key = auth[7:] if auth.startswith("Bearer ") else \
+            self.headers.get("x-api-key")
+        if ARGS.models == "401" or (ARGS.key and key != ARGS.key):
+            self.send_json(401, {"error": {"message": "invalid key",
+                                           "type": "authentication_error"}})
+            return
+        self.send_json(200, {"object": "list", "data": [
+            {"id": "mock-model", "object": "model"}]})
 
     def do_POST(self):
         n = int(self.headers.get("Content-Length", "0"))
@@ -408,6 +434,10 @@ def main():
     p.add_argument("--script", required=True)
     p.add_argument("--log", required=True)
     p.add_argument("--key")
+    p.add_argument("--models", choices=["list", "404", "401"],
+                   help="answer GET /models (/v1/models): the list, 404 "
+                   "(a server or proxy without it) or 401; without this "
+                   "option GET is not supported (501)")
     p.add_argument("--bodies", help="save every request body in this "
                    "directory as SEQ-TASK-STAGE-TURN.json")
     ARGS = p.parse_args()

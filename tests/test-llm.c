@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "proto.h"
 #include "worker.h"
 #include "tap.h"
 
@@ -610,6 +611,77 @@ test_scrub(void)
 	free(s);
 }
 
+/*
+ * A reply's text of n bytes in events of 1 MiB, streamed: the reply, or
+ * "ERR: cause" with *permanent saying whether it is worth asking again.
+ */
+static char *
+big_reply(size_t n, int *permanent)
+{
+	struct llm_asm a;
+	size_t chunk = 1024 * 1024, at = 0;
+	char *ev, *s, *cause;
+	json_t *reply;
+	int rc = 0;
+
+	llm_openai_asm(&a, 0);
+	ev = xmalloc(chunk + 128);
+	while (rc == 0 && at < n) {
+		size_t k = n - at < chunk ? n - at : chunk;
+		int h = snprintf(ev, 128,
+		    "data: {\"choices\":[{\"index\":0,\"delta\":{"
+		    "\"content\":\"");
+		memset(ev + h, 'x', k);
+		memcpy(ev + h + k, "\"}}]}\n\n", 7);
+		rc = llm_asm_feed(&a, ev, (size_t)h + k + 7);
+		at += k;
+	}
+	free(ev);
+	if (rc == 0) {
+		static const char end[] =
+		    "data: {\"choices\":[{\"index\":0,\"delta\":{},"
+		    "\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+		llm_asm_feed(&a, end, sizeof end - 1);
+	}
+	*permanent = a.permanent;
+	if (llm_asm_finish(&a, &reply, &cause) == -1) {
+		s = xasprintf("ERR: %s", cause);
+		free(cause);
+	} else {
+		s = xasprintf("%zu",
+		    strlen(json_string_value(json_object_get(reply, "text"))));
+		json_decref(reply);
+	}
+	*permanent |= a.permanent;
+	llm_asm_clear(&a);
+	return s;
+}
+
+/*
+ * The largest reply is what a journal entry holds (PROTO_MAX_DATA): one
+ * larger could not be journaled, and was once taken up to 8 MiB, to crash
+ * the worker on each try.  Over it, the error is permanent: a reply as
+ * large comes again, and is paid for again.
+ */
+static void
+test_reply_limit(void)
+{
+	char *s, *want;
+	int permanent;
+
+	/* The limit counts the buffer's NUL. */
+	s = big_reply(PROTO_MAX_DATA - 1, &permanent);
+	want = xasprintf("%u", PROTO_MAX_DATA - 1);
+	is_str(s, want, "a reply just under PROTO_MAX_DATA bytes is taken");
+	free(want);
+	free(s);
+	s = big_reply(5 * 1024 * 1024, &permanent);
+	ok(strstr(s, "ERR: the reply's text exceeds") == s,
+	    "a reply of 5 MiB (under the old 8 MiB) is refused");
+	ok(permanent, "... as a permanent error, not asked again");
+	free(s);
+}
+
 int
 main(void)
 {
@@ -620,5 +692,6 @@ main(void)
 	test_requests_unbuildable();
 	test_no_key();
 	test_scrub();
+	test_reply_limit();
 	return tap_done();
 }

@@ -266,33 +266,71 @@ test_limits(void)
 	    "frame_len refuses 0xffffffff");
 
 	/*
-	 * A log message is [fixarray, type, level, str32 header, text]: 8
-	 * bytes beside the text, so this text makes it exactly as large as
-	 * allowed, and one byte more does not fit.
+	 * A message's strings may hold PROTO_MAX_DATA bytes together, and not
+	 * one more: whatever a worker accepts (a model's reply) it can then
+	 * journal, and a message that would not fit is known before it is
+	 * sent (proto_str_total), so that it is never a lost link.
 	 */
-	n = PROTO_MAX_FRAME - 8;
+	n = PROTO_MAX_DATA;
 	big = xmalloc(n + 2);
 	memset(big, 'x', n + 1);
 	big[n + 1] = '\0';
 	proto_msg_init(&m, PROTO_LOG);
 	proto_set_strn(&m, PF_TEXT, big, n);
+	ok(proto_str_total(&m) == n, "str_total of a log message is its text");
 	ok(proto_encode(&m, &buf, &len, &cause) == 0 &&
-	        len == PROTO_HDR_LEN + PROTO_MAX_FRAME,
-	    "encode of exactly PROTO_MAX_FRAME");
+	        len <= PROTO_HDR_LEN + PROTO_MAX_FRAME,
+	    "encode of strings of exactly PROTO_MAX_DATA fits a frame");
 	ok(proto_decode(buf + PROTO_HDR_LEN, len - PROTO_HDR_LEN, &d, &cause) ==
 	            0 &&
 	        msg_equal(&m, &d),
-	    "decode of exactly PROTO_MAX_FRAME");
+	    "... and decodes");
 	proto_msg_clear(&d);
 	free(buf);
 
 	proto_set_strn(&m, PF_TEXT, big, n + 1);
 	cause = NULL;
-	ok(proto_encode(&m, &buf, &len, &cause) == -1 && cause != NULL,
-	    "encode refuses PROTO_MAX_FRAME + 1");
+	ok(proto_encode(&m, &buf, &len, &cause) == -1 && cause != NULL &&
+	        strstr(cause, "PROTO_MAX_DATA") != NULL,
+	    "encode refuses PROTO_MAX_DATA + 1");
 	proto_set_str(&m, PF_TEXT, "");
+	proto_msg_clear(&m);
+
+	/* The limit is on the sum: a journal entry's kind counts too. */
+	proto_msg_init(&m, PROTO_JOURNAL);
+	proto_set_str(&m, PF_KIND, "reply");
+	proto_set_strn(&m, PF_DATA, big, n - 5);
+	ok(proto_str_total(&m) == n, "str_total sums the strings");
+	ok(proto_encode(&m, &buf, &len, &cause) == 0,
+	    "a journal entry of PROTO_MAX_DATA in all is encoded");
+	free(buf);
+	proto_set_strn(&m, PF_DATA, big, n - 4);
+	cause = NULL;
+	ok(proto_encode(&m, &buf, &len, &cause) == -1 && cause != NULL,
+	    "... one byte more is refused");
+	proto_msg_clear(&m);
 	free(big);
 
+	/*
+	 * The decoder takes any frame up to PROTO_MAX_FRAME: a log message
+	 * is [fixarray, type, level, str32 header, text], 8 bytes beside
+	 * the text.
+	 */
+	n = PROTO_MAX_FRAME - 8;
+	big = xmalloc(n + 8);
+	memcpy(big, "\x93\x05\x01\xdb", 4);
+	big[4] = (char)((n >> 24) & 0xff);
+	big[5] = (char)((n >> 16) & 0xff);
+	big[6] = (char)((n >> 8) & 0xff);
+	big[7] = (char)(n & 0xff);
+	memset(big + 8, 'z', n);
+	ok(proto_decode((uint8_t *)big, n + 8, &d, &cause) == 0 &&
+	        d.type == PROTO_LOG && d.slen[PF_TEXT] == n,
+	    "decode of exactly PROTO_MAX_FRAME");
+	proto_msg_clear(&d);
+	free(big);
+
+	proto_msg_init(&m, PROTO_LOG);
 	big = xmalloc((size_t)PROTO_MAX_FRAME * 2);
 	memset(big, 'y', (size_t)PROTO_MAX_FRAME * 2);
 	proto_set_strn(&m, PF_TEXT, big, (size_t)PROTO_MAX_FRAME * 2);

@@ -112,7 +112,11 @@ llm_curl_load(char **cause)
 	return 0;
 }
 
-#define LLM_MAX_REPLY          (8 * 1024 * 1024) /* bytes of text or arguments */
+/*
+ * A reply's text: no more than its journal entry can hold (PROTO_MAX_DATA),
+ * so that no reply is accepted that the worker cannot then journal.
+ */
+#define LLM_MAX_REPLY          PROTO_MAX_DATA
 #define LLM_MAX_ERRBODY        (64 * 1024) /* bytes of an error body kept */
 #define LLM_CONNECT_S          30
 #define LLM_STALL_S            60
@@ -210,8 +214,11 @@ llm_asm_text(struct llm_asm *a, const char *s, size_t n)
 		return;
 	if (llm_buf_add(&a->text, &a->textlen, &a->textcap, s, n,
 	        LLM_MAX_REPLY) == -1) {
-		llm_asm_fail(
-		    a, "the reply's text exceeds %d bytes", LLM_MAX_REPLY);
+		llm_asm_fail(a,
+		    "the reply's text exceeds %u bytes, the most a journal "
+		    "entry holds",
+		    LLM_MAX_REPLY);
+		a->permanent = 1;
 		return;
 	}
 	if (a->text_fn != NULL)
@@ -285,17 +292,23 @@ llm_asm_feed(struct llm_asm *a, const char *buf, size_t len)
 	}
 	if (a->mode == 2) {
 		if (llm_buf_add(&a->body, &a->bodylen, &a->bodycap, buf, len,
-		        LLM_MAX_REPLY) == -1)
-			return llm_asm_fail(
-			    a, "the reply exceeds %d bytes", LLM_MAX_REPLY);
+		        LLM_MAX_REPLY) == -1) {
+			a->permanent = 1;
+			return llm_asm_fail(a,
+			    "the reply exceeds %u bytes, the most a journal "
+			    "entry holds",
+			    LLM_MAX_REPLY);
+		}
 		return 0;
 	}
 	rc = sse_feed(&a->sse, buf, len);
-	if (rc == -1)
+	if (rc == -1) {
+		a->permanent = 1;
 		return llm_asm_fail(a,
 		    "an event of the stream exceeds %d "
 		    "bytes",
 		    SSE_MAX_EVENT);
+	}
 	if (rc != 0 || a->error != NULL) {
 		if (a->error == NULL)
 			llm_asm_fail(a, "the stream could not be read");
@@ -724,6 +737,9 @@ llm_attempt(const struct llm_req *req, struct curl_slist *hdrs,
 	if (x.status == 0)
 		cu.easy_getinfo(x.curl, CURLINFO_RESPONSE_CODE, &x.status);
 	if (x.aborted) {
+		/* A reply too large is as large when asked again, and each
+		 * time it is paid for: once is enough. */
+		*permanent = x.a.permanent;
 		*cause = x.a.error;
 		x.a.error = NULL;
 	} else if (rc != CURLE_OK) {
@@ -744,6 +760,8 @@ llm_attempt(const struct llm_req *req, struct curl_slist *hdrs,
 	} else if (x.status >= 200 && x.status < 300) {
 		if (llm_asm_finish(&x.a, reply, cause) == 0)
 			ret = 0;
+		else
+			*permanent = x.a.permanent;
 	} else {
 		*cause = llm_status_error(&x, permanent);
 		*retry_after_ms = x.retry_after_ms;

@@ -39,11 +39,46 @@ wio_lost(const char *what, const char *cause)
 	exit(WORKER_EXIT_TEMP);
 }
 
+/*
+ * A message too large for a frame.  A restarted worker would make it again,
+ * so it is no lost link to retry (that was a crash loop, the model asked
+ * again each time): a log line is cut to fit, with a note; anything else
+ * fails the stage, saying what was too large.
+ */
+static void
+wio_too_large(struct proto_msg *m, size_t total)
+{
+	static const char note[] = "\n[cut: over the largest message]";
+	char *msg;
+	size_t n;
+
+	if (m->type == PROTO_LOG && m->s[PF_TEXT] != NULL) {
+		n = PROTO_MAX_DATA - sizeof note;
+		/* Not inside a UTF-8 sequence. */
+		while (
+		    n > 0 && ((unsigned char)m->s[PF_TEXT][n] & 0xc0) == 0x80)
+			n--;
+		msg = xasprintf("%.*s%s", (int)n, m->s[PF_TEXT], note);
+		proto_set_str(m, PF_TEXT, msg);
+		free(msg);
+		return;
+	}
+	msg = xasprintf("the worker's %s message is %zu bytes, over the %u "
+	                "a message holds",
+	    proto_type_name(m->type), total, PROTO_MAX_DATA);
+	proto_msg_clear(m);
+	log_warnx("%s", msg);
+	wio_result(0, msg, NULL);
+}
+
 static void
 wio_send(struct proto_msg *m)
 {
 	const char *cause;
+	size_t total = proto_str_total(m);
 
+	if (total > PROTO_MAX_DATA)
+		wio_too_large(m, total);
 	if (proto_write_fd(SUP_FD, m, &cause) == -1)
 		wio_lost(proto_type_name(m->type), cause);
 	proto_msg_clear(m);
@@ -198,6 +233,26 @@ journal_put(
 	if (replay_pos < nreplay)
 		fatalx("journal_put while %zu entries remain to replay",
 		    nreplay - replay_pos);
+	/*
+	 * What cannot be journaled cannot be used (a restart could not
+	 * replay it): the stage fails, and a model's reply is not asked for
+	 * (and paid for) again.
+	 */
+	if (strlen(kind) + strlen(data) > PROTO_MAX_DATA) {
+		char *msg;
+		if (strcmp(kind, "reply") == 0)
+			msg = xasprintf(
+			    "the model's reply is %zu bytes as JSON, "
+			    "over the %u a journal entry holds: the "
+			    "stage fails rather than ask for it again",
+			    strlen(data), PROTO_MAX_DATA);
+		else
+			msg = xasprintf("the %s to journal is %zu bytes, over "
+			                "the %u a journal entry holds",
+			    kind, strlen(data), PROTO_MAX_DATA);
+		log_warnx("%s", msg);
+		wio_result(0, msg, NULL);
+	}
 	proto_msg_init(&m, PROTO_JOURNAL);
 	m.u[PF_SEQ] = seq;
 	proto_set_str(&m, PF_KIND, kind);

@@ -370,6 +370,8 @@ struct llm_asm {
 	int done;
 	unsigned events; /* SSE events seen */
 	char *error;
+	int permanent; /* the error is the reply's size: asking again won't do
+	                */
 };
 
 void llm_asm_init(struct llm_asm *, int turn);
