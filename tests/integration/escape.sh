@@ -75,6 +75,28 @@ PORT=$(cat "$T/listener.port")
 HOSTIP=$(hostname -I 2>/dev/null | awk '{print $1}')
 : "${HOSTIP:=127.0.0.1}"
 
+# As root on cgroup v1, the service runs in cgroups of this test's own, so
+# that "no command's cgroup is left" looks at this service's commands only:
+# other tests run side by side, each command in a cgroup of its own.
+CGDIRS=()
+cg_cleanup() {
+	local d
+	for d in "${CGDIRS[@]}"; do
+		echo $$ >"$(dirname "$d")/cgroup.procs" 2>/dev/null
+		rmdir "$d" 2>/dev/null
+	done
+}
+trap 'if [ -n "$LPID" ]; then kill "$LPID" 2>/dev/null; wait "$LPID" 2>/dev/null; fi; cleanup; cg_cleanup' EXIT
+if [ "$UID_NOW" -eq 0 ] && [ -f /sys/fs/cgroup/memory/cgroup.procs ] &&
+	[ -f /sys/fs/cgroup/pids/cgroup.procs ]; then
+	for c in memory pids; do
+		own=$(awk -F: -v c=$c '$2 == c { print $3 }' /proc/self/cgroup)
+		d="/sys/fs/cgroup/$c${own%/}/orch-escape-test.$$"
+		mkdir "$d" && CGDIRS+=("$d") && echo $$ >"$d/cgroup.procs" ||
+			bail "cannot make the test's cgroup $d"
+	done
+fi
+
 cd "$T/svc" || bail "cd $T/svc"
 # The script names the service's pid, so it is written once it runs (the
 # worker reads the script at each model call).
@@ -353,7 +375,7 @@ else
 	is "$(field fork_bomb timed_out)" true "  and the wall clock ends it"
 	if [ "$ROOT" = 1 ]; then
 		check "  and no command's cgroup is left" \
-			sh -c "! find /sys/fs/cgroup -maxdepth 6 -name 'orch-sbx.*' | grep ."
+			sh -c "! find ${CGDIRS[*]:-/sys/fs/cgroup} -name 'orch-sbx.*' | grep ."
 	else
 		check "  and none of its processes is left" test "$(pgrep -u "$UID_NOW" | wc -l)" -lt 30
 	fi
