@@ -23,9 +23,11 @@
 #     the service log, any CLI output, any request the model received;
 #   - the service ran the whole time, and the database is intact.
 #
-#   tests/chaos/hostile.sh [-n TASKS] [-s SEED] [-w WORKERS]
+#   tests/chaos/hostile.sh [-n TASKS] [-s SEED] [-w WORKERS] [-p]
 # Defaults: 200 tasks, a random seed (printed; give it with -s to replay),
-# 6 workers.  Output is TAP.  Outside meson, the binaries default to build/.
+# 6 workers.  -p plants the key in one more task's request, to see the key
+# checks fail.  Output is TAP.  Outside meson, the binaries default to
+# build/.
 top=$(cd "$(dirname "$0")/../.." && pwd)
 export ORCH_TESTS_DIR="${ORCH_TESTS_DIR:-$top/tests}"
 export ORCH_SUPERVISOR="${ORCH_SUPERVISOR:-$top/build/supervisor/orch-supervisor}"
@@ -37,11 +39,13 @@ CHAOS_DIR="$ORCH_TESTS_DIR/chaos"
 N=200
 SEED=$(($$ % 100000))
 W=6
-while getopts n:s:w: o; do
+PLANT=0
+while getopts n:s:w:p o; do
 	case $o in
 	n) N=$OPTARG ;;
 	s) SEED=$OPTARG ;;
 	w) W=$OPTARG ;;
+	p) PLANT=1 ;;
 	*) exit 2 ;;
 	esac
 done
@@ -53,8 +57,7 @@ KEY="sk-canary-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
 MOCK=
 hostile_cleanup() {
 	# HOSTILE_KEEP=DIR: keep the outputs, logs and database to look at.
-	if [ -n "${HOSTILE_KEEP:-}" ]; then
-		mkdir -p "$HOSTILE_KEEP"
+	if [ -n "${HOSTILE_KEEP:-}" ] && mkdir "$HOSTILE_KEEP"; then
 		cp -r "$T/out" "$T/model.log" "$T/service.log" "$ORCH_STATE_DIR" \
 			"$HOSTILE_KEEP/" 2>/dev/null
 	fi
@@ -74,7 +77,8 @@ MOCK=$!
 wait_for 10 test -s "$T/mock.port" || bail "the hostile model did not start"
 export ORCH_LLM_PROVIDER=openai ORCH_LLM_API_KEY="$KEY"
 export ORCH_LLM_MODEL=hostile-model
-export ORCH_LLM_BASE_URL="http://127.0.0.1:$(cat "$T/mock.port")/v1"
+PORT=$(cat "$T/mock.port")
+export ORCH_LLM_BASE_URL="http://127.0.0.1:$PORT/v1"
 export ORCH_AUTO_APPROVE=all ORCH_MAX_WORKERS="$W"
 export ORCH_RETRY_BACKOFF_MS=200 ORCH_LLM_TIMEOUT_S=60 ORCH_CMD_TIMEOUT_S=20
 export ORCH_WORKER_TIMEOUT_S=120
@@ -112,6 +116,11 @@ for i in $(seq 1 "$N"); do
 	"$SUP" submit "$req" --repo "$T/repo" "${verify[@]}" \
 		>"$T/submit.out" 2>&1 || bail "submit $i failed: $(cat "$T/submit.out")"
 done
+if [ "$PLANT" = 1 ]; then
+	N=$((N + 1))
+	"$SUP" submit "Use the key $KEY" --repo "$T/repo" >"$T/submit.out" 2>&1 ||
+		bail "submit failed: $(cat "$T/submit.out")"
+fi
 echo "# $N tasks submitted in $(($(date +%s) - start)) s"
 
 # Wait until every task has ended (or nothing happened for 120 s: a task
@@ -192,10 +201,10 @@ is "$(fact bad_key)" 0 "every request to the model carried the key"
 
 # --- CLI output: collected while the service runs ---
 mkdir -p "$T/out"
-cli() { # NAME ARGS...: run the CLI, stdout and stderr in $T/out/NAME
+cli() { # NAME ARGS...: run the CLI, stdout in $T/out/NAME, stderr in err-NAME
 	local name=$1
 	shift
-	"$SUP" "$@" >"$T/out/$name" 2>&1
+	"$SUP" "$@" >"$T/out/$name" 2>"$T/out/err-$name"
 }
 cli list list
 cli list-json list --json
@@ -208,40 +217,43 @@ for id in $(sq 'SELECT id FROM tasks ORDER BY id'); do
 	cli "show-json-$id" show "$id" --json
 	cli "logs-$id" logs "$id"
 done
-human=$(cd "$T/out" && ls | grep -v json | sed "s|^\(.*\)\$|\1=$T/out/\1|")
-json=$(cd "$T/out" && ls | grep json | sed "s|^\(.*\)\$|\1=$T/out/\1|")
-for what in list stats list-resumable logs-all; do
-	$CHECK bytes "$what=$T/out/$what" >"$T/check.out"
-	ok $? "no raw control byte in \`$what\`"
+for what in list:list stats:stats list-resumable:--list-resumable \
+	logs-all:"logs (every task)"; do
+	$CHECK bytes "$T/out/${what%%:*}" >"$T/check.out"
+	ok $? "no raw control byte in \`${what#*:}\`"
 	sed 's/^/#   /' "$T/check.out"
 done
-for what in show logs; do
-	$CHECK bytes $(printf '%s\n' $human | grep "^$what-[0-9]") >"$T/check.out"
-	ok $? "no raw control byte in \`$what ID\` (every task)"
-	sed 's/^/#   /' "$T/check.out"
-done
-# shellcheck disable=SC2086
-$CHECK json $json >"$T/check.out"
+$CHECK bytes "$T"/out/show-[0-9]* >"$T/check.out"
+ok $? "no raw control byte in \`show ID\` (every task)"
+sed 's/^/#   /' "$T/check.out"
+$CHECK bytes "$T"/out/logs-[0-9]* >"$T/check.out"
+ok $? "no raw control byte in \`logs ID\` (every task)"
+sed 's/^/#   /' "$T/check.out"
+echo "#   events with raw control bytes (kind/stage), which logs prints: $($CHECK events "$ORCH_STATE_DIR/tasks.db")"
+$CHECK bytes "$T"/out/err-* >"$T/check.out"
+ok $? "no raw control byte on the standard error of any of these commands"
+sed 's/^/#   /' "$T/check.out"
+$CHECK json "$T"/out/[ls]*-json* >"$T/check.out"
 ok $? "every --json output is valid JSON"
 sed 's/^/#   /' "$T/check.out"
-# shellcheck disable=SC2086
-$CHECK bytes $json >"$T/check.out"
+$CHECK bytes "$T"/out/[ls]*-json* >"$T/check.out"
 ok $? "no raw control byte in any --json output"
 sed 's/^/#   /' "$T/check.out"
-# shellcheck disable=SC2086
-$CHECK utf8 $human | sed 's/^/# note (not a rule): /' | tail -4
+$CHECK utf8 "$T"/out/list "$T"/out/stats "$T"/out/list-resumable \
+	"$T"/out/logs-* "$T"/out/show-[0-9]* |
+	sed 's/^/# note (not a rule): /' | tail -4
 
 # The result commits' messages (request and summary) and the service log
 # are read by people too.
 for b in $(git -C "$T/repo" for-each-ref --format='%(refname:short)' refs/heads/orch); do
 	git -C "$T/repo" cat-file commit "$b" >"$T/out/commit-${b##*/}"
 done
-commits=$(cd "$T/out" && ls | grep '^commit-' | sed "s|^\(.*\)\$|\1=$T/out/\1|")
-# shellcheck disable=SC2086
-$CHECK bytes /dev/null $commits >"$T/check.out"
-ok $? "no raw control byte in the result commits' messages ($(printf '%s\n' $commits | grep -c .) branches)"
+set -- "$T"/out/commit-*
+[ -e "$1" ] || set --
+$CHECK bytes /dev/null "$@" >"$T/check.out"
+ok $? "no raw control byte in the result commits' messages ($# branches)"
 sed 's/^/#   /' "$T/check.out"
-$CHECK bytes "service.log=$T/service.log" >"$T/check.out"
+$CHECK bytes "$T/service.log" >"$T/check.out"
 ok $? "no raw control byte in the service log"
 sed 's/^/#   /' "$T/check.out"
 
@@ -269,7 +281,8 @@ ok "$svc_died" "the service ran the whole time"
 check "the service still answers" "$SUP" list
 ok "$([ "$(grep -ciE 'AddressSanitizer|runtime error|Segmentation|Aborted|assertion' "$T/service.log")" -eq 0 ]; echo $?)" \
 	"the service log reports no crash of its own"
-is "$(sq 'PRAGMA integrity_check')" ok "integrity_check ok"
 service_kill TERM
+is "$(sq 'PRAGMA integrity_check')" ok "integrity_check ok (after the service stopped)"
+echo "# state directory: $(du -sh "$ORCH_STATE_DIR" | cut -f1), database $(du -sh "$ORCH_STATE_DIR/tasks.db" | cut -f1)"
 echo "# elapsed: $(($(date +%s) - start)) s"
 done_testing

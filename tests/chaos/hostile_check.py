@@ -9,11 +9,15 @@ most --max lines, for TAP comments) and exits 1 if anything was.
     hostile_check.py utf8 FILE...    not valid UTF-8 (a note, not a rule)
     hostile_check.py model LOG       the model's log: the invariants about
                                      what the model saw (see below)
+    hostile_check.py events DB       events holding raw control bytes, by
+                                     kind and stage (a diagnosis)
 
-FILE names are "LABEL=PATH" or PATH (the label is what the report calls it).
+FILE names are "LABEL=PATH" or PATH (the label, or the file's base name, is
+what the report calls it).
 """
 
 import json
+import os
 import re
 import sys
 from collections import defaultdict
@@ -25,8 +29,11 @@ BAD = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]|\xc2[\x80-\x9f]")
 
 def files(args):
     for a in args:
-        label, _, path = a.rpartition("=") if "=" in a else (a, "", a)
-        yield label or path, path
+        if "=" in a:
+            label, _, path = a.rpartition("=")
+        else:
+            label, path = os.path.basename(a), a
+        yield label, path
 
 
 def show(b):
@@ -38,6 +45,7 @@ def show(b):
 # "Review:"...) or the stage of a `logs` line ("[implementing]").
 SECTION = re.compile(rb"^([A-Z][A-Za-z ]{1,30}):")
 LOGLINE = re.compile(rb"^[0-9:. -]+(?:#\d+ )?(\[[a-z_]+\])")
+JSONKEY = re.compile(rb'^\s*"([A-Za-z_]+)":')
 
 
 def check_bytes(args):
@@ -61,6 +69,9 @@ def check_bytes(args):
             m = LOGLINE.match(line)
             if m:
                 section = "log " + m.group(1).decode()
+            m = JSONKEY.match(line)
+            if m:
+                section = '"%s"' % m.group(1).decode()
             if BAD.search(line):
                 seen.add(section)
         for sct in seen:
@@ -115,6 +126,25 @@ def check_utf8(args):
     return 1 if bad else 0
 
 
+def events(args):
+    """The events (what `logs` prints) holding raw control bytes, by kind
+    and stage: where the raw bytes of `logs` come from."""
+    import sqlite3
+    db = sqlite3.connect("file:%s?mode=ro" % args[0], uri=True, timeout=10)
+    db.text_factory = bytes
+    n = defaultdict(int)
+    total = defaultdict(int)
+    for kind, stage, text in db.execute(
+            "SELECT kind, stage, text FROM events"):
+        k = "%s/%s" % (kind.decode(), (stage or b"-").decode())
+        total[k] += 1
+        if BAD.search(text):
+            n[k] += 1
+    print(", ".join("%s %d of %d" % (k, v, total[k]) for k, v in
+                    sorted(n.items(), key=lambda kv: -kv[1])) or "none")
+    return 0
+
+
 def model(args):
     """Facts from the model's log, one "name value" line each, then the
     details of what is wrong, as "# name: ..." lines."""
@@ -139,9 +169,9 @@ def model(args):
     fact("key_in_body", ["task %s %s round %s turn %s (after %s)" % (
         r["task"], r["stage"], r["round"], r["turn"], r["tags"])
         for r in log if r["key_in_body"]])
-    fact("no_user", ["task %s %s round %s turn %s: %d bytes" % (
+    fact("no_user", sorted({"task %s %s round %s turn %s: %d bytes" % (
         r["task"], r["stage"], r["round"], r["turn"], r["bytes"])
-        for r in log if r["no_user"]])
+        for r in log if r["no_user"]}))
     # A turn asked more than once beyond the injected faults: the worker
     # retried (or was restarted on) a reply it could not take.
     again = []
@@ -183,7 +213,7 @@ def main():
         argv = argv[2:]
     cmd, args = argv[0], argv[1:]
     return {"bytes": check_bytes, "json": check_json, "utf8": check_utf8,
-            "model": model}[cmd](args)
+            "events": events, "model": model}[cmd](args)
 
 
 if __name__ == "__main__":

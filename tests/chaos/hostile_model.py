@@ -33,7 +33,7 @@ n (the how-many-th request for that turn), fault (or null), status, key_ok
 request body: it leaked into the conversation), no_user (the request had no
 user message: an empty request), bytes (of the request body), sent (bytes of
 the reply's text and arguments), doom (this reply may rightly fail its stage:
-it is over a documented size limit), tags (what the reply does).
+it is over DOOM_BYTES, 1 MiB), tags (what the reply does).
 """
 
 import argparse
@@ -54,6 +54,10 @@ MiB = 1024 * 1024
 
 # The tools the worker offers (worker/tools.c) and the terminal one of each
 # stage.
+# A reply larger than this (text and arguments, in UTF-8) may rightly fail
+# its stage: the product may set its reply limit anywhere above it.
+DOOM_BYTES = MiB
+
 TERMINAL = {"planning": "submit_plan", "implementing": "finish",
             "reviewing": "submit_review"}
 
@@ -212,7 +216,7 @@ def call_for(rng, stage, tags, port):
         tags.append("write")
         size = rng.choice([0, 10, 200, 5000, 100000])
         if rng.random() < 0.05:
-            size = rng.choice([900 * 1024, 1100 * 1024])
+            size = rng.choice([600 * 1024, 1100 * 1024])
             tags.append("write_big")
         path = odd_path(rng) if rng.random() < 0.3 else \
             rng.choice(["notes.txt", "a.txt", "src/x.c", "esc.md",
@@ -298,16 +302,18 @@ def make_reply(task, stage, rnd, turn):
         if rng.random() < 0.2:  # calls after the terminal one
             calls.append(call_for(rng, stage, tags, ARGS.port))
     # Sizes: a long text now and then; rarely a reply over the journal's
-    # frame (4 MiB) or over the reply limit (8 MiB): those may fail the
-    # stage (a clear, permanent error), but must not crash-loop it.
+    # frame (4 MiB) or over the reply limit (8 MiB).  A reply over
+    # DOOM_BYTES may fail its stage (a clear, permanent error), but must
+    # not crash-loop it.
     r = rng.random()
-    if r < 0.03:
-        text += long_text(rng, rng.randint(1, 2) * MiB)
-        tags.append("text_mib")
-    elif r < 0.037 and stage == "implementing":
+    if r < 0.02:
+        text += long_text(rng, rng.randint(128, 600) * 1024)
+        tags.append("text_big")
+    elif r < 0.027 and stage == "implementing":
         text += long_text(rng, rng.choice([5 * MiB, 9 * MiB]))
         tags.append("text_huge")
-        doom = True
+    size = len(text.encode()) + sum(len(a.encode()) for _, a in calls)
+    doom = size > DOOM_BYTES
     ids = []
     for i, (name, args) in enumerate(calls):
         cid = "call_%s_%d_%d" % (stage[:4], turn, i)
