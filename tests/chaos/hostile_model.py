@@ -215,8 +215,8 @@ def call_for(rng, stage, tags, port):
     if r < 0.48:
         tags.append("write")
         size = rng.choice([0, 10, 200, 5000, 100000])
-        if rng.random() < 0.05:
-            size = rng.choice([600 * 1024, 1100 * 1024])
+        if rng.random() < 0.03:
+            size = rng.choice([600 * 1024, 600 * 1024, 1100 * 1024])
             tags.append("write_big")
         path = odd_path(rng) if rng.random() < 0.3 else \
             rng.choice(["notes.txt", "a.txt", "src/x.c", "esc.md",
