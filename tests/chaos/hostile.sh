@@ -157,6 +157,8 @@ is "$(sq "SELECT count(*) FROM tasks WHERE status = 'failed' AND trim(coalesce(e
 	0 "every failed task has error_details"
 
 $CHECK model "$T/model.log" >"$T/model.facts"
+# The model's own troubles (a traceback is a defect of the test).
+[ -s "$T/model.err" ] && sed 's/^/# hostile model stderr: /' "$T/model.err" | head -10
 fact() { awk -v k="$1" '$1 == k {print $2}' "$T/model.facts"; }
 doomed=$(fact doomed_tasks)
 echo "# model: $(fact requests) requests, $(fact faults) transport faults, $(fact doomed) tasks doomed by a reply over a size limit (${doomed:-none})"
