@@ -39,6 +39,7 @@ it is over DOOM_BYTES, 1 MiB), tags (what the reply does).
 import argparse
 import base64
 import json
+import os
 import random
 import socketserver
 import sys
@@ -531,7 +532,6 @@ def main():
     tmp = ARGS.port_file + ".tmp"
     with open(tmp, "w") as f:
         f.write("%d\n" % ARGS.port)
-    import os
     os.rename(tmp, ARGS.port_file)
     try:
         srv.serve_forever()
