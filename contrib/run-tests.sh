@@ -74,6 +74,25 @@ if [ $quick -eq 0 ]; then
 	fi
 	rm -rf "$reports"
 
+	# 200 tasks on a model that abuses every tool (tests/chaos/hostile.sh),
+	# on the normal build; a few minutes.  HOSTILE_SEED replays a run.
+	echo "== hostile-model chaos (build/, ${HOSTILE_TASKS:=200} tasks)"
+	hlog=$(mktemp)
+	ORCH_TESTS_DIR="$top/tests" \
+	ORCH_SUPERVISOR="$top/build/supervisor/orch-supervisor" \
+	ORCH_WORKER_PATH="$top/build/worker/orch-worker" \
+	ORCH_SANDBOX_PROFILES_DIR="$top/sandbox-profiles" \
+		tests/chaos/hostile.sh -n "$HOSTILE_TASKS" \
+		${HOSTILE_SEED:+-s "$HOSTILE_SEED"} >"$hlog" 2>&1
+	rc=$?
+	grep -E '^# (hostile chaos|tasks ended|elapsed)' "$hlog"
+	# The failing invariants, each with what it found.
+	[ $rc -eq 0 ] || awk '/^not ok/ {n = 8; print; next}
+		/^ok/ {n = 0} n > 0 && /^#/ {print; n--}
+		/^Bail out!/ {print}' "$hlog" | cut -c1-300
+	step "hostile chaos" $rc
+	rm -f "$hlog"
+
 	echo "== fuzzing (build-fuzz/, ${FUZZ_SECONDS:=20} s each)"
 	if [ ! -f build-fuzz/build.ninja ]; then
 		CC=clang meson setup build-fuzz -Dfuzz=true -Dtests=true \
