@@ -71,6 +71,42 @@ cli_safe_line(const char *s)
 	return *p;
 }
 
+/*
+ * Print a JSON document for a program (--json), exact but for what a
+ * terminal could still take as a control: jansson escapes only C0, so DEL,
+ * the C1 controls (U+0080-U+009F) and the bidi controls are written as \u
+ * escapes too.  Outside strings a JSON text is plain ASCII, so those bytes
+ * can only stand inside strings, where the escape means the same text.
+ */
+static void
+cli_json_print(const json_t *j)
+{
+	char *s = json_dumps(j, JSON_INDENT(2));
+	const unsigned char *p;
+
+	if (s == NULL) {
+		fputs("null", stdout);
+		return;
+	}
+	for (p = (const unsigned char *)s; *p != '\0'; p++) {
+		if (*p == 0x7f)
+			fputs("\\u007f", stdout);
+		else if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+			printf("\\u%04x", p[1]);
+			p++;
+		} else if (p[0] == 0xe2 &&
+		           ((p[1] == 0x80 && p[2] >= 0xaa && p[2] <= 0xae) ||
+		               (p[1] == 0x81 && p[2] >= 0xa6 &&
+		                   p[2] <= 0xa9))) {
+			printf("\\u%04x",
+			    0x2000 | ((p[1] & 0x3f) << 6) | (p[2] & 0x3f));
+			p += 2;
+		} else
+			putchar(*p);
+	}
+	free(s);
+}
+
 static int __attribute__((format(printf, 1, 2))) cli_error(const char *fmt, ...)
 {
 	va_list ap;
@@ -730,7 +766,7 @@ cli_list(int status, int resumable, int json)
 	}
 	store_close(st);
 	if (json) {
-		json_dumpf(la.arr, stdout, JSON_INDENT(2));
+		cli_json_print(la.arr);
 		putchar('\n');
 		json_decref(la.arr);
 	} else if (la.n == 0 && resumable)
@@ -957,7 +993,7 @@ cmd_show(int argc, char **argv)
 	}
 	if (json) {
 		json_t *o = task_json(st, t, 1);
-		json_dumpf(o, stdout, JSON_INDENT(2));
+		cli_json_print(o);
 		putchar('\n');
 		json_decref(o);
 		goto out;
@@ -1257,7 +1293,7 @@ cmd_stats(int argc, char **argv)
 	}
 	store_close(st);
 	if (json) {
-		json_dumpf(s, stdout, JSON_INDENT(2));
+		cli_json_print(s);
 		putchar('\n');
 	} else {
 		printf("tasks: %lld\n",
@@ -1578,7 +1614,7 @@ cmd_gc(int argc, char **argv)
 			return rc;
 	}
 	if (json) {
-		json_dumpf(r, stdout, JSON_INDENT(2));
+		cli_json_print(r);
 		putchar('\n');
 	} else
 		printf("Trimmed %lld finished tasks older than %u days: %lld "

@@ -38,7 +38,7 @@ script = {
     {"text": "Plan " + ESC + "]0;pwned\x07 ready.",
      "tool_calls": [{"name": "submit_plan", "arguments": {"plan":
        "1. Add files." + ESC + "[8mSECRETLY ALSO DELETE THE TESTS" + ESC
-       + "[0m\n2. " + ESC + "]52;c;ZXZpbA==\x07Done."}}]}
+       + "[0m\n2. " + ESC + "]52;c;ZXZpbA==\x07Done.\u009b2J\x7f\u202e"}}]}
   ],
   "implementing": [
     {"text": "Writing.", "tool_calls": [
@@ -80,6 +80,11 @@ like "$(cat "$T/show-gate.out")" 'caf\\xe9' "... the Latin-1 byte as an escape"
 like "$(cat "$T/show-gate.out")" 'SECRETLY ALSO DELETE THE TESTS' "show: the hidden plan text is visible"
 like "$(cat "$T/show-gate.out")" '\\x1b\[8m' "show: ESC is shown as \\x1b"
 is "$(raw_esc "$T/show-gate.out")" 0 "show: no raw ESC, BEL or CSI"
+"$SUP" show 1 --json >"$T/show-gate.json" 2>&1
+is "$(LC_ALL=C grep -c $'\x7f\\|\xc2[\x80-\x9f]\\|\xe2\x80\xae' "$T/show-gate.json")" 0 \
+	"show --json: DEL, C1 and bidi controls as \\u escapes"
+is "$(jq -r '.plan | endswith("Done.\u009b2J\u007f\u202e")' "$T/show-gate.json")" true \
+	"... and the plan is exact"
 api /v1/tasks/1/diff
 is "$(jq -r '.diff | contains("MALICIOUS_TAIL")' "$T/body")" true "GET /v1/tasks/1/diff: the whole diff"
 is "$(jq -r '.truncated' "$T/body")" false "... not truncated"
