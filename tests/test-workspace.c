@@ -3,9 +3,12 @@
  * against a scratch repository, and that the user's repository is left
  * alone (HEAD, index, branches, hooks).
  */
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -222,6 +225,41 @@ test_leftovers(void)
 	free(sq);
 	free(lrepo);
 	free(lwt);
+}
+
+/*
+ * Workers of one repository add worktrees one at a time (git's own `worktree
+ * add` fails on another's half-made record): a worktree add waits while the
+ * repository's common directory is locked, and goes on when it is free.
+ */
+static void
+test_worktrees_lock(const char *repo, const char *head)
+{
+	char *wt = xasprintf("%s/state/worktrees/locked", tmp);
+	char *git = xasprintf("%s/.git", repo);
+	int fd = open(git, O_RDONLY | O_DIRECTORY | O_CLOEXEC), status = -1;
+	pid_t pid;
+
+	ok(fd != -1 && flock(fd, LOCK_EX) == 0, "lock: the test holds it");
+	if ((pid = fork()) == 0) {
+		char *cause = NULL;
+
+		close(fd); /* its copy would hold the test's lock */
+		_exit(ws_create(repo, wt, head, &cause) == 1 ? 0 : 1);
+	}
+	usleep(500 * 1000);
+	is_int(waitpid(pid, &status, WNOHANG), 0,
+	    "lock: worktree add waits while another holds it");
+	ok(!exists("state/worktrees/locked/.git"), "lock: nothing made yet");
+	close(fd);
+	waitpid(pid, &status, 0);
+	ok(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	    "lock: and adds the worktree once it is free");
+	ok(exists("state/worktrees/locked/a.txt"),
+	    "lock: the worktree is there");
+	sh("git -C %s worktree remove --force %s", repo, wt);
+	free(git);
+	free(wt);
 }
 
 static int ticks;
@@ -850,6 +888,7 @@ main(void)
 	cause = NULL;
 
 	test_leftovers();
+	test_worktrees_lock(repo, head);
 	unsetenv("GIT_DIR");
 	unsetenv("GIT_INDEX_FILE");
 	unsetenv("GIT_WORK_TREE");

@@ -8,6 +8,7 @@
  * the hidden refs refs/orch/... and the branches refs/heads/orch/...; the
  * user's HEAD, index, working tree and other branches are never touched.
  */
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include <errno.h>
@@ -437,6 +438,36 @@ common_dir(const char *repo)
 }
 
 /*
+ * Hold the repository's worktree list still: git's `worktree add` reads
+ * every other worktree's record while it writes its own, and fails
+ * ("failed to read .git/worktrees/task-12/commondir") when it meets one
+ * that a concurrent add has made but not filled yet; a prune may take such
+ * a record away.  Workers of tasks of one repository therefore add, remove
+ * and prune one at a time: an flock on the common directory itself, which
+ * puts no file in the user's repository.  -1 (and no lock) when it cannot
+ * be opened: then git runs as before.
+ */
+static int
+worktrees_lock(const char *common)
+{
+	int fd;
+
+	if (common == NULL ||
+	    (fd = open(common, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		return -1;
+	while (flock(fd, LOCK_EX) == -1 && errno == EINTR)
+		;
+	return fd;
+}
+
+static void
+worktrees_unlock(int fd)
+{
+	if (fd != -1)
+		close(fd);
+}
+
+/*
  * The administrative directory (<common>/worktrees/NAME) of the linked
  * worktree whose top is dir, or NULL when dir is not one of the
  * repository's.  dir/.git names the directory, but the workspace is the
@@ -620,8 +651,11 @@ ws_create(const char *repo, const char *dir, const char *commit, char **cause)
 		 */
 		const char *args[] = {"worktree", "add", "--detach", "--force",
 		    "--", absdir, commit, NULL};
+		int lock = worktrees_lock(common);
+		int added = ws_git_quiet(repo, 0, args, NULL, cause);
 
-		if (ws_git_quiet(repo, 0, args, NULL, cause) == 0) {
+		worktrees_unlock(lock);
+		if (added == 0) {
 			if (common == NULL)
 				common = common_dir(repo);
 			admin = common != NULL ? worktree_admin(common, absdir)
@@ -1164,13 +1198,15 @@ int
 ws_remove(const char *repo, const char *dir, char **cause)
 {
 	struct stat st;
-	char *absdir;
-	int rc;
+	char *absdir, *common;
+	int rc, lock;
 
 	if (check_arg("repository", repo, cause) == -1 ||
 	    check_arg("worktree directory", dir, cause) == -1)
 		return -1;
 	absdir = abs_path(dir);
+	common = common_dir(repo);
+	lock = worktrees_lock(common);
 	if (lstat(absdir, &st) == 0) {
 		const char *args[] = {
 		    "worktree", "remove", "--force", absdir, NULL};
@@ -1190,6 +1226,8 @@ ws_remove(const char *repo, const char *dir, char **cause)
 		*cause = xasprintf("%s: %s", absdir, strerror(errno));
 		rc = -1;
 	}
+	worktrees_unlock(lock);
+	free(common);
 	free(absdir);
 	return rc;
 }
