@@ -44,6 +44,12 @@ char *xstrndup(const char *, size_t);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 int parse_bool(const char *s, int *out);
+/*
+ * In a child between fork and exec: every signal to its default action and
+ * none blocked, so the program starts as from a shell (async-signal-safe).
+ * 0, or -1 when the mask could not be set.
+ */
+int child_signals_default(void);
 /* Monotonic milliseconds. */
 uint64_t now_ms(void);
 /* Write all of buf, retrying on EINTR and short writes: 0 or -1. */

@@ -242,15 +242,8 @@ static void __attribute__((noreturn)) git_child(const char *const *argv,
     char *const *envp, pid_t parent, int in, int out, int err)
 {
 	static const char msg[] = "orch: cannot execute git\n";
-	struct sigaction sa;
-	sigset_t none;
 
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = SIG_DFL;
-	for (int sig = 1; sig < NSIG; sig++)
-		sigaction(sig, &sa, NULL);
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
+	(void)child_signals_default();
 	/*
 	 * git dies with its caller.  A worker killed alone (the OOM killer,
 	 * a crash) must not leave a `git add` running on the index, which

@@ -253,17 +253,10 @@ proc_move_fd(int from, int to)
 static void __attribute__((noreturn)) proc_child(const struct child_args *a)
 {
 	char *argv[] = {(char *)"orch-worker", NULL}, num[16];
-	struct sigaction sa;
-	sigset_t none;
 	size_t n = sizeof num;
 	int e;
 
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = SIG_DFL;
-	for (int sig = 1; sig < NSIG; sig++)
-		sigaction(sig, &sa, NULL);
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
+	(void)child_signals_default();
 
 	setpgid(0, 0);
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1 || getppid() != a->parent)

@@ -1055,8 +1055,6 @@ static void __attribute__((noreturn)) child_exec(const char *bwrap,
     const int *rl_res, size_t nrl, int devnull, int out_w, int secfd,
     int status_w, int block_r, const int *cgfd, int errfd, pid_t parent)
 {
-	struct sigaction sa;
-	sigset_t none;
 	int report[2];
 
 	/*
@@ -1080,14 +1078,8 @@ static void __attribute__((noreturn)) child_exec(const char *bwrap,
 			goto fail;
 	}
 
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = SIG_DFL;
-	sigemptyset(&sa.sa_mask);
-	for (int sig = 1; sig < NSIG; sig++)
-		(void)sigaction(sig, &sa, NULL);
-	sigemptyset(&none);
 	report[0] = 2;
-	if (sigprocmask(SIG_SETMASK, &none, NULL) == -1)
+	if (child_signals_default() == -1)
 		goto fail;
 
 	/* The sources are all >= CHILD_SRC_MIN: no dup2 clobbers another. */
