@@ -4,14 +4,16 @@
 #   1. every test (unit, integration, sandbox) on the normal build;
 #   2. every test again under AddressSanitizer + UndefinedBehaviorSanitizer,
 #      with leak checking, in build-asan/ (a report anywhere fails the run);
-#   3. each libFuzzer target for FUZZ_SECONDS (default 20) on its corpus, in
+#   3. the hostile-model chaos run (tests/chaos/hostile.sh, 200 tasks);
+#   4. each libFuzzer target for FUZZ_SECONDS (default 20) on its corpus, in
 #      build-fuzz/ (clang);
-#   4. the static analysis pass (clang-tidy with .clang-tidy).
+#   5. the style checks (clang-format --dry-run, shellcheck) and the static
+#      analysis pass (clang-tidy with .clang-tidy).
 # It ends with one line "N passed, N failed" counting every test of 1 and 2
-# and each step of 3 and 4.  --quick runs step 1 only.
+# and each step of 3 to 5.  --quick runs step 1 only.
 set -uo pipefail
 
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 top=$(pwd)
 passed=0
 failed=0
@@ -118,6 +120,19 @@ if [ $quick -eq 0 ]; then
 	else
 		step "fuzz build" 1
 	fi
+
+	echo "== style (clang-format, shellcheck)"
+	fmt=0
+	for f in $(git ls-files '*.c' '*.h'); do
+		clang-format --dry-run --Werror "$f" >/dev/null 2>&1 || {
+			echo "not formatted: $f (clang-format -i $f)"
+			fmt=1
+		}
+	done
+	step "clang-format" $fmt
+	# shellcheck disable=SC2046 # file names: words by design
+	shellcheck -S warning -f gcc $(git ls-files '*.sh')
+	step "shellcheck" $?
 
 	echo "== static analysis (clang-tidy)"
 	srcs=$(git ls-files 'common/*.c' 'proto/*.c' 'supervisor/*.c' \

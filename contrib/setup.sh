@@ -11,7 +11,6 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-top=$(pwd)
 
 packages=(
 	gcc pkg-config meson ninja-build python3 git bubblewrap sqlite3 curl
@@ -19,8 +18,9 @@ packages=(
 	libjansson-dev libseccomp-dev
 )
 if [ "${1:-}" = test ]; then
-	# The fuzz targets and the sanitizer runs want clang and its runtime.
-	packages+=(clang clang-tidy libclang-rt-14-dev)
+	# The fuzz targets and the sanitizer runs want clang and its runtime;
+	# the style checks clang-format and shellcheck.
+	packages+=(clang clang-tidy clang-format shellcheck libclang-rt-14-dev)
 fi
 
 missing=()

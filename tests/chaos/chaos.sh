@@ -83,11 +83,15 @@ kills=0
 svc_kills=0
 inflight=0 # processes killed: each may have had one model turn in flight
 dbfd=0
-for k in $(seq 1 "$K"); do
+for _ in $(seq 1 "$K"); do
 	sleep "0.$((RANDOM % 4 + 1))"
 	all_done $((M + 1)) && break
 	for p in $(ours); do
-		ls -l "/proc/$p/fd" 2>/dev/null | grep -q 'tasks\.db' && dbfd=$((dbfd + 1))
+		for fd in "/proc/$p/fd"/*; do
+			case "$(readlink "$fd" 2>/dev/null)" in
+			*tasks.db*) dbfd=$((dbfd + 1)); break ;;
+			esac
+		done
 	done
 	if [ $((RANDOM % 5)) -eq 0 ]; then
 		inflight=$((inflight + $(ours | wc -l)))
@@ -95,6 +99,7 @@ for k in $(seq 1 "$K"); do
 		service_start
 		svc_kills=$((svc_kills + 1))
 	else
+		# shellcheck disable=SC2046 # pids: words by design
 		set -- $(ours)
 		[ $# -eq 0 ] && continue
 		shift $((RANDOM % $#))

@@ -17,7 +17,8 @@ models_mock() {
 	MOCK=$!
 	wait_for 10 test -s "$T/mock.port" || bail "the mock did not start"
 	export ORCH_LLM_PROVIDER=openai ORCH_LLM_API_KEY="$KEY"
-	export ORCH_LLM_BASE_URL="http://127.0.0.1:$(cat "$T/mock.port")/v1"
+	ORCH_LLM_BASE_URL="http://127.0.0.1:$(cat "$T/mock.port")/v1"
+	export ORCH_LLM_BASE_URL
 }
 doctor() { # the LLM line in $line, the exit status in $rc
 	"$SUP" doctor >"$T/doctor.out" 2>&1

@@ -34,7 +34,7 @@ trap 'if [ -n "$LPID" ]; then kill "$LPID" 2>/dev/null; wait "$LPID" 2>/dev/null
 # service's environment (the OpenAI key) and its .env (the API key the
 # worker is given in START).
 mkdir -p "$HOME/.ssh" "$T/svc" "$T/target"
-mkdir -p -m 700 "$STATE"
+mkdir -p "$(dirname "$STATE")" && mkdir -m 700 "$STATE"
 printf -- '-----BEGIN OPENSSH PRIVATE KEY-----\nSSH-%s\n' "$CAN" >"$HOME/.ssh/id_rsa"
 chmod 600 "$HOME/.ssh/id_rsa"
 printf 'ORCH_LLM_API_KEY=sk-DOTENV-%s\n' "$CAN" >"$T/svc/.env"
@@ -291,7 +291,7 @@ for line in open(sys.argv[1]):
 PY
 # (finish, the terminal tool, is computed again from the reply on a
 # replay, so it is not journaled.)
-is "$(ls "$T/out" | grep -c '\.outcome$')" "$(grep -cvx finish "$T/names")" \
+is "$(find "$T/out" -maxdepth 1 -name '*.outcome' | wc -l)" "$(grep -cvx finish "$T/names")" \
 	"every attempt has its result in the journal"
 out() { cat "$T/out/$1.out" 2>/dev/null; }
 field() { python3 -c 'import json,sys; v=json.load(open(sys.argv[1])).get(sys.argv[2]); print("null" if v is None else str(v).lower())' "$T/out/$1.json" "$2"; }
@@ -315,6 +315,7 @@ if [ -n "${ESCAPE_SHOW:-}" ]; then
 fi
 
 # Secrets.
+# shellcheck disable=SC2088 # the text names the file as a person would
 lacks ssh "SSH-$CAN|BEGIN OPENSSH" "~/.ssh/id_rsa cannot be read"
 like "$(out ssh)" 'No such file' "  (the home directory is not there)"
 lacks db_abs "SQLite format|CREATE TABLE|INSERT INTO" "the database cannot be read by its absolute path"

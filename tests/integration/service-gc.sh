@@ -28,7 +28,7 @@ cp2=$(sq "SELECT COUNT(*) FROM checkpoints WHERE task_id IN (1, 2)")
 check "task 1 has its snapshot ref before gc" git -C "$T/repo" rev-parse --verify -q refs/orch/tasks/1
 # A snapshot ref of the same name as one of task 1's, made by another state
 # directory (no trailer of ours): gc leaves it.
-git -C "$T/repo" update-ref refs/orch/tasks/1-$(sq "SELECT substr(value, 1, 12) FROM meta WHERE key = 'state_id'") main
+git -C "$T/repo" update-ref "refs/orch/tasks/1-$(sq "SELECT substr(value, 1, 12) FROM meta WHERE key = 'state_id'")" main
 out=$("$SUP" gc 2>&1)
 like "$out" 'Trimmed 1 finished tasks older than 30 days' "gc without a service trims the old task ($out)"
 is "$(sq "SELECT COUNT(*) FROM events WHERE task_id = 1")" 0 "... its events go"

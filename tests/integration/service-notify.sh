@@ -28,7 +28,8 @@ s.serve_forever()
 PY
 LST=$!
 wait_for 10 test -e "$T/port" || bail "no listener"
-export ORCH_NOTIFY_URL="http://127.0.0.1:$(cat "$T/port")/hook"
+ORCH_NOTIFY_URL="http://127.0.0.1:$(cat "$T/port")/hook"
+export ORCH_NOTIFY_URL
 export ORCH_AUDIT_MAX_BYTES=4096
 make_repo "$T/repo"
 service_start
