@@ -760,6 +760,19 @@ static const char *const seccomp_nocgroup[] = {
 };
 
 /*
+ * One argument comparison, every field set: libseccomp's two-argument
+ * SCMP_An() forms leave datum_b to the compiler, which clang's
+ * -Wmissing-field-initializers refuses.
+ */
+static struct scmp_arg_cmp
+arg_cmp(unsigned arg, enum scmp_compare op, scmp_datum_t a)
+{
+	struct scmp_arg_cmp c = {arg, op, a, 0};
+
+	return c;
+}
+
+/*
  * The socket families a build or a test suite needs: AF_UNIX, and
  * AF_INET/AF_INET6, which in the sandbox's empty network namespace reach
  * only its own loopback.  Every other family is refused: some are not
@@ -813,17 +826,19 @@ seccomp_sockets(scmp_filter_ctx ctx)
 				continue;
 			if ((rc = seccomp_rule_add(ctx,
 			         SCMP_ACT_ERRNO(EAFNOSUPPORT), nr, 1,
-			         SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)af))) < 0)
+			         arg_cmp(0, SCMP_CMP_EQ, (scmp_datum_t)af))) <
+			    0)
 				return rc;
 		}
 		if ((rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT),
-		         nr, 1, SCMP_A0(SCMP_CMP_GE, (scmp_datum_t)AF_MAX))) <
-		    0)
+		         nr, 1,
+		         arg_cmp(0, SCMP_CMP_GE, (scmp_datum_t)AF_MAX))) < 0)
 			return rc;
 		if ((rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPROTONOSUPPORT),
-		         nr, 2, SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)AF_NETLINK),
-		         SCMP_A2(SCMP_CMP_NE, (scmp_datum_t)NETLINK_ROUTE))) <
-		    0)
+		         nr, 2,
+		         arg_cmp(0, SCMP_CMP_EQ, (scmp_datum_t)AF_NETLINK),
+		         arg_cmp(
+		             2, SCMP_CMP_NE, (scmp_datum_t)NETLINK_ROUTE))) < 0)
 			return rc;
 	}
 	nr = seccomp_syscall_resolve_name("socketcall");
