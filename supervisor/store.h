@@ -13,7 +13,7 @@
 
 #include <jansson.h>
 
-/* workflow_state values, in DESIGN.md order. */
+/* workflow_state values, in the workflow's order (README, "What it does"). */
 enum wstate {
 	WS_PENDING,
 	WS_PLANNING,
