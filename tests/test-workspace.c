@@ -201,6 +201,51 @@ test_leftovers(void)
 	cause = NULL;
 
 	/*
+	 * A `git worktree add` killed after it wrote the directory's .git
+	 * file but before commondir (its record still locked
+	 * "initializing"): git takes the directory for no repository, so it
+	 * is made again, and the half record goes.
+	 */
+	sh("a=\"$(git -C %s rev-parse --absolute-git-dir)\" && "
+	   "rm \"$a/commondir\" && printf initializing >\"$a/locked\"",
+	    lwt);
+	ok(ws_restore(lwt, base, &cause) == -1,
+	    "leftovers: a worktree record without commondir breaks git "
+	    "(the problem)");
+	free(cause);
+	cause = NULL;
+	ok(ws_create(lrepo, lwt, base, &cause) == 1,
+	    "leftovers: a half-recorded worktree is made again");
+	free(cause);
+	cause = NULL;
+	ok(ws_restore(lwt, base, &cause) == 0,
+	    "leftovers: ... and git works on it");
+	free(cause);
+	cause = NULL;
+	{
+		char *n = out("git -C lockrepo worktree list | wc -l");
+
+		is_str(n, "2",
+		    "leftovers: ... with one record (the half one went)");
+		free(n);
+	}
+	/* Killed before the directory had its .git: a locked record whose
+	 * directory is gone. */
+	sh("a=\"$(git -C %s rev-parse --absolute-git-dir)\" && "
+	   "printf initializing >\"$a/locked\" && rm -rf %s",
+	    lwt, lwt);
+	ok(ws_create(lrepo, lwt, base, &cause) == 1,
+	    "leftovers: a locked record of a missing directory is reused");
+	if (cause != NULL)
+		printf("#   %s\n", cause);
+	free(cause);
+	cause = NULL;
+	ok(ws_restore(lwt, base, &cause) == 0,
+	    "leftovers: ... and git works on it");
+	free(cause);
+	cause = NULL;
+
+	/*
 	 * A copy of a worktree is not one: its .git names the original's
 	 * administrative directory, which does not name it back.  It is
 	 * emptied and made a worktree of its own.

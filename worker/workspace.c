@@ -467,6 +467,18 @@ worktrees_unlock(int fd)
 		close(fd);
 }
 
+/* Whether the worktree record admin holds the file name. */
+static int
+admin_has(const char *admin, const char *name)
+{
+	char *p = xasprintf("%s/%s", admin, name);
+	struct stat st;
+	int has = lstat(p, &st) == 0;
+
+	free(p);
+	return has;
+}
+
 /*
  * The administrative directory (<common>/worktrees/NAME) of the linked
  * worktree whose top is dir, or NULL when dir is not one of the
@@ -476,7 +488,7 @@ worktrees_unlock(int fd)
  * own), have a HEAD, and name dir/.git back.
  */
 static char *
-worktree_admin(const char *common, const char *dir)
+worktree_admin(const char *common, const char *dir, int whole)
 {
 	char *gitfile, *line, *admin = NULL, *back = NULL, *p, *top;
 	char *real_gitfile = NULL, *real_back = NULL;
@@ -510,6 +522,18 @@ worktree_admin(const char *common, const char *dir)
 			real_gitfile = realpath(gitfile, NULL);
 		}
 		free(p);
+		/*
+		 * A `worktree add` killed half-way leaves its record without
+		 * commondir, or with the "locked" file it writes first and
+		 * removes last (we never lock a task's worktree): git then
+		 * takes the worktree for no repository at all.
+		 */
+		if (whole && real_back != NULL &&
+		    (!admin_has(admin, "commondir") ||
+		        admin_has(admin, "locked"))) {
+			free(real_back);
+			real_back = NULL;
+		}
 	}
 	if (real_back == NULL || real_gitfile == NULL ||
 	    strcmp(real_back, real_gitfile) != 0) {
@@ -595,7 +619,7 @@ ws_unlock(
 
 	if ((common = common_dir(repo)) == NULL)
 		return;
-	if ((admin = worktree_admin(common, dir)) != NULL) {
+	if ((admin = worktree_admin(common, dir, 0)) != NULL) {
 		p = xasprintf("%s/index.lock", admin);
 		unlink(p);
 		free(p);
@@ -624,7 +648,7 @@ ws_create(const char *repo, const char *dir, const char *commit, char **cause)
 {
 	struct stat st;
 	char *absdir, *common, *admin;
-	int rc = -1;
+	int rc = -1, lock;
 
 	if (check_arg("commit", commit, cause) == -1 ||
 	    check_arg("repository", repo, cause) == -1 ||
@@ -634,10 +658,20 @@ ws_create(const char *repo, const char *dir, const char *commit, char **cause)
 	common = common_dir(repo);
 	if (lstat(dir, &st) == 0) {
 		if (common != NULL &&
-		    (admin = worktree_admin(common, absdir)) != NULL) {
+		    (admin = worktree_admin(common, absdir, 1)) != NULL) {
 			pin_add(dir, absdir, admin, common);
 			rc = 0;
 			goto out;
+		}
+		/* Made half-way: its record goes too, then the directory. */
+		if (common != NULL &&
+		    (admin = worktree_admin(common, absdir, 0)) != NULL) {
+			lock = worktrees_lock(common);
+			if (nftw(admin, rm_entry, 16, FTW_DEPTH | FTW_PHYS) !=
+			    0)
+				log_warn("removing %s", admin);
+			worktrees_unlock(lock);
+			free(admin);
 		}
 		if (remove_half_worktree(dir, cause) == -1)
 			goto out;
@@ -645,21 +679,25 @@ ws_create(const char *repo, const char *dir, const char *commit, char **cause)
 
 	if (mkdir_parents(absdir, cause) == 0) {
 		/*
-		 * --force only lets git reuse the path of a registration whose
-		 * directory is gone (a crash between creating and recording);
-		 * a non-empty directory is still refused.
+		 * --force twice only lets git reuse the path of a registration
+		 * whose directory is gone, locked or not (a `worktree add`
+		 * killed before it wrote the directory's .git file leaves one,
+		 * locked "initializing"); a non-empty directory is still
+		 * refused.
 		 */
 		const char *args[] = {"worktree", "add", "--detach", "--force",
-		    "--", absdir, commit, NULL};
-		int lock = worktrees_lock(common);
-		int added = ws_git_quiet(repo, 0, args, NULL, cause);
+		    "--force", "--", absdir, commit, NULL};
+		int added;
 
+		lock = worktrees_lock(common);
+		added = ws_git_quiet(repo, 0, args, NULL, cause);
 		worktrees_unlock(lock);
 		if (added == 0) {
 			if (common == NULL)
 				common = common_dir(repo);
-			admin = common != NULL ? worktree_admin(common, absdir)
-			                       : NULL;
+			admin = common != NULL
+			            ? worktree_admin(common, absdir, 1)
+			            : NULL;
 			if (admin == NULL)
 				*cause = xasprintf("git worktree add made %s, "
 				                   "but it is not a worktree "
