@@ -10,7 +10,7 @@
 
 #include "common.h"
 #include "proto.h"
-#include "worker.h"
+#include "llm.h"
 #include "tap.h"
 
 static size_t textlen;
@@ -521,8 +521,7 @@ static void
 test_requests_unbuildable(void)
 {
 	json_t *m = neutral_messages(), *bad, *reply = NULL;
-	struct stage st;
-	struct llm_turn t = {&st, 0};
+	struct llm_turn t;
 	char *cause = NULL;
 	int permanent = 0;
 
@@ -544,9 +543,9 @@ test_requests_unbuildable(void)
 	    "anthropic: a message without a role fails the request");
 	json_decref(m);
 
-	memset(&st, 0, sizeof st);
-	st.name = "reviewing";
-	st.llm = json_pack("{s:s}", "provider", "scripted");
+	memset(&t, 0, sizeof t);
+	t.stage = "reviewing";
+	t.llm = json_pack("{s:s}", "provider", "scripted");
 	ok(llm_chat(&t, NULL, NULL, &reply, &cause, &permanent) == -1 &&
 	        permanent,
 	    "no conversation is a permanent error, not an empty request");
@@ -558,22 +557,21 @@ test_requests_unbuildable(void)
 	    "an empty conversation is a permanent error");
 	free(cause);
 	json_decref(m);
-	json_decref(st.llm);
+	json_decref(t.llm);
 }
 
 /* The official bases need a key: refused before any request is made. */
 static void
 test_no_key(void)
 {
-	struct stage st;
-	struct llm_turn t = {&st, 0};
+	struct llm_turn t;
 	json_t *reply = NULL;
 	char *cause = NULL;
 	int permanent = 0;
 
-	memset(&st, 0, sizeof st);
-	st.name = "planning";
-	st.llm = json_pack("{s:s}", "api_key", "");
+	memset(&t, 0, sizeof t);
+	t.stage = "planning";
+	t.llm = json_pack("{s:s}", "api_key", "");
 	ok(llm_openai_chat(&t, NULL, NULL, &reply, &cause, &permanent) == -1 &&
 	        permanent && reply == NULL,
 	    "openai: no key for api.openai.com is a permanent failure");
@@ -591,7 +589,7 @@ test_no_key(void)
 	        strstr(cause, "ORCH_LLM_API_KEY") != NULL,
 	    "  saying which variable to set");
 	free(cause);
-	json_decref(st.llm);
+	json_decref(t.llm);
 }
 
 static void
