@@ -5,7 +5,8 @@
  * knows neither: what it needs of them (heartbeats while it waits, sleeps
  * between tries, lines for the task's log) it is given as callbacks
  * (struct llm_io), so that it runs as is in the unit tests, the fuzz
- * targets and the benchmarks.  Only worker.h includes this file from above.
+ * targets and the benchmarks.  It includes no other worker header;
+ * worker.h includes it for the modules above.
  */
 #ifndef LLM_H
 #define LLM_H
