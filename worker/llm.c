@@ -16,7 +16,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,36 +151,6 @@ scripted_chat(
 	json_decref(script);
 	*reply = out;
 	return 0;
-}
-
-void
-llm_io_heartbeat(const struct llm_turn *t)
-{
-	if (t->io.heartbeat != NULL)
-		t->io.heartbeat(t->io.arg);
-}
-
-void
-llm_io_sleep(const struct llm_turn *t, unsigned ms)
-{
-	if (t->io.sleep != NULL)
-		t->io.sleep(t->io.arg, ms);
-}
-
-void
-llm_io_log(const struct llm_turn *t, int kind, const char *fmt, ...)
-{
-	va_list ap;
-	char *text;
-
-	if (t->io.log == NULL)
-		return;
-	va_start(ap, fmt);
-	if (vasprintf(&text, fmt, ap) == -1)
-		fatal("vasprintf");
-	va_end(ap);
-	t->io.log(t->io.arg, kind, text);
-	free(text);
 }
 
 int

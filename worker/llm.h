@@ -55,11 +55,6 @@ struct llm_turn {
  */
 int llm_chat(const struct llm_turn *, json_t *messages, json_t *tools,
     json_t **reply, char **cause, int *permanent);
-/* The callbacks of t->io, for the providers (a NULL one does nothing). */
-void llm_io_heartbeat(const struct llm_turn *t);
-void llm_io_sleep(const struct llm_turn *t, unsigned ms);
-void llm_io_log(const struct llm_turn *t, int kind, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 
 /* Bytes of one tool call's arguments: the model code cuts them here (the
  * tools then refuse them as invalid JSON), the tools check them. */
@@ -201,6 +196,12 @@ struct llm_api {
 int llm_http_api_chat(const struct llm_api *, const struct llm_turn *,
     json_t *messages, json_t *tools, json_t **reply, char **cause,
     int *permanent);
+/* The callbacks of t->io, for llm.c and the providers (a NULL one does
+ * nothing). */
+void llm_io_heartbeat(const struct llm_turn *t);
+void llm_io_sleep(const struct llm_turn *t, unsigned ms);
+void llm_io_log(const struct llm_turn *t, int kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* s with every occurrence of secret replaced (malloc'd). */
 char *llm_scrub(const char *s, const char *secret);
 

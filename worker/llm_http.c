@@ -417,6 +417,38 @@ llm_log_text(void *arg, const char *s, size_t n)
 		llm_log_flush(l, l->len);
 }
 
+/* The caller's callbacks (struct llm_io): a NULL one does nothing. */
+
+void
+llm_io_heartbeat(const struct llm_turn *t)
+{
+	if (t->io.heartbeat != NULL)
+		t->io.heartbeat(t->io.arg);
+}
+
+void
+llm_io_sleep(const struct llm_turn *t, unsigned ms)
+{
+	if (t->io.sleep != NULL)
+		t->io.sleep(t->io.arg, ms);
+}
+
+void
+llm_io_log(const struct llm_turn *t, int kind, const char *fmt, ...)
+{
+	va_list ap;
+	char *text;
+
+	if (t->io.log == NULL)
+		return;
+	va_start(ap, fmt);
+	if (vasprintf(&text, fmt, ap) == -1)
+		fatal("vasprintf");
+	va_end(ap);
+	t->io.log(t->io.arg, kind, text);
+	free(text);
+}
+
 /* The round trip. */
 
 struct llm_xfer {
