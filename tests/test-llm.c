@@ -3,14 +3,24 @@
  * both APIs, fed to the assembly at every split point, must give the same
  * neutral reply; cut streams, error events, bodies that are not the API's,
  * the token limit; the requests built from neutral messages; the scrub.
+ * And, with a model server on the loopback forked by the test, what the
+ * model code calls back (struct llm_io): heartbeats while it waits, the
+ * streamed text and the retries in the log, the backoff's sleep.
  */
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "proto.h"
-#include "worker.h"
+#include "llm.h"
 #include "tap.h"
 
 static size_t textlen;
@@ -521,8 +531,7 @@ static void
 test_requests_unbuildable(void)
 {
 	json_t *m = neutral_messages(), *bad, *reply = NULL;
-	struct stage st;
-	struct llm_turn t = {&st, 0};
+	struct llm_turn t;
 	char *cause = NULL;
 	int permanent = 0;
 
@@ -544,9 +553,9 @@ test_requests_unbuildable(void)
 	    "anthropic: a message without a role fails the request");
 	json_decref(m);
 
-	memset(&st, 0, sizeof st);
-	st.name = "reviewing";
-	st.llm = json_pack("{s:s}", "provider", "scripted");
+	memset(&t, 0, sizeof t);
+	t.stage = "reviewing";
+	t.llm = json_pack("{s:s}", "provider", "scripted");
 	ok(llm_chat(&t, NULL, NULL, &reply, &cause, &permanent) == -1 &&
 	        permanent,
 	    "no conversation is a permanent error, not an empty request");
@@ -558,22 +567,21 @@ test_requests_unbuildable(void)
 	    "an empty conversation is a permanent error");
 	free(cause);
 	json_decref(m);
-	json_decref(st.llm);
+	json_decref(t.llm);
 }
 
 /* The official bases need a key: refused before any request is made. */
 static void
 test_no_key(void)
 {
-	struct stage st;
-	struct llm_turn t = {&st, 0};
+	struct llm_turn t;
 	json_t *reply = NULL;
 	char *cause = NULL;
 	int permanent = 0;
 
-	memset(&st, 0, sizeof st);
-	st.name = "planning";
-	st.llm = json_pack("{s:s}", "api_key", "");
+	memset(&t, 0, sizeof t);
+	t.stage = "planning";
+	t.llm = json_pack("{s:s}", "api_key", "");
 	ok(llm_openai_chat(&t, NULL, NULL, &reply, &cause, &permanent) == -1 &&
 	        permanent && reply == NULL,
 	    "openai: no key for api.openai.com is a permanent failure");
@@ -591,7 +599,7 @@ test_no_key(void)
 	        strstr(cause, "ORCH_LLM_API_KEY") != NULL,
 	    "  saying which variable to set");
 	free(cause);
-	json_decref(st.llm);
+	json_decref(t.llm);
 }
 
 static void
@@ -682,6 +690,220 @@ test_reply_limit(void)
 	free(s);
 }
 
+/*
+ * The callbacks, recorded: heartbeats (and how many had come when the
+ * first line of model text was logged), sleeps, and the log as
+ * "KIND:text\n" lines.
+ */
+struct io_rec {
+	unsigned beats, beats_at_first_text;
+	unsigned sleeps, slept_ms;
+	char log[4096];
+};
+
+static void
+rec_heartbeat(void *arg)
+{
+	struct io_rec *r = arg;
+
+	r->beats++;
+}
+
+static void
+rec_sleep(void *arg, unsigned ms)
+{
+	struct io_rec *r = arg;
+
+	r->sleeps++;
+	r->slept_ms += ms;
+}
+
+static void
+rec_log(void *arg, int kind, const char *text)
+{
+	struct io_rec *r = arg;
+	size_t n = strlen(r->log);
+
+	if (kind == PROTO_LOG_MODEL && strstr(r->log, "MODEL:") == NULL)
+		r->beats_at_first_text = r->beats;
+	snprintf(r->log + n, sizeof r->log - n, "%s:%s\n",
+	    kind == PROTO_LOG_MODEL  ? "MODEL"
+	    : kind == PROTO_LOG_INFO ? "INFO"
+	                             : "OTHER",
+	    text);
+}
+
+static void
+sleep_ms(unsigned ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+
+	while (nanosleep(&ts, &ts) == -1)
+		;
+}
+
+/*
+ * A model server on the loopback, in a child: it answers the connections
+ * it accepts, in order, with resp[i] (raw HTTP, Connection: close), sent
+ * in the pieces between "|" with pause_ms between them, then exits.
+ * Returns its pid; *port is where it listens.
+ */
+static pid_t
+fake_server(const char *const *resp, unsigned pause_ms, int *port)
+{
+	struct sockaddr_in sin;
+	socklen_t len = sizeof sin;
+	pid_t pid;
+	int s;
+
+	if ((s = socket(AF_INET, SOCK_STREAM, 0)) == -1)
+		fatal("socket");
+	memset(&sin, 0, sizeof sin);
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(s, (struct sockaddr *)&sin, sizeof sin) == -1 ||
+	    listen(s, 4) == -1 ||
+	    getsockname(s, (struct sockaddr *)&sin, &len) == -1)
+		fatal("fake_server");
+	*port = ntohs(sin.sin_port);
+	if ((pid = fork()) == -1)
+		fatal("fork");
+	if (pid != 0) {
+		close(s);
+		return pid;
+	}
+	for (; *resp != NULL; resp++) {
+		char req[65536], *hend, *cl;
+		size_t got = 0, want = 0;
+		ssize_t r;
+		int c;
+
+		if ((c = accept(s, NULL, NULL)) == -1)
+			_exit(1);
+		/* The whole request (headers and Content-Length bytes). */
+		for (;;) {
+			if ((r = read(c, req + got, sizeof req - 1 - got)) <= 0)
+				_exit(1);
+			got += (size_t)r;
+			req[got] = '\0';
+			if ((hend = strstr(req, "\r\n\r\n")) == NULL)
+				continue;
+			cl = strcasestr(req, "\r\nContent-Length:");
+			want = (size_t)(hend + 4 - req) +
+			       (cl ? strtoul(cl + 17, NULL, 10) : 0);
+			if (got >= want || got == sizeof req - 1)
+				break;
+		}
+		for (const char *p = *resp; *p != '\0';) {
+			size_t n = strcspn(p, "|");
+
+			if (write_all(c, p, n) == -1)
+				_exit(1);
+			p += n;
+			if (*p == '|') {
+				p++;
+				sleep_ms(pause_ms);
+			}
+		}
+		close(c);
+	}
+	_exit(0);
+}
+
+/*
+ * The model code calls back, it never calls up: the heartbeat while the
+ * reply is slow to come, the text in the log as it streams (a line at a
+ * time), and a retry's reason in the log and its wait through sleep.
+ */
+static void
+test_io_http(void)
+{
+	static const char *const resp[] = {
+	    "HTTP/1.1 503 Service Unavailable\r\nretry-after-ms: 7\r\n"
+	    "Content-Length: 4\r\nConnection: close\r\n\r\nbusy",
+	    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+	    "Connection: close\r\n\r\n"
+	    "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":"
+	    "\"Hello\\nwor\"}}]}\n\n|"
+	    "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":"
+	    "\"ld\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
+	    NULL};
+	struct io_rec rec;
+	struct llm_turn t;
+	json_t *m = neutral_messages(), *reply = NULL;
+	char *cause = NULL, *url;
+	int permanent = 0, port, status;
+	pid_t pid;
+
+	setenv("no_proxy", "*", 1); /* the loopback, whatever the host says */
+	pid = fake_server(resp, 1500, &port);
+	url = xasprintf("http://127.0.0.1:%d", port);
+	memset(&rec, 0, sizeof rec);
+	memset(&t, 0, sizeof t);
+	t.task = 7;
+	t.stage = "planning";
+	t.llm = json_pack("{s:s,s:s,s:s,s:i,s:i}", "base_url", url, "model",
+	    "m", "api_key", "sk-test", "timeout_s", 30, "max_retries", 1);
+	t.io.heartbeat = rec_heartbeat;
+	t.io.sleep = rec_sleep;
+	t.io.log = rec_log;
+	t.io.arg = &rec;
+	ok(llm_openai_chat(&t, m, NULL, &reply, &cause, &permanent) == 0,
+	    "a reply after a 503 and a slow stream");
+	if (cause != NULL)
+		printf("# %s\n", cause);
+	is_str(json_string_value(json_object_get(reply, "text")),
+	    "Hello\nworld", "  its text, whole");
+	ok(rec.sleeps == 1 && rec.slept_ms == 7,
+	    "the retry waited through the sleep callback, as Retry-After said");
+	ok(strstr(rec.log, "INFO:model: 503 ") != NULL &&
+	        strstr(rec.log, "trying again in 0.0 s (1 of 1)") != NULL,
+	    "the retry's reason went to the log callback");
+	/* "wor" waited 250 ms during the pause: it went out alone. */
+	ok(strstr(rec.log, "MODEL:Hello\nMODEL:wor\nMODEL:ld\n") != NULL,
+	    "the streamed text went to the log callback as it came");
+	ok(rec.beats_at_first_text > 0, "heartbeats while the reply came");
+	ok(rec.beats > rec.beats_at_first_text,
+	    "heartbeats while the stream paused for 1.5 s");
+	if (strstr(rec.log, "MODEL:") == NULL || rec.beats == 0)
+		printf("# log: %s; beats %u\n", rec.log, rec.beats);
+	waitpid(pid, &status, 0);
+	ok(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	    "the server was asked twice");
+	json_decref(reply);
+	json_decref(t.llm);
+	json_decref(m);
+	free(url);
+}
+
+/* A scripted turn's delay_ms is a sleep through the callback. */
+static void
+test_io_scripted(void)
+{
+	struct io_rec rec;
+	struct llm_turn t;
+	json_t *m = neutral_messages(), *reply = NULL;
+	char *cause = NULL;
+	int permanent = 0;
+
+	memset(&rec, 0, sizeof rec);
+	memset(&t, 0, sizeof t);
+	t.stage = "planning";
+	t.llm = json_pack("{s:s,s:s}", "provider", "scripted", "script",
+	    "{\"planning\":[{\"text\":\"hi\",\"delay_ms\":1234}]}");
+	t.io.sleep = rec_sleep;
+	t.io.arg = &rec;
+	ok(llm_chat(&t, m, NULL, &reply, &cause, &permanent) == 0 &&
+	        strcmp(json_string_value(json_object_get(reply, "text")),
+	            "hi") == 0,
+	    "scripted: the turn's reply");
+	ok(rec.sleeps == 1 && rec.slept_ms == 1234,
+	    "scripted: delay_ms is slept through the sleep callback");
+	json_decref(reply);
+	json_decref(t.llm);
+	json_decref(m);
+}
+
 int
 main(void)
 {
@@ -693,5 +915,7 @@ main(void)
 	test_no_key();
 	test_scrub();
 	test_reply_limit();
+	test_io_scripted();
+	test_io_http();
 	return tap_done();
 }

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "common.h"
-#include "worker.h"
+#include "llm.h"
 #include "tap.h"
 
 struct got {

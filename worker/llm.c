@@ -23,7 +23,7 @@
 
 #include "common.h"
 #include "proto.h"
-#include "worker.h"
+#include "llm.h"
 
 static json_t *
 scripted_load(const char *script, char **cause)
@@ -67,8 +67,7 @@ scripted_trace(const char *path, const struct llm_turn *t)
 		return;
 	}
 	line = xasprintf("task=%lld stage=%s run=%lld round=%d turn=%d\n",
-	    (long long)t->st->task, t->st->name, (long long)t->st->run,
-	    t->st->round, t->turn);
+	    (long long)t->task, t->stage, (long long)t->run, t->round, t->turn);
 	(void)write_all(fd, line, strlen(line));
 	fsync(fd);
 	close(fd);
@@ -80,8 +79,7 @@ scripted_chat(
     const struct llm_turn *t, json_t **reply, char **cause, int *permanent)
 {
 	json_t *script, *turns, *turn, *calls, *out, *oc;
-	const char *path =
-	    json_string_value(json_object_get(t->st->llm, "script"));
+	const char *path = json_string_value(json_object_get(t->llm, "script"));
 	char *key;
 	size_t i;
 	json_t *c;
@@ -89,32 +87,31 @@ scripted_chat(
 	*permanent = 1;
 	if ((script = scripted_load(path, cause)) == NULL)
 		return -1;
-	key = xasprintf("%s#%d", t->st->name, t->st->round);
+	key = xasprintf("%s#%d", t->stage, t->round);
 	turns = json_object_get(script, key);
 	free(key);
 	if (turns == NULL)
-		turns = json_object_get(script, t->st->name);
+		turns = json_object_get(script, t->stage);
 	if (!json_is_array(turns) ||
 	    (size_t)t->turn >= json_array_size(turns)) {
 		*cause = xasprintf("the scripted model has no turn %d for "
 		                   "stage %s (round %d): extend "
 		                   "ORCH_LLM_SCRIPT",
-		    t->turn + 1, t->st->name, t->st->round);
+		    t->turn + 1, t->stage, t->round);
 		json_decref(script);
 		return -1;
 	}
 	turn = json_array_get(turns, (size_t)t->turn);
 	if (!json_is_object(turn)) {
 		*cause = xasprintf("scripted turn %d of %s is not an object",
-		    t->turn + 1, t->st->name);
+		    t->turn + 1, t->stage);
 		json_decref(script);
 		return -1;
 	}
-	scripted_trace(
-	    json_string_value(json_object_get(t->st->llm, "trace")), t);
+	scripted_trace(json_string_value(json_object_get(t->llm, "trace")), t);
 	if (json_is_integer(json_object_get(turn, "delay_ms")))
-		wio_sleep((unsigned)json_integer_value(
-		    json_object_get(turn, "delay_ms")));
+		llm_io_sleep(t, (unsigned)json_integer_value(
+		                    json_object_get(turn, "delay_ms")));
 
 	out = json_object();
 	oc = json_array();
@@ -161,7 +158,7 @@ llm_chat(const struct llm_turn *t, json_t *messages, json_t *tools,
     json_t **reply, char **cause, int *permanent)
 {
 	const char *provider =
-	    json_string_value(json_object_get(t->st->llm, "provider"));
+	    json_string_value(json_object_get(t->llm, "provider"));
 
 	*reply = NULL;
 	*permanent = 0;

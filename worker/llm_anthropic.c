@@ -23,7 +23,7 @@
 #include <string.h>
 
 #include "common.h"
-#include "worker.h"
+#include "llm.h"
 
 #define ANTHROPIC_BASE       "https://api.anthropic.com"
 #define ANTHROPIC_MODEL      "claude-sonnet-4-5"

@@ -42,7 +42,7 @@
 
 #include "common.h"
 #include "proto.h"
-#include "worker.h"
+#include "llm.h"
 
 /*
  * libcurl is loaded on the first model call, not linked: with the TLS,
@@ -383,6 +383,7 @@ llm_asm_finish(struct llm_asm *a, json_t **reply, char **cause)
 /* The task log: text as it arrives, a line at a time or every 250 ms. */
 
 struct llm_log {
+	const struct llm_turn *t; /* whose callbacks get the lines */
 	char *buf;
 	size_t len, cap;
 	uint64_t last;
@@ -396,7 +397,7 @@ llm_log_flush(struct llm_log *l, size_t n)
 	while (n > 0 && (l->buf[n - 1] == '\n' || l->buf[n - 1] == '\r'))
 		n--;
 	if (n > 0)
-		wio_log(PROTO_LOG_MODEL, "%.*s", (int)n, l->buf);
+		llm_io_log(l->t, PROTO_LOG_MODEL, "%.*s", (int)n, l->buf);
 	memmove(l->buf, l->buf + skip, l->len - skip);
 	l->len -= skip;
 	l->last = now_ms();
@@ -414,6 +415,38 @@ llm_log_text(void *arg, const char *s, size_t n)
 	if (l->len >= LLM_LOG_MAX ||
 	    (l->len > 0 && now_ms() - l->last >= LLM_LOG_EVERY_MS))
 		llm_log_flush(l, l->len);
+}
+
+/* The caller's callbacks (struct llm_io): a NULL one does nothing. */
+
+void
+llm_io_heartbeat(const struct llm_turn *t)
+{
+	if (t->io.heartbeat != NULL)
+		t->io.heartbeat(t->io.arg);
+}
+
+void
+llm_io_sleep(const struct llm_turn *t, unsigned ms)
+{
+	if (t->io.sleep != NULL)
+		t->io.sleep(t->io.arg, ms);
+}
+
+void
+llm_io_log(const struct llm_turn *t, int kind, const char *fmt, ...)
+{
+	va_list ap;
+	char *text;
+
+	if (t->io.log == NULL)
+		return;
+	va_start(ap, fmt);
+	if (vasprintf(&text, fmt, ap) == -1)
+		fatal("vasprintf");
+	va_end(ap);
+	t->io.log(t->io.arg, kind, text);
+	free(text);
 }
 
 /* The round trip. */
@@ -507,7 +540,7 @@ llm_xfer_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
 	(void)ultotal;
 	(void)ulnow;
 	/* Waiting for the model is work: the watchdog must not fire. */
-	wio_heartbeat(NULL);
+	llm_io_heartbeat(x->req->t);
 	if (x->log->len > 0 && now_ms() - x->log->last >= LLM_LOG_EVERY_MS)
 		llm_log_flush(x->log, x->log->len);
 	return 0;
@@ -679,8 +712,8 @@ llm_attempt(const struct llm_req *req, struct curl_slist *hdrs,
 	struct llm_xfer x;
 	char errbuf[CURL_ERROR_SIZE];
 	CURLcode rc;
-	long timeout = (long)json_integer_value(
-	    json_object_get(req->t->st->llm, "timeout_s"));
+	long timeout =
+	    (long)json_integer_value(json_object_get(req->t->llm, "timeout_s"));
 	int ret = -1;
 
 	if (timeout <= 0)
@@ -798,9 +831,9 @@ llm_http_chat(
 {
 	static int inited;
 	struct curl_slist *hdrs = NULL;
-	struct llm_log log = {NULL, 0, 0, 0};
+	struct llm_log log = {req->t, NULL, 0, 0, 0};
 	json_int_t maxr =
-	    json_integer_value(json_object_get(req->t->st->llm, "max_retries"));
+	    json_integer_value(json_object_get(req->t->llm, "max_retries"));
 	unsigned tries = maxr < 0 ? 1 : (unsigned)maxr + 1;
 	char *h, *last = NULL;
 	uint64_t ra;
@@ -823,10 +856,10 @@ llm_http_chat(
 	hdrs = cu.slist_append(hdrs, "Accept: text/event-stream");
 	/* No "100 Continue" round trip for large conversations. */
 	hdrs = cu.slist_append(hdrs, "Expect:");
-	h = xasprintf("X-Orch-Task-Id: %lld", (long long)req->t->st->task);
+	h = xasprintf("X-Orch-Task-Id: %lld", (long long)req->t->task);
 	hdrs = cu.slist_append(hdrs, h);
 	free(h);
-	h = xasprintf("X-Orch-Stage: %s", req->t->st->name);
+	h = xasprintf("X-Orch-Stage: %s", req->t->stage);
 	hdrs = cu.slist_append(hdrs, h);
 	free(h);
 
@@ -852,11 +885,11 @@ llm_http_chat(
 			                            ? ra
 			                            : LLM_RETRY_AFTER_MAX_MS)
 			           : llm_backoff(n);
-			wio_log(PROTO_LOG_INFO,
+			llm_io_log(req->t, PROTO_LOG_INFO,
 			    "model: %s; trying again in %u.%01u s (%u of %u)",
 			    last, ms / 1000, (ms % 1000) / 100, n + 1,
 			    tries - 1);
-			wio_sleep(ms);
+			llm_io_sleep(req->t, ms);
 		}
 	}
 	if (rc == 0) {
@@ -880,7 +913,7 @@ llm_http_api_chat(const struct llm_api *api, const struct llm_turn *t,
     json_t *messages, json_t *tools, json_t **reply, char **cause,
     int *permanent)
 {
-	json_t *llm = t->st->llm, *body;
+	json_t *llm = t->llm, *body;
 	const char *base = json_string_value(json_object_get(llm, "base_url"));
 	const char *model = json_string_value(json_object_get(llm, "model"));
 	const char *key = json_string_value(json_object_get(llm, "api_key"));

@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "common.h"
-#include "worker.h"
+#include "llm.h"
 
 #define OPENAI_BASE  "https://api.openai.com/v1"
 #define OPENAI_MODEL "gpt-4o-mini"

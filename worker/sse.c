@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "common.h"
-#include "worker.h"
+#include "llm.h"
 
 void
 sse_init(struct sse *p, sse_event_fn cb, void *arg)

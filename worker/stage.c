@@ -181,12 +181,28 @@ stage_run_command(
 	return 0;
 }
 
+/* What the model code calls back: the link to the supervisor. */
+static void
+stage_llm_sleep(void *arg, unsigned ms)
+{
+	(void)arg;
+	wio_sleep(ms);
+}
+
+static void
+stage_llm_log(void *arg, int kind, const char *text)
+{
+	(void)arg;
+	wio_log(kind, "%s", text);
+}
+
 /* One model turn: replayed from the journal, or asked and journaled. */
 static json_t *
 stage_reply(json_t *messages, json_t *tools, int turn)
 {
 	const char *data = journal_next("reply");
-	struct llm_turn lt = {S, turn};
+	struct llm_turn lt = {S->task, S->name, S->run, S->round, turn, S->llm,
+	    {wio_heartbeat, stage_llm_sleep, stage_llm_log, NULL}};
 	json_t *reply;
 	char *cause, *s;
 	int permanent;

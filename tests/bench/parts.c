@@ -49,24 +49,13 @@
 #include "store.h"
 #include "worker.h"
 
-/* The worker's link to the supervisor is not part of this program. */
-void
-wio_heartbeat(void *unused)
+/* The model code's backoff sleeps (it heartbeats and logs to no one
+ * here: its callbacks for those are NULL). */
+static void
+llm_sleep(void *arg, unsigned ms)
 {
-	(void)unused;
-}
-
-void
-wio_sleep(unsigned ms)
-{
+	(void)arg;
 	usleep(ms * 1000);
-}
-
-void
-wio_log(int kind, const char *fmt, ...)
-{
-	(void)kind;
-	(void)fmt;
 }
 
 static unsigned runs = 200, ws_runs = 20, nfiles = 1000;
@@ -291,16 +280,16 @@ static void
 part_llm(const char *url)
 {
 	double *a = xcalloc(runs, sizeof *a), *b = xcalloc(runs, sizeof *b);
-	struct stage st;
-	struct llm_turn lt = {&st, 0};
+	struct llm_turn lt;
 	json_t *messages, *tools, *reqj;
 	char *body, *full = xasprintf("%s/chat/completions", url);
 	struct curl_slist *hdrs = NULL;
 
-	memset(&st, 0, sizeof st);
-	st.task = 1;
-	st.name = "planning";
-	st.llm = json_pack("{s:s,s:s,s:s,s:i,s:i}", "base_url", url, "model",
+	memset(&lt, 0, sizeof lt);
+	lt.task = 1;
+	lt.stage = "planning";
+	lt.io.sleep = llm_sleep;
+	lt.llm = json_pack("{s:s,s:s,s:s,s:i,s:i}", "base_url", url, "model",
 	    "mock-model", "api_key", "sk-bench", "timeout_s", 30, "max_retries",
 	    0);
 	messages = json_pack("[{s:s,s:s},{s:s,s:s}]", "role", "system",
@@ -356,7 +345,7 @@ part_llm(const char *url)
 	free(full);
 	json_decref(messages);
 	json_decref(tools);
-	json_decref(st.llm);
+	json_decref(lt.llm);
 	free(a);
 	free(b);
 }

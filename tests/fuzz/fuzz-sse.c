@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "common.h"
-#include "worker.h"
+#include "llm.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 
