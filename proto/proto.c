@@ -97,6 +97,33 @@ struct proto_walk {
 
 static int proto_check_object(struct proto_walk *, unsigned, const char **);
 
+static const char *const stage_names[STAGE_MAX] = {
+    [STAGE_PLANNING] = "planning",
+    [STAGE_IMPLEMENTING] = "implementing",
+    [STAGE_REVIEWING] = "reviewing",
+    [STAGE_VERIFYING] = "verifying",
+};
+
+int
+stage_parse(const char *s, enum stage_id *stage)
+{
+	for (unsigned i = 0; s != NULL && i < STAGE_MAX; i++) {
+		if (strcmp(s, stage_names[i]) == 0) {
+			*stage = (enum stage_id)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+const char *
+stage_name(enum stage_id stage)
+{
+	if ((unsigned)stage >= STAGE_MAX)
+		return "unknown";
+	return stage_names[stage];
+}
+
 const char *
 proto_type_name(enum proto_type type)
 {

@@ -28,6 +28,20 @@
 #define PROTO_MAX_DEPTH  4
 #define PROTO_MAX_FIELDS 8
 
+/*
+ * The stages of a task, in workflow order.  Both programs know a stage by
+ * this enum; its name is text only where it crosses a boundary (the
+ * database, the command line, a log line, the wire), and stage_parse is
+ * the one place such text is compared.
+ */
+enum stage_id {
+	STAGE_PLANNING,
+	STAGE_IMPLEMENTING,
+	STAGE_REVIEWING,
+	STAGE_VERIFYING,
+	STAGE_MAX
+};
+
 /* Worker exit codes (after s6: 100 means give up, 111 means try again). */
 #define WORKER_EXIT_OK      0
 #define WORKER_EXIT_STOPPED 75  /* asked to stop; the stage is resumable */
@@ -108,6 +122,10 @@ struct proto_msg {
 };
 
 /* proto.c */
+/* The stage named s: 0 and *stage set, or -1 when s names none. */
+int stage_parse(const char *s, enum stage_id *stage);
+/* The name of a stage ("planning"...), or "unknown" out of range. */
+const char *stage_name(enum stage_id);
 const char *proto_type_name(enum proto_type);
 void proto_msg_init(struct proto_msg *, enum proto_type);
 void proto_msg_clear(struct proto_msg *);

@@ -224,6 +224,83 @@ fail:
 	    why, store_error(sched_st));
 }
 
+/* sched_apply_*: below. */
+static int sched_apply_planning(const struct task *, json_t *);
+static int sched_apply_implementing(const struct task *, json_t *);
+static int sched_apply_reviewing(const struct task *, json_t *);
+static int sched_apply_verifying(const struct task *, json_t *);
+/*
+ * What a stage approved by a person (or by auto-approve) needs: the
+ * auto-approve bit, the columns that record who approved it and when, the
+ * state the task waits in, and the state it moves on to once approved.
+ */
+struct sched_gate {
+	int auto_bit; /* AUTO_APPROVE_*; 0: the stage has no gate */
+	enum task_col approved_at;
+	enum task_col approved_by;
+	enum wstate awaiting;
+	enum wstate approved;
+	int approved_new_run; /* approved enters a new stage run */
+	const char *auto_why;
+	const char *wait_why;
+};
+
+/*
+ * The workflow's stages, in order: the state a task is in while the stage
+ * runs, the checkpoint that counts its rounds, what its result does, its
+ * approval gate, and whether the worktree is clean once it ended (the
+ * verify command's changes are not snapshotted).  Adding a stage is a row
+ * here and its apply function.
+ */
+static const struct sched_stage {
+	enum wstate running;
+	const char *start_checkpoint;
+	int (*apply)(const struct task *, json_t *);
+	struct sched_gate gate;
+	int leaves_clean;
+} sched_stages[STAGE_MAX] = {
+    [STAGE_PLANNING] = {WS_PLANNING, "start_planning", sched_apply_planning,
+        {AUTO_APPROVE_PLAN, TC_PLAN_APPROVED_AT, TC_PLAN_APPROVED_BY,
+            WS_PLAN_AWAITING_APPROVAL, WS_PLAN_APPROVED, 0,
+            "plan auto-approved", "plan ready: approve or reject it"},
+        1},
+    [STAGE_IMPLEMENTING] = {WS_IMPLEMENTING, "start_implementation",
+        sched_apply_implementing,
+        {AUTO_APPROVE_IMPLEMENTATION, TC_IMPLEMENTATION_APPROVED_AT,
+            TC_IMPLEMENTATION_APPROVED_BY, WS_IMPLEMENTATION_AWAITING_APPROVAL,
+            WS_REVIEWING, 1, "implementation auto-approved",
+            "implementation ready: approve or reject it"},
+        1},
+    [STAGE_REVIEWING] = {WS_REVIEWING, "start_review", sched_apply_reviewing,
+        {0, 0, 0, 0, 0, 0, NULL, NULL}, 1},
+    [STAGE_VERIFYING] = {WS_VERIFYING, "start_verification",
+        sched_apply_verifying, {0, 0, 0, 0, 0, 0, NULL, NULL}, 0},
+};
+
+/*
+ * The approval gate after a stage's result: auto-approved (recorded as
+ * such) or left waiting for a person.
+ */
+static int
+sched_approval(const struct task *t, enum stage_id stage)
+{
+	const struct sched_gate *g = &sched_stages[stage].gate;
+	struct store *st = sched_st;
+	int rc;
+
+	if (t->auto_approve & g->auto_bit) {
+		rc = store_task_stamp(st, t->id, g->approved_at);
+		if (rc == 0)
+			rc = store_task_set_text(
+			    st, t->id, g->approved_by, "auto-approve");
+		if (rc == 0)
+			rc = task_enter(st, t, g->approved, g->approved_new_run,
+			    g->auto_why);
+		return rc;
+	}
+	return task_enter(st, t, g->awaiting, 0, g->wait_why);
+}
+
 /*
  * From the checkpoints: how many times a stage has started in this task (the
  * scripted model's "round": a rejected plan is planned again in round 2),
@@ -257,14 +334,11 @@ sched_scan_cb(const struct checkpoint *cp, void *arg)
 static void
 sched_scan(int64_t task, const char *stage, struct cp_scan *sc)
 {
-	if (strcmp(stage, "planning") == 0)
-		sc->name = "start_planning";
-	else if (strcmp(stage, "implementing") == 0)
-		sc->name = "start_implementation";
-	else if (strcmp(stage, "reviewing") == 0)
-		sc->name = "start_review";
-	else
-		sc->name = "start_verification";
+	enum stage_id sid;
+
+	sc->name = stage_parse(stage, &sid) == 0
+	               ? sched_stages[sid].start_checkpoint
+	               : "start_verification";
 	sc->rounds = 0;
 	sc->snapshot = NULL;
 	store_checkpoint_list(sched_st, task, sched_scan_cb, sc);
@@ -582,169 +656,160 @@ json_str(json_t *o, const char *k)
 }
 
 /*
- * Apply a stage's result to the workflow, in the caller's transaction.
- * Returns -1 on a database error; a result that makes no sense for the
- * stage fails the task instead.
+ * Applying a stage's result to the workflow, in the caller's transaction:
+ * one function per stage.  Each returns -1 on a database error; a result
+ * that makes no sense for the stage fails the task instead.
  */
+/* The plan is recorded; a person approves it unless auto-approve says. */
 static int
-sched_apply(const struct task *t, const char *stage, json_t *r)
+sched_apply_planning(const struct task *t, json_t *r)
+{
+	struct store *st = sched_st;
+	int64_t id = t->id;
+	int rc;
+
+	const char *plan = json_str(r, "plan");
+	if (plan == NULL)
+		return sched_fail_tx(t, "planning ended without a plan");
+	rc = store_task_set_text(st, id, TC_PLAN, plan);
+	if (rc == 0)
+		rc = store_checkpoint_add(st, id, "after_planning", NULL);
+	if (rc == -1)
+		return -1;
+	return sched_approval(t, STAGE_PLANNING);
+}
+
+/* The change is recorded; a person approves it unless auto-approve says. */
+static int
+sched_apply_implementing(const struct task *t, json_t *r)
 {
 	struct store *st = sched_st;
 	int64_t id = t->id;
 	int rc;
 	char *s;
 
-	if (strcmp(stage, "planning") == 0) {
-		const char *plan = json_str(r, "plan");
-		if (plan == NULL)
-			return sched_fail_tx(
-			    t, "planning ended without a plan");
-		rc = store_task_set_text(st, id, TC_PLAN, plan);
-		if (rc == 0)
-			rc = store_checkpoint_add(
-			    st, id, "after_planning", NULL);
-		if (rc == -1)
-			return -1;
-		if (t->auto_approve & AUTO_APPROVE_PLAN) {
-			rc = store_task_stamp(st, id, TC_PLAN_APPROVED_AT);
-			if (rc == 0)
-				rc = store_task_set_text(st, id,
-				    TC_PLAN_APPROVED_BY, "auto-approve");
-			if (rc == 0)
-				rc = task_enter(st, t, WS_PLAN_APPROVED, 0,
-				    "plan auto-approved");
-			return rc;
-		}
-		return task_enter(st, t, WS_PLAN_AWAITING_APPROVAL, 0,
-		    "plan ready: approve or reject it");
-	}
-	if (strcmp(stage, "implementing") == 0) {
-		const char *sum = json_str(r, "summary");
-		const char *stat = json_str(r, "diffstat");
-		if (sum == NULL)
-			return sched_fail_tx(
-			    t, "implementation ended without a summary");
-		s = xasprintf(
-		    "%s%s%s", sum, stat ? "\n\n" : "", stat ? stat : "");
-		rc = store_task_set_text(st, id, TC_IMPLEMENTATION, s);
+	const char *sum = json_str(r, "summary");
+	const char *stat = json_str(r, "diffstat");
+	if (sum == NULL)
+		return sched_fail_tx(
+		    t, "implementation ended without a summary");
+	s = xasprintf("%s%s%s", sum, stat ? "\n\n" : "", stat ? stat : "");
+	rc = store_task_set_text(st, id, TC_IMPLEMENTATION, s);
+	free(s);
+	if (rc == 0)
+		rc = store_task_set_text(st, id, TC_FEEDBACK, NULL);
+	if (rc == 0) {
+		s = json_dumps(r, JSON_COMPACT);
+		rc = store_checkpoint_add(st, id, "after_implementation", s);
 		free(s);
-		if (rc == 0)
-			rc = store_task_set_text(st, id, TC_FEEDBACK, NULL);
-		if (rc == 0) {
-			s = json_dumps(r, JSON_COMPACT);
-			rc = store_checkpoint_add(
-			    st, id, "after_implementation", s);
-			free(s);
-		}
-		if (rc == -1)
-			return -1;
-		if (t->auto_approve & AUTO_APPROVE_IMPLEMENTATION) {
-			rc = store_task_stamp(
-			    st, id, TC_IMPLEMENTATION_APPROVED_AT);
-			if (rc == 0)
-				rc = store_task_set_text(st, id,
-				    TC_IMPLEMENTATION_APPROVED_BY,
-				    "auto-approve");
-			if (rc == 0)
-				rc = task_enter(st, t, WS_REVIEWING, 1,
-				    "implementation auto-approved");
-			return rc;
-		}
+	}
+	if (rc == -1)
+		return -1;
+	return sched_approval(t, STAGE_IMPLEMENTING);
+}
+
+/* An approving review moves on to verifying; one that asks for changes
+ * sends the task back to implementing, up to ORCH_MAX_REVIEW_ROUNDS. */
+static int
+sched_apply_reviewing(const struct task *t, json_t *r)
+{
+	struct store *st = sched_st;
+	int64_t id = t->id;
+	int rc;
+	char *s;
+
+	const char *verdict = json_str(r, "verdict");
+	const char *comments = json_str(r, "comments");
+	if (verdict == NULL)
+		return sched_fail_tx(t, "review ended without a verdict");
+	s = json_dumps(r, JSON_COMPACT);
+	rc = store_task_set_text(st, id, TC_REVIEW, s);
+	if (rc == 0)
+		rc = store_checkpoint_add(st, id, "after_review", s);
+	free(s);
+	if (rc == -1)
+		return -1;
+	if (strcmp(verdict, "approve") == 0)
+		return task_enter(st, t, WS_VERIFYING, 1, "review approved");
+	int64_t rounds = t->ival[TI_REVIEW_ROUNDS] + 1;
+	if (store_task_set_int(st, id, TI_REVIEW_ROUNDS, rounds) == -1)
+		return -1;
+	if (rounds > cfg.max_review_rounds)
 		return task_enter(st, t, WS_IMPLEMENTATION_AWAITING_APPROVAL, 0,
-		    "implementation ready: approve or reject it");
-	}
-	if (strcmp(stage, "reviewing") == 0) {
-		const char *verdict = json_str(r, "verdict");
-		const char *comments = json_str(r, "comments");
-		if (verdict == NULL)
-			return sched_fail_tx(
-			    t, "review ended without a verdict");
-		s = json_dumps(r, JSON_COMPACT);
-		rc = store_task_set_text(st, id, TC_REVIEW, s);
-		if (rc == 0)
-			rc = store_checkpoint_add(st, id, "after_review", s);
-		free(s);
-		if (rc == -1)
-			return -1;
-		if (strcmp(verdict, "approve") == 0)
-			return task_enter(
-			    st, t, WS_VERIFYING, 1, "review approved");
-		int64_t rounds = t->ival[TI_REVIEW_ROUNDS] + 1;
-		if (store_task_set_int(st, id, TI_REVIEW_ROUNDS, rounds) == -1)
-			return -1;
-		if (rounds > cfg.max_review_rounds)
-			return task_enter(st, t,
-			    WS_IMPLEMENTATION_AWAITING_APPROVAL, 0,
-			    "the review still asks for changes after "
-			    "ORCH_MAX_REVIEW_ROUNDS rounds: a person decides "
-			    "(approve overrides the review)");
-		s = xasprintf("The reviewer asked for changes:\n%s",
-		    comments ? comments : "");
-		rc = store_task_set_text(st, id, TC_FEEDBACK, s);
-		free(s);
-		if (rc == -1)
-			return -1;
-		return task_enter(
-		    st, t, WS_IMPLEMENTING, 1, "review asked for changes");
-	}
-	if (strcmp(stage, "verifying") == 0) {
-		const char *status = json_str(r, "status");
-		if (status == NULL)
-			return sched_fail_tx(
-			    t, "verification ended without a status");
-		s = json_dumps(r, JSON_COMPACT);
-		rc = store_task_set_text(st, id, TC_VERIFICATION_RESULT, s);
-		if (rc == 0)
-			rc = store_checkpoint_add(
-			    st, id, "after_verification", s);
-		free(s);
-		if (rc == -1)
-			return -1;
-		if (strcmp(status, "failed") != 0)
-			return task_enter(st, t, WS_COMPLETED, 0,
-			    strcmp(status, "skipped") == 0
-			        ? "completed (verification skipped: no "
-			          "command)"
-			        : "completed (verification passed)");
-		int64_t rounds = t->ival[TI_VERIFY_ROUNDS] + 1;
-		if (store_task_set_int(st, id, TI_VERIFY_ROUNDS, rounds) == -1)
-			return -1;
-		if (rounds > cfg.max_verify_rounds) {
-			json_t *es = json_object_get(r, "exit_status");
-			s = xasprintf(
-			    "verification (%s) still fails after %lld "
-			    "rounds (ORCH_MAX_VERIFY_ROUNDS=%u); the "
-			    "last exit status was %s",
-			    json_str(r, "command") ? json_str(r, "command")
-			                           : "?",
-			    (long long)rounds, cfg.max_verify_rounds,
-			    json_is_integer(es) ? "" : "none (killed)");
-			if (json_is_integer(es)) {
-				char *t2 = xasprintf("%s%lld", s,
-				    (long long)json_integer_value(es));
-				free(s);
-				s = t2;
-			}
-			rc = sched_fail_tx(t, s);
+		    "the review still asks for changes after "
+		    "ORCH_MAX_REVIEW_ROUNDS rounds: a person decides "
+		    "(approve overrides the review)");
+	s = xasprintf(
+	    "The reviewer asked for changes:\n%s", comments ? comments : "");
+	rc = store_task_set_text(st, id, TC_FEEDBACK, s);
+	free(s);
+	if (rc == -1)
+		return -1;
+	return task_enter(
+	    st, t, WS_IMPLEMENTING, 1, "review asked for changes");
+}
+
+/* A passed (or skipped) verification completes the task; a failed one
+ * goes back to implementing, up to ORCH_MAX_VERIFY_ROUNDS. */
+static int
+sched_apply_verifying(const struct task *t, json_t *r)
+{
+	struct store *st = sched_st;
+	int64_t id = t->id;
+	int rc;
+	char *s;
+
+	const char *status = json_str(r, "status");
+	if (status == NULL)
+		return sched_fail_tx(t, "verification ended without a status");
+	s = json_dumps(r, JSON_COMPACT);
+	rc = store_task_set_text(st, id, TC_VERIFICATION_RESULT, s);
+	if (rc == 0)
+		rc = store_checkpoint_add(st, id, "after_verification", s);
+	free(s);
+	if (rc == -1)
+		return -1;
+	if (strcmp(status, "failed") != 0)
+		return task_enter(st, t, WS_COMPLETED, 0,
+		    strcmp(status, "skipped") == 0
+		        ? "completed (verification skipped: no "
+		          "command)"
+		        : "completed (verification passed)");
+	int64_t rounds = t->ival[TI_VERIFY_ROUNDS] + 1;
+	if (store_task_set_int(st, id, TI_VERIFY_ROUNDS, rounds) == -1)
+		return -1;
+	if (rounds > cfg.max_verify_rounds) {
+		json_t *es = json_object_get(r, "exit_status");
+		s = xasprintf("verification (%s) still fails after %lld "
+		              "rounds (ORCH_MAX_VERIFY_ROUNDS=%u); the "
+		              "last exit status was %s",
+		    json_str(r, "command") ? json_str(r, "command") : "?",
+		    (long long)rounds, cfg.max_verify_rounds,
+		    json_is_integer(es) ? "" : "none (killed)");
+		if (json_is_integer(es)) {
+			char *t2 = xasprintf(
+			    "%s%lld", s, (long long)json_integer_value(es));
 			free(s);
-			return rc;
+			s = t2;
 		}
-		const char *tail = json_str(r, "output_tail");
-		s = xasprintf(
-		    "The verification command failed:\n%s", tail ? tail : "");
-		rc = store_task_set_text(st, id, TC_FEEDBACK, s);
+		rc = sched_fail_tx(t, s);
 		free(s);
-		if (rc == -1)
-			return -1;
-		return task_enter(st, t, WS_IMPLEMENTING, 1,
-		    "verification failed, implementing again");
+		return rc;
 	}
-	return sched_fail_tx(t, "result from an unknown stage");
+	const char *tail = json_str(r, "output_tail");
+	s = xasprintf("The verification command failed:\n%s", tail ? tail : "");
+	rc = store_task_set_text(st, id, TC_FEEDBACK, s);
+	free(s);
+	if (rc == -1)
+		return -1;
+	return task_enter(st, t, WS_IMPLEMENTING, 1,
+	    "verification failed, implementing again");
 }
 
 static void
 sched_result(struct worker *w, const struct proto_msg *m)
 {
+	enum stage_id stage;
 	struct task *t;
 	json_t *r = NULL;
 	json_error_t jerr;
@@ -765,6 +830,10 @@ sched_result(struct worker *w, const struct proto_msg *m)
 		sched_ack(w, 0);
 		return;
 	}
+	if (stage_parse(w->stage, &stage) == -1) {
+		/* proc_spawn was given a name from wstate_stage. */
+		fatalx("%s: unknown stage %s", __func__, w->stage);
+	}
 	if (!m->u[PF_OK]) {
 		const char *why = m->s[PF_TEXT] && *m->s[PF_TEXT]
 		                      ? m->s[PF_TEXT]
@@ -776,7 +845,7 @@ sched_result(struct worker *w, const struct proto_msg *m)
 		rc = sched_fail_tx(t, "the worker's result is not a JSON "
 		                      "object");
 	} else
-		rc = sched_apply(t, w->stage, r);
+		rc = sched_stages[stage].apply(t, r);
 	json_decref(r);
 	if (rc == -1 || store_commit(sched_st) == -1) {
 		store_rollback(sched_st);
@@ -791,7 +860,7 @@ sched_result(struct worker *w, const struct proto_msg *m)
 	 * the verify command's.  (Marked now: the next stage may start before
 	 * this worker has exited.)
 	 */
-	if (strcmp(w->stage, "verifying") != 0)
+	if (sched_stages[stage].leaves_clean)
 		sched_clean_put(w->task);
 	sched_ack(w, 0);
 	sched_kick();
