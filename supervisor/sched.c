@@ -332,13 +332,9 @@ sched_scan_cb(const struct checkpoint *cp, void *arg)
 }
 
 static void
-sched_scan(int64_t task, const char *stage, struct cp_scan *sc)
+sched_scan(int64_t task, enum stage_id stage, struct cp_scan *sc)
 {
-	enum stage_id sid;
-
-	sc->name = stage_parse(stage, &sid) == 0
-	               ? sched_stages[sid].start_checkpoint
-	               : "start_verification";
+	sc->name = sched_stages[stage].start_checkpoint;
 	sc->rounds = 0;
 	sc->snapshot = NULL;
 	store_checkpoint_list(sched_st, task, sched_scan_cb, sc);
@@ -346,86 +342,51 @@ sched_scan(int64_t task, const char *stage, struct cp_scan *sc)
 		sc->rounds = 1;
 }
 
-/* Texts a person or a model wrote may be anything: made valid UTF-8, not
- * left out of START (jansson refuses the rest). */
+/*
+ * What the worker is told in START: the task and the settings it needs.
+ * Texts a person or a model wrote may be anything: they are made valid
+ * UTF-8 (as the worker's conversation needs them), not left out.  It
+ * carries the API key, so it is never logged.
+ */
 static void
-json_set_str(json_t *o, const char *k, const char *v)
+sched_start_msg(
+    const struct task *t, enum stage_id stage, int clean, struct msg_start *s)
 {
-	if (v != NULL)
-		json_object_set_new(o, k, task_json_text(v));
-}
-
-/* What the worker is told in START: the task and the settings it needs.
- * It carries the API key, so it is never logged. */
-static char *
-sched_start_data(const struct task *t, const char *stage, int clean)
-{
-	json_t *o = json_object(), *llm = json_object();
-	char *s;
 	struct cp_scan sc;
+	char *id;
 
+	memset(s, 0, sizeof *s);
+	config_start(s);
 	sched_scan(t->id, stage, &sc);
-
-	json_object_set_new(o, "task", json_integer(t->id));
-	json_set_str(o, "stage", stage);
-	json_set_str(o, "request", t->request);
-	json_set_str(o, "repo", t->repo);
-	json_set_str(o, "base_commit", t->base_commit);
-	json_object_set_new(o, "worktree",
-	    json_sprintf(
-	        "%s/worktrees/task-%lld", cfg.state_dir, (long long)t->id));
-	json_object_set_new(
-	    o, "ref", json_sprintf("refs/orch/tasks/%lld", (long long)t->id));
-	json_object_set_new(
-	    o, "branch", json_sprintf("orch/task-%lld", (long long)t->id));
-	json_set_str(o, "plan", t->text[TC_PLAN]);
-	json_set_str(
-	    o, "plan_rejection_reason", t->text[TC_PLAN_REJECTION_REASON]);
-	json_set_str(o, "feedback", t->text[TC_FEEDBACK]);
-	json_set_str(o, "review", t->text[TC_REVIEW]);
-	json_set_str(o, "verify_command",
-	    t->verify_command ? t->verify_command : cfg.verify_command);
-	json_object_set_new(o, "round", json_integer(sc.rounds));
-	json_set_str(o, "snapshot", sc.snapshot);
+	s->task = (uint64_t)t->id;
+	s->stage = stage;
+	s->request = config_text(t->request);
+	s->repo = config_text(t->repo);
+	s->base_commit = config_text(t->base_commit);
+	s->worktree = xasprintf(
+	    "%s/worktrees/task-%lld", cfg.state_dir, (long long)t->id);
+	s->ref = xasprintf("refs/orch/tasks/%lld", (long long)t->id);
+	s->branch = xasprintf("orch/task-%lld", (long long)t->id);
+	s->plan = config_text(t->text[TC_PLAN]);
+	s->plan_rejection_reason =
+	    config_text(t->text[TC_PLAN_REJECTION_REASON]);
+	s->feedback = config_text(t->text[TC_FEEDBACK]);
+	s->review = config_text(t->text[TC_REVIEW]);
+	if (t->verify_command != NULL) {
+		free(s->verify_command);
+		s->verify_command = config_text(t->verify_command);
+	}
+	s->round = (uint64_t)sc.rounds;
+	s->snapshot = config_text(sc.snapshot);
 	free(sc.snapshot);
-	json_object_set_new(o, "workspace_clean", json_boolean(clean));
-	json_object_set_new(o, "max_steps", json_integer(cfg.max_steps));
-	json_object_set_new(
-	    o, "cmd_timeout_s", json_integer(cfg.cmd_timeout_s));
-	json_object_set_new(o, "snapshot_max_file_bytes",
-	    json_integer(cfg.snapshot_max_file_bytes > INT64_MAX
-	                     ? INT64_MAX
-	                     : (json_int_t)cfg.snapshot_max_file_bytes));
+	s->workspace_clean = clean ? 1 : 0;
 	/* Marks the commits the worker makes as this state directory's. */
-	if (store_state_id(sched_st, &s) == 0) {
-		json_set_str(o, "state_id", s);
-		free(s);
+	if (store_state_id(sched_st, &id) == 0) {
+		s->state_id = config_text(id);
+		free(id);
 	} else
 		log_warnx("task %lld: no state id: %s", (long long)t->id,
 		    store_error(sched_st));
-	json_object_set_new(o, "heartbeat_ms",
-	    json_integer(cfg.worker_timeout_s * 1000 / 4 > 0
-	                     ? cfg.worker_timeout_s * 1000 / 4
-	                     : 250));
-	s = config_profiles_dir();
-	json_set_str(o, "profiles_dir", s);
-	free(s);
-	json_object_set_new(o, "log_level", json_integer(cfg.log_level));
-
-	json_set_str(llm, "provider", cfg.provider);
-	json_set_str(llm, "base_url", cfg.base_url);
-	json_set_str(llm, "model", cfg.model);
-	json_set_str(llm, "api_key", cfg.api_key);
-	json_set_str(llm, "script", cfg.script);
-	json_set_str(llm, "trace", cfg.scripted_trace);
-	json_object_set_new(llm, "timeout_s", json_integer(cfg.llm_timeout_s));
-	json_object_set_new(
-	    llm, "max_retries", json_integer(cfg.llm_max_retries));
-	json_object_set_new(o, "llm", llm);
-
-	s = json_dumps(o, JSON_COMPACT);
-	json_decref(o);
-	return s;
 }
 
 /* Start the next stage of task id if it has one. */
@@ -593,9 +554,10 @@ static void
 sched_hello(struct worker *w, const struct proto_msg *m)
 {
 	struct proto_msg out;
+	struct msg_start start;
 	struct task *t;
+	enum stage_id stage;
 	uint64_t count = 0;
-	char *data;
 
 	if (m->u[PF_VERSION] != PROTO_VERSION) {
 		char *why = xasprintf("worker speaks protocol %llu, the "
@@ -613,16 +575,15 @@ sched_hello(struct worker *w, const struct proto_msg *m)
 		proc_kill(w, "cannot read the task from the database");
 		return;
 	}
+	if (stage_parse(w->stage, &stage) == -1)
+		fatalx("%s: unknown stage %s", __func__, w->stage);
 	w->hello = 1;
-	data = sched_start_data(t, w->stage, w->ws_clean);
-	proto_msg_init(&out, PROTO_START);
-	out.u[PF_VERSION] = PROTO_VERSION;
-	out.u[PF_TASK] = (uint64_t)w->task;
-	proto_set_str(&out, PF_STAGE, w->stage);
-	out.u[PF_RUN] = (uint64_t)w->run;
-	out.u[PF_ATTEMPT] = (uint64_t)t->ival[TI_STAGE_RETRIES];
-	out.u[PF_COUNT] = count;
-	proto_set_str(&out, PF_DATA, data);
+	sched_start_msg(t, stage, w->ws_clean, &start);
+	start.run = (uint64_t)w->run;
+	start.attempt = (uint64_t)t->ival[TI_STAGE_RETRIES];
+	start.count = count;
+	proto_start_set(&out, &start);
+	msg_start_clear(&start);
 	if (proto_str_total(&out) > PROTO_MAX_DATA) {
 		/* The task's texts (request, plan, review, feedback) are too
 		 * large to start a worker with: every restart would be
@@ -632,7 +593,6 @@ sched_hello(struct worker *w, const struct proto_msg *m)
 		                      "worker can be started with",
 		    proto_str_total(&out), PROTO_MAX_DATA);
 		proto_msg_clear(&out);
-		free(data);
 		task_free(t);
 		w->stopping = 1; /* the task's failure is said below */
 		proc_kill(w, why);
@@ -643,7 +603,6 @@ sched_hello(struct worker *w, const struct proto_msg *m)
 	}
 	proc_send(w, &out);
 	proto_msg_clear(&out);
-	free(data);
 	task_free(t);
 	store_journal_list(sched_st, w->task, w->run, sched_replay_cb, w);
 }
