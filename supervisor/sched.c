@@ -246,35 +246,36 @@ struct sched_gate {
 };
 
 /*
- * The workflow's stages, in order: the state a task is in while the stage
- * runs, the checkpoint that counts its rounds, what its result does, its
- * approval gate, and whether the worktree is clean once it ended (the
- * verify command's changes are not snapshotted).  Adding a stage is a row
+ * The workflow's stages, in order: the state that starts the stage (when
+ * no earlier result enters it directly) and the state a task is in while
+ * it runs, whether the worktree is clean once it ended (the verify
+ * command's changes are not snapshotted), the checkpoint that counts its
+ * rounds, what its result does, and its approval gate.  Adding a stage is a row
  * here and its apply function.
  */
 static const struct sched_stage {
+	enum wstate before; /* WS_MAX: entered by the previous stage's result */
 	enum wstate running;
+	int leaves_clean;
 	const char *start_checkpoint;
 	int (*apply)(const struct task *, json_t *);
 	struct sched_gate gate;
-	int leaves_clean;
 } sched_stages[STAGE_MAX] = {
-    [STAGE_PLANNING] = {WS_PLANNING, "start_planning", sched_apply_planning,
+    [STAGE_PLANNING] = {WS_PENDING, WS_PLANNING, 1, "start_planning",
+        sched_apply_planning,
         {AUTO_APPROVE_PLAN, TC_PLAN_APPROVED_AT, TC_PLAN_APPROVED_BY,
             WS_PLAN_AWAITING_APPROVAL, WS_PLAN_APPROVED, 0,
-            "plan auto-approved", "plan ready: approve or reject it"},
-        1},
-    [STAGE_IMPLEMENTING] = {WS_IMPLEMENTING, "start_implementation",
-        sched_apply_implementing,
+            "plan auto-approved", "plan ready: approve or reject it"}},
+    [STAGE_IMPLEMENTING] = {WS_PLAN_APPROVED, WS_IMPLEMENTING, 1,
+        "start_implementation", sched_apply_implementing,
         {AUTO_APPROVE_IMPLEMENTATION, TC_IMPLEMENTATION_APPROVED_AT,
             TC_IMPLEMENTATION_APPROVED_BY, WS_IMPLEMENTATION_AWAITING_APPROVAL,
             WS_REVIEWING, 1, "implementation auto-approved",
-            "implementation ready: approve or reject it"},
-        1},
-    [STAGE_REVIEWING] = {WS_REVIEWING, "start_review", sched_apply_reviewing,
-        {0, 0, 0, 0, 0, 0, NULL, NULL}, 1},
-    [STAGE_VERIFYING] = {WS_VERIFYING, "start_verification",
-        sched_apply_verifying, {0, 0, 0, 0, 0, 0, NULL, NULL}, 0},
+            "implementation ready: approve or reject it"}},
+    [STAGE_REVIEWING] = {WS_MAX, WS_REVIEWING, 1, "start_review",
+        sched_apply_reviewing, {0, 0, 0, 0, 0, 0, NULL, NULL}},
+    [STAGE_VERIFYING] = {WS_MAX, WS_VERIFYING, 0, "start_verification",
+        sched_apply_verifying, {0, 0, 0, 0, 0, 0, NULL, NULL}},
 };
 
 /*
@@ -413,10 +414,10 @@ sched_start(int64_t id)
 		free(why);
 		return;
 	}
-	if (t->state == WS_PENDING)
-		next = WS_PLANNING;
-	else if (t->state == WS_PLAN_APPROVED)
-		next = WS_IMPLEMENTING;
+	for (unsigned i = 0; i < STAGE_MAX; i++) {
+		if (t->state == sched_stages[i].before)
+			next = sched_stages[i].running;
+	}
 	if (next != WS_MAX) {
 		int rc = store_begin(sched_st);
 		if (rc == 0)

@@ -743,6 +743,7 @@ start_trip(const struct msg_start *s, struct msg_start *out, const char **cause)
 	size_t len;
 	int rc;
 
+	memset(out, 0, sizeof *out);
 	proto_start_set(&m, s);
 	rc = proto_encode(&m, &buf, &len, cause);
 	proto_msg_clear(&m);
