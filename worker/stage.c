@@ -16,7 +16,6 @@
 #include <unistd.h>
 
 #include "common.h"
-#include "config.h"
 #include "proto.h"
 #include "worker.h"
 
