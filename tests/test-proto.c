@@ -884,6 +884,7 @@ test_start(void)
 	/* The stage, and the version. */
 	start_fill(&s);
 	proto_start_set(&m, &s);
+	msg_start_clear(&s);
 	proto_set_str(&m, PF_STAGE, "deploying");
 	ok(proto_start_get(&m, &d, &cause) == -1 &&
 	        strcmp(cause, "field stage: unknown stage") == 0,
