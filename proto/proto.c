@@ -4,6 +4,7 @@
  * msgpack-c allocates anything.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,8 +24,15 @@
 const struct proto_spec proto_catalog[PROTO_MAX] = {
     [PROTO_NONE] = {"none", PROTO_W2S, 0, {0}},
     [PROTO_HELLO] = {"hello", PROTO_W2S, 2, {PF_VERSION, PF_PID}},
-    [PROTO_START] = {"start", PROTO_S2W, 7,
-        {PF_VERSION, PF_TASK, PF_STAGE, PF_RUN, PF_ATTEMPT, PF_COUNT, PF_DATA}},
+    [PROTO_START] = {"start", PROTO_S2W, 35,
+        {PF_VERSION, PF_TASK, PF_STAGE, PF_RUN, PF_ATTEMPT, PF_COUNT,
+            PF_REQUEST, PF_REPO, PF_BASE_COMMIT, PF_WORKTREE, PF_REF, PF_BRANCH,
+            PF_PLAN, PF_PLAN_REJECTION_REASON, PF_FEEDBACK, PF_REVIEW,
+            PF_VERIFY_COMMAND, PF_ROUND, PF_SNAPSHOT, PF_WORKSPACE_CLEAN,
+            PF_MAX_STEPS, PF_CMD_TIMEOUT_S, PF_SNAPSHOT_MAX_FILE_BYTES,
+            PF_STATE_ID, PF_HEARTBEAT_MS, PF_PROFILES_DIR, PF_LOG_LEVEL,
+            PF_LLM_PROVIDER, PF_LLM_BASE_URL, PF_LLM_MODEL, PF_LLM_API_KEY,
+            PF_LLM_SCRIPT, PF_LLM_TRACE, PF_LLM_TIMEOUT_S, PF_LLM_MAX_RETRIES}},
     [PROTO_REPLAY] = {"replay", PROTO_S2W, 3, {PF_SEQ, PF_KIND, PF_DATA}},
     [PROTO_HEARTBEAT] = {"heartbeat", PROTO_W2S, 0, {0}},
     [PROTO_LOG] = {"log", PROTO_W2S, 2, {PF_LEVEL, PF_TEXT}},
@@ -54,6 +62,35 @@ const enum proto_ftype proto_field_type[PROTO_FIELD_MAX] = {
     [PF_TOKENS_IN] = PROTO_FT_U64,
     [PF_TOKENS_OUT] = PROTO_FT_U64,
     [PF_OK] = PROTO_FT_U64,
+    [PF_REQUEST] = PROTO_FT_OPTSTR,
+    [PF_REPO] = PROTO_FT_STR,
+    [PF_BASE_COMMIT] = PROTO_FT_STR,
+    [PF_WORKTREE] = PROTO_FT_STR,
+    [PF_REF] = PROTO_FT_STR,
+    [PF_BRANCH] = PROTO_FT_STR,
+    [PF_PLAN] = PROTO_FT_OPTSTR,
+    [PF_PLAN_REJECTION_REASON] = PROTO_FT_OPTSTR,
+    [PF_FEEDBACK] = PROTO_FT_OPTSTR,
+    [PF_REVIEW] = PROTO_FT_OPTSTR,
+    [PF_VERIFY_COMMAND] = PROTO_FT_OPTSTR,
+    [PF_ROUND] = PROTO_FT_U64,
+    [PF_SNAPSHOT] = PROTO_FT_OPTSTR,
+    [PF_WORKSPACE_CLEAN] = PROTO_FT_U64,
+    [PF_MAX_STEPS] = PROTO_FT_U64,
+    [PF_CMD_TIMEOUT_S] = PROTO_FT_U64,
+    [PF_SNAPSHOT_MAX_FILE_BYTES] = PROTO_FT_U64,
+    [PF_STATE_ID] = PROTO_FT_OPTSTR,
+    [PF_HEARTBEAT_MS] = PROTO_FT_U64,
+    [PF_PROFILES_DIR] = PROTO_FT_STR,
+    [PF_LOG_LEVEL] = PROTO_FT_U64,
+    [PF_LLM_PROVIDER] = PROTO_FT_STR,
+    [PF_LLM_BASE_URL] = PROTO_FT_OPTSTR,
+    [PF_LLM_MODEL] = PROTO_FT_OPTSTR,
+    [PF_LLM_API_KEY] = PROTO_FT_OPTSTR,
+    [PF_LLM_SCRIPT] = PROTO_FT_OPTSTR,
+    [PF_LLM_TRACE] = PROTO_FT_OPTSTR,
+    [PF_LLM_TIMEOUT_S] = PROTO_FT_U64,
+    [PF_LLM_MAX_RETRIES] = PROTO_FT_U64,
 };
 
 /*
@@ -85,6 +122,62 @@ static const struct {
     [PF_TOKENS_IN] = {"field tokens_in: expected an unsigned integer", NULL},
     [PF_TOKENS_OUT] = {"field tokens_out: expected an unsigned integer", NULL},
     [PF_OK] = {"field ok: expected an unsigned integer", NULL},
+    [PF_REQUEST] = {"field request: expected a string or nil",
+        "field request: string contains a NUL byte"},
+    [PF_REPO] = {"field repo: expected a string",
+        "field repo: string contains a NUL byte"},
+    [PF_BASE_COMMIT] = {"field base_commit: expected a string",
+        "field base_commit: string contains a NUL byte"},
+    [PF_WORKTREE] = {"field worktree: expected a string",
+        "field worktree: string contains a NUL byte"},
+    [PF_REF] = {"field ref: expected a string",
+        "field ref: string contains a NUL byte"},
+    [PF_BRANCH] = {"field branch: expected a string",
+        "field branch: string contains a NUL byte"},
+    [PF_PLAN] = {"field plan: expected a string or nil",
+        "field plan: string contains a NUL byte"},
+    [PF_PLAN_REJECTION_REASON] =
+        {"field plan_rejection_reason: expected a string or nil",
+            "field plan_rejection_reason: string contains a NUL byte"},
+    [PF_FEEDBACK] = {"field feedback: expected a string or nil",
+        "field feedback: string contains a NUL byte"},
+    [PF_REVIEW] = {"field review: expected a string or nil",
+        "field review: string contains a NUL byte"},
+    [PF_VERIFY_COMMAND] = {"field verify_command: expected a string or nil",
+        "field verify_command: string contains a NUL byte"},
+    [PF_ROUND] = {"field round: expected an unsigned integer", NULL},
+    [PF_SNAPSHOT] = {"field snapshot: expected a string or nil",
+        "field snapshot: string contains a NUL byte"},
+    [PF_WORKSPACE_CLEAN] =
+        {"field workspace_clean: expected an unsigned integer", NULL},
+    [PF_MAX_STEPS] = {"field max_steps: expected an unsigned integer", NULL},
+    [PF_CMD_TIMEOUT_S] = {"field cmd_timeout_s: expected an unsigned integer",
+        NULL},
+    [PF_SNAPSHOT_MAX_FILE_BYTES] =
+        {"field snapshot_max_file_bytes: expected an unsigned integer", NULL},
+    [PF_STATE_ID] = {"field state_id: expected a string or nil",
+        "field state_id: string contains a NUL byte"},
+    [PF_HEARTBEAT_MS] = {"field heartbeat_ms: expected an unsigned integer",
+        NULL},
+    [PF_PROFILES_DIR] = {"field profiles_dir: expected a string",
+        "field profiles_dir: string contains a NUL byte"},
+    [PF_LOG_LEVEL] = {"field log_level: expected an unsigned integer", NULL},
+    [PF_LLM_PROVIDER] = {"field llm_provider: expected a string",
+        "field llm_provider: string contains a NUL byte"},
+    [PF_LLM_BASE_URL] = {"field llm_base_url: expected a string or nil",
+        "field llm_base_url: string contains a NUL byte"},
+    [PF_LLM_MODEL] = {"field llm_model: expected a string or nil",
+        "field llm_model: string contains a NUL byte"},
+    [PF_LLM_API_KEY] = {"field llm_api_key: expected a string or nil",
+        "field llm_api_key: string contains a NUL byte"},
+    [PF_LLM_SCRIPT] = {"field llm_script: expected a string or nil",
+        "field llm_script: string contains a NUL byte"},
+    [PF_LLM_TRACE] = {"field llm_trace: expected a string or nil",
+        "field llm_trace: string contains a NUL byte"},
+    [PF_LLM_TIMEOUT_S] = {"field llm_timeout_s: expected an unsigned integer",
+        NULL},
+    [PF_LLM_MAX_RETRIES] =
+        {"field llm_max_retries: expected an unsigned integer", NULL},
 };
 
 /* Where the raw-byte validator is in the payload. */
@@ -96,6 +189,199 @@ struct proto_walk {
 };
 
 static int proto_check_object(struct proto_walk *, unsigned, const char **);
+
+static const char *const stage_names[STAGE_MAX] = {
+    [STAGE_PLANNING] = "planning",
+    [STAGE_IMPLEMENTING] = "implementing",
+    [STAGE_REVIEWING] = "reviewing",
+    [STAGE_VERIFYING] = "verifying",
+};
+
+int
+stage_parse(const char *s, enum stage_id *stage)
+{
+	for (unsigned i = 0; s != NULL && i < STAGE_MAX; i++) {
+		if (strcmp(s, stage_names[i]) == 0) {
+			*stage = (enum stage_id)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+const char *
+stage_name(enum stage_id stage)
+{
+	if ((unsigned)stage >= STAGE_MAX)
+		return "unknown";
+	return stage_names[stage];
+}
+
+/*
+ * START, typed.  Each setting is a field of the catalog's START in this
+ * order; the bounds of the numbers are what the worker can use (a zero
+ * timeout or step budget would make a stage that cannot end, or end at
+ * once), not the configuration's policy, which the supervisor applied.
+ */
+enum start_kind {
+	SF_STR,    /* present and not empty */
+	SF_OPTSTR, /* or NULL */
+	SF_U64,    /* within min..max */
+};
+
+static const struct {
+	enum proto_field f;
+	enum start_kind kind;
+	size_t off;
+} proto_start_fields[] = {
+    {PF_REQUEST, SF_OPTSTR, offsetof(struct msg_start, request)},
+    {PF_REPO, SF_STR, offsetof(struct msg_start, repo)},
+    {PF_BASE_COMMIT, SF_STR, offsetof(struct msg_start, base_commit)},
+    {PF_WORKTREE, SF_STR, offsetof(struct msg_start, worktree)},
+    {PF_REF, SF_STR, offsetof(struct msg_start, ref)},
+    {PF_BRANCH, SF_STR, offsetof(struct msg_start, branch)},
+    {PF_PLAN, SF_OPTSTR, offsetof(struct msg_start, plan)},
+    {PF_PLAN_REJECTION_REASON, SF_OPTSTR,
+        offsetof(struct msg_start, plan_rejection_reason)},
+    {PF_FEEDBACK, SF_OPTSTR, offsetof(struct msg_start, feedback)},
+    {PF_REVIEW, SF_OPTSTR, offsetof(struct msg_start, review)},
+    {PF_VERIFY_COMMAND, SF_OPTSTR, offsetof(struct msg_start, verify_command)},
+    {PF_ROUND, SF_U64, offsetof(struct msg_start, round)},
+    {PF_SNAPSHOT, SF_OPTSTR, offsetof(struct msg_start, snapshot)},
+    {PF_WORKSPACE_CLEAN, SF_U64, offsetof(struct msg_start, workspace_clean)},
+    {PF_MAX_STEPS, SF_U64, offsetof(struct msg_start, max_steps)},
+    {PF_CMD_TIMEOUT_S, SF_U64, offsetof(struct msg_start, cmd_timeout_s)},
+    {PF_SNAPSHOT_MAX_FILE_BYTES, SF_U64,
+        offsetof(struct msg_start, snapshot_max_file_bytes)},
+    {PF_STATE_ID, SF_OPTSTR, offsetof(struct msg_start, state_id)},
+    {PF_HEARTBEAT_MS, SF_U64, offsetof(struct msg_start, heartbeat_ms)},
+    {PF_PROFILES_DIR, SF_STR, offsetof(struct msg_start, profiles_dir)},
+    {PF_LOG_LEVEL, SF_U64, offsetof(struct msg_start, log_level)},
+    {PF_LLM_PROVIDER, SF_STR, offsetof(struct msg_start, llm_provider)},
+    {PF_LLM_BASE_URL, SF_OPTSTR, offsetof(struct msg_start, llm_base_url)},
+    {PF_LLM_MODEL, SF_OPTSTR, offsetof(struct msg_start, llm_model)},
+    {PF_LLM_API_KEY, SF_OPTSTR, offsetof(struct msg_start, llm_api_key)},
+    {PF_LLM_SCRIPT, SF_OPTSTR, offsetof(struct msg_start, llm_script)},
+    {PF_LLM_TRACE, SF_OPTSTR, offsetof(struct msg_start, llm_trace)},
+    {PF_LLM_TIMEOUT_S, SF_U64, offsetof(struct msg_start, llm_timeout_s)},
+    {PF_LLM_MAX_RETRIES, SF_U64, offsetof(struct msg_start, llm_max_retries)},
+};
+
+/* Bounds of START's numbers; a field not listed takes any value. */
+static const struct {
+	enum proto_field f;
+	uint64_t min, max;
+	const char *cause;
+} proto_start_bounds[] = {
+    {PF_TASK, 1, INT64_MAX, "field task: out of range"},
+    {PF_RUN, 0, INT64_MAX, "field run: out of range"},
+    {PF_ATTEMPT, 0, INT64_MAX, "field attempt: out of range"},
+    /* The worker allocates a slot for each before reading them. */
+    {PF_COUNT, 0, UINT32_MAX, "field count: out of range"},
+    {PF_ROUND, 1, INT32_MAX, "field round: out of range"},
+    {PF_WORKSPACE_CLEAN, 0, 1, "field workspace_clean: not 0 or 1"},
+    {PF_MAX_STEPS, 1, UINT32_MAX, "field max_steps: out of range"},
+    {PF_CMD_TIMEOUT_S, 1, UINT32_MAX, "field cmd_timeout_s: out of range"},
+    {PF_SNAPSHOT_MAX_FILE_BYTES, 1, UINT64_MAX,
+        "field snapshot_max_file_bytes: out of range"},
+    {PF_HEARTBEAT_MS, 1, UINT32_MAX, "field heartbeat_ms: out of range"},
+    {PF_LOG_LEVEL, LOG_LEVEL_ERROR, LOG_LEVEL_DEBUG,
+        "field log_level: not a log level"},
+    {PF_LLM_TIMEOUT_S, 1, UINT32_MAX, "field llm_timeout_s: out of range"},
+    {PF_LLM_MAX_RETRIES, 0, UINT32_MAX, "field llm_max_retries: out of range"},
+};
+
+void
+proto_start_set(struct proto_msg *m, const struct msg_start *s)
+{
+	proto_msg_init(m, PROTO_START);
+	m->u[PF_VERSION] = PROTO_VERSION;
+	m->u[PF_TASK] = s->task;
+	proto_set_str(m, PF_STAGE, stage_name(s->stage));
+	m->u[PF_RUN] = s->run;
+	m->u[PF_ATTEMPT] = s->attempt;
+	m->u[PF_COUNT] = s->count;
+	for (size_t i = 0; i < nitems(proto_start_fields); i++) {
+		enum proto_field f = proto_start_fields[i].f;
+		const char *p = (const char *)s + proto_start_fields[i].off;
+
+		if (proto_start_fields[i].kind == SF_U64) {
+			memcpy(&m->u[f], p, sizeof m->u[f]);
+			continue;
+		}
+		const char *v;
+		memcpy(&v, p, sizeof v);
+		if (v != NULL)
+			proto_set_str(m, f, v);
+	}
+}
+
+int
+proto_start_get(
+    const struct proto_msg *m, struct msg_start *s, const char **cause)
+{
+	memset(s, 0, sizeof *s);
+	if (m->type != PROTO_START) {
+		*cause = "not a START message";
+		return -1;
+	}
+	if (m->u[PF_VERSION] != PROTO_VERSION) {
+		*cause = "protocol version mismatch";
+		return -1;
+	}
+	if (stage_parse(m->s[PF_STAGE], &s->stage) == -1) {
+		*cause = "field stage: unknown stage";
+		return -1;
+	}
+	for (size_t i = 0; i < nitems(proto_start_bounds); i++) {
+		uint64_t v = m->u[proto_start_bounds[i].f];
+
+		if (v < proto_start_bounds[i].min ||
+		    v > proto_start_bounds[i].max) {
+			*cause = proto_start_bounds[i].cause;
+			return -1;
+		}
+	}
+	for (size_t i = 0; i < nitems(proto_start_fields); i++) {
+		enum proto_field f = proto_start_fields[i].f;
+
+		if (proto_start_fields[i].kind == SF_STR &&
+		    (m->s[f] == NULL || m->slen[f] == 0)) {
+			*cause = proto_field_cause[f].badtype;
+			return -1;
+		}
+	}
+	s->task = m->u[PF_TASK];
+	s->run = m->u[PF_RUN];
+	s->attempt = m->u[PF_ATTEMPT];
+	s->count = m->u[PF_COUNT];
+	for (size_t i = 0; i < nitems(proto_start_fields); i++) {
+		enum proto_field f = proto_start_fields[i].f;
+		char *p = (char *)s + proto_start_fields[i].off, *v;
+
+		if (proto_start_fields[i].kind == SF_U64) {
+			memcpy(p, &m->u[f], sizeof m->u[f]);
+			continue;
+		}
+		v = m->s[f] != NULL ? xstrdup(m->s[f]) : NULL;
+		memcpy(p, &v, sizeof v);
+	}
+	return 0;
+}
+
+void
+msg_start_clear(struct msg_start *s)
+{
+	for (size_t i = 0; i < nitems(proto_start_fields); i++) {
+		char *v;
+
+		if (proto_start_fields[i].kind == SF_U64)
+			continue;
+		memcpy(&v, (char *)s + proto_start_fields[i].off, sizeof v);
+		free(v);
+	}
+	memset(s, 0, sizeof *s);
+}
 
 const char *
 proto_type_name(enum proto_type type)
@@ -178,7 +464,7 @@ proto_str_total(const struct proto_msg *m)
 	for (unsigned i = 0; i < spec->nfields; i++) {
 		enum proto_field f = spec->fields[i];
 
-		if (proto_field_type[f] == PROTO_FT_STR && m->s[f] != NULL)
+		if (proto_field_type[f] != PROTO_FT_U64 && m->s[f] != NULL)
 			total += m->slen[f];
 	}
 	return total;
@@ -210,7 +496,7 @@ proto_encode(const struct proto_msg *m, uint8_t **out, size_t *outlen,
 	for (i = 0; i < spec->nfields; i++) {
 		enum proto_field f = spec->fields[i];
 
-		if (proto_field_type[f] != PROTO_FT_STR || m->s[f] == NULL)
+		if (proto_field_type[f] == PROTO_FT_U64 || m->s[f] == NULL)
 			continue;
 		if (m->slen[f] > PROTO_MAX_DATA ||
 		    (total += m->slen[f]) > PROTO_MAX_DATA) {
@@ -235,6 +521,10 @@ proto_encode(const struct proto_msg *m, uint8_t **out, size_t *outlen,
 
 		if (proto_field_type[f] == PROTO_FT_U64) {
 			error |= msgpack_pack_uint64(&pk, m->u[f]);
+			continue;
+		}
+		if (m->s[f] == NULL && proto_field_type[f] == PROTO_FT_OPTSTR) {
+			error |= msgpack_pack_nil(&pk);
 			continue;
 		}
 		if (m->s[f] == NULL) {
@@ -459,6 +749,9 @@ proto_get_field(struct proto_msg *m, enum proto_field f,
 		m->u[f] = o->via.u64;
 		return 0;
 	}
+	if (proto_field_type[f] == PROTO_FT_OPTSTR &&
+	    o->type == MSGPACK_OBJECT_NIL)
+		return 0; /* none: m->s[f] stays NULL */
 	if (o->type != MSGPACK_OBJECT_STR) {
 		*cause = proto_field_cause[f].badtype;
 		return -1;

@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PROTO_VERSION   1
+#define PROTO_VERSION   2 /* 2: START carries typed settings, not JSON */
 #define PROTO_HDR_LEN   4
 #define PROTO_MAX_FRAME (4u * 1024 * 1024)
 /*
@@ -26,7 +26,21 @@
  */
 #define PROTO_MAX_DATA   (PROTO_MAX_FRAME - 64u * 1024)
 #define PROTO_MAX_DEPTH  4
-#define PROTO_MAX_FIELDS 8
+#define PROTO_MAX_FIELDS 40
+
+/*
+ * The stages of a task, in workflow order.  Both programs know a stage by
+ * this enum; its name is text only where it crosses a boundary (the
+ * database, the command line, a log line, the wire), and stage_parse is
+ * the one place such text is compared.
+ */
+enum stage_id {
+	STAGE_PLANNING,
+	STAGE_IMPLEMENTING,
+	STAGE_REVIEWING,
+	STAGE_VERIFYING,
+	STAGE_MAX
+};
 
 /* Worker exit codes (after s6: 100 means give up, 111 means try again). */
 #define WORKER_EXIT_OK      0
@@ -48,6 +62,7 @@ enum proto_dir {
 enum proto_ftype {
 	PROTO_FT_U64,
 	PROTO_FT_STR,
+	PROTO_FT_OPTSTR, /* a string, or nil for none (s[f] NULL) */
 };
 
 /* Every field any message carries; a message uses a subset, in order. */
@@ -68,14 +83,45 @@ enum proto_field {
 	PF_TOKENS_IN,  /* u64: prompt tokens of a model reply */
 	PF_TOKENS_OUT, /* u64: completion tokens of a model reply */
 	PF_OK,         /* u64: 1 success, 0 failure */
+	/* START's settings: see struct msg_start. */
+	PF_REQUEST,
+	PF_REPO,
+	PF_BASE_COMMIT,
+	PF_WORKTREE,
+	PF_REF,
+	PF_BRANCH,
+	PF_PLAN,
+	PF_PLAN_REJECTION_REASON,
+	PF_FEEDBACK,
+	PF_REVIEW,
+	PF_VERIFY_COMMAND,
+	PF_ROUND,
+	PF_SNAPSHOT,
+	PF_WORKSPACE_CLEAN,
+	PF_MAX_STEPS,
+	PF_CMD_TIMEOUT_S,
+	PF_SNAPSHOT_MAX_FILE_BYTES,
+	PF_STATE_ID,
+	PF_HEARTBEAT_MS,
+	PF_PROFILES_DIR,
+	PF_LOG_LEVEL,
+	PF_LLM_PROVIDER,
+	PF_LLM_BASE_URL,
+	PF_LLM_MODEL,
+	PF_LLM_API_KEY,
+	PF_LLM_SCRIPT,
+	PF_LLM_TRACE,
+	PF_LLM_TIMEOUT_S,
+	PF_LLM_MAX_RETRIES,
 	PROTO_FIELD_MAX
 };
 
 enum proto_type {
 	PROTO_NONE,
-	PROTO_HELLO,  /* W2S: version, pid */
-	PROTO_START,  /* S2W: version, task, stage, run, attempt, count, data */
-	PROTO_REPLAY, /* S2W: seq, kind, data */
+	PROTO_HELLO,      /* W2S: version, pid */
+	PROTO_START,      /* S2W: version, task, stage, run, attempt, count and
+	                     the settings of struct msg_start */
+	PROTO_REPLAY,     /* S2W: seq, kind, data */
 	PROTO_HEARTBEAT,  /* W2S: (none) */
 	PROTO_LOG,        /* W2S: level, text */
 	PROTO_CHECKPOINT, /* W2S: seq, name, data; answered by ACK */
@@ -107,7 +153,71 @@ struct proto_msg {
 	size_t slen[PROTO_FIELD_MAX];
 };
 
+/*
+ * START, typed: what a worker needs to run one stage of one task.  The
+ * supervisor works out every value (defaults included) and the worker
+ * uses them as they are.  Strings marked "or NULL" may be absent; every
+ * other string is present and not empty.  It carries the API key, so it
+ * is never logged.
+ */
+struct msg_start {
+	uint64_t task;
+	enum stage_id stage;
+	uint64_t run;
+	uint64_t attempt; /* 0 for a first start, n for the n-th restart */
+	uint64_t count;   /* REPLAY frames that follow */
+	char *request;    /* or NULL */
+	char *repo;
+	char *base_commit;
+	char *worktree;
+	char *ref;    /* where the workspace snapshots go */
+	char *branch; /* the result branch */
+	char *plan;   /* or NULL, and the four below */
+	char *plan_rejection_reason;
+	char *feedback;
+	char *review;
+	char *verify_command;
+	uint64_t round; /* how many times this stage started in the task */
+	char *snapshot; /* the last snapshot the supervisor recorded, or NULL */
+	uint64_t workspace_clean; /* 1: the previous stage left it clean */
+	uint64_t max_steps;
+	uint64_t cmd_timeout_s;
+	uint64_t snapshot_max_file_bytes;
+	char *state_id; /* or NULL */
+	uint64_t heartbeat_ms;
+	char *profiles_dir;
+	uint64_t log_level; /* enum log_level */
+	/* The model's settings (llm.c).  script is a file name or the script
+	 * itself, a JSON document: opaque here, the scripted model reads it. */
+	char *llm_provider;
+	char *llm_base_url; /* or NULL, and the four below */
+	char *llm_model;
+	char *llm_api_key;
+	char *llm_script;
+	char *llm_trace;
+	uint64_t llm_timeout_s;
+	uint64_t llm_max_retries;
+};
+
 /* proto.c */
+/*
+ * Fill m (which it initialises) from s: the message keeps copies.  Empty
+ * strings where s has NULL for a field that must be present.
+ */
+void proto_start_set(struct proto_msg *m, const struct msg_start *s);
+/*
+ * Check a decoded START and copy it into s (msg_start_clear frees it).
+ * Returns 0, or -1 with *cause naming the first field out of its bounds
+ * (s is then left empty).
+ */
+int proto_start_get(
+    const struct proto_msg *m, struct msg_start *s, const char **cause);
+void msg_start_clear(struct msg_start *);
+
+/* The stage named s: 0 and *stage set, or -1 when s names none. */
+int stage_parse(const char *s, enum stage_id *stage);
+/* The name of a stage ("planning"...), or "unknown" out of range. */
+const char *stage_name(enum stage_id);
 const char *proto_type_name(enum proto_type);
 void proto_msg_init(struct proto_msg *, enum proto_type);
 void proto_msg_clear(struct proto_msg *);

@@ -1453,8 +1453,6 @@ cli_llm_probe(char **what, char **why)
 static int
 cmd_doctor(int argc, char **argv)
 {
-	static const char *const stages[] = {
-	    "planning", "implementing", "reviewing", "verifying"};
 	struct store *st;
 	struct statvfs vfs;
 	struct stat sb;
@@ -1494,12 +1492,13 @@ cmd_doctor(int argc, char **argv)
 	CHECK(access(proc_worker_path(), X_OK) == 0, "worker program",
 	    "orch-worker is missing: reinstall, or set ORCH_WORKER_PATH");
 	dir = config_profiles_dir();
-	for (size_t i = 0; i < nitems(stages); i++) {
+	for (size_t i = 0; i < (size_t)STAGE_MAX; i++) {
 		cause = NULL;
-		what =
-		    xasprintf("sandbox profile %s/%s.profile", dir, stages[i]);
-		CHECK(doctor_profile(dir, stages[i], &cause) == 0, what,
-		    cause ? cause : "");
+		what = xasprintf("sandbox profile %s/%s.profile", dir,
+		    stage_name((enum stage_id)i));
+		CHECK(doctor_profile(
+		          dir, stage_name((enum stage_id)i), &cause) == 0,
+		    what, cause ? cause : "");
 		free(what);
 		free(cause);
 	}

@@ -376,6 +376,35 @@ config_profiles_dir(void)
 	return xstrdup(ORCH_SOURCE_DIR "/sandbox-profiles");
 }
 
+char *
+config_text(const char *s)
+{
+	return s != NULL ? utf8_fix(s, NULL) : NULL;
+}
+
+void
+config_start(struct msg_start *s)
+{
+	s->verify_command = config_text(cfg.verify_command);
+	s->max_steps = cfg.max_steps;
+	s->cmd_timeout_s = cfg.cmd_timeout_s;
+	s->snapshot_max_file_bytes = cfg.snapshot_max_file_bytes;
+	/* Four heartbeats in each ORCH_WORKER_TIMEOUT_S. */
+	s->heartbeat_ms = cfg.worker_timeout_s * 1000 / 4 > 0
+	                      ? cfg.worker_timeout_s * 1000 / 4
+	                      : 250;
+	s->profiles_dir = config_profiles_dir();
+	s->log_level = (uint64_t)cfg.log_level;
+	s->llm_provider = config_text(cfg.provider);
+	s->llm_base_url = config_text(cfg.base_url);
+	s->llm_model = config_text(cfg.model);
+	s->llm_api_key = config_text(cfg.api_key);
+	s->llm_script = config_text(cfg.script);
+	s->llm_trace = config_text(cfg.scripted_trace);
+	s->llm_timeout_s = cfg.llm_timeout_s;
+	s->llm_max_retries = cfg.llm_max_retries;
+}
+
 int
 config_make_state_dir(char **cause)
 {

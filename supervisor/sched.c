@@ -224,6 +224,84 @@ fail:
 	    why, store_error(sched_st));
 }
 
+/* sched_apply_*: below. */
+static int sched_apply_planning(const struct task *, json_t *);
+static int sched_apply_implementing(const struct task *, json_t *);
+static int sched_apply_reviewing(const struct task *, json_t *);
+static int sched_apply_verifying(const struct task *, json_t *);
+/*
+ * What a stage approved by a person (or by auto-approve) needs: the
+ * auto-approve bit, the columns that record who approved it and when, the
+ * state the task waits in, and the state it moves on to once approved.
+ */
+struct sched_gate {
+	int auto_bit; /* AUTO_APPROVE_*; 0: the stage has no gate */
+	enum task_col approved_at;
+	enum task_col approved_by;
+	enum wstate awaiting;
+	enum wstate approved;
+	int approved_new_run; /* approved enters a new stage run */
+	const char *auto_why;
+	const char *wait_why;
+};
+
+/*
+ * The workflow's stages, in order: the state that starts the stage (when
+ * no earlier result enters it directly) and the state a task is in while
+ * it runs, whether the worktree is clean once it ended (the verify
+ * command's changes are not snapshotted), the checkpoint that counts its
+ * rounds, what its result does, and its approval gate.  Adding a stage is a row
+ * here and its apply function.
+ */
+static const struct sched_stage {
+	enum wstate before; /* WS_MAX: entered by the previous stage's result */
+	enum wstate running;
+	int leaves_clean;
+	const char *start_checkpoint;
+	int (*apply)(const struct task *, json_t *);
+	struct sched_gate gate;
+} sched_stages[STAGE_MAX] = {
+    [STAGE_PLANNING] = {WS_PENDING, WS_PLANNING, 1, "start_planning",
+        sched_apply_planning,
+        {AUTO_APPROVE_PLAN, TC_PLAN_APPROVED_AT, TC_PLAN_APPROVED_BY,
+            WS_PLAN_AWAITING_APPROVAL, WS_PLAN_APPROVED, 0,
+            "plan auto-approved", "plan ready: approve or reject it"}},
+    [STAGE_IMPLEMENTING] = {WS_PLAN_APPROVED, WS_IMPLEMENTING, 1,
+        "start_implementation", sched_apply_implementing,
+        {AUTO_APPROVE_IMPLEMENTATION, TC_IMPLEMENTATION_APPROVED_AT,
+            TC_IMPLEMENTATION_APPROVED_BY, WS_IMPLEMENTATION_AWAITING_APPROVAL,
+            WS_REVIEWING, 1, "implementation auto-approved",
+            "implementation ready: approve or reject it"}},
+    [STAGE_REVIEWING] = {WS_MAX, WS_REVIEWING, 1, "start_review",
+        sched_apply_reviewing, {0, 0, 0, 0, 0, 0, NULL, NULL}},
+    [STAGE_VERIFYING] = {WS_MAX, WS_VERIFYING, 0, "start_verification",
+        sched_apply_verifying, {0, 0, 0, 0, 0, 0, NULL, NULL}},
+};
+
+/*
+ * The approval gate after a stage's result: auto-approved (recorded as
+ * such) or left waiting for a person.
+ */
+static int
+sched_approval(const struct task *t, enum stage_id stage)
+{
+	const struct sched_gate *g = &sched_stages[stage].gate;
+	struct store *st = sched_st;
+	int rc;
+
+	if (t->auto_approve & g->auto_bit) {
+		rc = store_task_stamp(st, t->id, g->approved_at);
+		if (rc == 0)
+			rc = store_task_set_text(
+			    st, t->id, g->approved_by, "auto-approve");
+		if (rc == 0)
+			rc = task_enter(st, t, g->approved, g->approved_new_run,
+			    g->auto_why);
+		return rc;
+	}
+	return task_enter(st, t, g->awaiting, 0, g->wait_why);
+}
+
 /*
  * From the checkpoints: how many times a stage has started in this task (the
  * scripted model's "round": a rejected plan is planned again in round 2),
@@ -255,16 +333,9 @@ sched_scan_cb(const struct checkpoint *cp, void *arg)
 }
 
 static void
-sched_scan(int64_t task, const char *stage, struct cp_scan *sc)
+sched_scan(int64_t task, enum stage_id stage, struct cp_scan *sc)
 {
-	if (strcmp(stage, "planning") == 0)
-		sc->name = "start_planning";
-	else if (strcmp(stage, "implementing") == 0)
-		sc->name = "start_implementation";
-	else if (strcmp(stage, "reviewing") == 0)
-		sc->name = "start_review";
-	else
-		sc->name = "start_verification";
+	sc->name = sched_stages[stage].start_checkpoint;
 	sc->rounds = 0;
 	sc->snapshot = NULL;
 	store_checkpoint_list(sched_st, task, sched_scan_cb, sc);
@@ -272,86 +343,51 @@ sched_scan(int64_t task, const char *stage, struct cp_scan *sc)
 		sc->rounds = 1;
 }
 
-/* Texts a person or a model wrote may be anything: made valid UTF-8, not
- * left out of START (jansson refuses the rest). */
+/*
+ * What the worker is told in START: the task and the settings it needs.
+ * Texts a person or a model wrote may be anything: they are made valid
+ * UTF-8 (as the worker's conversation needs them), not left out.  It
+ * carries the API key, so it is never logged.
+ */
 static void
-json_set_str(json_t *o, const char *k, const char *v)
+sched_start_msg(
+    const struct task *t, enum stage_id stage, int clean, struct msg_start *s)
 {
-	if (v != NULL)
-		json_object_set_new(o, k, task_json_text(v));
-}
-
-/* What the worker is told in START: the task and the settings it needs.
- * It carries the API key, so it is never logged. */
-static char *
-sched_start_data(const struct task *t, const char *stage, int clean)
-{
-	json_t *o = json_object(), *llm = json_object();
-	char *s;
 	struct cp_scan sc;
+	char *id;
 
+	memset(s, 0, sizeof *s);
+	config_start(s);
 	sched_scan(t->id, stage, &sc);
-
-	json_object_set_new(o, "task", json_integer(t->id));
-	json_set_str(o, "stage", stage);
-	json_set_str(o, "request", t->request);
-	json_set_str(o, "repo", t->repo);
-	json_set_str(o, "base_commit", t->base_commit);
-	json_object_set_new(o, "worktree",
-	    json_sprintf(
-	        "%s/worktrees/task-%lld", cfg.state_dir, (long long)t->id));
-	json_object_set_new(
-	    o, "ref", json_sprintf("refs/orch/tasks/%lld", (long long)t->id));
-	json_object_set_new(
-	    o, "branch", json_sprintf("orch/task-%lld", (long long)t->id));
-	json_set_str(o, "plan", t->text[TC_PLAN]);
-	json_set_str(
-	    o, "plan_rejection_reason", t->text[TC_PLAN_REJECTION_REASON]);
-	json_set_str(o, "feedback", t->text[TC_FEEDBACK]);
-	json_set_str(o, "review", t->text[TC_REVIEW]);
-	json_set_str(o, "verify_command",
-	    t->verify_command ? t->verify_command : cfg.verify_command);
-	json_object_set_new(o, "round", json_integer(sc.rounds));
-	json_set_str(o, "snapshot", sc.snapshot);
+	s->task = (uint64_t)t->id;
+	s->stage = stage;
+	s->request = config_text(t->request);
+	s->repo = config_text(t->repo);
+	s->base_commit = config_text(t->base_commit);
+	s->worktree = xasprintf(
+	    "%s/worktrees/task-%lld", cfg.state_dir, (long long)t->id);
+	s->ref = xasprintf("refs/orch/tasks/%lld", (long long)t->id);
+	s->branch = xasprintf("orch/task-%lld", (long long)t->id);
+	s->plan = config_text(t->text[TC_PLAN]);
+	s->plan_rejection_reason =
+	    config_text(t->text[TC_PLAN_REJECTION_REASON]);
+	s->feedback = config_text(t->text[TC_FEEDBACK]);
+	s->review = config_text(t->text[TC_REVIEW]);
+	if (t->verify_command != NULL) {
+		free(s->verify_command);
+		s->verify_command = config_text(t->verify_command);
+	}
+	s->round = (uint64_t)sc.rounds;
+	s->snapshot = config_text(sc.snapshot);
 	free(sc.snapshot);
-	json_object_set_new(o, "workspace_clean", json_boolean(clean));
-	json_object_set_new(o, "max_steps", json_integer(cfg.max_steps));
-	json_object_set_new(
-	    o, "cmd_timeout_s", json_integer(cfg.cmd_timeout_s));
-	json_object_set_new(o, "snapshot_max_file_bytes",
-	    json_integer(cfg.snapshot_max_file_bytes > INT64_MAX
-	                     ? INT64_MAX
-	                     : (json_int_t)cfg.snapshot_max_file_bytes));
+	s->workspace_clean = clean ? 1 : 0;
 	/* Marks the commits the worker makes as this state directory's. */
-	if (store_state_id(sched_st, &s) == 0) {
-		json_set_str(o, "state_id", s);
-		free(s);
+	if (store_state_id(sched_st, &id) == 0) {
+		s->state_id = config_text(id);
+		free(id);
 	} else
 		log_warnx("task %lld: no state id: %s", (long long)t->id,
 		    store_error(sched_st));
-	json_object_set_new(o, "heartbeat_ms",
-	    json_integer(cfg.worker_timeout_s * 1000 / 4 > 0
-	                     ? cfg.worker_timeout_s * 1000 / 4
-	                     : 250));
-	s = config_profiles_dir();
-	json_set_str(o, "profiles_dir", s);
-	free(s);
-	json_object_set_new(o, "log_level", json_integer(cfg.log_level));
-
-	json_set_str(llm, "provider", cfg.provider);
-	json_set_str(llm, "base_url", cfg.base_url);
-	json_set_str(llm, "model", cfg.model);
-	json_set_str(llm, "api_key", cfg.api_key);
-	json_set_str(llm, "script", cfg.script);
-	json_set_str(llm, "trace", cfg.scripted_trace);
-	json_object_set_new(llm, "timeout_s", json_integer(cfg.llm_timeout_s));
-	json_object_set_new(
-	    llm, "max_retries", json_integer(cfg.llm_max_retries));
-	json_object_set_new(o, "llm", llm);
-
-	s = json_dumps(o, JSON_COMPACT);
-	json_decref(o);
-	return s;
 }
 
 /* Start the next stage of task id if it has one. */
@@ -378,10 +414,10 @@ sched_start(int64_t id)
 		free(why);
 		return;
 	}
-	if (t->state == WS_PENDING)
-		next = WS_PLANNING;
-	else if (t->state == WS_PLAN_APPROVED)
-		next = WS_IMPLEMENTING;
+	for (unsigned i = 0; i < STAGE_MAX; i++) {
+		if (t->state == sched_stages[i].before)
+			next = sched_stages[i].running;
+	}
 	if (next != WS_MAX) {
 		int rc = store_begin(sched_st);
 		if (rc == 0)
@@ -519,9 +555,10 @@ static void
 sched_hello(struct worker *w, const struct proto_msg *m)
 {
 	struct proto_msg out;
+	struct msg_start start;
 	struct task *t;
+	enum stage_id stage;
 	uint64_t count = 0;
-	char *data;
 
 	if (m->u[PF_VERSION] != PROTO_VERSION) {
 		char *why = xasprintf("worker speaks protocol %llu, the "
@@ -539,16 +576,15 @@ sched_hello(struct worker *w, const struct proto_msg *m)
 		proc_kill(w, "cannot read the task from the database");
 		return;
 	}
+	if (stage_parse(w->stage, &stage) == -1)
+		fatalx("%s: unknown stage %s", __func__, w->stage);
 	w->hello = 1;
-	data = sched_start_data(t, w->stage, w->ws_clean);
-	proto_msg_init(&out, PROTO_START);
-	out.u[PF_VERSION] = PROTO_VERSION;
-	out.u[PF_TASK] = (uint64_t)w->task;
-	proto_set_str(&out, PF_STAGE, w->stage);
-	out.u[PF_RUN] = (uint64_t)w->run;
-	out.u[PF_ATTEMPT] = (uint64_t)t->ival[TI_STAGE_RETRIES];
-	out.u[PF_COUNT] = count;
-	proto_set_str(&out, PF_DATA, data);
+	sched_start_msg(t, stage, w->ws_clean, &start);
+	start.run = (uint64_t)w->run;
+	start.attempt = (uint64_t)t->ival[TI_STAGE_RETRIES];
+	start.count = count;
+	proto_start_set(&out, &start);
+	msg_start_clear(&start);
 	if (proto_str_total(&out) > PROTO_MAX_DATA) {
 		/* The task's texts (request, plan, review, feedback) are too
 		 * large to start a worker with: every restart would be
@@ -558,7 +594,6 @@ sched_hello(struct worker *w, const struct proto_msg *m)
 		                      "worker can be started with",
 		    proto_str_total(&out), PROTO_MAX_DATA);
 		proto_msg_clear(&out);
-		free(data);
 		task_free(t);
 		w->stopping = 1; /* the task's failure is said below */
 		proc_kill(w, why);
@@ -569,7 +604,6 @@ sched_hello(struct worker *w, const struct proto_msg *m)
 	}
 	proc_send(w, &out);
 	proto_msg_clear(&out);
-	free(data);
 	task_free(t);
 	store_journal_list(sched_st, w->task, w->run, sched_replay_cb, w);
 }
@@ -582,169 +616,160 @@ json_str(json_t *o, const char *k)
 }
 
 /*
- * Apply a stage's result to the workflow, in the caller's transaction.
- * Returns -1 on a database error; a result that makes no sense for the
- * stage fails the task instead.
+ * Applying a stage's result to the workflow, in the caller's transaction:
+ * one function per stage.  Each returns -1 on a database error; a result
+ * that makes no sense for the stage fails the task instead.
  */
+/* The plan is recorded; a person approves it unless auto-approve says. */
 static int
-sched_apply(const struct task *t, const char *stage, json_t *r)
+sched_apply_planning(const struct task *t, json_t *r)
+{
+	struct store *st = sched_st;
+	int64_t id = t->id;
+	int rc;
+
+	const char *plan = json_str(r, "plan");
+	if (plan == NULL)
+		return sched_fail_tx(t, "planning ended without a plan");
+	rc = store_task_set_text(st, id, TC_PLAN, plan);
+	if (rc == 0)
+		rc = store_checkpoint_add(st, id, "after_planning", NULL);
+	if (rc == -1)
+		return -1;
+	return sched_approval(t, STAGE_PLANNING);
+}
+
+/* The change is recorded; a person approves it unless auto-approve says. */
+static int
+sched_apply_implementing(const struct task *t, json_t *r)
 {
 	struct store *st = sched_st;
 	int64_t id = t->id;
 	int rc;
 	char *s;
 
-	if (strcmp(stage, "planning") == 0) {
-		const char *plan = json_str(r, "plan");
-		if (plan == NULL)
-			return sched_fail_tx(
-			    t, "planning ended without a plan");
-		rc = store_task_set_text(st, id, TC_PLAN, plan);
-		if (rc == 0)
-			rc = store_checkpoint_add(
-			    st, id, "after_planning", NULL);
-		if (rc == -1)
-			return -1;
-		if (t->auto_approve & AUTO_APPROVE_PLAN) {
-			rc = store_task_stamp(st, id, TC_PLAN_APPROVED_AT);
-			if (rc == 0)
-				rc = store_task_set_text(st, id,
-				    TC_PLAN_APPROVED_BY, "auto-approve");
-			if (rc == 0)
-				rc = task_enter(st, t, WS_PLAN_APPROVED, 0,
-				    "plan auto-approved");
-			return rc;
-		}
-		return task_enter(st, t, WS_PLAN_AWAITING_APPROVAL, 0,
-		    "plan ready: approve or reject it");
-	}
-	if (strcmp(stage, "implementing") == 0) {
-		const char *sum = json_str(r, "summary");
-		const char *stat = json_str(r, "diffstat");
-		if (sum == NULL)
-			return sched_fail_tx(
-			    t, "implementation ended without a summary");
-		s = xasprintf(
-		    "%s%s%s", sum, stat ? "\n\n" : "", stat ? stat : "");
-		rc = store_task_set_text(st, id, TC_IMPLEMENTATION, s);
+	const char *sum = json_str(r, "summary");
+	const char *stat = json_str(r, "diffstat");
+	if (sum == NULL)
+		return sched_fail_tx(
+		    t, "implementation ended without a summary");
+	s = xasprintf("%s%s%s", sum, stat ? "\n\n" : "", stat ? stat : "");
+	rc = store_task_set_text(st, id, TC_IMPLEMENTATION, s);
+	free(s);
+	if (rc == 0)
+		rc = store_task_set_text(st, id, TC_FEEDBACK, NULL);
+	if (rc == 0) {
+		s = json_dumps(r, JSON_COMPACT);
+		rc = store_checkpoint_add(st, id, "after_implementation", s);
 		free(s);
-		if (rc == 0)
-			rc = store_task_set_text(st, id, TC_FEEDBACK, NULL);
-		if (rc == 0) {
-			s = json_dumps(r, JSON_COMPACT);
-			rc = store_checkpoint_add(
-			    st, id, "after_implementation", s);
-			free(s);
-		}
-		if (rc == -1)
-			return -1;
-		if (t->auto_approve & AUTO_APPROVE_IMPLEMENTATION) {
-			rc = store_task_stamp(
-			    st, id, TC_IMPLEMENTATION_APPROVED_AT);
-			if (rc == 0)
-				rc = store_task_set_text(st, id,
-				    TC_IMPLEMENTATION_APPROVED_BY,
-				    "auto-approve");
-			if (rc == 0)
-				rc = task_enter(st, t, WS_REVIEWING, 1,
-				    "implementation auto-approved");
-			return rc;
-		}
+	}
+	if (rc == -1)
+		return -1;
+	return sched_approval(t, STAGE_IMPLEMENTING);
+}
+
+/* An approving review moves on to verifying; one that asks for changes
+ * sends the task back to implementing, up to ORCH_MAX_REVIEW_ROUNDS. */
+static int
+sched_apply_reviewing(const struct task *t, json_t *r)
+{
+	struct store *st = sched_st;
+	int64_t id = t->id;
+	int rc;
+	char *s;
+
+	const char *verdict = json_str(r, "verdict");
+	const char *comments = json_str(r, "comments");
+	if (verdict == NULL)
+		return sched_fail_tx(t, "review ended without a verdict");
+	s = json_dumps(r, JSON_COMPACT);
+	rc = store_task_set_text(st, id, TC_REVIEW, s);
+	if (rc == 0)
+		rc = store_checkpoint_add(st, id, "after_review", s);
+	free(s);
+	if (rc == -1)
+		return -1;
+	if (strcmp(verdict, "approve") == 0)
+		return task_enter(st, t, WS_VERIFYING, 1, "review approved");
+	int64_t rounds = t->ival[TI_REVIEW_ROUNDS] + 1;
+	if (store_task_set_int(st, id, TI_REVIEW_ROUNDS, rounds) == -1)
+		return -1;
+	if (rounds > cfg.max_review_rounds)
 		return task_enter(st, t, WS_IMPLEMENTATION_AWAITING_APPROVAL, 0,
-		    "implementation ready: approve or reject it");
-	}
-	if (strcmp(stage, "reviewing") == 0) {
-		const char *verdict = json_str(r, "verdict");
-		const char *comments = json_str(r, "comments");
-		if (verdict == NULL)
-			return sched_fail_tx(
-			    t, "review ended without a verdict");
-		s = json_dumps(r, JSON_COMPACT);
-		rc = store_task_set_text(st, id, TC_REVIEW, s);
-		if (rc == 0)
-			rc = store_checkpoint_add(st, id, "after_review", s);
-		free(s);
-		if (rc == -1)
-			return -1;
-		if (strcmp(verdict, "approve") == 0)
-			return task_enter(
-			    st, t, WS_VERIFYING, 1, "review approved");
-		int64_t rounds = t->ival[TI_REVIEW_ROUNDS] + 1;
-		if (store_task_set_int(st, id, TI_REVIEW_ROUNDS, rounds) == -1)
-			return -1;
-		if (rounds > cfg.max_review_rounds)
-			return task_enter(st, t,
-			    WS_IMPLEMENTATION_AWAITING_APPROVAL, 0,
-			    "the review still asks for changes after "
-			    "ORCH_MAX_REVIEW_ROUNDS rounds: a person decides "
-			    "(approve overrides the review)");
-		s = xasprintf("The reviewer asked for changes:\n%s",
-		    comments ? comments : "");
-		rc = store_task_set_text(st, id, TC_FEEDBACK, s);
-		free(s);
-		if (rc == -1)
-			return -1;
-		return task_enter(
-		    st, t, WS_IMPLEMENTING, 1, "review asked for changes");
-	}
-	if (strcmp(stage, "verifying") == 0) {
-		const char *status = json_str(r, "status");
-		if (status == NULL)
-			return sched_fail_tx(
-			    t, "verification ended without a status");
-		s = json_dumps(r, JSON_COMPACT);
-		rc = store_task_set_text(st, id, TC_VERIFICATION_RESULT, s);
-		if (rc == 0)
-			rc = store_checkpoint_add(
-			    st, id, "after_verification", s);
-		free(s);
-		if (rc == -1)
-			return -1;
-		if (strcmp(status, "failed") != 0)
-			return task_enter(st, t, WS_COMPLETED, 0,
-			    strcmp(status, "skipped") == 0
-			        ? "completed (verification skipped: no "
-			          "command)"
-			        : "completed (verification passed)");
-		int64_t rounds = t->ival[TI_VERIFY_ROUNDS] + 1;
-		if (store_task_set_int(st, id, TI_VERIFY_ROUNDS, rounds) == -1)
-			return -1;
-		if (rounds > cfg.max_verify_rounds) {
-			json_t *es = json_object_get(r, "exit_status");
-			s = xasprintf(
-			    "verification (%s) still fails after %lld "
-			    "rounds (ORCH_MAX_VERIFY_ROUNDS=%u); the "
-			    "last exit status was %s",
-			    json_str(r, "command") ? json_str(r, "command")
-			                           : "?",
-			    (long long)rounds, cfg.max_verify_rounds,
-			    json_is_integer(es) ? "" : "none (killed)");
-			if (json_is_integer(es)) {
-				char *t2 = xasprintf("%s%lld", s,
-				    (long long)json_integer_value(es));
-				free(s);
-				s = t2;
-			}
-			rc = sched_fail_tx(t, s);
+		    "the review still asks for changes after "
+		    "ORCH_MAX_REVIEW_ROUNDS rounds: a person decides "
+		    "(approve overrides the review)");
+	s = xasprintf(
+	    "The reviewer asked for changes:\n%s", comments ? comments : "");
+	rc = store_task_set_text(st, id, TC_FEEDBACK, s);
+	free(s);
+	if (rc == -1)
+		return -1;
+	return task_enter(
+	    st, t, WS_IMPLEMENTING, 1, "review asked for changes");
+}
+
+/* A passed (or skipped) verification completes the task; a failed one
+ * goes back to implementing, up to ORCH_MAX_VERIFY_ROUNDS. */
+static int
+sched_apply_verifying(const struct task *t, json_t *r)
+{
+	struct store *st = sched_st;
+	int64_t id = t->id;
+	int rc;
+	char *s;
+
+	const char *status = json_str(r, "status");
+	if (status == NULL)
+		return sched_fail_tx(t, "verification ended without a status");
+	s = json_dumps(r, JSON_COMPACT);
+	rc = store_task_set_text(st, id, TC_VERIFICATION_RESULT, s);
+	if (rc == 0)
+		rc = store_checkpoint_add(st, id, "after_verification", s);
+	free(s);
+	if (rc == -1)
+		return -1;
+	if (strcmp(status, "failed") != 0)
+		return task_enter(st, t, WS_COMPLETED, 0,
+		    strcmp(status, "skipped") == 0
+		        ? "completed (verification skipped: no "
+		          "command)"
+		        : "completed (verification passed)");
+	int64_t rounds = t->ival[TI_VERIFY_ROUNDS] + 1;
+	if (store_task_set_int(st, id, TI_VERIFY_ROUNDS, rounds) == -1)
+		return -1;
+	if (rounds > cfg.max_verify_rounds) {
+		json_t *es = json_object_get(r, "exit_status");
+		s = xasprintf("verification (%s) still fails after %lld "
+		              "rounds (ORCH_MAX_VERIFY_ROUNDS=%u); the "
+		              "last exit status was %s",
+		    json_str(r, "command") ? json_str(r, "command") : "?",
+		    (long long)rounds, cfg.max_verify_rounds,
+		    json_is_integer(es) ? "" : "none (killed)");
+		if (json_is_integer(es)) {
+			char *t2 = xasprintf(
+			    "%s%lld", s, (long long)json_integer_value(es));
 			free(s);
-			return rc;
+			s = t2;
 		}
-		const char *tail = json_str(r, "output_tail");
-		s = xasprintf(
-		    "The verification command failed:\n%s", tail ? tail : "");
-		rc = store_task_set_text(st, id, TC_FEEDBACK, s);
+		rc = sched_fail_tx(t, s);
 		free(s);
-		if (rc == -1)
-			return -1;
-		return task_enter(st, t, WS_IMPLEMENTING, 1,
-		    "verification failed, implementing again");
+		return rc;
 	}
-	return sched_fail_tx(t, "result from an unknown stage");
+	const char *tail = json_str(r, "output_tail");
+	s = xasprintf("The verification command failed:\n%s", tail ? tail : "");
+	rc = store_task_set_text(st, id, TC_FEEDBACK, s);
+	free(s);
+	if (rc == -1)
+		return -1;
+	return task_enter(st, t, WS_IMPLEMENTING, 1,
+	    "verification failed, implementing again");
 }
 
 static void
 sched_result(struct worker *w, const struct proto_msg *m)
 {
+	enum stage_id stage;
 	struct task *t;
 	json_t *r = NULL;
 	json_error_t jerr;
@@ -765,6 +790,10 @@ sched_result(struct worker *w, const struct proto_msg *m)
 		sched_ack(w, 0);
 		return;
 	}
+	if (stage_parse(w->stage, &stage) == -1) {
+		/* proc_spawn was given a name from wstate_stage. */
+		fatalx("%s: unknown stage %s", __func__, w->stage);
+	}
 	if (!m->u[PF_OK]) {
 		const char *why = m->s[PF_TEXT] && *m->s[PF_TEXT]
 		                      ? m->s[PF_TEXT]
@@ -776,7 +805,7 @@ sched_result(struct worker *w, const struct proto_msg *m)
 		rc = sched_fail_tx(t, "the worker's result is not a JSON "
 		                      "object");
 	} else
-		rc = sched_apply(t, w->stage, r);
+		rc = sched_stages[stage].apply(t, r);
 	json_decref(r);
 	if (rc == -1 || store_commit(sched_st) == -1) {
 		store_rollback(sched_st);
@@ -791,7 +820,7 @@ sched_result(struct worker *w, const struct proto_msg *m)
 	 * the verify command's.  (Marked now: the next stage may start before
 	 * this worker has exited.)
 	 */
-	if (strcmp(w->stage, "verifying") != 0)
+	if (sched_stages[stage].leaves_clean)
 		sched_clean_put(w->task);
 	sched_ack(w, 0);
 	sched_kick();

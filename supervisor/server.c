@@ -185,13 +185,12 @@ server_backup(struct store *st)
 static int
 server_check_profiles(void)
 {
-	static const char *const stages[] = {
-	    "planning", "implementing", "reviewing", "verifying"};
 	char *dir = config_profiles_dir(), *cause;
 	int rc = 0;
 
-	for (size_t i = 0; i < nitems(stages) && rc == 0; i++) {
-		if (doctor_profile(dir, stages[i], &cause) == -1) {
+	for (size_t i = 0; i < (size_t)STAGE_MAX && rc == 0; i++) {
+		if (doctor_profile(dir, stage_name((enum stage_id)i), &cause) ==
+		    -1) {
 			fprintf(stderr,
 			    "orch-supervisor: sandbox profile: %s\n", cause);
 			free(cause);

@@ -67,6 +67,14 @@ const char *config_auto_approve_name(int);
 int config_parse_env(FILE *f, const char *path, char **err);
 /* Where the sandbox profiles are read from (malloc'd). */
 char *config_profiles_dir(void);
+/*
+ * Fill the settings of START (everything but the task's own fields) from
+ * cfg, every default worked out here; the strings are malloc'd (freed by
+ * msg_start_clear).
+ */
+void config_start(struct msg_start *);
+/* A copy of text from outside, made valid UTF-8, or NULL for NULL. */
+char *config_text(const char *);
 /* Make the state directory (0700) and its subdirectories. */
 int config_make_state_dir(char **cause);
 

@@ -109,6 +109,7 @@ main(int argc, char **argv)
 {
 	char mode[64];
 	struct proto_msg m;
+	struct msg_start start;
 	const char *cause;
 
 	(void)argc;
@@ -124,8 +125,11 @@ main(int argc, char **argv)
 	m.u[PF_VERSION] = PROTO_VERSION;
 	m.u[PF_PID] = (uint64_t)getpid();
 	send_msg(&m);
-	if (proto_read_fd(FD, &m, &cause) != 0)
+	/* A START the real worker would refuse is the supervisor's bug. */
+	if (proto_read_fd(FD, &m, &cause) != 0 ||
+	    proto_start_get(&m, &start, &cause) != 0)
 		_exit(7);
+	msg_start_clear(&start);
 	proto_msg_clear(&m);
 
 	if (strcmp(mode, "crash") == 0) {

@@ -97,33 +97,28 @@ run(const char *fmt, const char *arg)
 	return rc == 0;
 }
 
-static json_t *
-start_data(void)
+/* The START of a worker of task 1 (the settings confinement reads). */
+static void
+start_data(struct msg_start *s)
 {
-	char *wt = xasprintf("%s/state/worktrees/task-1", base);
-	char *repo = xasprintf("%s/repo", base);
-	char *script = xasprintf("%s/script.json", base);
-	char *trace = xasprintf("%s/trace", base);
-	json_t *cfg = json_pack("{s:s,s:s,s:{s:s,s:s}}", "worktree", wt, "repo",
-	    repo, "llm", "script", script, "trace", trace);
-
-	free(wt);
-	free(repo);
-	free(script);
-	free(trace);
-	return cfg;
+	memset(s, 0, sizeof *s);
+	s->worktree = xasprintf("%s/state/worktrees/task-1", base);
+	s->repo = xasprintf("%s/repo", base);
+	s->llm_script = xasprintf("%s/script.json", base);
+	s->llm_trace = xasprintf("%s/trace", base);
 }
 
 static int
 child_confined(void)
 {
-	json_t *cfg = start_data();
+	struct msg_start cfg;
 	char *p;
 	DIR *d;
 	int fd, rc, abi = confine_abi();
 
-	confine_worker("planning", cfg);
-	json_decref(cfg);
+	start_data(&cfg);
+	confine_worker(&cfg, NULL); /* planning: no sandbox profile */
+	msg_start_clear(&cfg);
 
 	ok(denied("state/tasks.db", O_RDONLY), "tasks.db cannot be opened");
 	ok(denied("state/tasks.db", O_WRONLY),
@@ -217,12 +212,13 @@ child_confined(void)
 static int
 child_unconfined(void)
 {
-	json_t *cfg = start_data();
+	struct msg_start cfg;
 	char *p = xasprintf("%s/state/tasks.db", base);
 	int fd;
 
-	confine_worker("implementing", cfg);
-	json_decref(cfg);
+	start_data(&cfg);
+	confine_worker(&cfg, "implementing");
+	msg_start_clear(&cfg);
 	fd = open(p, O_RDONLY | O_CLOEXEC);
 	free(p);
 	if (fd != -1)

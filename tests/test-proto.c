@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,7 +147,7 @@ test_catalog(void)
 		}
 	}
 	ok(sane, "catalog entries are sane");
-	is_int(proto_catalog[PROTO_START].nfields, 7, "start has 7 fields");
+	is_int(proto_catalog[PROTO_START].nfields, 35, "start has 35 fields");
 	is_int(proto_catalog[PROTO_JOURNAL].fields[4], PF_TOKENS_OUT,
 	    "journal ends with tokens_out");
 	is_int(proto_field_type[PF_DATA], PROTO_FT_STR, "data is a string");
@@ -651,6 +652,344 @@ test_fd(void)
 	close(sv[1]);
 }
 
+/* A START with every field set, each to a value of its own. */
+static void
+start_fill(struct msg_start *s)
+{
+	memset(s, 0, sizeof *s);
+	s->task = 7;
+	s->stage = STAGE_REVIEWING;
+	s->run = 3;
+	s->attempt = 2;
+	s->count = 5;
+	s->request = xstrdup("request \xc3\xa9");
+	s->repo = xstrdup("/repo");
+	s->base_commit = xstrdup("0123456789abcdef0123456789abcdef01234567");
+	s->worktree = xstrdup("/state/worktrees/task-7");
+	s->ref = xstrdup("refs/orch/tasks/7");
+	s->branch = xstrdup("orch/task-7");
+	s->plan = xstrdup("the plan");
+	s->plan_rejection_reason = xstrdup("");
+	s->feedback = xstrdup("feedback");
+	s->review = xstrdup("{\"verdict\":\"approve\"}");
+	s->verify_command = xstrdup("make check");
+	s->round = 4;
+	s->snapshot = xstrdup("fedcba9876543210fedcba9876543210fedcba98");
+	s->workspace_clean = 1;
+	s->max_steps = 50;
+	s->cmd_timeout_s = 600;
+	s->snapshot_max_file_bytes = UINT64_MAX;
+	s->state_id = xstrdup("state-id");
+	s->heartbeat_ms = 30000;
+	s->profiles_dir = xstrdup("/profiles");
+	s->log_level = LOG_LEVEL_DEBUG;
+	s->llm_provider = xstrdup("scripted");
+	s->llm_base_url = xstrdup("http://127.0.0.1:1/v1");
+	s->llm_model = xstrdup("model");
+	s->llm_api_key = xstrdup("key");
+	s->llm_script = xstrdup("{\"planning\":[]}");
+	s->llm_trace = xstrdup("/trace");
+	s->llm_timeout_s = 300;
+	s->llm_max_retries = 0;
+}
+
+static int
+str_same(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	return strcmp(a, b) == 0;
+}
+
+/* Whether two STARTs are equal, field by field. */
+static int
+start_equal(const struct msg_start *a, const struct msg_start *b)
+{
+	return a->task == b->task && a->stage == b->stage && a->run == b->run &&
+	       a->attempt == b->attempt && a->count == b->count &&
+	       str_same(a->request, b->request) && str_same(a->repo, b->repo) &&
+	       str_same(a->base_commit, b->base_commit) &&
+	       str_same(a->worktree, b->worktree) && str_same(a->ref, b->ref) &&
+	       str_same(a->branch, b->branch) && str_same(a->plan, b->plan) &&
+	       str_same(a->plan_rejection_reason, b->plan_rejection_reason) &&
+	       str_same(a->feedback, b->feedback) &&
+	       str_same(a->review, b->review) &&
+	       str_same(a->verify_command, b->verify_command) &&
+	       a->round == b->round && str_same(a->snapshot, b->snapshot) &&
+	       a->workspace_clean == b->workspace_clean &&
+	       a->max_steps == b->max_steps &&
+	       a->cmd_timeout_s == b->cmd_timeout_s &&
+	       a->snapshot_max_file_bytes == b->snapshot_max_file_bytes &&
+	       str_same(a->state_id, b->state_id) &&
+	       a->heartbeat_ms == b->heartbeat_ms &&
+	       str_same(a->profiles_dir, b->profiles_dir) &&
+	       a->log_level == b->log_level &&
+	       str_same(a->llm_provider, b->llm_provider) &&
+	       str_same(a->llm_base_url, b->llm_base_url) &&
+	       str_same(a->llm_model, b->llm_model) &&
+	       str_same(a->llm_api_key, b->llm_api_key) &&
+	       str_same(a->llm_script, b->llm_script) &&
+	       str_same(a->llm_trace, b->llm_trace) &&
+	       a->llm_timeout_s == b->llm_timeout_s &&
+	       a->llm_max_retries == b->llm_max_retries;
+}
+
+/* Encode s, decode the frame and check it: 0 with *out, or -1 with cause. */
+static int
+start_trip(const struct msg_start *s, struct msg_start *out, const char **cause)
+{
+	struct proto_msg m, d;
+	uint8_t *buf;
+	size_t len;
+	int rc;
+
+	memset(out, 0, sizeof *out);
+	proto_start_set(&m, s);
+	rc = proto_encode(&m, &buf, &len, cause);
+	proto_msg_clear(&m);
+	if (rc != 0)
+		return -1;
+	rc = proto_decode(buf + PROTO_HDR_LEN, len - PROTO_HDR_LEN, &d, cause);
+	free(buf);
+	if (rc != 0)
+		return -1;
+	rc = proto_start_get(&d, out, cause);
+	proto_msg_clear(&d);
+	return rc;
+}
+
+static void
+test_stage_names(void)
+{
+	enum stage_id id;
+	int all = 1;
+
+	for (unsigned i = 0; i < STAGE_MAX; i++) {
+		if (stage_parse(stage_name((enum stage_id)i), &id) != 0 ||
+		    id != (enum stage_id)i)
+			all = 0;
+	}
+	ok(all, "every stage's name parses back to it");
+	is_str(stage_name(STAGE_PLANNING), "planning", "planning's name");
+	is_str(stage_name(STAGE_VERIFYING), "verifying", "verifying's name");
+	is_str(stage_name(STAGE_MAX), "unknown", "name of STAGE_MAX");
+	ok(stage_parse("Planning", &id) == -1, "stage names are exact");
+	ok(stage_parse("planning ", &id) == -1, "... no trailing space");
+	ok(stage_parse("", &id) == -1, "an empty name is no stage");
+	ok(stage_parse(NULL, &id) == -1, "NULL is no stage");
+}
+
+static void
+test_start(void)
+{
+	struct msg_start s, d;
+	struct proto_msg m, dm;
+	const char *cause = NULL;
+	uint8_t *buf, *cut;
+	size_t len, i;
+	int all;
+
+	start_fill(&s);
+	ok(start_trip(&s, &d, &cause) == 0 && start_equal(&s, &d),
+	    "START round-trips with every field set");
+	ok(d.plan_rejection_reason != NULL && *d.plan_rejection_reason == '\0',
+	    "an empty optional string stays empty, not absent");
+	msg_start_clear(&d);
+
+	/* Every optional string absent: sent as nil, decoded as NULL. */
+	free(s.request);
+	free(s.plan);
+	free(s.plan_rejection_reason);
+	free(s.feedback);
+	free(s.review);
+	free(s.verify_command);
+	free(s.snapshot);
+	free(s.state_id);
+	free(s.llm_base_url);
+	free(s.llm_model);
+	free(s.llm_api_key);
+	free(s.llm_script);
+	free(s.llm_trace);
+	s.request = s.plan = s.plan_rejection_reason = s.feedback = NULL;
+	s.review = s.verify_command = s.snapshot = s.state_id = NULL;
+	s.llm_base_url = s.llm_model = s.llm_api_key = NULL;
+	s.llm_script = s.llm_trace = NULL;
+	ok(start_trip(&s, &d, &cause) == 0 && start_equal(&s, &d) &&
+	        d.request == NULL && d.llm_api_key == NULL,
+	    "START round-trips with every optional string absent");
+	msg_start_clear(&d);
+	msg_start_clear(&s);
+
+	/* Each number out of its bounds, and each refused by name. */
+	static const struct {
+		size_t off;
+		uint64_t v;
+		const char *cause;
+	} badnum[] = {
+	    {offsetof(struct msg_start, task), 0, "field task: out of range"},
+	    {offsetof(struct msg_start, task), (uint64_t)INT64_MAX + 1,
+	        "field task: out of range"},
+	    {offsetof(struct msg_start, count), (uint64_t)UINT32_MAX + 1,
+	        "field count: out of range"},
+	    {offsetof(struct msg_start, round), 0, "field round: out of range"},
+	    {offsetof(struct msg_start, workspace_clean), 2,
+	        "field workspace_clean: not 0 or 1"},
+	    {offsetof(struct msg_start, max_steps), 0,
+	        "field max_steps: out of range"},
+	    {offsetof(struct msg_start, max_steps), (uint64_t)UINT32_MAX + 1,
+	        "field max_steps: out of range"},
+	    {offsetof(struct msg_start, cmd_timeout_s), 0,
+	        "field cmd_timeout_s: out of range"},
+	    {offsetof(struct msg_start, snapshot_max_file_bytes), 0,
+	        "field snapshot_max_file_bytes: out of range"},
+	    {offsetof(struct msg_start, heartbeat_ms), 0,
+	        "field heartbeat_ms: out of range"},
+	    {offsetof(struct msg_start, log_level), LOG_LEVEL_DEBUG + 1,
+	        "field log_level: not a log level"},
+	    {offsetof(struct msg_start, llm_timeout_s), 0,
+	        "field llm_timeout_s: out of range"},
+	    {offsetof(struct msg_start, llm_max_retries),
+	        (uint64_t)UINT32_MAX + 1,
+	        "field llm_max_retries: out of range"},
+	};
+	for (i = 0; i < nitems(badnum); i++) {
+		char line[160];
+
+		start_fill(&s);
+		memcpy((char *)&s + badnum[i].off, &badnum[i].v,
+		    sizeof badnum[i].v);
+		cause = NULL;
+		snprintf(line, sizeof line, "START refused: %s (%llu)",
+		    badnum[i].cause, (unsigned long long)badnum[i].v);
+		ok(start_trip(&s, &d, &cause) == -1 && cause != NULL &&
+		        strcmp(cause, badnum[i].cause) == 0,
+		    line);
+		msg_start_clear(&s);
+	}
+
+	/* A string that must be there, empty or absent. */
+	start_fill(&s);
+	free(s.repo);
+	s.repo = xstrdup("");
+	ok(start_trip(&s, &d, &cause) == -1 &&
+	        strcmp(cause, "field repo: expected a string") == 0,
+	    "START refused: an empty repo");
+	free(s.repo);
+	s.repo = NULL;
+	ok(start_trip(&s, &d, &cause) == -1 &&
+	        strcmp(cause, "field repo: expected a string") == 0,
+	    "START refused: no repo");
+	msg_start_clear(&s);
+
+	/* The stage, and the version. */
+	start_fill(&s);
+	proto_start_set(&m, &s);
+	msg_start_clear(&s);
+	proto_set_str(&m, PF_STAGE, "deploying");
+	ok(proto_start_get(&m, &d, &cause) == -1 &&
+	        strcmp(cause, "field stage: unknown stage") == 0,
+	    "START refused: an unknown stage");
+	proto_set_str(&m, PF_STAGE, "planning");
+	m.u[PF_VERSION] = PROTO_VERSION - 1;
+	ok(proto_start_get(&m, &d, &cause) == -1 &&
+	        strcmp(cause, "protocol version mismatch") == 0,
+	    "START refused: another protocol version");
+	m.u[PF_VERSION] = PROTO_VERSION;
+	ok(proto_start_get(&m, &d, &cause) == 0 && d.stage == STAGE_PLANNING,
+	    "... and taken once both are right");
+	msg_start_clear(&d);
+	m.type = PROTO_ACK;
+	ok(proto_start_get(&m, &d, &cause) == -1, "an ACK is not a START");
+	m.type = PROTO_START;
+
+	/*
+	 * The frame: every cut is refused, as is one field more or less
+	 * (the array's count is the msgpack byte after the header: 0xdc,
+	 * then a 16-bit count, as the array has more than 15 elements).
+	 */
+	ok(proto_encode(&m, &buf, &len, &cause) == 0, "a START encodes");
+	proto_msg_clear(&m);
+	ok(buf[PROTO_HDR_LEN] == 0xdc && buf[PROTO_HDR_LEN + 2] == 36,
+	    "START is an array16 of 36 elements");
+	all = 1;
+	for (i = 1; i < len - PROTO_HDR_LEN; i++) {
+		cause = NULL;
+		if (proto_decode(buf + PROTO_HDR_LEN, i, &dm, &cause) == 0 ||
+		    cause == NULL)
+			all = 0;
+	}
+	ok(all, "every truncated START is refused");
+	cut = xmalloc(len + 1);
+	memcpy(cut, buf, len);
+	cut[PROTO_HDR_LEN + 2] = 37;
+	cut[len] = 0x00;
+	bad(cut + PROTO_HDR_LEN, len + 1 - PROTO_HDR_LEN,
+	    "wrong number of fields for the message type",
+	    "a START with an extra field");
+	/* One field less: drop the last (llm_max_retries, fixint 0). */
+	memcpy(cut, buf, len);
+	cut[PROTO_HDR_LEN + 2] = 35;
+	bad(cut + PROTO_HDR_LEN, len - 1 - PROTO_HDR_LEN,
+	    "wrong number of fields for the message type",
+	    "a START missing a field");
+	free(cut);
+	free(buf);
+
+	start_fill(&s);
+	proto_start_set(&m, &s);
+	msg_start_clear(&s);
+	free(m.s[PF_REPO]);
+	m.s[PF_REPO] = NULL;
+	m.slen[PF_REPO] = 0;
+	/* An encoder that sends nil for any missing string, as a hostile
+	 * peer may: the catalog says repo is a string. */
+	{
+		uint8_t *b2;
+		size_t l2;
+		const uint8_t *p;
+
+		ok(proto_encode(&m, &b2, &l2, &cause) == 0,
+		    "a START without repo encodes (as an empty string)");
+		p = memmem(b2, l2, "\xa5/repo", 6);
+		ok(p == NULL, "... not as /repo");
+		ok(proto_decode(b2 + PROTO_HDR_LEN, l2 - PROTO_HDR_LEN, &dm,
+		       &cause) == 0 &&
+		        proto_start_get(&dm, &d, &cause) == -1 &&
+		        strcmp(cause, "field repo: expected a string") == 0,
+		    "... which START refuses");
+		proto_msg_clear(&dm);
+		free(b2);
+	}
+	proto_msg_clear(&m);
+
+	/* Oversized: the task's texts over PROTO_MAX_DATA are not sent. */
+	start_fill(&s);
+	free(s.request);
+	s.request = xmalloc(PROTO_MAX_DATA + 1);
+	memset(s.request, 'r', PROTO_MAX_DATA);
+	s.request[PROTO_MAX_DATA] = '\0';
+	proto_start_set(&m, &s);
+	ok(proto_str_total(&m) > PROTO_MAX_DATA,
+	    "str_total counts START's strings");
+	cause = NULL;
+	ok(proto_encode(&m, &buf, &len, &cause) == -1 && cause != NULL &&
+	        strstr(cause, "PROTO_MAX_DATA") != NULL,
+	    "encode refuses a START over PROTO_MAX_DATA");
+	proto_msg_clear(&m);
+	msg_start_clear(&s);
+}
+
+/* nil is a string's absence only where the catalog allows it. */
+static void
+test_nil(void)
+{
+	/* [LOG, level 1, nil]: text is a string, not optional. */
+	static const uint8_t lognil[] = {0x93, PROTO_LOG, 0x01, 0xc0};
+
+	bad(lognil, sizeof lognil, "field text: expected a string",
+	    "nil for a string that is not optional");
+}
+
 int
 main(void)
 {
@@ -661,5 +1000,8 @@ main(void)
 	test_malformed();
 	test_truncated();
 	test_fd();
+	test_stage_names();
+	test_start();
+	test_nil();
 	return tap_done();
 }

@@ -416,12 +416,11 @@ confine_state_dir(const char *worktree)
 }
 
 void
-confine_worker(const char *stage, json_t *cfg)
+confine_worker(const struct msg_start *start, const char *profile)
 {
 	struct confine_spec c;
-	json_t *llm = json_object_get(cfg, "llm");
-	const char *wt = json_string_value(json_object_get(cfg, "worktree"));
-	const char *script = json_string_value(json_object_get(llm, "script"));
+	const char *wt = start->worktree;
+	const char *script = start->llm_script;
 	const char *read[3] = {NULL, NULL, NULL};
 	const char *write[2] = {NULL, NULL};
 	char *worktree = NULL, *state = NULL, *cause = NULL, cwd[PATH_MAX];
@@ -432,14 +431,13 @@ confine_worker(const char *stage, json_t *cfg)
 	 * bubblewrap must mount, and Landlock forbids that to a confined
 	 * process: the stages that run commands stay unconfined.
 	 */
-	if (strcmp(stage, "implementing") == 0 ||
-	    strcmp(stage, "verifying") == 0) {
+	if (profile != NULL) {
 		log_debug("not confined with Landlock: this stage runs "
 		          "bubblewrap, which must mount");
 		return;
 	}
 	if (wt == NULL)
-		return; /* stage_run refuses such a START */
+		return; /* proto_start_get refuses such a START */
 	if (wt[0] != '/' && getcwd(cwd, sizeof cwd) != NULL)
 		worktree = xasprintf("%s/%s", cwd, wt);
 	else
@@ -448,9 +446,9 @@ confine_worker(const char *stage, json_t *cfg)
 
 	memset(&c, 0, sizeof c);
 	c.worktree = worktree;
-	c.repo = json_string_value(json_object_get(cfg, "repo"));
+	c.repo = start->repo;
 	c.deny = state;
-	read[nr++] = json_string_value(json_object_get(cfg, "profiles_dir"));
+	read[nr++] = start->profiles_dir;
 	if (script != NULL && script[0] != '{')
 		read[nr++] = script;
 	if (read[0] == NULL) {
@@ -458,7 +456,7 @@ confine_worker(const char *stage, json_t *cfg)
 		read[1] = NULL;
 	}
 	c.read = read;
-	write[0] = json_string_value(json_object_get(llm, "trace"));
+	write[0] = start->llm_trace;
 	c.write_files = write;
 
 	rc = confine_paths(&c, &cause);

@@ -299,10 +299,10 @@ __lsan_is_turned_off(void) // NOLINT(bugprone-reserved-identifier)
 int
 main(int argc, char **argv)
 {
+	static struct msg_start start; /* the stage's, until it exits */
 	struct proto_msg m;
 	struct stage st;
-	json_error_t jerr;
-	json_int_t hb;
+	const char *cause;
 
 	(void)argv;
 	log_init("orch-worker", LOG_LEVEL_INFO);
@@ -326,14 +326,15 @@ main(int argc, char **argv)
 		wio_lost("handshake", "expected START");
 	if (m.u[PF_VERSION] != PROTO_VERSION)
 		wio_lost("handshake", "protocol version mismatch");
+	if (proto_start_get(&m, &start, &cause) == -1)
+		wio_lost("handshake", cause);
 	memset(&st, 0, sizeof st);
-	st.task = (int64_t)m.u[PF_TASK];
-	st.run = (int64_t)m.u[PF_RUN];
-	st.name = xstrdup(m.s[PF_STAGE]);
-	st.cfg = json_loads(m.s[PF_DATA], JSON_REJECT_DUPLICATES, &jerr);
-	if (st.cfg == NULL || !json_is_object(st.cfg))
-		wio_lost("handshake", "START data is not a JSON object");
-	nreplay = (size_t)m.u[PF_COUNT];
+	st.start = &start;
+	st.task = (int64_t)start.task;
+	st.run = (int64_t)start.run;
+	st.id = start.stage;
+	st.name = stage_name(start.stage);
+	nreplay = (size_t)start.count;
 	proto_msg_clear(&m);
 	log_context((uint64_t)st.task, st.name);
 
@@ -348,11 +349,7 @@ main(int argc, char **argv)
 	}
 	next_seq = nreplay + 1;
 
-	hb = json_integer_value(json_object_get(st.cfg, "heartbeat_ms"));
-	if (hb > 0)
-		beat_ms = (uint64_t)hb;
-	log_init("orch-worker", (enum log_level)json_integer_value(
-	                            json_object_get(st.cfg, "log_level")));
-	confine_worker(st.name, st.cfg);
+	beat_ms = start.heartbeat_ms;
+	log_init("orch-worker", (enum log_level)start.log_level);
 	stage_run(&st);
 }

@@ -16,7 +16,6 @@
 #include <unistd.h>
 
 #include "common.h"
-#include "config.h"
 #include "proto.h"
 #include "worker.h"
 
@@ -29,6 +28,32 @@ static int rootfd = -1;
 static char *last_commit;
 static struct sandbox_profile *profile;
 static char *review_diff; /* the whole diff, valid UTF-8, for read_diff */
+
+static void stage_planning(void) __attribute__((noreturn));
+static void stage_implementing(void) __attribute__((noreturn));
+static void stage_reviewing(void) __attribute__((noreturn));
+static void stage_verifying(void) __attribute__((noreturn));
+
+/*
+ * What each stage does in the worker: the function that runs it (and
+ * ends the worker), the sandbox profile of the commands it runs (NULL: it
+ * runs none, and the worker confines itself with Landlock), the system
+ * prompt of its conversation, and whether it snapshots the workspace to a
+ * ref of its own.  The tools each stage offers the model are in tools.c's
+ * table, by stage.  Adding a stage is a row here and its function.
+ */
+static const struct stage_def {
+	void (*run)(void);
+	const char *profile;
+	const char *prompt;
+	int snapshots;
+} stage_defs[STAGE_MAX] = {
+    [STAGE_PLANNING] = {stage_planning, NULL, "planning.txt", 0},
+    [STAGE_IMPLEMENTING] = {stage_implementing, "implementing",
+        "implementing.txt", 1},
+    [STAGE_REVIEWING] = {stage_reviewing, NULL, "reviewing.txt", 0},
+    [STAGE_VERIFYING] = {stage_verifying, "verifying", NULL, 0},
+};
 
 static void __attribute__((noreturn, format(printf, 1, 2)))
 stage_fail(const char *fmt, ...)
@@ -59,18 +84,12 @@ stage_retry(const char *fmt, ...)
 	exit(WORKER_EXIT_TEMP);
 }
 
-static const char *
-cfg_str(const char *key)
-{
-	return json_string_value(json_object_get(S->cfg, key));
-}
-
 /* name with "-" and the first 12 characters of the state id: a name of
  * this state directory's own, for when name is someone else's. */
 static char *
 stage_alt_name(const char *name)
 {
-	const char *id = cfg_str("state_id");
+	const char *id = S->start->state_id;
 
 	return xasprintf("%s-%.12s", name, id != NULL ? id : "x");
 }
@@ -90,12 +109,11 @@ stage_alt_name(const char *name)
 static void
 stage_workspace(void)
 {
-	const char *target = cfg_str("snapshot");
-	int clean = json_is_true(json_object_get(S->cfg, "workspace_clean"));
-	struct ws_options wo = {cfg_str("state_id"),
-	    (uint64_t)json_integer_value(
-	        json_object_get(S->cfg, "snapshot_max_file_bytes")),
-	    S->cmd_timeout_s, wio_heartbeat, NULL};
+	const char *target = S->start->snapshot;
+	int clean = S->start->workspace_clean != 0;
+	struct ws_options wo = {S->start->state_id,
+	    S->start->snapshot_max_file_bytes, S->cmd_timeout_s, wio_heartbeat,
+	    NULL};
 	char *cause, *alt, *ref;
 	int made, pending = 0, permanent;
 
@@ -121,7 +139,7 @@ stage_workspace(void)
 	if (last_commit == NULL)
 		last_commit = xstrdup(target ? target : S->base);
 	if (!clean)
-		ws_unlock(S->repo, S->worktree, S->ref, cfg_str("branch"));
+		ws_unlock(S->repo, S->worktree, S->ref, S->start->branch);
 	if ((made = ws_create(S->repo, S->worktree, S->base, &cause)) == -1)
 		stage_retry("workspace: %s", cause);
 	log_debug("workspace %s: %s, %zu journaled, at %.12s", S->worktree,
@@ -138,7 +156,7 @@ stage_workspace(void)
 	rootfd = open(S->worktree, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (rootfd == -1)
 		stage_retry("open %s: %s", S->worktree, strerror(errno));
-	if (strcmp(S->name, "implementing") != 0)
+	if (!stage_defs[S->id].snapshots)
 		return;
 	/* A snapshot ref another state directory made is not ours to move. */
 	alt = stage_alt_name(S->ref);
@@ -379,7 +397,7 @@ stage_loop(json_t *messages, const char *terminal)
 	json_t *tools = tool_schemas(S->name);
 	int step = 0;
 
-	if (strcmp(S->name, "implementing") == 0)
+	if (stage_defs[S->id].profile != NULL)
 		ctx.run_command = stage_run_command;
 	if (review_diff != NULL) {
 		ctx.diff = review_diff;
@@ -441,7 +459,9 @@ stage_loop(json_t *messages, const char *terminal)
 static char *
 stage_peek(const char *tool, const char *args)
 {
-	struct tool_ctx ctx = {rootfd, "planning", NULL, NULL, NULL, 0};
+	/* The planner's tools are read-only. */
+	struct tool_ctx ctx = {
+	    rootfd, stage_name(STAGE_PLANNING), NULL, NULL, NULL, 0};
 	struct tool_result tr;
 	char *s;
 
@@ -458,7 +478,7 @@ stage_peek(const char *tool, const char *args)
  * replaced.  Takes ownership of user.
  */
 static json_t *
-stage_messages(const char *system, char *user)
+stage_messages(char *user)
 {
 	size_t bad;
 	char *clean = utf8_fix(user, &bad);
@@ -473,7 +493,8 @@ stage_messages(const char *system, char *user)
 		clean = user;
 	}
 	m = json_pack("[{s:s,s:s},{s:s,s:s}]", "role", "system", "content",
-	    prompt_get(system), "role", "user", "content", clean);
+	    prompt_get(stage_defs[S->id].prompt), "role", "user", "content",
+	    clean);
 	free(clean);
 	if (m == NULL)
 		stage_fail("the conversation could not be built");
@@ -484,19 +505,19 @@ static void __attribute__((noreturn)) stage_planning(void)
 {
 	char *files = stage_peek("list_files", "{\"path\":\"\"}");
 	char *readme = stage_peek("read_file", "{\"path\":\"README.md\"}");
-	const char *why = cfg_str("plan_rejection_reason");
+	const char *why = S->start->plan_rejection_reason;
 	char *user;
 	json_t *v;
 
 	user = xasprintf("Request:\n%s\n\nFiles in the repository:\n%s\n\n"
 	                 "README.md:\n%s%s%s%s%s",
-	    cfg_str("request"), files, readme,
+	    S->start->request, files, readme,
 	    why ? "\n\nA person rejected your earlier plan.\nReason: " : "",
 	    why ? why : "", why ? "\nThe earlier plan:\n" : "",
-	    why && cfg_str("plan") ? cfg_str("plan") : "");
+	    why && S->start->plan ? S->start->plan : "");
 	free(files);
 	free(readme);
-	v = stage_loop(stage_messages("planning.txt", user), "submit_plan");
+	v = stage_loop(stage_messages(user), "submit_plan");
 	wio_result(1, NULL, v);
 }
 
@@ -513,21 +534,21 @@ stage_commit_message(const char *request, const char *summary)
 
 static void __attribute__((noreturn)) stage_implementing(void)
 {
-	const char *fb = cfg_str("feedback");
+	const char *fb = S->start->feedback;
 	char *user, *cause, *result, *stat, *msg, *ref, *alt, *branch = NULL;
 	json_t *v, *out;
 	int permanent;
 
 	user = xasprintf("Request:\n%s\n\nThe approved plan:\n%s%s%s",
-	    cfg_str("request"), cfg_str("plan") ? cfg_str("plan") : "(none)",
+	    S->start->request, S->start->plan ? S->start->plan : "(none)",
 	    fb ? "\n\nFeedback on your previous round, to address now:\n" : "",
 	    fb ? fb : "");
-	v = stage_loop(stage_messages("implementing.txt", user), "finish");
+	v = stage_loop(stage_messages(user), "finish");
 	/* People read commit messages on terminals: no raw controls. */
-	msg = stage_commit_message(cfg_str("request"),
+	msg = stage_commit_message(S->start->request,
 	    json_string_value(json_object_get(v, "summary")));
 	/* A result branch another state directory made is left alone. */
-	ref = xasprintf("refs/heads/%s", cfg_str("branch"));
+	ref = xasprintf("refs/heads/%s", S->start->branch);
 	alt = stage_alt_name(ref);
 	if (ws_pick_ref(S->worktree, ref, alt, &branch, &permanent, &cause) ==
 	        -1 ||
@@ -603,10 +624,10 @@ static void __attribute__((noreturn)) stage_reviewing(void)
 	diff = stage_review_diff();
 	user = xasprintf("Request:\n%s\n\nThe approved plan:\n%s\n\nThe "
 	                 "change, as a diff against the base commit:\n%s",
-	    cfg_str("request"), cfg_str("plan") ? cfg_str("plan") : "(none)",
+	    S->start->request, S->start->plan ? S->start->plan : "(none)",
 	    diff);
 	free(diff);
-	v = stage_loop(stage_messages("reviewing.txt", user), "submit_review");
+	v = stage_loop(stage_messages(user), "submit_review");
 	wio_result(1, NULL, v);
 }
 
@@ -625,7 +646,7 @@ stage_cleanup(void)
 
 static void __attribute__((noreturn)) stage_verifying(void)
 {
-	const char *cmd = cfg_str("verify_command");
+	const char *cmd = S->start->verify_command;
 	const char *data;
 	char *s, *tail;
 	json_t *res, *out;
@@ -676,54 +697,67 @@ static void __attribute__((noreturn)) stage_verifying(void)
 	wio_result(1, NULL, out);
 }
 
-static char *
-stage_profiles_dir(void)
+/*
+ * The model's settings as llm.c reads them (a JSON object): built from
+ * START's typed fields, the strings only when START has them.
+ */
+static json_t *
+stage_llm(const struct msg_start *m)
 {
-	const char *d = cfg_str("profiles_dir");
+	json_t *o = json_object();
+	const struct {
+		const char *key;
+		const char *value;
+	} strs[] = {
+	    {"provider", m->llm_provider},
+	    {"base_url", m->llm_base_url},
+	    {"model", m->llm_model},
+	    {"api_key", m->llm_api_key},
+	    {"script", m->llm_script},
+	    {"trace", m->llm_trace},
+	};
 
-	if (d != NULL)
-		return xstrdup(d);
-	if (access(ORCH_PROFILES_DIR "/implementing.profile", R_OK) == 0)
-		return xstrdup(ORCH_PROFILES_DIR);
-	return xstrdup(ORCH_SOURCE_DIR "/sandbox-profiles");
+	for (size_t i = 0; i < nitems(strs); i++) {
+		/* START's strings are valid UTF-8: the supervisor made them so.
+		 */
+		if (strs[i].value != NULL &&
+		    json_object_set_new(
+		        o, strs[i].key, json_string(strs[i].value)) == -1)
+			stage_fail("START's model setting %s is not UTF-8",
+			    strs[i].key);
+	}
+	json_object_set_new(
+	    o, "timeout_s", json_integer((json_int_t)m->llm_timeout_s));
+	json_object_set_new(
+	    o, "max_retries", json_integer((json_int_t)m->llm_max_retries));
+	return o;
 }
 
 void
 stage_run(struct stage *st)
 {
+	const struct stage_def *def;
 	char *cause;
 
 	S = st;
-	S->llm = json_object_get(S->cfg, "llm");
-	S->worktree = cfg_str("worktree");
-	S->repo = cfg_str("repo");
-	S->ref = cfg_str("ref");
-	S->base = cfg_str("base_commit");
-	S->round = (int)json_integer_value(json_object_get(S->cfg, "round"));
-	S->max_steps =
-	    (unsigned)json_integer_value(json_object_get(S->cfg, "max_steps"));
-	S->cmd_timeout_s = (unsigned)json_integer_value(
-	    json_object_get(S->cfg, "cmd_timeout_s"));
-	if (S->worktree == NULL || S->repo == NULL || S->ref == NULL ||
-	    S->base == NULL || cfg_str("request") == NULL)
+	def = &stage_defs[S->id];
+	/* First, before anything from outside is read. */
+	confine_worker(S->start, def->profile);
+	S->llm = stage_llm(S->start);
+	S->worktree = S->start->worktree;
+	S->repo = S->start->repo;
+	S->ref = S->start->ref;
+	S->base = S->start->base_commit;
+	S->round = (int)S->start->round;
+	S->max_steps = (unsigned)S->start->max_steps;
+	S->cmd_timeout_s = (unsigned)S->start->cmd_timeout_s;
+	S->profiles_dir = S->start->profiles_dir;
+	if (S->start->request == NULL)
 		stage_fail("START data lacks the task's workspace settings");
-	if (S->max_steps == 0)
-		S->max_steps = 50;
-	S->profiles_dir = stage_profiles_dir();
-	if ((strcmp(S->name, "implementing") == 0 ||
-	        strcmp(S->name, "verifying") == 0) &&
-	    sandbox_profile_load(S->profiles_dir, S->name, &profile, &cause) ==
-	        -1)
+	if (def->profile != NULL && sandbox_profile_load(S->profiles_dir,
+	                                def->profile, &profile, &cause) == -1)
 		stage_fail("sandbox profile: %s", cause);
 	stage_workspace();
-
-	if (strcmp(S->name, "planning") == 0)
-		stage_planning();
-	if (strcmp(S->name, "implementing") == 0)
-		stage_implementing();
-	if (strcmp(S->name, "reviewing") == 0)
-		stage_reviewing();
-	if (strcmp(S->name, "verifying") == 0)
-		stage_verifying();
-	stage_fail("unknown stage %s", S->name);
+	def->run();
+	fatalx("stage %s returned", S->name);
 }

@@ -27,13 +27,12 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "proto.h"
 #include "worker.h"
 
-#define STAGE_PLANNING     0x1
-#define STAGE_IMPLEMENTING 0x2
-#define STAGE_REVIEWING    0x4
-#define STAGE_VERIFYING    0x8
-#define STAGE_ALL          0xf
+/* The stages a tool is offered in, as a mask of enum stage_id bits. */
+#define STAGE_BIT(s)  (1u << (s))
+#define STAGE_BIT_ALL (STAGE_BIT(STAGE_MAX) - 1)
 
 #define SHOW_MAX       200         /* bytes of a name or path echoed back */
 #define BINARY_CHECK   8192        /* bytes looked at for NULs */
@@ -79,7 +78,7 @@ static void tool_read_diff(
 
 /* The contract's tool table (DESIGN.md, "LLM requests"). */
 static const struct tool tools[] = {
-    {"list_files", STAGE_ALL,
+    {"list_files", STAGE_BIT_ALL,
         "List the files under a directory of the workspace, recursively "
         "and sorted; directories end with \"/\".  The .git directory is "
         "not shown.",
@@ -87,19 +86,19 @@ static const struct tool tools[] = {
             "Directory relative to the workspace root; \"\" or \".\" for "
             "the root."}},
         tool_list_files},
-    {"read_file", STAGE_ALL,
+    {"read_file", STAGE_BIT_ALL,
         "Read a text file of the workspace.  Large files are cut, with a "
         "note saying so.",
         {{"path", JSON_STRING, 1, "File path relative to the workspace root."}},
         tool_read_file},
-    {"write_file", STAGE_IMPLEMENTING,
+    {"write_file", STAGE_BIT(STAGE_IMPLEMENTING),
         "Create a file or replace its whole content.  Missing parent "
         "directories are created.",
         {{"path", JSON_STRING, 1, "File path relative to the workspace root."},
             {"content", JSON_STRING, 1,
                 "The complete new content of the file."}},
         tool_write_file},
-    {"edit_file", STAGE_IMPLEMENTING,
+    {"edit_file", STAGE_BIT(STAGE_IMPLEMENTING),
         "Replace one piece of text in a file.  old must match the file "
         "exactly, whitespace included, and occur exactly once: include "
         "enough surrounding lines to make it unique.",
@@ -107,21 +106,21 @@ static const struct tool tools[] = {
             {"old", JSON_STRING, 1, "The exact text to replace."},
             {"new", JSON_STRING, 1, "The text to put in its place."}},
         tool_edit_file},
-    {"run_command", STAGE_IMPLEMENTING | STAGE_VERIFYING,
+    {"run_command", STAGE_BIT(STAGE_IMPLEMENTING) | STAGE_BIT(STAGE_VERIFYING),
         "Run a shell command in the workspace root, in a sandbox without "
         "network access.  Returns the exit status and the output.",
         {{"command", JSON_STRING, 1, "The shell command line to run."},
             {"timeout_s", JSON_INTEGER, 0,
                 "Wall-clock limit in seconds (1 to 86400); optional."}},
         tool_run_command},
-    {"submit_plan", STAGE_PLANNING,
+    {"submit_plan", STAGE_BIT(STAGE_PLANNING),
         "Submit the implementation plan for approval.  This ends the "
         "planning stage.",
         {{"plan", JSON_STRING, 1,
             "The plan: the changes to make, file by file, and how to "
             "check them."}},
         tool_submit_plan},
-    {"submit_review", STAGE_REVIEWING,
+    {"submit_review", STAGE_BIT(STAGE_REVIEWING),
         "Submit the review of the implementation.  This ends the "
         "reviewing stage.",
         {{"verdict", JSON_STRING, 1, "\"approve\" or \"request_changes\"."},
@@ -129,7 +128,7 @@ static const struct tool tools[] = {
                 "What is wrong and what to change, or notes on the "
                 "approval."}},
         tool_submit_review},
-    {"finish", STAGE_IMPLEMENTING,
+    {"finish", STAGE_BIT(STAGE_IMPLEMENTING),
         "Say the implementation is complete.  This ends the implementing "
         "stage.",
         {{"summary", JSON_STRING, 1,
@@ -140,7 +139,7 @@ static const struct tool tools[] = {
      * reviewer's request holds only the first 64 KiB of the diff, and a
      * change must not hide past that cut.
      */
-    {"read_diff", STAGE_REVIEWING,
+    {"read_diff", STAGE_BIT(STAGE_REVIEWING),
         "Read the diff under review from a byte offset, 64 KiB at a "
         "time, cut at a line; the note at the end gives the offset to "
         "read next.",
@@ -149,24 +148,15 @@ static const struct tool tools[] = {
         tool_read_diff},
 };
 
+/* The bits of the tools' stage masks that stage (a name) has; 0: none. */
 static unsigned
 stage_mask(const char *stage)
 {
-	static const struct {
-		const char *name;
-		unsigned mask;
-	} stages[] = {
-	    {"planning", STAGE_PLANNING},
-	    {"implementing", STAGE_IMPLEMENTING},
-	    {"reviewing", STAGE_REVIEWING},
-	    {"verifying", STAGE_VERIFYING},
-	};
+	enum stage_id id;
 
-	for (size_t i = 0; stage != NULL && i < nitems(stages); i++) {
-		if (strcmp(stage, stages[i].name) == 0)
-			return stages[i].mask;
-	}
-	return 0;
+	if (stage_parse(stage, &id) == -1)
+		return 0;
+	return STAGE_BIT(id);
 }
 
 /* Make a result valid UTF-8 and no longer than TOOL_MAX_RESULT. */

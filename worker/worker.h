@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "llm.h"
+#include "proto.h"
 
 /* main.c: the link to the supervisor (fd 3). */
 
@@ -42,16 +43,20 @@ const char *journal_data(size_t i, const char **kind);
 /* stage.c: the stages. */
 struct stage {
 	int64_t task;
-	const char *name; /* planning, implementing, reviewing, verifying */
+	enum stage_id id;
+	const char *name; /* stage_name(id) */
 	int64_t run;
 	int round;
-	json_t *cfg; /* the START data */
-	json_t *llm; /* cfg.llm */
+	const struct msg_start *start;
+	/* The model's settings from START, as llm.c reads them:
+	 * {provider, base_url, model, api_key, script, trace, timeout_s,
+	 * max_retries}, the strings only when START has them. */
+	json_t *llm;
 	const char *worktree;
 	const char *repo;
 	const char *ref;
 	const char *base;
-	char *profiles_dir;
+	const char *profiles_dir;
 	unsigned max_steps;
 	unsigned cmd_timeout_s;
 };
@@ -297,9 +302,11 @@ int confine_abi(void);
  * nothing restricted.
  */
 int confine_paths(const struct confine_spec *, char **cause);
-/* Confine the worker of stage from its START data, when the stage allows
- * (not implementing or verifying: bubblewrap must mount); logs and goes on
- * when it cannot. */
-void confine_worker(const char *stage, json_t *cfg);
+/*
+ * Confine the worker from its START, unless its stage has a sandbox
+ * profile (profile not NULL): bubblewrap must mount, which Landlock
+ * forbids.  Logs and goes on when it cannot.
+ */
+void confine_worker(const struct msg_start *, const char *profile);
 
 #endif

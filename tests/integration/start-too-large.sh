@@ -2,8 +2,9 @@
 # The task's texts that start a worker (request, plan, review) have to fit
 # one message: when they do not, the task fails at once, saying so, instead
 # of starting a worker that waits for a START that never comes, again and
-# again.  (512 KiB of control characters is 3 MiB as JSON; with a plan of
-# 170000 more, START is over PROTO_MAX_DATA.)
+# again.  (START's texts travel as they are, no longer as JSON: a request of
+# 512 KiB and a plan of 3.8 MB, put in the database as a task of the earlier
+# orchestrator might have it, are over PROTO_MAX_DATA together.)
 . "$ORCH_TESTS_DIR/integration/lib.sh"
 
 export ORCH_MAX_RETRIES=2 ORCH_WORKER_TIMEOUT_S=5
@@ -19,6 +20,7 @@ PY
 python3 -c 'import sys; sys.stdout.write("\x01" * (512 * 1024))' >"$T/request.txt"
 "$SUP" submit --file "$T/request.txt" --repo "$T/repo" --auto-approve all >"$T/out" 2>&1
 is "$?" 0 "a request of 512 KiB of control characters is taken"
+sq "UPDATE tasks SET plan = replace(hex(zeroblob(1900000)), '0', 'p') WHERE id=1"
 timeout 120 "$SUP" serve >>"$T/service.log" 2>&1 &
 SVC=$!
 wait_for 90 state_is 1 failed
