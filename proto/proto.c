@@ -198,11 +198,11 @@ static const char *const stage_names[STAGE_MAX] = {
 };
 
 int
-stage_parse(const char *s, enum stage_id *stage)
+stage_parse(const char *s, enum stage *stage)
 {
 	for (unsigned i = 0; s != NULL && i < STAGE_MAX; i++) {
 		if (strcmp(s, stage_names[i]) == 0) {
-			*stage = (enum stage_id)i;
+			*stage = (enum stage)i;
 			return 0;
 		}
 	}
@@ -210,7 +210,7 @@ stage_parse(const char *s, enum stage_id *stage)
 }
 
 const char *
-stage_name(enum stage_id stage)
+stage_name(enum stage stage)
 {
 	if ((unsigned)stage >= STAGE_MAX)
 		return "unknown";

@@ -34,7 +34,7 @@
  * database, the command line, a log line, the wire), and stage_parse is
  * the one place such text is compared.
  */
-enum stage_id {
+enum stage {
 	STAGE_PLANNING,
 	STAGE_IMPLEMENTING,
 	STAGE_REVIEWING,
@@ -162,7 +162,7 @@ struct proto_msg {
  */
 struct msg_start {
 	uint64_t task;
-	enum stage_id stage;
+	enum stage stage;
 	uint64_t run;
 	uint64_t attempt; /* 0 for a first start, n for the n-th restart */
 	uint64_t count;   /* REPLAY frames that follow */
@@ -215,9 +215,9 @@ int proto_start_get(
 void msg_start_clear(struct msg_start *);
 
 /* The stage named s: 0 and *stage set, or -1 when s names none. */
-int stage_parse(const char *s, enum stage_id *stage);
+int stage_parse(const char *s, enum stage *stage);
 /* The name of a stage ("planning"...), or "unknown" out of range. */
-const char *stage_name(enum stage_id);
+const char *stage_name(enum stage);
 const char *proto_type_name(enum proto_type);
 void proto_msg_init(struct proto_msg *, enum proto_type);
 void proto_msg_clear(struct proto_msg *);

@@ -1495,9 +1495,9 @@ cmd_doctor(int argc, char **argv)
 	for (size_t i = 0; i < (size_t)STAGE_MAX; i++) {
 		cause = NULL;
 		what = xasprintf("sandbox profile %s/%s.profile", dir,
-		    stage_name((enum stage_id)i));
-		CHECK(doctor_profile(
-		          dir, stage_name((enum stage_id)i), &cause) == 0,
+		    stage_name((enum stage)i));
+		CHECK(
+		    doctor_profile(dir, stage_name((enum stage)i), &cause) == 0,
 		    what, cause ? cause : "");
 		free(what);
 		free(cause);

@@ -283,7 +283,7 @@ static const struct sched_stage {
  * such) or left waiting for a person.
  */
 static int
-sched_approval(const struct task *t, enum stage_id stage)
+sched_approval(const struct task *t, enum stage stage)
 {
 	const struct sched_gate *g = &sched_stages[stage].gate;
 	struct store *st = sched_st;
@@ -333,7 +333,7 @@ sched_scan_cb(const struct checkpoint *cp, void *arg)
 }
 
 static void
-sched_scan(int64_t task, enum stage_id stage, struct cp_scan *sc)
+sched_scan(int64_t task, enum stage stage, struct cp_scan *sc)
 {
 	sc->name = sched_stages[stage].start_checkpoint;
 	sc->rounds = 0;
@@ -351,7 +351,7 @@ sched_scan(int64_t task, enum stage_id stage, struct cp_scan *sc)
  */
 static void
 sched_start_msg(
-    const struct task *t, enum stage_id stage, int clean, struct msg_start *s)
+    const struct task *t, enum stage stage, int clean, struct msg_start *s)
 {
 	struct cp_scan sc;
 	char *id;
@@ -557,7 +557,7 @@ sched_hello(struct worker *w, const struct proto_msg *m)
 	struct proto_msg out;
 	struct msg_start start;
 	struct task *t;
-	enum stage_id stage;
+	enum stage stage;
 	uint64_t count = 0;
 
 	if (m->u[PF_VERSION] != PROTO_VERSION) {
@@ -769,7 +769,7 @@ sched_apply_verifying(const struct task *t, json_t *r)
 static void
 sched_result(struct worker *w, const struct proto_msg *m)
 {
-	enum stage_id stage;
+	enum stage stage;
 	struct task *t;
 	json_t *r = NULL;
 	json_error_t jerr;

@@ -189,7 +189,7 @@ server_check_profiles(void)
 	int rc = 0;
 
 	for (size_t i = 0; i < (size_t)STAGE_MAX && rc == 0; i++) {
-		if (doctor_profile(dir, stage_name((enum stage_id)i), &cause) ==
+		if (doctor_profile(dir, stage_name((enum stage)i), &cause) ==
 		    -1) {
 			fprintf(stderr,
 			    "orch-supervisor: sandbox profile: %s\n", cause);

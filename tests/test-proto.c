@@ -761,12 +761,12 @@ start_trip(const struct msg_start *s, struct msg_start *out, const char **cause)
 static void
 test_stage_names(void)
 {
-	enum stage_id id;
+	enum stage id;
 	int all = 1;
 
 	for (unsigned i = 0; i < STAGE_MAX; i++) {
-		if (stage_parse(stage_name((enum stage_id)i), &id) != 0 ||
-		    id != (enum stage_id)i)
+		if (stage_parse(stage_name((enum stage)i), &id) != 0 ||
+		    id != (enum stage)i)
 			all = 0;
 	}
 	ok(all, "every stage's name parses back to it");

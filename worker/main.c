@@ -301,7 +301,7 @@ main(int argc, char **argv)
 {
 	static struct msg_start start; /* the stage's, until it exits */
 	struct proto_msg m;
-	struct stage st;
+	struct stage_ctx st;
 	const char *cause;
 
 	(void)argv;

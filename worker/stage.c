@@ -23,7 +23,7 @@
 #define STAGE_DIFF_WHOLE  (16 * 1024 * 1024) /* read_diff can reach */
 #define STAGE_OUTPUT_TAIL 4000
 
-static struct stage *S;
+static struct stage_ctx *cur; /* the stage this worker runs */
 static int rootfd = -1;
 static char *last_commit;
 static struct sandbox_profile *profile;
@@ -89,7 +89,7 @@ stage_retry(const char *fmt, ...)
 static char *
 stage_alt_name(const char *name)
 {
-	const char *id = S->start->state_id;
+	const char *id = cur->start->state_id;
 
 	return xasprintf("%s-%.12s", name, id != NULL ? id : "x");
 }
@@ -109,11 +109,11 @@ stage_alt_name(const char *name)
 static void
 stage_workspace(void)
 {
-	const char *target = S->start->snapshot;
-	int clean = S->start->workspace_clean != 0;
-	struct ws_options wo = {S->start->state_id,
-	    S->start->snapshot_max_file_bytes, S->cmd_timeout_s, wio_heartbeat,
-	    NULL};
+	const char *target = cur->start->snapshot;
+	int clean = cur->start->workspace_clean != 0;
+	struct ws_options wo = {cur->start->state_id,
+	    cur->start->snapshot_max_file_bytes, cur->cmd_timeout_s,
+	    wio_heartbeat, NULL};
 	char *cause, *alt, *ref;
 	int made, pending = 0, permanent;
 
@@ -137,41 +137,43 @@ stage_workspace(void)
 		json_decref(j);
 	}
 	if (last_commit == NULL)
-		last_commit = xstrdup(target ? target : S->base);
+		last_commit = xstrdup(target ? target : cur->base);
 	if (!clean)
-		ws_unlock(S->repo, S->worktree, S->ref, S->start->branch);
-	if ((made = ws_create(S->repo, S->worktree, S->base, &cause)) == -1)
+		ws_unlock(
+		    cur->repo, cur->worktree, cur->ref, cur->start->branch);
+	if ((made = ws_create(cur->repo, cur->worktree, cur->base, &cause)) ==
+	    -1)
 		stage_retry("workspace: %s", cause);
-	log_debug("workspace %s: %s, %zu journaled, at %.12s", S->worktree,
+	log_debug("workspace %s: %s, %zu journaled, at %.12s", cur->worktree,
 	    made      ? "made"
 	    : pending ? "kept for the pending snapshot"
 	    : clean   ? "left clean"
 	              : "to restore",
 	    journal_count(), last_commit);
-	if (made ? strcmp(last_commit, S->base) != 0
+	if (made ? strcmp(last_commit, cur->base) != 0
 	         : !pending && (!clean || journal_count() > 0)) {
-		if (ws_restore(S->worktree, last_commit, &cause) == -1)
+		if (ws_restore(cur->worktree, last_commit, &cause) == -1)
 			stage_retry("workspace: %s", cause);
 	}
-	rootfd = open(S->worktree, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	rootfd = open(cur->worktree, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (rootfd == -1)
-		stage_retry("open %s: %s", S->worktree, strerror(errno));
-	if (!stage_defs[S->id].snapshots)
+		stage_retry("open %s: %s", cur->worktree, strerror(errno));
+	if (!stage_defs[cur->id].snapshots)
 		return;
 	/* A snapshot ref another state directory made is not ours to move. */
-	alt = stage_alt_name(S->ref);
-	if (ws_pick_ref(S->worktree, S->ref, alt, &ref, &permanent, &cause) ==
-	    -1) {
+	alt = stage_alt_name(cur->ref);
+	if (ws_pick_ref(
+	        cur->worktree, cur->ref, alt, &ref, &permanent, &cause) == -1) {
 		if (permanent)
 			stage_fail("workspace: %s", cause);
 		stage_retry("workspace: %s", cause);
 	}
-	if (strcmp(ref, S->ref) != 0)
+	if (strcmp(ref, cur->ref) != 0)
 		wio_log(PROTO_LOG_INFO,
 		    "%s was made by another state directory; snapshots go to "
 		    "%s",
-		    S->ref, ref);
-	S->ref = ref;
+		    cur->ref, ref);
+	cur->ref = ref;
 	free(alt);
 }
 
@@ -183,10 +185,10 @@ stage_run_command(
 	char *cause;
 
 	(void)arg;
-	if (timeout_s == 0 || timeout_s > S->cmd_timeout_s)
-		timeout_s = S->cmd_timeout_s;
-	if (sandbox_run(profile, S->worktree, command, timeout_s, wio_heartbeat,
-	        NULL, &res, &cause) == -1) {
+	if (timeout_s == 0 || timeout_s > cur->cmd_timeout_s)
+		timeout_s = cur->cmd_timeout_s;
+	if (sandbox_run(profile, cur->worktree, command, timeout_s,
+	        wio_heartbeat, NULL, &res, &cause) == -1) {
 		/* Fail closed: nothing ran. */
 		*result_json = xasprintf("the sandbox is unavailable, so the "
 		                         "command was not run: %s",
@@ -219,8 +221,8 @@ static json_t *
 stage_reply(json_t *messages, json_t *tools, int turn)
 {
 	const char *data = journal_next("reply");
-	struct llm_turn lt = {S->task, S->name, S->run, S->round, turn, S->llm,
-	    {wio_heartbeat, stage_llm_sleep, stage_llm_log, NULL}};
+	struct llm_turn lt = {cur->task, cur->name, cur->run, cur->round, turn,
+	    cur->llm, {wio_heartbeat, stage_llm_sleep, stage_llm_log, NULL}};
 	json_t *reply;
 	char *cause, *s;
 	int permanent;
@@ -245,7 +247,7 @@ stage_reply(json_t *messages, json_t *tools, int turn)
 	/* The streaming providers showed the text as it arrived. */
 	const char *text = json_string_value(json_object_get(reply, "text"));
 	const char *prov =
-	    json_string_value(json_object_get(S->llm, "provider"));
+	    json_string_value(json_object_get(cur->llm, "provider"));
 	if (text != NULL && *text != '\0' &&
 	    (prov == NULL || strcmp(prov, "scripted") == 0))
 		wio_log(PROTO_LOG_MODEL, "%s", text);
@@ -277,9 +279,9 @@ stage_snapshot(json_t *res, int step, const char *journaled)
 		json_decref(j);
 	} else {
 		s = xasprintf(
-		    "%s step %d: %s", S->name, step, name ? name : "?");
-		if (ws_snapshot(S->worktree, S->ref, S->base, s, &commit, &note,
-		        &permanent, &cause) == -1) {
+		    "%s step %d: %s", cur->name, step, name ? name : "?");
+		if (ws_snapshot(cur->worktree, cur->ref, cur->base, s, &commit,
+		        &note, &permanent, &cause) == -1) {
 			if (permanent)
 				stage_fail("the snapshot after step %d (%s) "
 				           "failed: %s",
@@ -297,7 +299,7 @@ stage_snapshot(json_t *res, int step, const char *journaled)
 		if (strcmp(commit, last_commit) != 0) {
 			s = xasprintf("{\"commit\":\"%s\",\"stage\":\"%s\","
 			              "\"step\":%d}",
-			    commit, S->name, step);
+			    commit, cur->name, step);
 			wio_checkpoint("snapshot", s);
 			free(s);
 		}
@@ -393,11 +395,11 @@ stage_append(json_t *messages, json_t *m)
 static json_t *
 stage_loop(json_t *messages, const char *terminal)
 {
-	struct tool_ctx ctx = {rootfd, S->name, NULL, NULL, NULL, 0};
-	json_t *tools = tool_schemas(S->name);
+	struct tool_ctx ctx = {rootfd, cur->name, NULL, NULL, NULL, 0};
+	json_t *tools = tool_schemas(cur->name);
 	int step = 0;
 
-	if (stage_defs[S->id].profile != NULL)
+	if (stage_defs[cur->id].profile != NULL)
 		ctx.run_command = stage_run_command;
 	if (review_diff != NULL) {
 		ctx.diff = review_diff;
@@ -407,10 +409,10 @@ stage_loop(json_t *messages, const char *terminal)
 		json_t *reply, *calls, *call, *am;
 		size_t i;
 
-		if ((unsigned)turn >= S->max_steps)
+		if ((unsigned)turn >= cur->max_steps)
 			stage_fail("the model used all %u turns "
 			           "(ORCH_MAX_STEPS) without calling %s",
-			    S->max_steps, terminal);
+			    cur->max_steps, terminal);
 		reply = stage_reply(messages, tools, turn);
 		calls = json_object_get(reply, "tool_calls");
 		am = json_pack("{s:s,s:O}", "role", "assistant", "content",
@@ -493,7 +495,7 @@ stage_messages(char *user)
 		clean = user;
 	}
 	m = json_pack("[{s:s,s:s},{s:s,s:s}]", "role", "system", "content",
-	    prompt_get(stage_defs[S->id].prompt), "role", "user", "content",
+	    prompt_get(stage_defs[cur->id].prompt), "role", "user", "content",
 	    clean);
 	free(clean);
 	if (m == NULL)
@@ -505,16 +507,16 @@ static void __attribute__((noreturn)) stage_planning(void)
 {
 	char *files = stage_peek("list_files", "{\"path\":\"\"}");
 	char *readme = stage_peek("read_file", "{\"path\":\"README.md\"}");
-	const char *why = S->start->plan_rejection_reason;
+	const char *why = cur->start->plan_rejection_reason;
 	char *user;
 	json_t *v;
 
 	user = xasprintf("Request:\n%s\n\nFiles in the repository:\n%s\n\n"
 	                 "README.md:\n%s%s%s%s%s",
-	    S->start->request, files, readme,
+	    cur->start->request, files, readme,
 	    why ? "\n\nA person rejected your earlier plan.\nReason: " : "",
 	    why ? why : "", why ? "\nThe earlier plan:\n" : "",
-	    why && S->start->plan ? S->start->plan : "");
+	    why && cur->start->plan ? cur->start->plan : "");
 	free(files);
 	free(readme);
 	v = stage_loop(stage_messages(user), "submit_plan");
@@ -534,25 +536,25 @@ stage_commit_message(const char *request, const char *summary)
 
 static void __attribute__((noreturn)) stage_implementing(void)
 {
-	const char *fb = S->start->feedback;
+	const char *fb = cur->start->feedback;
 	char *user, *cause, *result, *stat, *msg, *ref, *alt, *branch = NULL;
 	json_t *v, *out;
 	int permanent;
 
 	user = xasprintf("Request:\n%s\n\nThe approved plan:\n%s%s%s",
-	    S->start->request, S->start->plan ? S->start->plan : "(none)",
+	    cur->start->request, cur->start->plan ? cur->start->plan : "(none)",
 	    fb ? "\n\nFeedback on your previous round, to address now:\n" : "",
 	    fb ? fb : "");
 	v = stage_loop(stage_messages(user), "finish");
 	/* People read commit messages on terminals: no raw controls. */
-	msg = stage_commit_message(S->start->request,
+	msg = stage_commit_message(cur->start->request,
 	    json_string_value(json_object_get(v, "summary")));
 	/* A result branch another state directory made is left alone. */
-	ref = xasprintf("refs/heads/%s", S->start->branch);
+	ref = xasprintf("refs/heads/%s", cur->start->branch);
 	alt = stage_alt_name(ref);
-	if (ws_pick_ref(S->worktree, ref, alt, &branch, &permanent, &cause) ==
+	if (ws_pick_ref(cur->worktree, ref, alt, &branch, &permanent, &cause) ==
 	        -1 ||
-	    ws_squash(S->worktree, branch + strlen("refs/heads/"), S->base,
+	    ws_squash(cur->worktree, branch + strlen("refs/heads/"), cur->base,
 	        last_commit, msg, &result, &permanent, &cause) == -1) {
 		if (permanent)
 			stage_fail("the result branch: %s", cause);
@@ -561,7 +563,7 @@ static void __attribute__((noreturn)) stage_implementing(void)
 	free(ref);
 	free(alt);
 	free(msg);
-	if (ws_diffstat(S->worktree, S->base, result, &stat, &cause) == -1)
+	if (ws_diffstat(cur->worktree, cur->base, result, &stat, &cause) == -1)
 		stage_retry("diffstat: %s", cause);
 	out = json_pack("{s:O,s:s,s:s,s:s,s:s}", "summary",
 	    json_object_get(v, "summary"), "diffstat", stat, "commit", result,
@@ -585,8 +587,8 @@ stage_review_diff(void)
 	char *raw, *cause, *head, *note = NULL;
 	size_t len, keep, bad;
 
-	if (ws_diff(S->worktree, S->base, last_commit, STAGE_DIFF_WHOLE, &raw,
-	        &cause) == -1)
+	if (ws_diff(cur->worktree, cur->base, last_commit, STAGE_DIFF_WHOLE,
+	        &raw, &cause) == -1)
 		stage_retry("diff: %s", cause);
 	review_diff = utf8_fix(raw, &bad);
 	free(raw);
@@ -624,7 +626,7 @@ static void __attribute__((noreturn)) stage_reviewing(void)
 	diff = stage_review_diff();
 	user = xasprintf("Request:\n%s\n\nThe approved plan:\n%s\n\nThe "
 	                 "change, as a diff against the base commit:\n%s",
-	    S->start->request, S->start->plan ? S->start->plan : "(none)",
+	    cur->start->request, cur->start->plan ? cur->start->plan : "(none)",
 	    diff);
 	free(diff);
 	v = stage_loop(stage_messages(user), "submit_review");
@@ -638,7 +640,7 @@ stage_cleanup(void)
 
 	close(rootfd);
 	rootfd = -1;
-	if (ws_remove(S->repo, S->worktree, &cause) == -1) {
+	if (ws_remove(cur->repo, cur->worktree, &cause) == -1) {
 		log_warnx("cleanup: %s", cause);
 		free(cause);
 	}
@@ -646,7 +648,7 @@ stage_cleanup(void)
 
 static void __attribute__((noreturn)) stage_verifying(void)
 {
-	const char *cmd = S->start->verify_command;
+	const char *cmd = cur->start->verify_command;
 	const char *data;
 	char *s, *tail;
 	json_t *res, *out;
@@ -660,7 +662,7 @@ static void __attribute__((noreturn)) stage_verifying(void)
 	}
 	if ((data = journal_next("command")) == NULL) {
 		wio_log(PROTO_LOG_TOOL, "verify: %s", cmd);
-		if (stage_run_command(NULL, cmd, S->cmd_timeout_s, &s) == -1)
+		if (stage_run_command(NULL, cmd, cur->cmd_timeout_s, &s) == -1)
 			stage_fail("%s", s);
 		journal_put("command", s, 0, 0);
 		data = s;
@@ -734,30 +736,30 @@ stage_llm(const struct msg_start *m)
 }
 
 void
-stage_run(struct stage *st)
+stage_run(struct stage_ctx *st)
 {
 	const struct stage_def *def;
 	char *cause;
 
-	S = st;
-	def = &stage_defs[S->id];
+	cur = st;
+	def = &stage_defs[cur->id];
 	/* First, before anything from outside is read. */
-	confine_worker(S->start, def->profile);
-	S->llm = stage_llm(S->start);
-	S->worktree = S->start->worktree;
-	S->repo = S->start->repo;
-	S->ref = S->start->ref;
-	S->base = S->start->base_commit;
-	S->round = (int)S->start->round;
-	S->max_steps = (unsigned)S->start->max_steps;
-	S->cmd_timeout_s = (unsigned)S->start->cmd_timeout_s;
-	S->profiles_dir = S->start->profiles_dir;
-	if (S->start->request == NULL)
+	confine_worker(cur->start, def->profile);
+	cur->llm = stage_llm(cur->start);
+	cur->worktree = cur->start->worktree;
+	cur->repo = cur->start->repo;
+	cur->ref = cur->start->ref;
+	cur->base = cur->start->base_commit;
+	cur->round = (int)cur->start->round;
+	cur->max_steps = (unsigned)cur->start->max_steps;
+	cur->cmd_timeout_s = (unsigned)cur->start->cmd_timeout_s;
+	cur->profiles_dir = cur->start->profiles_dir;
+	if (cur->start->request == NULL)
 		stage_fail("START data lacks the task's workspace settings");
-	if (def->profile != NULL && sandbox_profile_load(S->profiles_dir,
+	if (def->profile != NULL && sandbox_profile_load(cur->profiles_dir,
 	                                def->profile, &profile, &cause) == -1)
 		stage_fail("sandbox profile: %s", cause);
 	stage_workspace();
 	def->run();
-	fatalx("stage %s returned", S->name);
+	fatalx("stage %s returned", cur->name);
 }

@@ -30,7 +30,7 @@
 #include "proto.h"
 #include "worker.h"
 
-/* The stages a tool is offered in, as a mask of enum stage_id bits. */
+/* The stages a tool is offered in, as a mask of enum stage bits. */
 #define STAGE_BIT(s)  (1u << (s))
 #define STAGE_BIT_ALL (STAGE_BIT(STAGE_MAX) - 1)
 
@@ -152,7 +152,7 @@ static const struct tool tools[] = {
 static unsigned
 stage_mask(const char *stage)
 {
-	enum stage_id id;
+	enum stage id;
 
 	if (stage_parse(stage, &id) == -1)
 		return 0;

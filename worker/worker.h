@@ -41,9 +41,9 @@ size_t journal_count(void);
 const char *journal_data(size_t i, const char **kind);
 
 /* stage.c: the stages. */
-struct stage {
+struct stage_ctx {
 	int64_t task;
-	enum stage_id id;
+	enum stage id;
 	const char *name; /* stage_name(id) */
 	int64_t run;
 	int round;
@@ -60,7 +60,7 @@ struct stage {
 	unsigned max_steps;
 	unsigned cmd_timeout_s;
 };
-void stage_run(struct stage *) __attribute__((noreturn));
+void stage_run(struct stage_ctx *) __attribute__((noreturn));
 
 /* Limits on what the model may hand the tools and what they hand back. */
 /* TOOL_MAX_ARGS (bytes of one call's arguments): llm.h */
