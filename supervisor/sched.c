@@ -609,7 +609,7 @@ sched_hello(struct worker *w, const struct proto_msg *m)
 }
 
 static const char *
-json_str(json_t *o, const char *k)
+sched_jstr(json_t *o, const char *k)
 {
 	json_t *v = json_object_get(o, k);
 	return json_is_string(v) ? json_string_value(v) : NULL;
@@ -628,7 +628,7 @@ sched_apply_planning(const struct task *t, json_t *r)
 	int64_t id = t->id;
 	int rc;
 
-	const char *plan = json_str(r, "plan");
+	const char *plan = sched_jstr(r, "plan");
 	if (plan == NULL)
 		return sched_fail_tx(t, "planning ended without a plan");
 	rc = store_task_set_text(st, id, TC_PLAN, plan);
@@ -648,8 +648,8 @@ sched_apply_implementing(const struct task *t, json_t *r)
 	int rc;
 	char *s;
 
-	const char *sum = json_str(r, "summary");
-	const char *stat = json_str(r, "diffstat");
+	const char *sum = sched_jstr(r, "summary");
+	const char *stat = sched_jstr(r, "diffstat");
 	if (sum == NULL)
 		return sched_fail_tx(
 		    t, "implementation ended without a summary");
@@ -678,8 +678,8 @@ sched_apply_reviewing(const struct task *t, json_t *r)
 	int rc;
 	char *s;
 
-	const char *verdict = json_str(r, "verdict");
-	const char *comments = json_str(r, "comments");
+	const char *verdict = sched_jstr(r, "verdict");
+	const char *comments = sched_jstr(r, "comments");
 	if (verdict == NULL)
 		return sched_fail_tx(t, "review ended without a verdict");
 	s = json_dumps(r, JSON_COMPACT);
@@ -719,7 +719,7 @@ sched_apply_verifying(const struct task *t, json_t *r)
 	int rc;
 	char *s;
 
-	const char *status = json_str(r, "status");
+	const char *status = sched_jstr(r, "status");
 	if (status == NULL)
 		return sched_fail_tx(t, "verification ended without a status");
 	s = json_dumps(r, JSON_COMPACT);
@@ -743,7 +743,7 @@ sched_apply_verifying(const struct task *t, json_t *r)
 		s = xasprintf("verification (%s) still fails after %lld "
 		              "rounds (ORCH_MAX_VERIFY_ROUNDS=%u); the "
 		              "last exit status was %s",
-		    json_str(r, "command") ? json_str(r, "command") : "?",
+		    sched_jstr(r, "command") ? sched_jstr(r, "command") : "?",
 		    (long long)rounds, cfg.max_verify_rounds,
 		    json_is_integer(es) ? "" : "none (killed)");
 		if (json_is_integer(es)) {
@@ -756,7 +756,7 @@ sched_apply_verifying(const struct task *t, json_t *r)
 		free(s);
 		return rc;
 	}
-	const char *tail = json_str(r, "output_tail");
+	const char *tail = sched_jstr(r, "output_tail");
 	s = xasprintf("The verification command failed:\n%s", tail ? tail : "");
 	rc = store_task_set_text(st, id, TC_FEEDBACK, s);
 	free(s);
