@@ -902,7 +902,7 @@ cli_show_usage(struct store *st, int64_t id)
 
 	if (store_usage_json(st, id, &u) == -1)
 		return;
-	json_object_foreach (u, k, v) {
+	json_object_foreach(u, k, v) {
 		long long calls =
 		    json_integer_value(json_object_get(v, "calls"));
 
@@ -1298,10 +1298,10 @@ cmd_stats(int argc, char **argv)
 		printf("tasks: %lld\n",
 		    (long long)json_integer_value(json_object_get(s, "tasks")));
 		by = json_object_get(s, "by_status");
-		json_object_foreach (by, k, v)
+		json_object_foreach(by, k, v)
 			printf("  %-18s %lld\n", k,
 			    (long long)json_integer_value(v));
-		json_object_foreach (s, k, v) {
+		json_object_foreach(s, k, v) {
 			if (json_is_integer(v) && strcmp(k, "tasks") != 0)
 				printf("%s: %lld\n", k,
 				    (long long)json_integer_value(v));

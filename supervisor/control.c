@@ -639,7 +639,7 @@ control_heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	(void)arg;
-	TAILQ_FOREACH (s, &control_streams, entry) {
+	TAILQ_FOREACH(s, &control_streams, entry) {
 		struct evbuffer *out = evbuffer_new();
 		evbuffer_add_printf(out, ": keep-alive\n\n");
 		evhttp_send_reply_chunk(s->req, out);

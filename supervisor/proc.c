@@ -48,7 +48,7 @@ proc_gc(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	(void)arg;
-	TAILQ_FOREACH_SAFE (w, &workers, entry, tmp) {
+	TAILQ_FOREACH_SAFE(w, &workers, entry, tmp) {
 		if (w->reaped && w->eof && !w->finished) {
 			w->finished = 1;
 			sched_worker_exit(w);
@@ -439,7 +439,7 @@ proc_reap(void)
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 		struct worker *w;
 
-		TAILQ_FOREACH (w, &workers, entry) {
+		TAILQ_FOREACH(w, &workers, entry) {
 			if (w->pid == pid && !w->reaped)
 				break;
 		}
@@ -465,7 +465,7 @@ proc_watchdog(uint64_t timeout_ms)
 	struct worker *w, *tmp;
 	uint64_t now = now_ms();
 
-	TAILQ_FOREACH_SAFE (w, &workers, entry, tmp) {
+	TAILQ_FOREACH_SAFE(w, &workers, entry, tmp) {
 		if (w->reaped && !w->eof && now - w->reaped_ms > 2000) {
 			w->eof = 1;
 			bufferevent_disable(w->bev, EV_READ | EV_WRITE);
@@ -488,7 +488,7 @@ proc_find_task(int64_t task)
 {
 	struct worker *w;
 
-	TAILQ_FOREACH (w, &workers, entry) {
+	TAILQ_FOREACH(w, &workers, entry) {
 		if (w->task == task)
 			return w;
 	}
@@ -501,7 +501,7 @@ proc_count(void)
 	struct worker *w;
 	unsigned n = 0;
 
-	TAILQ_FOREACH (w, &workers, entry)
+	TAILQ_FOREACH(w, &workers, entry)
 		n++;
 	return n;
 }

@@ -123,7 +123,7 @@ sched_storage_failed(void)
 		if (now_ms() - sched_resumed_at > 60000 || sched_probe_ms == 0)
 			sched_probe_ms = 500;
 	}
-	TAILQ_FOREACH (w, &workers, entry) {
+	TAILQ_FOREACH(w, &workers, entry) {
 		if (!w->reaped && !w->stopping) {
 			w->stopping = 1;
 			proc_kill(w, NULL);
@@ -500,7 +500,7 @@ sched_timer_cb(evutil_socket_t fd, short what, void *arg)
 		sched_probe();
 	if (sched_stopping && now > sched_stop_deadline) {
 		struct worker *w;
-		TAILQ_FOREACH (w, &workers, entry) {
+		TAILQ_FOREACH(w, &workers, entry) {
 			if (!w->reaped)
 				proc_kill(w, NULL);
 		}
@@ -1135,7 +1135,7 @@ sched_shutdown(void)
 	sched_stopping = 1;
 	sched_stop_deadline = now_ms() + 5000;
 	proto_msg_init(&m, PROTO_STOP);
-	TAILQ_FOREACH (w, &workers, entry) {
+	TAILQ_FOREACH(w, &workers, entry) {
 		w->stopping = 1;
 		proc_send(w, &m);
 	}

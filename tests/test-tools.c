@@ -551,7 +551,7 @@ is_names(const char *stage, const char *want)
 	size_t i;
 	int shaped = 1;
 
-	json_array_foreach (schemas, i, t) {
+	json_array_foreach(schemas, i, t) {
 		json_t *params = json_object_get(t, "parameters");
 
 		if (i > 0)

@@ -120,7 +120,7 @@ scripted_chat(
 	                    ? json_string_value(json_object_get(turn, "text"))
 	                    : ""));
 	calls = json_object_get(turn, "tool_calls");
-	json_array_foreach (calls, i, c) {
+	json_array_foreach(calls, i, c) {
 		json_t *args = json_object_get(c, "arguments");
 		const char *name =
 		    json_string_value(json_object_get(c, "name"));

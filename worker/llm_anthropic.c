@@ -93,7 +93,7 @@ llm_anthropic_request(const char *model, json_t *messages, json_t *tools)
 	size_t i;
 	int bad = 0;
 
-	json_array_foreach (messages, i, m) {
+	json_array_foreach(messages, i, m) {
 		const char *role = ant_str(m, "role");
 		const char *content = ant_str(m, "content");
 		json_t *c;
@@ -123,7 +123,7 @@ llm_anthropic_request(const char *model, json_t *messages, json_t *tools)
 				    json_pack("{s:s,s:s}", "type", "text",
 				        "text", content),
 				    &bad);
-			json_array_foreach (
+			json_array_foreach(
 			    json_object_get(m, "tool_calls"), j, c) {
 				const char *args = ant_str(c, "arguments");
 				json_t *in = args ? json_loads(args,
@@ -150,7 +150,7 @@ llm_anthropic_request(const char *model, json_t *messages, json_t *tools)
 			    &bad);
 		}
 	}
-	json_array_foreach (tools, i, t) {
+	json_array_foreach(tools, i, t) {
 		json_t *o =
 		    json_pack("{s:O?}", "name", json_object_get(t, "name"));
 
@@ -341,7 +341,7 @@ ant_whole(struct llm_asm *a, json_t *j)
 	if (!json_is_array(json_object_get(j, "content")))
 		return llm_asm_fail(a, "the API answered 200 with JSON that "
 		                       "is not a message");
-	json_array_foreach (json_object_get(j, "content"), i, b) {
+	json_array_foreach(json_object_get(j, "content"), i, b) {
 		if ((s = ant_str(b, "type")) == NULL)
 			continue;
 		if (strcmp(s, "text") == 0 && ant_str(b, "text"))

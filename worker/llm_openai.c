@@ -34,7 +34,7 @@ openai_messages(json_t *messages)
 	json_t *out = json_array(), *m;
 	size_t i;
 
-	json_array_foreach (messages, i, m) {
+	json_array_foreach(messages, i, m) {
 		const char *role = openai_str(m, "role");
 		const char *content = openai_str(m, "content");
 		json_t *calls = json_object_get(m, "tool_calls");
@@ -56,7 +56,7 @@ openai_messages(json_t *messages)
 			json_t *tc = json_array(), *c;
 			size_t j;
 
-			json_array_foreach (calls, j, c) {
+			json_array_foreach(calls, j, c) {
 				json_array_append_new(tc,
 				    json_pack("{s:s,s:s,s:{s:s,s:s}}", "id",
 				        openai_str(c, "id")
@@ -99,7 +99,7 @@ llm_openai_request(const char *model, json_t *messages, json_t *tools)
 	if ((msgs = openai_messages(messages)) == NULL)
 		return NULL;
 	ft = json_array();
-	json_array_foreach (tools, i, t) {
+	json_array_foreach(tools, i, t) {
 		json_t *f = json_pack("{s:s,s:{s:O?}}", "type", "function",
 		    "function", "name", json_object_get(t, "name"));
 		json_t *fn = json_object_get(f, "function");
@@ -219,7 +219,7 @@ openai_event(struct llm_asm *a, const char *event, const char *data, size_t len)
 	if ((s = openai_str(delta, "content")) != NULL)
 		llm_asm_text(a, s, strlen(s));
 	tcs = json_object_get(delta, "tool_calls");
-	json_array_foreach (tcs, i, tc)
+	json_array_foreach(tcs, i, tc)
 		openai_call(a, tc);
 	if ((s = openai_str(ch, "finish_reason")) != NULL)
 		openai_stop(a, s);
@@ -243,7 +243,7 @@ openai_whole(struct llm_asm *a, json_t *j)
 		                       "is not a chat completion");
 	if ((s = openai_str(msg, "content")) != NULL)
 		llm_asm_text(a, s, strlen(s));
-	json_array_foreach (json_object_get(msg, "tool_calls"), i, tc) {
+	json_array_foreach(json_object_get(msg, "tool_calls"), i, tc) {
 		json_t *fn = json_object_get(tc, "function");
 		json_t *args = json_object_get(fn, "arguments");
 		struct llm_call *c = llm_asm_call(

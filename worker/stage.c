@@ -430,7 +430,7 @@ stage_loop(json_t *messages, const char *terminal)
 			json_decref(reply);
 			continue;
 		}
-		json_array_foreach (calls, i, call) {
+		json_array_foreach(calls, i, call) {
 			json_t *res = stage_tool(&ctx, call, ++step);
 			stage_append(messages,
 			    json_pack("{s:s,s:O,s:O,s:O}", "role", "tool",

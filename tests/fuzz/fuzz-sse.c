@@ -48,7 +48,7 @@ fuzz_assemble(int anthropic, const char *buf, size_t len, size_t cut)
 	    !json_is_string(json_object_get(reply, "stop")) ||
 	    !json_is_array(calls = json_object_get(reply, "tool_calls")))
 		abort();
-	json_array_foreach (calls, i, c) {
+	json_array_foreach(calls, i, c) {
 		if (!json_is_string(json_object_get(c, "id")) ||
 		    !json_is_string(json_object_get(c, "name")) ||
 		    !json_is_string(json_object_get(c, "arguments")))
