@@ -92,7 +92,7 @@ client_attempt(const char *sock, const char *url, const char *method,
 
 int
 client_request(const char *method, const char *path, json_t *body,
-    json_t **reply, int *code, char **err)
+    json_t **reply, int *code, char **cause)
 {
 	CURLcode rc;
 	struct client_buf b = {NULL, 0};
@@ -123,7 +123,7 @@ client_request(const char *method, const char *path, json_t *body,
 	free(url);
 	free(s);
 	if (r == -1) {
-		*err = xasprintf("cannot reach the service on %s: %s", sock,
+		*cause = xasprintf("cannot reach the service on %s: %s", sock,
 		    curl_easy_strerror(rc));
 		free(sock);
 		free(b.p);
@@ -134,15 +134,15 @@ client_request(const char *method, const char *path, json_t *body,
 	*reply = json_loadb(b.p ? b.p : "", b.len, 0, &jerr);
 	free(b.p);
 	if (*reply == NULL) {
-		*err = xasprintf("the service sent a reply that is not JSON "
-		                 "(HTTP %ld)",
+		*cause = xasprintf("the service sent a reply that is not JSON "
+		                   "(HTTP %ld)",
 		    status);
 		return -1;
 	}
 	if (status >= 400) {
 		const char *m =
 		    json_string_value(json_object_get(*reply, "error"));
-		*err = xstrdup(m ? m : "the service refused the request");
+		*cause = xstrdup(m ? m : "the service refused the request");
 		return -1;
 	}
 	return 0;
@@ -252,7 +252,7 @@ client_sse_progress_cb(
 
 int
 client_follow(const char *path, int (*cb)(json_t *, void *), void *arg,
-    volatile int *stop, int *ended, char **err)
+    volatile int *stop, int *ended, char **cause)
 {
 	struct client_sse s;
 	char *sock = control_socket_path(),
@@ -267,7 +267,7 @@ client_follow(const char *path, int (*cb)(json_t *, void *), void *arg,
 	s.arg = arg;
 	s.stop = stop;
 	if ((c = curl_easy_init()) == NULL) {
-		*err = xstrdup("curl_easy_init failed");
+		*cause = xstrdup("curl_easy_init failed");
 		free(sock);
 		free(url);
 		return -1;
@@ -299,12 +299,12 @@ client_follow(const char *path, int (*cb)(json_t *, void *), void *arg,
 		json_error_t jerr;
 		json_t *o = json_loadb(s.buf ? s.buf : "", s.len, 0, &jerr);
 		const char *m = json_string_value(json_object_get(o, "error"));
-		*err = xasprintf("%s (HTTP %ld)", m ? m : "refused", status);
+		*cause = xasprintf("%s (HTTP %ld)", m ? m : "refused", status);
 		json_decref(o);
 	} else if (s.bad)
-		*err = xstrdup("the service sent an event that is not JSON");
+		*cause = xstrdup("the service sent an event that is not JSON");
 	else if (rc != CURLE_OK)
-		*err = xasprintf("the event stream from %s broke: %s", sock,
+		*cause = xasprintf("the event stream from %s broke: %s", sock,
 		    curl_easy_strerror(rc));
 	else {
 		free(s.buf);

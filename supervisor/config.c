@@ -225,21 +225,21 @@ config_unquote(char *v)
  * or -1 with *err ("FILE:LINE: NAME: why", malloc'd) at the first bad line.
  */
 int
-config_parse_env(FILE *f, const char *path, char **err)
+config_parse_env(FILE *f, const char *path, char **cause)
 {
 	char *line = NULL, *why = NULL;
 	size_t cap = 0;
 	ssize_t n;
 	int lineno = 0;
 
-	*err = NULL;
-	while (*err == NULL && (n = getline(&line, &cap, f)) != -1) {
+	*cause = NULL;
+	while (*cause == NULL && (n = getline(&line, &cap, f)) != -1) {
 		char *k = line, *eq, *val;
 		const struct var *v;
 
 		lineno++;
 		if (memchr(line, '\0', (size_t)n) != NULL) {
-			*err =
+			*cause =
 			    xasprintf("%s:%d: line: a NUL byte", path, lineno);
 			break;
 		}
@@ -252,7 +252,7 @@ config_parse_env(FILE *f, const char *path, char **err)
 		if (strncmp(k, "export ", 7) == 0)
 			k += 7;
 		if ((eq = strchr(k, '=')) == NULL || eq == k) {
-			*err = xasprintf(
+			*cause = xasprintf(
 			    "%s:%d: line: expected KEY=VALUE", path, lineno);
 			break;
 		}
@@ -267,17 +267,19 @@ config_parse_env(FILE *f, const char *path, char **err)
 		}
 		if ((v = config_find(k)) == NULL) {
 			if (config_ours(k))
-				*err = xasprintf("%s:%d: %s: unknown variable",
-				    path, lineno, k);
+				*cause =
+				    xasprintf("%s:%d: %s: unknown variable",
+				        path, lineno, k);
 			continue;
 		}
 		if ((why = config_set(v, val)) != NULL) {
-			*err = xasprintf("%s:%d: %s: %s", path, lineno, k, why);
+			*cause =
+			    xasprintf("%s:%d: %s: %s", path, lineno, k, why);
 			free(why);
 		}
 	}
 	free(line);
-	return *err == NULL ? 0 : -1;
+	return *cause == NULL ? 0 : -1;
 }
 
 static void

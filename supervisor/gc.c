@@ -243,7 +243,7 @@ gc_file_size(const char *path)
 }
 
 int
-gc_run(struct store *st, unsigned days, json_t **report, char **err)
+gc_run(struct store *st, unsigned days, json_t **report, char **cause)
 {
 	struct gc_run g;
 	int64_t before = gc_file_size(cfg.db_path);
@@ -264,11 +264,11 @@ gc_run(struct store *st, unsigned days, json_t **report, char **err)
 	}
 	free(g.repos);
 	if (g.err != NULL) {
-		*err = g.err;
+		*cause = g.err;
 		return -1;
 	}
 	if (store_vacuum(st) == -1) {
-		*err = xstrdup(store_error(st));
+		*cause = xstrdup(store_error(st));
 		return -1;
 	}
 	*report = json_pack("{s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",

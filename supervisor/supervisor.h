@@ -64,7 +64,7 @@ void config_load(const char *env_file);
 int config_auto_approve_parse(const char *, int *);
 const char *config_auto_approve_name(int);
 /* Parse a .env file's text into cfg (the fuzz target's entry). */
-int config_parse_env(FILE *f, const char *path, char **err);
+int config_parse_env(FILE *f, const char *path, char **cause);
 /* Where the sandbox profiles are read from (malloc'd). */
 char *config_profiles_dir(void);
 /*
@@ -101,27 +101,27 @@ int task_enter(struct store *, const struct task *, enum wstate state,
 /* A text a person gives a task: at most max bytes of UTF-8, else -1 with
  * *err naming what (and *code 400). */
 int task_check_text(
-    const char *what, const char *s, size_t max, char **err, int *code);
+    const char *what, const char *s, size_t max, char **cause, int *code);
 /* The operations the CLI and the control API offer.  Each returns 0, or -1
  * with *err a malloc'd message; *code is an HTTP-like status (400, 404,
  * 409, 500) saying what kind of error it was. */
 int task_submit(struct store *, const struct task_new *, int64_t *id,
-    char **err, int *code);
+    char **cause, int *code);
 int task_approve(
-    struct store *, int64_t id, const char *by, char **err, int *code);
+    struct store *, int64_t id, const char *by, char **cause, int *code);
 int task_reject(struct store *, int64_t id, const char *reason, const char *by,
-    char **err, int *code);
-int task_cancel(struct store *, int64_t id, char **err, int *code);
-int task_resume(struct store *, int64_t id, char **err, int *code);
+    char **cause, int *code);
+int task_cancel(struct store *, int64_t id, char **cause, int *code);
+int task_resume(struct store *, int64_t id, char **cause, int *code);
 /* Give a task without a repository (one the Python orchestrator made) the
  * git work tree repo, at its HEAD. */
 int task_set_repo(
-    struct store *, int64_t id, const char *repo, char **err, int *code);
+    struct store *, int64_t id, const char *repo, char **cause, int *code);
 /* Why a task without a repository cannot run, and the fix (malloc'd). */
 char *task_no_repo(int64_t id);
 /* Check that repo is a git work tree with a commit and nothing half done;
  * fills *abs (absolute path) and *head. */
-int task_check_repo(const char *repo, char **abs, char **head, char **err);
+int task_check_repo(const char *repo, char **abs, char **head, char **cause);
 /* Run argv (found in PATH) with no input and its output discarded: its
  * exit status, or -1 when it could not run or was killed. */
 int run_quiet(char *const argv[]);
@@ -138,7 +138,7 @@ json_t *task_json(struct store *, const struct task *, int full);
  * and its size in *total: what a person approves.  Runs git and waits.
  */
 int task_diff(struct store *, const struct task *, size_t max, char **out,
-    size_t *total, char **err);
+    size_t *total, char **cause);
 /*
  * Text from outside (a model, a repository, an old database) as a JSON
  * string, made valid UTF-8 when it is not, never NULL (json_null() for
@@ -260,12 +260,12 @@ void sdnotify_free(void);
 
 /* gc.c: retention for finished tasks (worktrees, events, journal, audit
  * files), shared by `gc` without a service and POST /v1/gc. */
-int gc_run(struct store *, unsigned days, json_t **report, char **err);
+int gc_run(struct store *, unsigned days, json_t **report, char **cause);
 
 /* client.c: the CLI's side of the control API (libcurl over the socket). */
 /* 0 and *reply (JSON) set, or -1 with *err; *code is the HTTP status. */
 int client_request(const char *method, const char *path, json_t *body,
-    json_t **reply, int *code, char **err);
+    json_t **reply, int *code, char **cause);
 /* 1 when a service answers on the socket. */
 int client_service_running(void);
 /*
@@ -275,7 +275,7 @@ int client_service_running(void);
  * when *stop becomes non-zero.
  */
 int client_follow(const char *path, int (*cb)(json_t *, void *), void *arg,
-    volatile int *stop, int *ended, char **err);
+    volatile int *stop, int *ended, char **cause);
 
 /* doctor.c: worker/sandbox.c's checks, for `doctor`: 0, or -1 and *cause
  * (with the fix). */

@@ -121,9 +121,9 @@ task_diff_cp(const struct checkpoint *cp, void *arg)
 
 int
 task_diff(struct store *st, const struct task *t, size_t max, char **out,
-    size_t *total, char **err)
+    size_t *total, char **cause)
 {
-	char *commit = NULL, *cause = NULL;
+	char *commit = NULL, *gitcause = NULL;
 	struct git_opts o = {0};
 	struct git_buf b;
 	struct git_status gs;
@@ -132,19 +132,19 @@ task_diff(struct store *st, const struct task *t, size_t max, char **out,
 	*out = NULL;
 	*total = 0;
 	if (store_checkpoint_list(st, t->id, task_diff_cp, &commit) == -1) {
-		*err = xstrdup(store_error(st));
+		*cause = xstrdup(store_error(st));
 		return -1;
 	}
 	if (commit == NULL || t->repo == NULL || t->base_commit == NULL) {
 		free(commit);
-		*err = xstrdup("the task has no implementation yet");
+		*cause = xstrdup("the task has no implementation yet");
 		return -1;
 	}
 	if (strspn(commit, "0123456789abcdef") != strlen(commit) ||
 	    strspn(t->base_commit, "0123456789abcdef") !=
 	        strlen(t->base_commit)) {
 		free(commit);
-		*err = xstrdup("the task's commits are not commit ids");
+		*cause = xstrdup("the task's commits are not commit ids");
 		return -1;
 	}
 	/*
@@ -156,15 +156,15 @@ task_diff(struct store *st, const struct task *t, size_t max, char **out,
 	    "--no-textconv", t->base_commit, commit, "--", NULL};
 	o.dir = t->repo;
 	o.outmax = max;
-	if (git_run(&o, args, &b, &gs, &cause) == 0) {
+	if (git_run(&o, args, &b, &gs, &gitcause) == 0) {
 		*out = b.buf;
 		*total = b.total;
 		b.buf = NULL;
 		rc = 0;
 	} else {
-		*err = xasprintf("git diff %.12s %.12s failed in %s: %s",
-		    t->base_commit, commit, t->repo, cause);
-		free(cause);
+		*cause = xasprintf("git diff %.12s %.12s failed in %s: %s",
+		    t->base_commit, commit, t->repo, gitcause);
+		free(gitcause);
 	}
 	free(b.buf);
 	free(commit);
@@ -172,7 +172,7 @@ task_diff(struct store *st, const struct task *t, size_t max, char **out,
 }
 
 int
-task_check_repo(const char *repo, char **abs, char **head, char **err)
+task_check_repo(const char *repo, char **abs, char **head, char **cause)
 {
 	char real[PATH_MAX], *out;
 	char *a_top[] = {(char *)"git", (char *)"-C", real, (char *)"rev-parse",
@@ -187,14 +187,14 @@ task_check_repo(const char *repo, char **abs, char **head, char **err)
 
 	*abs = *head = NULL;
 	if (realpath(repo, real) == NULL) {
-		*err = xasprintf("--repo %s: %s", repo, strerror(errno));
+		*cause = xasprintf("--repo %s: %s", repo, strerror(errno));
 		return -1;
 	}
 	if (task_git(a_top, &out) == -1) {
 		free(out);
-		*err = xasprintf("--repo %s is not a git repository (run "
-		                 "`git init` and commit, or give the right "
-		                 "directory)",
+		*cause = xasprintf("--repo %s is not a git repository (run "
+		                   "`git init` and commit, or give the right "
+		                   "directory)",
 		    repo);
 		return -1;
 	}
@@ -202,8 +202,8 @@ task_check_repo(const char *repo, char **abs, char **head, char **err)
 	free(out);
 	if (task_git(a_head, &out) == -1) {
 		free(out);
-		*err = xasprintf("--repo %s has no commits yet: commit "
-		                 "something first",
+		*cause = xasprintf("--repo %s has no commits yet: commit "
+		                   "something first",
 		    repo);
 		return -1;
 	}
@@ -216,11 +216,12 @@ task_check_repo(const char *repo, char **abs, char **head, char **err)
 
 			free(p);
 			if (found) {
-				*err = xasprintf("--repo %s is in the middle "
-				                 "of a merge, rebase or "
-				                 "cherry-pick (%s): finish or "
-				                 "abort it first",
-				    repo, busy[i]);
+				*cause =
+				    xasprintf("--repo %s is in the middle "
+				              "of a merge, rebase or "
+				              "cherry-pick (%s): finish or "
+				              "abort it first",
+				        repo, busy[i]);
 				free(out);
 				free(*head);
 				*head = NULL;
@@ -234,26 +235,27 @@ task_check_repo(const char *repo, char **abs, char **head, char **err)
 }
 
 static int
-task_fail_store(struct store *st, char **err, int *code)
+task_fail_store(struct store *st, char **cause, int *code)
 {
-	*err = xasprintf("database: %s", store_error(st));
+	*cause = xasprintf("database: %s", store_error(st));
 	*code = 500;
 	return -1;
 }
 
 /* Load task id in a write transaction; on error the transaction is over. */
 static int
-task_load(struct store *st, int64_t id, struct task **t, char **err, int *code)
+task_load(
+    struct store *st, int64_t id, struct task **t, char **cause, int *code)
 {
 	if (store_begin(st) == -1)
-		return task_fail_store(st, err, code);
+		return task_fail_store(st, cause, code);
 	if (store_task_get(st, id, t) == -1) {
 		store_rollback(st);
-		return task_fail_store(st, err, code);
+		return task_fail_store(st, cause, code);
 	}
 	if (*t == NULL) {
 		store_rollback(st);
-		*err = xasprintf(
+		*cause = xasprintf(
 		    "no task %lld (see `orch-supervisor list`)", (long long)id);
 		*code = 404;
 		return -1;
@@ -262,16 +264,16 @@ task_load(struct store *st, int64_t id, struct task **t, char **err, int *code)
 }
 
 static int
-task_done(struct store *st, struct task *t, int rc, char **err, int *code)
+task_done(struct store *st, struct task *t, int rc, char **cause, int *code)
 {
 	task_free(t);
 	if (rc == -1) {
 		store_rollback(st);
-		return task_fail_store(st, err, code);
+		return task_fail_store(st, cause, code);
 	}
 	if (store_commit(st) == -1) {
 		store_rollback(st);
-		return task_fail_store(st, err, code);
+		return task_fail_store(st, cause, code);
 	}
 	return 0;
 }
@@ -284,23 +286,24 @@ task_done(struct store *st, struct task *t, int rc, char **err, int *code)
  */
 int
 task_check_text(
-    const char *what, const char *s, size_t max, char **err, int *code)
+    const char *what, const char *s, size_t max, char **cause, int *code)
 {
 	size_t len = strlen(s);
 
 	*code = 400;
 	if (len > max) {
-		*err = xasprintf("the %s is %zu bytes, over the limit of %zu: "
-		                 "shorten it%s",
-		    what, len, max,
-		    strcmp(what, "request") == 0
-		        ? ", or point to a file in the repository"
-		        : "");
+		*cause =
+		    xasprintf("the %s is %zu bytes, over the limit of %zu: "
+		              "shorten it%s",
+		        what, len, max,
+		        strcmp(what, "request") == 0
+		            ? ", or point to a file in the repository"
+		            : "");
 		return -1;
 	}
 	if (!utf8_valid(s, len)) {
-		*err = xasprintf("the %s is not valid UTF-8: convert it "
-		                 "(iconv -t UTF-8)",
+		*cause = xasprintf("the %s is not valid UTF-8: convert it "
+		                   "(iconv -t UTF-8)",
 		    what);
 		return -1;
 	}
@@ -309,32 +312,32 @@ task_check_text(
 
 int
 task_submit(struct store *st, const struct task_new *tn, int64_t *id,
-    char **err, int *code)
+    char **cause, int *code)
 {
 	if (tn->request == NULL || *tn->request == '\0') {
-		*err = xstrdup("the request is empty: say what to change");
+		*cause = xstrdup("the request is empty: say what to change");
 		*code = 400;
 		return -1;
 	}
 	if (task_check_text(
-	        "request", tn->request, TASK_MAX_REQUEST, err, code) == -1)
+	        "request", tn->request, TASK_MAX_REQUEST, cause, code) == -1)
 		return -1;
 	if (store_task_add(st, tn, id) == -1)
-		return task_fail_store(st, err, code);
+		return task_fail_store(st, cause, code);
 	return 0;
 }
 
 int
 task_approve(
-    struct store *st, int64_t id, const char *by, char **err, int *code)
+    struct store *st, int64_t id, const char *by, char **cause, int *code)
 {
 	struct task *t;
 	int rc;
 
-	if (by != NULL &&
-	    task_check_text("name (--by)", by, TASK_MAX_NAME, err, code) == -1)
+	if (by != NULL && task_check_text("name (--by)", by, TASK_MAX_NAME,
+	                      cause, code) == -1)
 		return -1;
-	if (task_load(st, id, &t, err, code) == -1)
+	if (task_load(st, id, &t, cause, code) == -1)
 		return -1;
 	if (by == NULL || *by == '\0')
 		by = getenv("USER") != NULL ? getenv("USER") : "unknown";
@@ -370,37 +373,37 @@ task_approve(
 		break;
 	}
 	default:
-		*err = xasprintf("task %lld is %s: only a task awaiting "
-		                 "approval can be approved",
+		*cause = xasprintf("task %lld is %s: only a task awaiting "
+		                   "approval can be approved",
 		    (long long)id, wstate_name(t->state));
 		*code = 409;
 		task_free(t);
 		store_rollback(st);
 		return -1;
 	}
-	return task_done(st, t, rc, err, code);
+	return task_done(st, t, rc, cause, code);
 }
 
 int
 task_reject(struct store *st, int64_t id, const char *reason, const char *by,
-    char **err, int *code)
+    char **cause, int *code)
 {
 	struct task *t;
 	int rc;
 	char *fb, *why;
 
 	if (reason == NULL || *reason == '\0') {
-		*err = xstrdup("reject needs --reason TEXT: say what to do "
-		               "differently");
+		*cause = xstrdup("reject needs --reason TEXT: say what to do "
+		                 "differently");
 		*code = 400;
 		return -1;
 	}
-	if (task_check_text("reason", reason, TASK_MAX_REASON, err, code) ==
+	if (task_check_text("reason", reason, TASK_MAX_REASON, cause, code) ==
 	        -1 ||
 	    (by != NULL && task_check_text("name (--by)", by, TASK_MAX_NAME,
-	                       err, code) == -1))
+	                       cause, code) == -1))
 		return -1;
-	if (task_load(st, id, &t, err, code) == -1)
+	if (task_load(st, id, &t, cause, code) == -1)
 		return -1;
 	if (by == NULL || *by == '\0')
 		by = getenv("USER") != NULL ? getenv("USER") : "unknown";
@@ -427,8 +430,8 @@ task_reject(struct store *st, int64_t id, const char *reason, const char *by,
 		break;
 	default:
 		free(why);
-		*err = xasprintf("task %lld is %s: only a task awaiting "
-		                 "approval can be rejected",
+		*cause = xasprintf("task %lld is %s: only a task awaiting "
+		                   "approval can be rejected",
 		    (long long)id, wstate_name(t->state));
 		*code = 409;
 		task_free(t);
@@ -436,26 +439,26 @@ task_reject(struct store *st, int64_t id, const char *reason, const char *by,
 		return -1;
 	}
 	free(why);
-	return task_done(st, t, rc, err, code);
+	return task_done(st, t, rc, cause, code);
 }
 
 int
-task_cancel(struct store *st, int64_t id, char **err, int *code)
+task_cancel(struct store *st, int64_t id, char **cause, int *code)
 {
 	struct task *t;
 
-	if (task_load(st, id, &t, err, code) == -1)
+	if (task_load(st, id, &t, cause, code) == -1)
 		return -1;
 	if (t->state == WS_COMPLETED || t->state == WS_CANCELLED) {
-		*err = xasprintf("task %lld is already %s", (long long)id,
+		*cause = xasprintf("task %lld is already %s", (long long)id,
 		    wstate_name(t->state));
 		*code = 409;
 		task_free(t);
 		store_rollback(st);
 		return -1;
 	}
-	return task_done(
-	    st, t, task_enter(st, t, WS_CANCELLED, 0, "cancelled"), err, code);
+	return task_done(st, t, task_enter(st, t, WS_CANCELLED, 0, "cancelled"),
+	    cause, code);
 }
 
 char *
@@ -470,23 +473,23 @@ task_no_repo(int64_t id)
 
 int
 task_set_repo(
-    struct store *st, int64_t id, const char *repo, char **err, int *code)
+    struct store *st, int64_t id, const char *repo, char **cause, int *code)
 {
 	struct task *t;
 	char *abs, *head;
 	int rc = 0;
 
-	if (task_check_repo(repo, &abs, &head, err) == -1) {
+	if (task_check_repo(repo, &abs, &head, cause) == -1) {
 		*code = 400;
 		return -1;
 	}
-	if (task_load(st, id, &t, err, code) == -1) {
+	if (task_load(st, id, &t, cause, code) == -1) {
 		free(abs);
 		free(head);
 		return -1;
 	}
 	if (t->repo != NULL && strcmp(t->repo, abs) != 0) {
-		*err =
+		*cause =
 		    xasprintf("task %lld works in %s already: --repo is only "
 		              "for a task without one",
 		        (long long)id, t->repo);
@@ -507,21 +510,21 @@ task_set_repo(
 	}
 	free(abs);
 	free(head);
-	return task_done(st, t, rc, err, code);
+	return task_done(st, t, rc, cause, code);
 }
 
 int
-task_resume(struct store *st, int64_t id, char **err, int *code)
+task_resume(struct store *st, int64_t id, char **cause, int *code)
 {
 	struct task *t;
 	enum wstate back;
 	int rc;
 
-	if (task_load(st, id, &t, err, code) == -1)
+	if (task_load(st, id, &t, cause, code) == -1)
 		return -1;
 	if ((t->repo == NULL || t->base_commit == NULL) &&
 	    t->state != WS_COMPLETED && t->state != WS_CANCELLED) {
-		*err = task_no_repo(id);
+		*cause = task_no_repo(id);
 		*code = 409;
 		task_free(t);
 		store_rollback(st);
@@ -530,15 +533,15 @@ task_resume(struct store *st, int64_t id, char **err, int *code)
 	switch (t->state) {
 	case WS_COMPLETED:
 	case WS_CANCELLED:
-		*err = xasprintf("task %lld is %s: nothing to resume",
+		*cause = xasprintf("task %lld is %s: nothing to resume",
 		    (long long)id, wstate_name(t->state));
 		*code = 409;
 		break;
 	case WS_PLAN_AWAITING_APPROVAL:
 	case WS_IMPLEMENTATION_AWAITING_APPROVAL:
-		*err = xasprintf("task %lld is waiting for approval: "
-		                 "`orch-supervisor approve %lld` or `reject "
-		                 "%lld --reason ...`",
+		*cause = xasprintf("task %lld is waiting for approval: "
+		                   "`orch-supervisor approve %lld` or `reject "
+		                   "%lld --reason ...`",
 		    (long long)id, (long long)id, (long long)id);
 		*code = 409;
 		break;
@@ -550,10 +553,10 @@ task_resume(struct store *st, int64_t id, char **err, int *code)
 		rc = store_task_set_int(st, id, TI_STAGE_RETRIES, 0);
 		if (rc == 0)
 			rc = task_enter(st, t, back, 0, "resumed");
-		return task_done(st, t, rc, err, code);
+		return task_done(st, t, rc, cause, code);
 	default:
 		/* Runnable already: the scheduler picks it up. */
-		return task_done(st, t, 0, err, code);
+		return task_done(st, t, 0, cause, code);
 	}
 	task_free(t);
 	store_rollback(st);
