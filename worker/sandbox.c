@@ -67,51 +67,6 @@
 #define CHILD_FIRST_FREE 6
 #define CHILD_SRC_MIN    10 /* parent-side copies live above this */
 
-/* A growing string. */
-struct sbuf {
-	char *s;
-	size_t len;
-	size_t size;
-};
-
-static void
-sbuf_add(struct sbuf *b, const void *p, size_t n)
-{
-	if (b->len + n + 1 > b->size) {
-		size_t size = b->size == 0 ? 256 : b->size;
-		while (b->len + n + 1 > size)
-			size *= 2;
-		b->s = xrealloc(b->s, size);
-		b->size = size;
-	}
-	memcpy(b->s + b->len, p, n);
-	b->len += n;
-	b->s[b->len] = '\0';
-}
-
-static void
-sbuf_adds(struct sbuf *b, const char *s)
-{
-	sbuf_add(b, s, strlen(s));
-}
-
-static void sbuf_addf(struct sbuf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void
-sbuf_addf(struct sbuf *b, const char *fmt, ...)
-{
-	va_list ap;
-	char *p;
-
-	va_start(ap, fmt);
-	if (vasprintf(&p, fmt, ap) == -1)
-		fatal("vasprintf");
-	va_end(ap);
-	sbuf_adds(b, p);
-	free(p);
-}
-
 /* An argv under construction; NULL-terminated at all times. */
 struct argv {
 	char **v;
@@ -198,91 +153,35 @@ bwrap_find(char **path, char **cause)
 	return -1;
 }
 
-/* Output capture: the first and the last half of SANDBOX_MAX_OUTPUT. */
+/*
+ * Output capture: the first and the last half of SANDBOX_MAX_OUTPUT
+ * (buf_init_capture).
+ */
 
 #define CAPTURE_HALF (SANDBOX_MAX_OUTPUT / 2)
 
-struct capture {
-	char head[CAPTURE_HALF];
-	size_t head_len;
-	char tail[CAPTURE_HALF]; /* a ring */
-	size_t tail_pos;         /* where the next byte goes */
-	size_t tail_len;
-	uint64_t total;
-};
-
-/* Not inlined: GCC's -Wstringop-overread then misjudges the tail copy
- * against the caller's smaller read buffer. */
-static void __attribute__((noinline))
-capture_add(struct capture *c, const char *p, size_t n)
+/*
+ * The kept output as one malloc'd string, NUL bytes as U+FFFD so that it
+ * is a C string; *dropped what was left out.
+ */
+static char *
+capture_string(struct buf *c, size_t *dropped)
 {
-	size_t k;
+	struct buf b;
+	const char *p = buf_str(c);
+	size_t n = c->len, start = 0;
 
-	c->total += n;
-	if (c->head_len < CAPTURE_HALF) {
-		k = CAPTURE_HALF - c->head_len;
-		if (k > n)
-			k = n;
-		memcpy(c->head + c->head_len, p, k);
-		c->head_len += k;
-		p += k;
-		n -= k;
-	}
-	if (n >= CAPTURE_HALF) {
-		memcpy(c->tail, p + n - CAPTURE_HALF, CAPTURE_HALF);
-		c->tail_pos = 0;
-		c->tail_len = CAPTURE_HALF;
-		return;
-	}
-	while (n > 0) {
-		k = CAPTURE_HALF - c->tail_pos;
-		if (k > n)
-			k = n;
-		memcpy(c->tail + c->tail_pos, p, k);
-		c->tail_pos = (c->tail_pos + k) % CAPTURE_HALF;
-		if (c->tail_len < CAPTURE_HALF)
-			c->tail_len = c->tail_len + k > CAPTURE_HALF
-			                  ? CAPTURE_HALF
-			                  : c->tail_len + k;
-		p += k;
-		n -= k;
-	}
-}
-
-/* Append bytes, NUL bytes as U+FFFD so the result is a C string. */
-static void
-capture_put(struct sbuf *b, const char *p, size_t n)
-{
-	size_t start = 0;
-
+	buf_init(&b);
 	for (size_t i = 0; i < n; i++) {
 		if (p[i] != '\0')
 			continue;
-		sbuf_add(b, p + start, i - start);
-		sbuf_adds(b, "\xef\xbf\xbd");
+		buf_add(&b, p + start, i - start);
+		buf_adds(&b, "\xef\xbf\xbd");
 		start = i + 1;
 	}
-	sbuf_add(b, p + start, n - start);
-}
-
-/* The kept output as one malloc'd string; *dropped what was left out. */
-static char *
-capture_string(const struct capture *c, size_t *dropped)
-{
-	struct sbuf b = {NULL, 0, 0};
-	size_t first =
-	    (c->tail_pos + CAPTURE_HALF - c->tail_len) % CAPTURE_HALF;
-
-	sbuf_add(&b, "", 0);
-	capture_put(&b, c->head, c->head_len);
-	if (first + c->tail_len <= CAPTURE_HALF)
-		capture_put(&b, c->tail + first, c->tail_len);
-	else {
-		capture_put(&b, c->tail + first, CAPTURE_HALF - first);
-		capture_put(&b, c->tail, c->tail_len - (CAPTURE_HALF - first));
-	}
-	*dropped = (size_t)(c->total - c->head_len - c->tail_len);
-	return b.s;
+	buf_add(&b, p + start, n - start);
+	*dropped = buf_dropped(c);
+	return b.buf;
 }
 
 /* Spawning and watching bwrap. */
@@ -584,7 +483,7 @@ fail:
  */
 static void
 sandbox_watch(struct spawn *sp, uint64_t timeout_ms, void (*heartbeat)(void *),
-    void *arg, struct capture *cap, int *status, int *timed_out)
+    void *arg, struct buf *cap, int *status, int *timed_out)
 {
 	uint64_t start = now_ms(), deadline = start + timeout_ms;
 	uint64_t kill_at = 0, drain_until = 0, last_hb = start;
@@ -644,7 +543,7 @@ sandbox_watch(struct spawn *sp, uint64_t timeout_ms, void (*heartbeat)(void *),
 			ssize_t n = read(sp->out, buf, sizeof buf);
 
 			if (n > 0)
-				capture_add(cap, buf, (size_t)n);
+				buf_add(cap, buf, (size_t)n);
 			else if (n == 0 || (errno != EINTR && errno != EAGAIN))
 				eof = 1;
 		}
@@ -1018,7 +917,7 @@ sandbox_run(const struct sandbox_profile *p, const char *workspace,
 {
 	struct argv a = {NULL, 0, 0};
 	struct spawn sp;
-	struct capture *cap = NULL;
+	struct buf cap;
 	struct cgroup_host host;
 	struct cgroup_cmd cg;
 	char *bwrap = NULL, *ws = NULL, *why = NULL;
@@ -1028,6 +927,7 @@ sandbox_run(const struct sandbox_profile *p, const char *workspace,
 
 	memset(res, 0, sizeof *res);
 	memset(&host, 0, sizeof host);
+	memset(&cap, 0, sizeof cap);
 	cgroup_cmd_init(&cg);
 	if (timeout_s == 0) {
 		*cause = xasprintf("sandbox: timeout must be at least 1 s");
@@ -1053,10 +953,9 @@ sandbox_run(const struct sandbox_profile *p, const char *workspace,
 	start = now_ms();
 	if (sandbox_spawn(bwrap, &a, p, secfd, &cg, &sp, cause) == -1)
 		goto out;
-	cap = xmalloc(sizeof *cap);
-	memset(cap, 0, sizeof *cap);
+	buf_init_capture(&cap, CAPTURE_HALF, CAPTURE_HALF);
 	(void)sandbox_release(&sp, p->rlimits[RLIMIT_NPROC_IDX], &why);
-	sandbox_watch(&sp, (uint64_t)timeout_s * 1000, heartbeat, arg, cap,
+	sandbox_watch(&sp, (uint64_t)timeout_s * 1000, heartbeat, arg, &cap,
 	    &status, &timed_out);
 
 	if (why != NULL) {
@@ -1067,7 +966,7 @@ sandbox_run(const struct sandbox_profile *p, const char *workspace,
 	}
 	if (!sandbox_started(&sp)) {
 		size_t dropped;
-		char *o = capture_string(cap, &dropped), *line;
+		char *o = capture_string(&cap, &dropped), *line;
 
 		line = oneline(o, 400);
 		*cause = xasprintf("bubblewrap (%s) could not create the "
@@ -1085,7 +984,7 @@ sandbox_run(const struct sandbox_profile *p, const char *workspace,
 
 	res->duration_ms = now_ms() - start;
 	res->timed_out = timed_out;
-	res->output = capture_string(cap, &res->output_dropped);
+	res->output = capture_string(&cap, &res->output_dropped);
 	if (WIFEXITED(status)) {
 		int code = WEXITSTATUS(status);
 
@@ -1117,7 +1016,7 @@ out:
 	free(why);
 	if (secfd != -1)
 		close(secfd);
-	free(cap);
+	buf_free(&cap);
 	argv_free(&a);
 	free(ws);
 	free(bwrap);
@@ -1128,65 +1027,67 @@ out:
 
 /* s as a JSON string; bytes that are not UTF-8 become U+FFFD. */
 static void
-json_put_string(struct sbuf *b, const char *s)
+json_put_string(struct buf *b, const char *s)
 {
 	const unsigned char *p = (const unsigned char *)s;
 	size_t n = strlen(s);
 
-	sbuf_adds(b, "\"");
+	buf_adds(b, "\"");
 	while (n > 0) {
 		int k = utf8_seq((const char *)p, n);
 		size_t len = k > 0 ? (size_t)k : 0;
 
 		if (len == 0) {
-			sbuf_adds(b, "\\ufffd");
+			buf_adds(b, "\\ufffd");
 			len = 1;
 		} else if (*p == '"')
-			sbuf_adds(b, "\\\"");
+			buf_adds(b, "\\\"");
 		else if (*p == '\\')
-			sbuf_adds(b, "\\\\");
+			buf_adds(b, "\\\\");
 		else if (*p == '\n')
-			sbuf_adds(b, "\\n");
+			buf_adds(b, "\\n");
 		else if (*p == '\t')
-			sbuf_adds(b, "\\t");
+			buf_adds(b, "\\t");
 		else if (*p == '\r')
-			sbuf_adds(b, "\\r");
+			buf_adds(b, "\\r");
 		else if (*p < 0x20 || *p == 0x7f)
-			sbuf_addf(b, "\\u%04x", *p);
+			buf_addf(b, "\\u%04x", *p);
 		else
-			sbuf_add(b, p, len);
+			buf_add(b, p, len);
 		p += len;
 		n -= len;
 	}
-	sbuf_adds(b, "\"");
+	buf_adds(b, "\"");
 }
 
 char *
 sandbox_result_json(const struct sandbox_result *res)
 {
-	struct sbuf b = {NULL, 0, 0};
+	struct buf b;
 
-	sbuf_adds(&b, "{\"exit_status\":");
+	buf_init(&b);
+
+	buf_adds(&b, "{\"exit_status\":");
 	if (res->exited)
-		sbuf_addf(&b, "%d", res->exit_status);
+		buf_addf(&b, "%d", res->exit_status);
 	else
-		sbuf_adds(&b, "null");
-	sbuf_adds(&b, ",\"signal\":");
+		buf_adds(&b, "null");
+	buf_adds(&b, ",\"signal\":");
 	if (res->signal != 0)
-		sbuf_addf(&b, "%d", res->signal);
+		buf_addf(&b, "%d", res->signal);
 	else
-		sbuf_adds(&b, "null");
-	sbuf_addf(&b,
+		buf_adds(&b, "null");
+	buf_addf(&b,
 	    ",\"timed_out\":%s,\"limit\":", res->timed_out ? "true" : "false");
 	if (res->limit != NULL)
 		json_put_string(&b, res->limit);
 	else
-		sbuf_adds(&b, "null");
-	sbuf_addf(&b, ",\"duration_ms\":%llu,\"output\":",
+		buf_adds(&b, "null");
+	buf_addf(&b, ",\"duration_ms\":%llu,\"output\":",
 	    (unsigned long long)res->duration_ms);
 	json_put_string(&b, res->output != NULL ? res->output : "");
-	sbuf_addf(&b, ",\"output_dropped\":%zu}", res->output_dropped);
-	return b.s;
+	buf_addf(&b, ",\"output_dropped\":%zu}", res->output_dropped);
+	return b.buf;
 }
 
 /* The fail-closed probe. */
@@ -1196,7 +1097,7 @@ sandbox_check(char **cause)
 {
 	struct argv a = {NULL, 0, 0};
 	struct spawn sp;
-	struct capture *cap;
+	struct buf cap;
 	char *bwrap = NULL, *o, *line;
 	size_t dropped;
 	int status, timed_out, started, rc = -1;
@@ -1216,14 +1117,14 @@ sandbox_check(char **cause)
 	argv_add(&a, "true");
 	if (sandbox_spawn(bwrap, &a, NULL, -1, NULL, &sp, cause) == -1)
 		goto out;
-	cap = xcalloc(1, sizeof *cap);
+	buf_init_capture(&cap, CAPTURE_HALF, CAPTURE_HALF);
 	sandbox_watch(
-	    &sp, SANDBOX_CHECK_S * 1000, NULL, NULL, cap, &status, &timed_out);
+	    &sp, SANDBOX_CHECK_S * 1000, NULL, NULL, &cap, &status, &timed_out);
 	started = sandbox_started(&sp);
 	close(sp.out);
 	close(sp.status);
-	o = capture_string(cap, &dropped);
-	free(cap);
+	o = capture_string(&cap, &dropped);
+	buf_free(&cap);
 	if (started && !timed_out && WIFEXITED(status) &&
 	    WEXITSTATUS(status) == 0) {
 		rc = 0;
