@@ -38,11 +38,12 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <jansson.h>
 
 #include "common.h"
 #include "sandbox-int.h"
@@ -1025,69 +1026,39 @@ out:
 
 /* JSON. */
 
-/* s as a JSON string; bytes that are not UTF-8 become U+FFFD. */
-static void
-json_put_string(struct buf *b, const char *s)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	size_t n = strlen(s);
-
-	buf_adds(b, "\"");
-	while (n > 0) {
-		int k = utf8_seq((const char *)p, n);
-		size_t len = k > 0 ? (size_t)k : 0;
-
-		if (len == 0) {
-			buf_adds(b, "\\ufffd");
-			len = 1;
-		} else if (*p == '"')
-			buf_adds(b, "\\\"");
-		else if (*p == '\\')
-			buf_adds(b, "\\\\");
-		else if (*p == '\n')
-			buf_adds(b, "\\n");
-		else if (*p == '\t')
-			buf_adds(b, "\\t");
-		else if (*p == '\r')
-			buf_adds(b, "\\r");
-		else if (*p < 0x20 || *p == 0x7f)
-			buf_addf(b, "\\u%04x", *p);
-		else
-			buf_add(b, p, len);
-		p += len;
-		n -= len;
-	}
-	buf_adds(b, "\"");
-}
-
+/*
+ * The result as compact JSON, its keys in this order.  capture_string
+ * already made NUL bytes U+FFFD; bytes that are not UTF-8 become U+FFFD
+ * too (jansson takes valid UTF-8 only).
+ */
 char *
 sandbox_result_json(const struct sandbox_result *res)
 {
-	struct buf b;
+	json_t *o;
+	char *text, *limit = NULL, *out;
 
-	buf_init(&b);
-
-	buf_adds(&b, "{\"exit_status\":");
-	if (res->exited)
-		buf_addf(&b, "%d", res->exit_status);
-	else
-		buf_adds(&b, "null");
-	buf_adds(&b, ",\"signal\":");
-	if (res->signal != 0)
-		buf_addf(&b, "%d", res->signal);
-	else
-		buf_adds(&b, "null");
-	buf_addf(&b,
-	    ",\"timed_out\":%s,\"limit\":", res->timed_out ? "true" : "false");
+	text = utf8_fix(res->output != NULL ? res->output : "", NULL);
 	if (res->limit != NULL)
-		json_put_string(&b, res->limit);
-	else
-		buf_adds(&b, "null");
-	buf_addf(&b, ",\"duration_ms\":%llu,\"output\":",
-	    (unsigned long long)res->duration_ms);
-	json_put_string(&b, res->output != NULL ? res->output : "");
-	buf_addf(&b, ",\"output_dropped\":%zu}", res->output_dropped);
-	return b.buf;
+		limit = utf8_fix(res->limit, NULL);
+	o = json_object();
+	json_object_set_new(o, "exit_status",
+	    res->exited ? json_integer(res->exit_status) : json_null());
+	json_object_set_new(o, "signal",
+	    res->signal != 0 ? json_integer(res->signal) : json_null());
+	json_object_set_new(o, "timed_out", json_boolean(res->timed_out));
+	json_object_set_new(
+	    o, "limit", limit != NULL ? json_string(limit) : json_null());
+	json_object_set_new(
+	    o, "duration_ms", json_integer((json_int_t)res->duration_ms));
+	json_object_set_new(o, "output", json_string(text));
+	json_object_set_new(
+	    o, "output_dropped", json_integer((json_int_t)res->output_dropped));
+	if ((out = json_dumps(o, JSON_COMPACT)) == NULL)
+		fatalx("sandbox_result_json: out of memory");
+	json_decref(o);
+	free(limit);
+	free(text);
+	return out;
 }
 
 /* The fail-closed probe. */
