@@ -91,20 +91,35 @@ char *utf8_show(const char *s, size_t n, int flags);
 /* utf8_show of a NUL-terminated string, newlines and tabs kept. */
 char *utf8_show_str(const char *s);
 
-/* git.c: the one way both programs run git. */
-#define GIT_MAX_ARGS 16 /* arguments after `git --no-pager -C DIR` */
-
-/* Captured output: the head (or, with tail set, the end) of a stream. */
-struct git_buf {
-	char *buf; /* NUL-terminated */
+/*
+ * buf.c: a growable string (buf_init), or with buf_init_capture a capture
+ * of a stream that keeps its first head and last tail bytes and counts the
+ * rest.  buf is NUL-terminated at all times and malloc'd from buf_init on;
+ * in capture mode buf_str must be called before buf and len are read.
+ */
+struct buf {
+	char *buf;
 	size_t len;
 	size_t size;
-	size_t max;
-	size_t total; /* bytes the stream carried, kept or not */
-	int tail;
+	size_t total; /* bytes added, kept or not */
+	int capture;
+	size_t head; /* capture: bytes kept from the start */
+	size_t tail; /* capture: bytes kept from the end */
 };
-void git_buf_init(struct git_buf *, size_t max, int tail);
-void git_buf_add(struct git_buf *, const char *data, size_t n);
+void buf_init(struct buf *);
+void buf_init_capture(struct buf *, size_t head, size_t tail);
+void buf_add(struct buf *, const void *data, size_t n);
+void buf_adds(struct buf *, const char *);
+void buf_addf(struct buf *, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Finish a capture: buf then holds the head and the tail; returns buf. */
+char *buf_str(struct buf *);
+/* Bytes a capture left out (total minus what it keeps). */
+size_t buf_dropped(const struct buf *);
+void buf_free(struct buf *);
+
+/* git.c: the one way both programs run git. */
+#define GIT_MAX_ARGS 16 /* arguments after `git --no-pager -C DIR` */
 
 struct git_opts {
 	const char *dir;      /* git -C dir; NULL: the current directory */
@@ -134,8 +149,8 @@ struct git_status {
  * (exit N): <the end of stderr>" and *gs saying whether it may pass.
  * out->buf is malloc'd either way.
  */
-int git_run(const struct git_opts *, const char *const *args,
-    struct git_buf *out, struct git_status *gs, char **cause);
+int git_run(const struct git_opts *, const char *const *args, struct buf *out,
+    struct git_status *gs, char **cause);
 /* git_run keeping only the first line of stdout (a hash, a path). */
 int git_line(const struct git_opts *, const char *const *args, char **line,
     struct git_status *gs, char **cause);

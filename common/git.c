@@ -70,52 +70,9 @@ static const char *const git_transient[] = {
     "Disk quota exceeded",
 };
 
-void
-git_buf_init(struct git_buf *b, size_t max, int tail)
-{
-	memset(b, 0, sizeof *b);
-	b->max = max;
-	b->tail = tail;
-	b->size = 256;
-	b->buf = xmalloc(b->size);
-	b->buf[0] = '\0';
-}
-
-static void
-git_buf_reserve(struct git_buf *b, size_t need)
-{
-	if (need + 1 <= b->size)
-		return;
-	while (b->size < need + 1)
-		b->size *= 2;
-	b->buf = xrealloc(b->buf, b->size);
-}
-
-void
-git_buf_add(struct git_buf *b, const char *data, size_t n)
-{
-	b->total += n;
-	if (b->tail) {
-		if (n >= b->max) {
-			data += n - b->max;
-			n = b->max;
-			b->len = 0;
-		} else if (b->len + n > b->max) {
-			size_t drop = b->len + n - b->max;
-			memmove(b->buf, b->buf + drop, b->len - drop);
-			b->len -= drop;
-		}
-	} else if (n > b->max - b->len)
-		n = b->max - b->len;
-	git_buf_reserve(b, b->len + n);
-	memcpy(b->buf + b->len, data, n);
-	b->len += n;
-	b->buf[b->len] = '\0';
-}
-
 /* The last few lines of git's stderr, joined into one line. */
 static char *
-git_err_tail(const struct git_buf *err)
+git_err_tail(const struct buf *err)
 {
 	const char *s = err->buf;
 	size_t end = err->len, start;
@@ -219,7 +176,7 @@ git_env_free(char **envp)
 }
 
 static int
-git_transient_err(const struct git_buf *err)
+git_transient_err(const struct buf *err)
 {
 	for (size_t i = 0; i < nitems(git_transient); i++) {
 		if (strstr(err->buf, git_transient[i]) != NULL)
@@ -317,20 +274,20 @@ close_pair(int p[2])
 }
 
 int
-git_run(const struct git_opts *o, const char *const *args, struct git_buf *out,
+git_run(const struct git_opts *o, const char *const *args, struct buf *out,
     struct git_status *gs, char **cause)
 {
 	int outp[2] = {-1, -1}, errp[2] = {-1, -1}, inp[2] = {-1, -1};
 	int wstatus, rc = -1, saved, timed_out = 0, pipe_pending;
 	size_t written = 0;
-	struct git_buf err;
+	struct buf err;
 	sigset_t pipeset, oldset, pending;
 	uint64_t started = now_ms(), deadline = 0;
 	char **envp, *sub;
 	pid_t pid;
 
-	git_buf_init(out, o->outmax > 0 ? o->outmax : 4096, 0);
-	git_buf_init(&err, GIT_MAX_ERR, 1);
+	buf_init_capture(out, o->outmax > 0 ? o->outmax : 4096, 0);
+	buf_init_capture(&err, 0, GIT_MAX_ERR);
 	memset(gs, 0, sizeof *gs);
 	gs->exit = -1;
 	gs->transient = 1;
@@ -383,7 +340,7 @@ git_run(const struct git_opts *o, const char *const *args, struct git_buf *out,
 	{
 		struct pollfd pfd[3] = {{outp[0], POLLIN, 0},
 		    {errp[0], POLLIN, 0}, {inp[1], POLLOUT, 0}};
-		struct git_buf *dst[2] = {out, &err};
+		struct buf *dst[2] = {out, &err};
 		char buf[16384];
 
 		while (pfd[0].fd != -1 || pfd[1].fd != -1) {
@@ -431,12 +388,14 @@ git_run(const struct git_opts *o, const char *const *args, struct git_buf *out,
 					pfd[i].fd = -1;
 					continue;
 				}
-				git_buf_add(dst[i], buf, (size_t)n);
+				buf_add(dst[i], buf, (size_t)n);
 			}
 		}
 		outp[0] = pfd[0].fd;
 		errp[0] = pfd[1].fd;
 	}
+	buf_str(out);
+	buf_str(&err);
 
 	while (waitpid(pid, &wstatus, 0) == -1) {
 		if (errno != EINTR) {
@@ -484,7 +443,7 @@ out:
 	}
 	sigprocmask(SIG_SETMASK, &oldset, NULL);
 	git_env_free(envp);
-	free(err.buf);
+	buf_free(&err);
 	free(sub);
 	return rc;
 }
@@ -494,7 +453,7 @@ git_line(const struct git_opts *o, const char *const *args, char **line,
     struct git_status *gs, char **cause)
 {
 	struct git_opts lo = *o;
-	struct git_buf out;
+	struct buf out;
 
 	*line = NULL;
 	if (lo.outmax == 0)

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 
 #include "common.h"
-#include "worker.h"
+#include "sandbox.h"
 
 int doctor_sandbox(char **cause);
 int doctor_profile(const char *dir, const char *stage, char **cause);

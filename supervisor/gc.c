@@ -95,7 +95,7 @@ gc_repo_refs(struct gc_run *g, const char *repo, size_t *len)
 	const char *args[] = {
 	    "-C", repo, "for-each-ref", format, "refs/orch/tasks/", NULL};
 	struct git_opts o = {0};
-	struct git_buf out;
+	struct buf out;
 	struct git_status gs;
 	char *cause = NULL;
 
@@ -126,7 +126,7 @@ gc_delete(const struct task *t, const char *ref, const char *hash)
 	const char *args[] = {"-C", t->repo, "update-ref", "-m",
 	    "orch-supervisor gc", "-d", ref, hash, NULL};
 	struct git_opts o = {0};
-	struct git_buf out;
+	struct buf out;
 	struct git_status gs;
 	char *cause = NULL;
 	int rc;

@@ -71,7 +71,7 @@ int
 run_quiet(char *const argv[])
 {
 	struct git_opts o = {0};
-	struct git_buf out;
+	struct buf out;
 	struct git_status gs;
 	char *cause = NULL;
 
@@ -125,7 +125,7 @@ task_diff(struct store *st, const struct task *t, size_t max, char **out,
 {
 	char *commit = NULL, *gitcause = NULL;
 	struct git_opts o = {0};
-	struct git_buf b;
+	struct buf b;
 	struct git_status gs;
 	int rc = -1;
 

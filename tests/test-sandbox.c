@@ -175,6 +175,53 @@ bad_profile(const char *name, const char *text, unsigned line, const char *why)
 	"rlimit cpu 1\n"                                                       \
 	"rlimit core 0\n"
 
+/*
+ * The result's JSON, without running anything: the keys in the order the
+ * model has always seen them, compact, and any bytes made valid JSON.
+ */
+static void
+test_result_json(void)
+{
+	static const char head[] =
+	    "{\"exit_status\":2,\"signal\":null,\"timed_out\":false,"
+	    "\"limit\":null,\"duration_ms\":1234,\"output\":\"";
+	static const char tail[] = "\",\"output_dropped\":7}";
+	static const char head2[] =
+	    "{\"exit_status\":null,\"signal\":9,\"timed_out\":true,"
+	    "\"limit\":\"cpu\",";
+	struct sandbox_result res;
+	json_t *j;
+	char *json;
+
+	memset(&res, 0, sizeof res);
+	res.exited = 1;
+	res.exit_status = 2;
+	res.duration_ms = 1234;
+	res.output = xstrdup("q\"b\\\n\t\001\x7f\xff\xc3\xa9");
+	res.output_dropped = 7;
+	json = sandbox_result_json(&res);
+	ok(strncmp(json, head, strlen(head)) == 0 &&
+	        strlen(json) > strlen(tail) &&
+	        strcmp(json + strlen(json) - strlen(tail), tail) == 0,
+	    "result JSON: keys in order, compact");
+	j = json_loads(json, 0, NULL);
+	ok(j != NULL && strcmp(json_string_value(json_object_get(j, "output")),
+	                    "q\"b\\\n\t\001\x7f\xef\xbf\xbd\xc3\xa9") == 0,
+	    "result JSON: output escaped, bad UTF-8 as U+FFFD");
+	json_decref(j);
+	free(json);
+
+	res.exited = 0;
+	res.signal = 9;
+	res.timed_out = 1;
+	res.limit = xstrdup("cpu");
+	json = sandbox_result_json(&res);
+	ok(strncmp(json, head2, strlen(head2)) == 0,
+	    "result JSON: signal, timeout and limit");
+	free(json);
+	sandbox_result_clear(&res);
+}
+
 static void
 test_profiles(void)
 {
@@ -1101,6 +1148,7 @@ main(int argc, char **argv)
 		fatal("mkdtemp");
 	unsetenv("ORCH_BWRAP");
 
+	test_result_json();
 	test_profiles();
 	test_cgroup_detect();
 	impl = load(profiles_dir, "implementing");

@@ -37,7 +37,7 @@
 #include <unistd.h>
 
 #include "common.h"
-#include "worker.h"
+#include "sandbox.h"
 
 #define CGROUP_PREFIX      "orch-sbx."
 #define CGROUP_MAX_FILE    65536

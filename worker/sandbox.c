@@ -21,48 +21,38 @@
  *
  * No global state: everything lives in the profile, the result and the
  * stack of sandbox_run.
+ *
+ * The profile parser is profile.c, the seccomp filter seccomp.c; this file
+ * builds bwrap's command line, spawns and watches it.
  */
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include <linux/netlink.h>
-#include <seccomp.h>
+#include <jansson.h>
 
 #include "common.h"
-#include "worker.h"
+#include "sandbox-int.h"
 
-#define SANDBOX_WORKSPACE    "/workspace"
 #define SANDBOX_DEFAULT_PATH "/usr/local/bin:/usr/bin:/bin"
-#define SANDBOX_TMPFS_MIN    (1024 * 1024)
-#define SANDBOX_TMPFS_MAX    (64ULL * 1024 * 1024 * 1024)
-#define SANDBOX_MEMORY_MIN   (16ULL * 1024 * 1024)
-#define SANDBOX_MEMORY_DFLT  (2ULL << 30)
-#define SANDBOX_SHM_DFLT     (64ULL * 1024 * 1024)
 #define SANDBOX_GRACE_MS     2000  /* SIGTERM to SIGKILL */
 #define SANDBOX_DRAIN_MS     1000  /* output read after bwrap was reaped */
 #define SANDBOX_CHECK_S      10    /* the sandbox_check probe's wall clock */
 #define SANDBOX_SETUP_MS     30000 /* bwrap's setup, before the command */
-#define PROFILE_MAX_LINE     4096
-#define PROFILE_MAX_STAGE    64
 
 /* The environment bwrap itself is exec'd with; see sandbox_spawn. */
 #define BWRAP_ENV_PATH "PATH=/usr/bin:/bin"
@@ -77,105 +67,6 @@
 #define CHILD_BLOCK_FD   5
 #define CHILD_FIRST_FREE 6
 #define CHILD_SRC_MIN    10 /* parent-side copies live above this */
-
-enum mount_kind {
-	MOUNT_RO_BIND,
-	MOUNT_RO_BIND_TRY,
-	MOUNT_SYMLINK,
-};
-
-struct sandbox_mount {
-	enum mount_kind kind;
-	char *src; /* source path, or the symlink's target */
-	char *dst; /* path inside the sandbox */
-};
-
-enum rlimit_unit {
-	UNIT_SIZE,    /* bytes, K/M/G/T suffixes (powers of 1024) */
-	UNIT_COUNT,   /* a plain number */
-	UNIT_SECONDS, /* a plain number of seconds */
-};
-
-struct rlimit_def {
-	const char *name;
-	int resource;
-	enum rlimit_unit unit;
-	uint64_t min;
-	uint64_t dflt; /* when the profile has no line for it */
-};
-
-/*
- * Every profile sets all of these: a profile without a line gets the
- * default, so forgetting a line never means "unlimited".
- */
-static const struct rlimit_def rlimit_defs[] = {
-    {"as", RLIMIT_AS, UNIT_SIZE, 16 * 1024 * 1024, 2ULL << 30},
-    {"nproc", RLIMIT_NPROC, UNIT_COUNT, 1, 256},
-    {"fsize", RLIMIT_FSIZE, UNIT_SIZE, 0, 256ULL << 20},
-    {"nofile", RLIMIT_NOFILE, UNIT_COUNT, 16, 256},
-    {"cpu", RLIMIT_CPU, UNIT_SECONDS, 1, 600},
-    {"core", RLIMIT_CORE, UNIT_SIZE, 0, 0},
-};
-#define NRLIMITS         nitems(rlimit_defs)
-#define RLIMIT_NPROC_IDX 1 /* "nproc" in rlimit_defs: the pids budget */
-
-struct sandbox_profile {
-	char *file; /* for messages */
-	int workspace_rw;
-	uint64_t tmpfs_size;
-	uint64_t shm_size; /* /dev/shm */
-	uint64_t memory;   /* the whole command: processes, tmpfs, shm */
-	struct sandbox_mount *mounts;
-	size_t nmounts;
-	char **env; /* NAME=VALUE, after the fixed ones */
-	size_t nenv;
-	uint64_t rlimits[NRLIMITS];
-};
-
-/* A growing string. */
-struct sbuf {
-	char *s;
-	size_t len;
-	size_t size;
-};
-
-static void
-sbuf_add(struct sbuf *b, const void *p, size_t n)
-{
-	if (b->len + n + 1 > b->size) {
-		size_t size = b->size == 0 ? 256 : b->size;
-		while (b->len + n + 1 > size)
-			size *= 2;
-		b->s = xrealloc(b->s, size);
-		b->size = size;
-	}
-	memcpy(b->s + b->len, p, n);
-	b->len += n;
-	b->s[b->len] = '\0';
-}
-
-static void
-sbuf_adds(struct sbuf *b, const char *s)
-{
-	sbuf_add(b, s, strlen(s));
-}
-
-static void sbuf_addf(struct sbuf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void
-sbuf_addf(struct sbuf *b, const char *fmt, ...)
-{
-	va_list ap;
-	char *p;
-
-	va_start(ap, fmt);
-	if (vasprintf(&p, fmt, ap) == -1)
-		fatal("vasprintf");
-	va_end(ap);
-	sbuf_adds(b, p);
-	free(p);
-}
 
 /* An argv under construction; NULL-terminated at all times. */
 struct argv {
@@ -202,441 +93,6 @@ argv_free(struct argv *a)
 		free(a->v[i]);
 	free(a->v);
 	memset(a, 0, sizeof *a);
-}
-
-/* Profiles. */
-
-void
-sandbox_profile_free(struct sandbox_profile *p)
-{
-	if (p == NULL)
-		return;
-	for (size_t i = 0; i < p->nmounts; i++) {
-		free(p->mounts[i].src);
-		free(p->mounts[i].dst);
-	}
-	free(p->mounts);
-	for (size_t i = 0; i < p->nenv; i++)
-		free(p->env[i]);
-	free(p->env);
-	free(p->file);
-	free(p);
-}
-
-/* A size: digits and an optional K, M, G or T (powers of 1024). */
-static int
-parse_size(const char *s, uint64_t *out)
-{
-	char num[32];
-	size_t len = strlen(s);
-	unsigned shift = 0;
-
-	if (len == 0 || len >= sizeof num)
-		return -1;
-	switch (s[len - 1]) {
-	case 'K':
-	case 'k':
-		shift = 10;
-		break;
-	case 'M':
-	case 'm':
-		shift = 20;
-		break;
-	case 'G':
-	case 'g':
-		shift = 30;
-		break;
-	case 'T':
-	case 't':
-		shift = 40;
-		break;
-	}
-	if (shift != 0)
-		len--;
-	memcpy(num, s, len);
-	num[len] = '\0';
-	if (parse_u64(num, 0, UINT64_MAX >> (shift + 2), out) == -1)
-		return -1;
-	*out <<= shift;
-	return 0;
-}
-
-/* Does path equal dir or lie below it (component-wise)? */
-static int
-path_under(const char *path, const char *dir)
-{
-	size_t n = strlen(dir);
-
-	if (strcmp(dir, "/") == 0)
-		return 1;
-	return strncmp(path, dir, n) == 0 &&
-	       (path[n] == '\0' || path[n] == '/');
-}
-
-/*
- * An absolute, normal path: starts with '/', no "." or ".." component, no
- * empty component (except for "/" itself).  NULL when fine, else why not.
- */
-static const char *
-path_check(const char *path)
-{
-	const char *p, *q;
-
-	if (path[0] != '/')
-		return "not an absolute path";
-	if (strcmp(path, "/") == 0)
-		return NULL;
-	for (p = path + 1;; p = q + 1) {
-		size_t n;
-
-		q = strchr(p, '/');
-		n = q == NULL ? strlen(p) : (size_t)(q - p);
-		if (n == 0)
-			return "empty path component";
-		if ((n == 1 && p[0] == '.') ||
-		    (n == 2 && p[0] == '.' && p[1] == '.'))
-			return "\".\" or \"..\" in path";
-		if (q == NULL)
-			break;
-	}
-	return NULL;
-}
-
-/*
- * The host paths a profile may never show the sandbox, whatever it says:
- * the whole root, and where home directories (and their ~/.ssh, tokens,
- * API keys) live.
- */
-static const char *
-source_check(const char *src)
-{
-	static const char *const denied[] = {"/root", "/home"};
-
-	if (strcmp(src, "/") == 0)
-		return "binding the whole root is not allowed";
-	for (size_t i = 0; i < nitems(denied); i++) {
-		if (path_under(src, denied[i]))
-			return "home directories may not be bound";
-	}
-	return NULL;
-}
-
-/*
- * Places sandbox_run mounts itself, after the profile's mounts: a profile
- * mount there would be hidden or would shadow them.
- */
-static const char *
-dest_check(const char *dst)
-{
-	static const char *const reserved[] = {
-	    SANDBOX_WORKSPACE, "/proc", "/dev", "/tmp"};
-
-	if (strcmp(dst, "/") == 0)
-		return "cannot mount over the root";
-	for (size_t i = 0; i < nitems(reserved); i++) {
-		if (path_under(dst, reserved[i]))
-			return "destination is reserved (workspace, /proc, "
-			       "/dev, /tmp)";
-	}
-	return NULL;
-}
-
-static int
-env_name_ok(const char *s, size_t n)
-{
-	if (n == 0 || !(isalpha((unsigned char)s[0]) || s[0] == '_'))
-		return 0;
-	for (size_t i = 1; i < n; i++) {
-		if (!isalnum((unsigned char)s[i]) && s[i] != '_')
-			return 0;
-	}
-	return 1;
-}
-
-/* Split line into at most max whitespace-separated words; the count. */
-static size_t
-split_words(char *line, char **words, size_t max)
-{
-	size_t n = 0;
-	char *p = line;
-
-	for (;;) {
-		while (*p == ' ' || *p == '\t')
-			p++;
-		if (*p == '\0')
-			return n;
-		if (n == max)
-			return max + 1;
-		words[n++] = p;
-		while (*p != '\0' && *p != ' ' && *p != '\t')
-			p++;
-		if (*p != '\0')
-			*p++ = '\0';
-	}
-}
-
-struct parse_state {
-	int seen_workspace;
-	int seen_tmpfs;
-	int seen_shm;
-	int seen_memory;
-	int seen_network;
-	int seen_rlimit[NRLIMITS];
-};
-
-/*
- * Parse one non-empty, non-comment line into p.  NULL when fine, else a
- * malloc'd message (without the FILE:LINE: prefix).
- */
-static char *
-profile_line(struct sandbox_profile *p, struct parse_state *st, char *line)
-{
-	char *w[4];
-	size_t n;
-	const char *why;
-
-	/* env takes the rest of the line: values may hold spaces. */
-	if (strncmp(line, "env", 3) == 0 &&
-	    (line[3] == ' ' || line[3] == '\t')) {
-		char *v = line + 4, *eq, *end;
-
-		while (*v == ' ' || *v == '\t')
-			v++;
-		end = v + strlen(v);
-		while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
-			*--end = '\0';
-		eq = strchr(v, '=');
-		if (eq == NULL || !env_name_ok(v, (size_t)(eq - v)))
-			return xasprintf("env wants NAME=VALUE");
-		p->env = xrealloc(p->env, (p->nenv + 1) * sizeof *p->env);
-		p->env[p->nenv++] = xstrdup(v);
-		return NULL;
-	}
-
-	n = split_words(line, w, nitems(w) - 1);
-	if (n == 0)
-		return xasprintf("empty directive");
-	if (n > nitems(w) - 1)
-		return xasprintf("too many words");
-
-	if (strcmp(w[0], "workspace") == 0) {
-		if (st->seen_workspace)
-			return xasprintf("duplicate workspace line");
-		if (n != 2 ||
-		    (strcmp(w[1], "rw") != 0 && strcmp(w[1], "ro") != 0))
-			return xasprintf("workspace wants rw or ro");
-		st->seen_workspace = 1;
-		p->workspace_rw = strcmp(w[1], "rw") == 0;
-		return NULL;
-	}
-	if (strcmp(w[0], "tmpfs_size") == 0 || strcmp(w[0], "shm_size") == 0 ||
-	    strcmp(w[0], "memory") == 0) {
-		int *seen = w[0][0] == 't'   ? &st->seen_tmpfs
-		            : w[0][0] == 's' ? &st->seen_shm
-		                             : &st->seen_memory;
-		uint64_t v, min = w[0][0] == 'm' ? SANDBOX_MEMORY_MIN
-		                                 : SANDBOX_TMPFS_MIN;
-
-		if (*seen)
-			return xasprintf("duplicate %s line", w[0]);
-		if (n != 2)
-			return xasprintf("%s wants one size", w[0]);
-		if (parse_size(w[1], &v) == -1 || v < min ||
-		    v > SANDBOX_TMPFS_MAX)
-			return xasprintf("bad size \"%s\" (%s to 64G, with an "
-			                 "optional K, M, G or T)",
-			    w[1], min == SANDBOX_MEMORY_MIN ? "16M" : "1M");
-		*seen = 1;
-		if (w[0][0] == 't')
-			p->tmpfs_size = v;
-		else if (w[0][0] == 's')
-			p->shm_size = v;
-		else
-			p->memory = v;
-		return NULL;
-	}
-	if (strcmp(w[0], "network") == 0) {
-		if (st->seen_network)
-			return xasprintf("duplicate network line");
-		if (n != 2 || strcmp(w[1], "none") != 0)
-			return xasprintf("network: only \"none\" is allowed");
-		st->seen_network = 1;
-		return NULL;
-	}
-	if (strcmp(w[0], "ro_bind") == 0 || strcmp(w[0], "ro_bind_try") == 0) {
-		struct sandbox_mount *m;
-		const char *dst;
-
-		if (n != 2 && n != 3)
-			return xasprintf("%s wants PATH [DEST]", w[0]);
-		dst = n == 3 ? w[2] : w[1];
-		if ((why = path_check(w[1])) != NULL ||
-		    (why = path_check(dst)) != NULL ||
-		    (why = source_check(w[1])) != NULL ||
-		    (why = dest_check(dst)) != NULL)
-			return xasprintf("%s: %s", w[0], why);
-		p->mounts =
-		    xrealloc(p->mounts, (p->nmounts + 1) * sizeof *p->mounts);
-		m = &p->mounts[p->nmounts++];
-		m->kind = strcmp(w[0], "ro_bind") == 0 ? MOUNT_RO_BIND
-		                                       : MOUNT_RO_BIND_TRY;
-		m->src = xstrdup(w[1]);
-		m->dst = xstrdup(dst);
-		return NULL;
-	}
-	if (strcmp(w[0], "symlink") == 0) {
-		struct sandbox_mount *m;
-
-		if (n != 3)
-			return xasprintf("symlink wants TARGET LINK");
-		if ((why = path_check(w[2])) != NULL ||
-		    (why = dest_check(w[2])) != NULL)
-			return xasprintf("symlink: %s", why);
-		p->mounts =
-		    xrealloc(p->mounts, (p->nmounts + 1) * sizeof *p->mounts);
-		m = &p->mounts[p->nmounts++];
-		m->kind = MOUNT_SYMLINK;
-		m->src = xstrdup(w[1]);
-		m->dst = xstrdup(w[2]);
-		return NULL;
-	}
-	if (strcmp(w[0], "rlimit") == 0) {
-		const struct rlimit_def *d = NULL;
-		size_t i;
-		uint64_t v;
-		int rc;
-
-		if (n != 3)
-			return xasprintf("rlimit wants NAME VALUE");
-		for (i = 0; i < NRLIMITS; i++) {
-			if (strcmp(w[1], rlimit_defs[i].name) == 0) {
-				d = &rlimit_defs[i];
-				break;
-			}
-		}
-		if (d == NULL)
-			return xasprintf("unknown rlimit \"%s\" (as, nproc, "
-			                 "fsize, nofile, cpu, core)",
-			    w[1]);
-		if (st->seen_rlimit[i])
-			return xasprintf("duplicate rlimit %s", d->name);
-		if (d->unit == UNIT_SIZE)
-			rc = parse_size(w[2], &v);
-		else
-			rc = parse_u64(w[2], 0, 1u << 30, &v);
-		if (rc == -1)
-			return xasprintf("bad %s \"%s\" for rlimit %s",
-			    d->unit == UNIT_SIZE ? "size" : "number", w[2],
-			    d->name);
-		if (v < d->min)
-			return xasprintf("rlimit %s below %llu", d->name,
-			    (unsigned long long)d->min);
-		st->seen_rlimit[i] = 1;
-		p->rlimits[i] = v;
-		return NULL;
-	}
-	return xasprintf("unknown directive \"%s\"", w[0]);
-}
-
-int
-sandbox_profile_load(const char *dir, const char *stage,
-    struct sandbox_profile **out, char **cause)
-{
-	struct sandbox_profile *p;
-	struct parse_state st;
-	FILE *f;
-	char *line = NULL, *msg;
-	size_t size = 0;
-	ssize_t len;
-	unsigned lineno = 0;
-
-	*out = NULL;
-	/* The stage names a file in dir: no way out of it. */
-	if (stage[0] == '\0' || strlen(stage) > PROFILE_MAX_STAGE ||
-	    strspn(stage, "abcdefghijklmnopqrstuvwxyz0123456789_-") !=
-	        strlen(stage)) {
-		*cause = xasprintf("bad sandbox stage name \"%s\"", stage);
-		return -1;
-	}
-
-	p = xcalloc(1, sizeof *p);
-	p->file = xasprintf("%s/%s.profile", dir, stage);
-	p->tmpfs_size = 64 * 1024 * 1024;
-	p->shm_size = SANDBOX_SHM_DFLT;
-	p->memory = SANDBOX_MEMORY_DFLT;
-	for (size_t i = 0; i < NRLIMITS; i++)
-		p->rlimits[i] = rlimit_defs[i].dflt;
-	memset(&st, 0, sizeof st);
-
-	if ((f = fopen(p->file, "re")) == NULL) {
-		*cause = xasprintf("%s: %s", p->file, strerror(errno));
-		goto fail;
-	}
-	while ((len = getline(&line, &size, f)) != -1) {
-		char *s = line;
-
-		lineno++;
-		if ((size_t)len != strlen(line)) {
-			*cause = xasprintf(
-			    "%s:%u: NUL byte in line", p->file, lineno);
-			goto fail_close;
-		}
-		if (len > PROFILE_MAX_LINE) {
-			*cause = xasprintf("%s:%u: line longer than %d bytes",
-			    p->file, lineno, PROFILE_MAX_LINE);
-			goto fail_close;
-		}
-		if (len > 0 && line[len - 1] == '\n')
-			line[--len] = '\0';
-		if (len > 0 && line[len - 1] == '\r')
-			line[--len] = '\0';
-		while (*s == ' ' || *s == '\t')
-			s++;
-		if (*s == '\0' || *s == '#')
-			continue;
-		if ((msg = profile_line(p, &st, s)) != NULL) {
-			*cause = xasprintf("%s:%u: %s", p->file, lineno, msg);
-			free(msg);
-			goto fail_close;
-		}
-	}
-	if (ferror(f)) {
-		*cause = xasprintf("%s: %s", p->file, strerror(errno));
-		goto fail_close;
-	}
-	fclose(f);
-	free(line);
-	line = NULL;
-	/* No silent default for the one choice that matters most. */
-	if (!st.seen_workspace) {
-		*cause = xasprintf("%s:%u: no workspace line (workspace rw|ro)",
-		    p->file, lineno);
-		goto fail;
-	}
-	/*
-	 * The tmpfs are memory: what a command writes there counts against
-	 * its memory like what it allocates (the cgroup charges both).
-	 * Without cgroups their sizes are all that bounds them, so together
-	 * they must fit the budget.
-	 */
-	if (p->tmpfs_size + p->shm_size > p->memory) {
-		*cause = xasprintf(
-		    "%s: tmpfs_size + shm_size (%llu MiB) exceed "
-		    "memory (%llu MiB)",
-		    p->file,
-		    (unsigned long long)((p->tmpfs_size + p->shm_size) >> 20),
-		    (unsigned long long)(p->memory >> 20));
-		goto fail;
-	}
-	*out = p;
-	return 0;
-
-fail_close:
-	fclose(f);
-fail:
-	free(line);
-	sandbox_profile_free(p);
-	return -1;
 }
 
 /* Finding bwrap. */
@@ -698,342 +154,35 @@ bwrap_find(char **path, char **cause)
 	return -1;
 }
 
-/* The seccomp filter. */
-
 /*
- * Syscalls that return EPERM in the sandbox: kernel attack surface and
- * ways out that no build, test or editor needs.  mount, unshare and setns
- * are also what bwrap itself uses, but it installs the filter (--seccomp)
- * just before exec'ing the command, after its own setup.
+ * Output capture: the first and the last half of SANDBOX_MAX_OUTPUT
+ * (buf_init_capture).
  */
-static const char *const seccomp_denied[] = {
-    "ptrace",
-    "mount",
-    "umount",
-    "umount2",
-    "fsopen",
-    "fsconfig",
-    "fsmount",
-    "fspick",
-    "open_tree",
-    "move_mount",
-    "mount_setattr",
-    "pivot_root",
-    "chroot",
-    "setns",
-    "unshare",
-    "bpf",
-    "keyctl",
-    "add_key",
-    "request_key",
-    "perf_event_open",
-    "kexec_load",
-    "kexec_file_load",
-    "init_module",
-    "finit_module",
-    "delete_module",
-    "userfaultfd",
-    "process_vm_readv",
-    "process_vm_writev",
-    "open_by_handle_at",
-    "name_to_handle_at",
-    /* io_uring operations bypass seccomp once the ring exists. */
-    "io_uring_setup",
-    "io_uring_enter",
-    "io_uring_register",
-    /* Memory that is neither in the address space nor in a cgroup's view. */
-    "memfd_secret",
-};
-
-/*
- * Without a memory cgroup nothing counts memory that is in no process's
- * address space: a memfd or a SysV shared memory segment filled and
- * unmapped escapes RLIMIT_AS (and the OOM killer, which looks at RSS).
- * Then they answer ENOSYS, as on an old kernel, so that programs fall back
- * (to a file in /tmp or /dev/shm, which are sized tmpfs).  "ipc" is the
- * i386 multiplexer for the SysV calls.
- */
-static const char *const seccomp_nocgroup[] = {
-    "memfd_create",
-    "shmget",
-    "ipc",
-};
-
-/*
- * One argument comparison, every field set: libseccomp's two-argument
- * SCMP_An() forms leave datum_b to the compiler, which clang's
- * -Wmissing-field-initializers refuses.
- */
-static struct scmp_arg_cmp
-arg_cmp(unsigned arg, enum scmp_compare op, scmp_datum_t a)
-{
-	struct scmp_arg_cmp c = {arg, op, a, 0};
-
-	return c;
-}
-
-/*
- * The socket families a build or a test suite needs: AF_UNIX, and
- * AF_INET/AF_INET6, which in the sandbox's empty network namespace reach
- * only its own loopback.  Every other family is refused: some are not
- * isolated by a network namespace at all (AF_VSOCK reaches the hypervisor,
- * CID 2, and other VMs), others are kernel attack surface no build needs
- * (AF_PACKET, AF_BLUETOOTH, AF_ALG, AF_RDS, AF_TIPC, ...).
- *
- * AF_NETLINK is allowed, for NETLINK_ROUTE only: glibc's getaddrinfo
- * (AI_ADDRCONFIG) and getifaddrs(), hence Node's os.networkInterfaces(),
- * Python's and Go's interface lists, ask it which addresses exist, and
- * route netlink is per network namespace (it sees the sandbox's loopback
- * only; changing anything needs CAP_NET_ADMIN, which the sandbox lacks).
- * The other netlink protocols (audit, uevents, generic netlink families
- * that are not per namespace, sock_diag, ...) are refused.
- */
-static const int socket_allowed[] = {AF_UNIX, AF_INET, AF_INET6, AF_NETLINK};
-
-/* Namespace flags clone(2) may not be given (same reason as unshare). */
-static const unsigned long clone_ns_flags[] = {
-    CLONE_NEWNS,
-    CLONE_NEWUTS,
-    CLONE_NEWIPC,
-    CLONE_NEWUSER,
-    CLONE_NEWPID,
-    CLONE_NEWNET,
-    CLONE_NEWCGROUP,
-};
-
-/*
- * socket(2) and socketpair(2) refuse every family but socket_allowed, and
- * netlink but NETLINK_ROUTE.  The family is compared on all 64 bits: a
- * value with high bits set is >= AF_MAX and refused, whatever its low
- * bits (the kernel would read them as an int).  i386's socketcall(2)
- * multiplexer passes its arguments in memory, out of the filter's sight:
- * it answers ENOSYS (glibc uses the direct calls, which are filtered).
- */
-static int
-seccomp_sockets(scmp_filter_ctx ctx)
-{
-	static const char *const calls[] = {"socket", "socketpair"};
-	int rc, nr;
-
-	for (size_t c = 0; c < nitems(calls); c++) {
-		nr = seccomp_syscall_resolve_name(calls[c]);
-		for (int af = 0; af < AF_MAX; af++) {
-			int allowed = 0;
-
-			for (size_t i = 0; i < nitems(socket_allowed); i++)
-				allowed |= af == socket_allowed[i];
-			if (allowed)
-				continue;
-			if ((rc = seccomp_rule_add(ctx,
-			         SCMP_ACT_ERRNO(EAFNOSUPPORT), nr, 1,
-			         arg_cmp(0, SCMP_CMP_EQ, (scmp_datum_t)af))) <
-			    0)
-				return rc;
-		}
-		if ((rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT),
-		         nr, 1,
-		         arg_cmp(0, SCMP_CMP_GE, (scmp_datum_t)AF_MAX))) < 0)
-			return rc;
-		if ((rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPROTONOSUPPORT),
-		         nr, 2,
-		         arg_cmp(0, SCMP_CMP_EQ, (scmp_datum_t)AF_NETLINK),
-		         arg_cmp(
-		             2, SCMP_CMP_NE, (scmp_datum_t)NETLINK_ROUTE))) < 0)
-			return rc;
-	}
-	nr = seccomp_syscall_resolve_name("socketcall");
-	if (nr != __NR_SCMP_ERROR &&
-	    (rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), nr, 0)) < 0)
-		return rc;
-	return 0;
-}
-
-/*
- * Build the filter and export it as BPF into a memfd for bwrap's
- * --seccomp.  Default allow; the rules above return EPERM, the socket
- * rules EAFNOSUPPORT or EPROTONOSUPPORT, and with nocgroup (no memory
- * cgroup counts the command) seccomp_nocgroup's calls ENOSYS.
- *
- * Architectures: the native one and, on x86_64, also i386 and x32, which
- * a process can reach from an x86_64 kernel (int 0x80, the x32 syscall
- * bit); the same rules are compiled for each.  Any other architecture
- * kills the process (SCMP_FLTATR_ACT_BADARCH).
- *
- * ioctl: TIOCSTI (push input into a terminal) and TIOCLINUX are refused,
- * compared on the low 32 bits only (the kernel takes the request as an
- * unsigned int, so 0x100005412 is TIOCSTI too).  The sandbox has no
- * terminal anyway (stdin is /dev/null, --new-session): this is the second
- * wall.
- *
- * clone3 returns ENOSYS: its flags sit in memory seccomp cannot read, and
- * ENOSYS makes glibc fall back to clone(2), whose namespace flags are
- * refused above.
- */
-static int
-seccomp_memfd(int nocgroup, char **cause)
-{
-	scmp_filter_ctx ctx;
-	int fd = -1, rc;
-
-	if ((ctx = seccomp_init(SCMP_ACT_ALLOW)) == NULL) {
-		*cause = xasprintf("seccomp_init failed");
-		return -1;
-	}
-	if ((rc = seccomp_attr_set(
-	         ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS)) < 0)
-		goto fail;
-	if (seccomp_arch_native() == SCMP_ARCH_X86_64) {
-		if ((rc = seccomp_arch_add(ctx, SCMP_ARCH_X86)) < 0 &&
-		    rc != -EEXIST)
-			goto fail;
-		if ((rc = seccomp_arch_add(ctx, SCMP_ARCH_X32)) < 0 &&
-		    rc != -EEXIST)
-			goto fail;
-	}
-	for (size_t i = 0; i < nitems(seccomp_denied); i++) {
-		int nr = seccomp_syscall_resolve_name(seccomp_denied[i]);
-
-		if (nr == __NR_SCMP_ERROR)
-			continue; /* unknown to this libseccomp */
-		if ((rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0)) <
-		    0)
-			goto fail;
-	}
-	if ((rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl),
-	         1, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffUL, TIOCSTI))) < 0)
-		goto fail;
-	if ((rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl),
-	         1, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffUL, TIOCLINUX))) < 0)
-		goto fail;
-	for (size_t i = 0; i < nitems(clone_ns_flags); i++) {
-		if ((rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM),
-		         SCMP_SYS(clone), 1,
-		         SCMP_A0(SCMP_CMP_MASKED_EQ, clone_ns_flags[i],
-		             clone_ns_flags[i]))) < 0)
-			goto fail;
-	}
-	if ((rc = seccomp_rule_add(
-	         ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0)) < 0)
-		goto fail;
-	for (size_t i = 0; nocgroup && i < nitems(seccomp_nocgroup); i++) {
-		int nr = seccomp_syscall_resolve_name(seccomp_nocgroup[i]);
-
-		if (nr == __NR_SCMP_ERROR)
-			continue;
-		if ((rc = seccomp_rule_add(
-		         ctx, SCMP_ACT_ERRNO(ENOSYS), nr, 0)) < 0)
-			goto fail;
-	}
-	if ((rc = seccomp_sockets(ctx)) < 0)
-		goto fail;
-
-	if ((fd = memfd_create("orch-seccomp", MFD_CLOEXEC)) == -1) {
-		*cause = xasprintf("memfd_create: %s", strerror(errno));
-		seccomp_release(ctx);
-		return -1;
-	}
-	if ((rc = seccomp_export_bpf(ctx, fd)) < 0)
-		goto fail;
-	if (lseek(fd, 0, SEEK_SET) == -1) {
-		rc = -errno;
-		goto fail;
-	}
-	seccomp_release(ctx);
-	return fd;
-
-fail:
-	*cause = xasprintf("building the seccomp filter: %s", strerror(-rc));
-	if (fd != -1)
-		close(fd);
-	seccomp_release(ctx);
-	return -1;
-}
-
-/* Output capture: the first and the last half of SANDBOX_MAX_OUTPUT. */
 
 #define CAPTURE_HALF (SANDBOX_MAX_OUTPUT / 2)
 
-struct capture {
-	char head[CAPTURE_HALF];
-	size_t head_len;
-	char tail[CAPTURE_HALF]; /* a ring */
-	size_t tail_pos;         /* where the next byte goes */
-	size_t tail_len;
-	uint64_t total;
-};
-
-/* Not inlined: GCC's -Wstringop-overread then misjudges the tail copy
- * against the caller's smaller read buffer. */
-static void __attribute__((noinline))
-capture_add(struct capture *c, const char *p, size_t n)
+/*
+ * The kept output as one malloc'd string, NUL bytes as U+FFFD so that it
+ * is a C string; *dropped what was left out.
+ */
+static char *
+capture_string(struct buf *c, size_t *dropped)
 {
-	size_t k;
+	struct buf b;
+	const char *p = buf_str(c);
+	size_t n = c->len, start = 0;
 
-	c->total += n;
-	if (c->head_len < CAPTURE_HALF) {
-		k = CAPTURE_HALF - c->head_len;
-		if (k > n)
-			k = n;
-		memcpy(c->head + c->head_len, p, k);
-		c->head_len += k;
-		p += k;
-		n -= k;
-	}
-	if (n >= CAPTURE_HALF) {
-		memcpy(c->tail, p + n - CAPTURE_HALF, CAPTURE_HALF);
-		c->tail_pos = 0;
-		c->tail_len = CAPTURE_HALF;
-		return;
-	}
-	while (n > 0) {
-		k = CAPTURE_HALF - c->tail_pos;
-		if (k > n)
-			k = n;
-		memcpy(c->tail + c->tail_pos, p, k);
-		c->tail_pos = (c->tail_pos + k) % CAPTURE_HALF;
-		if (c->tail_len < CAPTURE_HALF)
-			c->tail_len = c->tail_len + k > CAPTURE_HALF
-			                  ? CAPTURE_HALF
-			                  : c->tail_len + k;
-		p += k;
-		n -= k;
-	}
-}
-
-/* Append bytes, NUL bytes as U+FFFD so the result is a C string. */
-static void
-capture_put(struct sbuf *b, const char *p, size_t n)
-{
-	size_t start = 0;
-
+	buf_init(&b);
 	for (size_t i = 0; i < n; i++) {
 		if (p[i] != '\0')
 			continue;
-		sbuf_add(b, p + start, i - start);
-		sbuf_adds(b, "\xef\xbf\xbd");
+		buf_add(&b, p + start, i - start);
+		buf_adds(&b, "\xef\xbf\xbd");
 		start = i + 1;
 	}
-	sbuf_add(b, p + start, n - start);
-}
-
-/* The kept output as one malloc'd string; *dropped what was left out. */
-static char *
-capture_string(const struct capture *c, size_t *dropped)
-{
-	struct sbuf b = {NULL, 0, 0};
-	size_t first =
-	    (c->tail_pos + CAPTURE_HALF - c->tail_len) % CAPTURE_HALF;
-
-	sbuf_add(&b, "", 0);
-	capture_put(&b, c->head, c->head_len);
-	if (first + c->tail_len <= CAPTURE_HALF)
-		capture_put(&b, c->tail + first, c->tail_len);
-	else {
-		capture_put(&b, c->tail + first, CAPTURE_HALF - first);
-		capture_put(&b, c->tail, c->tail_len - (CAPTURE_HALF - first));
-	}
-	*dropped = (size_t)(c->total - c->head_len - c->tail_len);
-	return b.s;
+	buf_add(&b, p + start, n - start);
+	*dropped = buf_dropped(c);
+	return b.buf;
 }
 
 /* Spawning and watching bwrap. */
@@ -1335,7 +484,7 @@ fail:
  */
 static void
 sandbox_watch(struct spawn *sp, uint64_t timeout_ms, void (*heartbeat)(void *),
-    void *arg, struct capture *cap, int *status, int *timed_out)
+    void *arg, struct buf *cap, int *status, int *timed_out)
 {
 	uint64_t start = now_ms(), deadline = start + timeout_ms;
 	uint64_t kill_at = 0, drain_until = 0, last_hb = start;
@@ -1395,7 +544,7 @@ sandbox_watch(struct spawn *sp, uint64_t timeout_ms, void (*heartbeat)(void *),
 			ssize_t n = read(sp->out, buf, sizeof buf);
 
 			if (n > 0)
-				capture_add(cap, buf, (size_t)n);
+				buf_add(cap, buf, (size_t)n);
 			else if (n == 0 || (errno != EINTR && errno != EAGAIN))
 				eof = 1;
 		}
@@ -1769,7 +918,7 @@ sandbox_run(const struct sandbox_profile *p, const char *workspace,
 {
 	struct argv a = {NULL, 0, 0};
 	struct spawn sp;
-	struct capture *cap = NULL;
+	struct buf cap;
 	struct cgroup_host host;
 	struct cgroup_cmd cg;
 	char *bwrap = NULL, *ws = NULL, *why = NULL;
@@ -1779,6 +928,7 @@ sandbox_run(const struct sandbox_profile *p, const char *workspace,
 
 	memset(res, 0, sizeof *res);
 	memset(&host, 0, sizeof host);
+	memset(&cap, 0, sizeof cap);
 	cgroup_cmd_init(&cg);
 	if (timeout_s == 0) {
 		*cause = xasprintf("sandbox: timeout must be at least 1 s");
@@ -1804,10 +954,9 @@ sandbox_run(const struct sandbox_profile *p, const char *workspace,
 	start = now_ms();
 	if (sandbox_spawn(bwrap, &a, p, secfd, &cg, &sp, cause) == -1)
 		goto out;
-	cap = xmalloc(sizeof *cap);
-	memset(cap, 0, sizeof *cap);
+	buf_init_capture(&cap, CAPTURE_HALF, CAPTURE_HALF);
 	(void)sandbox_release(&sp, p->rlimits[RLIMIT_NPROC_IDX], &why);
-	sandbox_watch(&sp, (uint64_t)timeout_s * 1000, heartbeat, arg, cap,
+	sandbox_watch(&sp, (uint64_t)timeout_s * 1000, heartbeat, arg, &cap,
 	    &status, &timed_out);
 
 	if (why != NULL) {
@@ -1818,7 +967,7 @@ sandbox_run(const struct sandbox_profile *p, const char *workspace,
 	}
 	if (!sandbox_started(&sp)) {
 		size_t dropped;
-		char *o = capture_string(cap, &dropped), *line;
+		char *o = capture_string(&cap, &dropped), *line;
 
 		line = oneline(o, 400);
 		*cause = xasprintf("bubblewrap (%s) could not create the "
@@ -1836,7 +985,7 @@ sandbox_run(const struct sandbox_profile *p, const char *workspace,
 
 	res->duration_ms = now_ms() - start;
 	res->timed_out = timed_out;
-	res->output = capture_string(cap, &res->output_dropped);
+	res->output = capture_string(&cap, &res->output_dropped);
 	if (WIFEXITED(status)) {
 		int code = WEXITSTATUS(status);
 
@@ -1868,7 +1017,7 @@ out:
 	free(why);
 	if (secfd != -1)
 		close(secfd);
-	free(cap);
+	buf_free(&cap);
 	argv_free(&a);
 	free(ws);
 	free(bwrap);
@@ -1877,67 +1026,39 @@ out:
 
 /* JSON. */
 
-/* s as a JSON string; bytes that are not UTF-8 become U+FFFD. */
-static void
-json_put_string(struct sbuf *b, const char *s)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	size_t n = strlen(s);
-
-	sbuf_adds(b, "\"");
-	while (n > 0) {
-		int k = utf8_seq((const char *)p, n);
-		size_t len = k > 0 ? (size_t)k : 0;
-
-		if (len == 0) {
-			sbuf_adds(b, "\\ufffd");
-			len = 1;
-		} else if (*p == '"')
-			sbuf_adds(b, "\\\"");
-		else if (*p == '\\')
-			sbuf_adds(b, "\\\\");
-		else if (*p == '\n')
-			sbuf_adds(b, "\\n");
-		else if (*p == '\t')
-			sbuf_adds(b, "\\t");
-		else if (*p == '\r')
-			sbuf_adds(b, "\\r");
-		else if (*p < 0x20 || *p == 0x7f)
-			sbuf_addf(b, "\\u%04x", *p);
-		else
-			sbuf_add(b, p, len);
-		p += len;
-		n -= len;
-	}
-	sbuf_adds(b, "\"");
-}
-
+/*
+ * The result as compact JSON, its keys in this order.  capture_string
+ * already made NUL bytes U+FFFD; bytes that are not UTF-8 become U+FFFD
+ * too (jansson takes valid UTF-8 only).
+ */
 char *
 sandbox_result_json(const struct sandbox_result *res)
 {
-	struct sbuf b = {NULL, 0, 0};
+	json_t *o;
+	char *text, *limit = NULL, *out;
 
-	sbuf_adds(&b, "{\"exit_status\":");
-	if (res->exited)
-		sbuf_addf(&b, "%d", res->exit_status);
-	else
-		sbuf_adds(&b, "null");
-	sbuf_adds(&b, ",\"signal\":");
-	if (res->signal != 0)
-		sbuf_addf(&b, "%d", res->signal);
-	else
-		sbuf_adds(&b, "null");
-	sbuf_addf(&b,
-	    ",\"timed_out\":%s,\"limit\":", res->timed_out ? "true" : "false");
+	text = utf8_fix(res->output != NULL ? res->output : "", NULL);
 	if (res->limit != NULL)
-		json_put_string(&b, res->limit);
-	else
-		sbuf_adds(&b, "null");
-	sbuf_addf(&b, ",\"duration_ms\":%llu,\"output\":",
-	    (unsigned long long)res->duration_ms);
-	json_put_string(&b, res->output != NULL ? res->output : "");
-	sbuf_addf(&b, ",\"output_dropped\":%zu}", res->output_dropped);
-	return b.s;
+		limit = utf8_fix(res->limit, NULL);
+	o = json_object();
+	json_object_set_new(o, "exit_status",
+	    res->exited ? json_integer(res->exit_status) : json_null());
+	json_object_set_new(o, "signal",
+	    res->signal != 0 ? json_integer(res->signal) : json_null());
+	json_object_set_new(o, "timed_out", json_boolean(res->timed_out));
+	json_object_set_new(
+	    o, "limit", limit != NULL ? json_string(limit) : json_null());
+	json_object_set_new(
+	    o, "duration_ms", json_integer((json_int_t)res->duration_ms));
+	json_object_set_new(o, "output", json_string(text));
+	json_object_set_new(
+	    o, "output_dropped", json_integer((json_int_t)res->output_dropped));
+	if ((out = json_dumps(o, JSON_COMPACT)) == NULL)
+		fatalx("sandbox_result_json: out of memory");
+	json_decref(o);
+	free(limit);
+	free(text);
+	return out;
 }
 
 /* The fail-closed probe. */
@@ -1947,7 +1068,7 @@ sandbox_check(char **cause)
 {
 	struct argv a = {NULL, 0, 0};
 	struct spawn sp;
-	struct capture *cap;
+	struct buf cap;
 	char *bwrap = NULL, *o, *line;
 	size_t dropped;
 	int status, timed_out, started, rc = -1;
@@ -1967,14 +1088,14 @@ sandbox_check(char **cause)
 	argv_add(&a, "true");
 	if (sandbox_spawn(bwrap, &a, NULL, -1, NULL, &sp, cause) == -1)
 		goto out;
-	cap = xcalloc(1, sizeof *cap);
+	buf_init_capture(&cap, CAPTURE_HALF, CAPTURE_HALF);
 	sandbox_watch(
-	    &sp, SANDBOX_CHECK_S * 1000, NULL, NULL, cap, &status, &timed_out);
+	    &sp, SANDBOX_CHECK_S * 1000, NULL, NULL, &cap, &status, &timed_out);
 	started = sandbox_started(&sp);
 	close(sp.out);
 	close(sp.status);
-	o = capture_string(cap, &dropped);
-	free(cap);
+	o = capture_string(&cap, &dropped);
+	buf_free(&cap);
 	if (started && !timed_out && WIFEXITED(status) &&
 	    WEXITSTATUS(status) == 0) {
 		rc = 0;

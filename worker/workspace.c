@@ -106,7 +106,7 @@ drivers_off(const struct git_opts *base, const char *common, const char *gitdir)
 	const char *args[] = {
 	    "config", "-z", "--name-only", "--get-regexp", keys, NULL};
 	struct git_opts o = *base;
-	struct git_buf out;
+	struct buf out;
 	struct git_status gs;
 	char *cause = NULL, **conf, *paths[3];
 	size_t n = 0, max = 1;
@@ -202,7 +202,7 @@ loc_opts(const char *dir, int worktree, struct git_opts *o, char **cause)
 /* Run git on a worktree (worktree set) or a repository. */
 static int
 ws_git(const char *dir, int worktree, const char *const *args,
-    struct git_opts *extra, struct git_buf *out, struct git_status *gs,
+    struct git_opts *extra, struct buf *out, struct git_status *gs,
     char **cause)
 {
 	struct git_opts o;
@@ -213,7 +213,7 @@ ws_git(const char *dir, int worktree, const char *const *args,
 	if (gs == NULL)
 		gs = &lgs;
 	if (loc_opts(dir, worktree, &o, cause) == -1) {
-		git_buf_init(out, 16, 0);
+		buf_init_capture(out, 16, 0);
 		memset(gs, 0, sizeof *gs);
 		gs->exit = -1;
 		return -1;
@@ -244,7 +244,7 @@ static int
 ws_git_line(const char *dir, int worktree, const char *const *args,
     struct git_opts *extra, char **line, struct git_status *gs, char **cause)
 {
-	struct git_buf out;
+	struct buf out;
 
 	*line = NULL;
 	if (ws_git(dir, worktree, args, extra, &out, gs, cause) == -1) {
@@ -260,7 +260,7 @@ static int
 ws_git_quiet(const char *dir, int worktree, const char *const *args,
     struct git_status *gs, char **cause)
 {
-	struct git_buf out;
+	struct buf out;
 	int rc;
 
 	rc = ws_git(dir, worktree, args, NULL, &out, gs, cause);
@@ -785,7 +785,7 @@ is_ours(const char *dir, const char *commit, int *ours, char **cause)
 	    "--format=%(trailers:key=" TRAILER ",valueonly)";
 	const char *args[] = {
 	    "log", "-1", "--no-show-signature", format, commit, "--", NULL};
-	struct git_buf out;
+	struct buf out;
 	char *p;
 
 	*ours = 1;
@@ -943,7 +943,7 @@ snapshot_excludes(const char *dir, char **spec, size_t *speclen, char **note,
 	const char *args[] = {
 	    "ls-files", "-z", "-m", "-o", "--exclude-standard", NULL};
 	struct git_opts big = {0};
-	struct git_buf out;
+	struct buf out;
 	size_t n = 2, count = 0;
 	char *s = xmalloc(2);
 
@@ -1031,7 +1031,7 @@ ws_snapshot(const char *dir, const char *ref, const char *parent,
 	char *spec = NULL;
 	struct git_opts in = {0};
 	struct git_status gs = {-1, 0, 0};
-	struct git_buf added = {0};
+	struct buf added = {0};
 	int rc = -1;
 
 	*commit = NULL;
@@ -1178,7 +1178,7 @@ diff_cut(const char *dir, const char *const *args, size_t max, const char *what,
     char **out, char **cause)
 {
 	struct git_opts lim = {0};
-	struct git_buf cb;
+	struct buf cb;
 	size_t keep;
 
 	*out = NULL;

@@ -1,0 +1,61 @@
+/*
+ * sandbox.c, profile.c and seccomp.c: what they share and nobody else
+ * needs.  The API is sandbox.h.
+ */
+#ifndef SANDBOX_INT_H
+#define SANDBOX_INT_H
+
+#include <stdint.h>
+
+#include "sandbox.h"
+
+#define SANDBOX_WORKSPACE "/workspace"
+
+enum mount_kind {
+	MOUNT_RO_BIND,
+	MOUNT_RO_BIND_TRY,
+	MOUNT_SYMLINK,
+};
+
+struct sandbox_mount {
+	enum mount_kind kind;
+	char *src; /* source path, or the symlink's target */
+	char *dst; /* path inside the sandbox */
+};
+
+enum rlimit_unit {
+	UNIT_SIZE,    /* bytes, K/M/G/T suffixes (powers of 1024) */
+	UNIT_COUNT,   /* a plain number */
+	UNIT_SECONDS, /* a plain number of seconds */
+};
+
+struct rlimit_def {
+	const char *name;
+	int resource;
+	enum rlimit_unit unit;
+	uint64_t min;
+	uint64_t dflt; /* when the profile has no line for it */
+};
+
+/* Its size here, so that a table of another length does not compile. */
+#define NRLIMITS         6
+#define RLIMIT_NPROC_IDX 1 /* "nproc" in rlimit_defs: the pids budget */
+extern const struct rlimit_def rlimit_defs[NRLIMITS];
+
+struct sandbox_profile {
+	char *file; /* for messages */
+	int workspace_rw;
+	uint64_t tmpfs_size;
+	uint64_t shm_size; /* /dev/shm */
+	uint64_t memory;   /* the whole command: processes, tmpfs, shm */
+	struct sandbox_mount *mounts;
+	size_t nmounts;
+	char **env; /* NAME=VALUE, after the fixed ones */
+	size_t nenv;
+	uint64_t rlimits[NRLIMITS];
+};
+
+/* seccomp.c: the filter as BPF in a memfd for bwrap's --seccomp. */
+int seccomp_memfd(int nocgroup, char **cause);
+
+#endif
