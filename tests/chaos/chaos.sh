@@ -131,6 +131,8 @@ is "$(sq 'PRAGMA integrity_check')" ok "integrity_check ok"
 service_kill TERM
 wait_for 5 test -z "$(ours)"
 is "$(ours)" "" "no stray worker"
+# A sandbox dies with its worker (--die-with-parent), a moment later.
+wait_for 5 sh -c "! pgrep -f 'bwrap.*$T' >/dev/null"
 is "$(pgrep -f "bwrap.*$T" || true)" "" "no stray sandbox"
 is "$dbfd" 0 "no worker ever had the database open"
 done_testing
