@@ -22,6 +22,13 @@
 #include "common.h"
 #include "store.h"
 
+/* -------------------------------------------------------------------------
+ * Constants and the names the database holds for each enum
+ *
+ * The strings are on disk (the states and statuses are the Python
+ * system's): never rename one.
+ * ------------------------------------------------------------------------ */
+
 /* The time format of every timestamp we write: UTC with milliseconds. */
 #define NOW "strftime('%Y-%m-%d %H:%M:%f','now')"
 
@@ -84,6 +91,10 @@ static const char *const task_icol_names[TI_MAX] = {
     "verify_rounds",
     "failed_state",
 };
+
+/* -------------------------------------------------------------------------
+ * The schema and its migrations (the data)
+ * ------------------------------------------------------------------------ */
 
 /*
  * Schema migrations.  Entry i takes the database from user_version i to
@@ -255,6 +266,10 @@ static const struct migration migrations[] = {
 
 #define SCHEMA_VERSION ((int)nitems(migrations))
 
+/* -------------------------------------------------------------------------
+ * Prepared statements and the connection
+ * ------------------------------------------------------------------------ */
+
 /* Statements used often enough to keep prepared. */
 enum stmt {
 	ST_TASK_GET,
@@ -337,6 +352,10 @@ enum {
 	TQ_TOKENS_IN = TQ_IVAL + TI_MAX,
 	TQ_TOKENS_OUT,
 };
+
+/* -------------------------------------------------------------------------
+ * Names of states, statuses and event kinds
+ * ------------------------------------------------------------------------ */
 
 const char *
 wstate_name(enum wstate ws)
@@ -433,6 +452,10 @@ event_kind_name(enum event_kind k)
 		return NULL;
 	return event_kind_names[k];
 }
+
+/* -------------------------------------------------------------------------
+ * Errors and statement helpers
+ * ------------------------------------------------------------------------ */
 
 static void store_seterr(struct store *, const char *, ...)
     __attribute__((format(printf, 2, 3)));
@@ -614,6 +637,10 @@ store_step_task(struct store *s, sqlite3_stmt *st, int64_t id, const char *what)
 	return 0;
 }
 
+/* -------------------------------------------------------------------------
+ * Transactions
+ * ------------------------------------------------------------------------ */
+
 /*
  * Every write runs inside wbegin/wend: in a BEGIN IMMEDIATE transaction of
  * its own, or in a savepoint when the caller has one open (store_begin), so
@@ -726,6 +753,10 @@ store_rollback(struct store *s)
 		store_exec_quiet(s, "ROLLBACK");
 }
 
+/* -------------------------------------------------------------------------
+ * Small queries: the state id, integrity checks
+ * ------------------------------------------------------------------------ */
+
 /* Read a single integer: PRAGMA or SELECT. */
 static int
 store_int_query(struct store *s, const char *sql, int64_t *v)
@@ -792,6 +823,15 @@ store_check(struct store *s, const char *sql, int *ok, char **first)
 	*ok = rows == 1 && *first != NULL && strcmp(*first, "ok") == 0;
 	return 0;
 }
+
+/* -------------------------------------------------------------------------
+ * Opening, migrating, closing
+ *
+ * store_open checks that the file is SQLite before SQLite may write to it,
+ * refuses a newer schema, and migrates an older one forward (read-write
+ * only: a read-only open refuses an old schema instead of reading tables
+ * that are not there yet).
+ * ------------------------------------------------------------------------ */
 
 static int
 store_has_column(
@@ -1213,6 +1253,14 @@ store_close(struct store *s)
 	free(s);
 }
 
+/* -------------------------------------------------------------------------
+ * Tasks
+ *
+ * The *_locked helpers write inside a transaction their caller opened, so
+ * that a new task, its workflow_start checkpoint and its first event are
+ * one commit: a task is never seen without them.
+ * ------------------------------------------------------------------------ */
+
 static int
 store_checkpoint_add_locked(
     struct store *s, int64_t task, const char *name, const char *data)
@@ -1557,6 +1605,10 @@ store_task_runnable(struct store *s, int64_t *ids, size_t max, size_t *n)
 	return 0;
 }
 
+/* -------------------------------------------------------------------------
+ * Checkpoints
+ * ------------------------------------------------------------------------ */
+
 int
 store_checkpoint_add(
     struct store *s, int64_t task, const char *name, const char *data)
@@ -1603,6 +1655,10 @@ store_checkpoint_list(
 	sqlite3_finalize(st);
 	return 0;
 }
+
+/* -------------------------------------------------------------------------
+ * Journal: every model reply and tool result, before it is used
+ * ------------------------------------------------------------------------ */
 
 static int
 store_journal_add_locked(struct store *s, int64_t task, int64_t run,
@@ -1678,6 +1734,13 @@ store_journal_list(
 	sqlite3_finalize(st);
 	return 0;
 }
+
+/* -------------------------------------------------------------------------
+ * Events: the task log
+ *
+ * A state change carries its new state in events.state; the text is for
+ * people and is never parsed (but once, by the version-4 migration).
+ * ------------------------------------------------------------------------ */
 
 int
 store_event_add(struct store *s, int64_t task, enum event_kind kind,
@@ -1762,6 +1825,10 @@ store_event_list(struct store *s, int64_t task, int64_t after, int limit,
 	sqlite3_finalize(st);
 	return 0;
 }
+
+/* -------------------------------------------------------------------------
+ * Usage and stats
+ * ------------------------------------------------------------------------ */
 
 int
 store_usage_json(struct store *s, int64_t task, json_t **out)
@@ -1856,6 +1923,10 @@ fail:
 	json_decref(obj);
 	return -1;
 }
+
+/* -------------------------------------------------------------------------
+ * Backup and integrity
+ * ------------------------------------------------------------------------ */
 
 /* fsync the directory holding path, so that a rename in it is durable. */
 static int
@@ -1984,6 +2055,10 @@ store_integrity(struct store *s, int *ok)
 	return 0;
 }
 
+/* -------------------------------------------------------------------------
+ * The event pump hook
+ * ------------------------------------------------------------------------ */
+
 /*
  * The service's event pump: sqlite3_update_hook sees every row this
  * connection inserts, committed or not; the pump reads the rows back
@@ -2021,6 +2096,10 @@ store_event_max(struct store *s, int64_t *id)
 	return store_int_query(
 	    s, "SELECT COALESCE(MAX(id), 0) FROM events", id);
 }
+
+/* -------------------------------------------------------------------------
+ * Counts and retention
+ * ------------------------------------------------------------------------ */
 
 int
 store_task_count(struct store *s, enum tstatus status, int64_t *n)
@@ -2131,6 +2210,10 @@ store_vacuum(struct store *s)
 	return store_exec(
 	    s, "PRAGMA wal_checkpoint(TRUNCATE)", "wal_checkpoint");
 }
+
+/* -------------------------------------------------------------------------
+ * Recovering from a full disk
+ * ------------------------------------------------------------------------ */
 
 /*
  * A write that needs new space in the database: 0 when the database can be
