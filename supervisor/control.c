@@ -315,10 +315,12 @@ out:
 static json_t *
 control_event_json(const struct event_row *ev)
 {
-	return json_pack("{s:I,s:I,s:s,s:s,s:o,s:o}", "id", (json_int_t)ev->id,
-	    "task", (json_int_t)ev->task, "ts", ev->ts, "kind", ev->kind,
-	    "stage", task_json_text(ev->stage), "text",
-	    task_json_text(ev->text));
+	return json_pack("{s:I,s:I,s:s,s:s,s:o,s:o,s:o}", "id",
+	    (json_int_t)ev->id, "task", (json_int_t)ev->task, "ts", ev->ts,
+	    "kind", ev->kind, "stage", task_json_text(ev->stage), "text",
+	    task_json_text(ev->text), "state",
+	    ev->state < WS_MAX ? json_string(wstate_name(ev->state))
+	                       : json_null());
 }
 
 static int
@@ -606,9 +608,8 @@ void
 control_event(const struct event_row *ev)
 {
 	struct control_stream *s, *next;
-	enum wstate state;
-	int over =
-	    server_event_state(ev, &state) == 0 && control_task_over(state);
+	/* The event's state, never its text: the text is for people. */
+	int over = ev->state < WS_MAX && control_task_over(ev->state);
 
 	for (s = TAILQ_FIRST(&control_streams); s != NULL; s = next) {
 		struct evhttp_connection *evcon;
@@ -627,7 +628,7 @@ control_event(const struct event_row *ev)
 		}
 		control_stream_send(s, ev);
 		if (over && s->task != 0)
-			control_stream_end(s, wstate_name(state));
+			control_stream_end(s, wstate_name(ev->state));
 	}
 }
 

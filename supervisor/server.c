@@ -29,25 +29,6 @@ static struct store *server_st;
 static struct event *server_pump_ev;
 static int64_t server_pump_last; /* the last event handed out */
 
-int
-server_event_state(const struct event_row *ev, enum wstate *state)
-{
-	const char *p;
-	char name[64];
-	size_t n;
-
-	if (strcmp(ev->kind, "state") != 0 ||
-	    (p = strstr(ev->text, " -> ")) == NULL)
-		return -1;
-	p += 4;
-	n = strcspn(p, ": ");
-	if (n == 0 || n >= sizeof name)
-		return -1;
-	memcpy(name, p, n);
-	name[n] = '\0';
-	return wstate_parse(name, state);
-}
-
 static int
 server_pump_cb(const struct event_row *ev, void *arg)
 {

@@ -22,6 +22,13 @@
 #include "common.h"
 #include "store.h"
 
+/* -------------------------------------------------------------------------
+ * Constants and the names the database holds for each enum
+ *
+ * The strings are on disk (the states and statuses are the Python
+ * system's): never rename one.
+ * ------------------------------------------------------------------------ */
+
 /* The time format of every timestamp we write: UTC with milliseconds. */
 #define NOW "strftime('%Y-%m-%d %H:%M:%f','now')"
 
@@ -85,12 +92,16 @@ static const char *const task_icol_names[TI_MAX] = {
     "failed_state",
 };
 
+/* -------------------------------------------------------------------------
+ * The schema and its migrations (the data)
+ * ------------------------------------------------------------------------ */
+
 /*
  * Schema migrations.  Entry i takes the database from user_version i to
  * i + 1 in one transaction: first the script, then each column that is not
  * there yet (so a partly upgraded database, or one the Python system grew
- * by hand, still works).  Migrations only add; they never drop rows.
- * Adding version 3 is one more entry.
+ * by hand, still works), then its backfill if it has one.  Migrations
+ * only add; they never drop rows.  Adding a version is one more entry.
  */
 struct column {
 	const char *table;
@@ -102,6 +113,8 @@ struct migration {
 	const char *script;
 	const struct column *columns;
 	size_t ncolumns;
+	/* Run last, after the columns exist: fills them in from old rows. */
+	int (*backfill)(struct store *);
 };
 
 /* Version 1: the schema of the Python system, exactly as it made it. */
@@ -231,13 +244,31 @@ static const char v3_script[] =
     "INSERT OR IGNORE INTO meta (key, value)"
     " VALUES ('state_id', lower(hex(randomblob(16))));\n";
 
+/*
+ * Version 4: a state change carries its new workflow_state as data
+ * (events.state; NULL for every other event), so that what reacts to a
+ * state change (event streams, notifications) reads a column instead of
+ * parsing the text, which is for people and may be worded differently.
+ * The rows written before are filled in by store_backfill_event_state.
+ */
+static const struct column v4_columns[] = {
+    {"events", "state", "TEXT"},
+};
+
+static int store_backfill_event_state(struct store *);
+
 static const struct migration migrations[] = {
-    {v1_script, v1_columns, nitems(v1_columns)},
-    {v2_script, v2_columns, nitems(v2_columns)},
-    {v3_script, NULL, 0},
+    {v1_script, v1_columns, nitems(v1_columns), NULL},
+    {v2_script, v2_columns, nitems(v2_columns), NULL},
+    {v3_script, NULL, 0, NULL},
+    {NULL, v4_columns, nitems(v4_columns), store_backfill_event_state},
 };
 
 #define SCHEMA_VERSION ((int)nitems(migrations))
+
+/* -------------------------------------------------------------------------
+ * Prepared statements and the connection
+ * ------------------------------------------------------------------------ */
 
 /* Statements used often enough to keep prepared. */
 enum stmt {
@@ -269,8 +300,8 @@ static const char *const stmt_sql[ST_MAX] = {
                           " VALUES (?1, ?2, ?3, " NOW ")",
     [ST_CHECKPOINT_TASK] = "UPDATE tasks SET workflow_checkpoint_data = ?2,"
                            " updated_at = " NOW " WHERE id = ?1",
-    [ST_EVENT_ADD] = "INSERT INTO events (task_id, ts, kind, stage, text)"
-                     " VALUES (?1, " NOW ", ?2, ?3, ?4)",
+    [ST_EVENT_ADD] = "INSERT INTO events (task_id, ts, kind, stage, text,"
+                     " state) VALUES (?1, " NOW ", ?2, ?3, ?4, ?5)",
     [ST_JOURNAL_ADD] = "INSERT INTO journal (task_id, run, seq, stage,"
                        " kind, data, tokens_in, tokens_out, created_at)"
                        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, " NOW ")",
@@ -321,6 +352,10 @@ enum {
 	TQ_TOKENS_IN = TQ_IVAL + TI_MAX,
 	TQ_TOKENS_OUT,
 };
+
+/* -------------------------------------------------------------------------
+ * Names of states, statuses and event kinds
+ * ------------------------------------------------------------------------ */
 
 const char *
 wstate_name(enum wstate ws)
@@ -417,6 +452,10 @@ event_kind_name(enum event_kind k)
 		return NULL;
 	return event_kind_names[k];
 }
+
+/* -------------------------------------------------------------------------
+ * Errors and statement helpers
+ * ------------------------------------------------------------------------ */
 
 static void store_seterr(struct store *, const char *, ...)
     __attribute__((format(printf, 2, 3)));
@@ -598,6 +637,10 @@ store_step_task(struct store *s, sqlite3_stmt *st, int64_t id, const char *what)
 	return 0;
 }
 
+/* -------------------------------------------------------------------------
+ * Transactions
+ * ------------------------------------------------------------------------ */
+
 /*
  * Every write runs inside wbegin/wend: in a BEGIN IMMEDIATE transaction of
  * its own, or in a savepoint when the caller has one open (store_begin), so
@@ -710,6 +753,10 @@ store_rollback(struct store *s)
 		store_exec_quiet(s, "ROLLBACK");
 }
 
+/* -------------------------------------------------------------------------
+ * Small queries: the state id, integrity checks
+ * ------------------------------------------------------------------------ */
+
 /* Read a single integer: PRAGMA or SELECT. */
 static int
 store_int_query(struct store *s, const char *sql, int64_t *v)
@@ -777,6 +824,15 @@ store_check(struct store *s, const char *sql, int *ok, char **first)
 	return 0;
 }
 
+/* -------------------------------------------------------------------------
+ * Opening, migrating, closing
+ *
+ * store_open checks that the file is SQLite before SQLite may write to it,
+ * refuses a newer schema, and migrates an older one forward (read-write
+ * only: a read-only open refuses an old schema instead of reading tables
+ * that are not there yet).
+ * ------------------------------------------------------------------------ */
+
 static int
 store_has_column(
     struct store *s, const char *table, const char *column, int *has)
@@ -801,6 +857,93 @@ store_has_column(
 	return 0;
 }
 
+/*
+ * The new state of a state change written before version 4, read from its
+ * text: "task submitted" (into pending), or "OLD -> NEW" maybe followed by
+ * ": why", as task_enter wrote it.  This is the one place that parses an
+ * event's text, once per row, at the migration; what does not parse (no
+ * state change this program wrote) stays NULL, as it would not have moved
+ * anything before either.
+ */
+static int
+store_backfill_parse(const char *text, enum wstate *state)
+{
+	const char *p;
+	char name[64];
+	size_t n;
+
+	if (strcmp(text, "task submitted") == 0) {
+		*state = WS_PENDING;
+		return 0;
+	}
+	if ((p = strstr(text, " -> ")) == NULL)
+		return -1;
+	p += 4;
+	n = strcspn(p, ": ");
+	if (n == 0 || n >= sizeof name)
+		return -1;
+	memcpy(name, p, n);
+	name[n] = '\0';
+	return wstate_parse(name, state);
+}
+
+/*
+ * Fill events.state in for the state changes made before it existed, in
+ * batches by id so that memory stays bounded however long the log is (and
+ * no row is updated under a SELECT still reading the table).
+ */
+#define BACKFILL_BATCH 512
+static int
+store_backfill_event_state(struct store *s)
+{
+	int64_t ids[BACKFILL_BATCH], last = 0;
+	enum wstate states[BACKFILL_BATCH];
+	sqlite3_stmt *st;
+	size_t n, seen;
+	int rc;
+
+	do {
+		st = store_prep_once(s, "SELECT id, text FROM events WHERE"
+		                        " kind = 'state' AND state IS NULL"
+		                        " AND id > ?1 ORDER BY id LIMIT ?2");
+		if (st == NULL)
+			return -1;
+		sqlite3_bind_int64(st, 1, last);
+		sqlite3_bind_int(st, 2, BACKFILL_BATCH);
+		n = seen = 0;
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+			last = sqlite3_column_int64(st, 0);
+			seen++;
+			if (store_backfill_parse(col_text(st, 1), &states[n]) ==
+			    0)
+				ids[n++] = last;
+		}
+		if (rc != SQLITE_DONE) {
+			store_dberr(s, "backfill events.state");
+			sqlite3_finalize(st);
+			return -1;
+		}
+		sqlite3_finalize(st);
+		if (n == 0)
+			continue;
+		st = store_prep_once(
+		    s, "UPDATE events SET state = ?2 WHERE id = ?1");
+		if (st == NULL)
+			return -1;
+		for (size_t i = 0; i < n; i++) {
+			sqlite3_bind_int64(st, 1, ids[i]);
+			bind_text(st, 2, wstate_names[states[i]]);
+			if (store_step_done(s, st, "backfill events.state") ==
+			    -1) {
+				sqlite3_finalize(st);
+				return -1;
+			}
+		}
+		sqlite3_finalize(st);
+	} while (seen == BACKFILL_BATCH);
+	return 0;
+}
+
 /* Take the schema from version - 1 to version, in one transaction. */
 static int
 store_migrate_one(struct store *s, int version)
@@ -819,7 +962,7 @@ store_migrate_one(struct store *s, int version)
 		s->version = (int)current;
 		return store_exec(s, "COMMIT", "commit");
 	}
-	if (store_exec(s, m->script, "schema") == -1)
+	if (m->script != NULL && store_exec(s, m->script, "schema") == -1)
 		goto fail;
 	for (size_t i = 0; i < m->ncolumns; i++) {
 		const struct column *c = &m->columns[i];
@@ -835,6 +978,8 @@ store_migrate_one(struct store *s, int version)
 		if (rc == -1)
 			goto fail;
 	}
+	if (m->backfill != NULL && m->backfill(s) == -1)
+		goto fail;
 	sql = xasprintf("PRAGMA user_version = %d", version);
 	rc = store_exec(s, sql, "set user_version");
 	free(sql);
@@ -1108,6 +1253,14 @@ store_close(struct store *s)
 	free(s);
 }
 
+/* -------------------------------------------------------------------------
+ * Tasks
+ *
+ * The *_locked helpers write inside a transaction their caller opened, so
+ * that a new task, its workflow_start checkpoint and its first event are
+ * one commit: a task is never seen without them.
+ * ------------------------------------------------------------------------ */
+
 static int
 store_checkpoint_add_locked(
     struct store *s, int64_t task, const char *name, const char *data)
@@ -1128,9 +1281,10 @@ store_checkpoint_add_locked(
 	return store_step_task(s, st, task, "update checkpoint data");
 }
 
+/* state is the new workflow_state of a state change, else NULL. */
 static int
 store_event_add_locked(struct store *s, int64_t task, enum event_kind kind,
-    const char *stage, const char *text)
+    const char *stage, const char *text, const char *state)
 {
 	sqlite3_stmt *st;
 
@@ -1140,6 +1294,7 @@ store_event_add_locked(struct store *s, int64_t task, enum event_kind kind,
 	bind_text(st, 2, event_kind_names[kind]);
 	bind_text(st, 3, stage);
 	bind_text(st, 4, text);
+	bind_text(st, 5, state);
 	return store_step_done(s, st, "insert event");
 }
 
@@ -1174,7 +1329,9 @@ store_task_add_locked(struct store *s, const struct task_new *tn, int64_t *id)
 	free(data);
 	if (rc == -1)
 		return -1;
-	return store_event_add_locked(s, *id, EV_STATE, NULL, "task submitted");
+	/* Submitting is the task's first state change: into pending. */
+	return store_event_add_locked(
+	    s, *id, EV_STATE, NULL, "task submitted", wstate_names[WS_PENDING]);
 }
 
 int
@@ -1448,6 +1605,10 @@ store_task_runnable(struct store *s, int64_t *ids, size_t max, size_t *n)
 	return 0;
 }
 
+/* -------------------------------------------------------------------------
+ * Checkpoints
+ * ------------------------------------------------------------------------ */
+
 int
 store_checkpoint_add(
     struct store *s, int64_t task, const char *name, const char *data)
@@ -1494,6 +1655,10 @@ store_checkpoint_list(
 	sqlite3_finalize(st);
 	return 0;
 }
+
+/* -------------------------------------------------------------------------
+ * Journal: every model reply and tool result, before it is used
+ * ------------------------------------------------------------------------ */
 
 static int
 store_journal_add_locked(struct store *s, int64_t task, int64_t run,
@@ -1570,6 +1735,13 @@ store_journal_list(
 	return 0;
 }
 
+/* -------------------------------------------------------------------------
+ * Events: the task log
+ *
+ * A state change carries its new state in events.state; the text is for
+ * people and is never parsed (but once, by the version-4 migration).
+ * ------------------------------------------------------------------------ */
+
 int
 store_event_add(struct store *s, int64_t task, enum event_kind kind,
     const char *stage, const char *text)
@@ -1589,7 +1761,24 @@ store_event_add(struct store *s, int64_t task, enum event_kind kind,
 	if (store_wbegin_as(s, 1) == -1)
 		return -1;
 	return store_wend(
-	    s, store_event_add_locked(s, task, kind, stage, text));
+	    s, store_event_add_locked(s, task, kind, stage, text, NULL));
+}
+
+int
+store_event_add_state(struct store *s, int64_t task, enum wstate state,
+    const char *stage, const char *text)
+{
+	if ((unsigned)state >= WS_MAX || text == NULL) {
+		store_seterr(s, "insert event: bad state or no text");
+		return -1;
+	}
+	/* Lazy, as store_event_add: the state it tells of was written
+	 * durably by store_task_set_state, and the next commit takes this
+	 * row to the disk. */
+	if (store_wbegin_as(s, 1) == -1)
+		return -1;
+	return store_wend(s, store_event_add_locked(s, task, EV_STATE, stage,
+	                         text, wstate_names[state]));
 }
 
 int
@@ -1602,12 +1791,13 @@ store_event_list(struct store *s, int64_t task, int64_t after, int limit,
 
 	if (task != 0)
 		st = store_prep_once(s,
-		    "SELECT id, task_id, ts, kind, stage, text FROM events"
+		    "SELECT id, task_id, ts, kind, stage, text, state"
+		    " FROM events"
 		    " WHERE task_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3");
 	else
 		st = store_prep_once(s,
-		    "SELECT id, task_id, ts, kind, stage, text FROM events"
-		    " WHERE id > ?2 ORDER BY id LIMIT ?3");
+		    "SELECT id, task_id, ts, kind, stage, text, state"
+		    " FROM events WHERE id > ?2 ORDER BY id LIMIT ?3");
 	if (st == NULL)
 		return -1;
 	if (task != 0)
@@ -1621,6 +1811,10 @@ store_event_list(struct store *s, int64_t task, int64_t after, int limit,
 		ev.kind = col_text(st, 3);
 		ev.stage = col_text(st, 4);
 		ev.text = col_text(st, 5);
+		/* Only a state change has one, and a damaged or hand-edited
+		 * row may hold anything: what is not a state is none. */
+		if (wstate_parse(col_text(st, 6), &ev.state) == -1)
+			ev.state = WS_MAX;
 		stop = cb(&ev, arg);
 	}
 	if (!stop && rc != SQLITE_DONE) {
@@ -1631,6 +1825,10 @@ store_event_list(struct store *s, int64_t task, int64_t after, int limit,
 	sqlite3_finalize(st);
 	return 0;
 }
+
+/* -------------------------------------------------------------------------
+ * Usage and stats
+ * ------------------------------------------------------------------------ */
 
 int
 store_usage_json(struct store *s, int64_t task, json_t **out)
@@ -1725,6 +1923,10 @@ fail:
 	json_decref(obj);
 	return -1;
 }
+
+/* -------------------------------------------------------------------------
+ * Backup and integrity
+ * ------------------------------------------------------------------------ */
 
 /* fsync the directory holding path, so that a rename in it is durable. */
 static int
@@ -1853,6 +2055,10 @@ store_integrity(struct store *s, int *ok)
 	return 0;
 }
 
+/* -------------------------------------------------------------------------
+ * The event pump hook
+ * ------------------------------------------------------------------------ */
+
 /*
  * The service's event pump: sqlite3_update_hook sees every row this
  * connection inserts, committed or not; the pump reads the rows back
@@ -1890,6 +2096,10 @@ store_event_max(struct store *s, int64_t *id)
 	return store_int_query(
 	    s, "SELECT COALESCE(MAX(id), 0) FROM events", id);
 }
+
+/* -------------------------------------------------------------------------
+ * Counts and retention
+ * ------------------------------------------------------------------------ */
 
 int
 store_task_count(struct store *s, enum tstatus status, int64_t *n)
@@ -2000,6 +2210,10 @@ store_vacuum(struct store *s)
 	return store_exec(
 	    s, "PRAGMA wal_checkpoint(TRUNCATE)", "wal_checkpoint");
 }
+
+/* -------------------------------------------------------------------------
+ * Recovering from a full disk
+ * ------------------------------------------------------------------------ */
 
 /*
  * A write that needs new space in the database: 0 when the database can be

@@ -211,6 +211,12 @@ enum event_kind {
 const char *event_kind_name(enum event_kind);
 int store_event_add(struct store *, int64_t task, enum event_kind,
     const char *stage /* may be NULL */, const char *text);
+/*
+ * A state change (EV_STATE): the new state is kept as data beside the
+ * text, so that nothing has to parse the text, which is for people.
+ */
+int store_event_add_state(struct store *, int64_t task, enum wstate,
+    const char *stage /* may be NULL */, const char *text);
 struct event_row {
 	int64_t id;
 	int64_t task;
@@ -218,6 +224,7 @@ struct event_row {
 	const char *kind;
 	const char *stage; /* may be NULL */
 	const char *text;
+	enum wstate state; /* a state change's new state; else WS_MAX */
 };
 typedef int (*store_event_cb)(const struct event_row *, void *arg);
 /* Events with id > after, of one task (task 0: all), oldest first. */

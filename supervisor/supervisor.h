@@ -225,8 +225,6 @@ int server_run(
     int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg);
 /* True when the loop is asked to stop (SIGTERM/SIGINT). */
 extern volatile int server_quit;
-/* The state a state event moved its task to ("a -> b: why"): 0 or -1. */
-int server_event_state(const struct event_row *, enum wstate *);
 
 /* control.c: the HTTP/JSON control API on the Unix socket. */
 int control_init(struct event_base *, struct store *, char **cause);

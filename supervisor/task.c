@@ -57,7 +57,7 @@ task_enter(struct store *st, const struct task *t, enum wstate state,
 	}
 	text = xasprintf("%s -> %s%s%s", wstate_name(t->state),
 	    wstate_name(state), why != NULL ? ": " : "", why ? why : "");
-	rc = store_event_add(st, t->id, EV_STATE, wstate_stage(state), text);
+	rc = store_event_add_state(st, t->id, state, wstate_stage(state), text);
 	free(text);
 	return rc;
 }

@@ -267,12 +267,12 @@ test_pragmas(void)
 		is_int(raw_int(db, "PRAGMA wal_autocheckpoint"), 321,
 		    "wal_autocheckpoint from opts");
 	}
-	is_int(store_schema_version(s), 3, "schema version 3");
+	is_int(store_schema_version(s), 4, "schema version 4");
 	other = raw_open(path);
 	mode = raw_text(other, "PRAGMA journal_mode");
 	is_str(mode, "wal", "second connection sees WAL");
 	free(mode);
-	is_int(raw_int(other, "PRAGMA user_version"), 3, "user_version 3");
+	is_int(raw_int(other, "PRAGMA user_version"), 4, "user_version 4");
 	is_int(raw_int(other, "SELECT COUNT(*) FROM sqlite_master WHERE"
 	                      " type = 'index' AND name IN ('tasks_status',"
 	                      " 'tasks_workflow_state', 'checkpoints_task_id',"
@@ -611,7 +611,7 @@ test_list(void)
 		    "stats db_bytes");
 		is_int(
 		    json_integer_value(json_object_get(st, "schema_version")),
-		    3, "stats schema_version");
+		    4, "stats schema_version");
 		json_decref(st);
 	}
 	store_close(s);
@@ -773,6 +773,7 @@ struct evl {
 	char text[16][32];
 	char kind[16][8];
 	char stage[16][16];
+	enum wstate state[16];
 	int n;
 };
 
@@ -787,10 +788,134 @@ collect_event(const struct event_row *ev, void *arg)
 	snprintf(e->kind[e->n], sizeof e->kind[0], "%s", ev->kind);
 	snprintf(e->stage[e->n], sizeof e->stage[0], "%s",
 	    ev->stage ? ev->stage : "NULL");
+	e->state[e->n] = ev->state;
 	if (!is_timestamp(ev->ts))
 		snprintf(e->text[e->n], sizeof e->text[0], "bad ts");
 	e->n++;
 	return 0;
+}
+
+/*
+ * A state change carries its new state as data: the text is never read for
+ * it.  An event whose text looks like a state change but is not one has
+ * none; one worded otherwise still has its state.
+ */
+static void
+test_event_state(void)
+{
+	struct store *s;
+	struct evl e;
+	sqlite3 *raw;
+	char *path = tpath("evstate.db");
+	int64_t a;
+
+	s = open_rw(path);
+	a = add_task(s, "a");
+	ok(store_event_add(s, a, EV_INFO, "planning", "pending -> completed") ==
+	        0,
+	    "event_add: info text with an arrow");
+	ok(store_event_add(s, a, EV_STATE, NULL, "planning -> failed: x") == 0,
+	    "event_add: state kind, text with an arrow, no state");
+	ok(store_event_add_state(s, a, WS_COMPLETED, NULL, "all done") == 0,
+	    "event_add_state: worded without an arrow");
+	ok(store_event_add_state(
+	       s, a, WS_PLANNING, "planning", "pending -> failed") == 0,
+	    "event_add_state: text says another state");
+	ok(store_event_add_state(s, a, WS_MAX, NULL, "x") == -1,
+	    "event_add_state refuses a bad state");
+	ok(store_event_add_state(s, a, WS_FAILED, NULL, NULL) == -1,
+	    "event_add_state refuses no text");
+
+	memset(&e, 0, sizeof e);
+	store_event_list(s, a, 0, 0, collect_event, &e);
+	is_int(e.n, 5, "five events");
+	is_int(e.state[0], WS_PENDING, "task submitted: into pending");
+	is_int(e.state[1], WS_MAX, "an arrow in an info text: no state");
+	is_int(e.state[2], WS_MAX, "an arrow in a state text: no state");
+	is_int(e.state[3], WS_COMPLETED, "the state, whatever the wording");
+	is_int(e.state[4], WS_PLANNING, "the state, not the text's");
+	is_str(e.kind[3], "state", "event_add_state's kind is state");
+
+	/* A damaged row: what is not a state is none. */
+	raw = raw_open(path);
+	raw_exec(raw, "UPDATE events SET state = 'nonsense' WHERE id = (SELECT"
+	              " MAX(id) FROM events)");
+	sqlite3_close(raw);
+	memset(&e, 0, sizeof e);
+	store_event_list(s, a, 0, 0, collect_event, &e);
+	is_int(e.state[4], WS_MAX, "an unknown state reads as none");
+	store_close(s);
+	free(path);
+}
+
+/*
+ * Version 3 to 4: every event row kept, and the state changes written
+ * before the column existed get their state from their text, once.
+ */
+static void
+test_migration_v4(void)
+{
+	struct store *s;
+	struct evl e;
+	sqlite3 *raw;
+	char *path = tpath("v3.db"), *before, *after, *cause;
+	int64_t a;
+
+	s = open_rw(path);
+	a = add_task(s, "a");
+	store_event_add(s, a, EV_STATE, NULL, "pending -> planning");
+	store_event_add(s, a, EV_INFO, "planning", "worker started");
+	store_event_add(s, a, EV_STATE, "planning",
+	    "planning -> plan_awaiting_approval: needs approval");
+	store_event_add(s, a, EV_INFO, NULL, "pending -> completed");
+	store_event_add(s, a, EV_STATE, NULL, "no arrow here");
+	store_event_add(s, a, EV_STATE, NULL, "planning -> bogus");
+	store_close(s);
+
+	/* Make it a version-3 database: no events.state. */
+	raw = raw_open(path);
+	raw_exec(raw, "ALTER TABLE events DROP COLUMN state;"
+	              " PRAGMA user_version = 3;");
+	/* More than one batch of the backfill. */
+	raw_exec(raw, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1"
+	              " FROM n WHERE i < 1200) INSERT INTO events (task_id,"
+	              " ts, kind, stage, text) SELECT 1, 'x', 'state', NULL,"
+	              " 'failed -> implementing: retry' FROM n;");
+	before = raw_text(raw, "SELECT group_concat(id || kind || ifnull(stage,"
+	                       " '-') || text, ';') FROM events");
+	sqlite3_close(raw);
+
+	ok(store_open(&s, path, STORE_RW, NULL, &cause) == 0,
+	    "v4: open a version-3 database with events");
+	if (s == NULL)
+		fatalx("%s", cause);
+	is_int(store_schema_version(s), 4, "v4: migrated to 4");
+	memset(&e, 0, sizeof e);
+	store_event_list(s, a, 0, 7, collect_event, &e);
+	is_int(e.n, 7, "v4: events listed");
+	is_int(e.state[0], WS_PENDING, "v4: task submitted backfilled");
+	is_int(e.state[1], WS_PLANNING, "v4: a -> b backfilled");
+	is_int(e.state[2], WS_MAX, "v4: info row left without");
+	is_int(e.state[3], WS_PLAN_AWAITING_APPROVAL,
+	    "v4: a -> b: why backfilled");
+	is_int(e.state[4], WS_MAX, "v4: an info arrow is not a state");
+	is_int(e.state[5], WS_MAX, "v4: a state text that does not parse");
+	is_int(e.state[6], WS_MAX, "v4: an unknown state name");
+	store_close(s);
+
+	raw = raw_open(path);
+	after = raw_text(raw, "SELECT group_concat(id || kind || ifnull(stage,"
+	                      " '-') || text, ';') FROM events");
+	is_str(after, before, "v4: every event row and value intact");
+	is_int(raw_int(raw, "SELECT COUNT(*) FROM events WHERE state ="
+	                    " 'implementing'"),
+	    1200, "v4: backfilled beyond the first batch");
+	is_int(raw_int(raw, "SELECT COUNT(*) FROM events WHERE state IS NULL"),
+	    4, "v4: the rest NULL");
+	sqlite3_close(raw);
+	free(before);
+	free(after);
+	free(path);
 }
 
 static void
@@ -1001,9 +1126,9 @@ test_migration(void)
 	    "open a version-0 database");
 	if (s == NULL)
 		fatalx("%s", cause);
-	is_int(store_schema_version(s), 3, "migrated to 3");
+	is_int(store_schema_version(s), 4, "migrated to 4");
 	raw = raw_open(path);
-	is_int(raw_int(raw, "PRAGMA user_version"), 3, "user_version 3");
+	is_int(raw_int(raw, "PRAGMA user_version"), 4, "user_version 4");
 	after = raw_text(raw, seed_dump_sql);
 	is_str(after, dump, "every old task row and value intact");
 	free(after);
@@ -1051,7 +1176,7 @@ test_migration(void)
 	store_close(s);
 
 	ok(store_open(&s, path, STORE_RW, NULL, &cause) == 0 &&
-	        store_schema_version(s) == 3,
+	        store_schema_version(s) == 4,
 	    "reopen is idempotent");
 	is_int(count(s, "tasks"), 4, "no rows lost or added by reopening");
 	is_int(count(s, "checkpoints"), 4, "checkpoints kept");
@@ -1391,7 +1516,7 @@ test_state_id(void)
 	sqlite3_close(raw);
 	if (store_open(&s, a, STORE_RW, NULL, &cause) == -1)
 		fatalx("%s", cause);
-	is_int(store_schema_version(s), 3, "state id: v2 migrated to 3");
+	is_int(store_schema_version(s), 4, "state id: v2 migrated to 4");
 	ok(store_state_id(s, &id3) == 0 && id3 != NULL && strlen(id3) == 32,
 	    "state id: made by the migration");
 	store_close(s);
@@ -1425,8 +1550,10 @@ main(void)
 	test_checkpoints();
 	test_journal();
 	test_events();
+	test_event_state();
 	test_transactions();
 	test_migration();
+	test_migration_v4();
 	test_refuse();
 	test_rdonly();
 	test_backup();
