@@ -1061,8 +1061,9 @@ static int
 cli_sse_cb(json_t *o, void *arg)
 {
 	struct printer *p = arg;
-	struct event_row ev;
+	struct event_row ev = {0};
 
+	ev.state = WS_MAX; /* the printer shows the text, not the state */
 	ev.id = json_integer_value(json_object_get(o, "id"));
 	ev.task = json_integer_value(json_object_get(o, "task"));
 	ev.ts = json_string_value(json_object_get(o, "ts"));
