@@ -11,7 +11,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +22,6 @@
 #include <event2/event.h>
 
 #include "common.h"
-#include "config.h"
 #include "supervisor.h"
 
 #ifndef TAILQ_FOREACH_SAFE
@@ -68,34 +66,6 @@ proc_fini(void)
 	if (proc_gc_ev != NULL)
 		event_free(proc_gc_ev);
 	proc_gc_ev = NULL;
-}
-
-const char *
-proc_worker_path(void)
-{
-	static char path[PATH_MAX + 64];
-	char self[PATH_MAX], *slash;
-	ssize_t n;
-
-	if (cfg.worker_path != NULL)
-		return cfg.worker_path;
-	if (path[0] != '\0')
-		return path;
-	/* Beside ourselves when installed, ../worker/ in the build tree. */
-	n = readlink("/proc/self/exe", self, sizeof self - 1);
-	if (n > 0) {
-		self[n] = '\0';
-		if ((slash = strrchr(self, '/')) != NULL)
-			*slash = '\0';
-		snprintf(path, sizeof path, "%s/orch-worker", self);
-		if (access(path, X_OK) == 0)
-			return path;
-		snprintf(path, sizeof path, "%s/../worker/orch-worker", self);
-		if (access(path, X_OK) == 0)
-			return path;
-	}
-	snprintf(path, sizeof path, "%s/orch-worker", ORCH_LIBEXEC_DIR);
-	return path;
 }
 
 char *
@@ -296,7 +266,7 @@ proc_spawn(struct event_base *base, int64_t task, const char *stage,
 	pid_t pid;
 	struct worker *w;
 	struct child_args ca;
-	const char *path = proc_worker_path(), *home = getenv("HOME");
+	const char *path = config_worker_path(), *home = getenv("HOME");
 
 	if (access(path, X_OK) == -1) {
 		*cause = xasprintf("worker program %s: %s (set "

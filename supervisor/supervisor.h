@@ -67,6 +67,10 @@ const char *config_auto_approve_name(int);
 int config_parse_env(FILE *f, const char *path, char **cause);
 /* Where the sandbox profiles are read from (malloc'd). */
 char *config_profiles_dir(void);
+/* The worker program to exec: ORCH_WORKER_PATH, else beside us. */
+const char *config_worker_path(void);
+/* The control API's Unix socket in the state directory (malloc'd). */
+char *config_socket_path(void);
 /*
  * Fill the settings of START (everything but the task's own fields) from
  * cfg, every default worked out here; the strings are malloc'd (freed by
@@ -190,8 +194,6 @@ unsigned proc_count(void);
 void proc_free(struct worker *);
 /* Describe an exit ("exited with status 1", "killed by signal 9"). */
 char *proc_describe(int status);
-/* The worker program to exec. */
-const char *proc_worker_path(void);
 
 /* sched.c: the state machine that runs tasks through their stages. */
 struct sched_opts {
@@ -231,7 +233,6 @@ int server_event_state(const struct event_row *, enum wstate *);
 /* control.c: the HTTP/JSON control API on the Unix socket. */
 int control_init(struct event_base *, struct store *, char **cause);
 void control_free(void);
-char *control_socket_path(void);
 /* A new committed event: push it to the event streams that want it. */
 void control_event(const struct event_row *);
 
