@@ -1489,7 +1489,7 @@ cmd_doctor(int argc, char **argv)
 	else
 		printf("ok   sandbox limits: %s\n", what);
 	free(what);
-	CHECK(access(proc_worker_path(), X_OK) == 0, "worker program",
+	CHECK(access(config_worker_path(), X_OK) == 0, "worker program",
 	    "orch-worker is missing: reinstall, or set ORCH_WORKER_PATH");
 	dir = config_profiles_dir();
 	for (size_t i = 0; i < (size_t)STAGE_MAX; i++) {

@@ -96,7 +96,7 @@ client_request(const char *method, const char *path, json_t *body,
 {
 	CURLcode rc;
 	struct client_buf b = {NULL, 0};
-	char *sock = control_socket_path(), *url, *s = NULL;
+	char *sock = config_socket_path(), *url, *s = NULL;
 	long status = 0;
 	json_error_t jerr;
 	uint64_t end = now_ms() + CLIENT_BUSY_MS;
@@ -255,7 +255,7 @@ client_follow(const char *path, int (*cb)(json_t *, void *), void *arg,
     volatile int *stop, int *ended, char **cause)
 {
 	struct client_sse s;
-	char *sock = control_socket_path(),
+	char *sock = config_socket_path(),
 	     *url = xasprintf("http://orch%s", path);
 	long status = 0;
 	CURLcode rc;

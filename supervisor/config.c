@@ -378,6 +378,40 @@ config_profiles_dir(void)
 	return xstrdup(ORCH_SOURCE_DIR "/sandbox-profiles");
 }
 
+const char *
+config_worker_path(void)
+{
+	static char path[PATH_MAX + 64];
+	char self[PATH_MAX], *slash;
+	ssize_t n;
+
+	if (cfg.worker_path != NULL)
+		return cfg.worker_path;
+	if (path[0] != '\0')
+		return path;
+	/* Beside ourselves when installed, ../worker/ in the build tree. */
+	n = readlink("/proc/self/exe", self, sizeof self - 1);
+	if (n > 0) {
+		self[n] = '\0';
+		if ((slash = strrchr(self, '/')) != NULL)
+			*slash = '\0';
+		snprintf(path, sizeof path, "%s/orch-worker", self);
+		if (access(path, X_OK) == 0)
+			return path;
+		snprintf(path, sizeof path, "%s/../worker/orch-worker", self);
+		if (access(path, X_OK) == 0)
+			return path;
+	}
+	snprintf(path, sizeof path, "%s/orch-worker", ORCH_LIBEXEC_DIR);
+	return path;
+}
+
+char *
+config_socket_path(void)
+{
+	return xasprintf("%s/orch.sock", cfg.state_dir);
+}
+
 char *
 config_text(const char *s)
 {

@@ -141,12 +141,6 @@ control_knob(const char *name, int def)
 	return (int)u;
 }
 
-char *
-control_socket_path(void)
-{
-	return xasprintf("%s/orch.sock", cfg.state_dir);
-}
-
 static void
 control_reply(struct evhttp_request *req, int code, json_t *body)
 {
@@ -1174,7 +1168,7 @@ int
 control_init(struct event_base *base, struct store *st, char **cause)
 {
 	struct sockaddr_un sun;
-	char *path = control_socket_path();
+	char *path = config_socket_path();
 	int fd;
 	mode_t old;
 
@@ -1293,7 +1287,7 @@ control_free(void)
 	evhttp_free(control_http);
 	control_http = NULL;
 	control_listener = NULL;
-	path = control_socket_path();
+	path = config_socket_path();
 	unlink(path);
 	free(path);
 }

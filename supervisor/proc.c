@@ -2,7 +2,8 @@
  * Worker processes: started with fork+exec (after tmux's job.c), each in its
  * own process group with only its socketpair (fd 3) and a stderr pipe; read
  * through a bufferevent whose buffer is bounded by the largest frame; reaped
- * by the SIGCHLD handler; freed when both reaped and at EOF.
+ * by the SIGCHLD handler; handed to its owner's on_exit when both reaped and
+ * at EOF.  proc.c knows nothing of its owner: it calls back, never up.
  */
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -11,7 +12,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +23,6 @@
 #include <event2/event.h>
 
 #include "common.h"
-#include "config.h"
 #include "supervisor.h"
 
 #ifndef TAILQ_FOREACH_SAFE
@@ -33,8 +32,55 @@
 	     (var) = (tvar))
 #endif
 
-struct workers workers = TAILQ_HEAD_INITIALIZER(workers);
+/*
+ * Two things end a worker, in either order: its process (reaped) and its
+ * stream (EOF, or we stop reading it).  on_exit is due once both have.
+ */
+enum worker_state {
+	WORKER_RUNNING, /* alive, its messages read */
+	WORKER_EXITED,  /* reaped; what it wrote before it died still read */
+	WORKER_CLOSED,  /* its stream closed; not yet reaped */
+	WORKER_ENDED,   /* reaped and closed: on_exit is due */
+	WORKER_GONE,    /* on_exit has run; its owner frees it */
+};
+
+struct worker {
+	enum worker_state state;
+	pid_t pid;
+	int64_t task;
+	char stage[16];
+	int64_t run;
+	const struct proc_cbs *cbs;
+	void *arg;
+	struct bufferevent *bev;
+	int errfd;
+	struct event *errev;
+	char errtail[2048]; /* last bytes of its stderr */
+	size_t errlen;
+	uint64_t last_seen_ms;
+	uint64_t reaped_ms;
+	int status;    /* wait status once reaped */
+	char *failure; /* why we killed it */
+	TAILQ_ENTRY(worker) entry;
+};
+TAILQ_HEAD(workers, worker);
+
+static struct workers workers = TAILQ_HEAD_INITIALIZER(workers);
 static struct event *proc_gc_ev;
+
+static int
+proc_is_reaped(const struct worker *w)
+{
+	return w->state == WORKER_EXITED || w->state == WORKER_ENDED ||
+	       w->state == WORKER_GONE;
+}
+
+/* Whether its stream is still read. */
+static int
+proc_is_open(const struct worker *w)
+{
+	return w->state == WORKER_RUNNING || w->state == WORKER_EXITED;
+}
 
 /*
  * Workers are finished from a deferred event, never from inside one of
@@ -49,9 +95,9 @@ proc_gc(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	(void)arg;
 	TAILQ_FOREACH_SAFE(w, &workers, entry, tmp) {
-		if (w->reaped && w->eof && !w->finished) {
-			w->finished = 1;
-			sched_worker_exit(w);
+		if (w->state == WORKER_ENDED) {
+			w->state = WORKER_GONE;
+			w->cbs->on_exit(w, w->arg);
 		}
 	}
 }
@@ -68,34 +114,6 @@ proc_fini(void)
 	if (proc_gc_ev != NULL)
 		event_free(proc_gc_ev);
 	proc_gc_ev = NULL;
-}
-
-const char *
-proc_worker_path(void)
-{
-	static char path[PATH_MAX + 64];
-	char self[PATH_MAX], *slash;
-	ssize_t n;
-
-	if (cfg.worker_path != NULL)
-		return cfg.worker_path;
-	if (path[0] != '\0')
-		return path;
-	/* Beside ourselves when installed, ../worker/ in the build tree. */
-	n = readlink("/proc/self/exe", self, sizeof self - 1);
-	if (n > 0) {
-		self[n] = '\0';
-		if ((slash = strrchr(self, '/')) != NULL)
-			*slash = '\0';
-		snprintf(path, sizeof path, "%s/orch-worker", self);
-		if (access(path, X_OK) == 0)
-			return path;
-		snprintf(path, sizeof path, "%s/../worker/orch-worker", self);
-		if (access(path, X_OK) == 0)
-			return path;
-	}
-	snprintf(path, sizeof path, "%s/orch-worker", ORCH_LIBEXEC_DIR);
-	return path;
 }
 
 char *
@@ -125,7 +143,7 @@ proc_read_cb(struct bufferevent *bev, void *arg)
 	struct worker *w = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
 
-	while (!w->eof && !w->finished) {
+	while (proc_is_open(w)) {
 		uint8_t hdr[PROTO_HDR_LEN];
 		uint32_t len;
 		const char *cause;
@@ -161,7 +179,7 @@ proc_read_cb(struct bufferevent *bev, void *arg)
 			free(why);
 			return;
 		}
-		sched_worker_msg(w, &m);
+		w->cbs->on_msg(w, &m, w->arg);
 		proto_msg_clear(&m);
 	}
 }
@@ -169,8 +187,20 @@ proc_read_cb(struct bufferevent *bev, void *arg)
 static void
 proc_finish_if_done(struct worker *w)
 {
-	if (w->reaped && w->eof)
+	if (w->state == WORKER_ENDED)
 		event_active(proc_gc_ev, 0, 0);
+}
+
+/* Stop reading the worker's stream: it ended, or nothing it says counts. */
+static void
+proc_close(struct worker *w)
+{
+	if (w->state == WORKER_RUNNING)
+		w->state = WORKER_CLOSED;
+	else if (w->state == WORKER_EXITED)
+		w->state = WORKER_ENDED;
+	bufferevent_disable(w->bev, EV_READ | EV_WRITE);
+	proc_finish_if_done(w);
 }
 
 static void
@@ -183,9 +213,7 @@ proc_event_cb(struct bufferevent *bev, short what, void *arg)
 		    evbuffer_get_length(bufferevent_get_input(bev)) > 0)
 			w->failure = xstrdup("protocol error: the stream ended "
 			                     "inside a frame");
-		w->eof = 1;
-		bufferevent_disable(w->bev, EV_READ | EV_WRITE);
-		proc_finish_if_done(w);
+		proc_close(w);
 	}
 }
 
@@ -288,7 +316,7 @@ static void __attribute__((noreturn)) proc_child(const struct child_args *a)
 
 struct worker *
 proc_spawn(struct event_base *base, int64_t task, const char *stage,
-    int64_t run, char **cause)
+    int64_t run, const struct proc_cbs *cbs, void *arg, char **cause)
 {
 	int sp[2], ep[2], saved;
 	size_t n;
@@ -296,7 +324,7 @@ proc_spawn(struct event_base *base, int64_t task, const char *stage,
 	pid_t pid;
 	struct worker *w;
 	struct child_args ca;
-	const char *path = proc_worker_path(), *home = getenv("HOME");
+	const char *path = config_worker_path(), *home = getenv("HOME");
 
 	if (access(path, X_OK) == -1) {
 		*cause = xasprintf("worker program %s: %s (set "
@@ -376,12 +404,14 @@ proc_spawn(struct event_base *base, int64_t task, const char *stage,
 	setpgid(pid, pid); /* also here, so a kill right away finds it */
 
 	w = xcalloc(1, sizeof *w);
+	w->state = WORKER_RUNNING;
 	w->pid = pid;
 	w->task = task;
 	snprintf(w->stage, sizeof w->stage, "%s", stage);
 	w->run = run;
-	w->started_ms = w->last_seen_ms = now_ms();
-	w->next_seq = 1;
+	w->cbs = cbs;
+	w->arg = arg;
+	w->last_seen_ms = now_ms();
 	w->errfd = ep[0];
 	evutil_make_socket_nonblocking(sp[0]);
 	evutil_make_socket_nonblocking(ep[0]);
@@ -405,7 +435,7 @@ proc_send(struct worker *w, const struct proto_msg *m)
 	size_t len;
 	const char *cause;
 
-	if (w->eof)
+	if (!proc_is_open(w))
 		return -1;
 	if (proto_encode(m, &buf, &len, &cause) == -1) {
 		log_warnx("encode %s for worker %d: %s",
@@ -422,12 +452,10 @@ proc_kill(struct worker *w, const char *reason)
 {
 	if (reason != NULL && w->failure == NULL)
 		w->failure = xstrdup(reason);
-	if (!w->reaped)
+	if (!proc_is_reaped(w))
 		kill(-w->pid, SIGKILL);
 	/* Stop reading: nothing it says from now on counts. */
-	w->eof = 1;
-	bufferevent_disable(w->bev, EV_READ | EV_WRITE);
-	proc_finish_if_done(w);
+	proc_close(w);
 }
 
 void
@@ -440,12 +468,13 @@ proc_reap(void)
 		struct worker *w;
 
 		TAILQ_FOREACH(w, &workers, entry) {
-			if (w->pid == pid && !w->reaped)
+			if (w->pid == pid && !proc_is_reaped(w))
 				break;
 		}
 		if (w == NULL)
 			continue;
-		w->reaped = 1;
+		w->state =
+		    w->state == WORKER_CLOSED ? WORKER_ENDED : WORKER_EXITED;
 		w->reaped_ms = now_ms();
 		w->status = status;
 		/* Anything it left behind in its group goes too.  What it
@@ -466,13 +495,11 @@ proc_watchdog(uint64_t timeout_ms)
 	uint64_t now = now_ms();
 
 	TAILQ_FOREACH_SAFE(w, &workers, entry, tmp) {
-		if (w->reaped && !w->eof && now - w->reaped_ms > 2000) {
-			w->eof = 1;
-			bufferevent_disable(w->bev, EV_READ | EV_WRITE);
-			proc_finish_if_done(w);
+		if (w->state == WORKER_EXITED && now - w->reaped_ms > 2000) {
+			proc_close(w);
 			continue;
 		}
-		if (!w->reaped && !w->eof &&
+		if (w->state == WORKER_RUNNING &&
 		    now - w->last_seen_ms > timeout_ms) {
 			char *why = xasprintf("no heartbeat for %llu s",
 			    (unsigned long long)((now - w->last_seen_ms) /
@@ -493,6 +520,12 @@ proc_find_task(int64_t task)
 			return w;
 	}
 	return NULL;
+}
+
+struct worker *
+proc_next(struct worker *w)
+{
+	return w == NULL ? TAILQ_FIRST(&workers) : TAILQ_NEXT(w, entry);
 }
 
 unsigned
@@ -516,5 +549,87 @@ proc_free(struct worker *w)
 	event_free(w->errev);
 	close(w->errfd);
 	free(w->failure);
+	if (w->cbs->on_free != NULL)
+		w->cbs->on_free(w->arg);
 	free(w);
+}
+
+void
+proc_free_all(void)
+{
+	struct worker *w, *tmp;
+
+	TAILQ_FOREACH_SAFE(w, &workers, entry, tmp) {
+		if (!proc_is_reaped(w)) {
+			kill(-w->pid, SIGKILL);
+			while (waitpid(w->pid, NULL, 0) == -1 && errno == EINTR)
+				;
+		}
+		proc_free(w);
+	}
+}
+
+pid_t
+proc_pid(const struct worker *w)
+{
+	return w->pid;
+}
+
+int64_t
+proc_task(const struct worker *w)
+{
+	return w->task;
+}
+
+const char *
+proc_stage(const struct worker *w)
+{
+	return w->stage;
+}
+
+int64_t
+proc_run(const struct worker *w)
+{
+	return w->run;
+}
+
+void *
+proc_arg(const struct worker *w)
+{
+	return w->arg;
+}
+
+int
+proc_reaped(const struct worker *w)
+{
+	return proc_is_reaped(w);
+}
+
+int
+proc_status(const struct worker *w)
+{
+	return w->status;
+}
+
+const char *
+proc_failure(const struct worker *w)
+{
+	return w->failure;
+}
+
+char *
+proc_errtail(const struct worker *w, int lines)
+{
+	const char *p = w->errtail, *end = w->errtail + w->errlen;
+	int n = 0;
+
+	while (end > p && end[-1] == '\n')
+		end--;
+	for (const char *q = end; q > p; q--) {
+		if (q[-1] == '\n' && ++n == lines) {
+			p = q;
+			break;
+		}
+	}
+	return xstrndup(p, (size_t)(end - p));
 }

@@ -53,7 +53,27 @@ static size_t nheld;
 static int64_t *clean_ws;
 static size_t nclean_ws;
 
+/*
+ * What the scheduler knows of one of its workers, hung on it (proc_arg):
+ * how far it has got in the protocol, and whether its end is a failure.
+ */
+struct sched_worker {
+	int hello;
+	int done;         /* its RESULT is committed */
+	int stopping;     /* we asked it to stop; not a failure */
+	int ws_clean;     /* its task's worktree is at the last snapshot */
+	int64_t next_seq; /* the journal seq it must send next */
+};
+
 static int sched_storage_failed(void);
+static void sched_worker_msg(struct worker *, struct proto_msg *, void *);
+static void sched_worker_exit(struct worker *, void *);
+
+static const struct proc_cbs sched_proc_cbs = {
+    .on_msg = sched_worker_msg,
+    .on_exit = sched_worker_exit,
+    .on_free = free,
+};
 
 /* Whether task's worktree is known clean; forgets it, since the worker
  * about to start may leave it otherwise. */
@@ -123,9 +143,11 @@ sched_storage_failed(void)
 		if (now_ms() - sched_resumed_at > 60000 || sched_probe_ms == 0)
 			sched_probe_ms = 500;
 	}
-	TAILQ_FOREACH(w, &workers, entry) {
-		if (!w->reaped && !w->stopping) {
-			w->stopping = 1;
+	for (w = proc_next(NULL); w != NULL; w = proc_next(w)) {
+		struct sched_worker *sw = proc_arg(w);
+
+		if (!proc_reaped(w) && !sw->stopping) {
+			sw->stopping = 1;
 			proc_kill(w, NULL);
 		}
 	}
@@ -395,6 +417,7 @@ sched_start(int64_t id)
 {
 	struct task *t;
 	struct worker *w;
+	struct sched_worker *sw;
 	const char *stage;
 	char *cause;
 	enum wstate next = WS_MAX;
@@ -439,16 +462,20 @@ sched_start(int64_t id)
 		task_free(t);
 		return;
 	}
-	w = proc_spawn(sched_base, id, stage, t->ival[TI_STAGE_RUN], &cause);
+	sw = xcalloc(1, sizeof *sw);
+	sw->next_seq = 1;
+	w = proc_spawn(sched_base, id, stage, t->ival[TI_STAGE_RUN],
+	    &sched_proc_cbs, sw, &cause);
 	if (w == NULL) {
+		free(sw);
 		sched_fail(id, cause);
 		free(cause);
 		task_free(t);
 		return;
 	}
-	w->ws_clean = sched_clean_take(id);
+	sw->ws_clean = sched_clean_take(id);
 	sched_event(id, EV_INFO, stage, "worker %d started (run %lld%s)",
-	    (int)w->pid, (long long)t->ival[TI_STAGE_RUN],
+	    (int)proc_pid(w), (long long)t->ival[TI_STAGE_RUN],
 	    t->ival[TI_STAGE_RETRIES] > 0 ? ", restarted" : "");
 	task_free(t);
 }
@@ -500,8 +527,8 @@ sched_timer_cb(evutil_socket_t fd, short what, void *arg)
 		sched_probe();
 	if (sched_stopping && now > sched_stop_deadline) {
 		struct worker *w;
-		TAILQ_FOREACH(w, &workers, entry) {
-			if (!w->reaped)
+		for (w = proc_next(NULL); w != NULL; w = proc_next(w)) {
+			if (!proc_reaped(w))
 				proc_kill(w, NULL);
 		}
 	}
@@ -528,6 +555,7 @@ static int
 sched_replay_cb(const struct journal_entry *je, void *arg)
 {
 	struct worker *w = arg;
+	struct sched_worker *sw = proc_arg(w);
 	struct proto_msg m;
 
 	proto_msg_init(&m, PROTO_REPLAY);
@@ -536,7 +564,7 @@ sched_replay_cb(const struct journal_entry *je, void *arg)
 	proto_set_str(&m, PF_DATA, je->data);
 	proc_send(w, &m);
 	proto_msg_clear(&m);
-	w->next_seq = je->seq + 1;
+	sw->next_seq = je->seq + 1;
 	return 0;
 }
 
@@ -552,6 +580,7 @@ sched_count_cb(const struct journal_entry *je, void *arg)
 static void
 sched_hello(struct worker *w, const struct proto_msg *m)
 {
+	struct sched_worker *sw = proc_arg(w);
 	struct proto_msg out;
 	struct msg_start start;
 	struct task *t;
@@ -567,18 +596,18 @@ sched_hello(struct worker *w, const struct proto_msg *m)
 		free(why);
 		return;
 	}
-	if (store_task_get(sched_st, w->task, &t) == -1 || t == NULL ||
-	    store_journal_list(
-	        sched_st, w->task, w->run, sched_count_cb, &count) == -1) {
+	if (store_task_get(sched_st, proc_task(w), &t) == -1 || t == NULL ||
+	    store_journal_list(sched_st, proc_task(w), proc_run(w),
+	        sched_count_cb, &count) == -1) {
 		task_free(t);
 		proc_kill(w, "cannot read the task from the database");
 		return;
 	}
-	if (stage_parse(w->stage, &stage) == -1)
-		fatalx("%s: unknown stage %s", __func__, w->stage);
-	w->hello = 1;
-	sched_start_msg(t, stage, w->ws_clean, &start);
-	start.run = (uint64_t)w->run;
+	if (stage_parse(proc_stage(w), &stage) == -1)
+		fatalx("%s: unknown stage %s", __func__, proc_stage(w));
+	sw->hello = 1;
+	sched_start_msg(t, stage, sw->ws_clean, &start);
+	start.run = (uint64_t)proc_run(w);
 	start.attempt = (uint64_t)t->ival[TI_STAGE_RETRIES];
 	start.count = count;
 	proto_start_set(&out, &start);
@@ -593,17 +622,18 @@ sched_hello(struct worker *w, const struct proto_msg *m)
 		    proto_str_total(&out), PROTO_MAX_DATA);
 		proto_msg_clear(&out);
 		task_free(t);
-		w->stopping = 1; /* the task's failure is said below */
+		sw->stopping = 1; /* the task's failure is said below */
 		proc_kill(w, why);
-		sched_event(w->task, EV_ERROR, w->stage, "%s", why);
-		sched_fail(w->task, why);
+		sched_event(proc_task(w), EV_ERROR, proc_stage(w), "%s", why);
+		sched_fail(proc_task(w), why);
 		free(why);
 		return;
 	}
 	proc_send(w, &out);
 	proto_msg_clear(&out);
 	task_free(t);
-	store_journal_list(sched_st, w->task, w->run, sched_replay_cb, w);
+	store_journal_list(
+	    sched_st, proc_task(w), proc_run(w), sched_replay_cb, w);
 }
 
 static const char *
@@ -767,6 +797,7 @@ sched_apply_verifying(const struct task *t, json_t *r)
 static void
 sched_result(struct worker *w, const struct proto_msg *m)
 {
+	struct sched_worker *sw = proc_arg(w);
 	enum stage stage;
 	struct task *t;
 	json_t *r = NULL;
@@ -775,22 +806,22 @@ sched_result(struct worker *w, const struct proto_msg *m)
 
 	if (store_begin(sched_st) == -1)
 		goto dberr;
-	if (store_task_get(sched_st, w->task, &t) == -1 || t == NULL) {
+	if (store_task_get(sched_st, proc_task(w), &t) == -1 || t == NULL) {
 		store_rollback(sched_st);
 		goto dberr;
 	}
 	if (wstate_stage(t->state) == NULL ||
-	    strcmp(wstate_stage(t->state), w->stage) != 0) {
+	    strcmp(wstate_stage(t->state), proc_stage(w)) != 0) {
 		/* The task moved on (cancelled): the result is stale. */
 		store_rollback(sched_st);
 		task_free(t);
-		w->done = 1;
+		sw->done = 1;
 		sched_ack(w, 0);
 		return;
 	}
-	if (stage_parse(w->stage, &stage) == -1) {
+	if (stage_parse(proc_stage(w), &stage) == -1) {
 		/* proc_spawn was given a name from wstate_stage. */
-		fatalx("%s: unknown stage %s", __func__, w->stage);
+		fatalx("%s: unknown stage %s", __func__, proc_stage(w));
 	}
 	if (!m->u[PF_OK]) {
 		const char *why = m->s[PF_TEXT] && *m->s[PF_TEXT]
@@ -811,7 +842,7 @@ sched_result(struct worker *w, const struct proto_msg *m)
 		goto dberr;
 	}
 	task_free(t);
-	w->done = 1;
+	sw->done = 1;
 	/*
 	 * A worker touches the worktree no more once it has sent its
 	 * result, and every change it made is in its last snapshot, except
@@ -819,15 +850,15 @@ sched_result(struct worker *w, const struct proto_msg *m)
 	 * this worker has exited.)
 	 */
 	if (sched_stages[stage].leaves_clean)
-		sched_clean_put(w->task);
+		sched_clean_put(proc_task(w));
 	sched_ack(w, 0);
 	sched_kick();
 	return;
 dberr:
 	/* Nothing was committed: the worker is killed and the stage runs
 	 * again from its journal. */
-	log_warnx("task %lld: cannot commit result: %s", (long long)w->task,
-	    store_error(sched_st));
+	log_warnx("task %lld: cannot commit result: %s",
+	    (long long)proc_task(w), store_error(sched_st));
 	if (!sched_storage_failed())
 		proc_kill(w, "the database refused the stage result");
 }
@@ -836,12 +867,13 @@ dberr:
 static void
 sched_check_tokens(struct worker *w)
 {
+	struct sched_worker *sw = proc_arg(w);
 	struct task *t;
 	char *why;
 
 	if (cfg.max_tokens == 0)
 		return;
-	if (store_task_get(sched_st, w->task, &t) == -1 || t == NULL)
+	if (store_task_get(sched_st, proc_task(w), &t) == -1 || t == NULL)
 		return;
 	if ((uint64_t)(t->tokens_in + t->tokens_out) > cfg.max_tokens) {
 		why = xasprintf("token budget exhausted: %lld tokens used, "
@@ -849,7 +881,7 @@ sched_check_tokens(struct worker *w)
 		                "`orch-supervisor --resume %lld`)",
 		    (long long)t->tokens_in + (long long)t->tokens_out,
 		    (unsigned long long)cfg.max_tokens, (long long)t->id);
-		w->stopping = 1;
+		sw->stopping = 1;
 		proc_kill(w, NULL);
 		sched_fail(t->id, why);
 		free(why);
@@ -857,20 +889,23 @@ sched_check_tokens(struct worker *w)
 	task_free(t);
 }
 
-void
-sched_worker_msg(struct worker *w, struct proto_msg *m)
+/* proc's on_msg: a message of one of our workers. */
+static void
+sched_worker_msg(struct worker *w, struct proto_msg *m, void *arg)
 {
-	if (m->type != PROTO_HELLO && !w->hello) {
+	struct sched_worker *sw = arg;
+
+	if (m->type != PROTO_HELLO && !sw->hello) {
 		proc_kill(w, "protocol error: message before HELLO");
 		return;
 	}
-	if (w->done && m->type != PROTO_HEARTBEAT) {
+	if (sw->done && m->type != PROTO_HEARTBEAT) {
 		proc_kill(w, "protocol error: message after RESULT");
 		return;
 	}
 	switch (m->type) {
 	case PROTO_HELLO:
-		if (w->hello) {
+		if (sw->hello) {
 			proc_kill(w, "protocol error: second HELLO");
 			return;
 		}
@@ -883,18 +918,18 @@ sched_worker_msg(struct worker *w, struct proto_msg *m)
 			proc_kill(w, "protocol error: bad LOG kind");
 			return;
 		}
-		sched_event(w->task, (enum event_kind)m->u[PF_LEVEL], w->stage,
-		    "%s", m->s[PF_TEXT]);
+		sched_event(proc_task(w), (enum event_kind)m->u[PF_LEVEL],
+		    proc_stage(w), "%s", m->s[PF_TEXT]);
 		return;
 	case PROTO_CHECKPOINT:
 		if (m->slen[PF_NAME] == 0) {
 			proc_kill(w, "protocol error: unnamed checkpoint");
 			return;
 		}
-		if (store_checkpoint_add(sched_st, w->task, m->s[PF_NAME],
+		if (store_checkpoint_add(sched_st, proc_task(w), m->s[PF_NAME],
 		        m->slen[PF_DATA] ? m->s[PF_DATA] : NULL) == -1) {
 			log_warnx("task %lld: checkpoint: %s",
-			    (long long)w->task, store_error(sched_st));
+			    (long long)proc_task(w), store_error(sched_st));
 			if (!sched_storage_failed())
 				proc_kill(
 				    w, "the database refused a checkpoint");
@@ -903,29 +938,29 @@ sched_worker_msg(struct worker *w, struct proto_msg *m)
 		sched_ack(w, m->u[PF_SEQ]);
 		return;
 	case PROTO_JOURNAL:
-		if ((int64_t)m->u[PF_SEQ] != w->next_seq ||
+		if ((int64_t)m->u[PF_SEQ] != sw->next_seq ||
 		    m->slen[PF_KIND] == 0) {
 			char *why =
 			    xasprintf("protocol error: journal seq %llu, "
 			              "expected %lld",
 			        (unsigned long long)m->u[PF_SEQ],
-			        (long long)w->next_seq);
+			        (long long)sw->next_seq);
 			proc_kill(w, why);
 			free(why);
 			return;
 		}
-		if (store_journal_add(sched_st, w->task, w->run,
-		        (int64_t)m->u[PF_SEQ], w->stage, m->s[PF_KIND],
+		if (store_journal_add(sched_st, proc_task(w), proc_run(w),
+		        (int64_t)m->u[PF_SEQ], proc_stage(w), m->s[PF_KIND],
 		        m->s[PF_DATA], (int64_t)m->u[PF_TOKENS_IN],
 		        (int64_t)m->u[PF_TOKENS_OUT]) == -1) {
-			log_warnx("task %lld: journal: %s", (long long)w->task,
-			    store_error(sched_st));
+			log_warnx("task %lld: journal: %s",
+			    (long long)proc_task(w), store_error(sched_st));
 			if (!sched_storage_failed())
 				proc_kill(
 				    w, "the database refused a journal entry");
 			return;
 		}
-		w->next_seq++;
+		sw->next_seq++;
 		sched_ack(w, m->u[PF_SEQ]);
 		if (m->u[PF_TOKENS_IN] + m->u[PF_TOKENS_OUT] > 0)
 			sched_check_tokens(w);
@@ -939,61 +974,50 @@ sched_worker_msg(struct worker *w, struct proto_msg *m)
 	}
 }
 
-/* The last line(s) of what the worker wrote to stderr, for error_details. */
-static char *
-sched_errtail(const struct worker *w)
+/* proc's on_exit: one of our workers is reaped and its stream has ended. */
+static void
+sched_worker_exit(struct worker *w, void *arg)
 {
-	const char *p = w->errtail, *end = w->errtail + w->errlen;
-	int lines = 0;
-
-	while (end > p && end[-1] == '\n')
-		end--;
-	for (const char *q = end; q > p; q--) {
-		if (q[-1] == '\n' && ++lines == 5) {
-			p = q;
-			break;
-		}
-	}
-	return xstrndup(p, (size_t)(end - p));
-}
-
-void
-sched_worker_exit(struct worker *w)
-{
+	struct sched_worker *sw = arg;
 	struct task *t = NULL;
 	char *how, *tail, *why;
 	uint64_t delay;
-	int64_t id = w->task;
+	int64_t id = proc_task(w);
 
-	if (w->done || w->stopping) {
-		if (w->reaped &&
-		    !(WIFEXITED(w->status) && WEXITSTATUS(w->status) == 0) &&
-		    !w->stopping)
-			log_task(LOG_LEVEL_WARN, (uint64_t)id, w->stage,
+	if (sw->done || sw->stopping) {
+		if (proc_reaped(w) &&
+		    !(WIFEXITED(proc_status(w)) &&
+		        WEXITSTATUS(proc_status(w)) == 0) &&
+		    !sw->stopping)
+			log_task(LOG_LEVEL_WARN, (uint64_t)id, proc_stage(w),
 			    "worker %d ended badly after its result",
-			    (int)w->pid);
+			    (int)proc_pid(w));
 		proc_free(w);
 		sched_kick();
 		return;
 	}
 
-	how = proc_describe(w->status);
-	tail = sched_errtail(w);
-	why = xasprintf("worker %d %s%s%s%s%s%s", (int)w->pid,
-	    w->failure ? w->failure : how, w->failure ? " (" : "",
-	    w->failure ? how : "", w->failure ? ")" : "",
-	    *tail ? "; its last output: " : "", tail);
+	how = proc_describe(proc_status(w));
+	/* The last lines it wrote to stderr, for error_details. */
+	tail = proc_errtail(w, 5);
+	why = xasprintf("worker %d %s%s%s%s%s%s", (int)proc_pid(w),
+	    proc_failure(w) ? proc_failure(w) : how,
+	    proc_failure(w) ? " (" : "", proc_failure(w) ? how : "",
+	    proc_failure(w) ? ")" : "", *tail ? "; its last output: " : "",
+	    tail);
 	free(how);
 	free(tail);
 
-	if (WIFEXITED(w->status) &&
-	    WEXITSTATUS(w->status) == WORKER_EXIT_PERM && w->failure == NULL) {
-		sched_event(id, EV_ERROR, w->stage, "%s", why);
+	if (WIFEXITED(proc_status(w)) &&
+	    WEXITSTATUS(proc_status(w)) == WORKER_EXIT_PERM &&
+	    proc_failure(w) == NULL) {
+		sched_event(id, EV_ERROR, proc_stage(w), "%s", why);
 		sched_fail(id, why);
 		goto out;
 	}
-	if (WIFEXITED(w->status) &&
-	    WEXITSTATUS(w->status) == WORKER_EXIT_STOPPED && sched_stopping)
+	if (WIFEXITED(proc_status(w)) &&
+	    WEXITSTATUS(proc_status(w)) == WORKER_EXIT_STOPPED &&
+	    sched_stopping)
 		goto out;
 
 	if (store_begin(sched_st) == -1 ||
@@ -1030,8 +1054,9 @@ sched_worker_exit(struct worker *w)
 		    cfg.max_retries);
 		if (rc == 0)
 			rc = store_event_add(
-			    sched_st, id, EV_ERROR, w->stage, text);
-		log_task(LOG_LEVEL_WARN, (uint64_t)id, w->stage, "%s", text);
+			    sched_st, id, EV_ERROR, proc_stage(w), text);
+		log_task(
+		    LOG_LEVEL_WARN, (uint64_t)id, proc_stage(w), "%s", text);
 		free(text);
 		backoffs =
 		    xrealloc(backoffs, (nbackoffs + 1) * sizeof *backoffs);
@@ -1045,7 +1070,7 @@ sched_worker_exit(struct worker *w)
 			          "failure: %s",
 			    (long long)id, store_error(sched_st));
 	} else if (tries == -1)
-		log_task(LOG_LEVEL_WARN, (uint64_t)id, w->stage,
+		log_task(LOG_LEVEL_WARN, (uint64_t)id, proc_stage(w),
 		    "task failed: %s", why);
 out:
 	task_free(t);
@@ -1070,8 +1095,10 @@ sched_task_changed(int64_t task)
 	if (store_task_get(sched_st, task, &t) == 0 && t != NULL) {
 		if (w != NULL &&
 		    (wstate_stage(t->state) == NULL ||
-		        strcmp(wstate_stage(t->state), w->stage) != 0)) {
-			w->stopping = 1;
+		        strcmp(wstate_stage(t->state), proc_stage(w)) != 0)) {
+			struct sched_worker *sw = proc_arg(w);
+
+			sw->stopping = 1;
 			proc_kill(w, NULL);
 		}
 		task_free(t);
@@ -1135,8 +1162,10 @@ sched_shutdown(void)
 	sched_stopping = 1;
 	sched_stop_deadline = now_ms() + 5000;
 	proto_msg_init(&m, PROTO_STOP);
-	TAILQ_FOREACH(w, &workers, entry) {
-		w->stopping = 1;
+	for (w = proc_next(NULL); w != NULL; w = proc_next(w)) {
+		struct sched_worker *sw = proc_arg(w);
+
+		sw->stopping = 1;
 		proc_send(w, &m);
 	}
 	proto_msg_clear(&m);
@@ -1149,7 +1178,7 @@ sched_done(void)
 	int done;
 
 	if (sched_stopping)
-		return TAILQ_EMPTY(&workers);
+		return proc_count() == 0;
 	if (sched_opts.only_task == 0)
 		return 0;
 	if (proc_find_task(sched_opts.only_task) != NULL)

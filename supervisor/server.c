@@ -4,7 +4,6 @@
  */
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -267,15 +266,7 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 		server_tick_fn(server_tick_arg);
 
 	/* Whatever still runs (a foreground run that ended) stops now. */
-	while (!TAILQ_EMPTY(&workers)) {
-		struct worker *w = TAILQ_FIRST(&workers);
-		if (!w->reaped) {
-			kill(-w->pid, SIGKILL);
-			while (waitpid(w->pid, NULL, 0) == -1 && errno == EINTR)
-				;
-		}
-		proc_free(w);
-	}
+	proc_free_all();
 	/* The last events (the workers' ends) still reach the streams. */
 	server_pump(-1, 0, NULL);
 	audit_close();

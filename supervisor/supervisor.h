@@ -67,6 +67,10 @@ const char *config_auto_approve_name(int);
 int config_parse_env(FILE *f, const char *path, char **cause);
 /* Where the sandbox profiles are read from (malloc'd). */
 char *config_profiles_dir(void);
+/* The worker program to exec: ORCH_WORKER_PATH, else beside us. */
+const char *config_worker_path(void);
+/* The control API's Unix socket in the state directory (malloc'd). */
+char *config_socket_path(void);
 /*
  * Fill the settings of START (everything but the task's own fields) from
  * cfg, every default worked out here; the strings are malloc'd (freed by
@@ -147,51 +151,53 @@ int task_diff(struct store *, const struct task *, size_t max, char **out,
  */
 json_t *task_json_text(const char *);
 
-/* proc.c: starting, watching and stopping worker processes. */
-struct worker {
-	pid_t pid;
-	int64_t task;
-	char stage[16];
-	int64_t run;
-	struct bufferevent *bev;
-	int errfd;
-	struct event *errev;
-	char errtail[2048]; /* last bytes of its stderr */
-	size_t errlen;
-	uint64_t started_ms;
-	uint64_t last_seen_ms;
-	uint64_t reaped_ms;
-	int hello;
-	int done;     /* its RESULT is committed */
-	int stopping; /* we asked it to stop; not a failure */
-	int ws_clean; /* its task's worktree is at the last snapshot */
-	int reaped;
-	int eof;
-	int finished;     /* handed to sched_worker_exit */
-	int status;       /* wait status once reaped */
-	char *failure;    /* why we killed it */
-	int64_t next_seq; /* the journal seq it must send next */
-	TAILQ_ENTRY(worker) entry;
+/*
+ * proc.c: starting, watching and stopping worker processes.  A worker is
+ * proc.c's own; its owner (the scheduler) learns what happens to it only
+ * through the callbacks it gave proc_spawn, never the other way round.
+ */
+struct worker;
+struct proc_cbs {
+	/* A worker's message, framed, decoded and checked to be one a
+	 * worker may send; the callback may proc_kill it. */
+	void (*on_msg)(struct worker *, struct proto_msg *, void *arg);
+	/* The worker is reaped and its stream has ended: called once, from
+	 * a deferred event; the owner frees it with proc_free. */
+	void (*on_exit)(struct worker *, void *arg);
+	/* proc_free frees the owner's arg (may be NULL). */
+	void (*on_free)(void *arg);
 };
-TAILQ_HEAD(workers, worker);
-extern struct workers workers;
 
 void proc_init(struct event_base *);
 void proc_fini(void); /* after the last worker is freed */
+/* Start the worker for task's stage; cbs must outlive the worker. */
 struct worker *proc_spawn(struct event_base *, int64_t task, const char *stage,
-    int64_t run, char **cause);
+    int64_t run, const struct proc_cbs *cbs, void *arg, char **cause);
 int proc_send(struct worker *, const struct proto_msg *);
 /* Kill the worker's whole process group; reason is kept for the log. */
 void proc_kill(struct worker *, const char *reason);
 void proc_reap(void); /* the SIGCHLD handler's waitpid loop */
 void proc_watchdog(uint64_t timeout_ms);
 struct worker *proc_find_task(int64_t task);
+/* The worker after w (the first for NULL), or NULL. */
+struct worker *proc_next(struct worker *w);
 unsigned proc_count(void);
 void proc_free(struct worker *);
+/* At exit: kill every worker still running, wait for it, free them all. */
+void proc_free_all(void);
+pid_t proc_pid(const struct worker *);
+int64_t proc_task(const struct worker *);
+const char *proc_stage(const struct worker *);
+int64_t proc_run(const struct worker *);
+void *proc_arg(const struct worker *); /* proc_spawn's arg */
+int proc_reaped(const struct worker *);
+int proc_status(const struct worker *); /* wait status once reaped */
+/* Why we killed it (a protocol error, no heartbeat), or NULL. */
+const char *proc_failure(const struct worker *);
+/* Its last lines on stderr (at most lines), malloc'd, maybe "". */
+char *proc_errtail(const struct worker *, int lines);
 /* Describe an exit ("exited with status 1", "killed by signal 9"). */
 char *proc_describe(int status);
-/* The worker program to exec. */
-const char *proc_worker_path(void);
 
 /* sched.c: the state machine that runs tasks through their stages. */
 struct sched_opts {
@@ -200,8 +206,6 @@ struct sched_opts {
 };
 void sched_init(struct event_base *, struct store *, const struct sched_opts *);
 void sched_kick(void); /* look for work soon */
-void sched_worker_msg(struct worker *, struct proto_msg *);
-void sched_worker_exit(struct worker *); /* reaped and at EOF */
 void sched_shutdown(void);
 /* Foreground: only_task has ended or waits; service: all stopped. */
 int sched_done(void);
@@ -229,7 +233,6 @@ extern volatile int server_quit;
 /* control.c: the HTTP/JSON control API on the Unix socket. */
 int control_init(struct event_base *, struct store *, char **cause);
 void control_free(void);
-char *control_socket_path(void);
 /* A new committed event: push it to the event streams that want it. */
 void control_event(const struct event_row *);
 
