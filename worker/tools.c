@@ -76,7 +76,8 @@ static void tool_finish(
 static void tool_read_diff(
     const struct tool_ctx *, json_t *, struct tool_result *);
 
-/* The contract's tool table (README, "Model providers"; docs/architecture.md). */
+/* The contract's tool table (README, "Model providers"; docs/architecture.md).
+ */
 static const struct tool tools[] = {
     {"list_files", STAGE_BIT_ALL,
         "List the files under a directory of the workspace, recursively "
