@@ -58,6 +58,7 @@ static size_t nclean_ws;
  * how far it has got in the protocol, and whether its end is a failure.
  */
 struct sched_worker {
+	enum stage stage; /* the stage it runs */
 	int hello;
 	int done;         /* its RESULT is committed */
 	int stopping;     /* we asked it to stop; not a failure */
@@ -299,6 +300,19 @@ static const struct sched_stage {
         sched_apply_verifying, {0, 0, 0, 0, 0, 0, NULL, NULL}},
 };
 
+/* The stage a task runs in state s: 0, or -1 when s runs none. */
+static int
+sched_running(enum wstate s, enum stage *stage)
+{
+	for (unsigned i = 0; i < STAGE_MAX; i++) {
+		if (sched_stages[i].running == s) {
+			*stage = (enum stage)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
 /*
  * The approval gate after a stage's result: auto-approved (recorded as
  * such) or left waiting for a person.
@@ -418,7 +432,7 @@ sched_start(int64_t id)
 	struct task *t;
 	struct worker *w;
 	struct sched_worker *sw;
-	const char *stage;
+	enum stage stage;
 	char *cause;
 	enum wstate next = WS_MAX;
 
@@ -458,13 +472,14 @@ sched_start(int64_t id)
 		if (store_task_get(sched_st, id, &t) == -1 || t == NULL)
 			return;
 	}
-	if ((stage = wstate_stage(t->state)) == NULL) {
+	if (sched_running(t->state, &stage) == -1) {
 		task_free(t);
 		return;
 	}
 	sw = xcalloc(1, sizeof *sw);
+	sw->stage = stage;
 	sw->next_seq = 1;
-	w = proc_spawn(sched_base, id, stage, t->ival[TI_STAGE_RUN],
+	w = proc_spawn(sched_base, id, stage_name(stage), t->ival[TI_STAGE_RUN],
 	    &sched_proc_cbs, sw, &cause);
 	if (w == NULL) {
 		free(sw);
@@ -474,8 +489,9 @@ sched_start(int64_t id)
 		return;
 	}
 	sw->ws_clean = sched_clean_take(id);
-	sched_event(id, EV_INFO, stage, "worker %d started (run %lld%s)",
-	    (int)proc_pid(w), (long long)t->ival[TI_STAGE_RUN],
+	sched_event(id, EV_INFO, stage_name(stage),
+	    "worker %d started (run %lld%s)", (int)proc_pid(w),
+	    (long long)t->ival[TI_STAGE_RUN],
 	    t->ival[TI_STAGE_RETRIES] > 0 ? ", restarted" : "");
 	task_free(t);
 }
@@ -584,7 +600,6 @@ sched_hello(struct worker *w, const struct proto_msg *m)
 	struct proto_msg out;
 	struct msg_start start;
 	struct task *t;
-	enum stage stage;
 	uint64_t count = 0;
 
 	if (m->u[PF_VERSION] != PROTO_VERSION) {
@@ -603,10 +618,8 @@ sched_hello(struct worker *w, const struct proto_msg *m)
 		proc_kill(w, "cannot read the task from the database");
 		return;
 	}
-	if (stage_parse(proc_stage(w), &stage) == -1)
-		fatalx("%s: unknown stage %s", __func__, proc_stage(w));
 	sw->hello = 1;
-	sched_start_msg(t, stage, sw->ws_clean, &start);
+	sched_start_msg(t, sw->stage, sw->ws_clean, &start);
 	start.run = (uint64_t)proc_run(w);
 	start.attempt = (uint64_t)t->ival[TI_STAGE_RETRIES];
 	start.count = count;
@@ -810,18 +823,13 @@ sched_result(struct worker *w, const struct proto_msg *m)
 		store_rollback(sched_st);
 		goto dberr;
 	}
-	if (wstate_stage(t->state) == NULL ||
-	    strcmp(wstate_stage(t->state), proc_stage(w)) != 0) {
+	if (sched_running(t->state, &stage) == -1 || stage != sw->stage) {
 		/* The task moved on (cancelled): the result is stale. */
 		store_rollback(sched_st);
 		task_free(t);
 		sw->done = 1;
 		sched_ack(w, 0);
 		return;
-	}
-	if (stage_parse(proc_stage(w), &stage) == -1) {
-		/* proc_spawn was given a name from wstate_stage. */
-		fatalx("%s: unknown stage %s", __func__, proc_stage(w));
 	}
 	if (!m->u[PF_OK]) {
 		const char *why = m->s[PF_TEXT] && *m->s[PF_TEXT]
@@ -1093,11 +1101,11 @@ sched_task_changed(int64_t task)
 	}
 	sched_backoff_clear(task);
 	if (store_task_get(sched_st, task, &t) == 0 && t != NULL) {
-		if (w != NULL &&
-		    (wstate_stage(t->state) == NULL ||
-		        strcmp(wstate_stage(t->state), proc_stage(w)) != 0)) {
-			struct sched_worker *sw = proc_arg(w);
+		struct sched_worker *sw = w != NULL ? proc_arg(w) : NULL;
+		enum stage now;
 
+		if (sw != NULL &&
+		    (sched_running(t->state, &now) == -1 || now != sw->stage)) {
 			sw->stopping = 1;
 			proc_kill(w, NULL);
 		}
