@@ -709,45 +709,60 @@ sched_apply_implementing(const struct task *t, json_t *r)
 	return sched_approval(t, STAGE_IMPLEMENTING);
 }
 
+/* Keep a stage's result r as the task's column col and as checkpoint name,
+ * in the caller's transaction. */
+static int
+sched_keep(const struct task *t, enum task_col col, const char *name, json_t *r)
+{
+	char *s = json_dumps(r, JSON_COMPACT);
+	int rc = store_task_set_text(sched_st, t->id, col, s);
+
+	if (rc == 0)
+		rc = store_checkpoint_add(sched_st, t->id, name, s);
+	free(s);
+	return rc;
+}
+
+/* Send the task back to implementing with feedback: head, then text. */
+static int
+sched_rework(
+    const struct task *t, const char *head, const char *text, const char *why)
+{
+	char *s = xasprintf("%s\n%s", head, text ? text : "");
+	int rc = store_task_set_text(sched_st, t->id, TC_FEEDBACK, s);
+
+	free(s);
+	if (rc == -1)
+		return -1;
+	return task_enter(sched_st, t, WS_IMPLEMENTING, 1, why);
+}
+
 /* An approving review moves on to verifying; one that asks for changes
  * sends the task back to implementing, up to ORCH_MAX_REVIEW_ROUNDS. */
 static int
 sched_apply_reviewing(const struct task *t, json_t *r)
 {
 	struct store *st = sched_st;
-	int64_t id = t->id;
-	int rc;
-	char *s;
-
 	const char *verdict = sched_jstr(r, "verdict");
-	const char *comments = sched_jstr(r, "comments");
+	int64_t rounds;
+
 	if (verdict == NULL)
 		return sched_fail_tx(t, "review ended without a verdict");
-	s = json_dumps(r, JSON_COMPACT);
-	rc = store_task_set_text(st, id, TC_REVIEW, s);
-	if (rc == 0)
-		rc = store_checkpoint_add(st, id, "after_review", s);
-	free(s);
-	if (rc == -1)
+	if (sched_keep(t, TC_REVIEW, "after_review", r) == -1)
 		return -1;
 	if (strcmp(verdict, "approve") == 0)
 		return task_enter(st, t, WS_VERIFYING, 1, "review approved");
-	int64_t rounds = t->ival[TI_REVIEW_ROUNDS] + 1;
-	if (store_task_set_int(st, id, TI_REVIEW_ROUNDS, rounds) == -1)
+	rounds = t->ival[TI_REVIEW_ROUNDS] + 1;
+	if (store_task_set_int(st, t->id, TI_REVIEW_ROUNDS, rounds) == -1)
 		return -1;
 	if (rounds > cfg.max_review_rounds)
 		return task_enter(st, t, WS_IMPLEMENTATION_AWAITING_APPROVAL, 0,
 		    "the review still asks for changes after "
 		    "ORCH_MAX_REVIEW_ROUNDS rounds: a person decides "
 		    "(approve overrides the review)");
-	s = xasprintf(
-	    "The reviewer asked for changes:\n%s", comments ? comments : "");
-	rc = store_task_set_text(st, id, TC_FEEDBACK, s);
-	free(s);
-	if (rc == -1)
-		return -1;
-	return task_enter(
-	    st, t, WS_IMPLEMENTING, 1, "review asked for changes");
+	return sched_rework(t,
+	    "The reviewer asked for changes:", sched_jstr(r, "comments"),
+	    "review asked for changes");
 }
 
 /* A passed (or skipped) verification completes the task; a failed one
@@ -763,12 +778,8 @@ sched_apply_verifying(const struct task *t, json_t *r)
 	const char *status = sched_jstr(r, "status");
 	if (status == NULL)
 		return sched_fail_tx(t, "verification ended without a status");
-	s = json_dumps(r, JSON_COMPACT);
-	rc = store_task_set_text(st, id, TC_VERIFICATION_RESULT, s);
-	if (rc == 0)
-		rc = store_checkpoint_add(st, id, "after_verification", s);
-	free(s);
-	if (rc == -1)
+	if (sched_keep(t, TC_VERIFICATION_RESULT, "after_verification", r) ==
+	    -1)
 		return -1;
 	if (strcmp(status, "failed") != 0)
 		return task_enter(st, t, WS_COMPLETED, 0,
@@ -797,13 +808,8 @@ sched_apply_verifying(const struct task *t, json_t *r)
 		free(s);
 		return rc;
 	}
-	const char *tail = sched_jstr(r, "output_tail");
-	s = xasprintf("The verification command failed:\n%s", tail ? tail : "");
-	rc = store_task_set_text(st, id, TC_FEEDBACK, s);
-	free(s);
-	if (rc == -1)
-		return -1;
-	return task_enter(st, t, WS_IMPLEMENTING, 1,
+	return sched_rework(t,
+	    "The verification command failed:", sched_jstr(r, "output_tail"),
 	    "verification failed, implementing again");
 }
 
