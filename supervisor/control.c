@@ -375,20 +375,29 @@ control_task_verb(struct evhttp_request *req, int64_t id, const char *verb)
 	    json_pack("{s:I,s:s}", "id", (json_int_t)id, "done", verb));
 }
 
-static void
-control_task_get(struct evhttp_request *req, int64_t id, struct evkeyvalq *q)
+/* The task id, or NULL after answering 500 or 404. */
+static struct task *
+control_task_load(struct evhttp_request *req, int64_t id)
 {
 	struct task *t;
 
 	if (store_task_get(control_st, id, &t) == -1) {
 		control_error(req, 500, store_error(control_st));
-		return;
+		return NULL;
 	}
-	if (t == NULL) {
+	if (t == NULL)
 		control_error(req, 404, "no such task");
-		return;
-	}
+	return t;
+}
+
+static void
+control_task_get(struct evhttp_request *req, int64_t id, struct evkeyvalq *q)
+{
+	struct task *t;
+
 	(void)q;
+	if ((t = control_task_load(req, id)) == NULL)
+		return;
 	control_reply(req, 200, task_json(control_st, t, 1));
 	task_free(t);
 }
@@ -407,14 +416,8 @@ control_diff_get(struct evhttp_request *req, int64_t id)
 	char *diff, *clean, *err;
 	size_t total, bad, keep;
 
-	if (store_task_get(control_st, id, &t) == -1) {
-		control_error(req, 500, store_error(control_st));
+	if ((t = control_task_load(req, id)) == NULL)
 		return;
-	}
-	if (t == NULL) {
-		control_error(req, 404, "no such task");
-		return;
-	}
 	if (task_diff(control_st, t, CONTROL_DIFF_MAX, &diff, &total, &err) ==
 	    -1) {
 		task_free(t);
