@@ -57,6 +57,21 @@ int write_all(int fd, const void *buf, size_t len);
 /* Read exactly len bytes: 1, 0 at EOF before any byte, -1 on error/short. */
 int read_full(int fd, void *buf, size_t len);
 
+/* provider.c: the model providers' HTTP APIs, as data. */
+struct provider {
+	const char *name;         /* ORCH_LLM_PROVIDER */
+	const char *base;         /* ORCH_LLM_BASE_URL's default */
+	const char *model;        /* ORCH_LLM_MODEL's default */
+	int add_v1;               /* "/v1" first, unless the base ends so */
+	const char *key_header;   /* "Name: prefix", the key follows */
+	const char *fixed_header; /* sent always, or NULL */
+};
+/* The provider called name, or NULL (the scripted one has no API). */
+const struct provider *provider_find(const char *name);
+/* base (the provider's own when NULL or empty) without trailing slashes,
+ * "/v1" when the provider adds it, then path: malloc'd. */
+char *provider_url(const struct provider *, const char *base, const char *path);
+
 /* utf8.c */
 /*
  * Length of the valid UTF-8 sequence at s, which has n bytes left: 1 to 4,

@@ -1369,36 +1369,30 @@ cli_discard_cb(char *d, size_t size, size_t n, void *arg)
 static int
 cli_llm_probe(char **what, char **why)
 {
+	const struct provider *p = provider_find(cfg.provider);
 	int anthropic = strcmp(cfg.provider, "anthropic") == 0;
-	const char *base = cfg.base_url;
 	struct curl_slist *h = NULL;
 	char *url, *hdr = NULL;
-	size_t n;
 	long code = 0;
 	CURLcode rc;
 	CURL *c;
 	int ret = -1;
 
-	if (base == NULL)
-		base = anthropic ? "https://api.anthropic.com"
-		                 : "https://api.openai.com/v1";
-	n = strlen(base);
-	while (n > 0 && base[n - 1] == '/')
-		n--;
-	if (anthropic && !(n >= 3 && memcmp(base + n - 3, "/v1", 3) == 0))
-		url = xasprintf("%.*s/v1/models", (int)n, base);
-	else
-		url = xasprintf("%.*s/models", (int)n, base);
+	if (p == NULL) {
+		*what = xasprintf("LLM provider %s", cfg.provider);
+		*why = xstrdup("no such provider: set ORCH_LLM_PROVIDER to "
+		               "openai, anthropic or scripted");
+		return -1;
+	}
+	url = provider_url(p, cfg.base_url, "/models");
 	*what =
 	    xasprintf("LLM endpoint %s answers (GET %s)", cfg.provider, url);
 	if (cfg.api_key != NULL) {
-		hdr = anthropic
-		          ? xasprintf("x-api-key: %s", cfg.api_key)
-		          : xasprintf("Authorization: Bearer %s", cfg.api_key);
+		hdr = xasprintf("%s%s", p->key_header, cfg.api_key);
 		h = curl_slist_append(h, hdr);
 	}
-	if (anthropic)
-		h = curl_slist_append(h, "anthropic-version: 2023-06-01");
+	if (p->fixed_header != NULL)
+		h = curl_slist_append(h, p->fixed_header);
 	c = curl_easy_init();
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);

@@ -904,9 +904,44 @@ test_io_scripted(void)
 	json_decref(m);
 }
 
+/* One provider table for the worker and doctor: defaults and URLs. */
+static void
+test_providers(void)
+{
+	const struct provider *o = provider_find("openai");
+	const struct provider *a = provider_find("anthropic");
+	char *u;
+
+	ok(o != NULL && a != NULL, "providers: openai and anthropic known");
+	ok(provider_find("scripted") == NULL && provider_find(NULL) == NULL,
+	    "providers: scripted has no HTTP API");
+	if (o == NULL || a == NULL)
+		return;
+	u = provider_url(o, NULL, "/models");
+	is_str(u, "https://api.openai.com/v1/models", "openai: default base");
+	free(u);
+	u = provider_url(o, "http://127.0.0.1:8080/v1//", "/chat/completions");
+	is_str(u, "http://127.0.0.1:8080/v1/chat/completions",
+	    "openai: trailing slashes dropped, no /v1 added");
+	free(u);
+	u = provider_url(a, "https://api.anthropic.com/", "/messages");
+	is_str(
+	    u, "https://api.anthropic.com/v1/messages", "anthropic: /v1 added");
+	free(u);
+	u = provider_url(a, "https://proxy.example/v1", "/models");
+	is_str(u, "https://proxy.example/v1/models",
+	    "anthropic: a base ending in /v1 is kept");
+	free(u);
+	ok(strcmp(a->fixed_header, "anthropic-version: 2023-06-01") == 0 &&
+	        strncmp(a->key_header, "x-api-key", 9) == 0 &&
+	        strncmp(o->key_header, "Authorization: Bearer", 21) == 0,
+	    "providers: the key and version headers");
+}
+
 int
 main(void)
 {
+	test_providers();
 	test_openai_stream();
 	test_openai_faults();
 	test_anthropic();

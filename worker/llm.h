@@ -179,13 +179,9 @@ int llm_http_chat(
     const struct llm_req *, json_t **reply, char **cause, int *permanent);
 /* An HTTP provider: its defaults, its address, its headers, its body. */
 struct llm_api {
-	const char *base;         /* ORCH_LLM_BASE_URL's default */
-	const char *model;        /* ORCH_LLM_MODEL's default */
-	const char *path;         /* appended to the base */
-	int add_v1;               /* "/v1" first, unless the base ends so */
-	const char *key_header;   /* "Name: prefix", the key follows */
-	const char *fixed_header; /* sent always, or NULL */
-	const char *no_key;       /* why the default base needs a key */
+	const char *provider; /* its row in common/provider.c */
+	const char *path;     /* appended to the base */
+	const char *no_key;   /* why the default base needs a key */
 	json_t *(*request)(const char *model, json_t *messages, json_t *tools);
 	void (*asm_init)(struct llm_asm *, int turn);
 };

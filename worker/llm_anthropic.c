@@ -2,7 +2,8 @@
  * The anthropic provider: POST {base}/v1/messages (the Messages API,
  * anthropic-version 2023-06-01), streamed, with tools.
  *
- * Defaults: base https://api.anthropic.com, model claude-sonnet-4-5,
+ * Defaults (common/provider.c): base https://api.anthropic.com, model
+ * claude-sonnet-4-5,
  * max_tokens 8192.
  *
  * The neutral conversation maps onto it so: system messages become the
@@ -25,9 +26,6 @@
 #include "common.h"
 #include "llm.h"
 
-#define ANTHROPIC_BASE       "https://api.anthropic.com"
-#define ANTHROPIC_MODEL      "claude-sonnet-4-5"
-#define ANTHROPIC_VERSION    "2023-06-01"
 #define ANTHROPIC_MAX_TOKENS 8192
 
 static const char *
@@ -376,14 +374,9 @@ int
 llm_anthropic_chat(const struct llm_turn *t, json_t *messages, json_t *tools,
     json_t **reply, char **cause, int *permanent)
 {
-	/* Both https://api.anthropic.com and .../v1 are taken as the base. */
 	static const struct llm_api api = {
-	    .base = ANTHROPIC_BASE,
-	    .model = ANTHROPIC_MODEL,
+	    .provider = "anthropic",
 	    .path = "/messages",
-	    .add_v1 = 1,
-	    .key_header = "x-api-key: ",
-	    .fixed_header = "anthropic-version: " ANTHROPIC_VERSION,
 	    .no_key = "the anthropic provider needs an API key: set "
 	              "ORCH_LLM_API_KEY",
 	    .request = llm_anthropic_request,

@@ -913,6 +913,7 @@ llm_http_api_chat(const struct llm_api *api, const struct llm_turn *t,
     json_t *messages, json_t *tools, json_t **reply, char **cause,
     int *permanent)
 {
+	const struct provider *p = provider_find(api->provider);
 	json_t *llm = t->llm, *body;
 	const char *base = json_string_value(json_object_get(llm, "base_url"));
 	const char *model = json_string_value(json_object_get(llm, "model"));
@@ -925,32 +926,23 @@ llm_http_api_chat(const struct llm_api *api, const struct llm_turn *t,
 
 	*reply = NULL;
 	if (base == NULL || *base == '\0')
-		base = api->base;
+		base = p->base;
 	if (model == NULL || *model == '\0')
-		model = api->model;
-	if ((key == NULL || *key == '\0') && strcmp(base, api->base) == 0) {
+		model = p->model;
+	if ((key == NULL || *key == '\0') && strcmp(base, p->base) == 0) {
 		*cause = xstrdup(api->no_key);
 		*permanent = 1;
 		return -1;
 	}
-	if (api->fixed_header != NULL)
-		headers[n++] = api->fixed_header;
+	if (p->fixed_header != NULL)
+		headers[n++] = p->fixed_header;
 	/* A local compatible server may need no key: then none is sent. */
 	if (key != NULL && *key != '\0') {
-		auth = xasprintf("%s%s", api->key_header, key);
+		auth = xasprintf("%s%s", p->key_header, key);
 		headers[n++] = auth;
 	}
 	headers[n] = NULL;
-
-	n = strlen(base);
-	while (n > 0 && base[n - 1] == '/')
-		n--;
-	/* With add_v1, both https://host and https://host/v1 are a base. */
-	url = xasprintf("%.*s%s%s", (int)n, base,
-	    api->add_v1 && !(n >= 3 && memcmp(base + n - 3, "/v1", 3) == 0)
-	        ? "/v1"
-	        : "",
-	    api->path);
+	url = provider_url(p, base, api->path);
 	body = api->request(model, messages, tools);
 	b = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
 	json_decref(body);

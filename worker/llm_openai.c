@@ -3,7 +3,8 @@
  * streamed (stream_options.include_usage for the token counts).  It works
  * with any OpenAI-compatible server: ORCH_LLM_BASE_URL names it.
  *
- * Defaults: base https://api.openai.com/v1, model gpt-4o-mini.
+ * Defaults (common/provider.c): base https://api.openai.com/v1, model
+ * gpt-4o-mini.
  *
  * The stream is "data: CHUNK" events and a final "data: [DONE]"; text comes
  * in choices[0].delta.content, tool calls in choices[0].delta.tool_calls as
@@ -17,9 +18,6 @@
 
 #include "common.h"
 #include "llm.h"
-
-#define OPENAI_BASE  "https://api.openai.com/v1"
-#define OPENAI_MODEL "gpt-4o-mini"
 
 static const char *
 openai_str(json_t *o, const char *key)
@@ -282,10 +280,8 @@ llm_openai_chat(const struct llm_turn *t, json_t *messages, json_t *tools,
     json_t **reply, char **cause, int *permanent)
 {
 	static const struct llm_api api = {
-	    .base = OPENAI_BASE,
-	    .model = OPENAI_MODEL,
+	    .provider = "openai",
 	    .path = "/chat/completions",
-	    .key_header = "Authorization: Bearer ",
 	    .no_key = "the openai provider needs an API key for "
 	              "api.openai.com: set ORCH_LLM_API_KEY",
 	    .request = llm_openai_request,
