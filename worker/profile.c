@@ -109,7 +109,7 @@ path_under(const char *path, const char *dir)
  * empty component (except for "/" itself).  NULL when fine, else why not.
  */
 static const char *
-path_check(const char *path)
+abs_path_check(const char *path)
 {
 	const char *p, *q;
 
@@ -301,8 +301,8 @@ profile_line(struct sandbox_profile *p, struct parse_state *st, char *line)
 		if (n != 2 && n != 3)
 			return xasprintf("%s wants PATH [DEST]", w[0]);
 		dst = n == 3 ? w[2] : w[1];
-		if ((why = path_check(w[1])) != NULL ||
-		    (why = path_check(dst)) != NULL ||
+		if ((why = abs_path_check(w[1])) != NULL ||
+		    (why = abs_path_check(dst)) != NULL ||
 		    (why = source_check(w[1])) != NULL ||
 		    (why = dest_check(dst)) != NULL)
 			return xasprintf("%s: %s", w[0], why);
@@ -320,7 +320,7 @@ profile_line(struct sandbox_profile *p, struct parse_state *st, char *line)
 
 		if (n != 3)
 			return xasprintf("symlink wants TARGET LINK");
-		if ((why = path_check(w[2])) != NULL ||
+		if ((why = abs_path_check(w[2])) != NULL ||
 		    (why = dest_check(w[2])) != NULL)
 			return xasprintf("symlink: %s", why);
 		p->mounts =

@@ -299,7 +299,8 @@ path_error(struct tool_result *r, const char *tool, const char *path, int err)
  * the path is opened, and alone decides about symlinks.
  */
 static char *
-path_check(const char *tool, json_t *arg, int root_ok, struct tool_result *r)
+tool_path_check(
+    const char *tool, json_t *arg, int root_ok, struct tool_result *r)
 {
 	const char *path = json_string_value(arg);
 	size_t len = json_string_length(arg), n = 0;
@@ -587,7 +588,8 @@ tool_write_file(const struct tool_ctx *ctx, json_t *args, struct tool_result *r)
 		    len, TOOL_MAX_WRITE);
 		return;
 	}
-	norm = path_check("write_file", json_object_get(args, "path"), 0, r);
+	norm =
+	    tool_path_check("write_file", json_object_get(args, "path"), 0, r);
 	if (norm == NULL)
 		return;
 	p = show(json_string_value(json_object_get(args, "path")));
@@ -610,7 +612,8 @@ tool_read_file(const struct tool_ctx *ctx, json_t *args, struct tool_result *r)
 	size_t used, size, bad;
 	int fd, more, saved;
 
-	norm = path_check("read_file", json_object_get(args, "path"), 0, r);
+	norm =
+	    tool_path_check("read_file", json_object_get(args, "path"), 0, r);
 	if (norm == NULL)
 		return;
 	fd = open_regular("read_file", path, norm, ctx->rootfd, &st, r);
@@ -690,7 +693,8 @@ tool_edit_file(const struct tool_ctx *ctx, json_t *args, struct tool_result *r)
 		                "the exact text to replace");
 		return;
 	}
-	norm = path_check("edit_file", json_object_get(args, "path"), 0, r);
+	norm =
+	    tool_path_check("edit_file", json_object_get(args, "path"), 0, r);
 	if (norm == NULL)
 		return;
 	fd = open_regular("edit_file", path, norm, ctx->rootfd, &st, r);
@@ -910,7 +914,8 @@ tool_list_files(const struct tool_ctx *ctx, json_t *args, struct tool_result *r)
 	char *norm, *prefix, *p;
 	int fd;
 
-	norm = path_check("list_files", json_object_get(args, "path"), 1, r);
+	norm =
+	    tool_path_check("list_files", json_object_get(args, "path"), 1, r);
 	if (norm == NULL)
 		return;
 	fd = open_beneath(ctx->rootfd, norm[0] == '\0' ? "." : norm,
