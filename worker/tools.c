@@ -771,9 +771,7 @@ out:
 }
 
 struct listing {
-	char *text;
-	size_t len;
-	size_t size;
+	struct buf text;
 	size_t shown;
 	size_t left;
 	int walk_cut; /* stopped counting at LIST_WALK_MAX */
@@ -812,18 +810,12 @@ listing_add(struct listing *l, const char *prefix, const struct entry *e)
 			*p = '?';
 	}
 	n = strlen(line);
-	if (l->len + n > TOOL_MAX_RESULT - NOTE_ROOM) {
+	if (l->text.len + n > TOOL_MAX_RESULT - NOTE_ROOM) {
 		l->left++;
 		free(line);
 		return;
 	}
-	if (l->len + n + 1 > l->size) {
-		while (l->len + n + 1 > l->size)
-			l->size = l->size == 0 ? 4096 : l->size * 2;
-		l->text = xrealloc(l->text, l->size);
-	}
-	memcpy(l->text + l->len, line, n + 1);
-	l->len += n;
+	buf_add(&l->text, line, n);
 	l->shown++;
 	free(line);
 }
@@ -933,6 +925,7 @@ tool_list_files(const struct tool_ctx *ctx, json_t *args, struct tool_result *r)
 		return;
 	}
 	memset(&l, 0, sizeof l);
+	buf_init(&l.text);
 	prefix = norm[0] == '\0' ? xstrdup("") : xasprintf("%s/", norm);
 	list_dir(&l, fd, prefix, 0);
 	p = show(path);
@@ -940,8 +933,7 @@ tool_list_files(const struct tool_ctx *ctx, json_t *args, struct tool_result *r)
 		result_done(r, xasprintf("[%s is an empty directory]",
 		                   norm[0] == '\0' ? "the workspace" : p));
 	else {
-		char *text =
-		    xasprintf("%.*s", (int)l.len, l.text != NULL ? l.text : "");
+		char *text = xstrdup(l.text.buf);
 
 		if (l.left > 0 || l.walk_cut) {
 			char *more = xasprintf(
@@ -965,7 +957,7 @@ tool_list_files(const struct tool_ctx *ctx, json_t *args, struct tool_result *r)
 	}
 	free(p);
 	free(prefix);
-	free(l.text);
+	buf_free(&l.text);
 	free(norm);
 }
 
@@ -1180,24 +1172,17 @@ type_name(json_t *v)
 static char *
 tool_names(unsigned mask)
 {
-	char *out = xstrdup("");
-	size_t len = 0;
+	struct buf out;
 
+	buf_init(&out);
 	for (size_t i = 0; i < nitems(tools); i++) {
-		size_t n;
-
 		if (mask != 0 && (tools[i].stages & mask) == 0)
 			continue;
-		n = strlen(tools[i].name);
-		out = xrealloc(out, len + n + 3);
-		if (len > 0) {
-			memcpy(out + len, ", ", 2);
-			len += 2;
-		}
-		memcpy(out + len, tools[i].name, n + 1);
-		len += n;
+		if (out.len > 0)
+			buf_adds(&out, ", ");
+		buf_adds(&out, tools[i].name);
 	}
-	return out;
+	return out.buf;
 }
 
 /* Check every declared argument's presence and JSON type. */
