@@ -20,7 +20,10 @@
 #include <event2/event.h>
 
 #include "common.h"
-#include "supervisor.h"
+#include "audit.h"
+#include "config.h"
+#include "store.h"
+#include "task.h"
 
 static int64_t audit_pos;
 static int64_t audit_saved = -1;

@@ -11,7 +11,8 @@
 #include <curl/curl.h>
 
 #include "common.h"
-#include "supervisor.h"
+#include "client.h"
+#include "config.h"
 
 #define CLIENT_MAX_REPLY (64 * 1024 * 1024)
 /*

@@ -13,8 +13,8 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "buildconf.h"
 #include "config.h"
-#include "supervisor.h"
 
 struct config cfg;
 

@@ -8,6 +8,7 @@
  * and left open, and control_event() writes each event as the service's
  * event pump (server.c) hands it over, so nothing polls the database.
  */
+#include <sys/queue.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -29,7 +30,13 @@
 #include <event2/listener.h>
 
 #include "common.h"
-#include "supervisor.h"
+#include "config.h"
+#include "control.h"
+#include "gc.h"
+#include "proc.h"
+#include "sched.h"
+#include "store.h"
+#include "task.h"
 
 #define CONTROL_MAX_HEADERS 16384
 /* A request of TASK_MAX_REQUEST bytes, JSON-escaped at its worst. */

@@ -20,7 +20,11 @@
 #include <unistd.h>
 
 #include "common.h"
-#include "supervisor.h"
+#include "audit.h"
+#include "config.h"
+#include "gc.h"
+#include "store.h"
+#include "task.h"
 
 struct gc_repo {
 	char *repo;

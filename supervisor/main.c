@@ -2,7 +2,8 @@
  * orch-supervisor: runs LLM coding-agent tasks durably and safely.  See
  * README.md for the commands, states and variables.
  */
-#include "supervisor.h"
+
+#include "cli.h"
 
 int
 main(int argc, char **argv)

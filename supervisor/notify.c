@@ -16,8 +16,11 @@
 #include <event2/event.h>
 
 #include "common.h"
+#include "buildconf.h"
 #include "config.h"
-#include "supervisor.h"
+#include "notify.h"
+#include "store.h"
+#include "task.h"
 
 #define NOTIFY_ATTEMPTS  5
 #define NOTIFY_TIMEOUT_S 10

@@ -5,6 +5,7 @@
  * by the SIGCHLD handler; handed to its owner's on_exit when both reaped and
  * at EOF.  proc.c knows nothing of its owner: it calls back, never up.
  */
+#include <sys/queue.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -23,7 +24,9 @@
 #include <event2/event.h>
 
 #include "common.h"
-#include "supervisor.h"
+#include "config.h"
+#include "proc.h"
+#include "store.h"
 
 #ifndef TAILQ_FOREACH_SAFE
 #define TAILQ_FOREACH_SAFE(var, head, field, tvar)                             \

@@ -14,7 +14,11 @@
 #include <event2/event.h>
 
 #include "common.h"
-#include "supervisor.h"
+#include "config.h"
+#include "proc.h"
+#include "sched.h"
+#include "store.h"
+#include "task.h"
 
 struct backoff {
 	int64_t task;

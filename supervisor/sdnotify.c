@@ -18,7 +18,9 @@
 #include <event2/event.h>
 
 #include "common.h"
-#include "supervisor.h"
+#include "proc.h"
+#include "sdnotify.h"
+#include "store.h"
 
 static struct event *sdnotify_watchdog_ev;
 static char sdnotify_last_status[128];

@@ -17,7 +17,16 @@
 #include <event2/event.h>
 
 #include "common.h"
-#include "supervisor.h"
+#include "audit.h"
+#include "config.h"
+#include "control.h"
+#include "doctor.h"
+#include "notify.h"
+#include "proc.h"
+#include "sched.h"
+#include "sdnotify.h"
+#include "server.h"
+#include "store.h"
 
 volatile int server_quit;
 static int server_lockfd = -1;

@@ -13,7 +13,9 @@
 #include <unistd.h>
 
 #include "common.h"
-#include "supervisor.h"
+#include "config.h"
+#include "store.h"
+#include "task.h"
 
 static const char *
 task_start_checkpoint(enum wstate state)

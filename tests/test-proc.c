@@ -17,7 +17,9 @@
 #include <event2/event.h>
 
 #include "common.h"
-#include "supervisor.h"
+#include "config.h"
+#include "proc.h"
+#include "store.h"
 #include "tap.h"
 
 struct owner {

@@ -20,7 +20,11 @@
 #include "common.h"
 #include "proto.h"
 #include "store.h"
-#include "supervisor.h"
+#include "config.h"
+#include "proc.h"
+#include "sched.h"
+#include "store.h"
+#include "task.h"
 #include "tap.h"
 
 extern char **environ;

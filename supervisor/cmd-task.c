@@ -1,0 +1,480 @@
+/*
+ * Commands that make or move tasks: submit, run, --resume, approve, reject,
+ * cancel.
+ */
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "config.h"
+#include "server.h"
+#include "task.h"
+
+/* repo: only for resume, a repository to give a task that has none. */
+static int
+cli_task_op(const char *verb, int64_t id, const char *by, const char *reason,
+    const char *repo)
+{
+	struct store *st;
+	char *err, *path;
+	int code, rc;
+
+	/* Checked here too, so that both ways below refuse alike. */
+	if ((by != NULL && task_check_text("name (--by)", by, TASK_MAX_NAME,
+	                       &err, &code) == -1) ||
+	    (reason != NULL && task_check_text("reason", reason,
+	                           TASK_MAX_REASON, &err, &code) == -1)) {
+		cli_error("%s", err);
+		free(err);
+		return 1;
+	}
+	switch (cli_writer(&st)) {
+	case -1:
+		return 1;
+	case 1: {
+		json_t *b = json_object();
+		if (by != NULL)
+			json_object_set_new(b, "by", json_string(by));
+		if (reason != NULL)
+			json_object_set_new(b, "reason", json_string(reason));
+		if (repo != NULL)
+			json_object_set_new(b, "repo", json_string(repo));
+		path = xasprintf("/v1/tasks/%lld/%s", (long long)id, verb);
+		rc = cli_post(path, b, NULL);
+		free(path);
+		json_decref(b);
+		return rc;
+	}
+	}
+	if (strcmp(verb, "approve") == 0)
+		rc = task_approve(st, id, by, &err, &code);
+	else if (strcmp(verb, "reject") == 0)
+		rc = task_reject(st, id, reason, by, &err, &code);
+	else if (strcmp(verb, "cancel") == 0)
+		rc = task_cancel(st, id, &err, &code);
+	else {
+		rc =
+		    repo != NULL ? task_set_repo(st, id, repo, &err, &code) : 0;
+		if (rc == 0)
+			rc = task_resume(st, id, &err, &code);
+	}
+	store_close(st);
+	if (rc == -1) {
+		cli_error("%s", err);
+		free(err);
+		return 1;
+	}
+	return 0;
+}
+
+/* Ask a person at the terminal about a gate: 1 approve, 0 stop, -1 reject
+ * (with *reason set). */
+static int
+cli_ask(int64_t id, enum wstate state, char **reason)
+{
+	char *line = NULL;
+	size_t cap = 0;
+	int ans = 0;
+
+	printf("\nTask %lld: %s. See `orch-supervisor show %lld`.\n",
+	    (long long)id, wstate_name(state), (long long)id);
+	printf("Approve? [y]es / [n]o, stop here / [r]eject: ");
+	fflush(stdout);
+	if (getline(&line, &cap, stdin) > 0) {
+		if (line[0] == 'y' || line[0] == 'Y')
+			ans = 1;
+		else if (line[0] == 'r' || line[0] == 'R') {
+			printf("Reason: ");
+			fflush(stdout);
+			if (getline(&line, &cap, stdin) > 0) {
+				line[strcspn(line, "\n")] = '\0';
+				*reason = xstrdup(line);
+				ans = -1;
+			}
+		}
+	}
+	free(line);
+	return ans;
+}
+
+/*
+ * Drive one task in the foreground: through the service when it runs
+ * (following its events), else with our own loop; on a terminal, ask at
+ * approval gates.  Exit status: 0 completed or waiting, 1 failed.
+ */
+static int
+cli_drive(int64_t id)
+{
+	struct printer p;
+	enum wstate state;
+	int interactive = isatty(STDIN_FILENO);
+
+	printer_init(&p, id);
+	/* The printer shows the task's log; the service's own info lines
+	 * would only repeat it. */
+	if (cfg.log_level == LOG_LEVEL_INFO)
+		log_init("orch-supervisor", LOG_LEVEL_WARN);
+	for (;;) {
+		struct store *st;
+		int w = cli_writer(&st);
+
+		if (w == -1)
+			return 1;
+		if (w == 1) {
+			/* Follow the service until the task ends or waits. */
+			for (;;) {
+				printer_tick(&p);
+				if (cli_task_state(id, &state) == -1)
+					return 1;
+				if (wstate_stage(state) == NULL)
+					break;
+				usleep(100 * 1000);
+			}
+			printer_tick(&p);
+		} else {
+			store_close(st);
+			if (server_run(id, 1, printer_tick, &p) != 0)
+				return 1;
+			if (server_quit)
+				return 1;
+			if (cli_task_state(id, &state) == -1)
+				return 1;
+		}
+		if (wstate_status(state) != TS_AWAITING_APPROVAL)
+			break;
+		char *reason = NULL;
+		int ans = interactive ? cli_ask(id, state, &reason) : 0;
+		if (ans == 0) {
+			printf("Task %lld waits for approval: `orch-supervisor "
+			       "approve %lld` or `orch-supervisor reject %lld "
+			       "--reason ...`, then `orch-supervisor --resume "
+			       "%lld`.\n",
+			    (long long)id, (long long)id, (long long)id,
+			    (long long)id);
+			store_close(p.st);
+			return 0;
+		}
+		int rc = cli_task_op(
+		    ans == 1 ? "approve" : "reject", id, NULL, reason, NULL);
+		free(reason);
+		if (rc != 0)
+			return 1;
+	}
+	char *branch = NULL;
+	struct task *done = NULL;
+
+	if (state == WS_COMPLETED && p.st != NULL &&
+	    store_task_get(p.st, id, &done) == 0 && done != NULL)
+		branch = task_branch(p.st, done);
+	task_free(done);
+	store_close(p.st);
+	printf("Task %lld %s.", (long long)id, wstate_name(state));
+	if (state == WS_COMPLETED)
+		printf(" Its branch: %s (`orch-supervisor show %lld`).",
+		    branch != NULL ? branch : "?", (long long)id);
+	free(branch);
+	printf("\n");
+	return state == WS_COMPLETED || state == WS_CANCELLED ? 0 : 1;
+}
+/*
+ * Read a request from a file, or standard input for "-": at most
+ * TASK_MAX_REQUEST bytes of UTF-8 without NUL, its final newlines dropped.
+ * 0 with *out (malloc'd), or -1 after printing why.
+ */
+static int
+cli_read_request(const char *path, char **out)
+{
+	const char *name = strcmp(path, "-") == 0 ? "standard input" : path;
+	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+	size_t len = 0, n;
+	char *buf;
+	json_t *j;
+
+	*out = NULL;
+	if (f == NULL) {
+		cli_error("cannot read the request from %s: %s", path,
+		    strerror(errno));
+		return -1;
+	}
+	buf = xmalloc(TASK_MAX_REQUEST + 2);
+	while (len <= TASK_MAX_REQUEST &&
+	       (n = fread(buf + len, 1, TASK_MAX_REQUEST + 1 - len, f)) > 0)
+		len += n;
+	if (ferror(f)) {
+		cli_error("cannot read the request from %s: %s", name,
+		    strerror(errno));
+		goto fail;
+	}
+	if (len > TASK_MAX_REQUEST) {
+		cli_error("the request in %s is over %d bytes (the limit): "
+		          "shorten it, or point to a file in the repository",
+		    name, TASK_MAX_REQUEST);
+		goto fail;
+	}
+	buf[len] = '\0';
+	if (memchr(buf, '\0', len) != NULL) {
+		cli_error(
+		    "the request in %s has a NUL byte: is it text?", name);
+		goto fail;
+	}
+	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+		buf[--len] = '\0';
+	/* jansson checks UTF-8 as it makes a string. */
+	if ((j = json_stringn(buf, len)) == NULL) {
+		cli_error("the request in %s is not valid UTF-8: convert it "
+		          "(iconv -t UTF-8)",
+		    name);
+		goto fail;
+	}
+	json_decref(j);
+	if (f != stdin)
+		fclose(f);
+	*out = buf;
+	return 0;
+fail:
+	if (f != stdin)
+		fclose(f);
+	free(buf);
+	return -1;
+}
+
+/* submit and run share their options. */
+static int
+cli_submit(int argc, char **argv, int64_t *idp)
+{
+	static const struct option opts[] = {
+	    {"repo", required_argument, NULL, 'r'},
+	    {"file", required_argument, NULL, 'f'},
+	    {"verify", required_argument, NULL, 'v'},
+	    {"auto-approve", required_argument, NULL, 'a'},
+	    {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+	const char *repo = NULL, *verify = NULL, *file = NULL;
+	int c, aa = cfg.auto_approve, code;
+	char *abs, *head, *err, *request = NULL;
+	struct task_new tn;
+	struct store *st;
+
+	while ((c = getopt_long(argc, argv, "r:f:v:a:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'r':
+			repo = optarg;
+			break;
+		case 'f':
+			file = optarg;
+			break;
+		case 'v':
+			verify = optarg;
+			break;
+		case 'a':
+			if (config_auto_approve_parse(optarg, &aa) == -1) {
+				cli_error("--auto-approve: expected none, "
+				          "plan, implementation or all");
+				return EXIT_USAGE;
+			}
+			break;
+		case 'h':
+			return cli_help() == 0 ? -2 : 1;
+		default:
+			return cli_usage();
+		}
+	}
+	/* The request: its argument, or "-" or --file F for a long one. */
+	if (repo == NULL || (file == NULL) != (optind == argc - 1) ||
+	    optind < argc - 1)
+		return cli_usage();
+	if (file == NULL && strcmp(argv[optind], "-") == 0)
+		file = "-";
+	if (file != NULL && cli_read_request(file, &request) == -1)
+		return 1;
+	if (task_check_repo(repo, &abs, &head, &err) == -1) {
+		cli_error("%s", err);
+		free(err);
+		free(request);
+		return 1;
+	}
+	tn.request = request != NULL ? request : argv[optind];
+	tn.repo = abs;
+	tn.base_commit = head;
+	tn.verify_command = verify;
+	tn.auto_approve = aa;
+	switch (cli_writer(&st)) {
+	case -1:
+		c = 1;
+		break;
+	case 1: {
+		json_t *b = json_pack("{s:s,s:s,s:s?,s:s}", "request",
+		    tn.request, "repo", abs, "verify", verify, "auto_approve",
+		    config_auto_approve_name(aa));
+		json_t *r;
+		c = cli_post("/v1/tasks", b, &r);
+		json_decref(b);
+		if (c == 0) {
+			*idp = json_integer_value(json_object_get(r, "id"));
+			json_decref(r);
+		}
+		break;
+	}
+	default:
+		c = task_submit(st, &tn, idp, &err, &code) == -1;
+		if (c) {
+			cli_error("%s", err);
+			free(err);
+		}
+		store_close(st);
+	}
+	free(abs);
+	free(head);
+	free(request);
+	return c;
+}
+
+int
+cmd_submit(int argc, char **argv)
+{
+	int64_t id;
+	int rc = cli_submit(argc, argv, &id);
+
+	if (rc == -2)
+		return 0;
+	if (rc == 0)
+		printf("%lld\n", (long long)id);
+	return rc;
+}
+
+int
+cmd_run(int argc, char **argv)
+{
+	int64_t id;
+	int rc = cli_submit(argc, argv, &id);
+
+	if (rc == -2)
+		return 0;
+	if (rc != 0)
+		return rc;
+	printf("Task %lld submitted.\n", (long long)id);
+	fflush(stdout);
+	return cli_drive(id);
+}
+
+/*
+ * A task the Python orchestrator made has no repository.  That orchestrator
+ * worked in the directory it was run from: offer this one.
+ */
+static int
+cli_resume_check(int64_t id)
+{
+	struct store *st;
+	struct task *t = NULL;
+	char cwd[PATH_MAX];
+	int rc = 0;
+
+	if (cli_open_ro(&st) == -1 || st == NULL)
+		return 0; /* the resume itself says what is wrong */
+	if (store_task_get(st, id, &t) == 0 && t != NULL &&
+	    (t->repo == NULL || t->base_commit == NULL) &&
+	    t->state != WS_COMPLETED && t->state != WS_CANCELLED) {
+		cli_error(
+		    "task %lld has no repository: the Python orchestrator "
+		    "made it, and worked in the directory it was run "
+		    "from; if that is this one: orch-supervisor --resume "
+		    "%lld --repo %s",
+		    (long long)id, (long long)id,
+		    getcwd(cwd, sizeof cwd) != NULL ? cwd : "DIR");
+		rc = -1;
+	}
+	task_free(t);
+	store_close(st);
+	return rc;
+}
+
+int
+cmd_resume(int64_t id, const char *repo)
+{
+	char *abs = NULL, *head, *err;
+	int rc;
+
+	if (repo == NULL && cli_resume_check(id) == -1)
+		return 1;
+	/* The service may run elsewhere: it gets an absolute path. */
+	if (repo != NULL) {
+		if (task_check_repo(repo, &abs, &head, &err) == -1) {
+			cli_error("%s", err);
+			free(err);
+			return 1;
+		}
+		free(head);
+	}
+	rc = cli_task_op("resume", id, NULL, NULL, abs);
+	free(abs);
+
+	if (rc != 0)
+		return rc;
+	return cli_drive(id);
+}
+
+int
+cmd_approve(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"by", required_argument, NULL, 'b'},
+	    {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+	const char *by = NULL, *reason = NULL;
+	int64_t id;
+	int rc = cli_one_id(argc, argv, &id, "b:h", opts, &by, &reason);
+
+	if (rc != -1)
+		return rc;
+	if ((rc = cli_task_op("approve", id, by, NULL, NULL)) == 0)
+		printf("Task %lld approved.\n", (long long)id);
+	return rc;
+}
+
+int
+cmd_reject(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"reason", required_argument, NULL, 'r'},
+	    {"by", required_argument, NULL, 'b'},
+	    {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+	const char *by = NULL, *reason = NULL;
+	int64_t id;
+	int rc = cli_one_id(argc, argv, &id, "r:b:h", opts, &by, &reason);
+
+	if (rc != -1)
+		return rc;
+	if (reason == NULL) {
+		cli_error("reject needs --reason TEXT");
+		return EXIT_USAGE;
+	}
+	if ((rc = cli_task_op("reject", id, by, reason, NULL)) == 0)
+		printf("Task %lld rejected.\n", (long long)id);
+	return rc;
+}
+
+int
+cmd_cancel(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+	const char *by = NULL, *reason = NULL;
+	int64_t id;
+	int rc = cli_one_id(argc, argv, &id, "h", opts, &by, &reason);
+
+	if (rc != -1)
+		return rc;
+	if ((rc = cli_task_op("cancel", id, NULL, NULL, NULL)) == 0)
+		printf("Task %lld cancelled.\n", (long long)id);
+	return rc;
+}

@@ -1,0 +1,475 @@
+/*
+ * Commands that read tasks: list, show, logs.
+ */
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "client.h"
+#include "task.h"
+
+struct list_arg {
+	json_t *arr;
+	int n;
+};
+
+static int
+cli_list_cb(const struct task *t, void *arg)
+{
+	struct list_arg *la = arg;
+	char *req;
+	size_t n;
+
+	la->n++;
+	if (la->arr != NULL) {
+		json_array_append_new(la->arr, task_json(NULL, t, 0));
+		return 0;
+	}
+	/* Its first line, at most 60 bytes, cut at a character. */
+	n = strcspn(t->request, "\n");
+	req = xstrndup(t->request, utf8_head(t->request, n, 60));
+	printf("%-5lld %-18s %-33s %-19.19s %s\n", (long long)t->id,
+	    tstatus_name(wstate_status(t->state)), wstate_name(t->state),
+	    t->updated_at, cli_safe_line(req));
+	free(req);
+	return 0;
+}
+
+int
+cli_list(int status, int resumable, int json)
+{
+	struct store *st;
+	struct list_arg la = {json ? json_array() : NULL, 0};
+
+	if (cli_open_ro(&st) == -1)
+		return 1;
+	if (!json)
+		printf("%-5s %-18s %-33s %-19s %s\n", "ID", "STATUS", "STATE",
+		    "UPDATED", "REQUEST");
+	if (st != NULL &&
+	    store_task_list(st, status, resumable, cli_list_cb, &la) == -1) {
+		cli_error("%s", store_error(st));
+		store_close(st);
+		return 1;
+	}
+	store_close(st);
+	if (json) {
+		cli_json_print(la.arr);
+		putchar('\n');
+		json_decref(la.arr);
+	} else if (la.n == 0 && resumable)
+		printf("(no resumable tasks)\n");
+	return 0;
+}
+
+int
+cmd_list(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"status", required_argument, NULL, 's'},
+	    {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0}};
+	int c, json = 0, status = -1;
+	enum tstatus ts;
+
+	while ((c = getopt_long(argc, argv, "s:jh", opts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			if (tstatus_parse(optarg, &ts) == -1) {
+				cli_error("--status: expected pending, "
+				          "in_progress, awaiting_approval, "
+				          "completed, failed or cancelled");
+				return EXIT_USAGE;
+			}
+			status = (int)ts;
+			break;
+		case 'j':
+			json = 1;
+			break;
+		case 'h':
+			return cli_help();
+		default:
+			return cli_usage();
+		}
+	}
+	if (optind != argc)
+		return cli_usage();
+	return cli_list(status, 0, json);
+}
+
+static void
+cli_section(const char *title, const char *raw)
+{
+	char *text;
+
+	if (raw == NULL)
+		return;
+	text = utf8_show_str(raw);
+	printf("\n%s:\n", title);
+	for (const char *p = text; *p != '\0';) {
+		size_t n = strcspn(p, "\n");
+		printf("  %.*s\n", (int)n, p);
+		p += n;
+		if (*p == '\n')
+			p++;
+	}
+	free(text);
+}
+
+/* The review, in words: its verdict and comments. */
+static void
+cli_show_review(const char *text)
+{
+	json_t *r = text ? json_loads(text, 0, NULL) : NULL;
+	const char *v = json_string_value(json_object_get(r, "verdict"));
+	const char *c = json_string_value(json_object_get(r, "comments"));
+	char *s;
+
+	if (v == NULL) {
+		cli_section("Review", text);
+		json_decref(r);
+		return;
+	}
+	s = xasprintf("%s%s%s",
+	    strcmp(v, "approve") == 0 ? "approved" : "changes requested",
+	    c && *c ? ": " : "", c ? c : "");
+	cli_section("Review", s);
+	free(s);
+	json_decref(r);
+}
+
+/* The verification, in words: passed, failed or skipped, and why. */
+static void
+cli_show_verification(const struct task *t)
+{
+	const char *text = t->text[TC_VERIFICATION_RESULT];
+	json_t *r = text ? json_loads(text, 0, NULL) : NULL;
+	const char *st = json_string_value(json_object_get(r, "status"));
+	json_t *es = json_object_get(r, "exit_status");
+	const char *tail = json_string_value(json_object_get(r, "output_tail"));
+	char *s;
+
+	if (st == NULL) {
+		if (text != NULL)
+			cli_section("Verification", text);
+		else if (t->state == WS_COMPLETED)
+			cli_section("Verification", "skipped: no --verify "
+			                            "command and no "
+			                            "ORCH_VERIFY_COMMAND");
+		json_decref(r);
+		return;
+	}
+	if (strcmp(st, "skipped") == 0)
+		s = xstrdup("skipped: no --verify command and no "
+		            "ORCH_VERIFY_COMMAND");
+	else
+		s = xasprintf("%s: `%s` exited with status %s%lld after %lld "
+		              "ms%s%s",
+		    st,
+		    json_string_value(json_object_get(r, "command"))
+		        ? json_string_value(json_object_get(r, "command"))
+		        : "?",
+		    json_is_integer(es) ? "" : "(none: killed) ",
+		    (long long)json_integer_value(es),
+		    (long long)json_integer_value(
+		        json_object_get(r, "duration_ms")),
+		    tail && *tail ? "; its output ends with:\n" : "",
+		    tail ? tail : "");
+	cli_section("Verification", s);
+	free(s);
+	json_decref(r);
+}
+
+/* Token usage per stage. */
+static void
+cli_show_usage(struct store *st, int64_t id)
+{
+	json_t *u, *v;
+	const char *k;
+	int head = 0;
+
+	if (store_usage_json(st, id, &u) == -1)
+		return;
+	json_object_foreach(u, k, v) {
+		long long calls =
+		    json_integer_value(json_object_get(v, "calls"));
+
+		/* A stage that asked no model (verifying) has nothing to say.
+		 */
+		if (calls == 0)
+			continue;
+		if (!head++)
+			printf("\nUsage:\n");
+		printf("  %-13s %4lld calls %8lld tokens in %8lld out\n", k,
+		    calls,
+		    (long long)json_integer_value(
+		        json_object_get(v, "tokens_in")),
+		    (long long)json_integer_value(
+		        json_object_get(v, "tokens_out")));
+	}
+	json_decref(u);
+}
+
+/*
+ * The whole change awaiting approval: a person approves what they saw, all
+ * of it (the reviewer's request may have held only its head), every
+ * control in it shown as an escape.
+ */
+static void
+cli_show_diff(struct store *st, const struct task *t)
+{
+	char *diff, *err, *shown;
+	size_t total;
+
+	if (task_diff(st, t, CLI_DIFF_MAX, &diff, &total, &err) == -1) {
+		printf("\nDiff: (cannot be shown: %s)\n", cli_safe(err));
+		free(err);
+		return;
+	}
+	shown = utf8_show(diff, utf8_head(diff, strlen(diff), CLI_DIFF_MAX),
+	    UTF8_SHOW_NL | UTF8_SHOW_TAB);
+	printf("\nDiff (the whole change, %zu bytes):\n%s", total,
+	    *shown != '\0' ? shown : "(no changes)\n");
+	if (total > strlen(diff))
+		printf("\n[... %zu more bytes: see the git diff command above "
+		       "...]\n",
+		    total - strlen(diff));
+	free(shown);
+	free(diff);
+}
+
+static int
+cli_show_cp(const struct checkpoint *cp, void *arg)
+{
+	(void)arg;
+	printf("  %-19.19s  %s\n", cp->created_at, cli_safe_line(cp->name));
+	return 0;
+}
+
+int
+cmd_show(int argc, char **argv)
+{
+	static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+	    {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+	struct store *st;
+	struct task *t;
+	int64_t id;
+	int c, json = 0;
+
+	while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'j':
+			json = 1;
+			break;
+		case 'h':
+			return cli_help();
+		default:
+			return cli_usage();
+		}
+	}
+	if (optind != argc - 1)
+		return cli_usage();
+	if (cli_parse_id(argv[optind], &id) == -1)
+		return EXIT_USAGE;
+	if (cli_open_ro(&st) == -1)
+		return 1;
+	if (st == NULL || store_task_get(st, id, &t) == -1 || t == NULL) {
+		store_close(st);
+		return cli_error(
+		    "no task %lld (see `orch-supervisor list`)", (long long)id);
+	}
+	if (json) {
+		json_t *o = task_json(st, t, 1);
+		cli_json_print(o);
+		putchar('\n');
+		json_decref(o);
+		goto out;
+	}
+	printf("Task %lld: %s (%s)\n", (long long)t->id, wstate_name(t->state),
+	    tstatus_name(wstate_status(t->state)));
+	printf("Request:  %s\n", cli_safe(t->request));
+	printf("Repo:     %s (base %.12s)\n", t->repo ? cli_safe(t->repo) : "-",
+	    t->base_commit ? cli_safe_line(t->base_commit) : "-");
+	printf("Created:  %s   Updated: %s\n", t->created_at, t->updated_at);
+	printf("Restarts: %lld   Tokens: %lld in, %lld out\n",
+	    (long long)t->ival[TI_RETRY_COUNT], (long long)t->tokens_in,
+	    (long long)t->tokens_out);
+	cli_section("Plan", t->text[TC_PLAN]);
+	if (t->text[TC_PLAN_APPROVED_AT])
+		printf("  (approved by %s at %s)\n",
+		    t->text[TC_PLAN_APPROVED_BY]
+		        ? cli_safe_line(t->text[TC_PLAN_APPROVED_BY])
+		        : "?",
+		    cli_safe_line(t->text[TC_PLAN_APPROVED_AT]));
+	cli_section("Plan rejected because", t->text[TC_PLAN_REJECTION_REASON]);
+	cli_section("Implementation", t->text[TC_IMPLEMENTATION]);
+	cli_section("Implementation rejected because",
+	    t->text[TC_IMPLEMENTATION_REJECTION_REASON]);
+	cli_show_review(t->text[TC_REVIEW]);
+	cli_show_verification(t);
+	cli_section("Error", t->text[TC_ERROR_DETAILS]);
+	cli_show_usage(st, id);
+	printf("\nCheckpoints:\n");
+	store_checkpoint_list(st, id, cli_show_cp, NULL);
+	if (t->text[TC_IMPLEMENTATION] != NULL) {
+		char *branch = task_branch(st, t);
+
+		char *b = utf8_show(branch, strlen(branch), 0);
+		const char *repo = cli_safe_line(t->repo);
+
+		printf("\nResult: branch %s in %s\n  git -C %s diff "
+		       "%.12s...%s\n",
+		    b, repo, repo, cli_safe_line(t->base_commit), b);
+		free(b);
+		free(branch);
+	}
+	if (t->state == WS_IMPLEMENTATION_AWAITING_APPROVAL)
+		cli_show_diff(st, t);
+	if (wstate_status(t->state) == TS_AWAITING_APPROVAL)
+		printf("\nWaiting for approval: orch-supervisor approve %lld | "
+		       "reject %lld --reason TEXT\n",
+		    (long long)id, (long long)id);
+out:
+	task_free(t);
+	store_close(st);
+	return 0;
+}
+
+static volatile int cli_interrupted;
+
+static void
+cli_sigint(int sig)
+{
+	(void)sig;
+	cli_interrupted = 1;
+}
+
+/* An event from the service's stream, printed as the database's are. */
+static int
+cli_sse_cb(json_t *o, void *arg)
+{
+	struct printer *p = arg;
+	struct event_row ev = {0};
+
+	ev.state = WS_MAX; /* the printer shows the text, not the state */
+	ev.id = json_integer_value(json_object_get(o, "id"));
+	ev.task = json_integer_value(json_object_get(o, "task"));
+	ev.ts = json_string_value(json_object_get(o, "ts"));
+	ev.kind = json_string_value(json_object_get(o, "kind"));
+	ev.stage = json_string_value(json_object_get(o, "stage"));
+	ev.text = json_string_value(json_object_get(o, "text"));
+	if (ev.ts == NULL || ev.kind == NULL || ev.text == NULL)
+		return 0;
+	if (ev.id > p->after) {
+		printer_event_cb(&ev, p);
+		fflush(stdout);
+	}
+	return 0;
+}
+
+/*
+ * logs -f: through the service's event stream while it runs (it ends the
+ * stream when the task ends), else by reading the database every 100 ms;
+ * when the service stops or starts meanwhile, the other way takes over
+ * from the last event printed.
+ */
+static int
+cli_follow(struct printer *p, int64_t id)
+{
+	enum wstate state;
+
+	for (;;) {
+		if (cli_interrupted)
+			return 0;
+		if (client_service_running()) {
+			char *path, *err = NULL;
+			int ended, rc;
+
+			path = id != 0
+			           ? xasprintf("/v1/tasks/%lld/events?"
+			                       "follow=1&after=%lld",
+			                 (long long)id, (long long)p->after)
+			           : xasprintf("/v1/events?follow=1&after=%lld",
+			                 (long long)p->after);
+			rc = client_follow(path, cli_sse_cb, p,
+			    &cli_interrupted, &ended, &err);
+			free(path);
+			if (rc == -1) {
+				cli_error("%s", err);
+				free(err);
+				return 1;
+			}
+			if (ended || cli_interrupted)
+				return 0;
+			continue; /* the service stopped: the database */
+		}
+		printer_tick(p);
+		if (id != 0 && cli_task_state(id, &state) == 0 &&
+		    (state == WS_COMPLETED || state == WS_FAILED ||
+		        state == WS_CANCELLED)) {
+			printer_tick(p);
+			return 0;
+		}
+		usleep(100 * 1000);
+	}
+}
+
+int
+cmd_logs(int argc, char **argv)
+{
+	static const struct option opts[] = {{"follow", no_argument, NULL, 'f'},
+	    {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+	struct printer p;
+	int64_t id = 0;
+	int c, follow = 0, rc;
+
+	while ((c = getopt_long(argc, argv, "fh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'f':
+			follow = 1;
+			break;
+		case 'h':
+			return cli_help();
+		default:
+			return cli_usage();
+		}
+	}
+	if (optind < argc - 1)
+		return cli_usage();
+	if (optind == argc - 1 && cli_parse_id(argv[optind], &id) == -1)
+		return EXIT_USAGE;
+	printer_init(&p, id);
+	if (cli_open_ro(&p.st) == -1)
+		return 1;
+	if (id != 0) {
+		struct task *t = NULL;
+		if (p.st == NULL || store_task_get(p.st, id, &t) == -1 ||
+		    t == NULL) {
+			store_close(p.st);
+			return cli_error("no task %lld", (long long)id);
+		}
+		task_free(t);
+	}
+	printer_tick(&p);
+	if (!follow) {
+		store_close(p.st);
+		return 0;
+	}
+	signal(SIGINT, cli_sigint);
+	signal(SIGTERM, cli_sigint);
+	rc = cli_follow(&p, id);
+	store_close(p.st);
+	return rc;
+}

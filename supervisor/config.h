@@ -1,0 +1,72 @@
+/* config.c: settings from flags, the environment, .env and defaults. */
+#ifndef CONFIG_H
+#define CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "proto.h"
+
+struct config {
+	char *state_dir;
+	char *db_path;
+	char *env_file; /* --env-file, else ./.env when present */
+	int enable_resume;
+	int backup_on_start;
+	int autocheckpoint;
+	char *provider;
+	char *base_url;
+	char *model;
+	char *api_key;
+	char *script;
+	char *scripted_trace;
+	unsigned llm_timeout_s;
+	unsigned llm_max_retries;
+	int auto_approve;
+	unsigned max_workers;
+	unsigned max_retries;
+	unsigned retry_backoff_ms;
+	unsigned worker_timeout_s;
+	unsigned max_steps;
+	unsigned max_review_rounds;
+	unsigned max_verify_rounds;
+	unsigned cmd_timeout_s;
+	uint64_t max_tokens;
+	char *verify_command;
+	char *profiles_dir;
+	char *worker_path;
+	int log_level;
+	char *notify_url;         /* ORCH_NOTIFY_URL */
+	uint64_t audit_max_bytes; /* ORCH_AUDIT_MAX_BYTES, per file */
+	unsigned retention_days;  /* ORCH_RETENTION_DAYS: gc's default */
+	unsigned max_connections; /* ORCH_MAX_CONNECTIONS on the socket */
+	/* ORCH_SNAPSHOT_MAX_FILE_BYTES: larger files stay out of snapshots */
+	uint64_t snapshot_max_file_bytes;
+};
+
+extern struct config cfg;
+
+/* Load the configuration; on error print what is wrong and exit 2. */
+void config_load(const char *env_file);
+int config_auto_approve_parse(const char *, int *);
+const char *config_auto_approve_name(int);
+/* Parse a .env file's text into cfg (the fuzz target's entry). */
+int config_parse_env(FILE *f, const char *path, char **cause);
+/* Where the sandbox profiles are read from (malloc'd). */
+char *config_profiles_dir(void);
+/* The worker program to exec: ORCH_WORKER_PATH, else beside us. */
+const char *config_worker_path(void);
+/* The control API's Unix socket in the state directory (malloc'd). */
+char *config_socket_path(void);
+/*
+ * Fill the settings of START (everything but the task's own fields) from
+ * cfg, every default worked out here; the strings are malloc'd (freed by
+ * msg_start_clear).
+ */
+void config_start(struct msg_start *);
+/* A copy of text from outside, made valid UTF-8, or NULL for NULL. */
+char *config_text(const char *);
+/* Make the state directory (0700) and its subdirectories. */
+int config_make_state_dir(char **cause);
+
+#endif

@@ -1,0 +1,79 @@
+/* task.c: operations on one task, shared by the service and the CLI. */
+#ifndef TASK_H
+#define TASK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "store.h"
+
+/*
+ * Move a task to state in the caller's transaction: sets workflow_state and
+ * status, records an event, and when state starts a worker stage with
+ * new_run set, starts a new stage run (the journal's key) and resets the
+ * stage's restart count.
+ */
+int task_enter(struct store *, const struct task *, enum wstate state,
+    int new_run, const char *why);
+/*
+ * The most a task's request may be, in bytes of UTF-8.  The control API's
+ * body limit (control.c) holds it JSON-escaped at its worst (6 bytes for a
+ * control character), and the worker's START frame holds it beside the
+ * plan and the review.
+ */
+#define TASK_MAX_REQUEST (512 * 1024)
+/* A rejection's reason (the next round's feedback) and an approver's name. */
+#define TASK_MAX_REASON (64 * 1024)
+#define TASK_MAX_NAME   256
+/* A text a person gives a task: at most max bytes of UTF-8, else -1 with
+ * *err naming what (and *code 400). */
+int task_check_text(
+    const char *what, const char *s, size_t max, char **cause, int *code);
+/* The operations the CLI and the control API offer.  Each returns 0, or -1
+ * with *err a malloc'd message; *code is an HTTP-like status (400, 404,
+ * 409, 500) saying what kind of error it was. */
+int task_submit(struct store *, const struct task_new *, int64_t *id,
+    char **cause, int *code);
+int task_approve(
+    struct store *, int64_t id, const char *by, char **cause, int *code);
+int task_reject(struct store *, int64_t id, const char *reason, const char *by,
+    char **cause, int *code);
+int task_cancel(struct store *, int64_t id, char **cause, int *code);
+int task_resume(struct store *, int64_t id, char **cause, int *code);
+/* Give a task without a repository (one the Python orchestrator made) the
+ * git work tree repo, at its HEAD. */
+int task_set_repo(
+    struct store *, int64_t id, const char *repo, char **cause, int *code);
+/* Why a task without a repository cannot run, and the fix (malloc'd). */
+char *task_no_repo(int64_t id);
+/* Check that repo is a git work tree with a commit and nothing half done;
+ * fills *abs (absolute path) and *head. */
+int task_check_repo(const char *repo, char **abs, char **head, char **cause);
+/* Run argv (found in PATH) with no input and its output discarded: its
+ * exit status, or -1 when it could not run or was killed. */
+int run_quiet(char *const argv[]);
+/*
+ * The task's result branch: orch/task-ID, or the name the worker chose
+ * when a branch of that name was another state directory's (recorded in
+ * the after_implementation checkpoint).  malloc'd.
+ */
+char *task_branch(struct store *, const struct task *);
+json_t *task_json(struct store *, const struct task *, int full);
+/*
+ * The whole change of the task's last implementation (base commit to its
+ * result), as git prints it, NUL-terminated, its first max bytes in *out
+ * and its size in *total: what a person approves.  Runs git and waits.
+ */
+int task_diff(struct store *, const struct task *, size_t max, char **out,
+    size_t *total, char **cause);
+/*
+ * Text from outside (a model, a repository, an old database) as a JSON
+ * string, made valid UTF-8 when it is not, never NULL (json_null() for
+ * NULL): jansson refuses invalid text, and a refused string would drop a
+ * field, an event or a whole answer.
+ */
+json_t *task_json_text(const char *);
+
+#endif
