@@ -39,9 +39,9 @@ buf_init_capture(struct buf *b, size_t head, size_t tail)
 static void
 buf_reserve(struct buf *b, size_t need)
 {
-	size_t size = b->size;
+	size_t size = b->size != 0 ? b->size : BUF_INITIAL;
 
-	if (need + 1 <= size)
+	if (need + 1 <= b->size)
 		return;
 	while (size < need + 1) {
 		if (size > SIZE_MAX / 2)
@@ -107,6 +107,15 @@ buf_add(struct buf *b, const void *data, size_t n)
 		buf_trim(b);
 }
 
+int
+buf_add_max(struct buf *b, const void *data, size_t n, size_t max)
+{
+	if (b->len > max || n > max - b->len)
+		return -1;
+	buf_add(b, data, n);
+	return 0;
+}
+
 void
 buf_adds(struct buf *b, const char *s)
 {
@@ -127,6 +136,18 @@ buf_addf(struct buf *b, const char *fmt, ...)
 		fatal("vasprintf");
 	buf_add(b, p, (size_t)n);
 	free(p);
+}
+
+void
+buf_consume(struct buf *b, size_t n)
+{
+	if (n > b->len)
+		n = b->len;
+	if (n == 0)
+		return;
+	memmove(b->buf, b->buf + n, b->len - n);
+	b->len -= n;
+	b->buf[b->len] = '\0';
 }
 
 char *

@@ -110,7 +110,8 @@ char *utf8_show_str(const char *s);
  * buf.c: a growable string (buf_init), or with buf_init_capture a capture
  * of a stream that keeps its first head and last tail bytes and counts the
  * rest.  buf is NUL-terminated at all times and malloc'd from buf_init on;
- * in capture mode buf_str must be called before buf and len are read.
+ * in capture mode buf_str must be called before buf and len are read.  A
+ * zeroed struct buf is an empty one too, its buf NULL until the first add.
  */
 struct buf {
 	char *buf;
@@ -124,9 +125,13 @@ struct buf {
 void buf_init(struct buf *);
 void buf_init_capture(struct buf *, size_t head, size_t tail);
 void buf_add(struct buf *, const void *data, size_t n);
+/* buf_add unless it would hold more than max bytes: then -1, nothing added. */
+int buf_add_max(struct buf *, const void *data, size_t n, size_t max);
 void buf_adds(struct buf *, const char *);
 void buf_addf(struct buf *, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* Drop the first n bytes (not for a capture). */
+void buf_consume(struct buf *, size_t n);
 /* Finish a capture: buf then holds the head and the tail; returns buf. */
 char *buf_str(struct buf *);
 /* Bytes a capture left out (total minus what it keeps). */

@@ -102,10 +102,37 @@ test_bounded(void)
 	buf_free(&b);
 }
 
+/* A zeroed buffer, bounded appends and consuming from the front. */
+static void
+test_zero_max_consume(void)
+{
+	struct buf b;
+
+	memset(&b, 0, sizeof b);
+	ok(buf_add_max(&b, "hello", 5, 8) == 0 && b.len == 5 &&
+	        strcmp(b.buf, "hello") == 0,
+	    "a zeroed buffer takes its first bytes");
+	ok(buf_add_max(&b, "1234", 4, 8) == -1 && b.len == 5 &&
+	        strcmp(b.buf, "hello") == 0,
+	    "an add past the bound is refused whole");
+	ok(buf_add_max(&b, "123", 3, 8) == 0 && b.len == 8,
+	    "an add up to the bound is taken");
+	ok(buf_add_max(&b, "", 0, 8) == 0, "nothing more fits nothing");
+	ok(buf_add_max(&b, "x", (size_t)-1, 8) == -1,
+	    "a length that would overflow is refused");
+	buf_consume(&b, 3);
+	ok(b.len == 5 && strcmp(b.buf, "lo123") == 0,
+	    "consume drops the front, NUL-terminated");
+	buf_consume(&b, 99);
+	ok(b.len == 0 && b.buf[0] == '\0', "consuming more empties it");
+	buf_free(&b);
+}
+
 int
 main(void)
 {
 	test_plain();
+	test_zero_max_consume();
 	test_capture();
 	test_bounded();
 	return tap_done();

@@ -16,6 +16,8 @@
 
 #include <jansson.h>
 
+#include "common.h"
+
 /* llm.c: one model turn, whatever the provider. */
 
 /*
@@ -104,8 +106,7 @@ struct llm_call {
 	int closed;
 	char *id;
 	char *name;
-	char *args;
-	size_t argslen, argscap;
+	struct buf args;
 };
 
 /*
@@ -125,10 +126,8 @@ struct llm_asm {
 	int turn;
 	int mode; /* 0 nothing yet, 1 SSE, 2 JSON */
 	struct sse sse;
-	char *body; /* mode 2 */
-	size_t bodylen, bodycap;
-	char *text;
-	size_t textlen, textcap;
+	struct buf body; /* mode 2 */
+	struct buf text;
 	struct llm_call *calls;
 	size_t ncalls;
 	char *stop;

@@ -131,28 +131,6 @@ static const char llm_length_note[] =
     "\n[This reply reached the output token limit; its unfinished tool "
     "calls were dropped and not run.]";
 
-/* Append n bytes to a growable buffer, NUL-terminated; -1 over max. */
-static int
-llm_buf_add(
-    char **buf, size_t *len, size_t *cap, const char *s, size_t n, size_t max)
-{
-	size_t c;
-
-	if (*len + n + 1 > max)
-		return -1;
-	if (*len + n + 1 > *cap) {
-		c = *cap ? *cap : 256;
-		while (c < *len + n + 1)
-			c *= 2;
-		*buf = xrealloc(*buf, c);
-		*cap = c;
-	}
-	memcpy(*buf + *len, s, n);
-	*len += n;
-	(*buf)[*len] = '\0';
-	return 0;
-}
-
 /* Reply assembly. */
 
 static int
@@ -180,12 +158,12 @@ void
 llm_asm_clear(struct llm_asm *a)
 {
 	sse_clear(&a->sse);
-	free(a->body);
-	free(a->text);
+	buf_free(&a->body);
+	buf_free(&a->text);
 	for (size_t i = 0; i < a->ncalls; i++) {
 		free(a->calls[i].id);
 		free(a->calls[i].name);
-		free(a->calls[i].args);
+		buf_free(&a->calls[i].args);
 	}
 	free(a->calls);
 	free(a->stop);
@@ -212,8 +190,7 @@ llm_asm_text(struct llm_asm *a, const char *s, size_t n)
 {
 	if (n == 0 || a->error != NULL)
 		return;
-	if (llm_buf_add(&a->text, &a->textlen, &a->textcap, s, n,
-	        LLM_MAX_REPLY) == -1) {
+	if (buf_add_max(&a->text, s, n, LLM_MAX_REPLY - 1) == -1) {
 		llm_asm_fail(a,
 		    "the reply's text exceeds %u bytes, the most a journal "
 		    "entry holds",
@@ -260,8 +237,7 @@ llm_asm_args(struct llm_call *c, const char *s, size_t n)
 {
 	/* Arguments larger than the tools take are cut here and refused by
 	 * the tools as invalid JSON: the model learns of it. */
-	(void)llm_buf_add(
-	    &c->args, &c->argslen, &c->argscap, s, n, TOOL_MAX_ARGS + 2);
+	(void)buf_add_max(&c->args, s, n, TOOL_MAX_ARGS + 1);
 }
 
 void
@@ -291,8 +267,7 @@ llm_asm_feed(struct llm_asm *a, const char *buf, size_t len)
 		len -= i;
 	}
 	if (a->mode == 2) {
-		if (llm_buf_add(&a->body, &a->bodylen, &a->bodycap, buf, len,
-		        LLM_MAX_REPLY) == -1) {
+		if (buf_add_max(&a->body, buf, len, LLM_MAX_REPLY - 1) == -1) {
 			a->permanent = 1;
 			return llm_asm_fail(a,
 			    "the reply exceeds %u bytes, the most a journal "
@@ -328,8 +303,8 @@ llm_asm_finish(struct llm_asm *a, json_t **reply, char **cause)
 	if (a->error == NULL && a->mode == 0)
 		llm_asm_fail(a, "the API answered 200 with an empty body");
 	if (a->error == NULL && a->mode == 2) {
-		json_t *j =
-		    json_loadb(a->body ? a->body : "", a->bodylen, 0, &jerr);
+		json_t *j = json_loadb(
+		    a->body.len > 0 ? a->body.buf : "", a->body.len, 0, &jerr);
 		if (j == NULL)
 			llm_asm_fail(a,
 			    "the API answered 200 with a body "
@@ -362,12 +337,12 @@ llm_asm_finish(struct llm_asm *a, json_t **reply, char **cause)
 		json_array_append_new(
 		    calls, json_pack("{s:s,s:s,s:s}", "id", c->id ? c->id : id,
 		               "name", c->name ? c->name : "", "arguments",
-		               c->argslen > 0 ? c->args : "{}"));
+		               c->args.len > 0 ? c->args.buf : "{}"));
 	}
 	if (length && a->ncalls > 0)
 		llm_asm_text(a, llm_length_note, strlen(llm_length_note));
 	out = json_pack("{s:s,s:o,s:s,s:{s:I,s:I}}", "text",
-	    a->text ? a->text : "", "tool_calls", calls, "stop",
+	    a->text.len > 0 ? a->text.buf : "", "tool_calls", calls, "stop",
 	    a->stop ? a->stop
 	            : (json_array_size(calls) > 0 ? "tool_calls" : "stop"),
 	    "usage", "in", (json_int_t)a->in, "out", (json_int_t)a->out);
@@ -384,8 +359,7 @@ llm_asm_finish(struct llm_asm *a, json_t **reply, char **cause)
 
 struct llm_log {
 	const struct llm_turn *t; /* whose callbacks get the lines */
-	char *buf;
-	size_t len, cap;
+	struct buf text;          /* not yet logged */
 	uint64_t last;
 };
 
@@ -394,12 +368,12 @@ llm_log_flush(struct llm_log *l, size_t n)
 {
 	size_t skip = n;
 
-	while (n > 0 && (l->buf[n - 1] == '\n' || l->buf[n - 1] == '\r'))
+	while (
+	    n > 0 && (l->text.buf[n - 1] == '\n' || l->text.buf[n - 1] == '\r'))
 		n--;
 	if (n > 0)
-		llm_io_log(l->t, PROTO_LOG_MODEL, "%.*s", (int)n, l->buf);
-	memmove(l->buf, l->buf + skip, l->len - skip);
-	l->len -= skip;
+		llm_io_log(l->t, PROTO_LOG_MODEL, "%.*s", (int)n, l->text.buf);
+	buf_consume(&l->text, skip);
 	l->last = now_ms();
 }
 
@@ -409,12 +383,12 @@ llm_log_text(void *arg, const char *s, size_t n)
 	struct llm_log *l = arg;
 	char *nl;
 
-	(void)llm_buf_add(&l->buf, &l->len, &l->cap, s, n, SIZE_MAX);
-	if ((nl = memrchr(l->buf, '\n', l->len)) != NULL)
-		llm_log_flush(l, (size_t)(nl - l->buf) + 1);
-	if (l->len >= LLM_LOG_MAX ||
-	    (l->len > 0 && now_ms() - l->last >= LLM_LOG_EVERY_MS))
-		llm_log_flush(l, l->len);
+	buf_add(&l->text, s, n);
+	if ((nl = memrchr(l->text.buf, '\n', l->text.len)) != NULL)
+		llm_log_flush(l, (size_t)(nl - l->text.buf) + 1);
+	if (l->text.len >= LLM_LOG_MAX ||
+	    (l->text.len > 0 && now_ms() - l->last >= LLM_LOG_EVERY_MS))
+		llm_log_flush(l, l->text.len);
 }
 
 /* The caller's callbacks (struct llm_io): a NULL one does nothing. */
@@ -457,8 +431,7 @@ struct llm_xfer {
 	struct llm_log *log;
 	CURL *curl;
 	long status;
-	char *errbody;
-	size_t errlen, errcap;
+	struct buf errbody; /* a capture of its first LLM_MAX_ERRBODY bytes */
 	uint64_t retry_after_ms; /* 0: none */
 	int aborted;             /* the assembly failed */
 };
@@ -478,12 +451,7 @@ llm_xfer_write(char *ptr, size_t size, size_t nmemb, void *arg)
 		}
 		return n;
 	}
-	if (x->errlen < LLM_MAX_ERRBODY)
-		(void)llm_buf_add(&x->errbody, &x->errlen, &x->errcap, ptr,
-		    n < LLM_MAX_ERRBODY - x->errlen
-		        ? n
-		        : LLM_MAX_ERRBODY - x->errlen,
-		    LLM_MAX_ERRBODY + 1);
+	buf_add(&x->errbody, ptr, n);
 	return n;
 }
 
@@ -541,8 +509,8 @@ llm_xfer_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
 	(void)ulnow;
 	/* Waiting for the model is work: the watchdog must not fire. */
 	llm_io_heartbeat(x->req->t);
-	if (x->log->len > 0 && now_ms() - x->log->last >= LLM_LOG_EVERY_MS)
-		llm_log_flush(x->log, x->log->len);
+	if (x->log->text.len > 0 && now_ms() - x->log->last >= LLM_LOG_EVERY_MS)
+		llm_log_flush(x->log, x->log->text.len);
 	return 0;
 }
 
@@ -589,8 +557,8 @@ llm_errmsg(const struct llm_xfer *x, char **kind)
 	size_t i;
 
 	*kind = xstrdup("");
-	if (x->errbody != NULL)
-		j = json_loadb(x->errbody, x->errlen, 0, NULL);
+	if (x->errbody.len > 0)
+		j = json_loadb(x->errbody.buf, x->errbody.len, 0, NULL);
 	e = json_object_get(j, "error");
 	if (json_is_object(e)) {
 		m = json_string_value(json_object_get(e, "message"));
@@ -608,8 +576,8 @@ llm_errmsg(const struct llm_xfer *x, char **kind)
 		m = json_string_value(json_object_get(j, "message"));
 	if (m != NULL)
 		raw = xstrndup(m, LLM_ERRMSG_MAX);
-	else if (x->errbody != NULL)
-		raw = xstrndup(x->errbody, LLM_ERRMSG_MAX);
+	else if (x->errbody.len > 0)
+		raw = xstrndup(x->errbody.buf, LLM_ERRMSG_MAX);
 	else
 		raw = xstrdup("");
 	json_decref(j);
@@ -721,6 +689,7 @@ llm_attempt(const struct llm_req *req, struct curl_slist *hdrs,
 	memset(&x, 0, sizeof x);
 	x.req = req;
 	x.log = log;
+	buf_init_capture(&x.errbody, LLM_MAX_ERRBODY, 0);
 	req->asm_init(&x.a, req->t->turn);
 	x.a.text_fn = llm_log_text;
 	x.a.text_arg = log;
@@ -767,6 +736,7 @@ llm_attempt(const struct llm_req *req, struct curl_slist *hdrs,
 	cu.easy_setopt(x.curl, CURLOPT_TCP_KEEPALIVE, 1L);
 
 	rc = cu.easy_perform(x.curl);
+	buf_str(&x.errbody); /* the capture is complete */
 	if (x.status == 0)
 		cu.easy_getinfo(x.curl, CURLINFO_RESPONSE_CODE, &x.status);
 	if (x.aborted) {
@@ -806,7 +776,7 @@ llm_attempt(const struct llm_req *req, struct curl_slist *hdrs,
 		*cause = s;
 	}
 	llm_asm_clear(&x.a);
-	free(x.errbody);
+	buf_free(&x.errbody);
 	return ret;
 }
 
@@ -831,7 +801,7 @@ llm_http_chat(
 {
 	static int inited;
 	struct curl_slist *hdrs = NULL;
-	struct llm_log log = {req->t, NULL, 0, 0, 0};
+	struct llm_log log = {.t = req->t};
 	json_int_t maxr =
 	    json_integer_value(json_object_get(req->t->llm, "max_retries"));
 	unsigned tries = maxr < 0 ? 1 : (unsigned)maxr + 1;
@@ -866,15 +836,15 @@ llm_http_chat(
 	for (unsigned n = 0; n < tries; n++) {
 		char *c = NULL;
 
-		log.len = 0;
+		buf_consume(&log.text, log.text.len);
 		log.last = now_ms();
 		if (llm_attempt(req, hdrs, &log, reply, &c, permanent, &ra) ==
 		    0) {
 			rc = 0;
 			break;
 		}
-		if (log.len > 0)
-			llm_log_flush(&log, log.len);
+		if (log.text.len > 0)
+			llm_log_flush(&log, log.text.len);
 		free(last);
 		last = c;
 		if (*permanent)
@@ -893,8 +863,8 @@ llm_http_chat(
 		}
 	}
 	if (rc == 0) {
-		if (log.len > 0)
-			llm_log_flush(&log, log.len);
+		if (log.text.len > 0)
+			llm_log_flush(&log, log.text.len);
 		free(last);
 	} else if (*permanent)
 		*cause = last;
@@ -903,7 +873,7 @@ llm_http_chat(
 		    "%s (after %u attempts)", last ? last : "no answer", tries);
 		free(last);
 	}
-	free(log.buf);
+	buf_free(&log.text);
 	cu.slist_free_all(hdrs);
 	return rc;
 }
