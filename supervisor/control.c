@@ -33,8 +33,6 @@
 #include "config.h"
 #include "control.h"
 #include "gc.h"
-#include "proc.h"
-#include "sched.h"
 #include "store.h"
 #include "task.h"
 
@@ -131,6 +129,7 @@ static struct evhttp *control_http;
 static struct evconnlistener *control_listener;
 static struct store *control_st;
 static struct event_base *control_base;
+static const struct control_cbs *control_cbs;
 
 /*
  * Test knobs: the tests shorten the 30 s timeout and the 15 s heartbeat.
@@ -304,7 +303,7 @@ control_tasks_post(struct evhttp_request *req)
 	} else {
 		control_reply(
 		    req, 201, json_pack("{s:I}", "id", (json_int_t)id));
-		sched_kick();
+		control_cbs->task_added();
 	}
 	free(abs);
 	free(head);
@@ -377,7 +376,7 @@ control_task_verb(struct evhttp_request *req, int64_t id, const char *verb)
 		free(err);
 		return;
 	}
-	sched_task_changed(id);
+	control_cbs->task_changed(id);
 	control_reply(req, 200,
 	    json_pack("{s:I,s:s}", "id", (json_int_t)id, "done", verb));
 }
@@ -1136,8 +1135,8 @@ control_cb(struct evhttp_request *req, void *arg)
 		if (store_stats_json(control_st, &s) == -1)
 			control_error(req, 500, store_error(control_st));
 		else {
-			json_object_set_new(
-			    s, "workers_running", json_integer(proc_count()));
+			json_object_set_new(s, "workers_running",
+			    json_integer(control_cbs->workers_running()));
 			control_reply(req, 200, s);
 		}
 	} else if (strcmp(path, "/v1/events") == 0) {
@@ -1175,7 +1174,8 @@ control_cb(struct evhttp_request *req, void *arg)
 }
 
 int
-control_init(struct event_base *base, struct store *st, char **cause)
+control_init(struct event_base *base, struct store *st,
+    const struct control_cbs *cbs, char **cause)
 {
 	struct sockaddr_un sun;
 	char *path = config_socket_path();
@@ -1184,6 +1184,7 @@ control_init(struct event_base *base, struct store *st, char **cause)
 
 	control_st = st;
 	control_base = base;
+	control_cbs = cbs;
 	memset(&sun, 0, sizeof sun);
 	sun.sun_family = AF_UNIX;
 	if (strlen(path) >= sizeof sun.sun_path) {

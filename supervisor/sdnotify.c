@@ -18,7 +18,6 @@
 #include <event2/event.h>
 
 #include "common.h"
-#include "proc.h"
 #include "sdnotify.h"
 #include "store.h"
 
@@ -106,7 +105,7 @@ sdnotify_init(struct event_base *base)
 }
 
 void
-sdnotify_status(struct store *st)
+sdnotify_status(struct store *st, unsigned running)
 {
 	char status[128];
 	int64_t queued = 0, waiting = 0;
@@ -120,7 +119,7 @@ sdnotify_status(struct store *st)
 	    store_task_count(st, TS_AWAITING_APPROVAL, &waiting) == -1)
 		return;
 	snprintf(status, sizeof status,
-	    "%u running, %lld queued, %lld awaiting approval", proc_count(),
+	    "%u running, %lld queued, %lld awaiting approval", running,
 	    (long long)queued, (long long)waiting);
 	if (strcmp(status, sdnotify_last_status) == 0)
 		return;

@@ -10,7 +10,8 @@ struct event_base;
 void sdnotify_init(struct event_base *);
 /* Send one "VAR=value" datagram to $NOTIFY_SOCKET; 0 when unset. */
 int sdnotify_send(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void sdnotify_status(struct store *); /* STATUS= when the counts change */
+/* STATUS= when the counts change: running workers, and the store's. */
+void sdnotify_status(struct store *, unsigned running);
 void sdnotify_free(void);
 
 #endif

@@ -138,7 +138,7 @@ server_check_cb(evutil_socket_t fd, short what, void *arg)
 	(void)arg;
 	if (server_tick_fn != NULL)
 		server_tick_fn(server_tick_arg);
-	sdnotify_status(server_st);
+	sdnotify_status(server_st, proc_count());
 	if (sched_done())
 		event_base_loopbreak(server_base);
 }
@@ -189,6 +189,19 @@ server_check_profiles(void)
 	free(dir);
 	return rc;
 }
+
+/* The API's way to the scheduler and the workers (control.h). */
+static void
+server_task_added(void)
+{
+	sched_kick();
+}
+
+static const struct control_cbs server_control_cbs = {
+    server_task_added,
+    sched_task_changed,
+    proc_count,
+};
 
 int
 server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
@@ -244,7 +257,7 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 	server_pump_ev = event_new(server_base, -1, 0, server_pump, NULL);
 	store_set_event_hook(st, server_event_hook, NULL);
 	notify_init(server_base);
-	if (control_init(server_base, st, &cause) == -1) {
+	if (control_init(server_base, st, &server_control_cbs, &cause) == -1) {
 		fprintf(stderr, "orch-supervisor: control socket: %s\n", cause);
 		free(cause);
 		store_set_event_hook(st, NULL, NULL);
@@ -265,7 +278,7 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 		/* sched_init has resumed what was interrupted: ready. */
 		sdnotify_init(server_base);
 		sdnotify_send("READY=1");
-		sdnotify_status(st);
+		sdnotify_status(st, proc_count());
 	}
 
 	rc = event_base_dispatch(server_base);
