@@ -26,6 +26,7 @@
 #include "common.h"
 #include "config.h"
 #include "proc.h"
+#include "sandbox.h"
 #include "store.h"
 
 #ifndef TAILQ_FOREACH_SAFE
@@ -105,10 +106,21 @@ proc_gc(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/*
+ * Where workers make their commands' cgroups: after a worker is reaped,
+ * what its sandboxes left there is killed (see cgroup_host_sweep).
+ */
+static struct cgroup_host proc_cg;
+
 void
 proc_init(struct event_base *base)
 {
 	proc_gc_ev = event_new(base, -1, 0, proc_gc, NULL);
+	/* Without cgroups there is nothing to sweep (mode CGROUP_NONE). */
+	(void)cgroup_host_detect(
+	    "/proc/self/cgroup", "/proc/self/mountinfo", &proc_cg);
+	/* A service killed with its workers left their groups behind. */
+	(void)cgroup_host_sweep(&proc_cg);
 }
 
 void
@@ -117,6 +129,7 @@ proc_fini(void)
 	if (proc_gc_ev != NULL)
 		event_free(proc_gc_ev);
 	proc_gc_ev = NULL;
+	cgroup_host_clear(&proc_cg);
 }
 
 char *
@@ -465,7 +478,7 @@ void
 proc_reap(void)
 {
 	pid_t pid;
-	int status;
+	int status, sweep = 0;
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 		struct worker *w;
@@ -484,7 +497,13 @@ proc_reap(void)
 		 * wrote before it died still arrives, before the EOF. */
 		kill(-pid, SIGKILL);
 		proc_finish_if_done(w);
+		/* A worker that ended well removed its commands' groups. */
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+			sweep = 1;
 	}
+	/* Its sandboxes are in process groups of their own: by cgroup. */
+	if (sweep)
+		(void)cgroup_host_sweep(&proc_cg);
 }
 
 /*

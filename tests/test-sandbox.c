@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1122,6 +1123,66 @@ test_fail_closed(const struct sandbox_profile *impl)
 	free(ws);
 }
 
+/*
+ * cgroup_host_sweep on the host's real cgroups (root with v1, or a
+ * delegated v2): the group of a worker that is gone is removed and the
+ * process still in it (an orphaned sandbox) killed; a live worker's group
+ * stays.
+ */
+static void
+test_cgroup_sweep(void)
+{
+	struct cgroup_host h;
+	char *dead, *live, *procs;
+	pid_t gone, child;
+	int status, fd;
+
+	if (cgroup_host_detect(
+	        "/proc/self/cgroup", "/proc/self/mountinfo", &h) == -1) {
+		skip("cgroup sweep", h.what);
+		cgroup_host_clear(&h);
+		return;
+	}
+	/* A pid that is certainly gone: a child we reaped. */
+	if ((gone = fork()) == 0)
+		_exit(0);
+	waitpid(gone, &status, 0);
+	dead = xasprintf(
+	    "%s/orch-sbx.%ld.0", h.pids ? h.pids : h.memory, (long)gone);
+	live = xasprintf(
+	    "%s/orch-sbx.%ld.0", h.pids ? h.pids : h.memory, (long)getpid());
+	if (mkdir(dead, 0755) == -1 || mkdir(live, 0755) == -1)
+		fatal("mkdir %s", dead);
+	if ((child = fork()) == 0) {
+		pause();
+		_exit(0);
+	}
+	procs = xasprintf("%s/cgroup.procs", dead);
+	if ((fd = open(procs, O_WRONLY)) == -1 ||
+	    dprintf(fd, "%ld", (long)child) < 0)
+		fatal("%s", procs);
+	close(fd);
+
+	ok(cgroup_host_sweep(&h) >= 1, "the dead worker's group is swept");
+	for (int i = 0; i < 200 && waitpid(child, &status, WNOHANG) == 0; i++)
+		usleep(10 * 1000);
+	if (kill(child, 0) == 0) { /* not swept: do not leave it */
+		kill(child, SIGKILL);
+		waitpid(child, NULL, 0);
+		status = 0;
+	}
+	ok(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+	    "what was left in it is killed");
+	ok(access(dead, F_OK) == -1 && errno == ENOENT, "its group is gone");
+	rmdir(dead);
+	ok(access(live, F_OK) == 0, "a live worker's group stays");
+	rmdir(live);
+	free(procs);
+	free(dead);
+	free(live);
+	cgroup_host_clear(&h);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1151,6 +1212,7 @@ main(int argc, char **argv)
 	test_result_json();
 	test_profiles();
 	test_cgroup_detect();
+	test_cgroup_sweep();
 	impl = load(profiles_dir, "implementing");
 	plan = load(profiles_dir, "planning");
 	test_basics(impl, plan);

@@ -360,15 +360,22 @@ group_remove(const char *dir)
 	return rc;
 }
 
-/* Remove the groups of workers that are gone (a kill -9 mid-command). */
-static void
+/*
+ * Remove the groups of workers that are gone (a kill -9 mid-command),
+ * killing what is still in them: a sandbox must not outlive its worker, and
+ * bwrap has a window (its parent killed between its clone and the child's
+ * own parent-death signal) where the sandbox's init is orphaned and waits
+ * forever.  Returns the number of groups removed.
+ */
+static int
 sweep(const char *parent)
 {
 	DIR *d;
 	struct dirent *e;
+	int n = 0;
 
 	if ((d = opendir(parent)) == NULL)
-		return;
+		return 0;
 	while ((e = readdir(d)) != NULL) {
 		const char *s = e->d_name;
 		char *end, *dir;
@@ -381,18 +388,34 @@ sweep(const char *parent)
 		    !(kill((pid_t)pid, 0) == -1 && errno == ESRCH))
 			continue;
 		dir = xasprintf("%s/%s", parent, s);
-		if (rmdir(dir) == 0)
+		if (group_remove(dir) == 0) {
 			log_debug("sandbox: removed stale cgroup %s", dir);
+			n++;
+		}
 		free(dir);
 	}
 	closedir(d);
+	return n;
+}
+
+int
+cgroup_host_sweep(const struct cgroup_host *h)
+{
+	int n = 0;
+
+	if (h->mode == CGROUP_NONE)
+		return 0;
+	n += sweep(h->memory);
+	if (h->pids != NULL)
+		n += sweep(h->pids);
+	return n;
 }
 
 /* mkdir parent/orch-sbx.PID.N for the first free N. */
 static char *
 group_make(const char *parent, char **cause)
 {
-	sweep(parent);
+	(void)sweep(parent);
 	for (unsigned n = 0; n < 1000; n++) {
 		char *dir = xasprintf(
 		    "%s/" CGROUP_PREFIX "%ld.%u", parent, (long)getpid(), n);

@@ -89,6 +89,12 @@ struct cgroup_host {
 int cgroup_host_detect(
     const char *proc_cgroup, const char *mountinfo, struct cgroup_host *h);
 void cgroup_host_clear(struct cgroup_host *);
+/*
+ * Kill what is left in the command groups of workers that are gone and
+ * remove the groups (the supervisor, after reaping a worker): the number
+ * removed.  Blocks while a group's processes die (at most about a second).
+ */
+int cgroup_host_sweep(const struct cgroup_host *);
 
 struct cgroup_cmd {
 	char *dir[2]; /* memory (v1) or the one v2 group; pids (v1) */
