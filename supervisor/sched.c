@@ -58,6 +58,22 @@ static int64_t *clean_ws;
 static size_t nclean_ws;
 
 /*
+ * What a kick looks at.  A kick is cheap when the scheduler knows which
+ * tasks may have become startable (a worker's exit or result, a backoff's
+ * end, an API action on a task: sched_kick_task): it looks at those only.
+ * It walks every runnable task in the store (sched_walk) only when
+ * something it did not see may have changed (sched_kick: the start, a
+ * submission, storage back after a pause) or when its last walk stopped
+ * at a full house, so that tasks may be waiting.  With a thousand workers
+ * running, a worker's exit then costs a look at its own task, not a walk
+ * past the thousand others.
+ */
+#define SCHED_DIRTY_MAX 1024
+static int64_t *sched_dirty;
+static size_t nsched_dirty;
+static int sched_rescan;
+
+/*
  * What the scheduler knows of one of its workers, hung on it (proc_arg):
  * how far it has got in the protocol, and whether its end is a failure.
  */
@@ -180,6 +196,28 @@ sched_probe(void)
 void
 sched_kick(void)
 {
+	sched_rescan = 1;
+	if (sched_kick_ev != NULL)
+		event_active(sched_kick_ev, 0, 0);
+}
+
+/* Look at task soon: something the scheduler saw may let it start. */
+static void
+sched_kick_task(int64_t task)
+{
+	for (size_t i = 0; i < nsched_dirty; i++)
+		if (sched_dirty[i] == task)
+			goto out;
+	if (nsched_dirty == SCHED_DIRTY_MAX) {
+		/* Too many to list: walk them all instead. */
+		sched_rescan = 1;
+		goto out;
+	}
+	if (nsched_dirty % 64 == 0)
+		sched_dirty = xrealloc(
+		    sched_dirty, (nsched_dirty + 64) * sizeof *sched_dirty);
+	sched_dirty[nsched_dirty++] = task;
+out:
 	if (sched_kick_ev != NULL)
 		event_active(sched_kick_ev, 0, 0);
 }
@@ -500,13 +538,57 @@ sched_start(int64_t id)
 	task_free(t);
 }
 
+/*
+ * Whether task may start now: it has no worker, is not waiting out a
+ * restart's backoff and is not held.  Starts it if so; 1 when it runs.
+ */
+static int
+sched_try(int64_t task, uint64_t now)
+{
+	if (proc_find_task(task) != NULL || sched_backing_off(task, now) ||
+	    sched_is_held(task))
+		return 0;
+	sched_backoff_clear(task);
+	sched_start(task);
+	return proc_find_task(task) != NULL;
+}
+
+/*
+ * Walk every runnable task in the store, oldest first, a page at a time,
+ * starting those that may start until the slots are full.  The tasks that
+ * already run are among the runnable ones: paging past them is what lets
+ * more than a page's worth run at once.  Returns 1 when it saw them all.
+ */
+static int
+sched_walk(unsigned *running, uint64_t now)
+{
+	int64_t ids[256], after = 0;
+	size_t n;
+
+	do {
+		if (store_task_runnable(
+		        sched_st, after, ids, nitems(ids), &n) == -1) {
+			log_warnx("cannot list runnable tasks: %s",
+			    store_error(sched_st));
+			return 0;
+		}
+		for (size_t i = 0; i < n; i++) {
+			if (*running >= cfg.max_workers)
+				return 0;
+			*running += (unsigned)sched_try(ids[i], now);
+		}
+		if (n > 0)
+			after = ids[n - 1];
+	} while (n == nitems(ids));
+	return 1;
+}
+
 static void
 sched_kick_cb(evutil_socket_t fd, short what, void *arg)
 {
-	int64_t ids[256];
-	size_t n, i;
 	unsigned running = proc_count();
 	uint64_t now = now_ms();
+	size_t i;
 
 	(void)fd;
 	(void)what;
@@ -516,24 +598,19 @@ sched_kick_cb(evutil_socket_t fd, short what, void *arg)
 	if (running >= cfg.max_workers)
 		return;
 	if (sched_opts.only_task != 0) {
-		ids[0] = sched_opts.only_task;
-		n = 1;
-	} else if (store_task_runnable(sched_st, ids, nitems(ids), &n) == -1) {
-		log_warnx(
-		    "cannot list runnable tasks: %s", store_error(sched_st));
+		sched_try(sched_opts.only_task, now);
+		nsched_dirty = 0;
 		return;
 	}
-	for (i = 0; i < n && running < cfg.max_workers; i++) {
-		if (proc_find_task(ids[i]) != NULL ||
-		    sched_backing_off(ids[i], now) || sched_is_held(ids[i]))
-			continue;
-		sched_backoff_clear(ids[i]);
-		sched_start(ids[i]);
-		if (proc_find_task(ids[i]) != NULL)
-			running++;
-	}
+	for (i = 0; i < nsched_dirty && running < cfg.max_workers; i++)
+		running += (unsigned)sched_try(sched_dirty[i], now);
+	memmove(sched_dirty, sched_dirty + i,
+	    (nsched_dirty - i) * sizeof *sched_dirty);
+	nsched_dirty -= i;
+	if (sched_rescan && running < cfg.max_workers &&
+	    sched_walk(&running, now))
+		sched_rescan = 0;
 }
-
 static void
 sched_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -552,12 +629,9 @@ sched_timer_cb(evutil_socket_t fd, short what, void *arg)
 				proc_kill(w, NULL);
 		}
 	}
-	for (size_t i = 0; i < nbackoffs; i++) {
-		if (now >= backoffs[i].until) {
-			sched_kick();
-			break;
-		}
-	}
+	for (size_t i = 0; i < nbackoffs; i++)
+		if (now >= backoffs[i].until)
+			sched_kick_task(backoffs[i].task);
 }
 
 static void
@@ -870,7 +944,7 @@ sched_result(struct worker *w, const struct proto_msg *m)
 	if (sched_stages[stage].leaves_clean)
 		sched_clean_put(proc_task(w));
 	sched_ack(w, 0);
-	sched_kick();
+	sched_kick_task(proc_task(w));
 	return;
 dberr:
 	/* Nothing was committed: the worker is killed and the stage runs
@@ -1011,7 +1085,7 @@ sched_worker_exit(struct worker *w, void *arg)
 			    "worker %d ended badly after its result",
 			    (int)proc_pid(w));
 		proc_free(w);
-		sched_kick();
+		sched_kick_task(id);
 		return;
 	}
 
@@ -1094,7 +1168,7 @@ out:
 	task_free(t);
 	free(why);
 	proc_free(w);
-	sched_kick();
+	sched_kick_task(id);
 }
 
 void
@@ -1121,7 +1195,7 @@ sched_task_changed(int64_t task)
 		}
 		task_free(t);
 	}
-	sched_kick();
+	sched_kick_task(task);
 }
 
 static int
@@ -1223,8 +1297,10 @@ sched_free(void)
 	free(backoffs);
 	free(held);
 	free(clean_ws);
+	free(sched_dirty);
 	backoffs = NULL;
 	held = NULL;
 	clean_ws = NULL;
-	nbackoffs = nheld = nclean_ws = 0;
+	sched_dirty = NULL;
+	nbackoffs = nheld = nclean_ws = nsched_dirty = 0;
 }

@@ -314,7 +314,7 @@ static const char *const stmt_sql[ST_MAX] = {
     [ST_RUNNABLE] = "SELECT id FROM tasks WHERE workflow_state IN"
                     " ('pending', 'planning', 'plan_approved',"
                     " 'implementing', 'reviewing', 'verifying')"
-                    " ORDER BY id LIMIT ?1",
+                    " AND id > ?2 ORDER BY id LIMIT ?1",
     [ST_SYNC_FULL] = "PRAGMA synchronous = FULL",
     [ST_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
 };
@@ -1583,7 +1583,8 @@ store_task_list(
 }
 
 int
-store_task_runnable(struct store *s, int64_t *ids, size_t max, size_t *n)
+store_task_runnable(
+    struct store *s, int64_t after, int64_t *ids, size_t max, size_t *n)
 {
 	sqlite3_stmt *st;
 	int rc;
@@ -1594,6 +1595,7 @@ store_task_runnable(struct store *s, int64_t *ids, size_t max, size_t *n)
 	if ((st = store_prep(s, ST_RUNNABLE)) == NULL)
 		return -1;
 	sqlite3_bind_int64(st, 1, max > INT64_MAX ? INT64_MAX : (int64_t)max);
+	sqlite3_bind_int64(st, 2, after);
 	while (*n < max && (rc = sqlite3_step(st)) == SQLITE_ROW)
 		ids[(*n)++] = sqlite3_column_int64(st, 0);
 	if (*n < max && rc != SQLITE_DONE) {

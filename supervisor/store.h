@@ -164,10 +164,12 @@ typedef int (*store_task_cb)(const struct task *, void *arg);
 int store_task_list(
     struct store *, int status, int resumable, store_task_cb, void *arg);
 /*
- * Ids of tasks a worker may run for now (pending, planning, plan_approved,
- * implementing, reviewing, verifying), oldest first, at most max.
+ * Ids over after of tasks a worker may run for now (pending, planning,
+ * plan_approved, implementing, reviewing, verifying), oldest first, at most
+ * max: the caller pages through them with after = the last id it got.
  */
-int store_task_runnable(struct store *, int64_t *ids, size_t max, size_t *n);
+int store_task_runnable(
+    struct store *, int64_t after, int64_t *ids, size_t max, size_t *n);
 
 /* Also sets tasks.workflow_checkpoint_data to data. */
 int store_checkpoint_add(struct store *, int64_t task, const char *name,
