@@ -3,6 +3,7 @@
  * signals, the scheduler and the control socket.
  */
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <errno.h>
@@ -190,6 +191,26 @@ server_check_profiles(void)
 	return rc;
 }
 
+/*
+ * Each worker holds two of the service's descriptors (its socket and its
+ * stderr pipe) and the control socket keeps room for more (control.c), so
+ * a thousand workers need more than the soft limit most systems start a
+ * process with (1024).  The hard limit is the administrator's word; the
+ * soft one is ours to raise up to it.
+ */
+static void
+server_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur == rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+		log_warn("cannot raise RLIMIT_NOFILE to %llu",
+		    (unsigned long long)rl.rlim_max);
+}
+
 int
 server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 {
@@ -226,6 +247,7 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 		server_backup(st);
 
 	signal(SIGPIPE, SIG_IGN);
+	server_nofile();
 	server_base = event_base_new();
 	if (server_base == NULL)
 		fatalx("event_base_new failed");

@@ -1,0 +1,19 @@
+#!/bin/bash
+# The service raises its soft descriptor limit to the hard one at start:
+# each worker holds two of its descriptors, so a thousand workers need more
+# than the 1024 most systems start a process with.
+. "$ORCH_TESTS_DIR/integration/lib.sh"
+
+hard=$(ulimit -Hn)
+if [ "$hard" = unlimited ] || [ "$hard" -le 256 ]; then
+	echo "1..0 # SKIP the hard descriptor limit is $hard"
+	exit 0
+fi
+ulimit -Sn 256 || bail "cannot lower the soft limit"
+make_repo "$T/repo"
+service_start
+soft=$(awk '/^Max open files/ {print $4}' "/proc/$SVC/limits")
+is "$soft" "$hard" "the service's soft RLIMIT_NOFILE is raised to the hard one"
+is "$(ulimit -Sn)" 256 "the shell that started it keeps its own"
+is "$("$SUP" submit "Do something" --repo "$T/repo")" 1 "the service takes a task"
+done_testing
