@@ -16,4 +16,9 @@ soft=$(awk '/^Max open files/ {print $4}' "/proc/$SVC/limits")
 is "$soft" "$hard" "the service's soft RLIMIT_NOFILE is raised to the hard one"
 is "$(ulimit -Sn)" 256 "the shell that started it keeps its own"
 is "$("$SUP" submit "Do something" --repo "$T/repo")" 1 "the service takes a task"
+ORCH_MAX_WORKERS=4096 timeout 10 "$SUP" list >"$T/out" 2>&1
+is "$?" 0 "ORCH_MAX_WORKERS=4096 is accepted"
+ORCH_MAX_WORKERS=4097 timeout 10 "$SUP" list >"$T/out" 2>&1
+is "$?" 2 "ORCH_MAX_WORKERS=4097 is refused"
+like "$(cat "$T/out")" 'ORCH_MAX_WORKERS' "... naming it"
 done_testing
