@@ -33,6 +33,7 @@
 #include "config.h"
 #include "control.h"
 #include "gc.h"
+#include "metrics.h"
 #include "proc.h"
 #include "sched.h"
 #include "store.h"
@@ -1140,6 +1141,8 @@ control_cb(struct evhttp_request *req, void *arg)
 			    s, "workers_running", json_integer(proc_count()));
 			control_reply(req, 200, s);
 		}
+	} else if (strcmp(path, "/metrics") == 0 && cmd == EVHTTP_REQ_GET) {
+		metrics_serve(req, control_st);
 	} else if (strcmp(path, "/v1/events") == 0) {
 		if (cmd == EVHTTP_REQ_GET)
 			control_events_get(req, 0, &q);

@@ -15,6 +15,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "metrics.h"
 #include "proc.h"
 #include "sched.h"
 #include "store.h"
@@ -84,6 +85,8 @@ struct sched_worker {
 	int stopping;     /* we asked it to stop; not a failure */
 	int ws_clean;     /* its task's worktree is at the last snapshot */
 	int64_t next_seq; /* the journal seq it must send next */
+	double started;   /* metrics_now() at its start */
+	double last_sent; /* ... when we last sent it something */
 };
 
 static int sched_storage_failed(void);
@@ -531,6 +534,8 @@ sched_start(int64_t id)
 		return;
 	}
 	sw->ws_clean = sched_clean_take(id);
+	sw->started = sw->last_sent = metrics_now();
+	metrics_worker_started(stage, t->ival[TI_STAGE_RETRIES] > 0);
 	sched_event(id, EV_INFO, stage_name(stage),
 	    "worker %d started (run %lld%s)", (int)proc_pid(w),
 	    (long long)t->ival[TI_STAGE_RUN],
@@ -637,8 +642,10 @@ sched_timer_cb(evutil_socket_t fd, short what, void *arg)
 static void
 sched_ack(struct worker *w, uint64_t seq)
 {
+	struct sched_worker *sw = proc_arg(w);
 	struct proto_msg m;
 
+	sw->last_sent = metrics_now();
 	proto_msg_init(&m, PROTO_ACK);
 	m.u[PF_SEQ] = seq;
 	proc_send(w, &m);
@@ -725,6 +732,7 @@ sched_hello(struct worker *w, const struct proto_msg *m)
 	task_free(t);
 	store_journal_list(
 	    sched_st, proc_task(w), proc_run(w), sched_replay_cb, w);
+	sw->last_sent = metrics_now();
 }
 
 static const char *
@@ -935,6 +943,7 @@ sched_result(struct worker *w, const struct proto_msg *m)
 	}
 	task_free(t);
 	sw->done = 1;
+	metrics_observe_stage(stage, metrics_now() - sw->started);
 	/*
 	 * A worker touches the worktree no more once it has sent its
 	 * result, and every change it made is in its last snapshot, except
@@ -1053,6 +1062,9 @@ sched_worker_msg(struct worker *w, struct proto_msg *m, void *arg)
 			return;
 		}
 		sw->next_seq++;
+		metrics_observe_journal(m->s[PF_KIND], m->s[PF_DATA],
+		    metrics_now() - sw->last_sent, m->u[PF_TOKENS_IN],
+		    m->u[PF_TOKENS_OUT]);
 		sched_ack(w, m->u[PF_SEQ]);
 		if (m->u[PF_TOKENS_IN] + m->u[PF_TOKENS_OUT] > 0)
 			sched_check_tokens(w);
@@ -1076,6 +1088,11 @@ sched_worker_exit(struct worker *w, void *arg)
 	uint64_t delay;
 	int64_t id = proc_task(w);
 
+	/* Killed by us: with the reason given to proc_kill, or none when we
+	 * stopped it (a cancel, a shutdown, a pause, a budget). */
+	if (proc_failure(w) != NULL ||
+	    (sw->stopping && proc_reaped(w) && WIFSIGNALED(proc_status(w))))
+		metrics_worker_killed(proc_failure(w));
 	if (sw->done || sw->stopping) {
 		if (proc_reaped(w) &&
 		    !(WIFEXITED(proc_status(w)) &&

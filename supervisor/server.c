@@ -22,6 +22,7 @@
 #include "config.h"
 #include "control.h"
 #include "doctor.h"
+#include "metrics.h"
 #include "notify.h"
 #include "proc.h"
 #include "sched.h"
@@ -265,6 +266,7 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 		server_pump_last = 0;
 	server_pump_ev = event_new(server_base, -1, 0, server_pump, NULL);
 	store_set_event_hook(st, server_event_hook, NULL);
+	store_set_commit_hook(st, metrics_observe_commit, NULL);
 	notify_init(server_base);
 	if (control_init(server_base, st, &cause) == -1) {
 		fprintf(stderr, "orch-supervisor: control socket: %s\n", cause);
@@ -303,6 +305,7 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 	audit_close();
 	control_free();
 	store_set_event_hook(st, NULL, NULL);
+	store_set_commit_hook(st, NULL, NULL);
 	event_free(server_pump_ev);
 	server_pump_ev = NULL;
 	notify_free();

@@ -170,6 +170,8 @@ int store_task_list(
  */
 int store_task_runnable(
     struct store *, int64_t after, int64_t *ids, size_t max, size_t *n);
+/* How many tasks are in each workflow state (cheap: the state's index). */
+int store_task_counts(struct store *, int64_t counts[WS_MAX]);
 
 /* Also sets tasks.workflow_checkpoint_data to data. */
 int store_checkpoint_add(struct store *, int64_t task, const char *name,
@@ -251,6 +253,9 @@ int store_integrity(struct store *, int *ok);
  * once the transaction is over.  One hook per process; NULL removes it.
  */
 void store_set_event_hook(struct store *, void (*cb)(void *), void *arg);
+/* cb is called after every commit with how long the COMMIT took. */
+void store_set_commit_hook(
+    struct store *, void (*cb)(double seconds, void *arg), void *arg);
 /* The highest event id (0 when there is none). */
 int store_event_max(struct store *, int64_t *id);
 /* The number of tasks with this status. */
