@@ -112,4 +112,26 @@ is "$(val orch_worker_kills_total "[('reason', 'heartbeat')]")" 0.0 \
 n=$(val orch_store_commit_duration_seconds_count "[]")
 check "the store's commits are timed ($n)" "$PY" -c "assert $n >= 10, $n"
 is "$(grep -c '^mock' "$T/metrics.txt")" 0 "the model's newline starts no line"
+
+# A task cancelled while its worker waits for the model: a kill to stop it.
+script_set planning 0 '{"delay": 30}'
+is "$("$SUP" submit "Another" --repo "$T/repo")" 2 "a second task is submitted"
+wait_for 30 test "$(mock_q 'len(L)')" -ge 8 || bail "its model call never came"
+check "it is cancelled while it waits for the model" "$SUP" cancel 2
+wait_for 30 sh -c '! pgrep -P "$1" -x orch-worker' - "$SVC" || bail "its worker still runs"
+check "GET /metrics answers again" scrape
+"$PY" - "$T/metrics.txt" >"$T/samples.txt" 2>"$T/parse.err" <<'PY'
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+for fam in text_string_to_metric_families(open(sys.argv[1]).read()):
+    for s in fam.samples:
+        print("%s %r %s" % (s.name, sorted(s.labels.items()), s.value))
+PY
+ok $? "and it parses"
+is "$(val orch_worker_kills_total "[('reason', 'stop')]")" 1.0 \
+	"the cancelled task's worker is counted as killed to stop it"
+is "$(val orch_tasks "[('status', 'cancelled'), ('workflow_state', 'cancelled')]")" \
+	1.0 "one cancelled task"
+is "$(val orch_worker_starts_total "[('stage', 'planning')]")" 2.0 \
+	"two planning workers started in all"
 done_testing
