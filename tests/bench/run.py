@@ -753,6 +753,19 @@ def bench_scale(ctx):
         result("scale", "GET /v1/tasks?status=in_progress (%d tasks) "
                "median" % n,
                "%.1f ms" % statistics.median(v))
+        v = []
+        for _ in range(11):
+            t = time.time()
+            c = UnixHTTP(big.sock)
+            try:
+                c.request("GET", "/metrics")
+                r = c.getresponse()
+                body = r.read()
+            finally:
+                c.close()
+            v.append((time.time() - t) * 1e3)
+        result("scale", "GET /metrics (HTTP %d, %d bytes) median" % (
+            r.status, len(body)), "%.1f ms" % statistics.median(v))
         big.stop()
         # Start-up alone with everything in the database (median of 3).
         v = []
