@@ -21,6 +21,9 @@ if [ "${1:-}" = test ]; then
 	# The fuzz targets and the sanitizer runs want clang and its runtime;
 	# the style checks clang-format and shellcheck.
 	packages+=(clang clang-tidy clang-format shellcheck libclang-rt-14-dev)
+	# tests/integration/metrics.sh reads /metrics with the Prometheus
+	# client's own parser.
+	packages+=(python3-prometheus-client)
 fi
 
 missing=()

@@ -51,7 +51,7 @@ static const struct var vars[] = {
     {"ORCH_LLM_TIMEOUT_S", V_UINT, S(llm_timeout_s), 1, 86400},
     {"ORCH_LLM_MAX_RETRIES", V_UINT, S(llm_max_retries), 0, 100},
     {"ORCH_AUTO_APPROVE", V_AUTO, S(auto_approve), 0, 0},
-    {"ORCH_MAX_WORKERS", V_UINT, S(max_workers), 1, 1024},
+    {"ORCH_MAX_WORKERS", V_UINT, S(max_workers), 1, 4096},
     {"ORCH_MAX_RETRIES", V_UINT, S(max_retries), 0, 100},
     {"ORCH_RETRY_BACKOFF_MS", V_UINT, S(retry_backoff_ms), 0, 3600000},
     {"ORCH_WORKER_TIMEOUT_S", V_UINT, S(worker_timeout_s), 1, 86400},

@@ -33,6 +33,7 @@
 #include "config.h"
 #include "control.h"
 #include "gc.h"
+#include "metrics.h"
 #include "store.h"
 #include "task.h"
 
@@ -1139,6 +1140,8 @@ control_cb(struct evhttp_request *req, void *arg)
 			    json_integer(control_cbs->workers_running()));
 			control_reply(req, 200, s);
 		}
+	} else if (strcmp(path, "/metrics") == 0 && cmd == EVHTTP_REQ_GET) {
+		metrics_serve(req, control_st, control_cbs->workers_running());
 	} else if (strcmp(path, "/v1/events") == 0) {
 		if (cmd == EVHTTP_REQ_GET)
 			control_events_get(req, 0, &q);

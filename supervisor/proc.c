@@ -66,10 +66,25 @@ struct worker {
 	int status;    /* wait status once reaped */
 	char *failure; /* why we killed it */
 	TAILQ_ENTRY(worker) entry;
+	LIST_ENTRY(worker) hentry; /* in proc_by_task */
 };
 TAILQ_HEAD(workers, worker);
 
 static struct workers workers = TAILQ_HEAD_INITIALIZER(workers);
+/*
+ * Workers by task, and their count: the scheduler asks both for every task
+ * it looks at, and with a thousand workers a walk of the list per question
+ * was most of the cost of filling the slots.
+ */
+#define PROC_HASH 1024
+static LIST_HEAD(proc_bucket, worker) proc_by_task[PROC_HASH];
+static unsigned proc_n;
+
+static struct proc_bucket *
+proc_bucket(int64_t task)
+{
+	return &proc_by_task[(uint64_t)task % PROC_HASH];
+}
 static struct event *proc_gc_ev;
 
 static int
@@ -441,6 +456,8 @@ proc_spawn(struct event_base *base, int64_t task, const char *stage,
 	    event_new(base, ep[0], EV_READ | EV_PERSIST, proc_stderr_cb, w);
 	event_add(w->errev, NULL);
 	TAILQ_INSERT_TAIL(&workers, w, entry);
+	LIST_INSERT_HEAD(proc_bucket(task), w, hentry);
+	proc_n++;
 	return w;
 }
 
@@ -537,7 +554,7 @@ proc_find_task(int64_t task)
 {
 	struct worker *w;
 
-	TAILQ_FOREACH(w, &workers, entry) {
+	LIST_FOREACH(w, proc_bucket(task), hentry) {
 		if (w->task == task)
 			return w;
 	}
@@ -553,12 +570,7 @@ proc_next(struct worker *w)
 unsigned
 proc_count(void)
 {
-	struct worker *w;
-	unsigned n = 0;
-
-	TAILQ_FOREACH(w, &workers, entry)
-		n++;
-	return n;
+	return proc_n;
 }
 
 void
@@ -567,6 +579,8 @@ proc_free(struct worker *w)
 	if (w == NULL)
 		return;
 	TAILQ_REMOVE(&workers, w, entry);
+	LIST_REMOVE(w, hentry);
+	proc_n--;
 	bufferevent_free(w->bev);
 	event_free(w->errev);
 	close(w->errfd);

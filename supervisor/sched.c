@@ -15,6 +15,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "metrics.h"
 #include "proc.h"
 #include "sched.h"
 #include "store.h"
@@ -58,6 +59,22 @@ static int64_t *clean_ws;
 static size_t nclean_ws;
 
 /*
+ * What a kick looks at.  A kick is cheap when the scheduler knows which
+ * tasks may have become startable (a worker's exit or result, a backoff's
+ * end, an API action on a task: sched_kick_task): it looks at those only.
+ * It walks every runnable task in the store (sched_walk) only when
+ * something it did not see may have changed (sched_kick: the start, a
+ * submission, storage back after a pause) or when its last walk stopped
+ * at a full house, so that tasks may be waiting.  With a thousand workers
+ * running, a worker's exit then costs a look at its own task, not a walk
+ * past the thousand others.
+ */
+#define SCHED_DIRTY_MAX 1024
+static int64_t *sched_dirty;
+static size_t nsched_dirty;
+static int sched_rescan;
+
+/*
  * What the scheduler knows of one of its workers, hung on it (proc_arg):
  * how far it has got in the protocol, and whether its end is a failure.
  */
@@ -68,6 +85,8 @@ struct sched_worker {
 	int stopping;     /* we asked it to stop; not a failure */
 	int ws_clean;     /* its task's worktree is at the last snapshot */
 	int64_t next_seq; /* the journal seq it must send next */
+	double started;   /* metrics_now() at its start */
+	double last_sent; /* ... when we last sent it something */
 };
 
 static int sched_storage_failed(void);
@@ -180,6 +199,28 @@ sched_probe(void)
 void
 sched_kick(void)
 {
+	sched_rescan = 1;
+	if (sched_kick_ev != NULL)
+		event_active(sched_kick_ev, 0, 0);
+}
+
+/* Look at task soon: something the scheduler saw may let it start. */
+static void
+sched_kick_task(int64_t task)
+{
+	for (size_t i = 0; i < nsched_dirty; i++)
+		if (sched_dirty[i] == task)
+			goto out;
+	if (nsched_dirty == SCHED_DIRTY_MAX) {
+		/* Too many to list: walk them all instead. */
+		sched_rescan = 1;
+		goto out;
+	}
+	if (nsched_dirty % 64 == 0)
+		sched_dirty = xrealloc(
+		    sched_dirty, (nsched_dirty + 64) * sizeof *sched_dirty);
+	sched_dirty[nsched_dirty++] = task;
+out:
 	if (sched_kick_ev != NULL)
 		event_active(sched_kick_ev, 0, 0);
 }
@@ -493,6 +534,8 @@ sched_start(int64_t id)
 		return;
 	}
 	sw->ws_clean = sched_clean_take(id);
+	sw->started = sw->last_sent = metrics_now();
+	metrics_worker_started(stage, t->ival[TI_STAGE_RETRIES] > 0);
 	sched_event(id, EV_INFO, stage_name(stage),
 	    "worker %d started (run %lld%s)", (int)proc_pid(w),
 	    (long long)t->ival[TI_STAGE_RUN],
@@ -500,13 +543,57 @@ sched_start(int64_t id)
 	task_free(t);
 }
 
+/*
+ * Whether task may start now: it has no worker, is not waiting out a
+ * restart's backoff and is not held.  Starts it if so; 1 when it runs.
+ */
+static int
+sched_try(int64_t task, uint64_t now)
+{
+	if (proc_find_task(task) != NULL || sched_backing_off(task, now) ||
+	    sched_is_held(task))
+		return 0;
+	sched_backoff_clear(task);
+	sched_start(task);
+	return proc_find_task(task) != NULL;
+}
+
+/*
+ * Walk every runnable task in the store, oldest first, a page at a time,
+ * starting those that may start until the slots are full.  The tasks that
+ * already run are among the runnable ones: paging past them is what lets
+ * more than a page's worth run at once.  Returns 1 when it saw them all.
+ */
+static int
+sched_walk(unsigned *running, uint64_t now)
+{
+	int64_t ids[256], after = 0;
+	size_t n;
+
+	do {
+		if (store_task_runnable(
+		        sched_st, after, ids, nitems(ids), &n) == -1) {
+			log_warnx("cannot list runnable tasks: %s",
+			    store_error(sched_st));
+			return 0;
+		}
+		for (size_t i = 0; i < n; i++) {
+			if (*running >= cfg.max_workers)
+				return 0;
+			*running += (unsigned)sched_try(ids[i], now);
+		}
+		if (n > 0)
+			after = ids[n - 1];
+	} while (n == nitems(ids));
+	return 1;
+}
+
 static void
 sched_kick_cb(evutil_socket_t fd, short what, void *arg)
 {
-	int64_t ids[256];
-	size_t n, i;
 	unsigned running = proc_count();
 	uint64_t now = now_ms();
+	size_t i;
 
 	(void)fd;
 	(void)what;
@@ -516,24 +603,19 @@ sched_kick_cb(evutil_socket_t fd, short what, void *arg)
 	if (running >= cfg.max_workers)
 		return;
 	if (sched_opts.only_task != 0) {
-		ids[0] = sched_opts.only_task;
-		n = 1;
-	} else if (store_task_runnable(sched_st, ids, nitems(ids), &n) == -1) {
-		log_warnx(
-		    "cannot list runnable tasks: %s", store_error(sched_st));
+		sched_try(sched_opts.only_task, now);
+		nsched_dirty = 0;
 		return;
 	}
-	for (i = 0; i < n && running < cfg.max_workers; i++) {
-		if (proc_find_task(ids[i]) != NULL ||
-		    sched_backing_off(ids[i], now) || sched_is_held(ids[i]))
-			continue;
-		sched_backoff_clear(ids[i]);
-		sched_start(ids[i]);
-		if (proc_find_task(ids[i]) != NULL)
-			running++;
-	}
+	for (i = 0; i < nsched_dirty && running < cfg.max_workers; i++)
+		running += (unsigned)sched_try(sched_dirty[i], now);
+	memmove(sched_dirty, sched_dirty + i,
+	    (nsched_dirty - i) * sizeof *sched_dirty);
+	nsched_dirty -= i;
+	if (sched_rescan && running < cfg.max_workers &&
+	    sched_walk(&running, now))
+		sched_rescan = 0;
 }
-
 static void
 sched_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -552,19 +634,18 @@ sched_timer_cb(evutil_socket_t fd, short what, void *arg)
 				proc_kill(w, NULL);
 		}
 	}
-	for (size_t i = 0; i < nbackoffs; i++) {
-		if (now >= backoffs[i].until) {
-			sched_kick();
-			break;
-		}
-	}
+	for (size_t i = 0; i < nbackoffs; i++)
+		if (now >= backoffs[i].until)
+			sched_kick_task(backoffs[i].task);
 }
 
 static void
 sched_ack(struct worker *w, uint64_t seq)
 {
+	struct sched_worker *sw = proc_arg(w);
 	struct proto_msg m;
 
+	sw->last_sent = metrics_now();
 	proto_msg_init(&m, PROTO_ACK);
 	m.u[PF_SEQ] = seq;
 	proc_send(w, &m);
@@ -651,6 +732,7 @@ sched_hello(struct worker *w, const struct proto_msg *m)
 	task_free(t);
 	store_journal_list(
 	    sched_st, proc_task(w), proc_run(w), sched_replay_cb, w);
+	sw->last_sent = metrics_now();
 }
 
 static const char *
@@ -861,6 +943,7 @@ sched_result(struct worker *w, const struct proto_msg *m)
 	}
 	task_free(t);
 	sw->done = 1;
+	metrics_observe_stage(stage, metrics_now() - sw->started);
 	/*
 	 * A worker touches the worktree no more once it has sent its
 	 * result, and every change it made is in its last snapshot, except
@@ -870,7 +953,7 @@ sched_result(struct worker *w, const struct proto_msg *m)
 	if (sched_stages[stage].leaves_clean)
 		sched_clean_put(proc_task(w));
 	sched_ack(w, 0);
-	sched_kick();
+	sched_kick_task(proc_task(w));
 	return;
 dberr:
 	/* Nothing was committed: the worker is killed and the stage runs
@@ -979,6 +1062,9 @@ sched_worker_msg(struct worker *w, struct proto_msg *m, void *arg)
 			return;
 		}
 		sw->next_seq++;
+		metrics_observe_journal(m->s[PF_KIND], m->s[PF_DATA],
+		    metrics_now() - sw->last_sent, m->u[PF_TOKENS_IN],
+		    m->u[PF_TOKENS_OUT]);
 		sched_ack(w, m->u[PF_SEQ]);
 		if (m->u[PF_TOKENS_IN] + m->u[PF_TOKENS_OUT] > 0)
 			sched_check_tokens(w);
@@ -1002,6 +1088,11 @@ sched_worker_exit(struct worker *w, void *arg)
 	uint64_t delay;
 	int64_t id = proc_task(w);
 
+	/* Killed by us: with the reason given to proc_kill, or none when we
+	 * stopped it (a cancel, a shutdown, a pause, a budget). */
+	if (proc_failure(w) != NULL ||
+	    (sw->stopping && proc_reaped(w) && WIFSIGNALED(proc_status(w))))
+		metrics_worker_killed(proc_failure(w));
 	if (sw->done || sw->stopping) {
 		if (proc_reaped(w) &&
 		    !(WIFEXITED(proc_status(w)) &&
@@ -1011,7 +1102,7 @@ sched_worker_exit(struct worker *w, void *arg)
 			    "worker %d ended badly after its result",
 			    (int)proc_pid(w));
 		proc_free(w);
-		sched_kick();
+		sched_kick_task(id);
 		return;
 	}
 
@@ -1094,7 +1185,7 @@ out:
 	task_free(t);
 	free(why);
 	proc_free(w);
-	sched_kick();
+	sched_kick_task(id);
 }
 
 void
@@ -1121,7 +1212,7 @@ sched_task_changed(int64_t task)
 		}
 		task_free(t);
 	}
-	sched_kick();
+	sched_kick_task(task);
 }
 
 static int
@@ -1223,8 +1314,10 @@ sched_free(void)
 	free(backoffs);
 	free(held);
 	free(clean_ws);
+	free(sched_dirty);
 	backoffs = NULL;
 	held = NULL;
 	clean_ws = NULL;
-	nbackoffs = nheld = nclean_ws = 0;
+	sched_dirty = NULL;
+	nbackoffs = nheld = nclean_ws = nsched_dirty = 0;
 }

@@ -3,6 +3,7 @@
  * signals, the scheduler and the control socket.
  */
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <errno.h>
@@ -21,6 +22,7 @@
 #include "config.h"
 #include "control.h"
 #include "doctor.h"
+#include "metrics.h"
 #include "notify.h"
 #include "proc.h"
 #include "sched.h"
@@ -203,6 +205,26 @@ static const struct control_cbs server_control_cbs = {
     proc_count,
 };
 
+/*
+ * Each worker holds two of the service's descriptors (its socket and its
+ * stderr pipe) and the control socket keeps room for more (control.c), so
+ * a thousand workers need more than the soft limit most systems start a
+ * process with (1024).  The hard limit is the administrator's word; the
+ * soft one is ours to raise up to it.
+ */
+static void
+server_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur == rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+		log_warn("cannot raise RLIMIT_NOFILE to %llu",
+		    (unsigned long long)rl.rlim_max);
+}
+
 int
 server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 {
@@ -239,6 +261,7 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 		server_backup(st);
 
 	signal(SIGPIPE, SIG_IGN);
+	server_nofile();
 	server_base = event_base_new();
 	if (server_base == NULL)
 		fatalx("event_base_new failed");
@@ -256,6 +279,7 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 		server_pump_last = 0;
 	server_pump_ev = event_new(server_base, -1, 0, server_pump, NULL);
 	store_set_event_hook(st, server_event_hook, NULL);
+	store_set_commit_hook(st, metrics_observe_commit, NULL);
 	notify_init(server_base);
 	if (control_init(server_base, st, &server_control_cbs, &cause) == -1) {
 		fprintf(stderr, "orch-supervisor: control socket: %s\n", cause);
@@ -294,6 +318,7 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 	audit_close();
 	control_free();
 	store_set_event_hook(st, NULL, NULL);
+	store_set_commit_hook(st, NULL, NULL);
 	event_free(server_pump_ev);
 	server_pump_ev = NULL;
 	notify_free();

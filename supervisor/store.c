@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -314,7 +315,7 @@ static const char *const stmt_sql[ST_MAX] = {
     [ST_RUNNABLE] = "SELECT id FROM tasks WHERE workflow_state IN"
                     " ('pending', 'planning', 'plan_approved',"
                     " 'implementing', 'reviewing', 'verifying')"
-                    " ORDER BY id LIMIT ?1",
+                    " AND id > ?2 ORDER BY id LIMIT ?1",
     [ST_SYNC_FULL] = "PRAGMA synchronous = FULL",
     [ST_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
 };
@@ -686,6 +687,36 @@ store_wbegin(struct store *s)
 	return store_wbegin_as(s, 0);
 }
 
+/* Called after each commit with its duration (store_set_commit_hook). */
+static void (*store_commit_cb)(double seconds, void *arg);
+static void *store_commit_arg;
+
+void
+store_set_commit_hook(
+    struct store *s, void (*cb)(double seconds, void *arg), void *arg)
+{
+	(void)s;
+	store_commit_cb = cb;
+	store_commit_arg = arg;
+}
+
+/* COMMIT, timed for the commit hook. */
+static int
+store_exec_commit(struct store *s)
+{
+	struct timespec t0, t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if (store_exec(s, "COMMIT", "commit") == -1)
+		return -1;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	if (store_commit_cb != NULL)
+		store_commit_cb((double)(t1.tv_sec - t0.tv_sec) +
+		                    (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
+		    store_commit_arg);
+	return 0;
+}
+
 static int
 store_wend(struct store *s, int rc)
 {
@@ -699,7 +730,7 @@ store_wend(struct store *s, int rc)
 		store_exec_quiet(s, "ROLLBACK");
 		return rc;
 	}
-	if (store_exec(s, "COMMIT", "commit") == -1) {
+	if (store_exec_commit(s) == -1) {
 		if (!sqlite3_get_autocommit(s->db))
 			store_exec_quiet(s, "ROLLBACK");
 		return -1;
@@ -734,7 +765,7 @@ store_commit(struct store *s)
 		return -1;
 	}
 	s->in_tx = 0;
-	if (store_exec(s, "COMMIT", "commit") == -1) {
+	if (store_exec_commit(s) == -1) {
 		if (!sqlite3_get_autocommit(s->db))
 			store_exec_quiet(s, "ROLLBACK");
 		return -1;
@@ -1583,7 +1614,8 @@ store_task_list(
 }
 
 int
-store_task_runnable(struct store *s, int64_t *ids, size_t max, size_t *n)
+store_task_runnable(
+    struct store *s, int64_t after, int64_t *ids, size_t max, size_t *n)
 {
 	sqlite3_stmt *st;
 	int rc;
@@ -1594,6 +1626,7 @@ store_task_runnable(struct store *s, int64_t *ids, size_t max, size_t *n)
 	if ((st = store_prep(s, ST_RUNNABLE)) == NULL)
 		return -1;
 	sqlite3_bind_int64(st, 1, max > INT64_MAX ? INT64_MAX : (int64_t)max);
+	sqlite3_bind_int64(st, 2, after);
 	while (*n < max && (rc = sqlite3_step(st)) == SQLITE_ROW)
 		ids[(*n)++] = sqlite3_column_int64(st, 0);
 	if (*n < max && rc != SQLITE_DONE) {
@@ -1860,6 +1893,31 @@ store_usage_json(struct store *s, int64_t task, json_t **out)
 	}
 	sqlite3_finalize(st);
 	*out = obj;
+	return 0;
+}
+
+int
+store_task_counts(struct store *s, int64_t counts[WS_MAX])
+{
+	sqlite3_stmt *st;
+	enum wstate ws;
+	int rc;
+
+	memset(counts, 0, WS_MAX * sizeof *counts);
+	/* The workflow_state index covers this: no task row is read. */
+	st = store_prep_once(s, "SELECT workflow_state, COUNT(*) FROM tasks"
+	                        " GROUP BY workflow_state");
+	if (st == NULL)
+		return -1;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (wstate_parse(col_text(st, 0), &ws) == 0)
+			counts[ws] = sqlite3_column_int64(st, 1);
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		store_dberr(s, "task counts");
+		return -1;
+	}
 	return 0;
 }
 

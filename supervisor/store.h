@@ -164,10 +164,14 @@ typedef int (*store_task_cb)(const struct task *, void *arg);
 int store_task_list(
     struct store *, int status, int resumable, store_task_cb, void *arg);
 /*
- * Ids of tasks a worker may run for now (pending, planning, plan_approved,
- * implementing, reviewing, verifying), oldest first, at most max.
+ * Ids over after of tasks a worker may run for now (pending, planning,
+ * plan_approved, implementing, reviewing, verifying), oldest first, at most
+ * max: the caller pages through them with after = the last id it got.
  */
-int store_task_runnable(struct store *, int64_t *ids, size_t max, size_t *n);
+int store_task_runnable(
+    struct store *, int64_t after, int64_t *ids, size_t max, size_t *n);
+/* How many tasks are in each workflow state (cheap: the state's index). */
+int store_task_counts(struct store *, int64_t counts[WS_MAX]);
 
 /* Also sets tasks.workflow_checkpoint_data to data. */
 int store_checkpoint_add(struct store *, int64_t task, const char *name,
@@ -249,6 +253,9 @@ int store_integrity(struct store *, int *ok);
  * once the transaction is over.  One hook per process; NULL removes it.
  */
 void store_set_event_hook(struct store *, void (*cb)(void *), void *arg);
+/* cb is called after every commit with how long the COMMIT took. */
+void store_set_commit_hook(
+    struct store *, void (*cb)(double seconds, void *arg), void *arg);
 /* The highest event id (0 when there is none). */
 int store_event_max(struct store *, int64_t *id);
 /* The number of tasks with this status. */

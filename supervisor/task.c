@@ -14,6 +14,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "metrics.h"
 #include "store.h"
 #include "task.h"
 
@@ -281,6 +282,26 @@ task_done(struct store *st, struct task *t, int rc, char **cause, int *code)
 }
 
 /*
+ * task_done for a person's answer at an approval gate (t is the task as it
+ * waited): also records how long it waited, since the state change that
+ * made it wait was its last update.
+ */
+static int
+task_decided(struct store *st, struct task *t, int rc, char **cause, int *code)
+{
+	enum stage gate = t->state == WS_PLAN_AWAITING_APPROVAL
+	                      ? STAGE_PLANNING
+	                      : STAGE_IMPLEMENTING;
+	char *since = t->updated_at != NULL ? xstrdup(t->updated_at) : NULL;
+
+	rc = task_done(st, t, rc, cause, code);
+	if (rc == 0)
+		metrics_observe_approval(gate, since);
+	free(since);
+	return rc;
+}
+
+/*
  * A text a person gives a task (its request, a rejection's reason, who
  * approved): at most max bytes of UTF-8, since it goes into JSON (the API,
  * the model's conversation, the worker's START) as it is.  -1 with *err
@@ -383,7 +404,7 @@ task_approve(
 		store_rollback(st);
 		return -1;
 	}
-	return task_done(st, t, rc, cause, code);
+	return task_decided(st, t, rc, cause, code);
 }
 
 int
@@ -441,7 +462,7 @@ task_reject(struct store *st, int64_t id, const char *reason, const char *by,
 		return -1;
 	}
 	free(why);
-	return task_done(st, t, rc, cause, code);
+	return task_decided(st, t, rc, cause, code);
 }
 
 int

@@ -44,7 +44,7 @@ struct worker {
 	char *failure;
 };
 
-#define FAKE_MAX 64
+#define FAKE_MAX 1024
 static struct worker fake[FAKE_MAX];
 static int nfake;
 
@@ -539,6 +539,55 @@ test_approve_backoff(void)
 	}
 }
 
+/*
+ * More tasks than a page of the runnable list (256) and more slots too:
+ * one kick fills every slot, however many tasks already run, and no more.
+ */
+static void
+test_many(void)
+{
+	unsigned saved = cfg.max_workers;
+	int before = nfake, n, i;
+	struct worker *w = NULL;
+	struct task *t;
+
+	cfg.max_workers = 300;
+	for (i = 0; i < 400; i++)
+		submit();
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	is_int(proc_count(), 300,
+	    "one kick starts 300 workers for 400 tasks (ORCH_MAX_WORKERS=300)");
+	pump(20);
+	is_int(proc_count(), 300, "and never more than ORCH_MAX_WORKERS");
+
+	/* A task leaves its slot for an approval: a waiting one takes it. */
+	for (i = before; i < nfake && w == NULL; i++)
+		if (fake[i].live)
+			w = &fake[i];
+	if (w == NULL)
+		return;
+	hello(w);
+	result_plan(w);
+	worker_exit(w, 0);
+	n = nfake;
+	pump(20);
+	is_int(nfake, n + 1, "the freed slot goes to a waiting task");
+	is_int(proc_count(), 300, "the slots stay full");
+	t = task_load_or_die(fake[nfake - 1].task);
+	is_str(wstate_name(t->state), "planning",
+	    "the new worker plans a task that was pending");
+	task_free(t);
+
+	/* Room for all: the 100 still pending start as well. */
+	cfg.max_workers = 1000;
+	sched_kick();
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	is_int(proc_count(), 399,
+	    "with room for all, every one of the 399 runnable tasks runs");
+	is_int(nfake - before, 400, "each started once");
+	cfg.max_workers = saved;
+}
+
 int
 main(void)
 {
@@ -581,6 +630,7 @@ main(void)
 	test_crashes();
 	test_cancel();
 	test_approve_backoff();
+	test_many();
 
 	sched_free();
 	msg_start_clear(&last_start);

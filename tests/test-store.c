@@ -569,15 +569,20 @@ test_list(void)
 	ok(store_task_list(s, TS_MAX, 0, collect_task, &l) == -1,
 	    "list refuses a bad status");
 
-	ok(store_task_runnable(s, ids, nitems(ids), &n) == 0, "runnable");
+	ok(store_task_runnable(s, 0, ids, nitems(ids), &n) == 0, "runnable");
 	{
 		const int64_t w[] = {1, 2, 7, 8, 10, 11};
 		ok(n == nitems(w) && memcmp(ids, w, sizeof w) == 0,
 		    "runnable: pending and working states, oldest first");
 	}
-	ok(store_task_runnable(s, ids, 2, &n) == 0 && n == 2 && ids[0] == 1 &&
-	        ids[1] == 2,
+	ok(store_task_runnable(s, 0, ids, 2, &n) == 0 && n == 2 &&
+	        ids[0] == 1 && ids[1] == 2,
 	    "runnable at most max");
+	ok(store_task_runnable(s, 2, ids, 2, &n) == 0 && n == 2 &&
+	        ids[0] == 7 && ids[1] == 8,
+	    "runnable pages on: after the last id seen");
+	ok(store_task_runnable(s, 11, ids, 2, &n) == 0 && n == 0,
+	    "runnable past the last: none");
 
 	/* by_status in stats */
 	{
