@@ -21,6 +21,9 @@ if [ "${1:-}" = test ]; then
 	# The fuzz targets and the sanitizer runs want clang and its runtime;
 	# the style checks clang-format and shellcheck.
 	packages+=(clang clang-tidy clang-format shellcheck libclang-rt-14-dev)
+	# The console's browser tests (tests/browser/): headless Chromium
+	# driven by selenium.
+	packages+=(chromium chromium-driver python3-selenium)
 fi
 
 missing=()

@@ -311,9 +311,11 @@ console_redirect(struct evhttp_request *req, const char *to)
 }
 
 /*
- * A POST from another site: its Origin (or Sec-Fetch-Site) says so.  A
- * browser always sends one of them with a form post; a program may send
- * neither, and needs the bearer token or the CSRF token anyway.
+ * A POST from another site: its Sec-Fetch-Site (else its Origin) says so.
+ * A browser sends one of them with a form post; a program may send
+ * neither, and needs the bearer token or the CSRF token anyway.  Our own
+ * pages' Origin is "null" (Referrer-Policy: no-referrer hides it), so
+ * that one decides nothing: the CSRF token does.
  */
 static int
 console_cross_site(struct evhttp_request *req)
@@ -327,7 +329,9 @@ console_cross_site(struct evhttp_request *req)
 	if (site != NULL && strcmp(site, "same-origin") != 0 &&
 	    strcmp(site, "none") != 0)
 		return 1;
-	if (origin == NULL)
+	if (site != NULL)
+		return 0;
+	if (origin == NULL || strcmp(origin, "null") == 0)
 		return 0;
 	if (host == NULL)
 		return 1;
@@ -1150,8 +1154,10 @@ console_event_cb(const struct event_row *ev, void *arg)
 static void
 console_section(struct buf *b, const char *id, const char *title)
 {
-	buf_addf(b, "<section aria-labelledby=\"h-%s\"><h2 id=\"h-%s\">%s</h2>",
-	    id, id, title);
+	buf_addf(b,
+	    "<section id=\"sec-%s\" aria-labelledby=\"h-%s\"><h2 "
+	    "id=\"h-%s\">%s</h2>",
+	    id, id, id, title);
 }
 
 static void
