@@ -678,7 +678,7 @@ console_collect(const struct task *t, void *arg)
 		return 0;
 	if (l->n == l->cap) {
 		l->cap = l->cap ? 2 * l->cap : 64;
-		l->v = xrealloc(l->v, l->cap * sizeof *l->v);
+		l->v = xrealloc(l->v, l->cap * sizeof(struct task *));
 	}
 	/* The list is of borrowed rows: keep the fields the pages show. */
 	c = xcalloc(1, sizeof *c);
@@ -739,7 +739,7 @@ console_inbox(struct evhttp_request *req, const struct console_who *who)
 		console_error_page(req, 500, store_error(console_st), who);
 		return;
 	}
-	qsort(l.v, l.n, sizeof *l.v, console_by_wait);
+	qsort(l.v, l.n, sizeof(struct task *), console_by_wait);
 	buf_init(&b);
 	console_page_start(&b, "Inbox", who, "/inbox");
 	buf_addf(&b,

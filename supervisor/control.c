@@ -802,7 +802,7 @@ control_sweep_arm(void)
 static int
 control_is_tcp_ours(int fd)
 {
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss = {0};
 	socklen_t len = sizeof ss;
 
 	if (getsockname(fd, (struct sockaddr *)&ss, &len) == -1 ||
@@ -1188,7 +1188,7 @@ static int
 control_over_tcp(struct evhttp_request *req)
 {
 	struct evhttp_connection *c = evhttp_request_get_connection(req);
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss = {0};
 	socklen_t len = sizeof ss;
 	int fd;
 
