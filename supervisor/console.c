@@ -58,6 +58,7 @@ extern const size_t console_nassets;
 #define CONSOLE_DIFF_FOLD    400 /* lines: a longer file's diff is folded */
 #define CONSOLE_EVENTS_MAX   5000
 #define CONSOLE_SUMMARY      400 /* bytes of a plan shown in the inbox */
+#define CONSOLE_PAGE         200 /* tasks on a page of the list */
 
 struct console_session {
 	char id[CONSOLE_SECRET_LEN + 1];
@@ -665,6 +666,8 @@ struct console_list {
 	struct task **v;
 	size_t n, cap;
 	const char *q;
+	size_t max; /* 0: no limit */
+	int more;   /* a task past max was there */
 };
 
 static int
@@ -676,6 +679,10 @@ console_collect(const struct task *t, void *arg)
 	if (l->q != NULL && *l->q != '\0' &&
 	    (t->request == NULL || strcasestr(t->request, l->q) == NULL))
 		return 0;
+	if (l->max != 0 && l->n == l->max) {
+		l->more = 1;
+		return 1;
+	}
 	if (l->n == l->cap) {
 		l->cap = l->cap ? 2 * l->cap : 64;
 		l->v = xrealloc(l->v, l->cap * sizeof(struct task *));
@@ -780,18 +787,26 @@ console_tasks(struct evhttp_request *req, struct evkeyvalq *q,
     const struct console_who *who)
 {
 	const char *status = evhttp_find_header(q, "status");
+	const char *before = evhttp_find_header(q, "before");
 	struct console_list l = {0};
 	enum tstatus ts = TS_MAX;
+	uint64_t bid = 0;
 	struct buf b;
 
 	l.q = evhttp_find_header(q, "q");
+	l.max = CONSOLE_PAGE;
+	if (before != NULL && *before != '\0' &&
+	    parse_u64(before, 1, INT64_MAX, &bid) == -1) {
+		console_error_page(req, 400, "before must be a task id", who);
+		return;
+	}
 	if (status != NULL && *status != '\0' &&
 	    tstatus_parse(status, &ts) == -1) {
 		console_error_page(req, 400, "no such status", who);
 		return;
 	}
-	if (store_task_list(console_st, ts == TS_MAX ? -1 : (int)ts, 0,
-	        console_collect, &l) == -1) {
+	if (store_task_list_desc(console_st, ts == TS_MAX ? -1 : (int)ts,
+	        (int64_t)bid, console_collect, &l) == -1) {
 		console_list_free(&l);
 		console_error_page(req, 500, store_error(console_st), who);
 		return;
@@ -811,14 +826,14 @@ console_tasks(struct evhttp_request *req, struct evkeyvalq *q,
 	console_html(&b, l.q);
 	buf_addf(&b,
 	    "\"> <button type=\"submit\">Filter</button></form>"
-	    "<p>%zu task%s, the newest first.</p>",
-	    l.n, l.n == 1 ? "" : "s");
+	    "<p>%zu task%s%s, the newest first.</p>",
+	    l.n, l.n == 1 ? "" : "s", l.more ? " on this page" : "");
 	console_live(&b);
 	buf_adds(&b, "<table class=\"tasks\"><thead><tr><th scope=\"col\">"
 	             "Task</th><th scope=\"col\">State</th><th scope=\"col\">"
 	             "Request</th><th scope=\"col\">Updated</th></tr></thead>"
 	             "<tbody>");
-	for (size_t i = l.n; i-- > 0;) {
+	for (size_t i = 0; i < l.n; i++) {
 		struct task *t = l.v[i];
 
 		buf_addf(&b,
@@ -832,6 +847,18 @@ console_tasks(struct evhttp_request *req, struct evkeyvalq *q,
 		buf_adds(&b, "</td></tr>");
 	}
 	buf_adds(&b, "</tbody></table>");
+	if (l.more && l.n > 0) {
+		char *eq = evhttp_encode_uri(l.q != NULL ? l.q : "");
+		char *href = xasprintf("/tasks?status=%s&q=%s&before=%lld",
+		    ts == TS_MAX ? "" : tstatus_name(ts), eq,
+		    (long long)l.v[l.n - 1]->id);
+
+		buf_adds(&b, "<p><a href=\"");
+		console_html(&b, href);
+		buf_adds(&b, "\" rel=\"next\">Older tasks</a></p>");
+		free(href);
+		free(eq);
+	}
 	console_list_free(&l);
 	console_page_send(req, 200, &b);
 }

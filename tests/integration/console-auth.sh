@@ -113,8 +113,21 @@ service_kill TERM
 
 # ORCH_REPOS over TCP.
 export ORCH_REPOS="$T/other, $T/repo"
+# And a list longer than a page: 250 more finished tasks (ids 3 to 252).
+sq "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<250)
+	INSERT INTO tasks(request, status, workflow_state, repo)
+	SELECT 'bulk '||i, 'completed', 'completed', '/srv' FROM n"
 service_start
 wait_for 10 curl -s "$URL/login"
+H="Authorization: Bearer $TOKEN"
+is "$(http -H "$H" "$URL/tasks")" 200 "the task list's first page"
+is "$(grep -o 'href="/tasks/[0-9]*"' "$T/http.body" | head -1)" 'href="/tasks/252"' "... starts with the newest"
+is "$(grep -o 'href="/tasks/[0-9]*"' "$T/http.body" | wc -l)" 200 "... holds 200 tasks"
+NEXT=$(sed -n 's/.*href="\(\/tasks?[^"]*before=[0-9]*\)" rel="next".*/\1/p' "$T/http.body" | sed 's/&amp;/\&/g')
+is "$NEXT" "/tasks?status=&q=&before=53" "... and links the older ones"
+is "$(http -H "$H" "$URL$NEXT")" 200 "the older page"
+is "$(grep -o 'href="/tasks/[0-9]*"' "$T/http.body" | wc -l)" 52 "... holds the other 52"
+is "$(grep -c 'rel="next"' "$T/http.body")" 0 "... and is the last"
 is "$(http -H "Authorization: Bearer $TOKEN" -d "{\"request\":\"x\",\"repo\":\"$ORCH_STATE_DIR\"}" \
 	"$URL/v1/tasks")" 403 "a repository not in ORCH_REPOS: 403"
 like "$(cat "$T/http.body")" "ORCH_REPOS" "... saying so"
