@@ -41,8 +41,11 @@ def done():
     sys.exit(1 if failed else 0)
 
 
-def browser():
+def browser(javascript=True):
     o = webdriver.ChromeOptions()
+    if not javascript:
+        o.add_experimental_option(
+            "prefs", {"profile.managed_default_content_settings.javascript": 2})
     for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
               "--disable-gpu", "--window-size=1280,1000"):
         o.add_argument(a)

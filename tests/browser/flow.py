@@ -9,7 +9,7 @@ import os
 
 from selenium.webdriver.common.by import By
 
-from browser import URL, is_, login, ok, run, shot, text_of, wait
+from browser import TOKEN, URL, browser, is_, login, ok, run, shot, text_of, wait
 
 REPO = os.environ["REPO"]
 EDITED = ("Write greet.sh that prints Hello, and data.txt of 450 lines "
@@ -106,5 +106,55 @@ def main(d):
        "the verification passed")
     shot(d, "task")
 
+    # Readable with a screen reader: one h1, every field labelled.
+    for path in ("/inbox", "/tasks", "/tasks/1", "/submit"):
+        d.get(URL + path)
+        is_(d.execute_script(A11Y), [], path + ": one h1, every field labelled")
+
+    # A phone's width: nothing wider than the screen but the diff's own
+    # scrolling box.
+    d.set_window_size(390, 844)
+    for path in ("/inbox", "/tasks", "/tasks/1"):
+        d.get(URL + path)
+        wide = d.execute_script(WIDE)
+        is_(wide, [], path + " fits a 390 px wide screen")
+    shot(d, "task-phone")
+
+    # Without JavaScript: log in by hand, and the task page reads whole.
+    nojs = browser(javascript=False)
+    try:
+        nojs.get(URL + "/login")
+        nojs.find_element(By.ID, "token").send_keys(TOKEN)
+        nojs.find_element(By.ID, "name").send_keys("No Script")
+        nojs.find_element(By.CSS_SELECTOR, "form.login button").click()
+        nojs.get(URL + "/tasks/1")
+        ok(EDITED in nojs.find_element(By.ID, "plan-text").text,
+           "without JavaScript: the plan reads")
+        ok("+line 450" in nojs.find_element(By.ID, "diff")
+           .get_attribute("textContent"), "... and the whole diff")
+        ok("completed" in nojs.find_element(By.ID, "log")
+           .get_attribute("textContent"), "... and the log")
+    finally:
+        nojs.quit()
+
+
+# The elements wider than the screen (none inside a scrolling box).
+WIDE = """
+var bad = [], w = document.documentElement.clientWidth;
+document.querySelectorAll("body *").forEach(function (e) {
+  if (e.closest("pre.diff")) return;
+  var r = e.getBoundingClientRect();
+  if (r.right > w + 1) bad.push(e.tagName + "." + e.className);
+});
+return bad.slice(0, 5);
+"""
+
+A11Y = """
+var bad = [];
+if (document.querySelectorAll("h1").length !== 1) bad.push("h1 count");
+document.querySelectorAll("input:not([type=hidden]), textarea, select")
+  .forEach(function (e) { if (!e.labels || !e.labels.length) bad.push(e.name); });
+return bad;
+"""
 
 run(main)

@@ -100,6 +100,43 @@ is "$(state_of 1)" completed "the task completes"
 is "$(http -H "Authorization: Bearer $TOKEN" -d "{\"request\":\"Again\",\"repo\":\"$T/repo\",\"auto_approve\":\"all\"}" \
 	"$URL/v1/tasks")" 201 "a bearer client submits"
 
+wait_for 30 state_is 2 completed
+
+# The other forms: submit, send the implementation back with comments,
+# cancel, resume.
+is "$(http -b "$T/jar" --data-urlencode "csrf=$CSRF" --data-urlencode "request=From the form" \
+	--data-urlencode "repo=$T/repo" --data-urlencode "verify=" "$URL/submit")" 303 "the submit form"
+like "$(tr -d '\r' <"$T/http.head")" "Location: /tasks/3" "... leads to the new task"
+wait_for 30 state_is 3 plan_awaiting_approval
+http -b "$T/jar" --data-urlencode "csrf=$CSRF" "$URL/tasks/3/approve" >/dev/null
+wait_for 30 state_is 3 implementation_awaiting_approval
+is "$(http -b "$T/jar" --data-urlencode "csrf=$CSRF" --data-urlencode "reason=Name it b.txt" \
+	"$URL/tasks/3/answer")" 303 "the comments form"
+is "$(sq 'SELECT implementation_rejection_reason FROM tasks WHERE id=3')" "Name it b.txt" \
+	"... sends the implementation back with them"
+like "$(sq "SELECT group_concat(text, '|') FROM events WHERE task_id=3")" \
+	"implementation rejected by alice smith: Name it b.txt" "... in the session's name"
+wait_for 30 state_is 3 implementation_awaiting_approval
+is "$(http -b "$T/jar" --data-urlencode "csrf=$CSRF" "$URL/tasks/3/cancel")" 303 "the cancel form"
+is "$(state_of 3)" cancelled "... cancels"
+is "$(http -b "$T/jar" --data-urlencode "csrf=$CSRF" "$URL/tasks/3/resume")" 409 \
+	"resuming a cancelled task: 409"
+like "$(cat "$T/http.body")" "cancelled" "... on a page that says why"
+is "$(http -b "$T/jar" --data-urlencode "csrf=$CSRF" "$URL/tasks/3/frobnicate")" 404 \
+	"an unknown action: 404"
+# A stage the script has no turn for fails the task; resume it.
+printf '{"planning": []}\n' >"$T/empty-script.json"
+cp "$T/script.json" "$T/script.good"
+cp "$T/empty-script.json" "$T/script.json"
+http -b "$T/jar" --data-urlencode "csrf=$CSRF" --data-urlencode "request=Fails" \
+	--data-urlencode "repo=$T/repo" "$URL/submit" >/dev/null
+wait_for 30 state_is 4 failed
+is "$(state_of 4)" failed "a task fails"
+cp "$T/script.good" "$T/script.json"
+is "$(http -b "$T/jar" --data-urlencode "csrf=$CSRF" "$URL/tasks/4/resume")" 303 "the resume form"
+wait_for 30 state_is 4 plan_awaiting_approval
+is "$(state_of 4)" plan_awaiting_approval "... and the task goes on"
+
 # Logout ends the session.
 is "$(http -b "$T/jar" --data-urlencode "csrf=$CSRF" "$URL/logout")" 303 "logout"
 is "$(http -b "$T/jar" "$URL/v1/tasks")" 401 "the session is gone"
@@ -113,7 +150,7 @@ service_kill TERM
 
 # ORCH_REPOS over TCP.
 export ORCH_REPOS="$T/other, $T/repo"
-# And a list longer than a page: 250 more finished tasks (ids 3 to 252).
+# And a list longer than a page: 250 more finished tasks (ids 5 to 254).
 sq "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<250)
 	INSERT INTO tasks(request, status, workflow_state, repo)
 	SELECT 'bulk '||i, 'completed', 'completed', '/srv' FROM n"
@@ -121,12 +158,12 @@ service_start
 wait_for 10 curl -s "$URL/login"
 H="Authorization: Bearer $TOKEN"
 is "$(http -H "$H" "$URL/tasks")" 200 "the task list's first page"
-is "$(grep -o 'href="/tasks/[0-9]*"' "$T/http.body" | head -1)" 'href="/tasks/252"' "... starts with the newest"
+is "$(grep -o 'href="/tasks/[0-9]*"' "$T/http.body" | head -1)" 'href="/tasks/254"' "... starts with the newest"
 is "$(grep -o 'href="/tasks/[0-9]*"' "$T/http.body" | wc -l)" 200 "... holds 200 tasks"
 NEXT=$(sed -n 's/.*href="\(\/tasks?[^"]*before=[0-9]*\)" rel="next".*/\1/p' "$T/http.body" | sed 's/&amp;/\&/g')
-is "$NEXT" "/tasks?status=&q=&before=53" "... and links the older ones"
+is "$NEXT" "/tasks?status=&q=&before=55" "... and links the older ones"
 is "$(http -H "$H" "$URL$NEXT")" 200 "the older page"
-is "$(grep -o 'href="/tasks/[0-9]*"' "$T/http.body" | wc -l)" 52 "... holds the other 52"
+is "$(grep -o 'href="/tasks/[0-9]*"' "$T/http.body" | wc -l)" 54 "... holds the other 54"
 is "$(grep -c 'rel="next"' "$T/http.body")" 0 "... and is the last"
 is "$(http -H "Authorization: Bearer $TOKEN" -d "{\"request\":\"x\",\"repo\":\"$ORCH_STATE_DIR\"}" \
 	"$URL/v1/tasks")" 403 "a repository not in ORCH_REPOS: 403"
