@@ -537,7 +537,7 @@ static void
 console_login_post(struct evhttp_request *req)
 {
 	struct evkeyvalq kv;
-	const char *token, *name;
+	const char *token, *name, *proto;
 	struct console_session *s;
 	char *cookie, *err;
 	int code;
@@ -568,9 +568,14 @@ console_login_post(struct evhttp_request *req)
 		return;
 	}
 	evhttp_clear_headers(&kv);
+	/* Behind a TLS proxy (docs/console.md) the cookie is for HTTPS only.
+	 * A client that sends the header itself only makes it stricter. */
+	proto = evhttp_find_header(
+	    evhttp_request_get_input_headers(req), "X-Forwarded-Proto");
 	cookie = xasprintf("%s=%s; Path=/; HttpOnly; SameSite=Strict; "
-	                   "Max-Age=%d",
-	    CONSOLE_COOKIE, s->id, CONSOLE_SESSION_S);
+	                   "Max-Age=%d%s",
+	    CONSOLE_COOKIE, s->id, CONSOLE_SESSION_S,
+	    proto != NULL && strcasecmp(proto, "https") == 0 ? "; Secure" : "");
 	evhttp_add_header(
 	    evhttp_request_get_output_headers(req), "Set-Cookie", cookie);
 	free(cookie);

@@ -64,6 +64,8 @@ C=$(tr -d '\r' <"$T/http.head" | grep -i '^set-cookie:')
 like "$C" "orch_session=[0-9a-f]{64}" "... a session cookie"
 like "$C" "HttpOnly" "... HttpOnly"
 like "$C" "SameSite=Strict" "... SameSite=Strict"
+http -H "X-Forwarded-Proto: https" --data-urlencode "token=$TOKEN" --data-urlencode "name=p" "$URL/login" >/dev/null
+like "$(tr -d '\r' <"$T/http.head" | grep -i '^set-cookie:')" "; Secure" "behind a TLS proxy the cookie is Secure"
 login "alice smith"
 like "$CSRF" '^[0-9a-f]{64}$' "the pages carry a CSRF token"
 is "$(http -b "$T/jar" "$URL/inbox")" 200 "the inbox with the session: 200"
