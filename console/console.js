@@ -20,13 +20,16 @@
     }
     return false;
   }
+  // A task's page reloads at once; a list waits a second, so that a busy
+  // service does not keep it reloading.
   function refresh(note) {
     var n = document.getElementById("live-note") ||
       document.getElementById("live-list");
     if (n) n.textContent = note;
     if (reloading || typing()) return;
     reloading = true;
-    setTimeout(function () { location.reload(); }, 250);
+    setTimeout(function () { location.reload(); },
+      document.getElementById("log") ? 250 : 1000);
   }
 
   var kinds = ["state", "info", "error", "model", "tool", "message"];

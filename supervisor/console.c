@@ -1288,16 +1288,18 @@ console_usage(struct buf *b, const struct task *t)
 		return;
 	}
 	buf_adds(b, "<table><thead><tr><th scope=\"col\">Stage</th>"
-	            "<th scope=\"col\">Usage</th></tr></thead><tbody>");
+	            "<th scope=\"col\">Model calls</th><th scope=\"col\">"
+	            "Tokens in</th><th scope=\"col\">Tokens out</th></tr>"
+	            "</thead><tbody>");
 	json_object_foreach(u, k, v) {
-		char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-
 		buf_adds(b, "<tr><td>");
 		console_html(b, k);
-		buf_adds(b, "</td><td><code>");
-		console_html(b, s);
-		buf_adds(b, "</code></td></tr>");
-		free(s);
+		buf_addf(b, "</td><td>%lld</td><td>%lld</td><td>%lld</td></tr>",
+		    (long long)json_integer_value(json_object_get(v, "calls")),
+		    (long long)json_integer_value(
+		        json_object_get(v, "tokens_in")),
+		    (long long)json_integer_value(
+		        json_object_get(v, "tokens_out")));
 	}
 	buf_adds(b, "</tbody></table></section>");
 	json_decref(u);

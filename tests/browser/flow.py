@@ -104,6 +104,13 @@ def main(d):
        "the branch ready to merge is named")
     ok("passed" in content(d, "#sec-verification"),
        "the verification passed")
+    rows = d.find_elements(By.CSS_SELECTOR, "#sec-usage tbody tr")
+    stages = [r.find_element(By.TAG_NAME, "td").text for r in rows]
+    ok("planning" in stages and "implementing" in stages,
+       "usage by stage: a row per stage that called the model")
+    ok(all(int(c.text) >= 0 for r in rows
+           for c in r.find_elements(By.TAG_NAME, "td")[1:]),
+       "... in numbers")
     shot(d, "task")
 
     # Readable with a screen reader: one h1, every field labelled.
