@@ -751,7 +751,8 @@ console_inbox(struct evhttp_request *req, const struct console_who *who)
 		console_error_page(req, 500, store_error(console_st), who);
 		return;
 	}
-	qsort(l.v, l.n, sizeof(struct task *), console_by_wait);
+	if (l.n > 1) /* qsort(NULL, 0, ...) is undefined */
+		qsort(l.v, l.n, sizeof(struct task *), console_by_wait);
 	buf_init(&b);
 	console_page_start(&b, "Inbox", who, "/inbox");
 	buf_addf(&b,

@@ -21,7 +21,8 @@ browser_check() {
 browser_run() {
 	local script=$1 line
 	shift
-	env "$@" CONSOLE_URL="$URL" CONSOLE_TOKEN="$(console_token)" SHOTS="$SHOTS" \
+	# The sanitizers' options are for our programs, not the browser.
+	env -u ASAN_OPTIONS -u UBSAN_OPTIONS -u LSAN_OPTIONS "$@" CONSOLE_URL="$URL" CONSOLE_TOKEN="$(console_token)" SHOTS="$SHOTS" \
 		PYTHONPATH="$BROWSER_DIR" HOME="$T/home" \
 		"$BPY" "$BROWSER_DIR/$script" >"$T/browser.out" 2>"$T/browser.err"
 	ok $? "$script ran to its end"
