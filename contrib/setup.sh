@@ -24,6 +24,9 @@ if [ "${1:-}" = test ]; then
 	# tests/integration/metrics.sh reads /metrics with the Prometheus
 	# client's own parser.
 	packages+=(python3-prometheus-client)
+	# The console's browser tests (tests/browser/): headless Chromium
+	# driven by selenium.
+	packages+=(chromium chromium-driver python3-selenium)
 fi
 
 missing=()

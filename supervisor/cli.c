@@ -347,8 +347,11 @@ static const struct cmd cmds[] = {
     {"logs", cmd_logs, "logs [ID] [-f]",
         "Print a task's event log (every task's without ID); -f follows "
         "it\nlive and stops when the task ends."},
-    {"approve", cmd_approve, "approve ID [--by NAME]",
-        "Approve the plan or the implementation awaiting approval."},
+    {"approve", cmd_approve, "approve ID [--by NAME] [--plan-file F | --edit]",
+        "Approve the plan or the implementation awaiting approval.\n"
+        "--plan-file F approves the plan in F instead of the model's;\n"
+        "--edit opens the plan in $EDITOR first.  The implementer gets\n"
+        "the edited plan; a plan_edited checkpoint records who."},
     {"reject", cmd_reject, "reject ID --reason TEXT [--by NAME]",
         "Reject the plan (it is planned again with the reason) or the\n"
         "implementation (it is implemented again with the reason)."},
@@ -364,6 +367,11 @@ static const struct cmd cmds[] = {
         "(default ORCH_RETENTION_DAYS, 30); task rows, checkpoints, usage\n"
         "and git branches stay.  Then VACUUM.  Through the service when it\n"
         "runs."},
+    {"console-url", cmd_console_url, "console-url [--token]",
+        "Print the web console's address (ORCH_HTTP_LISTEN) with its\n"
+        "token in the fragment, to open in a browser; --token prints\n"
+        "only the token (ORCH_HTTP_TOKEN, else $ORCH_STATE_DIR/http-token,\n"
+        "made when missing)."},
     {"doctor", cmd_doctor, "doctor",
         "Check git, bwrap and user namespaces, the sandbox profiles, the\n"
         "database, disk space and the LLM endpoint (a real request);\n"
@@ -395,6 +403,7 @@ cli_main_usage(FILE *f)
 	    "  ORCH_SANDBOX_PROFILES_DIR ORCH_WORKER_PATH ORCH_LOG_LEVEL\n"
 	    "  ORCH_NOTIFY_URL ORCH_AUDIT_MAX_BYTES ORCH_RETENTION_DAYS "
 	    "ORCH_MAX_CONNECTIONS\n"
+	    "  ORCH_HTTP_LISTEN ORCH_HTTP_TOKEN ORCH_REPOS\n"
 	    "\nSee orch-supervisor(1), README.md and docs/api.md.\n");
 }
 

@@ -4,6 +4,7 @@
  */
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/wait.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,10 +23,11 @@
 #include "server.h"
 #include "task.h"
 
-/* repo: only for resume, a repository to give a task that has none. */
+/* repo: only for resume, a repository to give a task that has none;
+ * plan: only for approve, the plan as a person edited it. */
 static int
 cli_task_op(const char *verb, int64_t id, const char *by, const char *reason,
-    const char *repo)
+    const char *repo, const char *plan)
 {
 	struct store *st;
 	char *err, *path;
@@ -51,6 +53,8 @@ cli_task_op(const char *verb, int64_t id, const char *by, const char *reason,
 			json_object_set_new(b, "reason", json_string(reason));
 		if (repo != NULL)
 			json_object_set_new(b, "repo", json_string(repo));
+		if (plan != NULL)
+			json_object_set_new(b, "plan", json_string(plan));
 		path = xasprintf("/v1/tasks/%lld/%s", (long long)id, verb);
 		rc = cli_post(path, b, NULL);
 		free(path);
@@ -59,7 +63,7 @@ cli_task_op(const char *verb, int64_t id, const char *by, const char *reason,
 	}
 	}
 	if (strcmp(verb, "approve") == 0)
-		rc = task_approve(st, id, by, &err, &code);
+		rc = task_approve_plan(st, id, by, plan, &err, &code);
 	else if (strcmp(verb, "reject") == 0)
 		rc = task_reject(st, id, reason, by, &err, &code);
 	else if (strcmp(verb, "cancel") == 0)
@@ -166,8 +170,8 @@ cli_drive(int64_t id)
 			store_close(p.st);
 			return 0;
 		}
-		int rc = cli_task_op(
-		    ans == 1 ? "approve" : "reject", id, NULL, reason, NULL);
+		int rc = cli_task_op(ans == 1 ? "approve" : "reject", id, NULL,
+		    reason, NULL, NULL);
 		free(reason);
 		if (rc != 0)
 			return 1;
@@ -189,12 +193,12 @@ cli_drive(int64_t id)
 	return state == WS_COMPLETED || state == WS_CANCELLED ? 0 : 1;
 }
 /*
- * Read a request from a file, or standard input for "-": at most
- * TASK_MAX_REQUEST bytes of UTF-8 without NUL, its final newlines dropped.
+ * Read a request (or a plan: what) from a file, or standard input for "-": at
+ * most TASK_MAX_REQUEST bytes of UTF-8 without NUL, its final newlines dropped.
  * 0 with *out (malloc'd), or -1 after printing why.
  */
 static int
-cli_read_request(const char *path, char **out)
+cli_read_text(const char *path, const char *what, char **out)
 {
 	const char *name = strcmp(path, "-") == 0 ? "standard input" : path;
 	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
@@ -204,7 +208,7 @@ cli_read_request(const char *path, char **out)
 
 	*out = NULL;
 	if (f == NULL) {
-		cli_error("cannot read the request from %s: %s", path,
+		cli_error("cannot read the %s from %s: %s", what, path,
 		    strerror(errno));
 		return -1;
 	}
@@ -213,29 +217,32 @@ cli_read_request(const char *path, char **out)
 	       (n = fread(buf + len, 1, TASK_MAX_REQUEST + 1 - len, f)) > 0)
 		len += n;
 	if (ferror(f)) {
-		cli_error("cannot read the request from %s: %s", name,
+		cli_error("cannot read the %s from %s: %s", what, name,
 		    strerror(errno));
 		goto fail;
 	}
 	if (len > TASK_MAX_REQUEST) {
-		cli_error("the request in %s is over %d bytes (the limit): "
-		          "shorten it, or point to a file in the repository",
-		    name, TASK_MAX_REQUEST);
+		cli_error("the %s in %s is over %d bytes (the limit): "
+		          "shorten it%s",
+		    what, name, TASK_MAX_REQUEST,
+		    strcmp(what, "request") == 0
+		        ? ", or point to a file in the repository"
+		        : "");
 		goto fail;
 	}
 	buf[len] = '\0';
 	if (memchr(buf, '\0', len) != NULL) {
 		cli_error(
-		    "the request in %s has a NUL byte: is it text?", name);
+		    "the %s in %s has a NUL byte: is it text?", what, name);
 		goto fail;
 	}
 	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
 		buf[--len] = '\0';
 	/* jansson checks UTF-8 as it makes a string. */
 	if ((j = json_stringn(buf, len)) == NULL) {
-		cli_error("the request in %s is not valid UTF-8: convert it "
+		cli_error("the %s in %s is not valid UTF-8: convert it "
 		          "(iconv -t UTF-8)",
-		    name);
+		    what, name);
 		goto fail;
 	}
 	json_decref(j);
@@ -296,7 +303,7 @@ cli_submit(int argc, char **argv, int64_t *idp)
 		return cli_usage();
 	if (file == NULL && strcmp(argv[optind], "-") == 0)
 		file = "-";
-	if (file != NULL && cli_read_request(file, &request) == -1)
+	if (file != NULL && cli_read_text(file, "request", &request) == -1)
 		return 1;
 	if (task_check_repo(repo, &abs, &head, &err) == -1) {
 		cli_error("%s", err);
@@ -416,7 +423,7 @@ cmd_resume(int64_t id, const char *repo)
 		}
 		free(head);
 	}
-	rc = cli_task_op("resume", id, NULL, NULL, abs);
+	rc = cli_task_op("resume", id, NULL, NULL, abs, NULL);
 	free(abs);
 
 	if (rc != 0)
@@ -424,20 +431,122 @@ cmd_resume(int64_t id, const char *repo)
 	return cli_drive(id);
 }
 
+/*
+ * The plan awaiting approval, written to a temporary file and opened in
+ * $EDITOR (else vi): the edited text in *plan, or -1 after saying why.
+ */
+static int
+cli_edit_plan(int64_t id, char **plan)
+{
+	struct store *st;
+	struct task *t = NULL;
+	char path[] = "/tmp/orch-plan-XXXXXX";
+	const char *editor = getenv("EDITOR");
+	pid_t pid;
+	int fd, status, rc = -1;
+
+	*plan = NULL;
+	if (cli_open_ro(&st) == -1)
+		return -1;
+	if (st == NULL || store_task_get(st, id, &t) == -1 || t == NULL) {
+		cli_error(
+		    "no task %lld (see `orch-supervisor list`)", (long long)id);
+		store_close(st);
+		return -1;
+	}
+	store_close(st);
+	if (t->state != WS_PLAN_AWAITING_APPROVAL || t->text[TC_PLAN] == NULL) {
+		cli_error("task %lld is %s: only a plan awaiting approval can "
+		          "be edited",
+		    (long long)id, wstate_name(t->state));
+		task_free(t);
+		return -1;
+	}
+	if ((fd = mkstemp(path)) == -1 ||
+	    write_all(fd, t->text[TC_PLAN], strlen(t->text[TC_PLAN])) == -1) {
+		cli_error(
+		    "cannot write the plan to %s: %s", path, strerror(errno));
+		if (fd != -1) {
+			close(fd);
+			unlink(path);
+		}
+		task_free(t);
+		return -1;
+	}
+	close(fd);
+	task_free(t);
+	if (editor == NULL || *editor == '\0')
+		editor = "vi";
+	/* Through sh, as git does: EDITOR may hold arguments. */
+	pid = fork();
+	if (pid == 0) {
+		execl("/bin/sh", "sh", "-c", "exec $0 \"$1\"", editor, path,
+		    (char *)NULL);
+		_exit(127);
+	}
+	if (pid == -1 || waitpid(pid, &status, 0) == -1 || !WIFEXITED(status) ||
+	    WEXITSTATUS(status) != 0)
+		cli_error(
+		    "the editor (%s) failed: the plan is not approved", editor);
+	else if (cli_read_text(path, "plan", plan) == 0) {
+		if (**plan == '\0') {
+			cli_error("the edited plan is empty: not approved");
+			free(*plan);
+			*plan = NULL;
+		} else
+			rc = 0;
+	}
+	unlink(path);
+	return rc;
+}
+
 int
 cmd_approve(int argc, char **argv)
 {
 	static const struct option opts[] = {
 	    {"by", required_argument, NULL, 'b'},
-	    {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
-	const char *by = NULL, *reason = NULL;
+	    {"plan-file", required_argument, NULL, 'p'},
+	    {"edit", no_argument, NULL, 'e'}, {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0}};
+	const char *by = NULL, *file = NULL;
+	char *plan = NULL;
 	int64_t id;
-	int rc = cli_one_id(argc, argv, &id, "b:h", opts, &by, &reason);
+	int c, rc, edit = 0;
 
-	if (rc != -1)
-		return rc;
-	if ((rc = cli_task_op("approve", id, by, NULL, NULL)) == 0)
-		printf("Task %lld approved.\n", (long long)id);
+	while ((c = getopt_long(argc, argv, "b:p:eh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'b':
+			by = optarg;
+			break;
+		case 'p':
+			file = optarg;
+			break;
+		case 'e':
+			edit = 1;
+			break;
+		case 'h':
+			return cli_help();
+		default:
+			return cli_usage();
+		}
+	}
+	if (optind != argc - 1 || (edit && file != NULL))
+		return cli_usage();
+	if (cli_parse_id(argv[optind], &id) == -1)
+		return EXIT_USAGE;
+	if (file != NULL && cli_read_text(file, "plan", &plan) == -1)
+		return 1;
+	if (file != NULL && *plan == '\0') {
+		cli_error("the plan in %s is empty: not approved", file);
+		free(plan);
+		return 1;
+	}
+	if (edit && cli_edit_plan(id, &plan) == -1)
+		return 1;
+	if ((rc = cli_task_op("approve", id, by, NULL, NULL, plan)) == 0)
+		printf("Task %lld approved%s.\n", (long long)id,
+		    plan != NULL ? " with the edited plan" : "");
+	free(plan);
 	return rc;
 }
 
@@ -458,7 +567,7 @@ cmd_reject(int argc, char **argv)
 		cli_error("reject needs --reason TEXT");
 		return EXIT_USAGE;
 	}
-	if ((rc = cli_task_op("reject", id, by, reason, NULL)) == 0)
+	if ((rc = cli_task_op("reject", id, by, reason, NULL, NULL)) == 0)
 		printf("Task %lld rejected.\n", (long long)id);
 	return rc;
 }
@@ -474,7 +583,7 @@ cmd_cancel(int argc, char **argv)
 
 	if (rc != -1)
 		return rc;
-	if ((rc = cli_task_op("cancel", id, NULL, NULL, NULL)) == 0)
+	if ((rc = cli_task_op("cancel", id, NULL, NULL, NULL, NULL)) == 0)
 		printf("Task %lld cancelled.\n", (long long)id);
 	return rc;
 }

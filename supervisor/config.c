@@ -9,8 +9,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 
 #include "common.h"
 #include "buildconf.h"
@@ -70,6 +76,9 @@ static const struct var vars[] = {
     {"ORCH_MAX_CONNECTIONS", V_UINT, S(max_connections), 1, 10000},
     {"ORCH_SNAPSHOT_MAX_FILE_BYTES", V_U64, S(snapshot_max_file_bytes), 1,
         UINT64_MAX},
+    {"ORCH_HTTP_LISTEN", V_STR, S(http_listen), 0, 0},
+    {"ORCH_HTTP_TOKEN", V_STR, S(http_token), 0, 0},
+    {"ORCH_REPOS", V_STR, S(repos), 0, 0},
 };
 #undef S
 
@@ -350,6 +359,21 @@ config_load(const char *env_file)
 	}
 	if (cfg.db_path == NULL)
 		cfg.db_path = xasprintf("%s/tasks.db", cfg.state_dir);
+	if (cfg.http_listen != NULL) {
+		struct sockaddr_storage ss;
+		unsigned len;
+		int lo;
+		char *why;
+
+		if (config_listen_parse(
+		        cfg.http_listen, &ss, &len, &lo, &why) == -1)
+			config_die(NULL, "ORCH_HTTP_LISTEN", why);
+	}
+	/* A short token is guessable: refuse it rather than serve it. */
+	if (cfg.http_token != NULL && strlen(cfg.http_token) < 16)
+		config_die(NULL, "ORCH_HTTP_TOKEN",
+		    "shorter than 16 characters: use a long random one "
+		    "(or unset it: the service makes one)");
 
 	if (cfg.api_key == NULL) {
 		const char *k = NULL;
@@ -468,6 +492,172 @@ config_make_state_dir(char **cause)
 			return -1;
 		}
 		free(p);
+	}
+	return 0;
+}
+
+int
+config_listen_parse(const char *s, struct sockaddr_storage *ss, unsigned *len,
+    int *loopback, char **cause)
+{
+	char host[64];
+	const char *colon, *hs = s;
+	size_t hl;
+	uint64_t port;
+
+	memset(ss, 0, sizeof *ss);
+	if (*s == '[') {
+		const char *end = strchr(s, ']');
+		if (end == NULL || end[1] != ':')
+			goto bad;
+		hs = s + 1;
+		hl = (size_t)(end - hs);
+		colon = end + 1;
+	} else {
+		if ((colon = strrchr(s, ':')) == NULL)
+			goto bad;
+		hl = (size_t)(colon - s);
+	}
+	if (hl == 0 || hl >= sizeof host)
+		goto bad;
+	memcpy(host, hs, hl);
+	host[hl] = '\0';
+	if (parse_u64(colon + 1, 1, 65535, &port) == -1)
+		goto bad;
+	if (*s == '[') {
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+		if (inet_pton(AF_INET6, host, &a->sin6_addr) != 1)
+			goto bad;
+		a->sin6_family = AF_INET6;
+		a->sin6_port = htons((uint16_t)port);
+		*len = sizeof *a;
+		*loopback = IN6_IS_ADDR_LOOPBACK(&a->sin6_addr);
+	} else {
+		struct sockaddr_in *a = (struct sockaddr_in *)ss;
+		if (strcmp(host, "localhost") == 0)
+			snprintf(host, sizeof host, "127.0.0.1");
+		if (inet_pton(AF_INET, host, &a->sin_addr) != 1)
+			goto bad;
+		a->sin_family = AF_INET;
+		a->sin_port = htons((uint16_t)port);
+		*len = sizeof *a;
+		*loopback = (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+	}
+	return 0;
+bad:
+	*cause = xasprintf("'%s' is not an address and port: use "
+	                   "127.0.0.1:8080, [::1]:8080 or 0.0.0.0:8080",
+	    s);
+	return -1;
+}
+
+/* 32 random bytes from the kernel's CSPRNG as 64 hex digits. */
+static int
+config_random_hex(char out[65])
+{
+	unsigned char r[32];
+	size_t got = 0;
+
+	while (got < sizeof r) {
+		ssize_t n = getrandom(r + got, sizeof r - got, 0);
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		got += (size_t)n;
+	}
+	for (size_t i = 0; i < sizeof r; i++)
+		snprintf(out + 2 * i, 3, "%02x", r[i]);
+	return 0;
+}
+
+int
+config_http_token(char **token, char **cause)
+{
+	char *path, buf[128], hex[65];
+	ssize_t n;
+	int fd;
+
+	if (cfg.http_token != NULL) {
+		*token = xstrdup(cfg.http_token);
+		return 0;
+	}
+	if (config_make_state_dir(cause) == -1)
+		return -1;
+	path = xasprintf("%s/http-token", cfg.state_dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd == -1 && errno == ENOENT) {
+		/* O_EXCL: two starting at once agree on the first one's. */
+		if (config_random_hex(hex) == -1) {
+			*cause = xasprintf("getrandom: %s", strerror(errno));
+			free(path);
+			return -1;
+		}
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd != -1) {
+			if (write_all(fd, hex, 64) == -1 ||
+			    write_all(fd, "\n", 1) == -1 || fsync(fd) == -1) {
+				*cause = xasprintf(
+				    "write %s: %s", path, strerror(errno));
+				close(fd);
+				unlink(path);
+				free(path);
+				return -1;
+			}
+			close(fd);
+			*token = xstrdup(hex);
+			free(path);
+			return 0;
+		}
+		if (errno == EEXIST)
+			fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	}
+	if (fd == -1) {
+		*cause = xasprintf("open %s: %s", path, strerror(errno));
+		free(path);
+		return -1;
+	}
+	n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n < 0)
+		n = 0;
+	buf[n] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	if (strlen(buf) < 16) {
+		*cause = xasprintf("%s holds no token: remove it (the service "
+		                   "makes a new one) or set ORCH_HTTP_TOKEN",
+		    path);
+		free(path);
+		return -1;
+	}
+	free(path);
+	*token = xstrdup(buf);
+	return 0;
+}
+
+int
+config_repo_allowed(const char *repo)
+{
+	const char *p = cfg.repos;
+	size_t n = strlen(repo);
+
+	if (p == NULL)
+		return 1;
+	/* A comma-separated list; spaces around the entries are ignored. */
+	while (*p != '\0') {
+		const char *e;
+		size_t l;
+
+		while (*p == ' ' || *p == ',')
+			p++;
+		e = p + strcspn(p, ",");
+		l = (size_t)(e - p);
+		while (l > 0 && p[l - 1] == ' ')
+			l--;
+		if (l > 0 && l == n && memcmp(p, repo, n) == 0)
+			return 1;
+		p = e;
 	}
 	return 0;
 }

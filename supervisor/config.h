@@ -42,6 +42,9 @@ struct config {
 	unsigned max_connections; /* ORCH_MAX_CONNECTIONS on the socket */
 	/* ORCH_SNAPSHOT_MAX_FILE_BYTES: larger files stay out of snapshots */
 	uint64_t snapshot_max_file_bytes;
+	char *http_listen; /* ORCH_HTTP_LISTEN: the console's TCP address */
+	char *http_token; /* ORCH_HTTP_TOKEN, else $ORCH_STATE_DIR/http-token */
+	char *repos;      /* ORCH_REPOS: repositories a TCP client may use */
 };
 
 extern struct config cfg;
@@ -66,6 +69,21 @@ char *config_socket_path(void);
 void config_start(struct msg_start *);
 /* A copy of text from outside, made valid UTF-8, or NULL for NULL. */
 char *config_text(const char *);
+/*
+ * ORCH_HTTP_LISTEN parsed: HOST:PORT, [V6]:PORT; *loopback says whether
+ * the address is a loopback one.  -1 with *cause when malformed.
+ */
+struct sockaddr_storage;
+int config_listen_parse(const char *, struct sockaddr_storage *, unsigned *len,
+    int *loopback, char **cause);
+/*
+ * The console's bearer token: ORCH_HTTP_TOKEN, else the one in
+ * $ORCH_STATE_DIR/http-token, made (random, mode 0600) when missing.
+ * malloc'd in *token; -1 with *cause.
+ */
+int config_http_token(char **token, char **cause);
+/* Whether repo is one of ORCH_REPOS (1), or ORCH_REPOS is unset (1). */
+int config_repo_allowed(const char *repo);
 /* Make the state directory (0700) and its subdirectories. */
 int config_make_state_dir(char **cause);
 

@@ -14,6 +14,8 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include <netinet/in.h>
+
 #include <dirent.h>
 #include <errno.h>
 #include <stddef.h>
@@ -31,6 +33,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "console.h"
 #include "control.h"
 #include "gc.h"
 #include "metrics.h"
@@ -128,6 +131,13 @@ static struct event *control_heartbeat_ev;
 
 static struct evhttp *control_http;
 static struct evconnlistener *control_listener;
+/*
+ * ORCH_HTTP_LISTEN: a second listener on the same evhttp, so that TCP
+ * clients share the connection limits, deadlines and body limits above;
+ * its accepted sockets are known by their local port.
+ */
+static struct evconnlistener *control_tcp_listener;
+static struct sockaddr_storage control_tcp_addr;
 static struct store *control_st;
 static struct event_base *control_base;
 static const struct control_cbs *control_cbs;
@@ -261,15 +271,59 @@ control_tasks_get(struct evhttp_request *req, struct evkeyvalq *q)
 	control_reply(req, 200, json_pack("{s:o}", "tasks", a));
 }
 
+int
+control_submit(const char *request, const char *repo, const char *verify,
+    const char *aa, int tcp, int64_t *id, char **cause, int *code)
+{
+	struct task_new tn;
+	char *abs, *head;
+	int rc, auto_approve = cfg.auto_approve;
+
+	*code = 400;
+	if (request == NULL || repo == NULL || *repo == '\0') {
+		*cause = xstrdup("\"request\" and \"repo\" are required");
+		return -1;
+	}
+	if (aa != NULL && *aa != '\0' &&
+	    config_auto_approve_parse(aa, &auto_approve) == -1) {
+		*cause = xstrdup(
+		    "auto_approve must be none, plan, implementation or all");
+		return -1;
+	}
+	/*
+	 * Over TCP a client names only the repositories ORCH_REPOS lists:
+	 * the token lets a person drive tasks, not point the service at any
+	 * directory it can read.  The Unix socket is the service's own user.
+	 */
+	if (tcp && !config_repo_allowed(repo)) {
+		*cause = xstrdup("this repository is not in ORCH_REPOS: "
+		                 "choose one of the listed repositories");
+		*code = 403;
+		return -1;
+	}
+	if (task_check_repo(repo, &abs, &head, cause) == -1)
+		return -1;
+	tn.request = request;
+	tn.repo = abs;
+	tn.base_commit = head;
+	tn.verify_command = verify != NULL && *verify != '\0' ? verify : NULL;
+	tn.auto_approve = auto_approve;
+	rc = task_submit(control_st, &tn, id, cause, code);
+	if (rc == 0)
+		control_cbs->task_added();
+	free(abs);
+	free(head);
+	return rc;
+}
+
 static void
-control_tasks_post(struct evhttp_request *req)
+control_tasks_post(struct evhttp_request *req, const struct console_who *who)
 {
 	json_t *b = control_body(req);
 	const char *request, *repo, *verify, *aa;
-	struct task_new tn;
-	char *abs, *head, *err;
+	char *err;
 	int64_t id;
-	int code, auto_approve = cfg.auto_approve;
+	int code;
 
 	if (b == NULL)
 		return;
@@ -278,36 +332,13 @@ control_tasks_post(struct evhttp_request *req)
 	    control_str(req, b, "verify", &verify) == -1 ||
 	    control_str(req, b, "auto_approve", &aa) == -1)
 		goto out;
-	if (request == NULL || repo == NULL) {
-		control_error(
-		    req, 400, "\"request\" and \"repo\" are required");
-		goto out;
-	}
-	if (aa != NULL && config_auto_approve_parse(aa, &auto_approve) == -1) {
-		control_error(req, 400,
-		    "auto_approve must be none, plan, implementation or all");
-		goto out;
-	}
-	if (task_check_repo(repo, &abs, &head, &err) == -1) {
-		control_error(req, 400, err);
-		free(err);
-		goto out;
-	}
-	tn.request = request;
-	tn.repo = abs;
-	tn.base_commit = head;
-	tn.verify_command = verify;
-	tn.auto_approve = auto_approve;
-	if (task_submit(control_st, &tn, &id, &err, &code) == -1) {
+	if (control_submit(
+	        request, repo, verify, aa, who->tcp, &id, &err, &code) == -1) {
 		control_error(req, code, err);
 		free(err);
-	} else {
+	} else
 		control_reply(
 		    req, 201, json_pack("{s:I}", "id", (json_int_t)id));
-		control_cbs->task_added();
-	}
-	free(abs);
-	free(head);
 out:
 	json_decref(b);
 }
@@ -331,53 +362,85 @@ control_event_cb(const struct event_row *ev, void *arg)
 	return 0;
 }
 
+int
+control_task_op(int64_t id, const char *verb, const struct control_op *op,
+    char **cause, int *code)
+{
+	int rc;
+
+	*code = 200;
+	if (op->repo != NULL && strcmp(verb, "resume") != 0) {
+		*cause = xstrdup("\"repo\" is only for resume");
+		*code = 400;
+		return -1;
+	}
+	if (op->plan != NULL && strcmp(verb, "approve") != 0) {
+		*cause = xstrdup("\"plan\" is only for approve");
+		*code = 400;
+		return -1;
+	}
+	if (strcmp(verb, "approve") == 0)
+		rc = task_approve_plan(
+		    control_st, id, op->by, op->plan, cause, code);
+	else if (strcmp(verb, "reject") == 0)
+		rc = task_reject(
+		    control_st, id, op->reason, op->by, cause, code);
+	else if (strcmp(verb, "cancel") == 0)
+		rc = task_cancel(control_st, id, cause, code);
+	else if (strcmp(verb, "resume") == 0) {
+		/* A task of the Python orchestrator gets its repository. */
+		rc = op->repo != NULL
+		         ? task_set_repo(control_st, id, op->repo, cause, code)
+		         : 0;
+		if (rc == 0)
+			rc = task_resume(control_st, id, cause, code);
+	} else {
+		*cause = xstrdup("no such action");
+		*code = 404;
+		return -1;
+	}
+	if (rc == 0)
+		control_cbs->task_changed(id);
+	return rc;
+}
+
 /* POST /v1/tasks/ID/VERB */
 static void
-control_task_verb(struct evhttp_request *req, int64_t id, const char *verb)
+control_task_verb(struct evhttp_request *req, int64_t id, const char *verb,
+    const struct console_who *who)
 {
 	json_t *b = control_body(req);
-	const char *by = NULL, *reason = NULL, *repo = NULL;
+	struct control_op op;
 	char *err = NULL;
-	int code = 200, rc;
+	int code = 200;
 
 	if (b == NULL)
 		return;
-	if (control_str(req, b, "by", &by) == -1 ||
-	    control_str(req, b, "reason", &reason) == -1 ||
-	    control_str(req, b, "repo", &repo) == -1) {
+	memset(&op, 0, sizeof op);
+	if (control_str(req, b, "by", &op.by) == -1 ||
+	    control_str(req, b, "reason", &op.reason) == -1 ||
+	    control_str(req, b, "repo", &op.repo) == -1 ||
+	    control_str(req, b, "plan", &op.plan) == -1) {
 		json_decref(b);
 		return;
 	}
-	if (repo != NULL && strcmp(verb, "resume") != 0) {
+	/* A browser's session names its person: the body cannot. */
+	if (who->session)
+		op.by = who->name;
+	if (who->tcp && op.repo != NULL && !config_repo_allowed(op.repo)) {
 		json_decref(b);
-		control_error(req, 400, "\"repo\" is only for resume");
+		control_error(req, 403,
+		    "this repository is not in ORCH_REPOS: choose one of the "
+		    "listed repositories");
 		return;
 	}
-	if (strcmp(verb, "approve") == 0)
-		rc = task_approve(control_st, id, by, &err, &code);
-	else if (strcmp(verb, "reject") == 0)
-		rc = task_reject(control_st, id, reason, by, &err, &code);
-	else if (strcmp(verb, "cancel") == 0)
-		rc = task_cancel(control_st, id, &err, &code);
-	else if (strcmp(verb, "resume") == 0) {
-		/* A task of the Python orchestrator gets its repository. */
-		rc = repo != NULL
-		         ? task_set_repo(control_st, id, repo, &err, &code)
-		         : 0;
-		if (rc == 0)
-			rc = task_resume(control_st, id, &err, &code);
-	} else {
+	if (control_task_op(id, verb, &op, &err, &code) == -1) {
 		json_decref(b);
-		control_error(req, 404, "no such action");
-		return;
-	}
-	json_decref(b);
-	if (rc == -1) {
 		control_error(req, code, err);
 		free(err);
 		return;
 	}
-	control_cbs->task_changed(id);
+	json_decref(b);
 	control_reply(req, 200,
 	    json_pack("{s:I,s:s}", "id", (json_int_t)id, "done", verb));
 }
@@ -732,7 +795,29 @@ control_sweep_arm(void)
 		evtimer_add(control_sweep_ev, &tv);
 }
 
-/* fd is an accepted socket of our path: its inode in *ino. */
+/*
+ * fd is a TCP socket on our listening port.  No outgoing connection of
+ * ours (a webhook) can have that local port while we listen on it.
+ */
+static int
+control_is_tcp_ours(int fd)
+{
+	struct sockaddr_storage ss = {0};
+	socklen_t len = sizeof ss;
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) == -1 ||
+	    ss.ss_family != control_tcp_addr.ss_family)
+		return 0;
+	if (ss.ss_family == AF_INET)
+		return ((struct sockaddr_in *)&ss)->sin_port ==
+		       ((struct sockaddr_in *)&control_tcp_addr)->sin_port;
+	if (ss.ss_family == AF_INET6)
+		return ((struct sockaddr_in6 *)&ss)->sin6_port ==
+		       ((struct sockaddr_in6 *)&control_tcp_addr)->sin6_port;
+	return 0;
+}
+
+/* fd is an accepted socket of our path (or port): its inode in *ino. */
 static int
 control_is_ours(int fd, ino_t *ino)
 {
@@ -741,6 +826,17 @@ control_is_ours(int fd, ino_t *ino)
 	struct stat sb;
 	int acc = 0;
 
+	if (control_tcp_listener != NULL && control_is_tcp_ours(fd)) {
+		alen = sizeof acc;
+		if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &alen) ==
+		        0 &&
+		    acc)
+			return 0;
+		if (fstat(fd, &sb) == -1)
+			return 0;
+		*ino = sb.st_ino;
+		return 1;
+	}
 	if (getsockname(fd, (struct sockaddr *)&sun, &len) == -1 ||
 	    sun.sun_family != AF_UNIX ||
 	    len <= offsetof(struct sockaddr_un, sun_path) ||
@@ -902,8 +998,11 @@ control_resume_arm(unsigned ms)
 static void
 control_pause(unsigned ms)
 {
-	if (!control_paused)
+	if (!control_paused) {
 		evconnlistener_disable(control_listener);
+		if (control_tcp_listener != NULL)
+			evconnlistener_disable(control_tcp_listener);
+	}
 	control_paused = 1;
 	control_paused_until = now_ms() + ms;
 	control_resume_arm(ms);
@@ -926,6 +1025,8 @@ control_resume(evutil_socket_t fd, short what, void *arg)
 	else {
 		control_paused = 0;
 		evconnlistener_enable(control_listener);
+		if (control_tcp_listener != NULL)
+			evconnlistener_enable(control_tcp_listener);
 	}
 }
 
@@ -1082,6 +1183,24 @@ control_peer_ok(struct evhttp_request *req)
 	return cred.uid == getuid() || cred.uid == 0;
 }
 
+/* The request came over TCP (ORCH_HTTP_LISTEN), not the Unix socket. */
+static int
+control_over_tcp(struct evhttp_request *req)
+{
+	struct evhttp_connection *c = evhttp_request_get_connection(req);
+	struct sockaddr_storage ss = {0};
+	socklen_t len = sizeof ss;
+	int fd;
+
+	if (c == NULL)
+		return 1;
+	fd = (int)bufferevent_getfd(evhttp_connection_get_bufferevent(c));
+	/* Unknown counts as TCP: it must then authenticate. */
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) == -1)
+		return 1;
+	return ss.ss_family != AF_UNIX;
+}
+
 static void
 control_cb(struct evhttp_request *req, void *arg)
 {
@@ -1091,6 +1210,7 @@ control_cb(struct evhttp_request *req, void *arg)
 	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
 	struct evkeyvalq q;
 	struct control_conn *c;
+	struct console_who who;
 	char verb[32];
 	long long id;
 	int n = 0;
@@ -1110,17 +1230,28 @@ control_cb(struct evhttp_request *req, void *arg)
 		c->state = CONN_ANSWERING;
 		c->deadline = now_ms() + (uint64_t)control_timeout_ms;
 	}
-	if (!control_peer_ok(req)) {
-		control_error(req, 403, "this socket belongs to another user");
-		return;
-	}
+	if (path == NULL)
+		path = "/";
+	memset(&who, 0, sizeof who);
+	console_headers(req);
+	if (!control_over_tcp(req)) {
+		if (!control_peer_ok(req)) {
+			control_error(
+			    req, 403, "this socket belongs to another user");
+			return;
+		}
+	} else if (console_auth(req, path, &who) == -1)
+		return; /* Every route below, /metrics too, is behind this. */
 	TAILQ_INIT(&q);
 	if (query != NULL && evhttp_parse_query_str(query, &q) == -1) {
 		control_error(req, 400, "malformed query string");
 		return;
 	}
-	if (path == NULL)
-		path = "/";
+	if (strncmp(path, "/v1/", 4) != 0 &&
+	    console_route(req, path, &q, &who)) {
+		evhttp_clear_headers(&q);
+		return;
+	}
 	if (strcmp(path, "/v1/health") == 0 && cmd == EVHTTP_REQ_GET) {
 		control_reply(req, 200,
 		    json_pack("{s:b,s:i}", "ok", 1, "pid", (int)getpid()));
@@ -1128,7 +1259,7 @@ control_cb(struct evhttp_request *req, void *arg)
 		if (cmd == EVHTTP_REQ_GET)
 			control_tasks_get(req, &q);
 		else if (cmd == EVHTTP_REQ_POST)
-			control_tasks_post(req);
+			control_tasks_post(req, &who);
 		else
 			control_error(req, 405, "use GET or POST");
 	} else if (strcmp(path, "/v1/stats") == 0 && cmd == EVHTTP_REQ_GET) {
@@ -1168,12 +1299,68 @@ control_cb(struct evhttp_request *req, void *arg)
 	               2 &&
 	           path[n] == '\0' && id > 0) {
 		if (cmd == EVHTTP_REQ_POST)
-			control_task_verb(req, id, verb);
+			control_task_verb(req, id, verb, &who);
 		else
 			control_error(req, 405, "use POST");
 	} else
 		control_error(req, 404, "no such endpoint (see the README)");
 	evhttp_clear_headers(&q);
+}
+
+/*
+ * ORCH_HTTP_LISTEN: the API and the console on TCP, every request
+ * authenticated (console_auth).  TLS is a reverse proxy's job: beyond
+ * loopback the token and the session cookie cross the network in the
+ * clear, and the service says so at start.
+ */
+static int
+control_tcp_init(struct event_base *base, char **cause)
+{
+	unsigned len;
+	int lo, fd, on = 1;
+
+	if (console_init(control_st, cause) == -1)
+		return -1;
+	if (config_listen_parse(
+	        cfg.http_listen, &control_tcp_addr, &len, &lo, cause) == -1)
+		return -1;
+	fd = socket(control_tcp_addr.ss_family,
+	    SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd == -1) {
+		*cause =
+		    xasprintf("ORCH_HTTP_LISTEN: socket: %s", strerror(errno));
+		return -1;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+	if (control_tcp_addr.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on);
+	if (bind(fd, (struct sockaddr *)&control_tcp_addr, len) == -1 ||
+	    listen(fd, 64) == -1) {
+		*cause = xasprintf("ORCH_HTTP_LISTEN=%s: %s", cfg.http_listen,
+		    strerror(errno));
+		close(fd);
+		return -1;
+	}
+	control_tcp_listener = evconnlistener_new(base, NULL, NULL,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+	if (control_tcp_listener == NULL) {
+		*cause = xstrdup("evconnlistener_new failed");
+		close(fd);
+		return -1;
+	}
+	if (evhttp_bind_listener(control_http, control_tcp_listener) == NULL) {
+		*cause = xstrdup("evhttp_bind_listener failed");
+		return -1;
+	}
+	evconnlistener_set_error_cb(control_tcp_listener, control_accept_error);
+	if (!lo)
+		log_warnx("ORCH_HTTP_LISTEN=%s is beyond loopback and has no "
+		          "TLS: the token and the session cookie cross the "
+		          "network in the clear; put a TLS reverse proxy in "
+		          "front (docs/console.md) and listen on 127.0.0.1",
+		    cfg.http_listen);
+	log_info("console and API on http://%s/", cfg.http_listen);
+	return 0;
 }
 
 int
@@ -1252,6 +1439,8 @@ control_init(struct event_base *base, struct store *st,
 	}
 	/* After the bind, which sets the listener's callback. */
 	evconnlistener_set_error_cb(control_listener, control_accept_error);
+	if (cfg.http_listen != NULL && control_tcp_init(base, cause) == -1)
+		return -1;
 	{
 		int ms = control_knob(
 		    "SUPERVISOR_TEST_HEARTBEAT_MS", CONTROL_HEARTBEAT_MS);
@@ -1297,10 +1486,12 @@ control_free(void)
 	control_conns = NULL;
 	control_nconns = 0;
 	control_paused = 0;
-	/* evhttp_free frees the bound listener too. */
+	/* evhttp_free frees the bound listeners too. */
 	evhttp_free(control_http);
 	control_http = NULL;
 	control_listener = NULL;
+	control_tcp_listener = NULL;
+	console_free();
 	path = config_socket_path();
 	unlink(path);
 	free(path);

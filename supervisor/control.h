@@ -1,4 +1,4 @@
-/* control.c: the HTTP/JSON control API on the Unix socket. */
+/* control.c: the HTTP/JSON control API on the Unix socket (and on TCP). */
 #ifndef CONTROL_H
 #define CONTROL_H
 
@@ -24,5 +24,26 @@ int control_init(struct event_base *, struct store *,
 void control_free(void);
 /* A new committed event: push it to the event streams that want it. */
 void control_event(const struct event_row *);
+
+/* What a person asks of a task: the fields of POST /v1/tasks/ID/VERB. */
+struct control_op {
+	const char *by;
+	const char *reason;
+	const char *repo; /* resume only */
+	const char *plan; /* approve only: the plan as a person edited it */
+};
+/*
+ * Do verb (approve, reject, cancel, resume) to task id and wake the
+ * scheduler: the JSON API and the console's forms alike.  0, or -1 with
+ * *cause (malloc'd) and *code an HTTP status.
+ */
+int control_task_op(int64_t id, const char *verb, const struct control_op *,
+    char **cause, int *code);
+/*
+ * Submit a task: repo checked against ORCH_REPOS when tcp is set.  0 and
+ * *id, or -1 with *cause (malloc'd) and *code.
+ */
+int control_submit(const char *request, const char *repo, const char *verify,
+    const char *auto_approve, int tcp, int64_t *id, char **cause, int *code);
 
 #endif

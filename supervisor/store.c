@@ -1573,6 +1573,45 @@ store_task_set_int(struct store *s, int64_t id, enum task_icol col, int64_t v)
 }
 
 int
+store_task_list_desc(
+    struct store *s, int status, int64_t before, store_task_cb cb, void *arg)
+{
+	sqlite3_stmt *st;
+	struct task *t;
+	char *sql;
+	int rc, stop = 0;
+
+	if (status >= TS_MAX) {
+		store_seterr(s, "list tasks: bad status %d", status);
+		return -1;
+	}
+	sql = xasprintf("%s WHERE id < ?1%s ORDER BY id DESC", s->task_select,
+	    status >= 0 ? " AND status = ?2" : "");
+	st = store_prep_once(s, sql);
+	free(sql);
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, before > 0 ? before : INT64_MAX);
+	if (status >= 0)
+		bind_text(st, 2, tstatus_names[status]);
+	while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if ((t = store_task_row(s, st)) == NULL) {
+			sqlite3_finalize(st);
+			return -1;
+		}
+		stop = cb(t, arg);
+		task_free(t);
+	}
+	if (!stop && rc != SQLITE_DONE) {
+		store_dberr(s, "list tasks");
+		sqlite3_finalize(st);
+		return -1;
+	}
+	sqlite3_finalize(st);
+	return 0;
+}
+
+int
 store_task_list(
     struct store *s, int status, int resumable, store_task_cb cb, void *arg)
 {

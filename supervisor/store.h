@@ -164,6 +164,13 @@ typedef int (*store_task_cb)(const struct task *, void *arg);
 int store_task_list(
     struct store *, int status, int resumable, store_task_cb, void *arg);
 /*
+ * Tasks with an id below before (0: every one), the newest first, until
+ * the callback returns non-zero: a page of the console's list without
+ * reading the rest.  status < 0: every status.
+ */
+int store_task_list_desc(
+    struct store *, int status, int64_t before, store_task_cb, void *arg);
+/*
  * Ids over after of tasks a worker may run for now (pending, planning,
  * plan_approved, implementing, reviewing, verifying), oldest first, at most
  * max: the caller pages through them with after = the last id it got.

@@ -354,19 +354,81 @@ int
 task_approve(
     struct store *st, int64_t id, const char *by, char **cause, int *code)
 {
+	return task_approve_plan(st, id, by, NULL, cause, code);
+}
+
+/*
+ * A person's own version of the plan replaces the model's before the
+ * approval, in the same transaction: the implementer is started from the
+ * plan column, so it gets the edited text.  The checkpoint keeps the
+ * model's plan and who edited it (the approval stamps when).
+ */
+static int
+task_edit_plan(
+    struct store *st, const struct task *t, const char *by, const char *plan)
+{
+	json_t *o;
+	char *data, *why;
+	int rc;
+
+	if (t->text[TC_PLAN] != NULL && strcmp(t->text[TC_PLAN], plan) == 0)
+		return 0;
+	o = json_pack("{s:s,s:o}", "by", by, "model_plan",
+	    task_json_text(t->text[TC_PLAN]));
+	data = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	rc = store_task_set_text(st, t->id, TC_PLAN, plan);
+	if (rc == 0)
+		rc = store_checkpoint_add(st, t->id, "plan_edited", data);
+	free(data);
+	if (rc == 0) {
+		why = xasprintf("plan edited by %s before approval (%zu bytes)",
+		    by, strlen(plan));
+		rc = store_event_add(st, t->id, EV_INFO, "planning", why);
+		free(why);
+	}
+	return rc;
+}
+
+int
+task_approve_plan(struct store *st, int64_t id, const char *by,
+    const char *plan, char **cause, int *code)
+{
 	struct task *t;
 	int rc;
 
 	if (by != NULL && task_check_text("name (--by)", by, TASK_MAX_NAME,
 	                      cause, code) == -1)
 		return -1;
+	if (plan != NULL) {
+		if (*plan == '\0') {
+			*cause = xstrdup("the edited plan is empty: give the "
+			                 "plan to implement, or reject");
+			*code = 400;
+			return -1;
+		}
+		if (task_check_text(
+		        "plan", plan, TASK_MAX_REQUEST, cause, code) == -1)
+			return -1;
+	}
 	if (task_load(st, id, &t, cause, code) == -1)
 		return -1;
 	if (by == NULL || *by == '\0')
 		by = getenv("USER") != NULL ? getenv("USER") : "unknown";
+	if (plan != NULL && t->state != WS_PLAN_AWAITING_APPROVAL) {
+		*cause = xasprintf("task %lld is %s: only a plan awaiting "
+		                   "approval can be edited",
+		    (long long)id, wstate_name(t->state));
+		*code = 409;
+		task_free(t);
+		store_rollback(st);
+		return -1;
+	}
 	switch (t->state) {
 	case WS_PLAN_AWAITING_APPROVAL:
-		rc = store_task_stamp(st, id, TC_PLAN_APPROVED_AT);
+		rc = plan != NULL ? task_edit_plan(st, t, by, plan) : 0;
+		if (rc == 0)
+			rc = store_task_stamp(st, id, TC_PLAN_APPROVED_AT);
 		if (rc == 0)
 			rc = store_task_set_text(
 			    st, id, TC_PLAN_APPROVED_BY, by);
@@ -434,12 +496,24 @@ task_reject(struct store *st, int64_t id, const char *reason, const char *by,
 	    t->state == WS_PLAN_AWAITING_APPROVAL ? "plan" : "implementation",
 	    by, reason);
 	switch (t->state) {
-	case WS_PLAN_AWAITING_APPROVAL:
-		rc = store_task_set_text(
-		    st, id, TC_PLAN_REJECTION_REASON, reason);
+	case WS_PLAN_AWAITING_APPROVAL: {
+		/* The plan column is overwritten by the next planning: the
+		 * rejected plan is kept for the history a person reads. */
+		json_t *o = json_pack("{s:o,s:s,s:s}", "plan",
+		    task_json_text(t->text[TC_PLAN]), "reason", reason, "by",
+		    by);
+		char *data = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+
+		json_decref(o);
+		rc = store_checkpoint_add(st, id, "plan_rejected", data);
+		free(data);
+		if (rc == 0)
+			rc = store_task_set_text(
+			    st, id, TC_PLAN_REJECTION_REASON, reason);
 		if (rc == 0)
 			rc = task_enter(st, t, WS_PLANNING, 1, why);
 		break;
+	}
 	case WS_IMPLEMENTATION_AWAITING_APPROVAL:
 		fb = xasprintf(
 		    "A person rejected the implementation: %s", reason);

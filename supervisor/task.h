@@ -38,6 +38,14 @@ int task_submit(struct store *, const struct task_new *, int64_t *id,
     char **cause, int *code);
 int task_approve(
     struct store *, int64_t id, const char *by, char **cause, int *code);
+/*
+ * Approve the plan as a person edited it (plan not NULL): the edited text
+ * replaces the plan, a plan_edited checkpoint records who and the model's
+ * plan, and the implementer gets the edited text.  plan NULL: as
+ * task_approve.  409 when the task is not at the plan's gate.
+ */
+int task_approve_plan(struct store *, int64_t id, const char *by,
+    const char *plan, char **cause, int *code);
 int task_reject(struct store *, int64_t id, const char *reason, const char *by,
     char **cause, int *code);
 int task_cancel(struct store *, int64_t id, char **cause, int *code);
