@@ -28,6 +28,7 @@
 #include "client.h"
 #include "config.h"
 #include "server.h"
+#include "task.h"
 
 const struct cmd *cli_cmd;
 
@@ -72,10 +73,10 @@ cli_safe_line(const char *s)
  * escapes too.  Outside strings a JSON text is plain ASCII, so those bytes
  * can only stand inside strings, where the escape means the same text.
  */
-void
-cli_json_print(const json_t *j)
+static void
+cli_json_write(const json_t *j, size_t flags)
 {
-	char *s = json_dumps(j, JSON_INDENT(2));
+	char *s = json_dumps(j, flags);
 	const unsigned char *p;
 
 	if (s == NULL) {
@@ -99,6 +100,19 @@ cli_json_print(const json_t *j)
 			putchar(*p);
 	}
 	free(s);
+}
+
+void
+cli_json_print(const json_t *j)
+{
+	cli_json_write(j, JSON_INDENT(2));
+}
+
+void
+cli_json_line(const json_t *j)
+{
+	cli_json_write(j, JSON_COMPACT);
+	putchar('\n');
 }
 
 int
@@ -225,6 +239,52 @@ cli_post(const char *path, json_t *body, json_t **reply)
 	return 0;
 }
 
+/* Does the event pass the printer's filters (--stage, --kind, --since)? */
+static int
+printer_wants(const struct printer *p, const struct event_row *ev)
+{
+	if (p->stage != NULL &&
+	    (ev->stage == NULL || strcmp(ev->stage, p->stage) != 0))
+		return 0;
+	if (p->kinds != 0) {
+		unsigned k;
+
+		for (k = 0; k < EV_MAX; k++) {
+			if (strcmp(ev->kind, event_kind_name(k)) == 0)
+				break;
+		}
+		if (k == EV_MAX || (p->kinds & (1u << k)) == 0)
+			return 0;
+	}
+	return p->since == NULL || strcmp(ev->ts, p->since) >= 0;
+}
+
+/* The colour of an event on a terminal. */
+static const char *
+printer_color(const struct event_row *ev)
+{
+	if (strcmp(ev->kind, "state") == 0)
+		return "\033[1;36m";
+	if (strcmp(ev->kind, "error") == 0)
+		return "\033[1;31m";
+	if (strcmp(ev->kind, "model") == 0)
+		return "\033[2m";
+	if (strcmp(ev->kind, "checkpoint") == 0)
+		return "\033[34m";
+	if (strcmp(ev->kind, "result") == 0)
+		return ev->data != NULL &&
+		               strstr(ev->data, "\"outcome\":\"error\"") != NULL
+		           ? "\033[31m"
+		           : "\033[32m";
+	return "";
+}
+
+/*
+ * One event for a person: the time, the task (when following them all),
+ * the stage, the text escaped.  A result goes under its call, indented,
+ * its further lines (a command's output tail) marked so that no output
+ * can pass for a line of the log.
+ */
 int
 printer_event_cb(const struct event_row *ev, void *arg)
 {
@@ -232,14 +292,20 @@ printer_event_cb(const struct event_row *ev, void *arg)
 	const char *on = "", *off = "";
 	const char *t = strchr(ev->ts, ' ');
 
+	p->after = ev->id;
+	if (!printer_wants(p, ev))
+		return 0;
+	if (p->json) {
+		json_t *o = task_event_json(ev);
+
+		if (o != NULL)
+			cli_json_line(o);
+		json_decref(o);
+		return 0;
+	}
 	if (p->color) {
-		off = "\033[0m";
-		if (strcmp(ev->kind, "state") == 0)
-			on = "\033[1;36m";
-		else if (strcmp(ev->kind, "error") == 0)
-			on = "\033[1;31m";
-		else if (strcmp(ev->kind, "model") == 0)
-			on = "\033[2m";
+		on = printer_color(ev);
+		off = *on != '\0' ? "\033[0m" : "";
 	}
 	printf("%s%.12s", on, cli_safe_line(t ? t + 1 : ev->ts));
 	if (p->task == 0)
@@ -247,9 +313,22 @@ printer_event_cb(const struct event_row *ev, void *arg)
 	printf(" [%s]", cli_safe_line(ev->stage ? ev->stage : ev->kind));
 	if (strcmp(ev->kind, "state") == 0)
 		printf(" ==> %s%s\n", cli_safe(ev->text), off);
-	else
+	else if (strcmp(ev->kind, "result") == 0) {
+		const char *s = cli_safe(ev->text), *nl;
+
+		nl = strchr(s, '\n');
+		printf("   -> %.*s%s\n", nl ? (int)(nl - s) : (int)strlen(s), s,
+		    off);
+		while (nl != NULL) {
+			const char *line = nl + 1;
+
+			nl = strchr(line, '\n');
+			printf("%s      | %.*s%s\n", on,
+			    nl ? (int)(nl - line) : (int)strlen(line), line,
+			    off);
+		}
+	} else
 		printf(" %s%s\n", cli_safe(ev->text), off);
-	p->after = ev->id;
 	return 0;
 }
 
@@ -344,9 +423,19 @@ static const struct cmd cmds[] = {
     {"show", cmd_show, "show ID [--json]",
         "Show a task: request, states, plan, review, verification, "
         "checkpoints."},
-    {"logs", cmd_logs, "logs [ID] [-f]",
-        "Print a task's event log (every task's without ID); -f follows "
-        "it\nlive and stops when the task ends."},
+    {"logs", cmd_logs,
+        "logs [ID] [-f] [--json] [--stage S] [--since T] [--kind K]",
+        "Print a task's event log (every task's without ID, each line "
+        "with\nthe task's id); -f follows it live and stops when the task "
+        "ends.\nA tool's result is shown indented under its call.\n"
+        "  --json       one JSON object per line: id, ts, task, kind, "
+        "stage,\n               text, state and the event's facts\n"
+        "  --stage S    only that stage's events\n"
+        "  --since T    only events from T on: UTC \"2026-11-30 12:00\" "
+        "or a\n               time ago: 90s, 10m, 2h, 1d\n"
+        "  --kind K     only these kinds (comma-separated): state, tool,\n"
+        "               result, checkpoint, model, info, error\n"
+        "Colour on a terminal; none with NO_COLOR or when piped."},
     {"approve", cmd_approve, "approve ID [--by NAME]",
         "Approve the plan or the implementation awaiting approval."},
     {"reject", cmd_reject, "reject ID --reason TEXT [--by NAME]",

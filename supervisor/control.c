@@ -316,12 +316,7 @@ out:
 static json_t *
 control_event_json(const struct event_row *ev)
 {
-	return json_pack("{s:I,s:I,s:s,s:s,s:o,s:o,s:o}", "id",
-	    (json_int_t)ev->id, "task", (json_int_t)ev->task, "ts", ev->ts,
-	    "kind", ev->kind, "stage", task_json_text(ev->stage), "text",
-	    task_json_text(ev->text), "state",
-	    ev->state < WS_MAX ? json_string(wstate_name(ev->state))
-	                       : json_null());
+	return task_event_json(ev);
 }
 
 static int

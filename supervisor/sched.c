@@ -16,6 +16,7 @@
 #include "common.h"
 #include "config.h"
 #include "proc.h"
+#include "narrate.h"
 #include "sched.h"
 #include "store.h"
 #include "task.h"
@@ -678,7 +679,8 @@ sched_apply_planning(const struct task *t, json_t *r)
 		return sched_fail_tx(t, "planning ended without a plan");
 	rc = store_task_set_text(st, id, TC_PLAN, plan);
 	if (rc == 0)
-		rc = store_checkpoint_add(st, id, "after_planning", NULL);
+		rc =
+		    task_checkpoint(st, id, "planning", "after_planning", NULL);
 	if (rc == -1)
 		return -1;
 	return sched_approval(t, STAGE_PLANNING);
@@ -705,7 +707,8 @@ sched_apply_implementing(const struct task *t, json_t *r)
 		rc = store_task_set_text(st, id, TC_FEEDBACK, NULL);
 	if (rc == 0) {
 		s = json_dumps(r, JSON_COMPACT);
-		rc = store_checkpoint_add(st, id, "after_implementation", s);
+		rc = task_checkpoint(
+		    st, id, "implementing", "after_implementation", s);
 		free(s);
 	}
 	if (rc == -1)
@@ -722,7 +725,8 @@ sched_keep(const struct task *t, enum task_col col, const char *name, json_t *r)
 	int rc = store_task_set_text(sched_st, t->id, col, s);
 
 	if (rc == 0)
-		rc = store_checkpoint_add(sched_st, t->id, name, s);
+		rc = task_checkpoint(
+		    sched_st, t->id, wstate_stage(t->state), name, s);
 	free(s);
 	return rc;
 }
@@ -881,6 +885,39 @@ dberr:
 		proc_kill(w, "the database refused the stage result");
 }
 
+/*
+ * A journal entry and the result event it makes (narrate.c), in one
+ * transaction committed before the worker is acknowledged: the log never
+ * shows a result that was not journaled, nor misses one that was.
+ */
+static int
+sched_journal_commit(struct worker *w, const struct proto_msg *m)
+{
+	char *text;
+	json_t *facts;
+	int has, rc;
+
+	has = narrate_journal(m->s[PF_KIND], m->s[PF_DATA], &text, &facts) == 0;
+	rc = store_begin(sched_st);
+	if (rc == 0)
+		rc = store_journal_add(sched_st, proc_task(w), proc_run(w),
+		    (int64_t)m->u[PF_SEQ], proc_stage(w), m->s[PF_KIND],
+		    m->s[PF_DATA], (int64_t)m->u[PF_TOKENS_IN],
+		    (int64_t)m->u[PF_TOKENS_OUT]);
+	if (rc == 0 && has)
+		rc = store_event_add_data(sched_st, proc_task(w), EV_RESULT,
+		    proc_stage(w), text, facts);
+	if (rc == 0)
+		rc = store_commit(sched_st);
+	if (rc == -1)
+		store_rollback(sched_st);
+	if (has) {
+		free(text);
+		json_decref(facts);
+	}
+	return rc;
+}
+
 /* Stop a runaway task once it has used ORCH_MAX_TOKENS. */
 static void
 sched_check_tokens(struct worker *w)
@@ -932,7 +969,10 @@ sched_worker_msg(struct worker *w, struct proto_msg *m, void *arg)
 	case PROTO_HEARTBEAT:
 		return;
 	case PROTO_LOG:
-		if (m->u[PF_LEVEL] >= EV_MAX || m->u[PF_LEVEL] == EV_STATE) {
+		/* Results and checkpoints are the supervisor's to tell, from
+		 * what it committed: a worker's LOG is a note, a call, or
+		 * model text. */
+		if (m->u[PF_LEVEL] > EV_TOOL || m->u[PF_LEVEL] == EV_STATE) {
 			proc_kill(w, "protocol error: bad LOG kind");
 			return;
 		}
@@ -944,8 +984,12 @@ sched_worker_msg(struct worker *w, struct proto_msg *m, void *arg)
 			proc_kill(w, "protocol error: unnamed checkpoint");
 			return;
 		}
-		if (store_checkpoint_add(sched_st, proc_task(w), m->s[PF_NAME],
-		        m->slen[PF_DATA] ? m->s[PF_DATA] : NULL) == -1) {
+		if (store_begin(sched_st) == -1 ||
+		    task_checkpoint(sched_st, proc_task(w), proc_stage(w),
+		        m->s[PF_NAME],
+		        m->slen[PF_DATA] ? m->s[PF_DATA] : NULL) == -1 ||
+		    store_commit(sched_st) == -1) {
+			store_rollback(sched_st);
 			log_warnx("task %lld: checkpoint: %s",
 			    (long long)proc_task(w), store_error(sched_st));
 			if (!sched_storage_failed())
@@ -967,10 +1011,7 @@ sched_worker_msg(struct worker *w, struct proto_msg *m, void *arg)
 			free(why);
 			return;
 		}
-		if (store_journal_add(sched_st, proc_task(w), proc_run(w),
-		        (int64_t)m->u[PF_SEQ], proc_stage(w), m->s[PF_KIND],
-		        m->s[PF_DATA], (int64_t)m->u[PF_TOKENS_IN],
-		        (int64_t)m->u[PF_TOKENS_OUT]) == -1) {
+		if (sched_journal_commit(w, m) == -1) {
 			log_warnx("task %lld: journal: %s",
 			    (long long)proc_task(w), store_error(sched_st));
 			if (!sched_storage_failed())

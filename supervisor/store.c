@@ -64,6 +64,8 @@ static const char *const event_kind_names[EV_MAX] = {
     "error",
     "model",
     "tool",
+    "result",
+    "checkpoint",
 };
 
 /* Column names, indexed by enum task_col and enum task_icol. */
@@ -257,11 +259,22 @@ static const struct column v4_columns[] = {
 
 static int store_backfill_event_state(struct store *);
 
+/*
+ * Version 5: the facts of an event as JSON beside its text (events.data;
+ * NULL when it has none): a tool's result (outcome, exit status, output
+ * tail, lines changed), a checkpoint's name, a restart's replay count.
+ * `logs --json` and the API give them as fields; nothing parses the text.
+ */
+static const struct column v5_columns[] = {
+    {"events", "data", "TEXT"},
+};
+
 static const struct migration migrations[] = {
     {v1_script, v1_columns, nitems(v1_columns), NULL},
     {v2_script, v2_columns, nitems(v2_columns), NULL},
     {v3_script, NULL, 0, NULL},
     {NULL, v4_columns, nitems(v4_columns), store_backfill_event_state},
+    {NULL, v5_columns, nitems(v5_columns), NULL},
 };
 
 #define SCHEMA_VERSION ((int)nitems(migrations))
@@ -301,7 +314,8 @@ static const char *const stmt_sql[ST_MAX] = {
     [ST_CHECKPOINT_TASK] = "UPDATE tasks SET workflow_checkpoint_data = ?2,"
                            " updated_at = " NOW " WHERE id = ?1",
     [ST_EVENT_ADD] = "INSERT INTO events (task_id, ts, kind, stage, text,"
-                     " state) VALUES (?1, " NOW ", ?2, ?3, ?4, ?5)",
+                     " state, data) VALUES (?1, " NOW ", ?2, ?3, ?4, ?5,"
+                     " ?6)",
     [ST_JOURNAL_ADD] = "INSERT INTO journal (task_id, run, seq, stage,"
                        " kind, data, tokens_in, tokens_out, created_at)"
                        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, " NOW ")",
@@ -1284,7 +1298,7 @@ store_checkpoint_add_locked(
 /* state is the new workflow_state of a state change, else NULL. */
 static int
 store_event_add_locked(struct store *s, int64_t task, enum event_kind kind,
-    const char *stage, const char *text, const char *state)
+    const char *stage, const char *text, const char *state, const char *data)
 {
 	sqlite3_stmt *st;
 
@@ -1295,6 +1309,7 @@ store_event_add_locked(struct store *s, int64_t task, enum event_kind kind,
 	bind_text(st, 3, stage);
 	bind_text(st, 4, text);
 	bind_text(st, 5, state);
+	bind_text(st, 6, data);
 	return store_step_done(s, st, "insert event");
 }
 
@@ -1330,8 +1345,8 @@ store_task_add_locked(struct store *s, const struct task_new *tn, int64_t *id)
 	if (rc == -1)
 		return -1;
 	/* Submitting is the task's first state change: into pending. */
-	return store_event_add_locked(
-	    s, *id, EV_STATE, NULL, "task submitted", wstate_names[WS_PENDING]);
+	return store_event_add_locked(s, *id, EV_STATE, NULL, "task submitted",
+	    wstate_names[WS_PENDING], NULL);
 }
 
 int
@@ -1761,7 +1776,34 @@ store_event_add(struct store *s, int64_t task, enum event_kind kind,
 	if (store_wbegin_as(s, 1) == -1)
 		return -1;
 	return store_wend(
-	    s, store_event_add_locked(s, task, kind, stage, text, NULL));
+	    s, store_event_add_locked(s, task, kind, stage, text, NULL, NULL));
+}
+
+int
+store_event_add_data(struct store *s, int64_t task, enum event_kind kind,
+    const char *stage, const char *text, const json_t *data)
+{
+	char *d = NULL;
+	int rc;
+
+	if ((unsigned)kind >= EV_MAX || kind == EV_STATE || text == NULL) {
+		store_seterr(s, "insert event: bad kind or no text");
+		return -1;
+	}
+	if (data != NULL &&
+	    (d = json_dumps(data, JSON_COMPACT | JSON_SORT_KEYS)) == NULL) {
+		store_seterr(s, "insert event: its data cannot be written");
+		return -1;
+	}
+	/* Lazy as store_event_add; inside a transaction, as durable as it. */
+	if (store_wbegin_as(s, 1) == -1) {
+		free(d);
+		return -1;
+	}
+	rc = store_wend(
+	    s, store_event_add_locked(s, task, kind, stage, text, NULL, d));
+	free(d);
+	return rc;
 }
 
 int
@@ -1778,7 +1820,7 @@ store_event_add_state(struct store *s, int64_t task, enum wstate state,
 	if (store_wbegin_as(s, 1) == -1)
 		return -1;
 	return store_wend(s, store_event_add_locked(s, task, EV_STATE, stage,
-	                         text, wstate_names[state]));
+	                         text, wstate_names[state], NULL));
 }
 
 int
@@ -1791,12 +1833,12 @@ store_event_list(struct store *s, int64_t task, int64_t after, int limit,
 
 	if (task != 0)
 		st = store_prep_once(s,
-		    "SELECT id, task_id, ts, kind, stage, text, state"
+		    "SELECT id, task_id, ts, kind, stage, text, state, data"
 		    " FROM events"
 		    " WHERE task_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3");
 	else
 		st = store_prep_once(s,
-		    "SELECT id, task_id, ts, kind, stage, text, state"
+		    "SELECT id, task_id, ts, kind, stage, text, state, data"
 		    " FROM events WHERE id > ?2 ORDER BY id LIMIT ?3");
 	if (st == NULL)
 		return -1;
@@ -1815,6 +1857,7 @@ store_event_list(struct store *s, int64_t task, int64_t after, int limit,
 		 * row may hold anything: what is not a state is none. */
 		if (wstate_parse(col_text(st, 6), &ev.state) == -1)
 			ev.state = WS_MAX;
+		ev.data = col_text(st, 7);
 		stop = cb(&ev, arg);
 	}
 	if (!stop && rc != SQLITE_DONE) {

@@ -205,12 +205,19 @@ enum event_kind {
 	EV_INFO,  /* supervisor notes: worker started, restarted, ... */
 	EV_ERROR,
 	EV_MODEL, /* model text */
-	EV_TOOL,  /* tool calls and results */
+	EV_TOOL,  /* tool calls */
+	/* A tool's or command's result, written from the journal entry in
+	 * its transaction: the log never shows a result not journaled. */
+	EV_RESULT,
+	EV_CHECKPOINT, /* a checkpoint saved, by name */
 	EV_MAX
 };
 const char *event_kind_name(enum event_kind);
 int store_event_add(struct store *, int64_t task, enum event_kind,
     const char *stage /* may be NULL */, const char *text);
+/* An event with its facts (data, a JSON object, or NULL) in events.data. */
+int store_event_add_data(struct store *, int64_t task, enum event_kind,
+    const char *stage /* may be NULL */, const char *text, const json_t *data);
 /*
  * A state change (EV_STATE): the new state is kept as data beside the
  * text, so that nothing has to parse the text, which is for people.
@@ -225,6 +232,7 @@ struct event_row {
 	const char *stage; /* may be NULL */
 	const char *text;
 	enum wstate state; /* a state change's new state; else WS_MAX */
+	const char *data;  /* the facts as JSON text, or NULL */
 };
 typedef int (*store_event_cb)(const struct event_row *, void *arg);
 /* Events with id > after, of one task (task 0: all), oldest first. */

@@ -34,6 +34,54 @@ task_start_checkpoint(enum wstate state)
 	}
 }
 
+/*
+ * The facts of a snapshot checkpoint the worker sent (untrusted): its
+ * step and commit, when they are what they should be.
+ */
+static void
+task_snapshot_facts(const char *data, json_t *d, char **more)
+{
+	json_t *j = data != NULL ? json_loads(data, 0, NULL) : NULL;
+	const char *commit = json_string_value(json_object_get(j, "commit"));
+	json_t *step = json_object_get(j, "step");
+
+	*more = NULL;
+	if (commit != NULL && strlen(commit) == 40 &&
+	    strspn(commit, "0123456789abcdef") == 40 && json_is_integer(step) &&
+	    json_integer_value(step) > 0 &&
+	    json_integer_value(step) < INT32_MAX) {
+		json_object_set_new(d, "commit", json_string(commit));
+		json_object_set(d, "step", step);
+		*more = xasprintf(" (step %lld, commit %.12s)",
+		    (long long)json_integer_value(step), commit);
+	}
+	json_decref(j);
+}
+
+int
+task_checkpoint(struct store *st, int64_t task, const char *stage,
+    const char *name, const char *data)
+{
+	char *clean, *more = NULL, *text;
+	json_t *d;
+	int rc;
+
+	if (store_checkpoint_add(st, task, name, data) == -1)
+		return -1;
+	clean = utf8_fix(name, NULL);
+	d = json_pack("{s:s}", "checkpoint", clean);
+	if (strcmp(name, "snapshot") == 0)
+		task_snapshot_facts(data, d, &more);
+	text = xasprintf(
+	    "checkpoint saved: %s%s", clean, more != NULL ? more : "");
+	rc = store_event_add_data(st, task, EV_CHECKPOINT, stage, text, d);
+	json_decref(d);
+	free(text);
+	free(more);
+	free(clean);
+	return rc;
+}
+
 int
 task_enter(struct store *st, const struct task *t, enum wstate state,
     int new_run, const char *why)
@@ -52,7 +100,8 @@ task_enter(struct store *st, const struct task *t, enum wstate state,
 		if (rc == 0)
 			rc = store_task_set_int(st, t->id, TI_STAGE_RETRIES, 0);
 		if (rc == 0)
-			rc = store_checkpoint_add(st, t->id, cp, data);
+			rc = task_checkpoint(
+			    st, t->id, wstate_stage(state), cp, data);
 		free(data);
 		if (rc == -1)
 			return -1;
@@ -350,8 +399,8 @@ task_approve(
 			rc = store_task_set_text(
 			    st, id, TC_PLAN_APPROVED_BY, by);
 		if (rc == 0)
-			rc =
-			    store_checkpoint_add(st, id, "plan_approved", NULL);
+			rc = task_checkpoint(
+			    st, id, NULL, "plan_approved", NULL);
 		if (rc == 0)
 			rc = task_enter(
 			    st, t, WS_PLAN_APPROVED, 0, "plan approved");
@@ -366,8 +415,8 @@ task_approve(
 			rc = store_task_set_text(
 			    st, id, TC_IMPLEMENTATION_APPROVED_BY, by);
 		if (rc == 0)
-			rc = store_checkpoint_add(
-			    st, id, "implementation_approved", NULL);
+			rc = task_checkpoint(
+			    st, id, NULL, "implementation_approved", NULL);
 		if (rc == 0)
 			rc = task_enter(st, t,
 			    skip ? WS_VERIFYING : WS_REVIEWING, 1,
@@ -681,5 +730,26 @@ task_json(struct store *st, const struct task *t, int full)
 		json_decref(a);
 	if (store_usage_json(st, t->id, &a) == 0)
 		json_object_set_new(o, "usage", a);
+	return o;
+}
+
+json_t *
+task_event_json(const struct event_row *ev)
+{
+	json_t *o, *facts;
+
+	o = json_pack("{s:I,s:I,s:s,s:s,s:o,s:o,s:o}", "id", (json_int_t)ev->id,
+	    "task", (json_int_t)ev->task, "ts", ev->ts, "kind", ev->kind,
+	    "stage", task_json_text(ev->stage), "text",
+	    task_json_text(ev->text), "state",
+	    ev->state < WS_MAX ? json_string(wstate_name(ev->state))
+	                       : json_null());
+	/* The facts never replace the row's own fields. */
+	if (o != NULL && ev->data != NULL &&
+	    (facts = json_loads(ev->data, 0, NULL)) != NULL) {
+		if (json_is_object(facts))
+			json_object_update_missing(o, facts);
+		json_decref(facts);
+	}
 	return o;
 }

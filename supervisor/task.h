@@ -10,6 +10,12 @@
 #include "store.h"
 
 /*
+ * Save a checkpoint and say so in the log ("checkpoint saved: NAME", with
+ * the step and commit of a snapshot), in the caller's transaction.
+ */
+int task_checkpoint(struct store *, int64_t task, const char *stage,
+    const char *name, const char *data);
+/*
  * Move a task to state in the caller's transaction: sets workflow_state and
  * status, records an event, and when state starts a worker stage with
  * new_run set, starts a new stage run (the journal's key) and resets the
@@ -75,5 +81,10 @@ int task_diff(struct store *, const struct task *, size_t max, char **out,
  * field, an event or a whole answer.
  */
 json_t *task_json_text(const char *);
+/*
+ * An event as the API and `logs --json` show it: id, task, ts, kind,
+ * stage, text, state, and its facts (events.data) beside them.
+ */
+json_t *task_event_json(const struct event_row *);
 
 #endif

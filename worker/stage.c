@@ -355,6 +355,8 @@ stage_tool(const struct tool_ctx *ctx, json_t *call, int step)
 	    tr.text ? tr.text : "");
 	if (tr.value != NULL)
 		json_object_set(res, "value", tr.value);
+	if (tr.facts != NULL)
+		json_object_set(res, "facts", tr.facts);
 	/*
 	 * A terminal tool (submit_plan, finish, submit_review) only checks
 	 * its arguments, which the journaled reply holds: a replay computes
