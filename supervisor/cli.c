@@ -462,10 +462,11 @@ static const struct cmd cmds[] = {
 static void
 cli_main_usage(FILE *f)
 {
-	fprintf(f, "usage: orch-supervisor [--env-file FILE] COMMAND [ARGS]\n"
-	           "       orch-supervisor --list-resumable\n"
-	           "       orch-supervisor --resume ID [--repo DIR]\n\n"
-	           "commands:\n");
+	fprintf(f,
+	    "usage: orch-supervisor [--env-file FILE] COMMAND [ARGS]\n"
+	    "       orch-supervisor --list-resumable\n"
+	    "       orch-supervisor --resume ID [--repo DIR] [--full]\n\n"
+	    "commands:\n");
 	for (size_t i = 0; i < nitems(cmds); i++)
 		fprintf(f, "  %s\n", cmds[i].usage);
 	fprintf(f,
@@ -526,15 +527,26 @@ cli_main(int argc, char **argv)
 	if (strcmp(argv[i], "--resume") == 0) {
 		int64_t id;
 		const char *repo = NULL;
-		if (i + 4 == argc && strcmp(argv[i + 2], "--repo") == 0)
-			repo = argv[i + 3];
-		else if (i + 2 != argc) {
+		int full = 0, j;
+
+		if (i + 2 > argc) {
 			cli_main_usage(stderr);
 			return EXIT_USAGE;
 		}
+		for (j = i + 2; j < argc; j++) {
+			if (strcmp(argv[j], "--full") == 0)
+				full = 1;
+			else if (strcmp(argv[j], "--repo") == 0 &&
+			         j + 1 < argc && repo == NULL)
+				repo = argv[++j];
+			else {
+				cli_main_usage(stderr);
+				return EXIT_USAGE;
+			}
+		}
 		if (cli_parse_id(argv[i + 1], &id) == -1)
 			return EXIT_USAGE;
-		return cmd_resume(id, repo);
+		return cmd_resume(id, repo, full);
 	}
 	for (size_t c = 0; c < nitems(cmds); c++) {
 		if (strcmp(argv[i], cmds[c].name) == 0) {

@@ -83,7 +83,7 @@ int printer_event_cb(const struct event_row *, void *printer);
 int cli_task_state(int64_t id, enum wstate *);
 
 int cli_list(int status, int resumable, int json);
-int cmd_resume(int64_t id, const char *repo);
+int cmd_resume(int64_t id, const char *repo, int full);
 
 int cmd_serve(int, char **);
 int cmd_submit(int, char **);

@@ -115,13 +115,14 @@ cli_ask(int64_t id, enum wstate state, char **reason)
  * approval gates.  Exit status: 0 completed or waiting, 1 failed.
  */
 static int
-cli_drive(int64_t id)
+cli_drive(int64_t id, int64_t after)
 {
 	struct printer p;
 	enum wstate state;
 	int interactive = isatty(STDIN_FILENO);
 
 	printer_init(&p, id);
+	p.after = after;
 	/* The printer shows the task's log; the service's own info lines
 	 * would only repeat it. */
 	if (cfg.log_level == LOG_LEVEL_INFO)
@@ -356,7 +357,7 @@ cmd_submit(int argc, char **argv)
 int
 cmd_run(int argc, char **argv)
 {
-	int64_t id;
+	int64_t id = 0;
 	int rc = cli_submit(argc, argv, &id);
 
 	if (rc == -2)
@@ -365,7 +366,7 @@ cmd_run(int argc, char **argv)
 		return rc;
 	printf("Task %lld submitted.\n", (long long)id);
 	fflush(stdout);
-	return cli_drive(id);
+	return cli_drive(id, 0);
 }
 
 /*
@@ -399,10 +400,69 @@ cli_resume_check(int64_t id)
 	return rc;
 }
 
+/*
+ * What --resume resumes, said before anything happens: the task, its
+ * request, its workflow state, its last checkpoint and when it was saved,
+ * and where it goes on.  *after is the last event so far: the log printed
+ * next begins after it.  Nothing when the task cannot be read (the resume
+ * itself says what is wrong).
+ */
+static void
+cli_resume_summary(int64_t id, int64_t *after)
+{
+	struct store *st;
+	struct task *t = NULL;
+	struct task_point tp;
+
+	*after = 0;
+	if (cli_open_ro(&st) == -1 || st == NULL)
+		return;
+	if (store_task_get(st, id, &t) == -1 || t == NULL ||
+	    task_point_get(st, t, &tp) == -1) {
+		task_free(t);
+		store_close(st);
+		return;
+	}
+	store_event_max(st, after);
+	printf("Resuming task %lld: %s\n", (long long)id,
+	    cli_safe_line(t->request));
+	if (t->state == WS_FAILED)
+		printf("  Workflow state:  failed in %s: %s\n",
+		    wstate_name(tp.at),
+		    t->text[TC_ERROR_DETAILS]
+		        ? cli_safe_line(t->text[TC_ERROR_DETAILS])
+		        : "(no reason recorded)");
+	else
+		printf("  Workflow state:  %s\n", wstate_name(t->state));
+	if (tp.checkpoint != NULL)
+		printf("  Last checkpoint: %s, saved %s\n",
+		    cli_safe_line(tp.checkpoint),
+		    cli_safe_line(tp.checkpoint_at));
+	else
+		printf("  Last checkpoint: none\n");
+	if (tp.stage == NULL)
+		printf("Resuming at: %s (the next stage starts)\n",
+		    wstate_name(tp.at));
+	else if (tp.steps == 0)
+		printf(
+		    "Resuming at: %s, from the start of the stage\n", tp.stage);
+	else
+		printf("Resuming at: %s, step %lld of the journal (%lld "
+		       "journaled steps are replayed: %lld model replies, %lld "
+		       "tool results, none asked or run again)\n",
+		    tp.stage, (long long)tp.steps + 1, (long long)tp.steps,
+		    (long long)tp.replies, (long long)tp.results);
+	fflush(stdout);
+	task_point_clear(&tp);
+	task_free(t);
+	store_close(st);
+}
+
 int
-cmd_resume(int64_t id, const char *repo)
+cmd_resume(int64_t id, const char *repo, int full)
 {
 	char *abs = NULL, *head, *err;
+	int64_t after;
 	int rc;
 
 	if (repo == NULL && cli_resume_check(id) == -1)
@@ -416,12 +476,15 @@ cmd_resume(int64_t id, const char *repo)
 		}
 		free(head);
 	}
+	cli_resume_summary(id, &after);
+	if (full)
+		after = 0;
 	rc = cli_task_op("resume", id, NULL, NULL, abs);
 	free(abs);
 
 	if (rc != 0)
 		return rc;
-	return cli_drive(id);
+	return cli_drive(id, after);
 }
 
 int

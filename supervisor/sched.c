@@ -597,6 +597,75 @@ sched_count_cb(const struct journal_entry *je, void *arg)
 	return 0;
 }
 
+static int
+sched_last_error_cb(const struct event_row *ev, void *arg)
+{
+	char **why = arg;
+
+	if (strcmp(ev->kind, "error") == 0) {
+		free(*why);
+		*why = xstrdup(ev->text);
+	}
+	return 0;
+}
+
+/*
+ * A stage that starts again on a journal (a restart after a crash, a resume
+ * after the service stopped or the task failed) says so: why, from which
+ * checkpoint, how many journaled steps are replayed without asking the
+ * model or running a command again, and the snapshot the workspace goes
+ * back to.  The worker replays exactly the entries sent after START, or
+ * fails the stage.
+ */
+static void
+sched_narrate_restart(const struct task *t, enum stage stage, uint64_t count)
+{
+	struct task_point tp;
+	char *why = NULL, *text, *where, *reason;
+	json_t *d;
+	int64_t attempt = t->ival[TI_STAGE_RETRIES];
+
+	if (attempt == 0 && count == 0)
+		return;
+	if (task_point_get(sched_st, t, &tp) == -1) {
+		task_point_clear(&tp);
+		return;
+	}
+	d = json_pack(
+	    "{s:b,s:I}", "restart", 1, "attempt", (json_int_t)attempt);
+	if (attempt > 0) {
+		store_event_list(
+		    sched_st, t->id, 0, 0, sched_last_error_cb, &why);
+		if (why != NULL) {
+			size_t keep = utf8_head(why, strlen(why), 300);
+			reason = xasprintf("restart %lld of %u, after: %.*s%s",
+			    (long long)attempt, cfg.max_retries, (int)keep, why,
+			    keep < strlen(why) ? "..." : "");
+		} else
+			reason = xasprintf("restart %lld of %u after a failure",
+			    (long long)attempt, cfg.max_retries);
+	} else
+		reason = xstrdup("resumed: the service started again or the "
+		                 "task was resumed");
+	json_object_set_new(d, "reason", task_json_text(reason));
+	where = task_point_text(&tp, d);
+	text = xasprintf(
+	    "%s restarted (%s): %s", stage_name(stage), reason, where);
+	if (store_event_add_data(
+	        sched_st, t->id, EV_INFO, stage_name(stage), text, d) == -1 &&
+	    !sched_storage_failed())
+		log_warnx("task %lld: cannot record event: %s",
+		    (long long)t->id, store_error(sched_st));
+	log_task(
+	    LOG_LEVEL_INFO, (uint64_t)t->id, stage_name(stage), "%s", text);
+	json_decref(d);
+	free(text);
+	free(where);
+	free(reason);
+	free(why);
+	task_point_clear(&tp);
+}
+
 /* HELLO: check the version, then send START and the journal to replay. */
 static void
 sched_hello(struct worker *w, const struct proto_msg *m)
@@ -647,6 +716,7 @@ sched_hello(struct worker *w, const struct proto_msg *m)
 		free(why);
 		return;
 	}
+	sched_narrate_restart(t, sw->stage, count);
 	proc_send(w, &out);
 	proto_msg_clear(&out);
 	task_free(t);

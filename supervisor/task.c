@@ -753,3 +753,130 @@ task_event_json(const struct event_row *ev)
 	}
 	return o;
 }
+
+static int
+task_point_cp_cb(const struct checkpoint *cp, void *arg)
+{
+	struct task_point *tp = arg;
+
+	free(tp->checkpoint);
+	free(tp->checkpoint_at);
+	tp->checkpoint = utf8_fix(cp->name, NULL);
+	tp->checkpoint_at = xstrdup(cp->created_at ? cp->created_at : "?");
+	if (strcmp(cp->name, "snapshot") == 0 && cp->data != NULL) {
+		json_t *j = json_loads(cp->data, 0, NULL);
+		const char *c = json_string_value(json_object_get(j, "commit"));
+
+		if (c != NULL) {
+			free(tp->snapshot);
+			tp->snapshot = xstrdup(c);
+		}
+		json_decref(j);
+	}
+	return 0;
+}
+
+static int
+task_point_journal_cb(const struct journal_entry *je, void *arg)
+{
+	struct task_point *tp = arg;
+	json_t *j;
+
+	tp->steps++;
+	tp->pending = 0;
+	if (strcmp(je->kind, "reply") == 0)
+		tp->replies++;
+	else if (strcmp(je->kind, "tool") == 0 ||
+	         strcmp(je->kind, "command") == 0)
+		tp->results++;
+	if (strcmp(je->kind, "tool") != 0 && strcmp(je->kind, "snapshot") != 0)
+		return 0;
+	if ((j = json_loads(je->data, 0, NULL)) == NULL)
+		return 0;
+	if (json_is_string(json_object_get(j, "commit"))) {
+		free(tp->snapshot);
+		tp->snapshot =
+		    xstrdup(json_string_value(json_object_get(j, "commit")));
+	}
+	tp->pending = strcmp(je->kind, "tool") == 0 &&
+	              json_is_true(json_object_get(j, "snapshot"));
+	json_decref(j);
+	return 0;
+}
+
+int
+task_point_get(struct store *st, const struct task *t, struct task_point *tp)
+{
+	memset(tp, 0, sizeof *tp);
+	tp->at = t->state;
+	if (t->state == WS_FAILED && t->ival[TI_FAILED_STATE] >= 0 &&
+	    t->ival[TI_FAILED_STATE] < WS_MAX)
+		tp->at = (enum wstate)t->ival[TI_FAILED_STATE];
+	tp->stage = wstate_stage(tp->at);
+	tp->run = t->ival[TI_STAGE_RUN];
+	if (store_checkpoint_list(st, t->id, task_point_cp_cb, tp) == -1)
+		return -1;
+	if (tp->stage != NULL && store_journal_list(st, t->id, tp->run,
+	                             task_point_journal_cb, tp) == -1)
+		return -1;
+	if (tp->snapshot == NULL && t->base_commit != NULL)
+		tp->snapshot = xstrdup(t->base_commit);
+	return 0;
+}
+
+void
+task_point_clear(struct task_point *tp)
+{
+	free(tp->checkpoint);
+	free(tp->checkpoint_at);
+	free(tp->snapshot);
+	memset(tp, 0, sizeof *tp);
+}
+
+char *
+task_point_text(const struct task_point *tp, json_t *d)
+{
+	char *cp, *steps, *ws, *out;
+
+	cp = tp->checkpoint != NULL
+	         ? xasprintf("from checkpoint %s saved at %s", tp->checkpoint,
+	               tp->checkpoint_at)
+	         : xstrdup("from no checkpoint");
+	if (tp->steps > 0)
+		steps = xasprintf("%lld journaled steps replayed without "
+		                  "asking the model or running a command again "
+		                  "(%lld model replies, %lld tool results)",
+		    (long long)tp->steps, (long long)tp->replies,
+		    (long long)tp->results);
+	else
+		steps = xstrdup("nothing journaled to replay");
+	if (tp->pending)
+		ws = xstrdup("workspace kept as the interrupted step left it "
+		             "(its snapshot is taken first)");
+	else
+		ws = xasprintf("workspace restored to snapshot %.12s",
+		    tp->snapshot != NULL ? tp->snapshot : "?");
+	out = xasprintf("%s; %s; %s", cp, steps, ws);
+	if (d != NULL) {
+		if (tp->checkpoint != NULL) {
+			json_object_set_new(
+			    d, "checkpoint", json_string(tp->checkpoint));
+			json_object_set_new(
+			    d, "checkpoint_at", json_string(tp->checkpoint_at));
+		}
+		json_object_set_new(d, "replayed", json_integer(tp->steps));
+		json_object_set_new(
+		    d, "replayed_replies", json_integer(tp->replies));
+		json_object_set_new(
+		    d, "replayed_results", json_integer(tp->results));
+		if (tp->snapshot != NULL)
+			json_object_set_new(
+			    d, "snapshot", task_json_text(tp->snapshot));
+		json_object_set_new(
+		    d, "workspace_kept", json_boolean(tp->pending));
+	}
+	free(cp);
+	free(steps);
+	free(ws);
+	return out;
+}

@@ -82,6 +82,29 @@ int task_diff(struct store *, const struct task *, size_t max, char **out,
  */
 json_t *task_json_text(const char *);
 /*
+ * Where a task goes on from, for the narration of a resume (the CLI) and of
+ * a stage's restart (the scheduler): the stage its state runs or, failed,
+ * ran; that stage run's journal (steps, of which model replies and tool or
+ * command results: what is replayed, not asked or run again); the last
+ * checkpoint; the snapshot the workspace is restored to (the last one
+ * journaled in the run, else the last recorded, else the base commit);
+ * and whether the journal ends in a result whose snapshot was never taken
+ * (the workspace is kept as that step left it).  Strings malloc'd.
+ */
+struct task_point {
+	enum wstate at; /* the state it goes on in */
+	const char *stage;
+	int64_t run;
+	int64_t steps, replies, results;
+	char *checkpoint, *checkpoint_at, *snapshot;
+	int pending;
+};
+int task_point_get(struct store *, const struct task *, struct task_point *);
+void task_point_clear(struct task_point *);
+/* "from checkpoint C saved at T; N journaled steps replayed ... ;
+ * workspace restored to ..." (malloc'd), and its facts into d. */
+char *task_point_text(const struct task_point *, json_t *d);
+/*
  * An event as the API and `logs --json` show it: id, task, ts, kind,
  * stage, text, state, and its facts (events.data) beside them.
  */

@@ -154,6 +154,12 @@ stage_workspace(void)
 	         : !pending && (!clean || journal_count() > 0)) {
 		if (ws_restore(cur->worktree, last_commit, &cause) == -1)
 			stage_retry("workspace: %s", cause);
+		/* A restart or a resume says what it went back to. */
+		if (journal_count() > 0 || cur->start->attempt > 0)
+			wio_log(PROTO_LOG_INFO,
+			    "workspace restored to snapshot %.12s (%zu "
+			    "journaled steps to replay)",
+			    last_commit, journal_count());
 	}
 	rootfd = open(cur->worktree, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (rootfd == -1)
