@@ -159,6 +159,8 @@ narrate_tool(json_t *j, char **text, json_t **data)
 		json_object_set_new(d, "call_id", json_string(s));
 		free(s);
 	}
+	if (json_is_true(json_object_get(j, "empty")))
+		json_object_set_new(d, "empty", json_true());
 	if (strcmp(outcome, "error") == 0) {
 		s = narrate_head(rtext, NARRATE_ERROR_MAX);
 		json_object_set_new(d, "outcome", json_string("error"));

@@ -756,6 +756,41 @@ sched_apply_planning(const struct task *t, json_t *r)
 	return sched_approval(t, STAGE_PLANNING);
 }
 
+/*
+ * The implementer finished twice without a change (it was told the first
+ * time): the task fails saying "no changes", plainly, in its
+ * error_details (show, the API, the notification) and its log; no result
+ * branch was made, and no reviewer is asked to approve nothing.  Failed,
+ * not completed: completed promises a result branch to merge.  A resume
+ * starts implementing again from the plan, with a new journal (replaying
+ * this one would only finish empty again).
+ */
+static int
+sched_no_changes(const struct task *t, json_t *r, const char *sum)
+{
+	size_t keep = utf8_head(sum, strlen(sum), 300);
+	char *why, *s;
+	int rc;
+
+	s = json_dumps(r, JSON_COMPACT);
+	rc = task_checkpoint(
+	    sched_st, t->id, "implementing", "after_implementation", s);
+	free(s);
+	if (rc == -1)
+		return -1;
+	why = xasprintf("no changes: the implementer finished twice without "
+	                "changing any file (it was told the first time), so "
+	                "no result branch was made; its summary said: "
+	                "%.*s%s",
+	    (int)keep, sum, keep < strlen(sum) ? "..." : "");
+	rc = sched_fail_tx(t, why);
+	free(why);
+	if (rc == 0)
+		rc = store_task_set_int(
+		    sched_st, t->id, TI_FAILED_STATE, WS_PLAN_APPROVED);
+	return rc;
+}
+
 /* The change is recorded; a person approves it unless auto-approve says. */
 static int
 sched_apply_implementing(const struct task *t, json_t *r)
@@ -770,6 +805,8 @@ sched_apply_implementing(const struct task *t, json_t *r)
 	if (sum == NULL)
 		return sched_fail_tx(
 		    t, "implementation ended without a summary");
+	if (json_is_true(json_object_get(r, "no_changes")))
+		return sched_no_changes(t, r, sum);
 	s = xasprintf("%s%s%s", sum, stat ? "\n\n" : "", stat ? stat : "");
 	rc = store_task_set_text(st, id, TC_IMPLEMENTATION, s);
 	free(s);
