@@ -13,6 +13,10 @@ make_repo "$T/repo"
 service_start
 svc_worker() { pgrep -P "$SVC" -x orch-worker; }
 
+# Every task's log followed through the service, as JSON lines (ended
+# by timeout: without an id, -f follows until interrupted).
+timeout 25 "$SUP" logs -f --json >"$T/follow.json" 2>"$T/follow.err" &
+FOLLOW=$!
 id=$("$SUP" submit "Write three files" --repo "$T/repo" --auto-approve all \
 	--verify "cat a.txt b.txt c.txt" 2>"$T/submit.err")
 is "$id" 1 "task submitted"
@@ -40,6 +44,23 @@ for l in sys.stdin:
     if e.get("restart"):
         print(e["attempt"], e["replayed"], e["replayed_replies"], e["replayed_results"], e["checkpoint"], e["snapshot"][:12], e["workspace_kept"])
 ')" "1 3 1 1 snapshot ${snap:0:12} False" "logs --json has the restart's facts"
+
+wait_for 30 grep -q '"restart":true' "$T/follow.json"
+is "$(python3 -c '
+import json, sys
+ev = [json.loads(l) for l in open(sys.argv[1])]
+r = [e for e in ev if e.get("restart")][0]
+print(r["task"], r["replayed"], r["snapshot"][:12], sorted({e["kind"] for e in ev} & {"result", "checkpoint", "state"}))
+' "$T/follow.json")" "1 3 ${snap:0:12} ['checkpoint', 'result', 'state']" \
+	"logs -f --json without an id follows the service's stream, facts included"
+kill "$FOLLOW" 2>/dev/null
+wait "$FOLLOW" 2>/dev/null
+# Colour on a terminal, none with NO_COLOR (and none when piped: above).
+script -qec "env -u NO_COLOR $SUP logs 1 --kind result" /dev/null >"$T/tty.out" </dev/null
+check "colour on a terminal" grep -q "$(printf '\033')\\[3[12]m" "$T/tty.out"
+script -qec "env NO_COLOR=1 $SUP logs 1 --kind result" /dev/null >"$T/tty2.out" </dev/null
+check "none with NO_COLOR" sh -c "! grep -q \"\$(printf '\\033')\" '$T/tty2.out'"
+check "none when piped" sh -c "! env -u NO_COLOR '$SUP' logs 1 | grep -q \"\$(printf '\\033')\""
 
 # Killed again while turn 2 is asked: past ORCH_MAX_RETRIES, it fails.
 W2=$(svc_worker)
