@@ -112,7 +112,7 @@ narrate_command(json_t *cmd, json_t *d, char **text)
 
 /* A file tool's facts into d; its account in *text. */
 static void
-narrate_file(json_t *facts, json_t *d, char **text)
+narrate_file(const char *tool, json_t *facts, json_t *d, char **text)
 {
 	json_int_t bytes, add, del;
 	const char *path = json_string_value(json_object_get(facts, "path"));
@@ -131,8 +131,9 @@ narrate_file(json_t *facts, json_t *d, char **text)
 	json_object_set_new(d, "lines_added", json_integer(add));
 	json_object_set_new(d, "lines_removed", json_integer(del));
 	*text = xasprintf("ok: %s %s, %lld bytes, +%lld -%lld lines", p,
-	    json_is_true(json_object_get(facts, "created")) ? "created"
-	                                                    : "written",
+	    strcmp(tool, "edit_file") == 0                    ? "edited"
+	    : json_is_true(json_object_get(facts, "created")) ? "created"
+	                                                      : "written",
 	    (long long)bytes, (long long)add, (long long)del);
 	free(p);
 }
@@ -177,7 +178,8 @@ narrate_tool(json_t *j, char **text, json_t **data)
 	} else {
 		json_object_set_new(d, "outcome", json_string("ok"));
 		if (json_is_object(json_object_get(j, "facts")))
-			narrate_file(json_object_get(j, "facts"), d, text);
+			narrate_file(
+			    name, json_object_get(j, "facts"), d, text);
 		else
 			*text = xasprintf(
 			    "ok (%zu bytes to the model)", strlen(rtext));

@@ -597,6 +597,8 @@ sched_count_cb(const struct journal_entry *je, void *arg)
 	return 0;
 }
 
+#define SCHED_RESTARTING "; restarting from the last checkpoint"
+
 static int
 sched_last_error_cb(const struct event_row *ev, void *arg)
 {
@@ -605,6 +607,11 @@ sched_last_error_cb(const struct event_row *ev, void *arg)
 	if (strcmp(ev->kind, "error") == 0) {
 		free(*why);
 		*why = xstrdup(ev->text);
+		/* Our own words after the failure (sched_worker_exit): the
+		 * restart event says them its own way. */
+		char *tail = strstr(*why, SCHED_RESTARTING);
+		if (tail != NULL)
+			*tail = '\0';
 	}
 	return 0;
 }
@@ -1214,8 +1221,8 @@ sched_worker_exit(struct worker *w, void *arg)
 		delay = delay / 2 + (delay > 1 ? arc4random_uniform(
 		                                     (uint32_t)(delay / 2 + 1))
 		                               : 0);
-		text = xasprintf("%s; restarting from the last checkpoint in "
-		                 "%llu ms (restart %lld of %u)",
+		text = xasprintf("%s" SCHED_RESTARTING " in %llu ms (restart "
+		                 "%lld of %u)",
 		    why, (unsigned long long)delay, (long long)tries,
 		    cfg.max_retries);
 		if (rc == 0)
