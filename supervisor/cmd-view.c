@@ -259,6 +259,25 @@ cli_show_cp(const struct checkpoint *cp, void *arg)
 	return 0;
 }
 
+/* The task's cost, when ORCH_LLM_PRICES gives prices: else nothing. */
+static void
+cli_show_cost(struct store *st, int64_t id)
+{
+	json_t *c = task_cost_json(st, id), *u, *m;
+	size_t i;
+
+	if (c == NULL)
+		return;
+	printf("Cost:     %.4f (ORCH_LLM_PRICES)",
+	    json_real_value(json_object_get(c, "total")));
+	u = json_object_get(c, "unpriced_models");
+	json_array_foreach(u, i, m)
+		printf("%s%s", i == 0 ? "; no price for " : ", ",
+		    cli_safe_line(json_string_value(m)));
+	putchar('\n');
+	json_decref(c);
+}
+
 int
 cmd_show(int argc, char **argv)
 {
@@ -307,6 +326,7 @@ cmd_show(int argc, char **argv)
 	printf("Restarts: %lld   Tokens: %lld in, %lld out\n",
 	    (long long)t->ival[TI_RETRY_COUNT], (long long)t->tokens_in,
 	    (long long)t->tokens_out);
+	cli_show_cost(st, id);
 	cli_section("Plan", t->text[TC_PLAN]);
 	if (t->text[TC_PLAN_APPROVED_AT])
 		printf("  (approved by %s at %s)\n",

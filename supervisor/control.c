@@ -1131,8 +1131,12 @@ control_cb(struct evhttp_request *req, void *arg)
 		if (store_stats_json(control_st, &s) == -1)
 			control_error(req, 500, store_error(control_st));
 		else {
+			json_t *cost = task_cost_json(control_st, 0);
+
 			json_object_set_new(
 			    s, "workers_running", json_integer(proc_count()));
+			if (cost != NULL)
+				json_object_set_new(s, "cost", cost);
 			control_reply(req, 200, s);
 		}
 	} else if (strcmp(path, "/v1/events") == 0) {

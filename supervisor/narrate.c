@@ -12,6 +12,7 @@
 
 #include "common.h"
 #include "narrate.h"
+#include "price.h"
 
 #define NARRATE_ERROR_MAX  1000 /* bytes of a tool error in the log */
 #define NARRATE_TAIL_MAX   2000 /* bytes of a command's output tail */
@@ -213,4 +214,39 @@ narrate_journal(const char *kind, const char *jdata, char **text, json_t **data)
 	}
 	json_decref(j);
 	return rc;
+}
+
+int64_t
+narrate_reply_ms(const char *jdata)
+{
+	json_t *j = json_loads(jdata, 0, NULL);
+	json_int_t ms = 0;
+
+	if (j != NULL)
+		narrate_int(j, "ms", 0, 7LL * 86400 * 1000, &ms);
+	json_decref(j);
+	return ms;
+}
+
+char *
+narrate_turn(
+    const char *model, int64_t in, int64_t out, int64_t ms, json_t **data)
+{
+	char *m = narrate_head(model, 128), *text, *money = NULL;
+	double cost;
+
+	*data = json_pack("{s:s,s:I,s:I,s:I}", "model", m, "tokens_in",
+	    (json_int_t)in, "tokens_out", (json_int_t)out, "duration_ms",
+	    (json_int_t)ms);
+	if (price_cost(model, in, out, 0, &cost) == 0) {
+		json_object_set_new(*data, "cost", json_real(cost));
+		money = xasprintf(", cost %.4f", cost);
+	}
+	text = xasprintf("model turn (%s): %lld tokens in, %lld out, "
+	                 "%lld.%01lld s%s",
+	    m, (long long)in, (long long)out, (long long)(ms / 1000),
+	    (long long)(ms % 1000 / 100), money != NULL ? money : "");
+	free(money);
+	free(m);
+	return text;
 }

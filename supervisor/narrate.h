@@ -2,6 +2,8 @@
 #ifndef NARRATE_H
 #define NARRATE_H
 
+#include <stdint.h>
+
 #include <jansson.h>
 
 /*
@@ -15,5 +17,15 @@
  */
 int narrate_journal(
     const char *kind, const char *data, char **text, json_t **facts);
+
+/* The duration a journaled reply says its turn took (0 when none). */
+int64_t narrate_reply_ms(const char *data);
+/*
+ * The log line of one model turn: its model, tokens and time, and its
+ * cost when ORCH_LLM_PRICES prices the model (malloc'd); *data its facts
+ * (model, tokens_in, tokens_out, duration_ms, cost).
+ */
+char *narrate_turn(const char *model, int64_t tokens_in, int64_t tokens_out,
+    int64_t duration_ms, json_t **data);
 
 #endif

@@ -1000,6 +1000,35 @@ dberr:
 }
 
 /*
+ * A model turn, in its journal entry's transaction: its row in turns (for
+ * costs) and its line in the log (tokens, time, cost when priced).
+ */
+static int
+sched_turn(struct worker *w, const struct proto_msg *m)
+{
+	const char *model = cfg.model != NULL ? cfg.model : cfg.provider;
+	int64_t in = (int64_t)m->u[PF_TOKENS_IN];
+	int64_t out = (int64_t)m->u[PF_TOKENS_OUT];
+	int64_t ms = narrate_reply_ms(m->s[PF_DATA]);
+	json_t *d;
+	char *text;
+	int rc;
+
+	if (model == NULL)
+		model = "unknown";
+	rc = store_turn_add(
+	    sched_st, proc_task(w), proc_stage(w), model, in, out, 0, ms);
+	if (rc == -1)
+		return -1;
+	text = narrate_turn(model, in, out, ms, &d);
+	rc = store_event_add_data(
+	    sched_st, proc_task(w), EV_MODEL, proc_stage(w), text, d);
+	free(text);
+	json_decref(d);
+	return rc;
+}
+
+/*
  * A journal entry and the result event it makes (narrate.c), in one
  * transaction committed before the worker is acknowledged: the log never
  * shows a result that was not journaled, nor misses one that was.
@@ -1021,6 +1050,8 @@ sched_journal_commit(struct worker *w, const struct proto_msg *m)
 	if (rc == 0 && has)
 		rc = store_event_add_data(sched_st, proc_task(w), EV_RESULT,
 		    proc_stage(w), text, facts);
+	if (rc == 0 && strcmp(m->s[PF_KIND], "reply") == 0)
+		rc = sched_turn(w, m);
 	if (rc == 0)
 		rc = store_commit(sched_st);
 	if (rc == -1)

@@ -269,12 +269,31 @@ static const struct column v5_columns[] = {
     {"events", "data", "TEXT"},
 };
 
+/*
+ * Version 5 too: one row per model turn (its tokens, time and model), kept
+ * when gc trims a finished task's events and journal, so that costs per
+ * day, model and repository can be worked out with any price table.
+ */
+static const char v5_script[] =
+    "CREATE TABLE IF NOT EXISTS turns (\n"
+    "    id INTEGER PRIMARY KEY,\n"
+    "    task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,\n"
+    "    ts TEXT NOT NULL,\n"
+    "    stage TEXT NOT NULL,\n"
+    "    model TEXT NOT NULL,\n"
+    "    tokens_in INTEGER NOT NULL DEFAULT 0,\n"
+    "    tokens_out INTEGER NOT NULL DEFAULT 0,\n"
+    "    cached_in INTEGER NOT NULL DEFAULT 0,\n"
+    "    duration_ms INTEGER NOT NULL DEFAULT 0\n"
+    ");\n"
+    "CREATE INDEX IF NOT EXISTS turns_task_id ON turns(task_id);\n";
+
 static const struct migration migrations[] = {
     {v1_script, v1_columns, nitems(v1_columns), NULL},
     {v2_script, v2_columns, nitems(v2_columns), NULL},
     {v3_script, NULL, 0, NULL},
     {NULL, v4_columns, nitems(v4_columns), store_backfill_event_state},
-    {NULL, v5_columns, nitems(v5_columns), NULL},
+    {v5_script, v5_columns, nitems(v5_columns), NULL},
 };
 
 #define SCHEMA_VERSION ((int)nitems(migrations))
@@ -1743,6 +1762,77 @@ store_journal_list(
 	}
 	if (!stop && rc != SQLITE_DONE) {
 		store_dberr(s, "list journal");
+		sqlite3_finalize(st);
+		return -1;
+	}
+	sqlite3_finalize(st);
+	return 0;
+}
+
+/* -------------------------------------------------------------------------
+ * Model turns: tokens, time and model, for costs
+ * ------------------------------------------------------------------------ */
+
+int
+store_turn_add(struct store *s, int64_t task, const char *stage,
+    const char *model, int64_t in, int64_t out, int64_t cached, int64_t ms)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (stage == NULL || model == NULL) {
+		store_seterr(s, "insert turn: stage and model are required");
+		return -1;
+	}
+	if (store_wbegin(s) == -1)
+		return -1;
+	st = store_prep_once(s,
+	    "INSERT INTO turns (task_id, ts, stage, model, tokens_in,"
+	    " tokens_out, cached_in, duration_ms)"
+	    " VALUES (?1, " NOW ", ?2, ?3, ?4, ?5, ?6, ?7)");
+	if (st == NULL)
+		return store_wend(s, -1);
+	sqlite3_bind_int64(st, 1, task);
+	bind_text(st, 2, stage);
+	bind_text(st, 3, model);
+	sqlite3_bind_int64(st, 4, in);
+	sqlite3_bind_int64(st, 5, out);
+	sqlite3_bind_int64(st, 6, cached);
+	sqlite3_bind_int64(st, 7, ms);
+	rc = store_step_done(s, st, "insert turn");
+	sqlite3_finalize(st);
+	return store_wend(s, rc);
+}
+
+int
+store_turn_sums(struct store *s, int64_t task, store_turn_cb cb, void *arg)
+{
+	sqlite3_stmt *st;
+	struct turn_sum ts;
+	int rc, stop = 0;
+
+	st = store_prep_once(s,
+	    "SELECT substr(u.ts, 1, 10), u.model, t.repo, sum(u.tokens_in),"
+	    " sum(u.tokens_out), sum(u.cached_in), sum(u.duration_ms),"
+	    " count(*) FROM turns u JOIN tasks t ON t.id = u.task_id"
+	    " WHERE ?1 = 0 OR u.task_id = ?1"
+	    " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3");
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, task);
+	while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		ts.day = col_text(st, 0);
+		ts.model = col_text(st, 1);
+		ts.repo = col_text(st, 2);
+		ts.tokens_in = sqlite3_column_int64(st, 3);
+		ts.tokens_out = sqlite3_column_int64(st, 4);
+		ts.cached_in = sqlite3_column_int64(st, 5);
+		ts.duration_ms = sqlite3_column_int64(st, 6);
+		ts.turns = sqlite3_column_int64(st, 7);
+		stop = cb(&ts, arg);
+	}
+	if (!stop && rc != SQLITE_DONE) {
+		store_dberr(s, "sum turns");
 		sqlite3_finalize(st);
 		return -1;
 	}

@@ -199,6 +199,23 @@ typedef int (*store_journal_cb)(const struct journal_entry *, void *arg);
 int store_journal_list(
     struct store *, int64_t task, int64_t run, store_journal_cb, void *arg);
 
+/*
+ * Model turns (schema 5): one row per turn asked of the model, with its
+ * model, tokens and time.  gc leaves them (costs outlive the log).
+ */
+int store_turn_add(struct store *, int64_t task, const char *stage,
+    const char *model, int64_t tokens_in, int64_t tokens_out, int64_t cached_in,
+    int64_t duration_ms);
+struct turn_sum {
+	const char *day; /* YYYY-MM-DD, UTC */
+	const char *model;
+	const char *repo; /* may be NULL */
+	int64_t tokens_in, tokens_out, cached_in, duration_ms, turns;
+};
+typedef int (*store_turn_cb)(const struct turn_sum *, void *arg);
+/* The turns of one task (0: all) summed by day, model and repository. */
+int store_turn_sums(struct store *, int64_t task, store_turn_cb, void *arg);
+
 /* The task log. */
 enum event_kind {
 	EV_STATE, /* a workflow state change */

@@ -15,6 +15,7 @@
 #include "common.h"
 #include "config.h"
 #include "store.h"
+#include "price.h"
 #include "task.h"
 
 static const char *
@@ -730,6 +731,83 @@ task_json(struct store *st, const struct task *t, int full)
 		json_decref(a);
 	if (store_usage_json(st, t->id, &a) == 0)
 		json_object_set_new(o, "usage", a);
+	if ((a = task_cost_json(st, t->id)) != NULL)
+		json_object_set_new(o, "cost", a);
+	return o;
+}
+
+/* Add one sum of turns to the group key of by, with its cost if known. */
+static void
+task_cost_add(
+    json_t *by, const char *key, const struct turn_sum *ts, const double *cost)
+{
+	json_t *g = json_object_get(by, key);
+
+	if (g == NULL) {
+		g = json_pack("{s:I,s:I,s:I,s:I,s:f}", "turns", (json_int_t)0,
+		    "tokens_in", (json_int_t)0, "tokens_out", (json_int_t)0,
+		    "duration_ms", (json_int_t)0, "cost", 0.0);
+		json_object_set_new(by, key, g);
+	}
+	static const char *const ints[] = {
+	    "turns", "tokens_in", "tokens_out", "duration_ms"};
+	const int64_t v[] = {
+	    ts->turns, ts->tokens_in, ts->tokens_out, ts->duration_ms};
+	for (size_t i = 0; i < nitems(ints); i++)
+		json_object_set_new(g, ints[i],
+		    json_integer(
+		        json_integer_value(json_object_get(g, ints[i])) +
+		        v[i]));
+	if (cost != NULL)
+		json_object_set_new(g, "cost",
+		    json_real(
+		        json_real_value(json_object_get(g, "cost")) + *cost));
+}
+
+static int
+task_cost_cb(const struct turn_sum *ts, void *arg)
+{
+	json_t *o = arg;
+	double cost;
+	int priced = price_cost(ts->model, ts->tokens_in, ts->tokens_out,
+	                 ts->cached_in, &cost) == 0;
+	const double *c = priced ? &cost : NULL;
+
+	task_cost_add(json_object_get(o, "by_day"), ts->day, ts, c);
+	task_cost_add(json_object_get(o, "by_model"), ts->model, ts, c);
+	task_cost_add(json_object_get(o, "by_repo"),
+	    ts->repo != NULL ? ts->repo : "(none)", ts, c);
+	if (priced)
+		json_object_set_new(o, "total",
+		    json_real(
+		        json_real_value(json_object_get(o, "total")) + cost));
+	else {
+		json_t *u = json_object_get(o, "unpriced_models");
+		size_t i;
+		json_t *m;
+
+		json_array_foreach(u, i, m) {
+			if (strcmp(json_string_value(m), ts->model) == 0)
+				return 0;
+		}
+		json_array_append_new(u, task_json_text(ts->model));
+	}
+	return 0;
+}
+
+json_t *
+task_cost_json(struct store *st, int64_t task)
+{
+	json_t *o;
+
+	if (!price_known())
+		return NULL;
+	o = json_pack("{s:f,s:{},s:{},s:{},s:[]}", "total", 0.0, "by_day",
+	    "by_model", "by_repo", "unpriced_models");
+	if (store_turn_sums(st, task, task_cost_cb, o) == -1) {
+		json_decref(o);
+		return NULL;
+	}
 	return o;
 }
 

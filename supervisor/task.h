@@ -68,6 +68,14 @@ int run_quiet(char *const argv[]);
 char *task_branch(struct store *, const struct task *);
 json_t *task_json(struct store *, const struct task *, int full);
 /*
+ * What the model turns of a task (0: every task) cost, from ORCH_LLM_PRICES:
+ * {"total", "by_day", "by_model", "by_repo": {KEY: {turns, tokens_in,
+ * tokens_out, duration_ms, cost}}, "unpriced_models": [...]} (a model
+ * without a price adds tokens, not cost).  NULL without a price table:
+ * nothing pretends to know a cost.
+ */
+json_t *task_cost_json(struct store *, int64_t task);
+/*
  * The whole change of the task's last implementation (base commit to its
  * result), as git prints it, NUL-terminated, its first max bytes in *out
  * and its size in *total: what a person approves.  Runs git and waits.

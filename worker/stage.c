@@ -247,11 +247,15 @@ stage_reply(json_t *messages, json_t *tools, int turn)
 			stage_fail("journaled reply %d is not JSON", turn + 1);
 		return reply;
 	}
+	uint64_t t0 = now_ms();
 	if (llm_chat(&lt, messages, tools, &reply, &cause, &permanent) == -1) {
 		if (permanent)
 			stage_fail("%s", cause);
 		stage_retry("model: %s", cause);
 	}
+	/* How long the turn took (retries included), for the log. */
+	json_object_set_new(
+	    reply, "ms", json_integer((json_int_t)(now_ms() - t0)));
 	s = json_dumps(reply, JSON_COMPACT);
 	journal_put("reply", s,
 	    json_integer_value(
