@@ -402,6 +402,25 @@ cli_task_state(int64_t id, enum wstate *state)
 	return 0;
 }
 
+int
+cli_task_paused(int64_t id)
+{
+	struct store *st;
+	struct task *t;
+	int paused;
+
+	if (cli_open_ro(&st) == -1 || st == NULL)
+		return -1;
+	if (store_task_get(st, id, &t) == -1 || t == NULL) {
+		store_close(st);
+		return -1;
+	}
+	paused = t->ival[TI_BUDGET_PAUSED] != 0;
+	task_free(t);
+	store_close(st);
+	return paused;
+}
+
 static const struct cmd cmds[] = {
     {"serve", cmd_serve, "serve",
         "Run the service in the foreground: resumes unfinished tasks\n"
@@ -409,12 +428,16 @@ static const struct cmd cmds[] = {
         "socket.\nSIGTERM/SIGINT stop it; tasks stay resumable."},
     {"submit", cmd_submit,
         "submit \"REQUEST\"|-|--file F --repo DIR [--verify CMD] "
-        "[--auto-approve plan|implementation|all]",
+        "[--auto-approve plan|implementation|all] [--max-tokens N] "
+        "[--max-cost X]",
         "Queue a task and print its id.  A long request comes from a\n"
-        "file (--file F) or standard input (-): up to 512 KiB of UTF-8."},
+        "file (--file F) or standard input (-): up to 512 KiB of UTF-8.\n"
+        "--max-tokens and --max-cost give it a budget of its own (else\n"
+        "ORCH_MAX_TOKENS, ORCH_MAX_COST): reached, it waits for a person."},
     {"run", cmd_run,
         "run \"REQUEST\"|-|--file F --repo DIR [--verify CMD] "
-        "[--auto-approve plan|implementation|all]",
+        "[--auto-approve plan|implementation|all] [--max-tokens N] "
+        "[--max-cost X]",
         "Submit a task and drive it in the foreground, printing its log.\n"
         "On a terminal it asks at approval gates."},
     {"list", cmd_list, "list [--status S] [--json]",
@@ -436,8 +459,13 @@ static const struct cmd cmds[] = {
         "  --kind K     only these kinds (comma-separated): state, tool,\n"
         "               result, checkpoint, model, info, error\n"
         "Colour on a terminal; none with NO_COLOR or when piped."},
-    {"approve", cmd_approve, "approve ID [--by NAME]",
-        "Approve the plan or the implementation awaiting approval."},
+    {"approve", cmd_approve,
+        "approve ID [--by NAME] [--budget N] [--max-cost X]",
+        "Approve the plan or the implementation awaiting approval, or let\n"
+        "a task waiting at its budget go on.\n"
+        "  --budget N    the task's token budget becomes N\n"
+        "  --max-cost X  its cost budget becomes X (needs "
+        "ORCH_LLM_PRICES)"},
     {"reject", cmd_reject, "reject ID --reason TEXT [--by NAME]",
         "Reject the plan (it is planned again with the reason) or the\n"
         "implementation (it is implemented again with the reason)."},

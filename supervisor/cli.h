@@ -81,6 +81,8 @@ int printer_event_cb(const struct event_row *, void *printer);
 
 /* The task's workflow state, or -1 when it cannot be read. */
 int cli_task_state(int64_t id, enum wstate *);
+/* 1 when the task waits for a person at its budget, 0 not, -1 unknown. */
+int cli_task_paused(int64_t id);
 
 int cli_list(int status, int resumable, int json);
 int cmd_resume(int64_t id, const char *repo, int full);

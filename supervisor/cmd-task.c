@@ -25,7 +25,7 @@
 /* repo: only for resume, a repository to give a task that has none. */
 static int
 cli_task_op(const char *verb, int64_t id, const char *by, const char *reason,
-    const char *repo)
+    const char *repo, int64_t budget, double max_cost)
 {
 	struct store *st;
 	char *err, *path;
@@ -51,6 +51,10 @@ cli_task_op(const char *verb, int64_t id, const char *by, const char *reason,
 			json_object_set_new(b, "reason", json_string(reason));
 		if (repo != NULL)
 			json_object_set_new(b, "repo", json_string(repo));
+		if (budget > 0)
+			json_object_set_new(b, "budget", json_integer(budget));
+		if (max_cost >= 0)
+			json_object_set_new(b, "max_cost", json_real(max_cost));
 		path = xasprintf("/v1/tasks/%lld/%s", (long long)id, verb);
 		rc = cli_post(path, b, NULL);
 		free(path);
@@ -59,7 +63,7 @@ cli_task_op(const char *verb, int64_t id, const char *by, const char *reason,
 	}
 	}
 	if (strcmp(verb, "approve") == 0)
-		rc = task_approve(st, id, by, &err, &code);
+		rc = task_approve(st, id, by, budget, max_cost, &err, &code);
 	else if (strcmp(verb, "reject") == 0)
 		rc = task_reject(st, id, reason, by, &err, &code);
 	else if (strcmp(verb, "cancel") == 0)
@@ -139,7 +143,8 @@ cli_drive(int64_t id, int64_t after)
 				printer_tick(&p);
 				if (cli_task_state(id, &state) == -1)
 					return 1;
-				if (wstate_stage(state) == NULL)
+				if (wstate_stage(state) == NULL ||
+				    cli_task_paused(id) == 1)
 					break;
 				usleep(100 * 1000);
 			}
@@ -152,6 +157,16 @@ cli_drive(int64_t id, int64_t after)
 				return 1;
 			if (cli_task_state(id, &state) == -1)
 				return 1;
+		}
+		if (cli_task_paused(id) == 1) {
+			printf(
+			    "Task %lld waits for a person at its budget (the "
+			    "log says which): `orch-supervisor approve %lld "
+			    "--budget N` (or --max-cost X) to go on, or "
+			    "`orch-supervisor cancel %lld`.\n",
+			    (long long)id, (long long)id, (long long)id);
+			store_close(p.st);
+			return 0;
 		}
 		if (wstate_status(state) != TS_AWAITING_APPROVAL)
 			break;
@@ -167,8 +182,8 @@ cli_drive(int64_t id, int64_t after)
 			store_close(p.st);
 			return 0;
 		}
-		int rc = cli_task_op(
-		    ans == 1 ? "approve" : "reject", id, NULL, reason, NULL);
+		int rc = cli_task_op(ans == 1 ? "approve" : "reject", id, NULL,
+		    reason, NULL, 0, -1);
 		free(reason);
 		if (rc != 0)
 			return 1;
@@ -251,6 +266,42 @@ fail:
 	return -1;
 }
 
+/* --budget N, --max-tokens N: a whole number of tokens above 0. */
+static int
+cli_budget_tokens(const char *arg, int64_t *v)
+{
+	char *end;
+	long long n;
+
+	errno = 0;
+	n = strtoll(arg, &end, 10);
+	if (errno != 0 || *end != '\0' || end == arg || n <= 0) {
+		cli_error("%s: a token budget is a whole number above 0", arg);
+		return -1;
+	}
+	*v = n;
+	return 0;
+}
+
+/* --max-cost X: an amount above 0, in the units of ORCH_LLM_PRICES. */
+static int
+cli_budget_cost(const char *arg, double *v)
+{
+	char *end;
+	double x;
+
+	errno = 0;
+	x = strtod(arg, &end);
+	if (errno != 0 || *end != '\0' || end == arg || !(x > 0) || x > 1e9) {
+		cli_error("%s: a cost budget is an amount above 0 (up to "
+		          "1000000000), in the units of ORCH_LLM_PRICES",
+		    arg);
+		return -1;
+	}
+	*v = x;
+	return 0;
+}
+
 /* submit and run share their options. */
 static int
 cli_submit(int argc, char **argv, int64_t *idp)
@@ -260,9 +311,13 @@ cli_submit(int argc, char **argv, int64_t *idp)
 	    {"file", required_argument, NULL, 'f'},
 	    {"verify", required_argument, NULL, 'v'},
 	    {"auto-approve", required_argument, NULL, 'a'},
+	    {"max-tokens", required_argument, NULL, 'T'},
+	    {"max-cost", required_argument, NULL, 'C'},
 	    {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
 	const char *repo = NULL, *verify = NULL, *file = NULL;
 	int c, aa = cfg.auto_approve, code;
+	int64_t max_tokens = 0;
+	double max_cost = 0;
 	char *abs, *head, *err, *request = NULL;
 	struct task_new tn;
 	struct store *st;
@@ -284,6 +339,14 @@ cli_submit(int argc, char **argv, int64_t *idp)
 				          "plan, implementation or all");
 				return EXIT_USAGE;
 			}
+			break;
+		case 'T':
+			if (cli_budget_tokens(optarg, &max_tokens) == -1)
+				return EXIT_USAGE;
+			break;
+		case 'C':
+			if (cli_budget_cost(optarg, &max_cost) == -1)
+				return EXIT_USAGE;
 			break;
 		case 'h':
 			return cli_help() == 0 ? -2 : 1;
@@ -310,6 +373,8 @@ cli_submit(int argc, char **argv, int64_t *idp)
 	tn.base_commit = head;
 	tn.verify_command = verify;
 	tn.auto_approve = aa;
+	tn.max_tokens = max_tokens;
+	tn.max_cost = max_cost;
 	switch (cli_writer(&st)) {
 	case -1:
 		c = 1;
@@ -318,6 +383,11 @@ cli_submit(int argc, char **argv, int64_t *idp)
 		json_t *b = json_pack("{s:s,s:s,s:s?,s:s}", "request",
 		    tn.request, "repo", abs, "verify", verify, "auto_approve",
 		    config_auto_approve_name(aa));
+		if (max_tokens > 0)
+			json_object_set_new(
+			    b, "max_tokens", json_integer(max_tokens));
+		if (max_cost > 0)
+			json_object_set_new(b, "max_cost", json_real(max_cost));
 		json_t *r;
 		c = cli_post("/v1/tasks", b, &r);
 		json_decref(b);
@@ -479,7 +549,7 @@ cmd_resume(int64_t id, const char *repo, int full)
 	cli_resume_summary(id, &after);
 	if (full)
 		after = 0;
-	rc = cli_task_op("resume", id, NULL, NULL, abs);
+	rc = cli_task_op("resume", id, NULL, NULL, abs, 0, -1);
 	free(abs);
 
 	if (rc != 0)
@@ -492,14 +562,39 @@ cmd_approve(int argc, char **argv)
 {
 	static const struct option opts[] = {
 	    {"by", required_argument, NULL, 'b'},
+	    {"budget", required_argument, NULL, 'B'},
+	    {"max-cost", required_argument, NULL, 'C'},
 	    {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
-	const char *by = NULL, *reason = NULL;
-	int64_t id;
-	int rc = cli_one_id(argc, argv, &id, "b:h", opts, &by, &reason);
+	const char *by = NULL;
+	int64_t id, budget = 0;
+	double max_cost = -1;
+	int c, rc;
 
-	if (rc != -1)
-		return rc;
-	if ((rc = cli_task_op("approve", id, by, NULL, NULL)) == 0)
+	while ((c = getopt_long(argc, argv, "b:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'b':
+			by = optarg;
+			break;
+		case 'B':
+			if (cli_budget_tokens(optarg, &budget) == -1)
+				return EXIT_USAGE;
+			break;
+		case 'C':
+			if (cli_budget_cost(optarg, &max_cost) == -1)
+				return EXIT_USAGE;
+			break;
+		case 'h':
+			return cli_help();
+		default:
+			return cli_usage();
+		}
+	}
+	if (optind != argc - 1)
+		return cli_usage();
+	if (cli_parse_id(argv[optind], &id) == -1)
+		return EXIT_USAGE;
+	rc = cli_task_op("approve", id, by, NULL, NULL, budget, max_cost);
+	if (rc == 0)
 		printf("Task %lld approved.\n", (long long)id);
 	return rc;
 }
@@ -521,7 +616,7 @@ cmd_reject(int argc, char **argv)
 		cli_error("reject needs --reason TEXT");
 		return EXIT_USAGE;
 	}
-	if ((rc = cli_task_op("reject", id, by, reason, NULL)) == 0)
+	if ((rc = cli_task_op("reject", id, by, reason, NULL, 0, -1)) == 0)
 		printf("Task %lld rejected.\n", (long long)id);
 	return rc;
 }
@@ -537,7 +632,7 @@ cmd_cancel(int argc, char **argv)
 
 	if (rc != -1)
 		return rc;
-	if ((rc = cli_task_op("cancel", id, NULL, NULL, NULL)) == 0)
+	if ((rc = cli_task_op("cancel", id, NULL, NULL, NULL, 0, -1)) == 0)
 		printf("Task %lld cancelled.\n", (long long)id);
 	return rc;
 }

@@ -42,8 +42,8 @@ cli_list_cb(const struct task *t, void *arg)
 	n = strcspn(t->request, "\n");
 	req = xstrndup(t->request, utf8_head(t->request, n, 60));
 	printf("%-5lld %-18s %-33s %-19.19s %s\n", (long long)t->id,
-	    tstatus_name(wstate_status(t->state)), wstate_name(t->state),
-	    t->updated_at, cli_safe_line(req));
+	    tstatus_name(task_status(t)), wstate_name(t->state), t->updated_at,
+	    cli_safe_line(req));
 	free(req);
 	return 0;
 }
@@ -318,7 +318,7 @@ cmd_show(int argc, char **argv)
 		goto out;
 	}
 	printf("Task %lld: %s (%s)\n", (long long)t->id, wstate_name(t->state),
-	    tstatus_name(wstate_status(t->state)));
+	    tstatus_name(task_status(t)));
 	printf("Request:  %s\n", cli_safe(t->request));
 	printf("Repo:     %s (base %.12s)\n", t->repo ? cli_safe(t->repo) : "-",
 	    t->base_commit ? cli_safe_line(t->base_commit) : "-");
@@ -358,7 +358,15 @@ cmd_show(int argc, char **argv)
 	}
 	if (t->state == WS_IMPLEMENTATION_AWAITING_APPROVAL)
 		cli_show_diff(st, t);
-	if (wstate_status(t->state) == TS_AWAITING_APPROVAL)
+	if (t->ival[TI_BUDGET_PAUSED]) {
+		char *why = task_over_budget(st, t);
+
+		printf("\nWaiting for a person at its budget: %s\n",
+		    why != NULL ? cli_safe(why)
+		                : "(raised already: it goes on when the "
+		                  "service runs)");
+		free(why);
+	} else if (wstate_status(t->state) == TS_AWAITING_APPROVAL)
 		printf("\nWaiting for approval: orch-supervisor approve %lld | "
 		       "reject %lld --reason TEXT\n",
 		    (long long)id, (long long)id);

@@ -230,6 +230,28 @@ control_str(
 	return 0;
 }
 
+/* An optional number of the body: unset (*v def), or >= 0, else 400. */
+static int
+control_num(struct evhttp_request *req, json_t *o, const char *k, double def,
+    int integer, double *v)
+{
+	json_t *j = json_object_get(o, k);
+	char msg[128];
+
+	*v = def;
+	if (j == NULL || json_is_null(j))
+		return 0;
+	if ((integer ? !json_is_integer(j) : !json_is_number(j)) ||
+	    json_number_value(j) < 0) {
+		snprintf(msg, sizeof msg, "\"%s\" must be a number from 0%s", k,
+		    integer ? " (whole)" : "");
+		control_error(req, 400, msg);
+		return -1;
+	}
+	*v = json_number_value(j);
+	return 0;
+}
+
 static int
 control_list_cb(const struct task *t, void *arg)
 {
@@ -273,10 +295,14 @@ control_tasks_post(struct evhttp_request *req)
 
 	if (b == NULL)
 		return;
+	double max_tokens, max_cost;
+
 	if (control_str(req, b, "request", &request) == -1 ||
 	    control_str(req, b, "repo", &repo) == -1 ||
 	    control_str(req, b, "verify", &verify) == -1 ||
-	    control_str(req, b, "auto_approve", &aa) == -1)
+	    control_str(req, b, "auto_approve", &aa) == -1 ||
+	    control_num(req, b, "max_tokens", 0, 1, &max_tokens) == -1 ||
+	    control_num(req, b, "max_cost", 0, 0, &max_cost) == -1)
 		goto out;
 	if (request == NULL || repo == NULL) {
 		control_error(
@@ -298,6 +324,8 @@ control_tasks_post(struct evhttp_request *req)
 	tn.base_commit = head;
 	tn.verify_command = verify;
 	tn.auto_approve = auto_approve;
+	tn.max_tokens = (int64_t)max_tokens;
+	tn.max_cost = max_cost;
 	if (task_submit(control_st, &tn, &id, &err, &code) == -1) {
 		control_error(req, code, err);
 		free(err);
@@ -337,9 +365,13 @@ control_task_verb(struct evhttp_request *req, int64_t id, const char *verb)
 
 	if (b == NULL)
 		return;
+	double budget, max_cost;
+
 	if (control_str(req, b, "by", &by) == -1 ||
 	    control_str(req, b, "reason", &reason) == -1 ||
-	    control_str(req, b, "repo", &repo) == -1) {
+	    control_str(req, b, "repo", &repo) == -1 ||
+	    control_num(req, b, "budget", 0, 1, &budget) == -1 ||
+	    control_num(req, b, "max_cost", -1, 0, &max_cost) == -1) {
 		json_decref(b);
 		return;
 	}
@@ -349,7 +381,8 @@ control_task_verb(struct evhttp_request *req, int64_t id, const char *verb)
 		return;
 	}
 	if (strcmp(verb, "approve") == 0)
-		rc = task_approve(control_st, id, by, &err, &code);
+		rc = task_approve(
+		    control_st, id, by, (int64_t)budget, max_cost, &err, &code);
 	else if (strcmp(verb, "reject") == 0)
 		rc = task_reject(control_st, id, reason, by, &err, &code);
 	else if (strcmp(verb, "cancel") == 0)

@@ -72,6 +72,7 @@ struct sched_worker {
 };
 
 static int sched_storage_failed(void);
+static int sched_budget_pause(const struct task *, const char *why);
 static void sched_worker_msg(struct worker *, struct proto_msg *, void *);
 static void sched_worker_exit(struct worker *, void *);
 
@@ -477,7 +478,16 @@ sched_start(int64_t id)
 		if (store_task_get(sched_st, id, &t) == -1 || t == NULL)
 			return;
 	}
-	if (sched_running(t->state, &stage) == -1) {
+	if (sched_running(t->state, &stage) == -1 ||
+	    t->ival[TI_BUDGET_PAUSED]) {
+		task_free(t);
+		return;
+	}
+	/* Past its budget already (resumed, or the budget was lowered). */
+	char *over = task_over_budget(sched_st, t);
+	if (over != NULL) {
+		sched_budget_pause(t, over);
+		free(over);
 		task_free(t);
 		return;
 	}
@@ -951,6 +961,15 @@ sched_result(struct worker *w, const struct proto_msg *m)
 		store_rollback(sched_st);
 		goto dberr;
 	}
+	if (t->ival[TI_BUDGET_PAUSED]) {
+		/* It waits at its budget: the result (computed from journaled
+		 * turns) is computed again when it goes on. */
+		store_rollback(sched_st);
+		task_free(t);
+		sw->stopping = 1;
+		proc_kill(w, NULL);
+		return;
+	}
 	if (sched_running(t->state, &stage) == -1 || stage != sw->stage) {
 		/* The task moved on (cancelled): the result is stale. */
 		store_rollback(sched_st);
@@ -1063,29 +1082,63 @@ sched_journal_commit(struct worker *w, const struct proto_msg *m)
 	return rc;
 }
 
-/* Stop a runaway task once it has used ORCH_MAX_TOKENS. */
+/*
+ * A task that reached its budget (tokens, or cost with prices) does not
+ * fail: it waits for a person (status awaiting_approval, its workflow state
+ * unchanged, the reason naming the budget), who raises it with `approve
+ * --budget` or `--max-cost`, or cancels.  Its own transaction.
+ */
+static int
+sched_budget_pause(const struct task *t, const char *why)
+{
+	char *text = xasprintf("waiting for a person: %s", why);
+	int rc = store_begin(sched_st);
+
+	if (rc == 0)
+		rc = store_task_set_int(sched_st, t->id, TI_BUDGET_PAUSED, 1);
+	if (rc == 0)
+		rc = store_task_set_status(
+		    sched_st, t->id, TS_AWAITING_APPROVAL);
+	if (rc == 0)
+		rc = store_event_add_state(
+		    sched_st, t->id, t->state, wstate_stage(t->state), text);
+	if (rc == 0)
+		rc = store_commit(sched_st);
+	if (rc == -1) {
+		store_rollback(sched_st);
+		if (!sched_storage_failed())
+			log_warnx("task %lld: cannot pause it: %s",
+			    (long long)t->id, store_error(sched_st));
+	} else
+		log_task(LOG_LEVEL_INFO, (uint64_t)t->id,
+		    wstate_stage(t->state), "%s", text);
+	free(text);
+	return rc;
+}
+
+/*
+ * After a model turn is committed: past its budget, the task waits and
+ * its worker is asked to stop at its next safe point.  Every answered turn
+ * is journaled, so going on later asks the model for none of them again.
+ */
 static void
-sched_check_tokens(struct worker *w)
+sched_check_budget(struct worker *w)
 {
 	struct sched_worker *sw = proc_arg(w);
+	struct proto_msg m;
 	struct task *t;
 	char *why;
 
-	if (cfg.max_tokens == 0)
-		return;
 	if (store_task_get(sched_st, proc_task(w), &t) == -1 || t == NULL)
 		return;
-	if ((uint64_t)(t->tokens_in + t->tokens_out) > cfg.max_tokens) {
-		why = xasprintf("token budget exhausted: %lld tokens used, "
-		                "ORCH_MAX_TOKENS=%llu (raise it and "
-		                "`orch-supervisor --resume %lld`)",
-		    (long long)t->tokens_in + (long long)t->tokens_out,
-		    (unsigned long long)cfg.max_tokens, (long long)t->id);
+	if ((why = task_over_budget(sched_st, t)) != NULL &&
+	    sched_budget_pause(t, why) == 0) {
 		sw->stopping = 1;
-		proc_kill(w, NULL);
-		sched_fail(t->id, why);
-		free(why);
+		proto_msg_init(&m, PROTO_STOP);
+		proc_send(w, &m);
+		proto_msg_clear(&m);
 	}
+	free(why);
 	task_free(t);
 }
 
@@ -1166,8 +1219,8 @@ sched_worker_msg(struct worker *w, struct proto_msg *m, void *arg)
 		}
 		sw->next_seq++;
 		sched_ack(w, m->u[PF_SEQ]);
-		if (m->u[PF_TOKENS_IN] + m->u[PF_TOKENS_OUT] > 0)
-			sched_check_tokens(w);
+		if (strcmp(m->s[PF_KIND], "reply") == 0)
+			sched_check_budget(w);
 		return;
 	case PROTO_RESULT:
 		sched_result(w, m);
@@ -1390,10 +1443,10 @@ sched_done(void)
 	if (store_task_get(sched_st, sched_opts.only_task, &t) == -1 ||
 	    t == NULL)
 		return 1;
-	done = t->state == WS_COMPLETED || t->state == WS_FAILED ||
-	       t->state == WS_CANCELLED ||
-	       (sched_opts.stop_at_gate &&
-	           wstate_status(t->state) == TS_AWAITING_APPROVAL);
+	done =
+	    t->state == WS_COMPLETED || t->state == WS_FAILED ||
+	    t->state == WS_CANCELLED ||
+	    (sched_opts.stop_at_gate && task_status(t) == TS_AWAITING_APPROVAL);
 	task_free(t);
 	return done;
 }

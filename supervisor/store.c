@@ -92,6 +92,9 @@ static const char *const task_icol_names[TI_MAX] = {
     "review_rounds",
     "verify_rounds",
     "failed_state",
+    "max_tokens",
+    "max_cost_micros",
+    "budget_paused",
 };
 
 /* -------------------------------------------------------------------------
@@ -267,6 +270,11 @@ static int store_backfill_event_state(struct store *);
  */
 static const struct column v5_columns[] = {
     {"events", "data", "TEXT"},
+    /* A task's own budgets (0: the service's ORCH_MAX_TOKENS and
+     * ORCH_MAX_COST), and whether it waits for a person at one. */
+    {"tasks", "max_tokens", "INTEGER NOT NULL DEFAULT 0"},
+    {"tasks", "max_cost_micros", "INTEGER NOT NULL DEFAULT 0"},
+    {"tasks", "budget_paused", "INTEGER NOT NULL DEFAULT 0"},
 };
 
 /*
@@ -347,6 +355,7 @@ static const char *const stmt_sql[ST_MAX] = {
     [ST_RUNNABLE] = "SELECT id FROM tasks WHERE workflow_state IN"
                     " ('pending', 'planning', 'plan_approved',"
                     " 'implementing', 'reviewing', 'verifying')"
+                    " AND budget_paused = 0"
                     " ORDER BY id LIMIT ?1",
     [ST_SYNC_FULL] = "PRAGMA synchronous = FULL",
     [ST_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
@@ -1474,6 +1483,29 @@ store_task_set_state(struct store *s, int64_t id, enum wstate ws)
 	bind_text(st, 2, wstate_names[ws]);
 	bind_text(st, 3, tstatus_names[wstate_status(ws)]);
 	return store_wend(s, store_step_task(s, st, id, "set state"));
+}
+
+int
+store_task_set_status(struct store *s, int64_t id, enum tstatus ts)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if ((unsigned)ts >= TS_MAX) {
+		store_seterr(s, "set status: bad status %d", (int)ts);
+		return -1;
+	}
+	if (store_wbegin(s) == -1)
+		return -1;
+	st = store_prep_once(s,
+	    "UPDATE tasks SET status = ?2, updated_at = " NOW " WHERE id = ?1");
+	if (st == NULL)
+		return store_wend(s, -1);
+	sqlite3_bind_int64(st, 1, id);
+	bind_text(st, 2, tstatus_names[ts]);
+	rc = store_step_task(s, st, id, "set status");
+	sqlite3_finalize(st);
+	return store_wend(s, rc);
 }
 
 int

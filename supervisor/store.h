@@ -71,12 +71,16 @@ enum task_col {
 
 /* Integer columns of tasks that the state machine writes. */
 enum task_icol {
-	TI_RETRY_COUNT,   /* restarts of crashed workers, all stages */
-	TI_STAGE_RUN,     /* bumped at every new stage run: journal key */
-	TI_STAGE_RETRIES, /* restarts within the current stage run */
-	TI_REVIEW_ROUNDS, /* review rounds that asked for changes */
-	TI_VERIFY_ROUNDS, /* verification rounds that failed */
-	TI_FAILED_STATE,  /* enum wstate the task failed in (for --resume) */
+	TI_RETRY_COUNT,     /* restarts of crashed workers, all stages */
+	TI_STAGE_RUN,       /* bumped at every new stage run: journal key */
+	TI_STAGE_RETRIES,   /* restarts within the current stage run */
+	TI_REVIEW_ROUNDS,   /* review rounds that asked for changes */
+	TI_VERIFY_ROUNDS,   /* verification rounds that failed */
+	TI_FAILED_STATE,    /* enum wstate the task failed in (for --resume) */
+	TI_MAX_TOKENS,      /* its own token budget (0: ORCH_MAX_TOKENS) */
+	TI_MAX_COST_MICROS, /* its own cost budget, millionths (0:
+	                       ORCH_MAX_COST) */
+	TI_BUDGET_PAUSED,   /* 1: it waits for a person at a budget */
 	TI_MAX
 };
 
@@ -103,6 +107,8 @@ struct task_new {
 	const char *base_commit;
 	const char *verify_command; /* may be NULL */
 	int auto_approve;
+	int64_t max_tokens; /* its own budgets (0: none); set by task_submit */
+	double max_cost;
 };
 
 struct store;
@@ -148,6 +154,9 @@ void task_free(struct task *); /* accepts NULL */
 
 /* Sets workflow_state, the matching status and updated_at. */
 int store_task_set_state(struct store *, int64_t id, enum wstate);
+/* The status alone: a task waiting for a person at a budget is
+ * awaiting_approval in the middle of its stage (its state unchanged). */
+int store_task_set_status(struct store *, int64_t id, enum tstatus);
 int store_task_set_text(struct store *, int64_t id, enum task_col,
     const char *value /* NULL writes NULL */);
 /* Sets a *_APPROVED_AT column to the current time. */

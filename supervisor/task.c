@@ -374,14 +374,173 @@ task_submit(struct store *st, const struct task_new *tn, int64_t *id,
 	if (task_check_text(
 	        "request", tn->request, TASK_MAX_REQUEST, cause, code) == -1)
 		return -1;
-	if (store_task_add(st, tn, id) == -1)
+	if ((tn->max_tokens < 0 || tn->max_cost < 0 || tn->max_cost > 1e9)) {
+		*cause = xstrdup("a budget must be 0 (none) or more "
+		                 "(--max-cost up to 1000000000)");
+		*code = 400;
+		return -1;
+	}
+	if (tn->max_cost > 0 && !price_known()) {
+		*cause = xstrdup("a cost budget needs prices: set "
+		                 "ORCH_LLM_PRICES, or give --max-tokens");
+		*code = 400;
+		return -1;
+	}
+	if (store_begin(st) == -1)
+		return task_fail_store(st, cause, code);
+	if (store_task_add(st, tn, id) == -1 ||
+	    (tn->max_tokens > 0 && store_task_set_int(st, *id, TI_MAX_TOKENS,
+	                               tn->max_tokens) == -1) ||
+	    (tn->max_cost > 0 &&
+	        store_task_set_int(st, *id, TI_MAX_COST_MICROS,
+	            (int64_t)(tn->max_cost * 1e6 + 0.5)) == -1) ||
+	    store_commit(st) == -1) {
+		store_rollback(st);
+		return task_fail_store(st, cause, code);
+	}
+	return 0;
+}
+
+/*
+ * A task's budgets: its own, else the service's (0: none).  The cost one
+ * counts only with prices (ORCH_LLM_PRICES).
+ */
+static uint64_t
+task_budget_tokens(const struct task *t, const char **whose)
+{
+	*whose = t->ival[TI_MAX_TOKENS] > 0 ? "this task's budget"
+	                                    : "ORCH_MAX_TOKENS";
+	return t->ival[TI_MAX_TOKENS] > 0 ? (uint64_t)t->ival[TI_MAX_TOKENS]
+	                                  : cfg.max_tokens;
+}
+
+static double
+task_budget_cost(const struct task *t, const char **whose)
+{
+	*whose = t->ival[TI_MAX_COST_MICROS] > 0 ? "this task's budget"
+	                                         : "ORCH_MAX_COST";
+	return t->ival[TI_MAX_COST_MICROS] > 0
+	           ? (double)t->ival[TI_MAX_COST_MICROS] / 1e6
+	           : cfg.max_cost;
+}
+
+char *
+task_over_budget(struct store *st, const struct task *t)
+{
+	const char *whose;
+	uint64_t max = task_budget_tokens(t, &whose);
+	int64_t used = t->tokens_in + t->tokens_out;
+	double maxc, cost = 0;
+	json_t *c;
+
+	if (max > 0 && used >= 0 && (uint64_t)used >= max)
+		return xasprintf("the token budget is reached: %lld tokens "
+		                 "used, %s is %llu; raise it with "
+		                 "`orch-supervisor approve %lld --budget N` "
+		                 "(or cancel)",
+		    (long long)used, whose, (unsigned long long)max,
+		    (long long)t->id);
+	maxc = task_budget_cost(t, &whose);
+	if (maxc <= 0 || !price_known())
+		return NULL;
+	if ((c = task_cost_json(st, t->id)) != NULL) {
+		cost = json_real_value(json_object_get(c, "total"));
+		json_decref(c);
+	}
+	if (cost >= maxc)
+		return xasprintf("the cost budget is reached: %.4f spent, %s "
+		                 "is %.4f; raise it with `orch-supervisor "
+		                 "approve %lld --max-cost X` (or cancel)",
+		    cost, whose, maxc, (long long)t->id);
+	return NULL;
+}
+
+enum tstatus
+task_status(const struct task *t)
+{
+	return t->ival[TI_BUDGET_PAUSED] ? TS_AWAITING_APPROVAL
+	                                 : wstate_status(t->state);
+}
+
+/*
+ * Set the budgets a person gave (tokens 0, cost below 0: unchanged), in
+ * the caller's transaction; t's copy too.
+ */
+static int
+task_set_budget(struct store *st, struct task *t, int64_t tokens, double cost,
+    char **cause, int *code)
+{
+	if (tokens < 0 || (cost >= 0 && (cost == 0 || cost > 1e9))) {
+		*cause = xstrdup("a budget must be more than 0 (tokens: a "
+		                 "whole number; cost: up to 1000000000)");
+		*code = 400;
+		return -1;
+	}
+	if (cost > 0 && !price_known()) {
+		*cause = xstrdup("a cost budget needs prices: set "
+		                 "ORCH_LLM_PRICES (or raise the token budget "
+		                 "with --budget)");
+		*code = 400;
+		return -1;
+	}
+	if (tokens > 0) {
+		if (store_task_set_int(st, t->id, TI_MAX_TOKENS, tokens) == -1)
+			return task_fail_store(st, cause, code);
+		t->ival[TI_MAX_TOKENS] = tokens;
+	}
+	if (cost > 0) {
+		int64_t micros = (int64_t)(cost * 1e6 + 0.5);
+
+		if (store_task_set_int(st, t->id, TI_MAX_COST_MICROS, micros) ==
+		    -1)
+			return task_fail_store(st, cause, code);
+		t->ival[TI_MAX_COST_MICROS] = micros;
+	}
+	return 0;
+}
+
+/*
+ * A task waiting at a budget goes on once a person raised it enough: the
+ * same stage run, its journal replayed (no answered turn is asked again).
+ */
+static int
+task_unpause(
+    struct store *st, struct task *t, const char *by, char **cause, int *code)
+{
+	char *still = task_over_budget(st, t), *text;
+	const char *w1, *w2;
+	int rc;
+
+	if (still != NULL) {
+		*cause = xasprintf(
+		    "task %lld still waits: %s", (long long)t->id, still);
+		*code = 409;
+		free(still);
+		return -1;
+	}
+	uint64_t tok = task_budget_tokens(t, &w1);
+	double cost = task_budget_cost(t, &w2);
+	rc = store_task_set_int(st, t->id, TI_BUDGET_PAUSED, 0);
+	if (rc == 0)
+		rc = store_task_set_state(st, t->id, t->state);
+	if (rc == -1)
+		return task_fail_store(st, cause, code);
+	char *money =
+	    cost > 0 ? xasprintf(", cost budget %.4f", cost) : xstrdup("");
+	text = xasprintf("budget raised by %s (token budget %llu%s): going on",
+	    by, (unsigned long long)tok, money);
+	rc = store_event_add_state(
+	    st, t->id, t->state, wstate_stage(t->state), text);
+	free(text);
+	free(money);
+	if (rc == -1)
 		return task_fail_store(st, cause, code);
 	return 0;
 }
 
 int
-task_approve(
-    struct store *st, int64_t id, const char *by, char **cause, int *code)
+task_approve(struct store *st, int64_t id, const char *by, int64_t budget,
+    double max_cost, char **cause, int *code)
 {
 	struct task *t;
 	int rc;
@@ -393,6 +552,20 @@ task_approve(
 		return -1;
 	if (by == NULL || *by == '\0')
 		by = getenv("USER") != NULL ? getenv("USER") : "unknown";
+	if ((budget != 0 || max_cost >= 0) &&
+	    task_set_budget(st, t, budget, max_cost, cause, code) == -1) {
+		task_free(t);
+		store_rollback(st);
+		return -1;
+	}
+	if (t->ival[TI_BUDGET_PAUSED]) {
+		if (task_unpause(st, t, by, cause, code) == -1) {
+			task_free(t);
+			store_rollback(st);
+			return -1;
+		}
+		return task_done(st, t, 0, cause, code);
+	}
 	switch (t->state) {
 	case WS_PLAN_AWAITING_APPROVAL:
 		rc = store_task_stamp(st, id, TC_PLAN_APPROVED_AT);
@@ -607,6 +780,16 @@ task_resume(struct store *st, int64_t id, char **cause, int *code)
 			rc = task_enter(st, t, back, 0, "resumed");
 		return task_done(st, t, rc, cause, code);
 	default:
+		if (t->ival[TI_BUDGET_PAUSED]) {
+			*cause =
+			    xasprintf("task %lld waits for a person at its "
+			              "budget: `orch-supervisor approve "
+			              "%lld --budget N` (or --max-cost X) "
+			              "lets it go on",
+			        (long long)id, (long long)id);
+			*code = 409;
+			break;
+		}
 		/* Runnable already: the scheduler picks it up. */
 		return task_done(st, t, 0, cause, code);
 	}
@@ -689,7 +872,7 @@ task_json(struct store *st, const struct task *t, int full)
 	json_object_set_new(o, "id", json_integer(t->id));
 	json_object_set_new(o, "request", task_json_text(t->request));
 	json_object_set_new(
-	    o, "status", json_string(tstatus_name(wstate_status(t->state))));
+	    o, "status", json_string(tstatus_name(task_status(t))));
 	json_object_set_new(
 	    o, "workflow_state", json_string(wstate_name(t->state)));
 	json_object_set_new(o, "created_at", json_string(t->created_at));
@@ -699,8 +882,14 @@ task_json(struct store *st, const struct task *t, int full)
 	    o, "retry_count", json_integer(t->ival[TI_RETRY_COUNT]));
 	json_object_set_new(o, "tokens_in", json_integer(t->tokens_in));
 	json_object_set_new(o, "tokens_out", json_integer(t->tokens_out));
+	if (t->ival[TI_BUDGET_PAUSED])
+		json_object_set_new(o, "waiting_at_budget", json_true());
 	if (!full)
 		return o;
+	json_object_set_new(
+	    o, "max_tokens", json_integer(t->ival[TI_MAX_TOKENS]));
+	json_object_set_new(o, "max_cost",
+	    json_real((double)t->ival[TI_MAX_COST_MICROS] / 1e6));
 	json_object_set_new(o, "base_commit",
 	    t->base_commit ? json_string(t->base_commit) : json_null());
 	json_object_set_new(

@@ -42,8 +42,18 @@ int task_check_text(
  * 409, 500) saying what kind of error it was. */
 int task_submit(struct store *, const struct task_new *, int64_t *id,
     char **cause, int *code);
-int task_approve(
-    struct store *, int64_t id, const char *by, char **cause, int *code);
+/*
+ * Approve the plan or the implementation awaiting approval, or let a task
+ * waiting at a budget go on.  budget (tokens, 0: unchanged) and max_cost
+ * (below 0: unchanged) set the task's own budgets first; a task waiting
+ * at a budget needs one raised past what it used.
+ */
+int task_approve(struct store *, int64_t id, const char *by, int64_t budget,
+    double max_cost, char **cause, int *code);
+/* Why a task must wait for a person at a budget (malloc'd), or NULL. */
+char *task_over_budget(struct store *, const struct task *);
+/* A task's status: awaiting_approval while it waits at a budget. */
+enum tstatus task_status(const struct task *);
 int task_reject(struct store *, int64_t id, const char *reason, const char *by,
     char **cause, int *code);
 int task_cancel(struct store *, int64_t id, char **cause, int *code);

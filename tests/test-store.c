@@ -156,7 +156,7 @@ open_rw(const char *path)
 static int64_t
 add_task(struct store *s, const char *request)
 {
-	struct task_new tn = {request, "/repo", "abc123", NULL, 0};
+	struct task_new tn = {request, "/repo", "abc123", NULL, 0, 0, 0};
 	int64_t id = 0;
 
 	if (store_task_add(s, &tn, &id) == -1)
@@ -335,7 +335,7 @@ static void
 test_task_roundtrip(void)
 {
 	struct task_new tn = {"Add \"auth\" é", "/home/u/repo", "deadbeef",
-	    "make check", AUTO_APPROVE_PLAN | AUTO_APPROVE_IMPLEMENTATION};
+	    "make check", AUTO_APPROVE_PLAN | AUTO_APPROVE_IMPLEMENTATION, 0, 0};
 	struct store *s;
 	struct task *t;
 	sqlite3 *raw;
