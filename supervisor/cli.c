@@ -316,6 +316,8 @@ printer_event_cb(const struct event_row *ev, void *arg)
 	else if (strcmp(ev->kind, "result") == 0) {
 		const char *s = cli_safe(ev->text), *nl;
 
+		if (s == NULL)
+			s = "";
 		nl = strchr(s, '\n');
 		printf("   -> %.*s%s\n", nl ? (int)(nl - s) : (int)strlen(s), s,
 		    off);
