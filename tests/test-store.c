@@ -335,7 +335,8 @@ static void
 test_task_roundtrip(void)
 {
 	struct task_new tn = {"Add \"auth\" é", "/home/u/repo", "deadbeef",
-	    "make check", AUTO_APPROVE_PLAN | AUTO_APPROVE_IMPLEMENTATION, 0, 0};
+	    "make check", AUTO_APPROVE_PLAN | AUTO_APPROVE_IMPLEMENTATION, 0,
+	    0};
 	struct store *s;
 	struct task *t;
 	sqlite3 *raw;
@@ -955,6 +956,51 @@ test_event_data(struct store *s, int64_t a)
 	json_decref(d);
 }
 
+static int
+turn_sum_cb(const struct turn_sum *ts, void *arg)
+{
+	char *out = arg;
+	size_t n = strlen(out);
+
+	snprintf(out + n, 256 - n, "%s:%lld/%lld/%lld/%lld ", ts->model,
+	    (long long)ts->tokens_in, (long long)ts->tokens_out,
+	    (long long)ts->duration_ms, (long long)ts->turns);
+	return 0;
+}
+
+/* Model turns (schema 5) sum by day, model and repository; a task's
+ * status can wait while its state stays (a budget). */
+static void
+test_turns(struct store *s, int64_t a, int64_t b)
+{
+	char got[256] = "";
+	struct task *t;
+
+	ok(store_turn_add(s, a, "planning", "m1", 100, 10, 0, 500) == 0 &&
+	        store_turn_add(s, a, "implementing", "m1", 200, 20, 0, 700) ==
+	            0 &&
+	        store_turn_add(s, a, "implementing", "m2", 1, 2, 0, 3) == 0 &&
+	        store_turn_add(s, b, "planning", "m1", 1000, 100, 0, 1) == 0,
+	    "turns added");
+	ok(store_turn_add(s, a, NULL, "m", 1, 1, 0, 1) == -1,
+	    "a turn needs a stage");
+	store_turn_sums(s, a, turn_sum_cb, got);
+	is_str(
+	    got, "m1:300/30/1200/2 m2:1/2/3/1 ", "one task's turns, by model");
+	got[0] = '\0';
+	store_turn_sums(s, 0, turn_sum_cb, got);
+	is_str(got, "m1:1300/130/1201/3 m2:1/2/3/1 ", "every task's");
+	ok(store_task_set_status(s, a, TS_AWAITING_APPROVAL) == 0,
+	    "set the status alone");
+	store_task_get(s, a, &t);
+	is_str(wstate_name(t->state), "pending", "the state stays");
+	is_int(t->ival[TI_BUDGET_PAUSED], 0, "budget_paused reads 0");
+	task_free(t);
+	int64_t n = 0;
+	store_task_count(s, TS_AWAITING_APPROVAL, &n);
+	is_int(n, 1, "the status column says awaiting_approval");
+}
+
 static void
 test_events(void)
 {
@@ -1005,6 +1051,7 @@ test_events(void)
 	ok(e.n == 2, "limit");
 	is_int(count(s, "events"), 5, "stats events");
 	test_event_data(s, a);
+	test_turns(s, a, b);
 	store_close(s);
 	free(path);
 }
