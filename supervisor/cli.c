@@ -28,6 +28,7 @@
 #include "client.h"
 #include "config.h"
 #include "server.h"
+#include "task.h"
 
 const struct cmd *cli_cmd;
 
@@ -72,10 +73,10 @@ cli_safe_line(const char *s)
  * escapes too.  Outside strings a JSON text is plain ASCII, so those bytes
  * can only stand inside strings, where the escape means the same text.
  */
-void
-cli_json_print(const json_t *j)
+static void
+cli_json_write(const json_t *j, size_t flags)
 {
-	char *s = json_dumps(j, JSON_INDENT(2));
+	char *s = json_dumps(j, flags);
 	const unsigned char *p;
 
 	if (s == NULL) {
@@ -99,6 +100,19 @@ cli_json_print(const json_t *j)
 			putchar(*p);
 	}
 	free(s);
+}
+
+void
+cli_json_print(const json_t *j)
+{
+	cli_json_write(j, JSON_INDENT(2));
+}
+
+void
+cli_json_line(const json_t *j)
+{
+	cli_json_write(j, JSON_COMPACT);
+	putchar('\n');
 }
 
 int
@@ -225,6 +239,52 @@ cli_post(const char *path, json_t *body, json_t **reply)
 	return 0;
 }
 
+/* Does the event pass the printer's filters (--stage, --kind, --since)? */
+static int
+printer_wants(const struct printer *p, const struct event_row *ev)
+{
+	if (p->stage != NULL &&
+	    (ev->stage == NULL || strcmp(ev->stage, p->stage) != 0))
+		return 0;
+	if (p->kinds != 0) {
+		unsigned k;
+
+		for (k = 0; k < EV_MAX; k++) {
+			if (strcmp(ev->kind, event_kind_name(k)) == 0)
+				break;
+		}
+		if (k == EV_MAX || (p->kinds & (1u << k)) == 0)
+			return 0;
+	}
+	return p->since == NULL || strcmp(ev->ts, p->since) >= 0;
+}
+
+/* The colour of an event on a terminal. */
+static const char *
+printer_color(const struct event_row *ev)
+{
+	if (strcmp(ev->kind, "state") == 0)
+		return "\033[1;36m";
+	if (strcmp(ev->kind, "error") == 0)
+		return "\033[1;31m";
+	if (strcmp(ev->kind, "model") == 0)
+		return "\033[2m";
+	if (strcmp(ev->kind, "checkpoint") == 0)
+		return "\033[34m";
+	if (strcmp(ev->kind, "result") == 0)
+		return ev->data != NULL &&
+		               strstr(ev->data, "\"outcome\":\"error\"") != NULL
+		           ? "\033[31m"
+		           : "\033[32m";
+	return "";
+}
+
+/*
+ * One event for a person: the time, the task (when following them all),
+ * the stage, the text escaped.  A result goes under its call, indented,
+ * its further lines (a command's output tail) marked so that no output
+ * can pass for a line of the log.
+ */
 int
 printer_event_cb(const struct event_row *ev, void *arg)
 {
@@ -232,14 +292,20 @@ printer_event_cb(const struct event_row *ev, void *arg)
 	const char *on = "", *off = "";
 	const char *t = strchr(ev->ts, ' ');
 
+	p->after = ev->id;
+	if (!printer_wants(p, ev))
+		return 0;
+	if (p->json) {
+		json_t *o = task_event_json(ev);
+
+		if (o != NULL)
+			cli_json_line(o);
+		json_decref(o);
+		return 0;
+	}
 	if (p->color) {
-		off = "\033[0m";
-		if (strcmp(ev->kind, "state") == 0)
-			on = "\033[1;36m";
-		else if (strcmp(ev->kind, "error") == 0)
-			on = "\033[1;31m";
-		else if (strcmp(ev->kind, "model") == 0)
-			on = "\033[2m";
+		on = printer_color(ev);
+		off = *on != '\0' ? "\033[0m" : "";
 	}
 	printf("%s%.12s", on, cli_safe_line(t ? t + 1 : ev->ts));
 	if (p->task == 0)
@@ -247,9 +313,24 @@ printer_event_cb(const struct event_row *ev, void *arg)
 	printf(" [%s]", cli_safe_line(ev->stage ? ev->stage : ev->kind));
 	if (strcmp(ev->kind, "state") == 0)
 		printf(" ==> %s%s\n", cli_safe(ev->text), off);
-	else
+	else if (strcmp(ev->kind, "result") == 0) {
+		const char *s = cli_safe(ev->text), *nl;
+
+		if (s == NULL)
+			s = "";
+		nl = strchr(s, '\n');
+		printf("   -> %.*s%s\n", nl ? (int)(nl - s) : (int)strlen(s), s,
+		    off);
+		while (nl != NULL) {
+			const char *line = nl + 1;
+
+			nl = strchr(line, '\n');
+			printf("%s      | %.*s%s\n", on,
+			    nl ? (int)(nl - line) : (int)strlen(line), line,
+			    off);
+		}
+	} else
 		printf(" %s%s\n", cli_safe(ev->text), off);
-	p->after = ev->id;
 	return 0;
 }
 
@@ -323,6 +404,25 @@ cli_task_state(int64_t id, enum wstate *state)
 	return 0;
 }
 
+int
+cli_task_paused(int64_t id)
+{
+	struct store *st;
+	struct task *t;
+	int paused;
+
+	if (cli_open_ro(&st) == -1 || st == NULL)
+		return -1;
+	if (store_task_get(st, id, &t) == -1 || t == NULL) {
+		store_close(st);
+		return -1;
+	}
+	paused = t->ival[TI_BUDGET_PAUSED] != 0;
+	task_free(t);
+	store_close(st);
+	return paused;
+}
+
 static const struct cmd cmds[] = {
     {"serve", cmd_serve, "serve",
         "Run the service in the foreground: resumes unfinished tasks\n"
@@ -330,12 +430,16 @@ static const struct cmd cmds[] = {
         "socket.\nSIGTERM/SIGINT stop it; tasks stay resumable."},
     {"submit", cmd_submit,
         "submit \"REQUEST\"|-|--file F --repo DIR [--verify CMD] "
-        "[--auto-approve plan|implementation|all]",
+        "[--auto-approve plan|implementation|all] [--max-tokens N] "
+        "[--max-cost X]",
         "Queue a task and print its id.  A long request comes from a\n"
-        "file (--file F) or standard input (-): up to 512 KiB of UTF-8."},
+        "file (--file F) or standard input (-): up to 512 KiB of UTF-8.\n"
+        "--max-tokens and --max-cost give it a budget of its own (else\n"
+        "ORCH_MAX_TOKENS, ORCH_MAX_COST): reached, it waits for a person."},
     {"run", cmd_run,
         "run \"REQUEST\"|-|--file F --repo DIR [--verify CMD] "
-        "[--auto-approve plan|implementation|all]",
+        "[--auto-approve plan|implementation|all] [--max-tokens N] "
+        "[--max-cost X]",
         "Submit a task and drive it in the foreground, printing its log.\n"
         "On a terminal it asks at approval gates."},
     {"list", cmd_list, "list [--status S] [--json]",
@@ -344,14 +448,31 @@ static const struct cmd cmds[] = {
     {"show", cmd_show, "show ID [--json]",
         "Show a task: request, states, plan, review, verification, "
         "checkpoints."},
-    {"logs", cmd_logs, "logs [ID] [-f]",
-        "Print a task's event log (every task's without ID); -f follows "
-        "it\nlive and stops when the task ends."},
-    {"approve", cmd_approve, "approve ID [--by NAME] [--plan-file F | --edit]",
-        "Approve the plan or the implementation awaiting approval.\n"
-        "--plan-file F approves the plan in F instead of the model's;\n"
-        "--edit opens the plan in $EDITOR first.  The implementer gets\n"
-        "the edited plan; a plan_edited checkpoint records who."},
+    {"logs", cmd_logs,
+        "logs [ID] [-f] [--json] [--stage S] [--since T] [--kind K]",
+        "Print a task's event log (every task's without ID, each line "
+        "with\nthe task's id); -f follows it live and stops when the task "
+        "ends.\nA tool's result is shown indented under its call.\n"
+        "  --json       one JSON object per line: id, ts, task, kind, "
+        "stage,\n               text, state and the event's facts\n"
+        "  --stage S    only that stage's events\n"
+        "  --since T    only events from T on: UTC \"2026-11-30 12:00\" "
+        "or a\n               time ago: 90s, 10m, 2h, 1d\n"
+        "  --kind K     only these kinds (comma-separated): state, tool,\n"
+        "               result, checkpoint, model, info, error\n"
+        "Colour on a terminal; none with NO_COLOR or when piped."},
+    {"approve", cmd_approve,
+        "approve ID [--by NAME] [--plan-file F | --edit] [--budget N] "
+        "[--max-cost X]",
+        "Approve the plan or the implementation awaiting approval, or let\n"
+        "a task waiting at its budget go on.\n"
+        "  --plan-file F approve the plan in F instead of the model's\n"
+        "  --edit        open the plan in $EDITOR first; the implementer\n"
+        "                gets the edited plan, a plan_edited checkpoint\n"
+        "                records who\n"
+        "  --budget N    the task's token budget becomes N\n"
+        "  --max-cost X  its cost budget becomes X (needs "
+        "ORCH_LLM_PRICES)"},
     {"reject", cmd_reject, "reject ID --reason TEXT [--by NAME]",
         "Reject the plan (it is planned again with the reason) or the\n"
         "implementation (it is implemented again with the reason)."},
@@ -381,10 +502,11 @@ static const struct cmd cmds[] = {
 static void
 cli_main_usage(FILE *f)
 {
-	fprintf(f, "usage: orch-supervisor [--env-file FILE] COMMAND [ARGS]\n"
-	           "       orch-supervisor --list-resumable\n"
-	           "       orch-supervisor --resume ID [--repo DIR]\n\n"
-	           "commands:\n");
+	fprintf(f,
+	    "usage: orch-supervisor [--env-file FILE] COMMAND [ARGS]\n"
+	    "       orch-supervisor --list-resumable\n"
+	    "       orch-supervisor --resume ID [--repo DIR] [--full]\n\n"
+	    "commands:\n");
 	for (size_t i = 0; i < nitems(cmds); i++)
 		fprintf(f, "  %s\n", cmds[i].usage);
 	fprintf(f,
@@ -446,15 +568,26 @@ cli_main(int argc, char **argv)
 	if (strcmp(argv[i], "--resume") == 0) {
 		int64_t id;
 		const char *repo = NULL;
-		if (i + 4 == argc && strcmp(argv[i + 2], "--repo") == 0)
-			repo = argv[i + 3];
-		else if (i + 2 != argc) {
+		int full = 0, j;
+
+		if (i + 2 > argc) {
 			cli_main_usage(stderr);
 			return EXIT_USAGE;
 		}
+		for (j = i + 2; j < argc; j++) {
+			if (strcmp(argv[j], "--full") == 0)
+				full = 1;
+			else if (strcmp(argv[j], "--repo") == 0 &&
+			         j + 1 < argc && repo == NULL)
+				repo = argv[++j];
+			else {
+				cli_main_usage(stderr);
+				return EXIT_USAGE;
+			}
+		}
 		if (cli_parse_id(argv[i + 1], &id) == -1)
 			return EXIT_USAGE;
-		return cmd_resume(id, repo);
+		return cmd_resume(id, repo, full);
 	}
 	for (size_t c = 0; c < nitems(cmds); c++) {
 		if (strcmp(argv[i], cmds[c].name) == 0) {

@@ -39,6 +39,8 @@ const char *cli_safe(const char *);
 const char *cli_safe_line(const char *);
 /* A JSON document for a program (--json), terminal controls escaped. */
 void cli_json_print(const json_t *);
+/* The same on one line (JSON lines, as `logs --json` prints them). */
+void cli_json_line(const json_t *);
 /* "orch-supervisor: MESSAGE" on stderr, escaped; returns 1. */
 int __attribute__((format(printf, 1, 2))) cli_error(const char *fmt, ...);
 int cli_usage(void); /* returns EXIT_USAGE */
@@ -68,6 +70,10 @@ struct printer {
 	int64_t task; /* 0: every task */
 	int64_t after;
 	int color;
+	int json;          /* JSON lines instead of text */
+	const char *stage; /* only this stage's events, or NULL */
+	unsigned kinds; /* only these kinds (bits of enum event_kind); 0 all */
+	const char *since; /* only events at or after this "YYYY-MM-DD ..." */
 };
 void printer_init(struct printer *, int64_t task);
 void printer_tick(void *printer); /* print what is new */
@@ -75,9 +81,11 @@ int printer_event_cb(const struct event_row *, void *printer);
 
 /* The task's workflow state, or -1 when it cannot be read. */
 int cli_task_state(int64_t id, enum wstate *);
+/* 1 when the task waits for a person at its budget, 0 not, -1 unknown. */
+int cli_task_paused(int64_t id);
 
 int cli_list(int status, int resumable, int json);
-int cmd_resume(int64_t id, const char *repo);
+int cmd_resume(int64_t id, const char *repo, int full);
 
 int cmd_serve(int, char **);
 int cmd_submit(int, char **);

@@ -35,6 +35,45 @@ cmd_serve(int argc, char **argv)
 		return cli_usage();
 	return server_run(0, 0, NULL, NULL);
 }
+/* stats' costs, by day, model and repository (only with prices). */
+static void
+stats_cost(json_t *c)
+{
+	static const char *const groups[][2] = {{"by_day", "day"},
+	    {"by_model", "model"}, {"by_repo", "repository"}};
+	const char *k;
+	json_t *v;
+
+	if (c == NULL)
+		return;
+	printf("cost (ORCH_LLM_PRICES): %.4f\n",
+	    json_real_value(json_object_get(c, "total")));
+	for (size_t i = 0; i < nitems(groups); i++) {
+		printf("  by %s:\n", groups[i][1]);
+		json_object_foreach(json_object_get(c, groups[i][0]), k, v)
+			printf("    %-24s %10.4f  (%lld turns, %lld tokens in, "
+			       "%lld out)\n",
+			    cli_safe_line(k),
+			    json_real_value(json_object_get(v, "cost")),
+			    (long long)json_integer_value(
+			        json_object_get(v, "turns")),
+			    (long long)json_integer_value(
+			        json_object_get(v, "tokens_in")),
+			    (long long)json_integer_value(
+			        json_object_get(v, "tokens_out")));
+	}
+	v = json_object_get(c, "unpriced_models");
+	if (json_array_size(v) > 0) {
+		size_t i;
+		json_t *m;
+
+		printf("  no price for:");
+		json_array_foreach(v, i, m)
+			printf(" %s", cli_safe_line(json_string_value(m)));
+		putchar('\n');
+	}
+}
+
 int
 cmd_stats(int argc, char **argv)
 {
@@ -69,6 +108,8 @@ cmd_stats(int argc, char **argv)
 		store_close(st);
 		return 1;
 	}
+	if ((by = task_cost_json(st, 0)) != NULL)
+		json_object_set_new(s, "cost", by);
 	store_close(st);
 	if (json) {
 		cli_json_print(s);
@@ -85,6 +126,7 @@ cmd_stats(int argc, char **argv)
 				printf("%s: %lld\n", k,
 				    (long long)json_integer_value(v));
 		}
+		stats_cost(json_object_get(s, "cost"));
 	}
 	json_decref(s);
 	return 0;

@@ -20,24 +20,34 @@
 
 #include "cli.h"
 #include "config.h"
+#include "control.h"
 #include "server.h"
 #include "task.h"
 
-/* repo: only for resume, a repository to give a task that has none;
- * plan: only for approve, the plan as a person edited it. */
+/* What a person asks of a task, as the API takes it (control.h): nothing
+ * yet. */
+static struct control_op
+cli_op(void)
+{
+	struct control_op op;
+
+	memset(&op, 0, sizeof op);
+	op.max_cost = -1; /* unchanged */
+	return op;
+}
+
 static int
-cli_task_op(const char *verb, int64_t id, const char *by, const char *reason,
-    const char *repo, const char *plan)
+cli_task_op(const char *verb, int64_t id, const struct control_op *op)
 {
 	struct store *st;
 	char *err, *path;
 	int code, rc;
 
 	/* Checked here too, so that both ways below refuse alike. */
-	if ((by != NULL && task_check_text("name (--by)", by, TASK_MAX_NAME,
-	                       &err, &code) == -1) ||
-	    (reason != NULL && task_check_text("reason", reason,
-	                           TASK_MAX_REASON, &err, &code) == -1)) {
+	if ((op->by != NULL && task_check_text("name (--by)", op->by,
+	                           TASK_MAX_NAME, &err, &code) == -1) ||
+	    (op->reason != NULL && task_check_text("reason", op->reason,
+	                               TASK_MAX_REASON, &err, &code) == -1)) {
 		cli_error("%s", err);
 		free(err);
 		return 1;
@@ -47,14 +57,21 @@ cli_task_op(const char *verb, int64_t id, const char *by, const char *reason,
 		return 1;
 	case 1: {
 		json_t *b = json_object();
-		if (by != NULL)
-			json_object_set_new(b, "by", json_string(by));
-		if (reason != NULL)
-			json_object_set_new(b, "reason", json_string(reason));
-		if (repo != NULL)
-			json_object_set_new(b, "repo", json_string(repo));
-		if (plan != NULL)
-			json_object_set_new(b, "plan", json_string(plan));
+		if (op->by != NULL)
+			json_object_set_new(b, "by", json_string(op->by));
+		if (op->reason != NULL)
+			json_object_set_new(
+			    b, "reason", json_string(op->reason));
+		if (op->repo != NULL)
+			json_object_set_new(b, "repo", json_string(op->repo));
+		if (op->plan != NULL)
+			json_object_set_new(b, "plan", json_string(op->plan));
+		if (op->budget > 0)
+			json_object_set_new(
+			    b, "budget", json_integer(op->budget));
+		if (op->max_cost >= 0)
+			json_object_set_new(
+			    b, "max_cost", json_real(op->max_cost));
 		path = xasprintf("/v1/tasks/%lld/%s", (long long)id, verb);
 		rc = cli_post(path, b, NULL);
 		free(path);
@@ -62,15 +79,19 @@ cli_task_op(const char *verb, int64_t id, const char *by, const char *reason,
 		return rc;
 	}
 	}
-	if (strcmp(verb, "approve") == 0)
-		rc = task_approve_plan(st, id, by, plan, &err, &code);
-	else if (strcmp(verb, "reject") == 0)
-		rc = task_reject(st, id, reason, by, &err, &code);
+	if (strcmp(verb, "approve") == 0) {
+		struct task_approval a = {
+		    op->by, op->plan, op->budget, op->max_cost};
+
+		rc = task_approve(st, id, &a, &err, &code);
+	} else if (strcmp(verb, "reject") == 0)
+		rc = task_reject(st, id, op->reason, op->by, &err, &code);
 	else if (strcmp(verb, "cancel") == 0)
 		rc = task_cancel(st, id, &err, &code);
 	else {
-		rc =
-		    repo != NULL ? task_set_repo(st, id, repo, &err, &code) : 0;
+		rc = op->repo != NULL
+		         ? task_set_repo(st, id, op->repo, &err, &code)
+		         : 0;
 		if (rc == 0)
 			rc = task_resume(st, id, &err, &code);
 	}
@@ -119,13 +140,14 @@ cli_ask(int64_t id, enum wstate state, char **reason)
  * approval gates.  Exit status: 0 completed or waiting, 1 failed.
  */
 static int
-cli_drive(int64_t id)
+cli_drive(int64_t id, int64_t after)
 {
 	struct printer p;
 	enum wstate state;
 	int interactive = isatty(STDIN_FILENO);
 
 	printer_init(&p, id);
+	p.after = after;
 	/* The printer shows the task's log; the service's own info lines
 	 * would only repeat it. */
 	if (cfg.log_level == LOG_LEVEL_INFO)
@@ -142,7 +164,8 @@ cli_drive(int64_t id)
 				printer_tick(&p);
 				if (cli_task_state(id, &state) == -1)
 					return 1;
-				if (wstate_stage(state) == NULL)
+				if (wstate_stage(state) == NULL ||
+				    cli_task_paused(id) == 1)
 					break;
 				usleep(100 * 1000);
 			}
@@ -155,6 +178,16 @@ cli_drive(int64_t id)
 				return 1;
 			if (cli_task_state(id, &state) == -1)
 				return 1;
+		}
+		if (cli_task_paused(id) == 1) {
+			printf(
+			    "Task %lld waits for a person at its budget (the "
+			    "log says which): `orch-supervisor approve %lld "
+			    "--budget N` (or --max-cost X) to go on, or "
+			    "`orch-supervisor cancel %lld`.\n",
+			    (long long)id, (long long)id, (long long)id);
+			store_close(p.st);
+			return 0;
 		}
 		if (wstate_status(state) != TS_AWAITING_APPROVAL)
 			break;
@@ -170,8 +203,10 @@ cli_drive(int64_t id)
 			store_close(p.st);
 			return 0;
 		}
-		int rc = cli_task_op(ans == 1 ? "approve" : "reject", id, NULL,
-		    reason, NULL, NULL);
+		struct control_op op = cli_op();
+
+		op.reason = reason;
+		int rc = cli_task_op(ans == 1 ? "approve" : "reject", id, &op);
 		free(reason);
 		if (rc != 0)
 			return 1;
@@ -257,6 +292,42 @@ fail:
 	return -1;
 }
 
+/* --budget N, --max-tokens N: a whole number of tokens above 0. */
+static int
+cli_budget_tokens(const char *arg, int64_t *v)
+{
+	char *end;
+	long long n;
+
+	errno = 0;
+	n = strtoll(arg, &end, 10);
+	if (errno != 0 || *end != '\0' || end == arg || n <= 0) {
+		cli_error("%s: a token budget is a whole number above 0", arg);
+		return -1;
+	}
+	*v = n;
+	return 0;
+}
+
+/* --max-cost X: an amount above 0, in the units of ORCH_LLM_PRICES. */
+static int
+cli_budget_cost(const char *arg, double *v)
+{
+	char *end;
+	double x;
+
+	errno = 0;
+	x = strtod(arg, &end);
+	if (errno != 0 || *end != '\0' || end == arg || !(x > 0) || x > 1e9) {
+		cli_error("%s: a cost budget is an amount above 0 (up to "
+		          "1000000000), in the units of ORCH_LLM_PRICES",
+		    arg);
+		return -1;
+	}
+	*v = x;
+	return 0;
+}
+
 /* submit and run share their options. */
 static int
 cli_submit(int argc, char **argv, int64_t *idp)
@@ -266,9 +337,13 @@ cli_submit(int argc, char **argv, int64_t *idp)
 	    {"file", required_argument, NULL, 'f'},
 	    {"verify", required_argument, NULL, 'v'},
 	    {"auto-approve", required_argument, NULL, 'a'},
+	    {"max-tokens", required_argument, NULL, 'T'},
+	    {"max-cost", required_argument, NULL, 'C'},
 	    {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
 	const char *repo = NULL, *verify = NULL, *file = NULL;
 	int c, aa = cfg.auto_approve, code;
+	int64_t max_tokens = 0;
+	double max_cost = 0;
 	char *abs, *head, *err, *request = NULL;
 	struct task_new tn;
 	struct store *st;
@@ -290,6 +365,14 @@ cli_submit(int argc, char **argv, int64_t *idp)
 				          "plan, implementation or all");
 				return EXIT_USAGE;
 			}
+			break;
+		case 'T':
+			if (cli_budget_tokens(optarg, &max_tokens) == -1)
+				return EXIT_USAGE;
+			break;
+		case 'C':
+			if (cli_budget_cost(optarg, &max_cost) == -1)
+				return EXIT_USAGE;
 			break;
 		case 'h':
 			return cli_help() == 0 ? -2 : 1;
@@ -316,6 +399,8 @@ cli_submit(int argc, char **argv, int64_t *idp)
 	tn.base_commit = head;
 	tn.verify_command = verify;
 	tn.auto_approve = aa;
+	tn.max_tokens = max_tokens;
+	tn.max_cost = max_cost;
 	switch (cli_writer(&st)) {
 	case -1:
 		c = 1;
@@ -324,6 +409,11 @@ cli_submit(int argc, char **argv, int64_t *idp)
 		json_t *b = json_pack("{s:s,s:s,s:s?,s:s}", "request",
 		    tn.request, "repo", abs, "verify", verify, "auto_approve",
 		    config_auto_approve_name(aa));
+		if (max_tokens > 0)
+			json_object_set_new(
+			    b, "max_tokens", json_integer(max_tokens));
+		if (max_cost > 0)
+			json_object_set_new(b, "max_cost", json_real(max_cost));
 		json_t *r;
 		c = cli_post("/v1/tasks", b, &r);
 		json_decref(b);
@@ -363,7 +453,7 @@ cmd_submit(int argc, char **argv)
 int
 cmd_run(int argc, char **argv)
 {
-	int64_t id;
+	int64_t id = 0;
 	int rc = cli_submit(argc, argv, &id);
 
 	if (rc == -2)
@@ -372,7 +462,7 @@ cmd_run(int argc, char **argv)
 		return rc;
 	printf("Task %lld submitted.\n", (long long)id);
 	fflush(stdout);
-	return cli_drive(id);
+	return cli_drive(id, 0);
 }
 
 /*
@@ -406,10 +496,70 @@ cli_resume_check(int64_t id)
 	return rc;
 }
 
-int
-cmd_resume(int64_t id, const char *repo)
+/*
+ * What --resume resumes, said before anything happens: the task, its
+ * request, its workflow state, its last checkpoint and when it was saved,
+ * and where it goes on.  *after is the last event so far: the log printed
+ * next begins after it.  Nothing when the task cannot be read (the resume
+ * itself says what is wrong).
+ */
+static void
+cli_resume_summary(int64_t id, int64_t *after)
 {
+	struct store *st;
+	struct task *t = NULL;
+	struct task_point tp;
+
+	*after = 0;
+	if (cli_open_ro(&st) == -1 || st == NULL)
+		return;
+	if (store_task_get(st, id, &t) == -1 || t == NULL ||
+	    task_point_get(st, t, &tp) == -1) {
+		task_free(t);
+		store_close(st);
+		return;
+	}
+	store_event_max(st, after);
+	printf("Resuming task %lld: %s\n", (long long)id,
+	    cli_safe_line(t->request));
+	if (t->state == WS_FAILED)
+		printf("  Workflow state:  failed in %s: %s\n",
+		    wstate_name(tp.at),
+		    t->text[TC_ERROR_DETAILS]
+		        ? cli_safe_line(t->text[TC_ERROR_DETAILS])
+		        : "(no reason recorded)");
+	else
+		printf("  Workflow state:  %s\n", wstate_name(t->state));
+	if (tp.checkpoint != NULL)
+		printf("  Last checkpoint: %s, saved %s\n",
+		    cli_safe_line(tp.checkpoint),
+		    cli_safe_line(tp.checkpoint_at));
+	else
+		printf("  Last checkpoint: none\n");
+	if (tp.stage == NULL)
+		printf("Resuming at: %s (the next stage starts)\n",
+		    wstate_name(tp.at));
+	else if (tp.steps == 0)
+		printf(
+		    "Resuming at: %s, from the start of the stage\n", tp.stage);
+	else
+		printf("Resuming at: %s, step %lld of the journal (%lld "
+		       "journaled steps are replayed: %lld model replies, %lld "
+		       "tool results, none asked or run again)\n",
+		    tp.stage, (long long)tp.steps + 1, (long long)tp.steps,
+		    (long long)tp.replies, (long long)tp.results);
+	fflush(stdout);
+	task_point_clear(&tp);
+	task_free(t);
+	store_close(st);
+}
+
+int
+cmd_resume(int64_t id, const char *repo, int full)
+{
+	struct control_op op;
 	char *abs = NULL, *head, *err;
+	int64_t after;
 	int rc;
 
 	if (repo == NULL && cli_resume_check(id) == -1)
@@ -423,12 +573,17 @@ cmd_resume(int64_t id, const char *repo)
 		}
 		free(head);
 	}
-	rc = cli_task_op("resume", id, NULL, NULL, abs, NULL);
+	cli_resume_summary(id, &after);
+	if (full)
+		after = 0;
+	op = cli_op();
+	op.repo = abs;
+	rc = cli_task_op("resume", id, &op);
 	free(abs);
 
 	if (rc != 0)
 		return rc;
-	return cli_drive(id);
+	return cli_drive(id, after);
 }
 
 /*
@@ -503,14 +658,18 @@ cli_edit_plan(int64_t id, char **plan)
 int
 cmd_approve(int argc, char **argv)
 {
+	struct control_op op;
 	static const struct option opts[] = {
 	    {"by", required_argument, NULL, 'b'},
 	    {"plan-file", required_argument, NULL, 'p'},
-	    {"edit", no_argument, NULL, 'e'}, {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0}};
+	    {"edit", no_argument, NULL, 'e'},
+	    {"budget", required_argument, NULL, 'B'},
+	    {"max-cost", required_argument, NULL, 'C'},
+	    {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
 	const char *by = NULL, *file = NULL;
 	char *plan = NULL;
-	int64_t id;
+	int64_t id, budget = 0;
+	double max_cost = -1;
 	int c, rc, edit = 0;
 
 	while ((c = getopt_long(argc, argv, "b:p:eh", opts, NULL)) != -1) {
@@ -523,6 +682,14 @@ cmd_approve(int argc, char **argv)
 			break;
 		case 'e':
 			edit = 1;
+			break;
+		case 'B':
+			if (cli_budget_tokens(optarg, &budget) == -1)
+				return EXIT_USAGE;
+			break;
+		case 'C':
+			if (cli_budget_cost(optarg, &max_cost) == -1)
+				return EXIT_USAGE;
 			break;
 		case 'h':
 			return cli_help();
@@ -543,7 +710,13 @@ cmd_approve(int argc, char **argv)
 	}
 	if (edit && cli_edit_plan(id, &plan) == -1)
 		return 1;
-	if ((rc = cli_task_op("approve", id, by, NULL, NULL, plan)) == 0)
+	op = cli_op();
+	op.by = by;
+	op.plan = plan;
+	op.budget = budget;
+	op.max_cost = max_cost;
+	rc = cli_task_op("approve", id, &op);
+	if (rc == 0)
 		printf("Task %lld approved%s.\n", (long long)id,
 		    plan != NULL ? " with the edited plan" : "");
 	free(plan);
@@ -553,6 +726,7 @@ cmd_approve(int argc, char **argv)
 int
 cmd_reject(int argc, char **argv)
 {
+	struct control_op op;
 	static const struct option opts[] = {
 	    {"reason", required_argument, NULL, 'r'},
 	    {"by", required_argument, NULL, 'b'},
@@ -567,7 +741,10 @@ cmd_reject(int argc, char **argv)
 		cli_error("reject needs --reason TEXT");
 		return EXIT_USAGE;
 	}
-	if ((rc = cli_task_op("reject", id, by, reason, NULL, NULL)) == 0)
+	op = cli_op();
+	op.by = by;
+	op.reason = reason;
+	if ((rc = cli_task_op("reject", id, &op)) == 0)
 		printf("Task %lld rejected.\n", (long long)id);
 	return rc;
 }
@@ -575,6 +752,7 @@ cmd_reject(int argc, char **argv)
 int
 cmd_cancel(int argc, char **argv)
 {
+	struct control_op op;
 	static const struct option opts[] = {
 	    {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
 	const char *by = NULL, *reason = NULL;
@@ -583,7 +761,8 @@ cmd_cancel(int argc, char **argv)
 
 	if (rc != -1)
 		return rc;
-	if ((rc = cli_task_op("cancel", id, NULL, NULL, NULL, NULL)) == 0)
+	op = cli_op();
+	if ((rc = cli_task_op("cancel", id, &op)) == 0)
 		printf("Task %lld cancelled.\n", (long long)id);
 	return rc;
 }

@@ -18,6 +18,7 @@
 
 #include "cli.h"
 #include "client.h"
+#include "proto.h"
 #include "task.h"
 
 struct list_arg {
@@ -41,8 +42,8 @@ cli_list_cb(const struct task *t, void *arg)
 	n = strcspn(t->request, "\n");
 	req = xstrndup(t->request, utf8_head(t->request, n, 60));
 	printf("%-5lld %-18s %-33s %-19.19s %s\n", (long long)t->id,
-	    tstatus_name(wstate_status(t->state)), wstate_name(t->state),
-	    t->updated_at, cli_safe_line(req));
+	    tstatus_name(task_status(t)), wstate_name(t->state), t->updated_at,
+	    cli_safe_line(req));
 	free(req);
 	return 0;
 }
@@ -258,6 +259,25 @@ cli_show_cp(const struct checkpoint *cp, void *arg)
 	return 0;
 }
 
+/* The task's cost, when ORCH_LLM_PRICES gives prices: else nothing. */
+static void
+cli_show_cost(struct store *st, int64_t id)
+{
+	json_t *c = task_cost_json(st, id), *u, *m;
+	size_t i;
+
+	if (c == NULL)
+		return;
+	printf("Cost:     %.4f (ORCH_LLM_PRICES)",
+	    json_real_value(json_object_get(c, "total")));
+	u = json_object_get(c, "unpriced_models");
+	json_array_foreach(u, i, m)
+		printf("%s%s", i == 0 ? "; no price for " : ", ",
+		    cli_safe_line(json_string_value(m)));
+	putchar('\n');
+	json_decref(c);
+}
+
 int
 cmd_show(int argc, char **argv)
 {
@@ -298,7 +318,7 @@ cmd_show(int argc, char **argv)
 		goto out;
 	}
 	printf("Task %lld: %s (%s)\n", (long long)t->id, wstate_name(t->state),
-	    tstatus_name(wstate_status(t->state)));
+	    tstatus_name(task_status(t)));
 	printf("Request:  %s\n", cli_safe(t->request));
 	printf("Repo:     %s (base %.12s)\n", t->repo ? cli_safe(t->repo) : "-",
 	    t->base_commit ? cli_safe_line(t->base_commit) : "-");
@@ -306,6 +326,7 @@ cmd_show(int argc, char **argv)
 	printf("Restarts: %lld   Tokens: %lld in, %lld out\n",
 	    (long long)t->ival[TI_RETRY_COUNT], (long long)t->tokens_in,
 	    (long long)t->tokens_out);
+	cli_show_cost(st, id);
 	cli_section("Plan", t->text[TC_PLAN]);
 	if (t->text[TC_PLAN_APPROVED_AT])
 		printf("  (approved by %s at %s)\n",
@@ -337,7 +358,15 @@ cmd_show(int argc, char **argv)
 	}
 	if (t->state == WS_IMPLEMENTATION_AWAITING_APPROVAL)
 		cli_show_diff(st, t);
-	if (wstate_status(t->state) == TS_AWAITING_APPROVAL)
+	if (t->ival[TI_BUDGET_PAUSED]) {
+		char *why = task_over_budget(st, t);
+
+		printf("\nWaiting for a person at its budget: %s\n",
+		    why != NULL ? cli_safe(why)
+		                : "(raised already: it goes on when the "
+		                  "service runs)");
+		free(why);
+	} else if (wstate_status(t->state) == TS_AWAITING_APPROVAL)
 		printf("\nWaiting for approval: orch-supervisor approve %lld | "
 		       "reject %lld --reason TEXT\n",
 		    (long long)id, (long long)id);
@@ -372,10 +401,26 @@ cli_sse_cb(json_t *o, void *arg)
 	ev.text = json_string_value(json_object_get(o, "text"));
 	if (ev.ts == NULL || ev.kind == NULL || ev.text == NULL)
 		return 0;
+	if (wstate_parse(json_string_value(json_object_get(o, "state")),
+	        &ev.state) == -1)
+		ev.state = WS_MAX;
+	/* The facts are the fields beside the row's own. */
+	json_t *facts = json_deep_copy(o);
+	char *data;
+	static const char *const own[] = {
+	    "id", "task", "ts", "kind", "stage", "text", "state"};
+	for (size_t i = 0; i < nitems(own); i++)
+		json_object_del(facts, own[i]);
+	data = json_object_size(facts) > 0
+	           ? json_dumps(facts, JSON_COMPACT | JSON_SORT_KEYS)
+	           : NULL;
+	json_decref(facts);
+	ev.data = data;
 	if (ev.id > p->after) {
 		printer_event_cb(&ev, p);
 		fflush(stdout);
 	}
+	free(data);
 	return 0;
 }
 
@@ -426,19 +471,151 @@ cli_follow(struct printer *p, int64_t id)
 	}
 }
 
+/*
+ * --since T as the events' timestamps are written (UTC, "YYYY-MM-DD
+ * HH:MM:SS.sss"), so that it compares as text: a date and time
+ * ("2026-11-30 12:00", "2026-11-30T12:00:05", "2026-11-30") or a time ago
+ * ("90s", "10m", "2h", "1d").  -1 when it is neither.
+ */
+static int
+logs_since(const char *arg, char *out, size_t outsz)
+{
+	char *end;
+	unsigned long long n;
+	static const char digits[] = "0123456789";
+
+	if (*arg >= '0' && *arg <= '9' && strlen(arg) < 12 &&
+	    strspn(arg, digits) == strlen(arg) - 1) {
+		time_t now = time(NULL), then;
+		struct tm tm;
+		unsigned long long unit;
+
+		n = strtoull(arg, &end, 10);
+		switch (*end) {
+		case 's':
+			unit = 1;
+			break;
+		case 'm':
+			unit = 60;
+			break;
+		case 'h':
+			unit = 3600;
+			break;
+		case 'd':
+			unit = 86400;
+			break;
+		default:
+			return -1;
+		}
+		if (n > (unsigned long long)now / unit)
+			n = (unsigned long long)now / unit;
+		then = now - (time_t)(n * unit);
+		if (gmtime_r(&then, &tm) == NULL ||
+		    strftime(out, outsz, "%Y-%m-%d %H:%M:%S", &tm) == 0)
+			return -1;
+		return 0;
+	}
+	/* YYYY-MM-DD, then optionally [T ]HH:MM[:SS]. */
+	static const char shape[] = "dddd-dd-dd hh:mm:ss";
+	size_t len = strlen(arg);
+
+	if (len != 10 && len != 16 && len != 19)
+		return -1;
+	for (size_t i = 0; i < len; i++) {
+		char c = arg[i], want = shape[i];
+
+		if (want == 'd' || want == 'h' || want == 'm' || want == 's') {
+			if (c < '0' || c > '9')
+				return -1;
+		} else if (i == 10 ? c != ' ' && c != 'T' : c != want)
+			return -1;
+	}
+	if (len + 1 > outsz)
+		return -1;
+	memcpy(out, arg, len + 1);
+	if (len > 10)
+		out[10] = ' ';
+	return 0;
+}
+
+/* --kind K[,K...]: the bits of those event kinds; -1 for an unknown one. */
+static int
+logs_kinds(const char *arg, unsigned *bits)
+{
+	char *copy = xstrdup(arg), *save, *k;
+	int rc = 0;
+
+	for (k = strtok_r(copy, ",", &save); k != NULL;
+	     k = strtok_r(NULL, ",", &save)) {
+		unsigned i;
+
+		for (i = 0; i < EV_MAX; i++) {
+			if (strcmp(k, event_kind_name(i)) == 0)
+				break;
+		}
+		if (i == EV_MAX) {
+			rc = -1;
+			break;
+		}
+		*bits |= 1u << i;
+	}
+	free(copy);
+	return *bits == 0 ? -1 : rc;
+}
+
 int
 cmd_logs(int argc, char **argv)
 {
 	static const struct option opts[] = {{"follow", no_argument, NULL, 'f'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"stage", required_argument, NULL, 's'},
+	    {"kind", required_argument, NULL, 'k'},
+	    {"since", required_argument, NULL, 'S'},
 	    {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
 	struct printer p;
 	int64_t id = 0;
-	int c, follow = 0, rc;
+	int c, follow = 0, json = 0, rc;
+	const char *stage = NULL;
+	unsigned kinds = 0;
+	static char since[32];
+	int have_since = 0;
+	enum stage sid;
 
 	while ((c = getopt_long(argc, argv, "fh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
 			follow = 1;
+			break;
+		case 'j':
+			json = 1;
+			break;
+		case 's':
+			if (stage_parse(optarg, &sid) == -1) {
+				cli_error("--stage %s: not a stage (planning, "
+				          "implementing, reviewing, verifying)",
+				    optarg);
+				return EXIT_USAGE;
+			}
+			stage = optarg;
+			break;
+		case 'k':
+			if (logs_kinds(optarg, &kinds) == -1) {
+				cli_error("--kind %s: the kinds are state, "
+				          "tool, result, checkpoint, model, "
+				          "info, error (comma-separated)",
+				    optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'S':
+			if (logs_since(optarg, since, sizeof since) == -1) {
+				cli_error("--since %s: give a UTC time "
+				          "(2026-11-30 12:00) or a time ago "
+				          "(90s, 10m, 2h, 1d)",
+				    optarg);
+				return EXIT_USAGE;
+			}
+			have_since = 1;
 			break;
 		case 'h':
 			return cli_help();
@@ -451,6 +628,12 @@ cmd_logs(int argc, char **argv)
 	if (optind == argc - 1 && cli_parse_id(argv[optind], &id) == -1)
 		return EXIT_USAGE;
 	printer_init(&p, id);
+	p.json = json;
+	p.stage = stage;
+	p.kinds = kinds;
+	p.since = have_since ? since : NULL;
+	if (json)
+		p.color = 0;
 	if (cli_open_ro(&p.st) == -1)
 		return 1;
 	if (id != 0) {

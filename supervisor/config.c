@@ -21,6 +21,7 @@
 #include "common.h"
 #include "buildconf.h"
 #include "config.h"
+#include "price.h"
 
 struct config cfg;
 
@@ -66,6 +67,8 @@ static const struct var vars[] = {
     {"ORCH_MAX_VERIFY_ROUNDS", V_UINT, S(max_verify_rounds), 0, 100},
     {"ORCH_CMD_TIMEOUT_S", V_UINT, S(cmd_timeout_s), 1, 86400},
     {"ORCH_MAX_TOKENS", V_U64, S(max_tokens), 0, UINT64_MAX},
+    {"ORCH_LLM_PRICES", V_STR, S(llm_prices), 0, 0},
+    {"ORCH_MAX_COST", V_STR, S(max_cost_text), 0, 0},
     {"ORCH_VERIFY_COMMAND", V_STR, S(verify_command), 0, 0},
     {"ORCH_SANDBOX_PROFILES_DIR", V_STR, S(profiles_dir), 0, 0},
     {"ORCH_WORKER_PATH", V_STR, S(worker_path), 0, 0},
@@ -335,6 +338,27 @@ config_read_environ(void)
 	}
 }
 
+/* ORCH_LLM_PRICES and ORCH_MAX_COST, which needs it. */
+static void
+config_money(void)
+{
+	char *cause, *end;
+
+	if (price_load(cfg.llm_prices, &cause) == -1)
+		config_die(NULL, "ORCH_LLM_PRICES", cause);
+	if (cfg.max_cost_text == NULL || *cfg.max_cost_text == '\0')
+		return;
+	cfg.max_cost = strtod(cfg.max_cost_text, &end);
+	if (*end != '\0' || end == cfg.max_cost_text || !(cfg.max_cost >= 0) ||
+	    cfg.max_cost > 1e9)
+		config_die(NULL, "ORCH_MAX_COST",
+		    "give an amount from 0 (no limit) to 1000000000, in the "
+		    "units of ORCH_LLM_PRICES");
+	if (cfg.max_cost > 0 && !price_known())
+		config_die(NULL, "ORCH_MAX_COST",
+		    "a cost budget needs prices: set ORCH_LLM_PRICES");
+}
+
 void
 config_load(const char *env_file)
 {
@@ -388,6 +412,7 @@ config_load(const char *env_file)
 	if (cfg.provider == NULL)
 		cfg.provider =
 		    xstrdup(cfg.api_key != NULL ? "openai" : "scripted");
+	config_money();
 	log_init("orch-supervisor", (enum log_level)cfg.log_level);
 }
 

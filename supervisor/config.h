@@ -32,6 +32,9 @@ struct config {
 	unsigned max_verify_rounds;
 	unsigned cmd_timeout_s;
 	uint64_t max_tokens;
+	char *llm_prices;    /* ORCH_LLM_PRICES: inline JSON or a file */
+	char *max_cost_text; /* ORCH_MAX_COST as given */
+	double max_cost;     /* ORCH_MAX_COST: 0, no limit */
 	char *verify_command;
 	char *profiles_dir;
 	char *worker_path;

@@ -933,8 +933,8 @@ console_submit_post(struct evhttp_request *req, const struct console_who *who)
 	}
 	if (control_submit(evhttp_find_header(&kv, "request"),
 	        evhttp_find_header(&kv, "repo"),
-	        evhttp_find_header(&kv, "verify"), NULL, who->tcp, &id, &err,
-	        &code) == -1) {
+	        evhttp_find_header(&kv, "verify"), NULL, 0, 0, who->tcp, &id,
+	        &err, &code) == -1) {
 		evhttp_clear_headers(&kv);
 		console_error_page(req, code, err, who);
 		free(err);
@@ -961,6 +961,7 @@ console_task_post(struct evhttp_request *req, int64_t id, const char *verb,
 		return;
 	}
 	memset(&op, 0, sizeof op);
+	op.max_cost = -1; /* unchanged */
 	op.by = who->session ? who->name : NULL;
 	op.reason = evhttp_find_header(&kv, "reason");
 	if (strcmp(verb, "edit") == 0) {

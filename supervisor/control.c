@@ -240,6 +240,28 @@ control_str(
 	return 0;
 }
 
+/* An optional number of the body: unset (*v def), or >= 0, else 400. */
+static int
+control_num(struct evhttp_request *req, json_t *o, const char *k, double def,
+    int integer, double *v)
+{
+	json_t *j = json_object_get(o, k);
+	char msg[128];
+
+	*v = def;
+	if (j == NULL || json_is_null(j))
+		return 0;
+	if ((integer ? !json_is_integer(j) : !json_is_number(j)) ||
+	    json_number_value(j) < 0) {
+		snprintf(msg, sizeof msg, "\"%s\" must be a number from 0%s", k,
+		    integer ? " (whole)" : "");
+		control_error(req, 400, msg);
+		return -1;
+	}
+	*v = json_number_value(j);
+	return 0;
+}
+
 static int
 control_list_cb(const struct task *t, void *arg)
 {
@@ -273,7 +295,8 @@ control_tasks_get(struct evhttp_request *req, struct evkeyvalq *q)
 
 int
 control_submit(const char *request, const char *repo, const char *verify,
-    const char *aa, int tcp, int64_t *id, char **cause, int *code)
+    const char *aa, int64_t max_tokens, double max_cost, int tcp, int64_t *id,
+    char **cause, int *code)
 {
 	struct task_new tn;
 	char *abs, *head;
@@ -308,6 +331,8 @@ control_submit(const char *request, const char *repo, const char *verify,
 	tn.base_commit = head;
 	tn.verify_command = verify != NULL && *verify != '\0' ? verify : NULL;
 	tn.auto_approve = auto_approve;
+	tn.max_tokens = max_tokens;
+	tn.max_cost = max_cost;
 	rc = task_submit(control_st, &tn, id, cause, code);
 	if (rc == 0)
 		control_cbs->task_added();
@@ -327,13 +352,17 @@ control_tasks_post(struct evhttp_request *req, const struct console_who *who)
 
 	if (b == NULL)
 		return;
+	double max_tokens, max_cost;
+
 	if (control_str(req, b, "request", &request) == -1 ||
 	    control_str(req, b, "repo", &repo) == -1 ||
 	    control_str(req, b, "verify", &verify) == -1 ||
-	    control_str(req, b, "auto_approve", &aa) == -1)
+	    control_str(req, b, "auto_approve", &aa) == -1 ||
+	    control_num(req, b, "max_tokens", 0, 1, &max_tokens) == -1 ||
+	    control_num(req, b, "max_cost", 0, 0, &max_cost) == -1)
 		goto out;
-	if (control_submit(
-	        request, repo, verify, aa, who->tcp, &id, &err, &code) == -1) {
+	if (control_submit(request, repo, verify, aa, (int64_t)max_tokens,
+	        max_cost, who->tcp, &id, &err, &code) == -1) {
 		control_error(req, code, err);
 		free(err);
 	} else
@@ -347,12 +376,7 @@ out:
 static json_t *
 control_event_json(const struct event_row *ev)
 {
-	return json_pack("{s:I,s:I,s:s,s:s,s:o,s:o,s:o}", "id",
-	    (json_int_t)ev->id, "task", (json_int_t)ev->task, "ts", ev->ts,
-	    "kind", ev->kind, "stage", task_json_text(ev->stage), "text",
-	    task_json_text(ev->text), "state",
-	    ev->state < WS_MAX ? json_string(wstate_name(ev->state))
-	                       : json_null());
+	return task_event_json(ev);
 }
 
 static int
@@ -379,10 +403,19 @@ control_task_op(int64_t id, const char *verb, const struct control_op *op,
 		*code = 400;
 		return -1;
 	}
-	if (strcmp(verb, "approve") == 0)
-		rc = task_approve_plan(
-		    control_st, id, op->by, op->plan, cause, code);
-	else if (strcmp(verb, "reject") == 0)
+	if ((op->budget != 0 || op->max_cost >= 0) &&
+	    strcmp(verb, "approve") != 0) {
+		*cause = xstrdup("\"budget\" and \"max_cost\" are only for "
+		                 "approve");
+		*code = 400;
+		return -1;
+	}
+	if (strcmp(verb, "approve") == 0) {
+		struct task_approval a = {
+		    op->by, op->plan, op->budget, op->max_cost};
+
+		rc = task_approve(control_st, id, &a, cause, code);
+	} else if (strcmp(verb, "reject") == 0)
 		rc = task_reject(
 		    control_st, id, op->reason, op->by, cause, code);
 	else if (strcmp(verb, "cancel") == 0)
@@ -416,14 +449,20 @@ control_task_verb(struct evhttp_request *req, int64_t id, const char *verb,
 
 	if (b == NULL)
 		return;
+	double budget, max_cost;
+
 	memset(&op, 0, sizeof op);
 	if (control_str(req, b, "by", &op.by) == -1 ||
 	    control_str(req, b, "reason", &op.reason) == -1 ||
 	    control_str(req, b, "repo", &op.repo) == -1 ||
-	    control_str(req, b, "plan", &op.plan) == -1) {
+	    control_str(req, b, "plan", &op.plan) == -1 ||
+	    control_num(req, b, "budget", 0, 1, &budget) == -1 ||
+	    control_num(req, b, "max_cost", -1, 0, &max_cost) == -1) {
 		json_decref(b);
 		return;
 	}
+	op.budget = (int64_t)budget;
+	op.max_cost = max_cost;
 	/* A browser's session names its person: the body cannot. */
 	if (who->session)
 		op.by = who->name;
@@ -1267,8 +1306,12 @@ control_cb(struct evhttp_request *req, void *arg)
 		if (store_stats_json(control_st, &s) == -1)
 			control_error(req, 500, store_error(control_st));
 		else {
+			json_t *cost = task_cost_json(control_st, 0);
+
 			json_object_set_new(s, "workers_running",
 			    json_integer(control_cbs->workers_running()));
+			if (cost != NULL)
+				json_object_set_new(s, "cost", cost);
 			control_reply(req, 200, s);
 		}
 	} else if (strcmp(path, "/metrics") == 0 && cmd == EVHTTP_REQ_GET) {

@@ -31,6 +31,8 @@ struct control_op {
 	const char *reason;
 	const char *repo; /* resume only */
 	const char *plan; /* approve only: the plan as a person edited it */
+	int64_t budget;   /* approve only: a new token budget (0: unchanged) */
+	double max_cost;  /* approve only: a new cost budget (< 0: unchanged) */
 };
 /*
  * Do verb (approve, reject, cancel, resume) to task id and wake the
@@ -40,10 +42,12 @@ struct control_op {
 int control_task_op(int64_t id, const char *verb, const struct control_op *,
     char **cause, int *code);
 /*
- * Submit a task: repo checked against ORCH_REPOS when tcp is set.  0 and
+ * Submit a task (max_tokens and max_cost: its own budgets, 0 for the
+ * service's): repo checked against ORCH_REPOS when tcp is set.  0 and
  * *id, or -1 with *cause (malloc'd) and *code.
  */
 int control_submit(const char *request, const char *repo, const char *verify,
-    const char *auto_approve, int tcp, int64_t *id, char **cause, int *code);
+    const char *auto_approve, int64_t max_tokens, double max_cost, int tcp,
+    int64_t *id, char **cause, int *code);
 
 #endif

@@ -17,6 +17,7 @@
 #include "config.h"
 #include "metrics.h"
 #include "proc.h"
+#include "narrate.h"
 #include "sched.h"
 #include "store.h"
 #include "task.h"
@@ -90,6 +91,7 @@ struct sched_worker {
 };
 
 static int sched_storage_failed(void);
+static int sched_budget_pause(const struct task *, const char *why);
 static void sched_worker_msg(struct worker *, struct proto_msg *, void *);
 static void sched_worker_exit(struct worker *, void *);
 
@@ -517,7 +519,16 @@ sched_start(int64_t id)
 		if (store_task_get(sched_st, id, &t) == -1 || t == NULL)
 			return;
 	}
-	if (sched_running(t->state, &stage) == -1) {
+	if (sched_running(t->state, &stage) == -1 ||
+	    t->ival[TI_BUDGET_PAUSED]) {
+		task_free(t);
+		return;
+	}
+	/* Past its budget already (resumed, or the budget was lowered). */
+	char *over = task_over_budget(sched_st, t);
+	if (over != NULL) {
+		sched_budget_pause(t, over);
+		free(over);
 		task_free(t);
 		return;
 	}
@@ -677,6 +688,82 @@ sched_count_cb(const struct journal_entry *je, void *arg)
 	return 0;
 }
 
+#define SCHED_RESTARTING "; restarting from the last checkpoint"
+
+static int
+sched_last_error_cb(const struct event_row *ev, void *arg)
+{
+	char **why = arg;
+
+	if (strcmp(ev->kind, "error") == 0) {
+		free(*why);
+		*why = xstrdup(ev->text);
+		/* Our own words after the failure (sched_worker_exit): the
+		 * restart event says them its own way. */
+		char *tail = strstr(*why, SCHED_RESTARTING);
+		if (tail != NULL)
+			*tail = '\0';
+	}
+	return 0;
+}
+
+/*
+ * A stage that starts again on a journal (a restart after a crash, a resume
+ * after the service stopped or the task failed) says so: why, from which
+ * checkpoint, how many journaled steps are replayed without asking the
+ * model or running a command again, and the snapshot the workspace goes
+ * back to.  The worker replays exactly the entries sent after START, or
+ * fails the stage.
+ */
+static void
+sched_narrate_restart(const struct task *t, enum stage stage, uint64_t count)
+{
+	struct task_point tp;
+	char *why = NULL, *text, *where, *reason;
+	json_t *d;
+	int64_t attempt = t->ival[TI_STAGE_RETRIES];
+
+	if (attempt == 0 && count == 0)
+		return;
+	if (task_point_get(sched_st, t, &tp) == -1) {
+		task_point_clear(&tp);
+		return;
+	}
+	d = json_pack(
+	    "{s:b,s:I}", "restart", 1, "attempt", (json_int_t)attempt);
+	if (attempt > 0) {
+		store_event_list(
+		    sched_st, t->id, 0, 0, sched_last_error_cb, &why);
+		if (why != NULL) {
+			size_t keep = utf8_head(why, strlen(why), 300);
+			reason = xasprintf("restart %lld of %u, after: %.*s%s",
+			    (long long)attempt, cfg.max_retries, (int)keep, why,
+			    keep < strlen(why) ? "..." : "");
+		} else
+			reason = xasprintf("restart %lld of %u after a failure",
+			    (long long)attempt, cfg.max_retries);
+	} else
+		reason = xstrdup("resumed: the service started again or the "
+		                 "task was resumed");
+	json_object_set_new(d, "reason", task_json_text(reason));
+	where = task_point_text(&tp, d);
+	text = xasprintf(
+	    "%s restarted (%s): %s", stage_name(stage), reason, where);
+	if (store_event_add_data(
+	        sched_st, t->id, EV_INFO, stage_name(stage), text, d) == -1 &&
+	    !sched_storage_failed())
+		log_warnx("task %lld: cannot record event: %s",
+		    (long long)t->id, store_error(sched_st));
+	log_task(
+	    LOG_LEVEL_INFO, (uint64_t)t->id, stage_name(stage), "%s", text);
+	json_decref(d);
+	free(text);
+	free(where);
+	free(reason);
+	free(why);
+	task_point_clear(&tp);
+}
+
 /* HELLO: check the version, then send START and the journal to replay. */
 static void
 sched_hello(struct worker *w, const struct proto_msg *m)
@@ -727,6 +814,7 @@ sched_hello(struct worker *w, const struct proto_msg *m)
 		free(why);
 		return;
 	}
+	sched_narrate_restart(t, sw->stage, count);
 	proc_send(w, &out);
 	proto_msg_clear(&out);
 	task_free(t);
@@ -760,10 +848,46 @@ sched_apply_planning(const struct task *t, json_t *r)
 		return sched_fail_tx(t, "planning ended without a plan");
 	rc = store_task_set_text(st, id, TC_PLAN, plan);
 	if (rc == 0)
-		rc = store_checkpoint_add(st, id, "after_planning", NULL);
+		rc =
+		    task_checkpoint(st, id, "planning", "after_planning", NULL);
 	if (rc == -1)
 		return -1;
 	return sched_approval(t, STAGE_PLANNING);
+}
+
+/*
+ * The implementer finished twice without a change (it was told the first
+ * time): the task fails saying "no changes", plainly, in its
+ * error_details (show, the API, the notification) and its log; no result
+ * branch was made, and no reviewer is asked to approve nothing.  Failed,
+ * not completed: completed promises a result branch to merge.  A resume
+ * starts implementing again from the plan, with a new journal (replaying
+ * this one would only finish empty again).
+ */
+static int
+sched_no_changes(const struct task *t, json_t *r, const char *sum)
+{
+	size_t keep = utf8_head(sum, strlen(sum), 300);
+	char *why, *s;
+	int rc;
+
+	s = json_dumps(r, JSON_COMPACT);
+	rc = task_checkpoint(
+	    sched_st, t->id, "implementing", "after_implementation", s);
+	free(s);
+	if (rc == -1)
+		return -1;
+	why = xasprintf("no changes: the implementer finished twice without "
+	                "changing any file (it was told the first time), so "
+	                "no result branch was made; its summary said: "
+	                "%.*s%s",
+	    (int)keep, sum, keep < strlen(sum) ? "..." : "");
+	rc = sched_fail_tx(t, why);
+	free(why);
+	if (rc == 0)
+		rc = store_task_set_int(
+		    sched_st, t->id, TI_FAILED_STATE, WS_PLAN_APPROVED);
+	return rc;
 }
 
 /* The change is recorded; a person approves it unless auto-approve says. */
@@ -780,6 +904,8 @@ sched_apply_implementing(const struct task *t, json_t *r)
 	if (sum == NULL)
 		return sched_fail_tx(
 		    t, "implementation ended without a summary");
+	if (json_is_true(json_object_get(r, "no_changes")))
+		return sched_no_changes(t, r, sum);
 	s = xasprintf("%s%s%s", sum, stat ? "\n\n" : "", stat ? stat : "");
 	rc = store_task_set_text(st, id, TC_IMPLEMENTATION, s);
 	free(s);
@@ -787,7 +913,8 @@ sched_apply_implementing(const struct task *t, json_t *r)
 		rc = store_task_set_text(st, id, TC_FEEDBACK, NULL);
 	if (rc == 0) {
 		s = json_dumps(r, JSON_COMPACT);
-		rc = store_checkpoint_add(st, id, "after_implementation", s);
+		rc = task_checkpoint(
+		    st, id, "implementing", "after_implementation", s);
 		free(s);
 	}
 	if (rc == -1)
@@ -804,7 +931,8 @@ sched_keep(const struct task *t, enum task_col col, const char *name, json_t *r)
 	int rc = store_task_set_text(sched_st, t->id, col, s);
 
 	if (rc == 0)
-		rc = store_checkpoint_add(sched_st, t->id, name, s);
+		rc = task_checkpoint(
+		    sched_st, t->id, wstate_stage(t->state), name, s);
 	free(s);
 	return rc;
 }
@@ -915,6 +1043,15 @@ sched_result(struct worker *w, const struct proto_msg *m)
 		store_rollback(sched_st);
 		goto dberr;
 	}
+	if (t->ival[TI_BUDGET_PAUSED]) {
+		/* It waits at its budget: the result (computed from journaled
+		 * turns) is computed again when it goes on. */
+		store_rollback(sched_st);
+		task_free(t);
+		sw->stopping = 1;
+		proc_kill(w, NULL);
+		return;
+	}
 	if (sched_running(t->state, &stage) == -1 || stage != sw->stage) {
 		/* The task moved on (cancelled): the result is stale. */
 		store_rollback(sched_st);
@@ -964,29 +1101,127 @@ dberr:
 		proc_kill(w, "the database refused the stage result");
 }
 
-/* Stop a runaway task once it has used ORCH_MAX_TOKENS. */
+/*
+ * A model turn, in its journal entry's transaction: its row in turns (for
+ * costs) and its line in the log (tokens, time, cost when priced).
+ */
+static int
+sched_turn(struct worker *w, const struct proto_msg *m)
+{
+	const char *model = cfg.model != NULL ? cfg.model : cfg.provider;
+	int64_t in = (int64_t)m->u[PF_TOKENS_IN];
+	int64_t out = (int64_t)m->u[PF_TOKENS_OUT];
+	int64_t ms = narrate_reply_ms(m->s[PF_DATA]);
+	json_t *d;
+	char *text;
+	int rc;
+
+	if (model == NULL)
+		model = "unknown";
+	rc = store_turn_add(
+	    sched_st, proc_task(w), proc_stage(w), model, in, out, 0, ms);
+	if (rc == -1)
+		return -1;
+	text = narrate_turn(model, in, out, ms, &d);
+	rc = store_event_add_data(
+	    sched_st, proc_task(w), EV_MODEL, proc_stage(w), text, d);
+	free(text);
+	json_decref(d);
+	return rc;
+}
+
+/*
+ * A journal entry and the result event it makes (narrate.c), in one
+ * transaction committed before the worker is acknowledged: the log never
+ * shows a result that was not journaled, nor misses one that was.
+ */
+static int
+sched_journal_commit(struct worker *w, const struct proto_msg *m)
+{
+	char *text;
+	json_t *facts;
+	int has, rc;
+
+	has = narrate_journal(m->s[PF_KIND], m->s[PF_DATA], &text, &facts) == 0;
+	rc = store_begin(sched_st);
+	if (rc == 0)
+		rc = store_journal_add(sched_st, proc_task(w), proc_run(w),
+		    (int64_t)m->u[PF_SEQ], proc_stage(w), m->s[PF_KIND],
+		    m->s[PF_DATA], (int64_t)m->u[PF_TOKENS_IN],
+		    (int64_t)m->u[PF_TOKENS_OUT]);
+	if (rc == 0 && has)
+		rc = store_event_add_data(sched_st, proc_task(w), EV_RESULT,
+		    proc_stage(w), text, facts);
+	if (rc == 0 && strcmp(m->s[PF_KIND], "reply") == 0)
+		rc = sched_turn(w, m);
+	if (rc == 0)
+		rc = store_commit(sched_st);
+	if (rc == -1)
+		store_rollback(sched_st);
+	if (has) {
+		free(text);
+		json_decref(facts);
+	}
+	return rc;
+}
+
+/*
+ * A task that reached its budget (tokens, or cost with prices) does not
+ * fail: it waits for a person (status awaiting_approval, its workflow state
+ * unchanged, the reason naming the budget), who raises it with `approve
+ * --budget` or `--max-cost`, or cancels.  Its own transaction.
+ */
+static int
+sched_budget_pause(const struct task *t, const char *why)
+{
+	char *text = xasprintf("waiting for a person: %s", why);
+	int rc = store_begin(sched_st);
+
+	if (rc == 0)
+		rc = store_task_set_int(sched_st, t->id, TI_BUDGET_PAUSED, 1);
+	if (rc == 0)
+		rc = store_task_set_status(
+		    sched_st, t->id, TS_AWAITING_APPROVAL);
+	if (rc == 0)
+		rc = store_event_add_state(
+		    sched_st, t->id, t->state, wstate_stage(t->state), text);
+	if (rc == 0)
+		rc = store_commit(sched_st);
+	if (rc == -1) {
+		store_rollback(sched_st);
+		if (!sched_storage_failed())
+			log_warnx("task %lld: cannot pause it: %s",
+			    (long long)t->id, store_error(sched_st));
+	} else
+		log_task(LOG_LEVEL_INFO, (uint64_t)t->id,
+		    wstate_stage(t->state), "%s", text);
+	free(text);
+	return rc;
+}
+
+/*
+ * After a model turn is committed: past its budget, the task waits and
+ * its worker is asked to stop at its next safe point.  Every answered turn
+ * is journaled, so going on later asks the model for none of them again.
+ */
 static void
-sched_check_tokens(struct worker *w)
+sched_check_budget(struct worker *w)
 {
 	struct sched_worker *sw = proc_arg(w);
+	struct proto_msg m;
 	struct task *t;
 	char *why;
 
-	if (cfg.max_tokens == 0)
-		return;
 	if (store_task_get(sched_st, proc_task(w), &t) == -1 || t == NULL)
 		return;
-	if ((uint64_t)(t->tokens_in + t->tokens_out) > cfg.max_tokens) {
-		why = xasprintf("token budget exhausted: %lld tokens used, "
-		                "ORCH_MAX_TOKENS=%llu (raise it and "
-		                "`orch-supervisor --resume %lld`)",
-		    (long long)t->tokens_in + (long long)t->tokens_out,
-		    (unsigned long long)cfg.max_tokens, (long long)t->id);
+	if ((why = task_over_budget(sched_st, t)) != NULL &&
+	    sched_budget_pause(t, why) == 0) {
 		sw->stopping = 1;
-		proc_kill(w, NULL);
-		sched_fail(t->id, why);
-		free(why);
+		proto_msg_init(&m, PROTO_STOP);
+		proc_send(w, &m);
+		proto_msg_clear(&m);
 	}
+	free(why);
 	task_free(t);
 }
 
@@ -1015,7 +1250,10 @@ sched_worker_msg(struct worker *w, struct proto_msg *m, void *arg)
 	case PROTO_HEARTBEAT:
 		return;
 	case PROTO_LOG:
-		if (m->u[PF_LEVEL] >= EV_MAX || m->u[PF_LEVEL] == EV_STATE) {
+		/* Results and checkpoints are the supervisor's to tell, from
+		 * what it committed: a worker's LOG is a note, a call, or
+		 * model text. */
+		if (m->u[PF_LEVEL] > EV_TOOL || m->u[PF_LEVEL] == EV_STATE) {
 			proc_kill(w, "protocol error: bad LOG kind");
 			return;
 		}
@@ -1027,8 +1265,12 @@ sched_worker_msg(struct worker *w, struct proto_msg *m, void *arg)
 			proc_kill(w, "protocol error: unnamed checkpoint");
 			return;
 		}
-		if (store_checkpoint_add(sched_st, proc_task(w), m->s[PF_NAME],
-		        m->slen[PF_DATA] ? m->s[PF_DATA] : NULL) == -1) {
+		if (store_begin(sched_st) == -1 ||
+		    task_checkpoint(sched_st, proc_task(w), proc_stage(w),
+		        m->s[PF_NAME],
+		        m->slen[PF_DATA] ? m->s[PF_DATA] : NULL) == -1 ||
+		    store_commit(sched_st) == -1) {
+			store_rollback(sched_st);
 			log_warnx("task %lld: checkpoint: %s",
 			    (long long)proc_task(w), store_error(sched_st));
 			if (!sched_storage_failed())
@@ -1050,10 +1292,7 @@ sched_worker_msg(struct worker *w, struct proto_msg *m, void *arg)
 			free(why);
 			return;
 		}
-		if (store_journal_add(sched_st, proc_task(w), proc_run(w),
-		        (int64_t)m->u[PF_SEQ], proc_stage(w), m->s[PF_KIND],
-		        m->s[PF_DATA], (int64_t)m->u[PF_TOKENS_IN],
-		        (int64_t)m->u[PF_TOKENS_OUT]) == -1) {
+		if (sched_journal_commit(w, m) == -1) {
 			log_warnx("task %lld: journal: %s",
 			    (long long)proc_task(w), store_error(sched_st));
 			if (!sched_storage_failed())
@@ -1066,8 +1305,8 @@ sched_worker_msg(struct worker *w, struct proto_msg *m, void *arg)
 		    metrics_now() - sw->last_sent, m->u[PF_TOKENS_IN],
 		    m->u[PF_TOKENS_OUT]);
 		sched_ack(w, m->u[PF_SEQ]);
-		if (m->u[PF_TOKENS_IN] + m->u[PF_TOKENS_OUT] > 0)
-			sched_check_tokens(w);
+		if (strcmp(m->s[PF_KIND], "reply") == 0)
+			sched_check_budget(w);
 		return;
 	case PROTO_RESULT:
 		sched_result(w, m);
@@ -1157,8 +1396,8 @@ sched_worker_exit(struct worker *w, void *arg)
 		delay = delay / 2 + (delay > 1 ? arc4random_uniform(
 		                                     (uint32_t)(delay / 2 + 1))
 		                               : 0);
-		text = xasprintf("%s; restarting from the last checkpoint in "
-		                 "%llu ms (restart %lld of %u)",
+		text = xasprintf("%s" SCHED_RESTARTING " in %llu ms (restart "
+		                 "%lld of %u)",
 		    why, (unsigned long long)delay, (long long)tries,
 		    cfg.max_retries);
 		if (rc == 0)
@@ -1295,10 +1534,10 @@ sched_done(void)
 	if (store_task_get(sched_st, sched_opts.only_task, &t) == -1 ||
 	    t == NULL)
 		return 1;
-	done = t->state == WS_COMPLETED || t->state == WS_FAILED ||
-	       t->state == WS_CANCELLED ||
-	       (sched_opts.stop_at_gate &&
-	           wstate_status(t->state) == TS_AWAITING_APPROVAL);
+	done =
+	    t->state == WS_COMPLETED || t->state == WS_FAILED ||
+	    t->state == WS_CANCELLED ||
+	    (sched_opts.stop_at_gate && task_status(t) == TS_AWAITING_APPROVAL);
 	task_free(t);
 	return done;
 }

@@ -65,6 +65,8 @@ static const char *const event_kind_names[EV_MAX] = {
     "error",
     "model",
     "tool",
+    "result",
+    "checkpoint",
 };
 
 /* Column names, indexed by enum task_col and enum task_icol. */
@@ -91,6 +93,9 @@ static const char *const task_icol_names[TI_MAX] = {
     "review_rounds",
     "verify_rounds",
     "failed_state",
+    "max_tokens",
+    "max_cost_micros",
+    "budget_paused",
 };
 
 /* -------------------------------------------------------------------------
@@ -258,11 +263,46 @@ static const struct column v4_columns[] = {
 
 static int store_backfill_event_state(struct store *);
 
+/*
+ * Version 5: the facts of an event as JSON beside its text (events.data;
+ * NULL when it has none): a tool's result (outcome, exit status, output
+ * tail, lines changed), a checkpoint's name, a restart's replay count.
+ * `logs --json` and the API give them as fields; nothing parses the text.
+ */
+static const struct column v5_columns[] = {
+    {"events", "data", "TEXT"},
+    /* A task's own budgets (0: the service's ORCH_MAX_TOKENS and
+     * ORCH_MAX_COST), and whether it waits for a person at one. */
+    {"tasks", "max_tokens", "INTEGER NOT NULL DEFAULT 0"},
+    {"tasks", "max_cost_micros", "INTEGER NOT NULL DEFAULT 0"},
+    {"tasks", "budget_paused", "INTEGER NOT NULL DEFAULT 0"},
+};
+
+/*
+ * Version 5 too: one row per model turn (its tokens, time and model), kept
+ * when gc trims a finished task's events and journal, so that costs per
+ * day, model and repository can be worked out with any price table.
+ */
+static const char v5_script[] =
+    "CREATE TABLE IF NOT EXISTS turns (\n"
+    "    id INTEGER PRIMARY KEY,\n"
+    "    task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,\n"
+    "    ts TEXT NOT NULL,\n"
+    "    stage TEXT NOT NULL,\n"
+    "    model TEXT NOT NULL,\n"
+    "    tokens_in INTEGER NOT NULL DEFAULT 0,\n"
+    "    tokens_out INTEGER NOT NULL DEFAULT 0,\n"
+    "    cached_in INTEGER NOT NULL DEFAULT 0,\n"
+    "    duration_ms INTEGER NOT NULL DEFAULT 0\n"
+    ");\n"
+    "CREATE INDEX IF NOT EXISTS turns_task_id ON turns(task_id);\n";
+
 static const struct migration migrations[] = {
     {v1_script, v1_columns, nitems(v1_columns), NULL},
     {v2_script, v2_columns, nitems(v2_columns), NULL},
     {v3_script, NULL, 0, NULL},
     {NULL, v4_columns, nitems(v4_columns), store_backfill_event_state},
+    {v5_script, v5_columns, nitems(v5_columns), NULL},
 };
 
 #define SCHEMA_VERSION ((int)nitems(migrations))
@@ -302,7 +342,8 @@ static const char *const stmt_sql[ST_MAX] = {
     [ST_CHECKPOINT_TASK] = "UPDATE tasks SET workflow_checkpoint_data = ?2,"
                            " updated_at = " NOW " WHERE id = ?1",
     [ST_EVENT_ADD] = "INSERT INTO events (task_id, ts, kind, stage, text,"
-                     " state) VALUES (?1, " NOW ", ?2, ?3, ?4, ?5)",
+                     " state, data) VALUES (?1, " NOW ", ?2, ?3, ?4, ?5,"
+                     " ?6)",
     [ST_JOURNAL_ADD] = "INSERT INTO journal (task_id, run, seq, stage,"
                        " kind, data, tokens_in, tokens_out, created_at)"
                        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, " NOW ")",
@@ -315,6 +356,7 @@ static const char *const stmt_sql[ST_MAX] = {
     [ST_RUNNABLE] = "SELECT id FROM tasks WHERE workflow_state IN"
                     " ('pending', 'planning', 'plan_approved',"
                     " 'implementing', 'reviewing', 'verifying')"
+                    " AND budget_paused = 0"
                     " AND id > ?2 ORDER BY id LIMIT ?1",
     [ST_SYNC_FULL] = "PRAGMA synchronous = FULL",
     [ST_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
@@ -1315,7 +1357,7 @@ store_checkpoint_add_locked(
 /* state is the new workflow_state of a state change, else NULL. */
 static int
 store_event_add_locked(struct store *s, int64_t task, enum event_kind kind,
-    const char *stage, const char *text, const char *state)
+    const char *stage, const char *text, const char *state, const char *data)
 {
 	sqlite3_stmt *st;
 
@@ -1326,6 +1368,7 @@ store_event_add_locked(struct store *s, int64_t task, enum event_kind kind,
 	bind_text(st, 3, stage);
 	bind_text(st, 4, text);
 	bind_text(st, 5, state);
+	bind_text(st, 6, data);
 	return store_step_done(s, st, "insert event");
 }
 
@@ -1361,8 +1404,8 @@ store_task_add_locked(struct store *s, const struct task_new *tn, int64_t *id)
 	if (rc == -1)
 		return -1;
 	/* Submitting is the task's first state change: into pending. */
-	return store_event_add_locked(
-	    s, *id, EV_STATE, NULL, "task submitted", wstate_names[WS_PENDING]);
+	return store_event_add_locked(s, *id, EV_STATE, NULL, "task submitted",
+	    wstate_names[WS_PENDING], NULL);
 }
 
 int
@@ -1471,6 +1514,29 @@ store_task_set_state(struct store *s, int64_t id, enum wstate ws)
 	bind_text(st, 2, wstate_names[ws]);
 	bind_text(st, 3, tstatus_names[wstate_status(ws)]);
 	return store_wend(s, store_step_task(s, st, id, "set state"));
+}
+
+int
+store_task_set_status(struct store *s, int64_t id, enum tstatus ts)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if ((unsigned)ts >= TS_MAX) {
+		store_seterr(s, "set status: bad status %d", (int)ts);
+		return -1;
+	}
+	if (store_wbegin(s) == -1)
+		return -1;
+	st = store_prep_once(s,
+	    "UPDATE tasks SET status = ?2, updated_at = " NOW " WHERE id = ?1");
+	if (st == NULL)
+		return store_wend(s, -1);
+	sqlite3_bind_int64(st, 1, id);
+	bind_text(st, 2, tstatus_names[ts]);
+	rc = store_step_task(s, st, id, "set status");
+	sqlite3_finalize(st);
+	return store_wend(s, rc);
 }
 
 int
@@ -1808,6 +1874,77 @@ store_journal_list(
 }
 
 /* -------------------------------------------------------------------------
+ * Model turns: tokens, time and model, for costs
+ * ------------------------------------------------------------------------ */
+
+int
+store_turn_add(struct store *s, int64_t task, const char *stage,
+    const char *model, int64_t in, int64_t out, int64_t cached, int64_t ms)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (stage == NULL || model == NULL) {
+		store_seterr(s, "insert turn: stage and model are required");
+		return -1;
+	}
+	if (store_wbegin(s) == -1)
+		return -1;
+	st = store_prep_once(s,
+	    "INSERT INTO turns (task_id, ts, stage, model, tokens_in,"
+	    " tokens_out, cached_in, duration_ms)"
+	    " VALUES (?1, " NOW ", ?2, ?3, ?4, ?5, ?6, ?7)");
+	if (st == NULL)
+		return store_wend(s, -1);
+	sqlite3_bind_int64(st, 1, task);
+	bind_text(st, 2, stage);
+	bind_text(st, 3, model);
+	sqlite3_bind_int64(st, 4, in);
+	sqlite3_bind_int64(st, 5, out);
+	sqlite3_bind_int64(st, 6, cached);
+	sqlite3_bind_int64(st, 7, ms);
+	rc = store_step_done(s, st, "insert turn");
+	sqlite3_finalize(st);
+	return store_wend(s, rc);
+}
+
+int
+store_turn_sums(struct store *s, int64_t task, store_turn_cb cb, void *arg)
+{
+	sqlite3_stmt *st;
+	struct turn_sum ts;
+	int rc, stop = 0;
+
+	st = store_prep_once(s,
+	    "SELECT substr(u.ts, 1, 10), u.model, t.repo, sum(u.tokens_in),"
+	    " sum(u.tokens_out), sum(u.cached_in), sum(u.duration_ms),"
+	    " count(*) FROM turns u JOIN tasks t ON t.id = u.task_id"
+	    " WHERE ?1 = 0 OR u.task_id = ?1"
+	    " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3");
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, task);
+	while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		ts.day = col_text(st, 0);
+		ts.model = col_text(st, 1);
+		ts.repo = col_text(st, 2);
+		ts.tokens_in = sqlite3_column_int64(st, 3);
+		ts.tokens_out = sqlite3_column_int64(st, 4);
+		ts.cached_in = sqlite3_column_int64(st, 5);
+		ts.duration_ms = sqlite3_column_int64(st, 6);
+		ts.turns = sqlite3_column_int64(st, 7);
+		stop = cb(&ts, arg);
+	}
+	if (!stop && rc != SQLITE_DONE) {
+		store_dberr(s, "sum turns");
+		sqlite3_finalize(st);
+		return -1;
+	}
+	sqlite3_finalize(st);
+	return 0;
+}
+
+/* -------------------------------------------------------------------------
  * Events: the task log
  *
  * A state change carries its new state in events.state; the text is for
@@ -1833,7 +1970,34 @@ store_event_add(struct store *s, int64_t task, enum event_kind kind,
 	if (store_wbegin_as(s, 1) == -1)
 		return -1;
 	return store_wend(
-	    s, store_event_add_locked(s, task, kind, stage, text, NULL));
+	    s, store_event_add_locked(s, task, kind, stage, text, NULL, NULL));
+}
+
+int
+store_event_add_data(struct store *s, int64_t task, enum event_kind kind,
+    const char *stage, const char *text, const json_t *data)
+{
+	char *d = NULL;
+	int rc;
+
+	if ((unsigned)kind >= EV_MAX || kind == EV_STATE || text == NULL) {
+		store_seterr(s, "insert event: bad kind or no text");
+		return -1;
+	}
+	if (data != NULL &&
+	    (d = json_dumps(data, JSON_COMPACT | JSON_SORT_KEYS)) == NULL) {
+		store_seterr(s, "insert event: its data cannot be written");
+		return -1;
+	}
+	/* Lazy as store_event_add; inside a transaction, as durable as it. */
+	if (store_wbegin_as(s, 1) == -1) {
+		free(d);
+		return -1;
+	}
+	rc = store_wend(
+	    s, store_event_add_locked(s, task, kind, stage, text, NULL, d));
+	free(d);
+	return rc;
 }
 
 int
@@ -1850,7 +2014,7 @@ store_event_add_state(struct store *s, int64_t task, enum wstate state,
 	if (store_wbegin_as(s, 1) == -1)
 		return -1;
 	return store_wend(s, store_event_add_locked(s, task, EV_STATE, stage,
-	                         text, wstate_names[state]));
+	                         text, wstate_names[state], NULL));
 }
 
 int
@@ -1863,12 +2027,12 @@ store_event_list(struct store *s, int64_t task, int64_t after, int limit,
 
 	if (task != 0)
 		st = store_prep_once(s,
-		    "SELECT id, task_id, ts, kind, stage, text, state"
+		    "SELECT id, task_id, ts, kind, stage, text, state, data"
 		    " FROM events"
 		    " WHERE task_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3");
 	else
 		st = store_prep_once(s,
-		    "SELECT id, task_id, ts, kind, stage, text, state"
+		    "SELECT id, task_id, ts, kind, stage, text, state, data"
 		    " FROM events WHERE id > ?2 ORDER BY id LIMIT ?3");
 	if (st == NULL)
 		return -1;
@@ -1887,6 +2051,7 @@ store_event_list(struct store *s, int64_t task, int64_t after, int limit,
 		 * row may hold anything: what is not a state is none. */
 		if (wstate_parse(col_text(st, 6), &ev.state) == -1)
 			ev.state = WS_MAX;
+		ev.data = col_text(st, 7);
 		stop = cb(&ev, arg);
 	}
 	if (!stop && rc != SQLITE_DONE) {

@@ -71,12 +71,16 @@ enum task_col {
 
 /* Integer columns of tasks that the state machine writes. */
 enum task_icol {
-	TI_RETRY_COUNT,   /* restarts of crashed workers, all stages */
-	TI_STAGE_RUN,     /* bumped at every new stage run: journal key */
-	TI_STAGE_RETRIES, /* restarts within the current stage run */
-	TI_REVIEW_ROUNDS, /* review rounds that asked for changes */
-	TI_VERIFY_ROUNDS, /* verification rounds that failed */
-	TI_FAILED_STATE,  /* enum wstate the task failed in (for --resume) */
+	TI_RETRY_COUNT,     /* restarts of crashed workers, all stages */
+	TI_STAGE_RUN,       /* bumped at every new stage run: journal key */
+	TI_STAGE_RETRIES,   /* restarts within the current stage run */
+	TI_REVIEW_ROUNDS,   /* review rounds that asked for changes */
+	TI_VERIFY_ROUNDS,   /* verification rounds that failed */
+	TI_FAILED_STATE,    /* enum wstate the task failed in (for --resume) */
+	TI_MAX_TOKENS,      /* its own token budget (0: ORCH_MAX_TOKENS) */
+	TI_MAX_COST_MICROS, /* its own cost budget, millionths (0:
+	                       ORCH_MAX_COST) */
+	TI_BUDGET_PAUSED,   /* 1: it waits for a person at a budget */
 	TI_MAX
 };
 
@@ -103,6 +107,8 @@ struct task_new {
 	const char *base_commit;
 	const char *verify_command; /* may be NULL */
 	int auto_approve;
+	int64_t max_tokens; /* its own budgets (0: none); set by task_submit */
+	double max_cost;
 };
 
 struct store;
@@ -148,6 +154,9 @@ void task_free(struct task *); /* accepts NULL */
 
 /* Sets workflow_state, the matching status and updated_at. */
 int store_task_set_state(struct store *, int64_t id, enum wstate);
+/* The status alone: a task waiting for a person at a budget is
+ * awaiting_approval in the middle of its stage (its state unchanged). */
+int store_task_set_status(struct store *, int64_t id, enum tstatus);
 int store_task_set_text(struct store *, int64_t id, enum task_col,
     const char *value /* NULL writes NULL */);
 /* Sets a *_APPROVED_AT column to the current time. */
@@ -210,18 +219,42 @@ typedef int (*store_journal_cb)(const struct journal_entry *, void *arg);
 int store_journal_list(
     struct store *, int64_t task, int64_t run, store_journal_cb, void *arg);
 
+/*
+ * Model turns (schema 5): one row per turn asked of the model, with its
+ * model, tokens and time.  gc leaves them (costs outlive the log).
+ */
+int store_turn_add(struct store *, int64_t task, const char *stage,
+    const char *model, int64_t tokens_in, int64_t tokens_out, int64_t cached_in,
+    int64_t duration_ms);
+struct turn_sum {
+	const char *day; /* YYYY-MM-DD, UTC */
+	const char *model;
+	const char *repo; /* may be NULL */
+	int64_t tokens_in, tokens_out, cached_in, duration_ms, turns;
+};
+typedef int (*store_turn_cb)(const struct turn_sum *, void *arg);
+/* The turns of one task (0: all) summed by day, model and repository. */
+int store_turn_sums(struct store *, int64_t task, store_turn_cb, void *arg);
+
 /* The task log. */
 enum event_kind {
 	EV_STATE, /* a workflow state change */
 	EV_INFO,  /* supervisor notes: worker started, restarted, ... */
 	EV_ERROR,
 	EV_MODEL, /* model text */
-	EV_TOOL,  /* tool calls and results */
+	EV_TOOL,  /* tool calls */
+	/* A tool's or command's result, written from the journal entry in
+	 * its transaction: the log never shows a result not journaled. */
+	EV_RESULT,
+	EV_CHECKPOINT, /* a checkpoint saved, by name */
 	EV_MAX
 };
 const char *event_kind_name(enum event_kind);
 int store_event_add(struct store *, int64_t task, enum event_kind,
     const char *stage /* may be NULL */, const char *text);
+/* An event with its facts (data, a JSON object, or NULL) in events.data. */
+int store_event_add_data(struct store *, int64_t task, enum event_kind,
+    const char *stage /* may be NULL */, const char *text, const json_t *data);
 /*
  * A state change (EV_STATE): the new state is kept as data beside the
  * text, so that nothing has to parse the text, which is for people.
@@ -236,6 +269,7 @@ struct event_row {
 	const char *stage; /* may be NULL */
 	const char *text;
 	enum wstate state; /* a state change's new state; else WS_MAX */
+	const char *data;  /* the facts as JSON text, or NULL */
 };
 typedef int (*store_event_cb)(const struct event_row *, void *arg);
 /* Events with id > after, of one task (task 0: all), oldest first. */

@@ -16,6 +16,7 @@
 #include "config.h"
 #include "metrics.h"
 #include "store.h"
+#include "price.h"
 #include "task.h"
 
 static const char *
@@ -33,6 +34,54 @@ task_start_checkpoint(enum wstate state)
 	default:
 		return NULL;
 	}
+}
+
+/*
+ * The facts of a snapshot checkpoint the worker sent (untrusted): its
+ * step and commit, when they are what they should be.
+ */
+static void
+task_snapshot_facts(const char *data, json_t *d, char **more)
+{
+	json_t *j = data != NULL ? json_loads(data, 0, NULL) : NULL;
+	const char *commit = json_string_value(json_object_get(j, "commit"));
+	json_t *step = json_object_get(j, "step");
+
+	*more = NULL;
+	if (commit != NULL && strlen(commit) == 40 &&
+	    strspn(commit, "0123456789abcdef") == 40 && json_is_integer(step) &&
+	    json_integer_value(step) > 0 &&
+	    json_integer_value(step) < INT32_MAX) {
+		json_object_set_new(d, "commit", json_string(commit));
+		json_object_set(d, "step", step);
+		*more = xasprintf(" (step %lld, commit %.12s)",
+		    (long long)json_integer_value(step), commit);
+	}
+	json_decref(j);
+}
+
+int
+task_checkpoint(struct store *st, int64_t task, const char *stage,
+    const char *name, const char *data)
+{
+	char *clean, *more = NULL, *text;
+	json_t *d;
+	int rc;
+
+	if (store_checkpoint_add(st, task, name, data) == -1)
+		return -1;
+	clean = utf8_fix(name, NULL);
+	d = json_pack("{s:s}", "checkpoint", clean);
+	if (strcmp(name, "snapshot") == 0)
+		task_snapshot_facts(data, d, &more);
+	text = xasprintf(
+	    "checkpoint saved: %s%s", clean, more != NULL ? more : "");
+	rc = store_event_add_data(st, task, EV_CHECKPOINT, stage, text, d);
+	json_decref(d);
+	free(text);
+	free(more);
+	free(clean);
+	return rc;
 }
 
 int
@@ -53,7 +102,8 @@ task_enter(struct store *st, const struct task *t, enum wstate state,
 		if (rc == 0)
 			rc = store_task_set_int(st, t->id, TI_STAGE_RETRIES, 0);
 		if (rc == 0)
-			rc = store_checkpoint_add(st, t->id, cp, data);
+			rc = task_checkpoint(
+			    st, t->id, wstate_stage(state), cp, data);
 		free(data);
 		if (rc == -1)
 			return -1;
@@ -345,16 +395,168 @@ task_submit(struct store *st, const struct task_new *tn, int64_t *id,
 	if (task_check_text(
 	        "request", tn->request, TASK_MAX_REQUEST, cause, code) == -1)
 		return -1;
-	if (store_task_add(st, tn, id) == -1)
+	if ((tn->max_tokens < 0 || tn->max_cost < 0 || tn->max_cost > 1e9)) {
+		*cause = xstrdup("a budget must be 0 (none) or more "
+		                 "(--max-cost up to 1000000000)");
+		*code = 400;
+		return -1;
+	}
+	if (tn->max_cost > 0 && !price_known()) {
+		*cause = xstrdup("a cost budget needs prices: set "
+		                 "ORCH_LLM_PRICES, or give --max-tokens");
+		*code = 400;
+		return -1;
+	}
+	if (store_begin(st) == -1)
 		return task_fail_store(st, cause, code);
+	if (store_task_add(st, tn, id) == -1 ||
+	    (tn->max_tokens > 0 && store_task_set_int(st, *id, TI_MAX_TOKENS,
+	                               tn->max_tokens) == -1) ||
+	    (tn->max_cost > 0 &&
+	        store_task_set_int(st, *id, TI_MAX_COST_MICROS,
+	            (int64_t)(tn->max_cost * 1e6 + 0.5)) == -1) ||
+	    store_commit(st) == -1) {
+		store_rollback(st);
+		return task_fail_store(st, cause, code);
+	}
 	return 0;
 }
 
-int
-task_approve(
-    struct store *st, int64_t id, const char *by, char **cause, int *code)
+/*
+ * A task's budgets: its own, else the service's (0: none).  The cost one
+ * counts only with prices (ORCH_LLM_PRICES).
+ */
+static uint64_t
+task_budget_tokens(const struct task *t, const char **whose)
 {
-	return task_approve_plan(st, id, by, NULL, cause, code);
+	*whose = t->ival[TI_MAX_TOKENS] > 0 ? "this task's budget"
+	                                    : "ORCH_MAX_TOKENS";
+	return t->ival[TI_MAX_TOKENS] > 0 ? (uint64_t)t->ival[TI_MAX_TOKENS]
+	                                  : cfg.max_tokens;
+}
+
+static double
+task_budget_cost(const struct task *t, const char **whose)
+{
+	*whose = t->ival[TI_MAX_COST_MICROS] > 0 ? "this task's budget"
+	                                         : "ORCH_MAX_COST";
+	return t->ival[TI_MAX_COST_MICROS] > 0
+	           ? (double)t->ival[TI_MAX_COST_MICROS] / 1e6
+	           : cfg.max_cost;
+}
+
+char *
+task_over_budget(struct store *st, const struct task *t)
+{
+	const char *whose;
+	uint64_t max = task_budget_tokens(t, &whose);
+	int64_t used = t->tokens_in + t->tokens_out;
+	double maxc, cost = 0;
+	json_t *c;
+
+	if (max > 0 && used >= 0 && (uint64_t)used >= max)
+		return xasprintf("the token budget is reached: %lld tokens "
+		                 "used, %s is %llu; raise it with "
+		                 "`orch-supervisor approve %lld --budget N` "
+		                 "(or cancel)",
+		    (long long)used, whose, (unsigned long long)max,
+		    (long long)t->id);
+	maxc = task_budget_cost(t, &whose);
+	if (maxc <= 0 || !price_known())
+		return NULL;
+	if ((c = task_cost_json(st, t->id)) != NULL) {
+		cost = json_real_value(json_object_get(c, "total"));
+		json_decref(c);
+	}
+	if (cost >= maxc)
+		return xasprintf("the cost budget is reached: %.4f spent, %s "
+		                 "is %.4f; raise it with `orch-supervisor "
+		                 "approve %lld --max-cost X` (or cancel)",
+		    cost, whose, maxc, (long long)t->id);
+	return NULL;
+}
+
+enum tstatus
+task_status(const struct task *t)
+{
+	return t->ival[TI_BUDGET_PAUSED] ? TS_AWAITING_APPROVAL
+	                                 : wstate_status(t->state);
+}
+
+/*
+ * Set the budgets a person gave (tokens 0, cost below 0: unchanged), in
+ * the caller's transaction; t's copy too.
+ */
+static int
+task_set_budget(struct store *st, struct task *t, int64_t tokens, double cost,
+    char **cause, int *code)
+{
+	if (tokens < 0 || (cost >= 0 && (cost == 0 || cost > 1e9))) {
+		*cause = xstrdup("a budget must be more than 0 (tokens: a "
+		                 "whole number; cost: up to 1000000000)");
+		*code = 400;
+		return -1;
+	}
+	if (cost > 0 && !price_known()) {
+		*cause = xstrdup("a cost budget needs prices: set "
+		                 "ORCH_LLM_PRICES (or raise the token budget "
+		                 "with --budget)");
+		*code = 400;
+		return -1;
+	}
+	if (tokens > 0) {
+		if (store_task_set_int(st, t->id, TI_MAX_TOKENS, tokens) == -1)
+			return task_fail_store(st, cause, code);
+		t->ival[TI_MAX_TOKENS] = tokens;
+	}
+	if (cost > 0) {
+		int64_t micros = (int64_t)(cost * 1e6 + 0.5);
+
+		if (store_task_set_int(st, t->id, TI_MAX_COST_MICROS, micros) ==
+		    -1)
+			return task_fail_store(st, cause, code);
+		t->ival[TI_MAX_COST_MICROS] = micros;
+	}
+	return 0;
+}
+
+/*
+ * A task waiting at a budget goes on once a person raised it enough: the
+ * same stage run, its journal replayed (no answered turn is asked again).
+ */
+static int
+task_unpause(
+    struct store *st, struct task *t, const char *by, char **cause, int *code)
+{
+	char *still = task_over_budget(st, t), *text;
+	const char *w1, *w2;
+	int rc;
+
+	if (still != NULL) {
+		*cause = xasprintf(
+		    "task %lld still waits: %s", (long long)t->id, still);
+		*code = 409;
+		free(still);
+		return -1;
+	}
+	uint64_t tok = task_budget_tokens(t, &w1);
+	double cost = task_budget_cost(t, &w2);
+	rc = store_task_set_int(st, t->id, TI_BUDGET_PAUSED, 0);
+	if (rc == 0)
+		rc = store_task_set_state(st, t->id, t->state);
+	if (rc == -1)
+		return task_fail_store(st, cause, code);
+	char *money =
+	    cost > 0 ? xasprintf(", cost budget %.4f", cost) : xstrdup("");
+	text = xasprintf("budget raised by %s (token budget %llu%s): going on",
+	    by, (unsigned long long)tok, money);
+	rc = store_event_add_state(
+	    st, t->id, t->state, wstate_stage(t->state), text);
+	free(text);
+	free(money);
+	if (rc == -1)
+		return task_fail_store(st, cause, code);
+	return 0;
 }
 
 /*
@@ -391,9 +593,10 @@ task_edit_plan(
 }
 
 int
-task_approve_plan(struct store *st, int64_t id, const char *by,
-    const char *plan, char **cause, int *code)
+task_approve(struct store *st, int64_t id, const struct task_approval *a,
+    char **cause, int *code)
 {
+	const char *by = a->by, *plan = a->plan;
 	struct task *t;
 	int rc;
 
@@ -424,6 +627,20 @@ task_approve_plan(struct store *st, int64_t id, const char *by,
 		store_rollback(st);
 		return -1;
 	}
+	if ((a->budget != 0 || a->max_cost >= 0) &&
+	    task_set_budget(st, t, a->budget, a->max_cost, cause, code) == -1) {
+		task_free(t);
+		store_rollback(st);
+		return -1;
+	}
+	if (t->ival[TI_BUDGET_PAUSED]) {
+		if (task_unpause(st, t, by, cause, code) == -1) {
+			task_free(t);
+			store_rollback(st);
+			return -1;
+		}
+		return task_done(st, t, 0, cause, code);
+	}
 	switch (t->state) {
 	case WS_PLAN_AWAITING_APPROVAL:
 		rc = plan != NULL ? task_edit_plan(st, t, by, plan) : 0;
@@ -433,8 +650,8 @@ task_approve_plan(struct store *st, int64_t id, const char *by,
 			rc = store_task_set_text(
 			    st, id, TC_PLAN_APPROVED_BY, by);
 		if (rc == 0)
-			rc =
-			    store_checkpoint_add(st, id, "plan_approved", NULL);
+			rc = task_checkpoint(
+			    st, id, NULL, "plan_approved", NULL);
 		if (rc == 0)
 			rc = task_enter(
 			    st, t, WS_PLAN_APPROVED, 0, "plan approved");
@@ -449,8 +666,8 @@ task_approve_plan(struct store *st, int64_t id, const char *by,
 			rc = store_task_set_text(
 			    st, id, TC_IMPLEMENTATION_APPROVED_BY, by);
 		if (rc == 0)
-			rc = store_checkpoint_add(
-			    st, id, "implementation_approved", NULL);
+			rc = task_checkpoint(
+			    st, id, NULL, "implementation_approved", NULL);
 		if (rc == 0)
 			rc = task_enter(st, t,
 			    skip ? WS_VERIFYING : WS_REVIEWING, 1,
@@ -652,6 +869,16 @@ task_resume(struct store *st, int64_t id, char **cause, int *code)
 			rc = task_enter(st, t, back, 0, "resumed");
 		return task_done(st, t, rc, cause, code);
 	default:
+		if (t->ival[TI_BUDGET_PAUSED]) {
+			*cause =
+			    xasprintf("task %lld waits for a person at its "
+			              "budget: `orch-supervisor approve "
+			              "%lld --budget N` (or --max-cost X) "
+			              "lets it go on",
+			        (long long)id, (long long)id);
+			*code = 409;
+			break;
+		}
 		/* Runnable already: the scheduler picks it up. */
 		return task_done(st, t, 0, cause, code);
 	}
@@ -734,7 +961,7 @@ task_json(struct store *st, const struct task *t, int full)
 	json_object_set_new(o, "id", json_integer(t->id));
 	json_object_set_new(o, "request", task_json_text(t->request));
 	json_object_set_new(
-	    o, "status", json_string(tstatus_name(wstate_status(t->state))));
+	    o, "status", json_string(tstatus_name(task_status(t))));
 	json_object_set_new(
 	    o, "workflow_state", json_string(wstate_name(t->state)));
 	json_object_set_new(o, "created_at", json_string(t->created_at));
@@ -744,8 +971,14 @@ task_json(struct store *st, const struct task *t, int full)
 	    o, "retry_count", json_integer(t->ival[TI_RETRY_COUNT]));
 	json_object_set_new(o, "tokens_in", json_integer(t->tokens_in));
 	json_object_set_new(o, "tokens_out", json_integer(t->tokens_out));
+	if (t->ival[TI_BUDGET_PAUSED])
+		json_object_set_new(o, "waiting_at_budget", json_true());
 	if (!full)
 		return o;
+	json_object_set_new(
+	    o, "max_tokens", json_integer(t->ival[TI_MAX_TOKENS]));
+	json_object_set_new(o, "max_cost",
+	    json_real((double)t->ival[TI_MAX_COST_MICROS] / 1e6));
 	json_object_set_new(o, "base_commit",
 	    t->base_commit ? json_string(t->base_commit) : json_null());
 	json_object_set_new(
@@ -776,5 +1009,230 @@ task_json(struct store *st, const struct task *t, int full)
 		json_decref(a);
 	if (store_usage_json(st, t->id, &a) == 0)
 		json_object_set_new(o, "usage", a);
+	if ((a = task_cost_json(st, t->id)) != NULL)
+		json_object_set_new(o, "cost", a);
 	return o;
+}
+
+/* Add one sum of turns to the group key of by, with its cost if known. */
+static void
+task_cost_add(
+    json_t *by, const char *key, const struct turn_sum *ts, const double *cost)
+{
+	json_t *g = json_object_get(by, key);
+
+	if (g == NULL) {
+		g = json_pack("{s:I,s:I,s:I,s:I,s:f}", "turns", (json_int_t)0,
+		    "tokens_in", (json_int_t)0, "tokens_out", (json_int_t)0,
+		    "duration_ms", (json_int_t)0, "cost", 0.0);
+		json_object_set_new(by, key, g);
+	}
+	static const char *const ints[] = {
+	    "turns", "tokens_in", "tokens_out", "duration_ms"};
+	const int64_t v[] = {
+	    ts->turns, ts->tokens_in, ts->tokens_out, ts->duration_ms};
+	for (size_t i = 0; i < nitems(ints); i++)
+		json_object_set_new(g, ints[i],
+		    json_integer(
+		        json_integer_value(json_object_get(g, ints[i])) +
+		        v[i]));
+	if (cost != NULL)
+		json_object_set_new(g, "cost",
+		    json_real(
+		        json_real_value(json_object_get(g, "cost")) + *cost));
+}
+
+static int
+task_cost_cb(const struct turn_sum *ts, void *arg)
+{
+	json_t *o = arg;
+	double cost;
+	int priced = price_cost(ts->model, ts->tokens_in, ts->tokens_out,
+	                 ts->cached_in, &cost) == 0;
+	const double *c = priced ? &cost : NULL;
+
+	task_cost_add(json_object_get(o, "by_day"), ts->day, ts, c);
+	task_cost_add(json_object_get(o, "by_model"), ts->model, ts, c);
+	task_cost_add(json_object_get(o, "by_repo"),
+	    ts->repo != NULL ? ts->repo : "(none)", ts, c);
+	if (priced)
+		json_object_set_new(o, "total",
+		    json_real(
+		        json_real_value(json_object_get(o, "total")) + cost));
+	else {
+		json_t *u = json_object_get(o, "unpriced_models");
+		size_t i;
+		json_t *m;
+
+		json_array_foreach(u, i, m) {
+			if (strcmp(json_string_value(m), ts->model) == 0)
+				return 0;
+		}
+		json_array_append_new(u, task_json_text(ts->model));
+	}
+	return 0;
+}
+
+json_t *
+task_cost_json(struct store *st, int64_t task)
+{
+	json_t *o;
+
+	if (!price_known())
+		return NULL;
+	o = json_pack("{s:f,s:{},s:{},s:{},s:[]}", "total", 0.0, "by_day",
+	    "by_model", "by_repo", "unpriced_models");
+	if (store_turn_sums(st, task, task_cost_cb, o) == -1) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+json_t *
+task_event_json(const struct event_row *ev)
+{
+	json_t *o, *facts;
+
+	o = json_pack("{s:I,s:I,s:s,s:s,s:o,s:o,s:o}", "id", (json_int_t)ev->id,
+	    "task", (json_int_t)ev->task, "ts", ev->ts, "kind", ev->kind,
+	    "stage", task_json_text(ev->stage), "text",
+	    task_json_text(ev->text), "state",
+	    ev->state < WS_MAX ? json_string(wstate_name(ev->state))
+	                       : json_null());
+	/* The facts never replace the row's own fields. */
+	if (o != NULL && ev->data != NULL &&
+	    (facts = json_loads(ev->data, 0, NULL)) != NULL) {
+		if (json_is_object(facts))
+			json_object_update_missing(o, facts);
+		json_decref(facts);
+	}
+	return o;
+}
+
+static int
+task_point_cp_cb(const struct checkpoint *cp, void *arg)
+{
+	struct task_point *tp = arg;
+
+	free(tp->checkpoint);
+	free(tp->checkpoint_at);
+	tp->checkpoint = utf8_fix(cp->name, NULL);
+	tp->checkpoint_at = xstrdup(cp->created_at ? cp->created_at : "?");
+	if (strcmp(cp->name, "snapshot") == 0 && cp->data != NULL) {
+		json_t *j = json_loads(cp->data, 0, NULL);
+		const char *c = json_string_value(json_object_get(j, "commit"));
+
+		if (c != NULL) {
+			free(tp->snapshot);
+			tp->snapshot = xstrdup(c);
+		}
+		json_decref(j);
+	}
+	return 0;
+}
+
+static int
+task_point_journal_cb(const struct journal_entry *je, void *arg)
+{
+	struct task_point *tp = arg;
+	json_t *j;
+
+	tp->steps++;
+	tp->pending = 0;
+	if (strcmp(je->kind, "reply") == 0)
+		tp->replies++;
+	else if (strcmp(je->kind, "tool") == 0 ||
+	         strcmp(je->kind, "command") == 0)
+		tp->results++;
+	if (strcmp(je->kind, "tool") != 0 && strcmp(je->kind, "snapshot") != 0)
+		return 0;
+	if ((j = json_loads(je->data, 0, NULL)) == NULL)
+		return 0;
+	if (json_is_string(json_object_get(j, "commit"))) {
+		free(tp->snapshot);
+		tp->snapshot =
+		    xstrdup(json_string_value(json_object_get(j, "commit")));
+	}
+	tp->pending = strcmp(je->kind, "tool") == 0 &&
+	              json_is_true(json_object_get(j, "snapshot"));
+	json_decref(j);
+	return 0;
+}
+
+int
+task_point_get(struct store *st, const struct task *t, struct task_point *tp)
+{
+	memset(tp, 0, sizeof *tp);
+	tp->at = t->state;
+	if (t->state == WS_FAILED && t->ival[TI_FAILED_STATE] >= 0 &&
+	    t->ival[TI_FAILED_STATE] < WS_MAX)
+		tp->at = (enum wstate)t->ival[TI_FAILED_STATE];
+	tp->stage = wstate_stage(tp->at);
+	tp->run = t->ival[TI_STAGE_RUN];
+	if (store_checkpoint_list(st, t->id, task_point_cp_cb, tp) == -1)
+		return -1;
+	if (tp->stage != NULL && store_journal_list(st, t->id, tp->run,
+	                             task_point_journal_cb, tp) == -1)
+		return -1;
+	if (tp->snapshot == NULL && t->base_commit != NULL)
+		tp->snapshot = xstrdup(t->base_commit);
+	return 0;
+}
+
+void
+task_point_clear(struct task_point *tp)
+{
+	free(tp->checkpoint);
+	free(tp->checkpoint_at);
+	free(tp->snapshot);
+	memset(tp, 0, sizeof *tp);
+}
+
+char *
+task_point_text(const struct task_point *tp, json_t *d)
+{
+	char *cp, *steps, *ws, *out;
+
+	cp = tp->checkpoint != NULL
+	         ? xasprintf("from checkpoint %s saved at %s", tp->checkpoint,
+	               tp->checkpoint_at)
+	         : xstrdup("from no checkpoint");
+	if (tp->steps > 0)
+		steps = xasprintf("%lld journaled steps replayed without "
+		                  "asking the model or running a command again "
+		                  "(%lld model replies, %lld tool results)",
+		    (long long)tp->steps, (long long)tp->replies,
+		    (long long)tp->results);
+	else
+		steps = xstrdup("nothing journaled to replay");
+	if (tp->pending)
+		ws = xstrdup("workspace kept as the interrupted step left it "
+		             "(its snapshot is taken first)");
+	else
+		ws = xasprintf("workspace restored to snapshot %.12s",
+		    tp->snapshot != NULL ? tp->snapshot : "?");
+	out = xasprintf("%s; %s; %s", cp, steps, ws);
+	if (d != NULL) {
+		if (tp->checkpoint != NULL) {
+			json_object_set_new(
+			    d, "checkpoint", json_string(tp->checkpoint));
+			json_object_set_new(
+			    d, "checkpoint_at", json_string(tp->checkpoint_at));
+		}
+		json_object_set_new(d, "replayed", json_integer(tp->steps));
+		json_object_set_new(
+		    d, "replayed_replies", json_integer(tp->replies));
+		json_object_set_new(
+		    d, "replayed_results", json_integer(tp->results));
+		if (tp->snapshot != NULL)
+			json_object_set_new(
+			    d, "snapshot", task_json_text(tp->snapshot));
+		json_object_set_new(
+		    d, "workspace_kept", json_boolean(tp->pending));
+	}
+	free(cp);
+	free(steps);
+	free(ws);
+	return out;
 }

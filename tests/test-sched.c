@@ -328,7 +328,7 @@ static int64_t
 submit(void)
 {
 	struct task_new tn = {"add a README", "/nonexistent/repo",
-	    "0123456789abcdef0123456789abcdef01234567", NULL, 0};
+	    "0123456789abcdef0123456789abcdef01234567", NULL, 0, 0, 0};
 	int64_t id;
 	char *cause;
 	int code;
@@ -516,7 +516,8 @@ test_approve_backoff(void)
 	worker_exit(w, WORKER_EXIT_TEMP);
 	cfg.retry_backoff_ms = saved;
 	before = nfake;
-	ok(task_approve(st, id, "tester", &cause, &code) == -1,
+	ok(task_approve(st, id, &(struct task_approval){"tester", NULL, 0, -1},
+	       &cause, &code) == -1,
 	    "approving a task whose worker is backing off is refused");
 	is_int(code, 409, "with 409");
 	free(cause);

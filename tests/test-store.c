@@ -156,7 +156,7 @@ open_rw(const char *path)
 static int64_t
 add_task(struct store *s, const char *request)
 {
-	struct task_new tn = {request, "/repo", "abc123", NULL, 0};
+	struct task_new tn = {request, "/repo", "abc123", NULL, 0, 0, 0};
 	int64_t id = 0;
 
 	if (store_task_add(s, &tn, &id) == -1)
@@ -267,12 +267,12 @@ test_pragmas(void)
 		is_int(raw_int(db, "PRAGMA wal_autocheckpoint"), 321,
 		    "wal_autocheckpoint from opts");
 	}
-	is_int(store_schema_version(s), 4, "schema version 4");
+	is_int(store_schema_version(s), 5, "schema version 5");
 	other = raw_open(path);
 	mode = raw_text(other, "PRAGMA journal_mode");
 	is_str(mode, "wal", "second connection sees WAL");
 	free(mode);
-	is_int(raw_int(other, "PRAGMA user_version"), 4, "user_version 4");
+	is_int(raw_int(other, "PRAGMA user_version"), 5, "user_version 5");
 	is_int(raw_int(other, "SELECT COUNT(*) FROM sqlite_master WHERE"
 	                      " type = 'index' AND name IN ('tasks_status',"
 	                      " 'tasks_workflow_state', 'checkpoints_task_id',"
@@ -335,7 +335,8 @@ static void
 test_task_roundtrip(void)
 {
 	struct task_new tn = {"Add \"auth\" é", "/home/u/repo", "deadbeef",
-	    "make check", AUTO_APPROVE_PLAN | AUTO_APPROVE_IMPLEMENTATION};
+	    "make check", AUTO_APPROVE_PLAN | AUTO_APPROVE_IMPLEMENTATION, 0,
+	    0};
 	struct store *s;
 	struct task *t;
 	sqlite3 *raw;
@@ -616,7 +617,7 @@ test_list(void)
 		    "stats db_bytes");
 		is_int(
 		    json_integer_value(json_object_get(st, "schema_version")),
-		    4, "stats schema_version");
+		    5, "stats schema_version");
 		json_decref(st);
 	}
 	store_close(s);
@@ -894,7 +895,7 @@ test_migration_v4(void)
 	    "v4: open a version-3 database with events");
 	if (s == NULL)
 		fatalx("%s", cause);
-	is_int(store_schema_version(s), 4, "v4: migrated to 4");
+	is_int(store_schema_version(s), 5, "v4: migrated to 5");
 	memset(&e, 0, sizeof e);
 	store_event_list(s, a, 0, 7, collect_event, &e);
 	is_int(e.n, 7, "v4: events listed");
@@ -921,6 +922,88 @@ test_migration_v4(void)
 	free(before);
 	free(after);
 	free(path);
+}
+
+static int
+event_data_cb(const struct event_row *ev, void *arg)
+{
+	char **out = arg;
+
+	free(*out);
+	*out = xstrdup(ev->data != NULL ? ev->data : "NULL");
+	return 0;
+}
+
+/* An event's facts (events.data, schema 5) come back as they went in. */
+static void
+test_event_data(struct store *s, int64_t a)
+{
+	json_t *d = json_pack("{s:s,s:i}", "outcome", "error", "exit", 3);
+	char *got = NULL;
+	int64_t max;
+
+	ok(store_event_add_data(s, a, EV_RESULT, "implementing", "exit 3", d) ==
+	        0,
+	    "event_add_data result");
+	store_event_max(s, &max);
+	store_event_list(s, a, max - 1, 0, event_data_cb, &got);
+	is_str(got, "{\"exit\":3,\"outcome\":\"error\"}", "its data");
+	ok(store_event_add_data(s, a, EV_CHECKPOINT, NULL, "cp", NULL) == 0,
+	    "event_add_data without data");
+	store_event_list(s, a, max, 0, event_data_cb, &got);
+	is_str(got, "NULL", "no data is NULL");
+	ok(store_event_add_data(s, a, EV_STATE, NULL, "x", d) == -1,
+	    "a state change is not added as data");
+	is_str(event_kind_name(EV_RESULT), "result", "event kind result");
+	is_str(event_kind_name(EV_CHECKPOINT), "checkpoint",
+	    "event kind checkpoint");
+	free(got);
+	json_decref(d);
+}
+
+static int
+turn_sum_cb(const struct turn_sum *ts, void *arg)
+{
+	char *out = arg;
+	size_t n = strlen(out);
+
+	snprintf(out + n, 256 - n, "%s:%lld/%lld/%lld/%lld ", ts->model,
+	    (long long)ts->tokens_in, (long long)ts->tokens_out,
+	    (long long)ts->duration_ms, (long long)ts->turns);
+	return 0;
+}
+
+/* Model turns (schema 5) sum by day, model and repository; a task's
+ * status can wait while its state stays (a budget). */
+static void
+test_turns(struct store *s, int64_t a, int64_t b)
+{
+	char got[256] = "";
+	struct task *t;
+
+	ok(store_turn_add(s, a, "planning", "m1", 100, 10, 0, 500) == 0 &&
+	        store_turn_add(s, a, "implementing", "m1", 200, 20, 0, 700) ==
+	            0 &&
+	        store_turn_add(s, a, "implementing", "m2", 1, 2, 0, 3) == 0 &&
+	        store_turn_add(s, b, "planning", "m1", 1000, 100, 0, 1) == 0,
+	    "turns added");
+	ok(store_turn_add(s, a, NULL, "m", 1, 1, 0, 1) == -1,
+	    "a turn needs a stage");
+	store_turn_sums(s, a, turn_sum_cb, got);
+	is_str(
+	    got, "m1:300/30/1200/2 m2:1/2/3/1 ", "one task's turns, by model");
+	got[0] = '\0';
+	store_turn_sums(s, 0, turn_sum_cb, got);
+	is_str(got, "m1:1300/130/1201/3 m2:1/2/3/1 ", "every task's");
+	ok(store_task_set_status(s, a, TS_AWAITING_APPROVAL) == 0,
+	    "set the status alone");
+	store_task_get(s, a, &t);
+	is_str(wstate_name(t->state), "pending", "the state stays");
+	is_int(t->ival[TI_BUDGET_PAUSED], 0, "budget_paused reads 0");
+	task_free(t);
+	int64_t n = 0;
+	store_task_count(s, TS_AWAITING_APPROVAL, &n);
+	is_int(n, 1, "the status column says awaiting_approval");
 }
 
 static void
@@ -972,6 +1055,8 @@ test_events(void)
 	store_event_list(s, 0, 0, 2, collect_event, &e);
 	ok(e.n == 2, "limit");
 	is_int(count(s, "events"), 5, "stats events");
+	test_event_data(s, a);
+	test_turns(s, a, b);
 	store_close(s);
 	free(path);
 }
@@ -1131,9 +1216,9 @@ test_migration(void)
 	    "open a version-0 database");
 	if (s == NULL)
 		fatalx("%s", cause);
-	is_int(store_schema_version(s), 4, "migrated to 4");
+	is_int(store_schema_version(s), 5, "migrated to 5");
 	raw = raw_open(path);
-	is_int(raw_int(raw, "PRAGMA user_version"), 4, "user_version 4");
+	is_int(raw_int(raw, "PRAGMA user_version"), 5, "user_version 5");
 	after = raw_text(raw, seed_dump_sql);
 	is_str(after, dump, "every old task row and value intact");
 	free(after);
@@ -1181,7 +1266,7 @@ test_migration(void)
 	store_close(s);
 
 	ok(store_open(&s, path, STORE_RW, NULL, &cause) == 0 &&
-	        store_schema_version(s) == 4,
+	        store_schema_version(s) == 5,
 	    "reopen is idempotent");
 	is_int(count(s, "tasks"), 4, "no rows lost or added by reopening");
 	is_int(count(s, "checkpoints"), 4, "checkpoints kept");
@@ -1521,7 +1606,7 @@ test_state_id(void)
 	sqlite3_close(raw);
 	if (store_open(&s, a, STORE_RW, NULL, &cause) == -1)
 		fatalx("%s", cause);
-	is_int(store_schema_version(s), 4, "state id: v2 migrated to 4");
+	is_int(store_schema_version(s), 5, "state id: v2 migrated to 5");
 	ok(store_state_id(s, &id3) == 0 && id3 != NULL && strlen(id3) == 32,
 	    "state id: made by the migration");
 	store_close(s);

@@ -28,6 +28,15 @@ static int rootfd = -1;
 static char *last_commit;
 static struct sandbox_profile *profile;
 static char *review_diff; /* the whole diff, valid UTF-8, for read_diff */
+static int empty_warned;  /* the implementer was told its change is empty */
+
+#define STAGE_EMPTY_WARNING                                                    \
+	"your change is empty: the workspace has no change against the "       \
+	"base commit (nothing was written, a tool call failed, or every "      \
+	"change was undone: read the tool results above).  Make the change "   \
+	"the request asks for, then call finish again.  If you finish with "   \
+	"no change again, the task ends with no changes and no result "        \
+	"branch."
 
 static void stage_planning(void) __attribute__((noreturn));
 static void stage_implementing(void) __attribute__((noreturn));
@@ -154,6 +163,12 @@ stage_workspace(void)
 	         : !pending && (!clean || journal_count() > 0)) {
 		if (ws_restore(cur->worktree, last_commit, &cause) == -1)
 			stage_retry("workspace: %s", cause);
+		/* A restart or a resume says what it went back to. */
+		if (journal_count() > 0 || cur->start->attempt > 0)
+			wio_log(PROTO_LOG_INFO,
+			    "workspace restored to snapshot %.12s (%zu "
+			    "journaled steps to replay)",
+			    last_commit, journal_count());
 	}
 	rootfd = open(cur->worktree, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (rootfd == -1)
@@ -232,11 +247,15 @@ stage_reply(json_t *messages, json_t *tools, int turn)
 			stage_fail("journaled reply %d is not JSON", turn + 1);
 		return reply;
 	}
+	uint64_t t0 = now_ms();
 	if (llm_chat(&lt, messages, tools, &reply, &cause, &permanent) == -1) {
 		if (permanent)
 			stage_fail("%s", cause);
 		stage_retry("model: %s", cause);
 	}
+	/* How long the turn took (retries included), for the log. */
+	json_object_set_new(
+	    reply, "ms", json_integer((json_int_t)(now_ms() - t0)));
 	s = json_dumps(reply, JSON_COMPACT);
 	journal_put("reply", s,
 	    json_integer_value(
@@ -315,6 +334,23 @@ stage_snapshot(json_t *res, int step, const char *journaled)
 	last_commit = commit;
 }
 
+/* Does the workspace's last snapshot differ from the base commit? */
+static int
+stage_changed(void)
+{
+	char *stat, *cause;
+	int changed;
+
+	if (strcmp(last_commit, cur->base) == 0)
+		return 0;
+	if (ws_diffstat(cur->worktree, cur->base, last_commit, &stat, &cause) ==
+	    -1)
+		stage_retry("diffstat: %s", cause);
+	changed = *stat != '\0';
+	free(stat);
+	return changed;
+}
+
 /*
  * One tool call: replayed from the journal, or run and journaled, then
  * snapshotted when it changed files.  The result is journaled before the
@@ -341,6 +377,8 @@ stage_tool(const struct tool_ctx *ctx, json_t *call, int step)
 			    "journaled tool result %d is not JSON", step);
 		if (json_is_true(json_object_get(res, "snapshot")))
 			stage_snapshot(res, step, journal_next("snapshot"));
+		if (json_is_true(json_object_get(res, "empty")))
+			empty_warned = 1;
 		return res;
 	}
 	if (args == NULL)
@@ -350,11 +388,30 @@ stage_tool(const struct tool_ctx *ctx, json_t *call, int step)
 	wio_log(PROTO_LOG_TOOL, "%s %.*s%s", name ? name : "?", (int)cut, args,
 	    cut < alen ? "..." : "");
 	tool_exec(ctx, name ? name : "", args ? args : "", &tr);
+	/*
+	 * The first finish on an unchanged workspace is a tool error the
+	 * implementer reads, once: a failed edit must not pass for a change.
+	 * It is journaled as any result, so a replay sees it too.
+	 */
+	int empty = 0;
+	if (tr.outcome == TOOL_TERMINAL && cur->id == STAGE_IMPLEMENTING &&
+	    !empty_warned && !stage_changed()) {
+		json_decref(tr.value);
+		tr.value = NULL;
+		free(tr.text);
+		tr.text = xstrdup(STAGE_EMPTY_WARNING);
+		tr.outcome = TOOL_ERROR;
+		empty = empty_warned = 1;
+	}
 	res = json_pack("{s:s,s:s,s:s,s:s}", "id", id ? id : "", "name",
 	    name ? name : "", "outcome", outcomes[tr.outcome], "text",
 	    tr.text ? tr.text : "");
 	if (tr.value != NULL)
 		json_object_set(res, "value", tr.value);
+	if (tr.facts != NULL)
+		json_object_set(res, "facts", tr.facts);
+	if (empty)
+		json_object_set_new(res, "empty", json_true());
 	/*
 	 * A terminal tool (submit_plan, finish, submit_review) only checks
 	 * its arguments, which the journaled reply holds: a replay computes
@@ -545,6 +602,16 @@ static void __attribute__((noreturn)) stage_implementing(void)
 	    fb ? "\n\nFeedback on your previous round, to address now:\n" : "",
 	    fb ? fb : "");
 	v = stage_loop(stage_messages(user), "finish");
+	if (!stage_changed()) {
+		/* Told once, and finished empty again: no empty result
+		 * branch; the supervisor ends the task saying so. */
+		wio_log(PROTO_LOG_ERROR, "no changes: the implementer finished "
+		                         "again without changing any file");
+		out = json_pack("{s:O,s:b}", "summary",
+		    json_object_get(v, "summary"), "no_changes", 1);
+		json_decref(v);
+		wio_result(1, NULL, out);
+	}
 	/* People read commit messages on terminals: no raw controls. */
 	msg = stage_commit_message(cur->start->request,
 	    json_string_value(json_object_get(v, "summary")));

@@ -574,6 +574,54 @@ out:
 	return rc;
 }
 
+/* Lines of text (a last line without a newline counts). */
+static size_t
+count_lines(const char *s, size_t n)
+{
+	size_t lines = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '\n')
+			lines++;
+	}
+	return lines + (n > 0 && s[n - 1] != '\n');
+}
+
+/* The lines of the regular file at norm before it is replaced; -1 when
+ * there is none (or it cannot be read: the count is for people only). */
+static long
+old_lines(int rootfd, const char *norm)
+{
+	struct stat st;
+	char *buf;
+	ssize_t n;
+	long lines = -1;
+	int fd, more;
+
+	fd = open_beneath(rootfd, norm, O_RDONLY | O_NOCTTY | O_NONBLOCK, 0);
+	if (fd == -1)
+		return -1;
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+		buf = xmalloc(TOOL_MAX_WRITE + 1);
+		n = read_upto(fd, buf, TOOL_MAX_WRITE, &more);
+		if (n >= 0 && !more)
+			lines = (long)count_lines(buf, (size_t)n);
+		free(buf);
+	}
+	close(fd);
+	return lines;
+}
+
+/* What a file tool changed, for the log (tool_result.facts). */
+static json_t *
+file_facts(
+    const char *path, size_t bytes, size_t added, size_t removed, int created)
+{
+	return json_pack("{s:s,s:I,s:I,s:I,s:b}", "path", path, "bytes",
+	    (json_int_t)bytes, "lines_added", (json_int_t)added,
+	    "lines_removed", (json_int_t)removed, "created", created);
+}
+
 static void
 tool_write_file(const struct tool_ctx *ctx, json_t *args, struct tool_result *r)
 {
@@ -593,10 +641,14 @@ tool_write_file(const struct tool_ctx *ctx, json_t *args, struct tool_result *r)
 	if (norm == NULL)
 		return;
 	p = show(json_string_value(json_object_get(args, "path")));
+	long before = old_lines(ctx->rootfd, norm);
 	if (write_beneath("write_file", p, norm, ctx->rootfd,
 	        json_string_value(content), len, r) == 0) {
 		result_done(r, xasprintf("wrote %zu bytes to %s", len, p));
 		r->changed = 1;
+		r->facts = file_facts(p, len,
+		    count_lines(json_string_value(content), len),
+		    before > 0 ? (size_t)before : 0, before < 0);
 	}
 	free(p);
 	free(norm);
@@ -762,6 +814,8 @@ tool_edit_file(const struct tool_ctx *ctx, json_t *args, struct tool_result *r)
 		                 "(the file is now %zu bytes)",
 		           p, oldlen, newlen, outlen));
 		r->changed = 1;
+		r->facts = file_facts(p, outlen, count_lines(new, newlen),
+		    count_lines(old, oldlen), 0);
 	}
 	free(out);
 out:
@@ -1306,6 +1360,7 @@ tool_result_clear(struct tool_result *r)
 		return;
 	free(r->text);
 	json_decref(r->value);
+	json_decref(r->facts);
 	memset(r, 0, sizeof *r);
 }
 

@@ -178,6 +178,9 @@ struct tool_result {
 	char *text;    /* malloc'd: the tool result for the model */
 	int changed;   /* the call may have changed files */
 	json_t *value; /* TOOL_TERMINAL: the validated arguments */
+	/* write_file, edit_file: what changed, for the log: {path, bytes,
+	 * lines_added, lines_removed, created}; else NULL. */
+	json_t *facts;
 };
 
 /*
