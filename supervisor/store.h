@@ -1,10 +1,12 @@
 /*
- * store.c: the only code that speaks SQL.
+ * store.h: the store, the only boundary behind which SQL is spoken.
  *
- * Every function returns 0 on success and -1 on failure, with the reason in
- * store_error(); none of them logs.  Writes outside store_begin/store_commit
- * run in a transaction of their own.  A struct store is never carried across
- * fork(): open it after forking.
+ * Two backends implement it (store_dispatch.c dispatches): SQLite in a file
+ * (store_sqlite.c) and PostgreSQL (store_pg.c); above this header nothing
+ * knows which one runs.  Every function returns 0 on success and -1 on failure,
+ * with the reason in store_error(); none of them logs.  Writes outside
+ * store_begin/store_commit run in a transaction of their own.  A struct store
+ * is never carried across fork(): open it after forking.
  */
 #ifndef STORE_H
 #define STORE_H
@@ -125,11 +127,42 @@ struct store_opts {
  */
 int store_open(struct store **storep, const char *path, enum store_mode,
     const struct store_opts *, char **cause);
+/*
+ * Open the PostgreSQL database of url (a libpq URI or key=value string;
+ * the password may also come from PGPASSFILE or the libpq environment).
+ * Read-write: the schema is made or migrated.  Read-only: a database
+ * without our schema yet is 0 with *storep NULL, as a missing file is to
+ * the caller of store_open.  Messages name the url masked.
+ */
+int store_open_url(struct store **storep, const char *url, enum store_mode,
+    const struct store_opts *, char **cause);
 void store_close(struct store *); /* accepts NULL */
+/* "sqlite" or "postgresql". */
+const char *store_backend(struct store *);
+/*
+ * A copy of a database URL or key=value string fit to print: its password
+ * (user:PASSWORD@ or password=) replaced by ****.  NULL for NULL.
+ */
+char *store_url_mask(const char *url);
+/*
+ * The single writer's lock on the database itself: *taken 1 when this
+ * connection holds it now (or the backend needs none: SQLite's is the
+ * state directory's lock), 0 when another holds it.  Kept until close.
+ */
+int store_lock(struct store *, int *taken);
+/*
+ * What `doctor` checks of the database: {"backend", and for PostgreSQL
+ * "server_version", "synchronous_commit", "outages", "down_since"}.
+ */
+int store_info_json(struct store *, json_t **out);
 const char *store_error(struct store *);
 /* Whether the last error was the storage's (disk full, I/O error). */
 int store_storage_error(struct store *);
-/* A small write: 0 once the database can be written again. */
+/*
+ * A small write: 0 once the database can be written again.  On
+ * PostgreSQL a lost connection is a storage error too, and the probe
+ * reconnects.
+ */
 int store_probe(struct store *);
 int store_schema_version(struct store *);
 /* The state directory's id (32 hex digits, made with the database). */

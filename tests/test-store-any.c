@@ -1,0 +1,531 @@
+/*
+ * The store's behaviour through store.h alone, run on every backend: on
+ * SQLite always, and on PostgreSQL when ORCH_TEST_PG_URL names a throwaway
+ * database (its orch tables are dropped first).  Then what only
+ * PostgreSQL has: the writer's advisory lock, a lost connection and the
+ * commit token.  tests/test-store.c keeps the SQLite-only tests (pragmas,
+ * damaged files, migrations from the Python schema).
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <libpq-fe.h>
+
+#include "common.h"
+#include "store.h"
+#include "tap.h"
+
+static char *dir;
+static const char *pg_url;
+static int backend_pg; /* the suite now runs on PostgreSQL */
+static char label[64];
+
+static const char *
+say(const char *what)
+{
+	static char buf[4][256];
+	static int i;
+
+	i = (i + 1) % 4;
+	snprintf(buf[i], sizeof buf[i], "%s: %s", label, what);
+	return buf[i];
+}
+
+/* A connection of the test's own, for SQL behind the store's back. */
+static void raw_exec(PGconn *, const char *);
+
+static PGconn *
+raw_pg(void)
+{
+	const char *keys[] = {"application_name", "dbname", NULL};
+	const char *vals[] = {"orch-test", pg_url, NULL};
+	PGconn *c = PQconnectdbParams(keys, vals, 1);
+
+	if (PQstatus(c) != CONNECTION_OK)
+		fatalx("connect %s: %s", pg_url, PQerrorMessage(c));
+	raw_exec(c, "SET client_min_messages = warning");
+	return c;
+}
+
+static void
+raw_exec(PGconn *c, const char *sql)
+{
+	PGresult *r = PQexec(c, sql);
+
+	if (PQresultStatus(r) != PGRES_COMMAND_OK &&
+	    PQresultStatus(r) != PGRES_TUPLES_OK)
+		fatalx("%s: %s", sql, PQresultErrorMessage(r));
+	PQclear(r);
+}
+
+/* The store's backends (application_name orch-supervisor) are ended. */
+static void
+pg_kill_store(void)
+{
+	PGconn *c = raw_pg();
+
+	raw_exec(c, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+	            " WHERE application_name = 'orch-supervisor'"
+	            " AND pid <> pg_backend_pid()");
+	PQfinish(c);
+}
+
+static struct store *
+open_as(enum store_mode mode)
+{
+	struct store *s;
+	char *cause, *path;
+
+	if (backend_pg) {
+		if (store_open_url(&s, pg_url, mode, NULL, &cause) == -1)
+			fatalx("store_open_url: %s", cause);
+		return s;
+	}
+	path = xasprintf("%s/any.db", dir);
+	if (store_open(&s, path, mode, NULL, &cause) == -1)
+		fatalx("store_open %s: %s", path, cause);
+	free(path);
+	return s;
+}
+
+static int64_t
+add_task(struct store *s, const char *request)
+{
+	struct task_new tn = {request, "/r", "abc", NULL, 0};
+	int64_t id = 0;
+
+	if (store_task_add(s, &tn, &id) == -1)
+		fatalx("task_add: %s", store_error(s));
+	return id;
+}
+
+/* "YYYY-MM-DD HH:MM:SS.mmm", the format both backends write. */
+static int
+is_timestamp(const char *t)
+{
+	static const char shape[] = "dddd-dd-dd dd:dd:dd.ddd";
+
+	if (t == NULL || strlen(t) != sizeof shape - 1)
+		return 0;
+	for (size_t i = 0; i < sizeof shape - 1; i++)
+		if (shape[i] == 'd' ? t[i] < '0' || t[i] > '9'
+		                    : t[i] != shape[i])
+			return 0;
+	return 1;
+}
+
+static int
+count_cp(const struct checkpoint *cp, void *arg)
+{
+	(void)cp;
+	(*(int *)arg)++;
+	return 0;
+}
+
+static int
+collect_ids(const struct task *t, void *arg)
+{
+	json_array_append_new(arg, json_integer(t->id));
+	return 0;
+}
+
+static int
+collect_journal(const struct journal_entry *je, void *arg)
+{
+	json_array_append_new(
+	    arg, json_pack("{s:I,s:s,s:s}", "seq", (json_int_t)je->seq, "kind",
+	             je->kind, "data", je->data));
+	return 0;
+}
+
+static int
+collect_events(const struct event_row *ev, void *arg)
+{
+	json_array_append_new(
+	    arg, json_pack("{s:I,s:s,s:i}", "id", (json_int_t)ev->id, "text",
+	             ev->text, "state", (int)ev->state));
+	return 0;
+}
+
+static int hooked;
+
+static void
+hook(void *arg)
+{
+	(void)arg;
+	hooked++;
+}
+
+static void
+test_tasks(void)
+{
+	struct store *s = open_as(STORE_RW);
+	struct task *t;
+	char *id;
+	int64_t a, b, n;
+	int cps = 0;
+
+	is_int(store_schema_version(s), 4, say("schema version 4"));
+	ok(store_state_id(s, &id) == 0 && id != NULL && strlen(id) == 32,
+	    say("state id: 32 hex digits"));
+	free(id);
+	a = add_task(s, "first");
+	b = add_task(s, "second");
+	ok(a > 0 && b == a + 1, say("ids count up"));
+	ok(store_task_get(s, a, &t) == 0 && t != NULL, say("task_get"));
+	if (t != NULL) {
+		is_str(t->request, "first", say("request"));
+		is_str(t->repo, "/r", say("repo"));
+		is_int(t->state, WS_PENDING, say("pending"));
+		ok(is_timestamp(t->created_at), say("created_at format"));
+		is_int(t->ival[TI_FAILED_STATE], -1, say("failed_state NULL"));
+		ok(t->text[TC_PLAN] == NULL, say("plan NULL"));
+		is_str(t->workflow_checkpoint_data, "{\"request\":\"first\"}",
+		    say("workflow_start checkpoint data"));
+		task_free(t);
+	}
+	ok(store_task_get(s, 9999, &t) == 0 && t == NULL,
+	    say("no such task: NULL"));
+	ok(store_checkpoint_list(s, a, count_cp, &cps) == 0 && cps == 1,
+	    say("one checkpoint"));
+
+	ok(store_task_set_state(s, a, WS_PLANNING) == 0 &&
+	        store_task_set_text(s, a, TC_PLAN, "the plan") == 0 &&
+	        store_task_set_int(s, a, TI_STAGE_RUN, 3) == 0 &&
+	        store_task_set_int(s, a, TI_FAILED_STATE, WS_REVIEWING) == 0 &&
+	        store_task_stamp(s, a, TC_PLAN_APPROVED_AT) == 0 &&
+	        store_task_set_repo(s, a, "/other", "def") == 0,
+	    say("setters"));
+	ok(store_task_get(s, a, &t) == 0 && t != NULL, say("read back"));
+	if (t != NULL) {
+		is_int(t->state, WS_PLANNING, say("state set"));
+		is_str(t->text[TC_PLAN], "the plan", say("text set"));
+		is_int(t->ival[TI_STAGE_RUN], 3, say("int set"));
+		is_int(t->ival[TI_FAILED_STATE], WS_REVIEWING,
+		    say("failed_state set"));
+		ok(is_timestamp(t->text[TC_PLAN_APPROVED_AT]),
+		    say("stamp is a time"));
+		is_str(t->repo, "/other", say("repo set"));
+		task_free(t);
+	}
+	ok(store_task_set_state(s, 9999, WS_PLANNING) == -1 &&
+	        strstr(store_error(s), "no task 9999") != NULL &&
+	        !store_storage_error(s),
+	    say("set on a missing task: an error, not storage"));
+	ok(store_task_set_text(s, a, TC_PLAN, NULL) == 0 &&
+	        store_task_get(s, a, &t) == 0 && t != NULL &&
+	        t->text[TC_PLAN] == NULL,
+	    say("NULL writes NULL"));
+	task_free(t);
+	ok(store_task_count(s, TS_IN_PROGRESS, &n) == 0 && n == 1,
+	    say("count in_progress"));
+	store_close(s);
+}
+
+static void
+test_lists(void)
+{
+	struct store *s = open_as(STORE_RW);
+	json_t *l = json_array();
+	int64_t ids[8];
+	size_t n;
+	int64_t c;
+
+	c = add_task(s, "third");
+	store_task_set_state(s, c, WS_COMPLETED);
+	ok(store_task_list(s, -1, 0, collect_ids, l) == 0 &&
+	        json_array_size(l) == 3,
+	    say("list all"));
+	json_array_clear(l);
+	ok(store_task_list(s, TS_PENDING, 0, collect_ids, l) == 0 &&
+	        json_array_size(l) == 1,
+	    say("list pending"));
+	json_array_clear(l);
+	ok(store_task_list(s, -1, 1, collect_ids, l) == 0 &&
+	        json_array_size(l) == 2,
+	    say("list resumable"));
+	ok(store_task_runnable(s, ids, 8, &n) == 0 && n == 2 && ids[0] < ids[1],
+	    say("runnable, oldest first"));
+	ok(store_task_runnable(s, ids, 1, &n) == 0 && n == 1,
+	    say("runnable, at most max"));
+	json_decref(l);
+	store_close(s);
+}
+
+static void
+test_journal_events(void)
+{
+	struct store *s = open_as(STORE_RW);
+	json_t *l = json_array(), *u = NULL;
+	int64_t max0, max1;
+
+	ok(store_journal_add(
+	       s, 1, 1, 0, "planning", "reply", "{\"a\":1}", 10, 5) == 0 &&
+	        store_journal_add(s, 1, 1, 1, "planning", "tool", "x", 0, 0) ==
+	            0,
+	    say("journal add"));
+	ok(store_journal_add(s, 1, 1, 1, "planning", "tool", "y", 0, 0) == -1 &&
+	        !store_storage_error(s),
+	    say("a seq that exists is an error, not storage"));
+	ok(store_journal_list(s, 1, 1, collect_journal, l) == 0 &&
+	        json_array_size(l) == 2,
+	    say("journal list"));
+	is_str(json_string_value(json_object_get(json_array_get(l, 1), "data")),
+	    "x", say("journal keeps the first"));
+	ok(store_usage_json(s, 1, &u) == 0 && u != NULL, say("usage"));
+	is_int(json_integer_value(
+	           json_object_get(json_object_get(u, "planning"), "calls")),
+	    1, say("usage counts replies"));
+	is_int(json_integer_value(json_object_get(
+	           json_object_get(u, "planning"), "tokens_in")),
+	    10, say("usage tokens"));
+	json_decref(u);
+
+	store_event_max(s, &max0);
+	hooked = 0;
+	store_set_event_hook(s, hook, NULL);
+	ok(store_event_add(s, 1, EV_INFO, "planning", "hello") == 0 &&
+	        store_event_add_state(s, 1, WS_PLANNING, NULL, "a -> b") == 0,
+	    say("events add"));
+	is_int(hooked, 2, say("hook called per event"));
+	store_set_event_hook(s, NULL, NULL);
+	ok(store_event_max(s, &max1) == 0 && max1 == max0 + 2,
+	    say("event max"));
+	json_array_clear(l);
+	ok(store_event_list(s, 1, max0, 0, collect_events, l) == 0 &&
+	        json_array_size(l) == 2,
+	    say("events after"));
+	is_int(
+	    json_integer_value(json_object_get(json_array_get(l, 1), "state")),
+	    WS_PLANNING, say("state event carries its state"));
+	is_int(
+	    json_integer_value(json_object_get(json_array_get(l, 0), "state")),
+	    WS_MAX, say("info event: no state"));
+	json_array_clear(l);
+	ok(store_event_list(s, 0, 0, 1, collect_events, l) == 0 &&
+	        json_array_size(l) == 1,
+	    say("events: all tasks, limit"));
+	json_decref(l);
+	store_close(s);
+}
+
+static void
+test_transactions(void)
+{
+	struct store *s = open_as(STORE_RW);
+	struct task *t;
+	json_t *st = NULL;
+	int64_t before, after, ev = 0, jo = 0;
+	int good = 0;
+
+	store_event_max(s, &before);
+	ok(store_begin(s) == 0, say("begin"));
+	store_event_add(s, 1, EV_INFO, NULL, "gone");
+	store_task_set_text(s, 1, TC_REVIEW, "gone");
+	store_rollback(s);
+	store_event_max(s, &after);
+	ok(after == before && store_task_get(s, 1, &t) == 0 && t != NULL &&
+	        t->text[TC_REVIEW] == NULL,
+	    say("rollback undoes every write"));
+	task_free(t);
+	ok(store_begin(s) == 0 &&
+	        store_task_set_text(s, 1, TC_REVIEW, "kept") == 0 &&
+	        store_task_set_state(s, 9999, WS_PLANNING) == -1 &&
+	        store_commit(s) == 0,
+	    say("a failed write inside a transaction, then commit"));
+	ok(store_task_get(s, 1, &t) == 0 && t != NULL &&
+	        t->text[TC_REVIEW] != NULL &&
+	        strcmp(t->text[TC_REVIEW], "kept") == 0,
+	    say("the rest committed"));
+	task_free(t);
+	ok(store_begin(s) == 0 && store_begin(s) == -1, say("no nested begin"));
+	store_rollback(s);
+	ok(store_commit(s) == -1, say("commit without begin"));
+
+	ok(store_stats_json(s, &st) == 0 && st != NULL, say("stats"));
+	is_int(json_integer_value(json_object_get(st, "tasks")), 3,
+	    say("stats tasks"));
+	ok(json_integer_value(json_object_get(st, "db_bytes")) > 0,
+	    say("stats db_bytes"));
+	is_str(json_string_value(json_object_get(st, "backend")),
+	    backend_pg ? "postgresql" : "sqlite", say("stats backend"));
+	json_decref(st);
+	ok(store_integrity(s, &good) == 0 && good, say("integrity"));
+	ok(store_gc_candidates(s, 0, collect_ids, st = json_array()) == 0 &&
+	        json_array_size(st) == 1,
+	    say("gc candidates: the finished task"));
+	json_decref(st);
+	ok(store_gc_task(s, 1, &ev, &jo) == 0 && ev > 0 && jo == 2,
+	    say("gc task counts"));
+	ok(store_vacuum(s) == 0, say("vacuum"));
+	store_close(s);
+}
+
+static void
+test_rdonly(void)
+{
+	struct store *s = open_as(STORE_RDONLY);
+	struct task *t = NULL;
+
+	ok(store_task_get(s, 2, &t) == 0 && t != NULL, say("read-only reads"));
+	task_free(t);
+	ok(store_task_set_text(s, 2, TC_PLAN, "x") == -1,
+	    say("read-only refuses writes"));
+	store_close(s);
+}
+
+static void
+test_all(void)
+{
+	test_tasks();
+	test_lists();
+	test_journal_events();
+	test_transactions();
+	test_rdonly();
+}
+
+/* What only a network database has. */
+static void
+test_pg_only(void)
+{
+	struct store *s, *s2, *r;
+	struct task *t = NULL;
+	json_t *info = NULL;
+	char *cause = NULL;
+	int taken = -1, taken2 = -1;
+	PGconn *c;
+
+	/* An empty database read-only: none, as a missing SQLite file. */
+	c = raw_pg();
+	raw_exec(c, "DROP TABLE IF EXISTS usage, journal, events,"
+	            " checkpoints, tasks, meta CASCADE");
+	ok(store_open_url(&r, pg_url, STORE_RDONLY, NULL, &cause) == 0 &&
+	        r == NULL,
+	    "pg: read-only open of an empty database: none");
+	s = open_as(STORE_RW);
+	add_task(s, "one");
+
+	ok(store_lock(s, &taken) == 0 && taken == 1, "pg: lock taken");
+	s2 = open_as(STORE_RW);
+	ok(store_lock(s2, &taken2) == 0 && taken2 == 0,
+	    "pg: a second writer does not get the lock");
+	store_close(s2);
+
+	ok(store_info_json(s, &info) == 0 &&
+	        json_string_value(json_object_get(info, "server_version")) !=
+	            NULL &&
+	        json_string_value(
+	            json_object_get(info, "synchronous_commit")) != NULL,
+	    "pg: info has server_version and synchronous_commit");
+	json_decref(info);
+
+	/* Killed between two transactions: the next one reconnects. */
+	pg_kill_store();
+	ok(store_task_set_text(s, 1, TC_PLAN, "after kill") == 0,
+	    "pg: a write after the connection was killed reconnects");
+	ok(store_lock(s, &taken) == 0 && taken == 1,
+	    "pg: the lock is taken again on reconnect");
+	s2 = open_as(STORE_RW);
+	ok(store_lock(s2, &taken2) == 0 && taken2 == 0,
+	    "pg: and still keeps a second writer out");
+	store_close(s2);
+
+	/* Killed inside a transaction: a storage error, nothing applied. */
+	ok(store_begin(s) == 0 &&
+	        store_task_set_text(s, 1, TC_PLAN, "lost") == 0,
+	    "pg: begin, write");
+	pg_kill_store();
+	ok(store_commit(s) == -1 && store_storage_error(s),
+	    "pg: commit on a killed connection: a storage error");
+	ok(strstr(store_error(s), "did not commit") != NULL,
+	    "pg: the commit token says it did not commit");
+	ok(store_probe(s) == 0, "pg: probe reconnects");
+	ok(store_task_get(s, 1, &t) == 0 && t != NULL &&
+	        strcmp(t->text[TC_PLAN], "after kill") == 0,
+	    "pg: the lost transaction was not applied");
+	task_free(t);
+	ok(store_info_json(s, &info) == 0 &&
+	        json_integer_value(json_object_get(info, "outages")) == 2,
+	    "pg: two outages counted");
+	json_decref(info);
+	store_close(s);
+
+	/* An unreachable server: a clear error naming the masked url. */
+	ok(store_open_url(&r, "postgresql://orch:sekrit@/x?host=/nonexistent",
+	       STORE_RW, NULL, &cause) == -1 &&
+	        strstr(cause, "cannot connect to") != NULL &&
+	        strstr(cause, "sekrit") == NULL &&
+	        strstr(cause, "orch:****@") != NULL,
+	    "pg: unreachable: clear error, password masked");
+	free(cause);
+	PQfinish(c);
+}
+
+static void
+test_mask(void)
+{
+	static const struct {
+		const char *in, *want;
+	} cases[] = {
+	    {"postgresql://u:pw@h/db", "postgresql://u:****@h/db"},
+	    {"postgres://u@h/db?sslmode=require",
+	        "postgres://u@h/db?sslmode=require"},
+	    {"postgresql:///db?host=/tmp&password=pw&user=u",
+	        "postgresql:///db?host=/tmp&password=****&user=u"},
+	    {"postgresql://u:p%40w@h:5432/db?password=x",
+	        "postgresql://u:****@h:5432/db?password=****"},
+	    {"host=h dbname=d password=pw sslmode=verify-full",
+	        "password=**** dbname=d host=h sslmode=verify-full"},
+	    {"host=h password='a b c' options='-c x=y'",
+	        "password=**** host=h options='-c x=y'"},
+	    {"host=h 'broken", "(a database URL libpq cannot parse)"},
+	};
+	char *m;
+
+	for (size_t i = 0; i < nitems(cases); i++) {
+		m = store_url_mask(cases[i].in);
+		is_str(m, cases[i].want, cases[i].in);
+		free(m);
+	}
+	ok(store_url_mask(NULL) == NULL, "mask NULL");
+}
+
+int
+main(void)
+{
+	char tmpl[] = "/tmp/test-store-any.XXXXXX";
+	char *cmd;
+
+	if ((dir = mkdtemp(tmpl)) == NULL)
+		fatal("mkdtemp");
+	test_mask();
+
+	snprintf(label, sizeof label, "sqlite");
+	test_all();
+
+	pg_url = getenv("ORCH_TEST_PG_URL");
+	if (pg_url == NULL || *pg_url == '\0')
+		printf("ok %d # SKIP PostgreSQL: ORCH_TEST_PG_URL is not set\n",
+		    ++tap_n);
+	else {
+		PGconn *c = raw_pg();
+
+		raw_exec(c, "DROP TABLE IF EXISTS usage, journal, events,"
+		            " checkpoints, tasks, meta CASCADE");
+		PQfinish(c);
+		backend_pg = 1;
+		snprintf(label, sizeof label, "postgresql");
+		test_all();
+		test_pg_only();
+	}
+
+	cmd = xasprintf("rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		printf("# could not remove %s\n", dir);
+	free(cmd);
+	return tap_done();
+}
