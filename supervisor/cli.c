@@ -152,14 +152,9 @@ cli_parse_id(const char *s, int64_t *id)
 int
 cli_open_ro(struct store **st)
 {
-	struct store_opts so = {cfg.autocheckpoint, 5000};
 	char *cause;
-	struct stat sb;
 
-	*st = NULL;
-	if (stat(cfg.db_path, &sb) == -1 && errno == ENOENT)
-		return 0;
-	if (store_open(st, cfg.db_path, STORE_RDONLY, &so, &cause) == -1) {
+	if (server_store_open(st, STORE_RDONLY, &cause) == -1) {
 		cli_error("%s", cause);
 		free(cause);
 		return -1;
@@ -174,7 +169,6 @@ cli_open_ro(struct store **st)
 int
 cli_writer(struct store **st)
 {
-	struct store_opts so = {cfg.autocheckpoint, 5000};
 	char *cause;
 
 	*st = NULL;
@@ -196,9 +190,18 @@ cli_writer(struct store **st)
 		    cfg.state_dir);
 		return -1;
 	}
-	if (store_open(st, cfg.db_path, STORE_RW, &so, &cause) == -1) {
+	if (server_store_open(st, STORE_RW, &cause) == -1) {
 		cli_error("%s", cause);
 		free(cause);
+		return -1;
+	}
+	/* No service on this state directory: maybe one elsewhere on the
+	 * same database, which only the database's lock tells. */
+	if (server_store_lock(*st, &cause) != 0) {
+		cli_error("%s", cause);
+		free(cause);
+		store_close(*st);
+		*st = NULL;
 		return -1;
 	}
 	return 0;

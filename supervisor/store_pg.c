@@ -264,22 +264,27 @@ pg_seterr(struct store_be *s, const char *fmt, ...)
 
 /*
  * Is this failure the database's availability rather than the request's?
- * A broken connection, the connection exception class (08), the server
- * shutting down (57P), or out of resources (53: disk full, out of memory,
- * too many connections): retrying later can succeed.
+ * PG_GONE: the connection is (or is about to be) gone: broken, an error
+ * libpq made itself (no SQLSTATE: end of file, a failed send), the
+ * connection exception class (08), the server shutting down (57P).
+ * PG_BUSY: out of resources (53: disk full, out of memory, too many
+ * connections) on a connection that still works.  Either way retrying
+ * later can succeed: a storage error.
  */
+enum { PG_REFUSED, PG_BUSY, PG_GONE };
+
 static int
 pg_transient(struct store_be *s, const PGresult *res)
 {
 	const char *state;
 
 	if (s->conn == NULL || PQstatus(s->conn) != CONNECTION_OK)
-		return 1;
+		return PG_GONE;
 	state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-	if (state == NULL)
-		return res == NULL;
-	return strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0 ||
-	       strncmp(state, "53", 2) == 0;
+	if (state == NULL || strncmp(state, "08", 2) == 0 ||
+	    strncmp(state, "57P", 3) == 0)
+		return PG_GONE;
+	return strncmp(state, "53", 2) == 0 ? PG_BUSY : PG_REFUSED;
 }
 
 /* Record the failure of res (may be NULL), prefixed with what. */
@@ -303,7 +308,21 @@ pg_dberr(struct store_be *s, const PGresult *res, const char *what)
 		copy[--n] = '\0';
 	pg_seterr(s, "%s: %s", what, copy);
 	free(copy);
-	s->lost = pg_transient(s, res);
+	switch (pg_transient(s, res)) {
+	case PG_GONE:
+		/* Dropped now, so that the next start reconnects (pg_ready)
+		 * and a COMMIT settles its outcome (pg_tx_commit). */
+		if (s->conn != NULL)
+			PQfinish(s->conn);
+		s->conn = NULL;
+		s->lost = 1;
+		break;
+	case PG_BUSY:
+		s->lost = 1;
+		break;
+	default:
+		break;
+	}
 }
 
 static const char *
