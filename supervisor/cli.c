@@ -383,7 +383,8 @@ cli_main_usage(FILE *f)
 	for (size_t i = 0; i < nitems(cmds); i++)
 		fprintf(f, "  %s\n", cmds[i].usage);
 	fprintf(f,
-	    "\nvariables (environment or .env): ORCH_STATE_DIR DB_PATH\n"
+	    "\nvariables (environment or .env): ORCH_STATE_DIR DB_PATH "
+	    "ORCH_DATABASE_URL\n"
 	    "  ORCH_ENABLE_RESUME DB_BACKUP_ON_START "
 	    "DB_AUTO_CHECKPOINT_INTERVAL\n"
 	    "  ORCH_LLM_PROVIDER ORCH_LLM_BASE_URL ORCH_LLM_MODEL "

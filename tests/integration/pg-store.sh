@@ -36,6 +36,8 @@ pg_start || bail "the cluster did not start"
 as_pg "$PGBIN/createdb" -h "$PGD" -U orch orch || bail "createdb failed"
 export ORCH_DATABASE_URL="postgresql:///orch?host=$PGD&user=orch"
 pq() { psql -X -A -t -q "$ORCH_DATABASE_URL" -c "$1"; }
+pstate() { pq "SELECT workflow_state FROM tasks WHERE id=$1"; }
+pstate_is() { [ "$(pstate "$1")" = "$2" ]; }
 kill_backends() {
 	pq "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 	    WHERE application_name = 'orch-supervisor'"
@@ -79,8 +81,8 @@ like "$out" 'holds the lock' "a direct write from elsewhere is refused too"
 wait_for 30 trace_has 'task=1 stage=implementing .* turn=1$' ||
 	bail "the task never reached the slow turn"
 is "$(kill_backends)" 1 "the service's connection is terminated"
-wait_for 60 test "$(pq 'SELECT workflow_state FROM tasks WHERE id=1')" = completed
-is "$(pq 'SELECT workflow_state FROM tasks WHERE id=1')" completed \
+wait_for 60 pstate_is 1 completed
+is "$(pstate 1)" completed \
 	"the task completes after its connection was killed"
 is "$(sort "$T/trace" | uniq -d)" "" "no model reply was asked twice"
 is "$(git -C "$T/repo" show orch/task-1:c.txt)" gamma "the result is right"
@@ -96,8 +98,8 @@ wait_for 30 trace_has 'task=2 stage=implementing .* turn=1$' ||
 pg_stop
 sleep 4
 pg_start || bail "the cluster did not restart"
-wait_for 90 test "$(pq 'SELECT workflow_state FROM tasks WHERE id=2')" = completed
-is "$(pq 'SELECT workflow_state FROM tasks WHERE id=2')" completed \
+wait_for 90 pstate_is 2 completed
+is "$(pstate 2)" completed \
 	"a task completes across a database outage"
 is "$(grep -c 'cannot be written' "$T/service.log")" 1 \
 	"the outage is logged once, not per attempt"
