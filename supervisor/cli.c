@@ -367,6 +367,10 @@ static const struct cmd cmds[] = {
         "(default ORCH_RETENTION_DAYS, 30); task rows, checkpoints, usage\n"
         "and git branches stay.  Then VACUUM.  Through the service when it\n"
         "runs."},
+    {"db-copy", cmd_db_copy, "db-copy --to URL",
+        "Copy the SQLite database (DB_PATH) into an empty PostgreSQL one\n"
+        "(every row, ids kept; row counts checked).  Stop the service\n"
+        "first; then set ORCH_DATABASE_URL and unset DB_PATH."},
     {"doctor", cmd_doctor, "doctor",
         "Check git, bwrap and user namespaces, the sandbox profiles, the\n"
         "database, disk space and the LLM endpoint (a real request);\n"

@@ -92,5 +92,6 @@ int cmd_stats(int, char **);
 int cmd_backup(int, char **);
 int cmd_doctor(int, char **);
 int cmd_gc(int, char **);
+int cmd_db_copy(int, char **);
 
 #endif

@@ -288,6 +288,16 @@ int store_event_max(struct store *, int64_t *id);
 int store_task_count(struct store *, enum tstatus, int64_t *n);
 
 /*
+ * Copy every row of from (tasks, checkpoints, events, journal, usage and
+ * the state id) into to, which must hold no task yet, ids kept, in one
+ * transaction of to; then the row counts of both must agree.  *report:
+ * {"tasks": n, ...}.  On failure nothing is left in to and *cause says
+ * why (malloc'd).
+ */
+int store_copy(
+    struct store *from, struct store *to, json_t **report, char **cause);
+
+/*
  * Retention.  store_gc_candidates calls cb for every finished (completed,
  * failed, cancelled) task last updated at least days ago; store_gc_task
  * deletes one task's events and journal rows (the task row, checkpoints

@@ -580,3 +580,151 @@ store_vacuum(struct store *s)
 {
 	return s->ops->vacuum(s->be);
 }
+
+/* -------------------------------------------------------------------------
+ * Copying a database into another (db-copy)
+ * ------------------------------------------------------------------------ */
+
+/* The tables store_copy moves, in an order their foreign keys accept. */
+static const char *const copy_checkpoints[] = {
+    "id", "task_id", "checkpoint_name", "checkpoint_data", "created_at"};
+static const char *const copy_events[] = {
+    "id", "task_id", "ts", "kind", "stage", "text", "state"};
+static const char *const copy_journal[] = {"id", "task_id", "run", "seq",
+    "stage", "kind", "data", "tokens_in", "tokens_out", "created_at"};
+static const char *const copy_usage[] = {
+    "task_id", "stage", "calls", "tokens_in", "tokens_out"};
+
+/* The columns of tasks: the fixed ones, then the state machine's. */
+static size_t
+copy_task_cols(const char **cols)
+{
+	static const char *const fixed[] = {"id", "request", "status",
+	    "workflow_state", "created_at", "updated_at",
+	    "workflow_checkpoint_data", "repo", "base_commit", "verify_command",
+	    "auto_approve"};
+	size_t n = 0;
+
+	for (size_t i = 0; i < nitems(fixed); i++)
+		cols[n++] = fixed[i];
+	for (size_t i = 0; i < TC_MAX; i++)
+		cols[n++] = task_col_names[i];
+	for (size_t i = 0; i < TI_MAX; i++)
+		cols[n++] = task_icol_names[i];
+	return n;
+}
+
+struct copy_arg {
+	struct store *to;
+	const char *table;
+	const char *const *cols;
+	size_t ncols;
+	int64_t rows;
+	int to_failed; /* the error is the destination's */
+};
+
+static int
+copy_row_cb(const char *const *vals, void *arg)
+{
+	struct copy_arg *c = arg;
+
+	if (c->to->ops->load_row(
+	        c->to->be, c->table, c->cols, c->ncols, vals) == -1) {
+		c->to_failed = 1;
+		return -1;
+	}
+	c->rows++;
+	return 0;
+}
+
+int
+store_copy(struct store *from, struct store *to, json_t **report, char **cause)
+{
+	const char *task_cols[11 + TC_MAX + TI_MAX];
+	struct {
+		const char *table;
+		const char *const *cols;
+		size_t ncols;
+	} tables[] = {
+	    {"tasks", task_cols, 0},
+	    {"checkpoints", copy_checkpoints, nitems(copy_checkpoints)},
+	    {"events", copy_events, nitems(copy_events)},
+	    {"journal", copy_journal, nitems(copy_journal)},
+	    {"usage", copy_usage, nitems(copy_usage)},
+	};
+	static const char *const meta_cols[] = {"key", "value"};
+	struct copy_arg c;
+	const char *meta_vals[2];
+	char *state_id = NULL;
+	int64_t nfrom, nto;
+	json_t *r;
+
+	*report = NULL;
+	*cause = NULL;
+	tables[0].ncols = copy_task_cols(task_cols);
+	if (from->ops->rows == NULL || to->ops->load_begin == NULL) {
+		*cause = xasprintf("copying from %s into %s is not supported",
+		    from->ops->name, to->ops->name);
+		return -1;
+	}
+	if (store_state_id(from, &state_id) == -1) {
+		*cause = xasprintf("source: %s", store_error(from));
+		return -1;
+	}
+	if (to->ops->load_begin(to->be) == -1) {
+		*cause = xasprintf("destination: %s", store_error(to));
+		free(state_id);
+		return -1;
+	}
+	r = json_object();
+	for (size_t i = 0; i < nitems(tables); i++) {
+		c = (struct copy_arg){
+		    to, tables[i].table, tables[i].cols, tables[i].ncols, 0, 0};
+		if (from->ops->rows(from->be, c.table, c.cols, c.ncols,
+		        copy_row_cb, &c) != 0) {
+			*cause = xasprintf("copy %s: %s", c.table,
+			    store_error(c.to_failed ? to : from));
+			goto fail;
+		}
+		json_object_set_new(r, c.table, json_integer(c.rows));
+	}
+	/* The commits already made carry the state id: it moves too. */
+	meta_vals[0] = "state_id";
+	meta_vals[1] = state_id;
+	if (to->ops->load_row(to->be, "meta", meta_cols, 2, meta_vals) == -1) {
+		*cause = xasprintf("copy meta: %s", store_error(to));
+		goto fail;
+	}
+	if (to->ops->load_end(to->be, 1) == -1) {
+		*cause = xasprintf("commit: %s", store_error(to));
+		free(state_id);
+		json_decref(r);
+		return -1;
+	}
+	free(state_id);
+	/* Both sides counted again, after the commit. */
+	for (size_t i = 0; i < nitems(tables); i++) {
+		if (from->ops->count(from->be, tables[i].table, &nfrom) == -1 ||
+		    to->ops->count(to->be, tables[i].table, &nto) == -1) {
+			*cause = xasprintf(
+			    "count %s: %s", tables[i].table, store_error(to));
+			json_decref(r);
+			return -1;
+		}
+		if (nfrom != nto) {
+			*cause = xasprintf("%s: %lld rows in the source, %lld"
+			                   " copied",
+			    tables[i].table, (long long)nfrom, (long long)nto);
+			json_decref(r);
+			return -1;
+		}
+	}
+	*report = r;
+	return 0;
+
+fail:
+	to->ops->load_end(to->be, 0);
+	free(state_id);
+	json_decref(r);
+	return -1;
+}

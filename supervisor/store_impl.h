@@ -13,6 +13,8 @@
 
 struct store_be;
 
+typedef int (*store_row_cb)(const char *const *vals, void *arg);
+
 /* The store.h functions, one for one, on a backend's connection. */
 struct store_ops {
 	const char *name; /* "sqlite", "postgresql" */
@@ -64,6 +66,19 @@ struct store_ops {
 	    struct store_be *, unsigned, store_task_cb, void *);
 	int (*gc_task)(struct store_be *, int64_t, int64_t *, int64_t *);
 	int (*vacuum)(struct store_be *);
+	/*
+	 * store_copy's half: every row of table (columns cols, id order)
+	 * as text (NULL for NULL), and one row into table; load_begin
+	 * checks that there is no task and opens the transaction that
+	 * load_end commits after setting the id sequences.
+	 */
+	int (*rows)(struct store_be *, const char *table,
+	    const char *const *cols, size_t ncols, store_row_cb, void *);
+	int (*load_begin)(struct store_be *);
+	int (*load_row)(struct store_be *, const char *table,
+	    const char *const *cols, size_t ncols, const char *const *vals);
+	int (*load_end)(struct store_be *, int ok);
+	int (*count)(struct store_be *, const char *table, int64_t *);
 };
 
 /*

@@ -1968,6 +1968,109 @@ pg_gc_task(struct store_be *s, int64_t task, int64_t *events, int64_t *journal)
 	return pg_wend(s, rc);
 }
 
+/*
+ * store_copy's destination: one transaction for every row, into a
+ * database with no task yet.
+ */
+static int
+pg_load_begin(struct store_be *s)
+{
+	int64_t n;
+
+	if (s->mode != STORE_RW || s->in_tx) {
+		pg_seterr(s, "load: %s is read-only or busy", s->shown);
+		return -1;
+	}
+	if (pg_ready(s) == -1 ||
+	    pg_int_query(s, "SELECT COUNT(*) FROM tasks", NULL, &n) == -1)
+		return -1;
+	if (n != 0) {
+		pg_seterr(s,
+		    "%s already holds %lld tasks: copy into an empty"
+		    " database",
+		    s->shown, (long long)n);
+		return -1;
+	}
+	if (pg_begin(s) == -1)
+		return -1;
+	/* Quicker, and as safe: the COMMIT at the end is what counts. */
+	return pg_exec(s, "SET LOCAL synchronous_commit = off", "load");
+}
+
+static int
+pg_load_row(struct store_be *s, const char *table, const char *const *cols,
+    size_t ncols, const char *const *vals)
+{
+	struct buf b;
+	PGresult *res;
+
+	buf_init(&b);
+	buf_addf(&b, "INSERT INTO %s (", table);
+	for (size_t i = 0; i < ncols; i++)
+		buf_addf(&b, "%s%s", i ? ", " : "", cols[i]);
+	buf_adds(&b, ") VALUES (");
+	for (size_t i = 0; i < ncols; i++)
+		buf_addf(&b, "%s$%zu", i ? ", " : "", i + 1);
+	buf_adds(&b, ")");
+	if (strcmp(table, "meta") == 0)
+		buf_adds(&b, " ON CONFLICT (key) DO UPDATE SET value ="
+		             " excluded.value");
+	if (s->conn == NULL) {
+		buf_free(&b);
+		pg_seterr(s, "%s: not connected to %s", table, s->shown);
+		s->lost = 1;
+		return -1;
+	}
+	res =
+	    PQexecParams(s->conn, b.buf, (int)ncols, NULL, vals, NULL, NULL, 0);
+	buf_free(&b);
+	if (!pg_ok(res)) {
+		pg_dberr(s, res, table);
+		PQclear(res);
+		return -1;
+	}
+	PQclear(res);
+	return 0;
+}
+
+/* ok: set every id sequence past the copied ids, then commit. */
+static int
+pg_load_end(struct store_be *s, int ok)
+{
+	static const char *const serial[] = {
+	    "tasks", "checkpoints", "events", "journal"};
+	char *sql;
+	int rc;
+
+	if (!ok) {
+		pg_rollback(s);
+		return 0;
+	}
+	for (size_t i = 0; i < nitems(serial); i++) {
+		sql = xasprintf("SELECT setval(pg_get_serial_sequence('%s',"
+		                " 'id'), COALESCE(MAX(id), 0) + 1, false)"
+		                " FROM %s",
+		    serial[i], serial[i]);
+		rc = pg_exec(s, sql, "set sequence");
+		free(sql);
+		if (rc == -1) {
+			pg_rollback(s);
+			return -1;
+		}
+	}
+	return pg_commit(s);
+}
+
+static int
+pg_count(struct store_be *s, const char *table, int64_t *n)
+{
+	char *sql = xasprintf("SELECT COUNT(*) FROM %s", table);
+	int rc = pg_ready(s) == -1 ? -1 : pg_int_query(s, sql, NULL, n);
+
+	free(sql);
+	return rc;
+}
+
 const struct store_ops store_pg_ops = {
     .name = "postgresql",
     .close = pg_close,
@@ -2007,4 +2110,8 @@ const struct store_ops store_pg_ops = {
     .gc_candidates = pg_gc_candidates,
     .gc_task = pg_gc_task,
     .vacuum = pg_vacuum,
+    .load_begin = pg_load_begin,
+    .load_row = pg_load_row,
+    .load_end = pg_load_end,
+    .count = pg_count,
 };

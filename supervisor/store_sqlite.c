@@ -2074,6 +2074,50 @@ sqlite_probe(struct store_be *s)
 	return 0;
 }
 
+/* store_copy's source: every row of a table, as text. */
+static int
+sqlite_rows(struct store_be *s, const char *table, const char *const *cols,
+    size_t ncols, store_row_cb cb, void *arg)
+{
+	const char *vals[64];
+	sqlite3_stmt *st;
+	struct buf b;
+	int rc, stop = 0;
+
+	if (ncols > nitems(vals)) {
+		store_seterr(s, "%s: too many columns", table);
+		return -1;
+	}
+	buf_init(&b);
+	buf_adds(&b, "SELECT ");
+	for (size_t i = 0; i < ncols; i++)
+		buf_addf(&b, "%s%s", i ? ", " : "", cols[i]);
+	buf_addf(&b, " FROM %s ORDER BY 1", table);
+	st = store_prep_once(s, b.buf);
+	buf_free(&b);
+	if (st == NULL)
+		return -1;
+	while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		for (size_t i = 0; i < ncols; i++)
+			vals[i] = col_text(st, (int)i);
+		stop = cb(vals, arg);
+	}
+	if (!stop && rc != SQLITE_DONE)
+		store_dberr(s, table);
+	sqlite3_finalize(st);
+	return stop != 0 || rc != SQLITE_DONE ? -1 : 0;
+}
+
+static int
+sqlite_count(struct store_be *s, const char *table, int64_t *n)
+{
+	char *sql = xasprintf("SELECT COUNT(*) FROM %s", table);
+	int rc = store_int_query(s, sql, n);
+
+	free(sql);
+	return rc;
+}
+
 /*
  * The state directory's lock is this database's single-writer lock: the
  * file lives in it.
@@ -2133,4 +2177,6 @@ const struct store_ops store_sqlite_ops = {
     .gc_candidates = sqlite_gc_candidates,
     .gc_task = sqlite_gc_task,
     .vacuum = sqlite_vacuum,
+    .rows = sqlite_rows,
+    .count = sqlite_count,
 };

@@ -406,6 +406,34 @@ test_pg_only(void)
 	ok(store_open_url(&r, pg_url, STORE_RDONLY, NULL, &cause) == 0 &&
 	        r == NULL,
 	    "pg: read-only open of an empty database: none");
+	/* db-copy's store_copy: the SQLite suite's database into it. */
+	{
+		struct store *lite;
+		json_t *rep = NULL;
+		char *path = xasprintf("%s/any.db", dir);
+
+		if (store_open(&lite, path, STORE_RDONLY, NULL, &cause) == -1)
+			fatalx("%s", cause);
+		s = open_as(STORE_RW);
+		ok(store_copy(lite, s, &rep, &cause) == 0 && rep != NULL,
+		    "pg: store_copy from SQLite");
+		is_int(json_integer_value(json_object_get(rep, "tasks")), 3,
+		    "pg: store_copy: every task");
+		json_decref(rep);
+		ok(store_copy(lite, s, &rep, &cause) == -1 &&
+		        strstr(cause, "already holds") != NULL,
+		    "pg: store_copy refuses a database with tasks");
+		free(cause);
+		ok(store_copy(s, lite, &rep, &cause) == -1 &&
+		        strstr(cause, "not supported") != NULL,
+		    "pg: store_copy the other way: not supported");
+		free(cause);
+		store_close(s);
+		store_close(lite);
+		free(path);
+		raw_exec(c, "DROP TABLE IF EXISTS usage, journal, events,"
+		            " checkpoints, tasks, meta CASCADE");
+	}
 	s = open_as(STORE_RW);
 	add_task(s, "one");
 

@@ -127,4 +127,40 @@ if command -v pg_dump >/dev/null; then
 		sh -c "head -c 5 '$out' | grep -q PGDMP"
 fi
 service_kill TERM
+
+# db-copy: a SQLite state directory with a finished task and a queued
+# one, copied into an empty database; the queued one then completes there.
+as_pg "$PGBIN/createdb" -h "$PGD" -U orch orch2 || bail "createdb orch2 failed"
+URL2="postgresql://orch:pw@/orch2?host=$PGD"
+export ORCH_STATE_DIR="$T/lite"
+(
+	unset ORCH_DATABASE_URL
+	"$SUP" run "Lite one" --repo "$T/repo" --auto-approve all >/dev/null 2>&1
+	"$SUP" submit "Lite two" --repo "$T/repo" --auto-approve all >/dev/null
+)
+lite() { sqlite3 "$ORCH_STATE_DIR/tasks.db" "$1"; }
+pq2() { psql -X -A -t -q "postgresql:///orch2?host=$PGD&user=orch" -c "$1"; }
+is "$(lite 'SELECT status FROM tasks ORDER BY id' | tr '\n' ' ')" "completed pending " \
+	"the SQLite database has a finished and a queued task"
+out=$(ORCH_DATABASE_URL="" "$SUP" db-copy --to "$URL2" 2>&1)
+is "$?" 0 "db-copy exits 0"
+like "$out" 'orch:\*\*\*\*@' "db-copy names the destination masked"
+for t in tasks checkpoints events journal usage; do
+	is "$(pq2 "SELECT count(*) FROM $t")" "$(lite "SELECT count(*) FROM $t")" \
+		"db-copy: every row of $t"
+done
+is "$(pq2 'SELECT string_agg(id || workflow_state || created_at, $$,$$ ORDER BY id) FROM tasks')" \
+	"$(lite "SELECT group_concat(id || workflow_state || created_at, ',') FROM tasks ORDER BY id")" \
+	"db-copy: ids, states and timestamps kept"
+is "$(pq2 "SELECT value FROM meta WHERE key='state_id'")" \
+	"$(lite "SELECT value FROM meta WHERE key='state_id'")" "db-copy: the state id moves too"
+like "$(ORCH_DATABASE_URL="" "$SUP" db-copy --to "$URL2" 2>&1)" 'already holds 2 tasks' \
+	"db-copy refuses a database that has tasks"
+export ORCH_DATABASE_URL="postgresql:///orch2?host=$PGD&user=orch"
+service_start
+wait_for 60 pstate_is 2 completed
+is "$(pq2 'SELECT workflow_state FROM tasks WHERE id=2')" completed \
+	"the queued task completes on PostgreSQL"
+is "$("$SUP" submit "Lite three" --repo "$T/repo")" 3 "new ids go on after the copied ones"
+service_kill TERM
 done_testing
