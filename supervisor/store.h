@@ -282,6 +282,14 @@ int store_integrity(struct store *, int *ok);
  * once the transaction is over.  One hook per process; NULL removes it.
  */
 void store_set_event_hook(struct store *, void (*cb)(void *), void *arg);
+/*
+ * Wait at most timeout_ms for another connection to commit events: 1 when
+ * told (PostgreSQL's NOTIFY, sent with every commit that adds an event),
+ * 0 when the time is up.  -1 at once when the backend cannot tell (SQLite):
+ * the caller polls.  A notification can be lost (a pooler in transaction
+ * mode, a reconnect), so a caller still reads after each timeout.
+ */
+int store_wait_events(struct store *, int timeout_ms);
 /* The highest event id (0 when there is none). */
 int store_event_max(struct store *, int64_t *id);
 /* The number of tasks with this status. */

@@ -552,6 +552,14 @@ store_set_event_hook(struct store *s, void (*cb)(void *), void *arg)
 }
 
 int
+store_wait_events(struct store *s, int timeout_ms)
+{
+	if (s->ops->wait_events == NULL)
+		return -1;
+	return s->ops->wait_events(s->be, timeout_ms);
+}
+
+int
 store_event_max(struct store *s, int64_t *id)
 {
 	return s->ops->event_max(s->be, id);

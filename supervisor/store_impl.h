@@ -61,6 +61,7 @@ struct store_ops {
 	int (*integrity)(struct store_be *, int *);
 	void (*set_event_hook)(struct store_be *, void (*)(void *), void *);
 	int (*event_max)(struct store_be *, int64_t *);
+	int (*wait_events)(struct store_be *, int); /* NULL: cannot */
 	int (*task_count)(struct store_be *, enum tstatus, int64_t *);
 	int (*gc_candidates)(
 	    struct store_be *, unsigned, store_task_cb, void *);

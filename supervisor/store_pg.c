@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -205,8 +206,10 @@ struct store_be {
 	enum store_mode mode;
 	int in_tx;
 	int version;
-	int locked; /* holds the single writer's advisory lock */
-	int lost;   /* the last error was the connection's */
+	int locked;    /* holds the single writer's advisory lock */
+	int notify;    /* the open transaction added an event */
+	int listening; /* LISTEN orch_events on this connection */
+	int lost;      /* the last error was the connection's */
 	char *err;
 	char *task_select;
 	char prepared[PS_MAX]; /* on this connection */
@@ -546,6 +549,7 @@ pg_connect(struct store_be *s)
 	if (s->conn != NULL)
 		PQfinish(s->conn);
 	memset(s->prepared, 0, sizeof s->prepared);
+	s->listening = 0;
 	s->conn = PQconnectdbParams(keys, vals, 1);
 	if (s->conn == NULL) {
 		pg_seterr(s, "connect to %s: out of memory", s->shown);
@@ -734,9 +738,13 @@ static int
 pg_tx_commit(struct store_be *s)
 {
 	PGresult *res;
-	int done;
+	int done, notify = s->notify;
 
-	if (pg_exec(s, "COMMIT", "commit") == 0)
+	/* Listeners (logs -f, other services) wake when it commits; the
+	 * NOTIFY rides in the COMMIT's round trip. */
+	s->notify = 0;
+	if (pg_exec(s, notify ? "NOTIFY orch_events; COMMIT" : "COMMIT",
+	        "commit") == 0)
 		return 0;
 	if (!s->lost ||
 	    (s->conn != NULL && PQstatus(s->conn) == CONNECTION_OK)) {
@@ -775,6 +783,7 @@ pg_tx_abort(struct store_be *s)
 {
 	char *keep;
 
+	s->notify = 0;
 	if (s->conn == NULL || PQstatus(s->conn) != CONNECTION_OK ||
 	    PQtransactionStatus(s->conn) == PQTRANS_IDLE)
 		return;
@@ -1161,6 +1170,7 @@ pg_event_add_locked(struct store_be *s, int64_t task, enum event_kind kind,
 	arg_s(&a, state);
 	if (pg_do(s, PS_EVENT_ADD, NULL, &a, "insert event") == -1)
 		return -1;
+	s->notify = 1;
 	/* As SQLite's update hook: seen before the commit; the pump reads
 	 * back only what committed. */
 	if (s->hook != NULL)
@@ -1884,6 +1894,37 @@ pg_set_event_hook(struct store_be *s, void (*cb)(void *), void *arg)
 }
 
 static int
+pg_wait_events(struct store_be *s, int timeout_ms)
+{
+	struct pollfd pfd;
+	PGnotify *n;
+	int got = 0;
+
+	if (pg_ready(s) == -1)
+		return -1;
+	if (!s->listening) {
+		if (pg_exec(s, "LISTEN orch_events", "listen") == -1)
+			return -1;
+		s->listening = 1;
+	}
+	pfd.fd = PQsocket(s->conn);
+	pfd.events = POLLIN;
+	if (poll(&pfd, 1, timeout_ms) == -1 && errno != EINTR) {
+		pg_seterr(s, "poll: %s", strerror(errno));
+		return -1;
+	}
+	if (PQconsumeInput(s->conn) == 0) {
+		pg_dberr(s, NULL, "listen");
+		return -1;
+	}
+	while ((n = PQnotifies(s->conn)) != NULL) {
+		got = 1;
+		PQfreemem(n);
+	}
+	return got;
+}
+
+static int
 pg_event_max(struct store_be *s, int64_t *id)
 {
 	if (pg_ready(s) == -1)
@@ -2106,6 +2147,7 @@ const struct store_ops store_pg_ops = {
     .integrity = pg_integrity,
     .set_event_hook = pg_set_event_hook,
     .event_max = pg_event_max,
+    .wait_events = pg_wait_events,
     .task_count = pg_task_count,
     .gc_candidates = pg_gc_candidates,
     .gc_task = pg_gc_task,

@@ -371,6 +371,10 @@ test_rdonly(void)
 	struct store *s = open_as(STORE_RDONLY);
 	struct task *t = NULL;
 
+	if (!backend_pg)
+		ok(store_wait_events(s, 1000) == -1,
+		    say("wait for events: SQLite cannot, at once"));
+
 	ok(store_task_get(s, 2, &t) == 0 && t != NULL, say("read-only reads"));
 	task_free(t);
 	ok(store_task_set_text(s, 2, TC_PLAN, "x") == -1,
@@ -450,6 +454,24 @@ test_pg_only(void)
 	            json_object_get(info, "synchronous_commit")) != NULL,
 	    "pg: info has server_version and synchronous_commit");
 	json_decref(info);
+
+	/* LISTEN/NOTIFY: a reader is woken when a writer commits events. */
+	r = open_as(STORE_RDONLY);
+	ok(store_wait_events(r, 10) == 0, "pg: wait: nothing yet");
+	{
+		uint64_t t0 = now_ms();
+
+		store_event_add(s, 1, EV_INFO, NULL, "wake up");
+		ok(store_wait_events(r, 5000) == 1 && now_ms() - t0 < 4000,
+		    "pg: wait: woken by the commit's NOTIFY");
+	}
+	ok(store_begin(s) == 0 &&
+	        store_event_add(s, 1, EV_INFO, NULL, "x") == 0,
+	    "pg: an event in an open transaction");
+	ok(store_wait_events(r, 200) == 0, "pg: wait: not before the commit");
+	store_rollback(s);
+	ok(store_wait_events(r, 200) == 0, "pg: wait: not after a rollback");
+	store_close(r);
 
 	/* Killed between two transactions: the next one reconnects. */
 	pg_kill_store();
