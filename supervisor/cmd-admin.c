@@ -344,9 +344,10 @@ cmd_doctor(int argc, char **argv)
 
 		printf("ok   database (none yet at %s)\n", name);
 		free(name);
-	} else if (strcmp(store_backend(st), "sqlite") != 0)
+	} else if (strcmp(store_backend(st), "sqlite") != 0) {
 		bad |= doctor_pg(st);
-	else {
+		store_close(st);
+	} else {
 		int ok = 0;
 		char *wal = xasprintf("%s-wal", cfg.db_path);
 		long long walmb = stat(wal, &sb) == 0
