@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 packages=(
 	gcc pkg-config meson ninja-build python3 git bubblewrap sqlite3 curl
 	procps libsqlite3-dev libevent-dev libcurl4-openssl-dev libmsgpack-dev
-	libjansson-dev libseccomp-dev
+	libjansson-dev libseccomp-dev libpq-dev
 )
 if [ "${1:-}" = test ]; then
 	# The fuzz targets and the sanitizer runs want clang and its runtime;
@@ -27,6 +27,9 @@ if [ "${1:-}" = test ]; then
 	# The console's browser tests (tests/browser/): headless Chromium
 	# driven by selenium.
 	packages+=(chromium chromium-driver python3-selenium)
+	# The PostgreSQL store's tests start a throwaway cluster (and its
+	# client brings pg_dump, which `backup` runs on PostgreSQL).
+	packages+=(postgresql-15)
 fi
 
 missing=()

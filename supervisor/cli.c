@@ -166,14 +166,9 @@ cli_parse_id(const char *s, int64_t *id)
 int
 cli_open_ro(struct store **st)
 {
-	struct store_opts so = {cfg.autocheckpoint, 5000};
 	char *cause;
-	struct stat sb;
 
-	*st = NULL;
-	if (stat(cfg.db_path, &sb) == -1 && errno == ENOENT)
-		return 0;
-	if (store_open(st, cfg.db_path, STORE_RDONLY, &so, &cause) == -1) {
+	if (server_store_open(st, STORE_RDONLY, &cause) == -1) {
 		cli_error("%s", cause);
 		free(cause);
 		return -1;
@@ -188,7 +183,6 @@ cli_open_ro(struct store **st)
 int
 cli_writer(struct store **st)
 {
-	struct store_opts so = {cfg.autocheckpoint, 5000};
 	char *cause;
 
 	*st = NULL;
@@ -210,9 +204,18 @@ cli_writer(struct store **st)
 		    cfg.state_dir);
 		return -1;
 	}
-	if (store_open(st, cfg.db_path, STORE_RW, &so, &cause) == -1) {
+	if (server_store_open(st, STORE_RW, &cause) == -1) {
 		cli_error("%s", cause);
 		free(cause);
+		return -1;
+	}
+	/* No service on this state directory: maybe one elsewhere on the
+	 * same database, which only the database's lock tells. */
+	if (server_store_lock(*st, &cause) != 0) {
+		cli_error("%s", cause);
+		free(cause);
+		store_close(*st);
+		*st = NULL;
 		return -1;
 	}
 	return 0;
@@ -493,6 +496,10 @@ static const struct cmd cmds[] = {
         "token in the fragment, to open in a browser; --token prints\n"
         "only the token (ORCH_HTTP_TOKEN, else $ORCH_STATE_DIR/http-token,\n"
         "made when missing)."},
+    {"db-copy", cmd_db_copy, "db-copy --to URL",
+        "Copy the SQLite database (DB_PATH) into an empty PostgreSQL one\n"
+        "(every row, ids kept; row counts checked).  Stop the service\n"
+        "first; then set ORCH_DATABASE_URL and unset DB_PATH."},
     {"doctor", cmd_doctor, "doctor",
         "Check git, bwrap and user namespaces, the sandbox profiles, the\n"
         "database, disk space and the LLM endpoint (a real request);\n"
@@ -510,7 +517,8 @@ cli_main_usage(FILE *f)
 	for (size_t i = 0; i < nitems(cmds); i++)
 		fprintf(f, "  %s\n", cmds[i].usage);
 	fprintf(f,
-	    "\nvariables (environment or .env): ORCH_STATE_DIR DB_PATH\n"
+	    "\nvariables (environment or .env): ORCH_STATE_DIR DB_PATH "
+	    "ORCH_DATABASE_URL\n"
 	    "  ORCH_ENABLE_RESUME DB_BACKUP_ON_START "
 	    "DB_AUTO_CHECKPOINT_INTERVAL\n"
 	    "  ORCH_LLM_PROVIDER ORCH_LLM_BASE_URL ORCH_LLM_MODEL "

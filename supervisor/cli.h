@@ -101,5 +101,6 @@ int cmd_backup(int, char **);
 int cmd_doctor(int, char **);
 int cmd_gc(int, char **);
 int cmd_console_url(int, char **);
+int cmd_db_copy(int, char **);
 
 #endif

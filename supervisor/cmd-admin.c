@@ -100,9 +100,13 @@ cmd_stats(int argc, char **argv)
 		return cli_usage();
 	if (cli_open_ro(&st) == -1)
 		return 1;
-	if (st == NULL)
-		return cli_error(
-		    "no database at %s yet (submit a task first)", cfg.db_path);
+	if (st == NULL) {
+		char *name = server_store_name();
+
+		cli_error("no database at %s yet (submit a task first)", name);
+		free(name);
+		return 1;
+	}
 	if (store_stats_json(st, &s) == -1) {
 		cli_error("%s", store_error(st));
 		store_close(st);
@@ -115,6 +119,8 @@ cmd_stats(int argc, char **argv)
 		cli_json_print(s);
 		putchar('\n');
 	} else {
+		printf("backend: %s\n",
+		    json_string_value(json_object_get(s, "backend")));
 		printf("tasks: %lld\n",
 		    (long long)json_integer_value(json_object_get(s, "tasks")));
 		by = json_object_get(s, "by_status");
@@ -145,8 +151,13 @@ cmd_backup(int argc, char **argv)
 		return cli_usage();
 	if (cli_open_ro(&st) == -1)
 		return 1;
-	if (st == NULL)
-		return cli_error("no database at %s to back up", cfg.db_path);
+	if (st == NULL) {
+		char *name = server_store_name();
+
+		cli_error("no database at %s to back up", name);
+		free(name);
+		return 1;
+	}
 	if (argc == 2)
 		dest = xstrdup(argv[1]);
 	else {
@@ -156,10 +167,21 @@ cmd_backup(int argc, char **argv)
 
 		gmtime_r(&now, &tm);
 		strftime(ts, sizeof ts, "%Y%m%d-%H%M%S", &tm);
-		char *dir = xasprintf("%s/backups", cfg.state_dir);
+		char *dir = xasprintf("%s/backups", cfg.state_dir), *why;
+
+		/* On PostgreSQL the state directory may not exist yet. */
+		if (config_make_state_dir(&why) == -1) {
+			rc = cli_error("%s", why);
+			free(why);
+			free(dir);
+			store_close(st);
+			return rc;
+		}
 		mkdir(dir, 0700);
 		free(dir);
-		dest = xasprintf("%s/backups/tasks-%s.db", cfg.state_dir, ts);
+		/* PostgreSQL's is pg_dump's custom format (pg_restore). */
+		dest = xasprintf("%s/backups/tasks-%s.%s", cfg.state_dir, ts,
+		    strcmp(store_backend(st), "sqlite") == 0 ? "db" : "dump");
 	}
 	if (store_backup(st, dest) == -1)
 		rc =
@@ -264,6 +286,46 @@ cli_llm_probe(char **what, char **why)
 	return ret;
 }
 
+/*
+ * doctor's lines for a PostgreSQL store: connected (cli_open_ro already
+ * said so, or why not), the server's version, the schema, every table
+ * answering, and synchronous_commit: 1 when something failed.
+ */
+static int
+doctor_pg(struct store *st)
+{
+	json_t *info = NULL;
+	const char *sync;
+	int ok = 0;
+
+	if (store_info_json(st, &info) == -1) {
+		printf("FAIL database: %s\n", store_error(st));
+		return 1;
+	}
+	printf("ok   database %s (PostgreSQL %s, schema %d)\n",
+	    json_string_value(json_object_get(info, "url")),
+	    json_string_value(json_object_get(info, "server_version")),
+	    store_schema_version(st));
+	if (store_integrity(st, &ok) == -1 || !ok) {
+		printf("FAIL database tables: %s\n", store_error(st));
+		json_decref(info);
+		return 1;
+	}
+	printf("ok   database tables answer\n");
+	sync = json_string_value(json_object_get(info, "synchronous_commit"));
+	if (sync != NULL &&
+	    (strcmp(sync, "off") == 0 || strcmp(sync, "local") == 0))
+		printf("WARN synchronous_commit is %s: a commit the service"
+		       " acknowledged can be lost if the database server"
+		       " crashes or fails over; set it to on (or"
+		       " remote_apply)\n",
+		    sync);
+	else
+		printf("ok   synchronous_commit is %s\n", sync ? sync : "?");
+	json_decref(info);
+	return 0;
+}
+
 int
 cmd_doctor(int argc, char **argv)
 {
@@ -319,9 +381,15 @@ cmd_doctor(int argc, char **argv)
 	free(dir);
 	if (cli_open_ro(&st) == -1)
 		CHECK(0, "database", "see the message above");
-	else if (st == NULL)
-		printf("ok   database (none yet at %s)\n", cfg.db_path);
-	else {
+	else if (st == NULL) {
+		char *name = server_store_name();
+
+		printf("ok   database (none yet at %s)\n", name);
+		free(name);
+	} else if (strcmp(store_backend(st), "sqlite") != 0) {
+		bad |= doctor_pg(st);
+		store_close(st);
+	} else {
 		int ok = 0;
 		char *wal = xasprintf("%s-wal", cfg.db_path);
 		long long walmb = stat(wal, &sb) == 0

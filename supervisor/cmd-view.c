@@ -426,7 +426,8 @@ cli_sse_cb(json_t *o, void *arg)
 
 /*
  * logs -f: through the service's event stream while it runs (it ends the
- * stream when the task ends), else by reading the database every 100 ms;
+ * stream when the task ends), else by reading the database every 100 ms
+ * (on PostgreSQL when a NOTIFY says that events were committed);
  * when the service stops or starts meanwhile, the other way takes over
  * from the last event printed.
  */
@@ -467,7 +468,10 @@ cli_follow(struct printer *p, int64_t id)
 			printer_tick(p);
 			return 0;
 		}
-		usleep(100 * 1000);
+		/* PostgreSQL tells when events commit (a slow poll still
+		 * reads every second); SQLite is read every 100 ms. */
+		if (p->st == NULL || store_wait_events(p->st, 1000) == -1)
+			usleep(100 * 1000);
 	}
 }
 

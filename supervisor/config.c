@@ -46,6 +46,7 @@ struct var {
 static const struct var vars[] = {
     {"ORCH_STATE_DIR", V_STR, S(state_dir), 0, 0},
     {"DB_PATH", V_STR, S(db_path), 0, 0},
+    {"ORCH_DATABASE_URL", V_STR, S(database_url), 0, 0},
     {"ORCH_ENABLE_RESUME", V_BOOL, S(enable_resume), 0, 0},
     {"DB_BACKUP_ON_START", V_BOOL, S(backup_on_start), 0, 0},
     {"DB_AUTO_CHECKPOINT_INTERVAL", V_UINT, S(autocheckpoint), 0, 1000000},
@@ -380,6 +381,20 @@ config_load(const char *env_file)
 		abs = xasprintf("%s/%s", cwd, cfg.state_dir);
 		free(cfg.state_dir);
 		cfg.state_dir = abs;
+	}
+	/* An empty ORCH_DATABASE_URL is none: SQLite, as without it. */
+	if (cfg.database_url != NULL && *cfg.database_url == '\0') {
+		free(cfg.database_url);
+		cfg.database_url = NULL;
+	}
+	if (cfg.database_url != NULL && cfg.db_path != NULL) {
+		/* The URL is not printed: it may hold a password. */
+		char *why = xasprintf("both DB_PATH (%s) and ORCH_DATABASE_URL"
+		                      " are set: DB_PATH is the SQLite file,"
+		                      " ORCH_DATABASE_URL the PostgreSQL"
+		                      " database; unset one of them",
+		    cfg.db_path);
+		config_die(NULL, "DB_PATH", why);
 	}
 	if (cfg.db_path == NULL)
 		cfg.db_path = xasprintf("%s/tasks.db", cfg.state_dir);

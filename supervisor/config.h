@@ -9,8 +9,9 @@
 
 struct config {
 	char *state_dir;
-	char *db_path;
-	char *env_file; /* --env-file, else ./.env when present */
+	char *db_path;      /* the SQLite file, when database_url is NULL */
+	char *database_url; /* ORCH_DATABASE_URL: PostgreSQL */
+	char *env_file;     /* --env-file, else ./.env when present */
 	int enable_resume;
 	int backup_on_start;
 	int autocheckpoint;

@@ -145,6 +145,53 @@ server_check_cb(evutil_socket_t fd, short what, void *arg)
 		event_base_loopbreak(server_base);
 }
 
+int
+server_store_open(struct store **st, enum store_mode mode, char **cause)
+{
+	struct store_opts so = {(int)cfg.autocheckpoint, 5000};
+	struct stat sb;
+
+	*st = NULL;
+	*cause = NULL;
+	if (cfg.database_url != NULL)
+		return store_open_url(st, cfg.database_url, mode, &so, cause);
+	if (mode == STORE_RDONLY && stat(cfg.db_path, &sb) == -1 &&
+	    errno == ENOENT)
+		return 0;
+	return store_open(st, cfg.db_path, mode, &so, cause);
+}
+
+char *
+server_store_name(void)
+{
+	if (cfg.database_url != NULL)
+		return store_url_mask(cfg.database_url);
+	return xstrdup(cfg.db_path);
+}
+
+int
+server_store_lock(struct store *st, char **cause)
+{
+	char *name;
+	int taken;
+
+	*cause = NULL;
+	if (store_lock(st, &taken) == -1) {
+		*cause = xasprintf("the database's lock: %s", store_error(st));
+		return -1;
+	}
+	if (taken)
+		return 0;
+	name = server_store_name();
+	*cause = xasprintf("another orch-supervisor service holds the lock on"
+	                   " the database %s (another host, or another"
+	                   " ORCH_STATE_DIR); stop it first, or run this"
+	                   " command where it runs",
+	    name);
+	free(name);
+	return 1;
+}
+
 static void
 server_backup(struct store *st)
 {
@@ -154,7 +201,8 @@ server_backup(struct store *st)
 
 	gmtime_r(&now, &tm);
 	strftime(ts, sizeof ts, "%Y%m%d-%H%M%S", &tm);
-	dest = xasprintf("%s/backups/tasks-%s.db", cfg.state_dir, ts);
+	dest = xasprintf("%s/backups/tasks-%s.%s", cfg.state_dir, ts,
+	    strcmp(store_backend(st), "sqlite") == 0 ? "db" : "dump");
 	{
 		char *dir = xasprintf("%s/backups", cfg.state_dir);
 		mkdir(dir, 0700);
@@ -229,7 +277,6 @@ int
 server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 {
 	struct store *st;
-	struct store_opts so = {cfg.autocheckpoint, 5000};
 	struct sched_opts opts = {only_task, stop_at_gate};
 	struct event *sigs[4], *check;
 	const int signums[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP};
@@ -252,9 +299,15 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 		    cfg.state_dir);
 		return 1;
 	}
-	if (store_open(&st, cfg.db_path, STORE_RW, &so, &cause) == -1) {
+	if (server_store_open(&st, STORE_RW, &cause) == -1) {
 		fprintf(stderr, "orch-supervisor: %s\n", cause);
 		free(cause);
+		return 1;
+	}
+	if (server_store_lock(st, &cause) != 0) {
+		fprintf(stderr, "orch-supervisor: %s\n", cause);
+		free(cause);
+		store_close(st);
 		return 1;
 	}
 	if (only_task == 0 && cfg.backup_on_start)
@@ -297,8 +350,11 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 	check = event_new(server_base, -1, EV_PERSIST, server_check_cb, NULL);
 	event_add(check, &tv);
 	if (only_task == 0) {
-		log_info("serving %s with up to %u workers (state %s)",
-		    cfg.db_path, cfg.max_workers, cfg.state_dir);
+		char *name = server_store_name();
+
+		log_info("serving %s with up to %u workers (state %s)", name,
+		    cfg.max_workers, cfg.state_dir);
+		free(name);
 		/* sched_init has resumed what was interrupted: ready. */
 		sdnotify_init(server_base);
 		sdnotify_send("READY=1");

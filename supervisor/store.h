@@ -1,10 +1,12 @@
 /*
- * store.c: the only code that speaks SQL.
+ * store.h: the store, the only boundary behind which SQL is spoken.
  *
- * Every function returns 0 on success and -1 on failure, with the reason in
- * store_error(); none of them logs.  Writes outside store_begin/store_commit
- * run in a transaction of their own.  A struct store is never carried across
- * fork(): open it after forking.
+ * Two backends implement it (store_dispatch.c dispatches): SQLite in a file
+ * (store_sqlite.c) and PostgreSQL (store_pg.c); above this header nothing
+ * knows which one runs.  Every function returns 0 on success and -1 on failure,
+ * with the reason in store_error(); none of them logs.  Writes outside
+ * store_begin/store_commit run in a transaction of their own.  A struct store
+ * is never carried across fork(): open it after forking.
  */
 #ifndef STORE_H
 #define STORE_H
@@ -131,11 +133,42 @@ struct store_opts {
  */
 int store_open(struct store **storep, const char *path, enum store_mode,
     const struct store_opts *, char **cause);
+/*
+ * Open the PostgreSQL database of url (a libpq URI or key=value string;
+ * the password may also come from PGPASSFILE or the libpq environment).
+ * Read-write: the schema is made or migrated.  Read-only: a database
+ * without our schema yet is 0 with *storep NULL, as a missing file is to
+ * the caller of store_open.  Messages name the url masked.
+ */
+int store_open_url(struct store **storep, const char *url, enum store_mode,
+    const struct store_opts *, char **cause);
 void store_close(struct store *); /* accepts NULL */
+/* "sqlite" or "postgresql". */
+const char *store_backend(struct store *);
+/*
+ * A copy of a database URL or key=value string fit to print: its password
+ * (user:PASSWORD@ or password=) replaced by ****.  NULL for NULL.
+ */
+char *store_url_mask(const char *url);
+/*
+ * The single writer's lock on the database itself: *taken 1 when this
+ * connection holds it now (or the backend needs none: SQLite's is the
+ * state directory's lock), 0 when another holds it.  Kept until close.
+ */
+int store_lock(struct store *, int *taken);
+/*
+ * What `doctor` checks of the database: {"backend", and for PostgreSQL
+ * "server_version", "synchronous_commit", "outages", "down_since"}.
+ */
+int store_info_json(struct store *, json_t **out);
 const char *store_error(struct store *);
 /* Whether the last error was the storage's (disk full, I/O error). */
 int store_storage_error(struct store *);
-/* A small write: 0 once the database can be written again. */
+/*
+ * A small write: 0 once the database can be written again.  On
+ * PostgreSQL a lost connection is a storage error too, and the probe
+ * reconnects.
+ */
 int store_probe(struct store *);
 int store_schema_version(struct store *);
 /* The state directory's id (32 hex digits, made with the database). */
@@ -297,10 +330,28 @@ void store_set_event_hook(struct store *, void (*cb)(void *), void *arg);
 /* cb is called after every commit with how long the COMMIT took. */
 void store_set_commit_hook(
     struct store *, void (*cb)(double seconds, void *arg), void *arg);
+/*
+ * Wait at most timeout_ms for another connection to commit events: 1 when
+ * told (PostgreSQL's NOTIFY, sent with every commit that adds an event),
+ * 0 when the time is up.  -1 at once when the backend cannot tell (SQLite):
+ * the caller polls.  A notification can be lost (a pooler in transaction
+ * mode, a reconnect), so a caller still reads after each timeout.
+ */
+int store_wait_events(struct store *, int timeout_ms);
 /* The highest event id (0 when there is none). */
 int store_event_max(struct store *, int64_t *id);
 /* The number of tasks with this status. */
 int store_task_count(struct store *, enum tstatus, int64_t *n);
+
+/*
+ * Copy every row of from (tasks, checkpoints, events, journal, usage,
+ * turns and the state id) into to, which must hold no task yet, ids kept,
+ * in one transaction of to; then the row counts of both must agree.
+ * *report: {"tasks": n, ...}.  On failure nothing is left in to and
+ * *cause says why (malloc'd).
+ */
+int store_copy(
+    struct store *from, struct store *to, json_t **report, char **cause);
 
 /*
  * Retention.  store_gc_candidates calls cb for every finished (completed,

@@ -1,5 +1,5 @@
 /*
- * store.c: the only code that speaks SQL.
+ * store_sqlite.c: the store in an SQLite file (the default backend).
  *
  * The database holds the tasks and checkpoints tables of the older Python
  * system (schema version 0) and the tables this program adds; the schema is
@@ -21,13 +21,11 @@
 #include <sqlite3.h>
 
 #include "common.h"
-#include "store.h"
+#include "store_impl.h"
 
 /* -------------------------------------------------------------------------
- * Constants and the names the database holds for each enum
- *
- * The strings are on disk (the states and statuses are the Python
- * system's): never rename one.
+ * Constants (the names the database holds for each enum are in
+ * store_dispatch.c, shared with store_pg.c)
  * ------------------------------------------------------------------------ */
 
 /* The time format of every timestamp we write: UTC with milliseconds. */
@@ -35,68 +33,6 @@
 
 #define DEFAULT_BUSY_TIMEOUT_MS 5000
 #define DEFAULT_AUTOCHECKPOINT  1000
-
-static const char *const wstate_names[WS_MAX] = {
-    "pending",
-    "planning",
-    "plan_awaiting_approval",
-    "plan_approved",
-    "implementing",
-    "implementation_awaiting_approval",
-    "reviewing",
-    "verifying",
-    "completed",
-    "failed",
-    "cancelled",
-};
-
-static const char *const tstatus_names[TS_MAX] = {
-    "pending",
-    "in_progress",
-    "awaiting_approval",
-    "completed",
-    "failed",
-    "cancelled",
-};
-
-static const char *const event_kind_names[EV_MAX] = {
-    "state",
-    "info",
-    "error",
-    "model",
-    "tool",
-    "result",
-    "checkpoint",
-};
-
-/* Column names, indexed by enum task_col and enum task_icol. */
-static const char *const task_col_names[TC_MAX] = {
-    "plan",
-    "implementation",
-    "review",
-    "verification_result",
-    "workflow_log",
-    "plan_approved_at",
-    "plan_approved_by",
-    "plan_rejection_reason",
-    "implementation_approved_at",
-    "implementation_approved_by",
-    "implementation_rejection_reason",
-    "error_details",
-    "feedback",
-};
-
-static const char *const task_icol_names[TI_MAX] = {
-    "retry_count",
-    "stage_run",
-    "stage_retries",
-    "review_rounds",
-    "verify_rounds",
-    "failed_state",
-    "max_tokens",
-    "max_cost_micros",
-    "budget_paused",
-};
 
 /* -------------------------------------------------------------------------
  * The schema and its migrations (the data)
@@ -120,7 +56,7 @@ struct migration {
 	const struct column *columns;
 	size_t ncolumns;
 	/* Run last, after the columns exist: fills them in from old rows. */
-	int (*backfill)(struct store *);
+	int (*backfill)(struct store_be *);
 };
 
 /* Version 1: the schema of the Python system, exactly as it made it. */
@@ -261,7 +197,7 @@ static const struct column v4_columns[] = {
     {"events", "state", "TEXT"},
 };
 
-static int store_backfill_event_state(struct store *);
+static int store_backfill_event_state(struct store_be *);
 
 /*
  * Version 5: the facts of an event as JSON beside its text (events.data;
@@ -362,7 +298,7 @@ static const char *const stmt_sql[ST_MAX] = {
     [ST_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
 };
 
-struct store {
+struct store_be {
 	sqlite3 *db;
 	char *path;
 	enum store_mode mode;
@@ -397,114 +333,14 @@ enum {
 };
 
 /* -------------------------------------------------------------------------
- * Names of states, statuses and event kinds
- * ------------------------------------------------------------------------ */
-
-const char *
-wstate_name(enum wstate ws)
-{
-	if ((unsigned)ws >= WS_MAX)
-		return NULL;
-	return wstate_names[ws];
-}
-
-int
-wstate_parse(const char *s, enum wstate *ws)
-{
-	if (s == NULL)
-		return -1;
-	for (int i = 0; i < WS_MAX; i++) {
-		if (strcmp(s, wstate_names[i]) == 0) {
-			*ws = (enum wstate)i;
-			return 0;
-		}
-	}
-	return -1;
-}
-
-enum tstatus
-wstate_status(enum wstate ws)
-{
-	switch (ws) {
-	case WS_PENDING:
-		return TS_PENDING;
-	case WS_PLAN_AWAITING_APPROVAL:
-	case WS_IMPLEMENTATION_AWAITING_APPROVAL:
-		return TS_AWAITING_APPROVAL;
-	case WS_COMPLETED:
-		return TS_COMPLETED;
-	case WS_FAILED:
-		return TS_FAILED;
-	case WS_CANCELLED:
-		return TS_CANCELLED;
-	case WS_PLANNING:
-	case WS_PLAN_APPROVED:
-	case WS_IMPLEMENTING:
-	case WS_REVIEWING:
-	case WS_VERIFYING:
-	default:
-		return TS_IN_PROGRESS;
-	}
-}
-
-const char *
-tstatus_name(enum tstatus ts)
-{
-	if ((unsigned)ts >= TS_MAX)
-		return NULL;
-	return tstatus_names[ts];
-}
-
-int
-tstatus_parse(const char *s, enum tstatus *ts)
-{
-	if (s == NULL)
-		return -1;
-	for (int i = 0; i < TS_MAX; i++) {
-		if (strcmp(s, tstatus_names[i]) == 0) {
-			*ts = (enum tstatus)i;
-			return 0;
-		}
-	}
-	return -1;
-}
-
-const char *
-wstate_stage(enum wstate ws)
-{
-	switch (ws) {
-	case WS_PENDING:
-	case WS_PLANNING:
-		return "planning";
-	case WS_PLAN_APPROVED:
-	case WS_IMPLEMENTING:
-		return "implementing";
-	case WS_REVIEWING:
-		return "reviewing";
-	case WS_VERIFYING:
-		return "verifying";
-	default:
-		return NULL;
-	}
-}
-
-const char *
-event_kind_name(enum event_kind k)
-{
-	if ((unsigned)k >= EV_MAX)
-		return NULL;
-	return event_kind_names[k];
-}
-
-/* -------------------------------------------------------------------------
  * Errors and statement helpers
  * ------------------------------------------------------------------------ */
 
-static void store_seterr(struct store *, const char *, ...)
+static void store_seterr(struct store_be *, const char *, ...)
     __attribute__((format(printf, 2, 3)));
 
 static void
-store_seterr(struct store *s, const char *fmt, ...)
+store_seterr(struct store_be *s, const char *fmt, ...)
 {
 	va_list ap;
 	char *msg;
@@ -520,7 +356,7 @@ store_seterr(struct store *s, const char *fmt, ...)
 
 /* Record the connection's last error, prefixed with what we were doing. */
 static void
-store_dberr(struct store *s, const char *what)
+store_dberr(struct store_be *s, const char *what)
 {
 	int code = sqlite3_extended_errcode(s->db);
 
@@ -534,30 +370,30 @@ store_dberr(struct store *s, const char *what)
 	s->errcode = code;
 }
 
-int
-store_storage_error(struct store *s)
+static int
+sqlite_storage_error(struct store_be *s)
 {
 	int code = s->errcode & 0xff;
 
 	return code == SQLITE_FULL || code == SQLITE_IOERR;
 }
 
-const char *
-store_error(struct store *s)
+static const char *
+sqlite_error(struct store_be *s)
 {
 	if (s == NULL)
 		return "no database";
 	return s->err != NULL ? s->err : "no error";
 }
 
-int
-store_schema_version(struct store *s)
+static int
+sqlite_schema_version(struct store_be *s)
 {
 	return s->version;
 }
 
 static int
-store_exec(struct store *s, const char *sql, const char *what)
+store_exec(struct store_be *s, const char *sql, const char *what)
 {
 	char *msg = NULL;
 
@@ -575,7 +411,7 @@ store_exec(struct store *s, const char *sql, const char *what)
 
 /* Run sql and ignore any error, keeping the one already recorded. */
 static void
-store_exec_quiet(struct store *s, const char *sql)
+store_exec_quiet(struct store_be *s, const char *sql)
 {
 	sqlite3_exec(s->db, sql, NULL, NULL, NULL);
 }
@@ -586,7 +422,7 @@ store_exec_quiet(struct store *s, const char *sql)
  * transaction stays open.
  */
 static sqlite3_stmt *
-store_prep_slot(struct store *s, sqlite3_stmt **slot, const char *sql)
+store_prep_slot(struct store_be *s, sqlite3_stmt **slot, const char *sql)
 {
 	if (*slot == NULL) {
 		if (sqlite3_prepare_v3(s->db, sql, -1,
@@ -603,7 +439,7 @@ store_prep_slot(struct store *s, sqlite3_stmt **slot, const char *sql)
 }
 
 static sqlite3_stmt *
-store_prep(struct store *s, enum stmt which)
+store_prep(struct store_be *s, enum stmt which)
 {
 	sqlite3_stmt *st;
 	char *sql;
@@ -619,7 +455,7 @@ store_prep(struct store *s, enum stmt which)
 
 /* A statement used once (lists, whose callbacks may use the cache). */
 static sqlite3_stmt *
-store_prep_once(struct store *s, const char *sql)
+store_prep_once(struct store_be *s, const char *sql)
 {
 	sqlite3_stmt *st;
 
@@ -654,7 +490,7 @@ col_text(sqlite3_stmt *st, int i)
 
 /* Step a statement that returns no rows, then reset it. */
 static int
-store_step_done(struct store *s, sqlite3_stmt *st, const char *what)
+store_step_done(struct store_be *s, sqlite3_stmt *st, const char *what)
 {
 	int rc = sqlite3_step(st);
 
@@ -669,7 +505,8 @@ store_step_done(struct store *s, sqlite3_stmt *st, const char *what)
 
 /* Like store_step_done, for an UPDATE of the task with this id. */
 static int
-store_step_task(struct store *s, sqlite3_stmt *st, int64_t id, const char *what)
+store_step_task(
+    struct store_be *s, sqlite3_stmt *st, int64_t id, const char *what)
 {
 	if (store_step_done(s, st, what) == -1)
 		return -1;
@@ -692,7 +529,7 @@ store_step_task(struct store *s, sqlite3_stmt *st, int64_t id, const char *what)
 /* Set synchronous for the next transaction: FULL (its commit is on disk
  * when it returns) unless lazy. */
 static int
-store_sync(struct store *s, int lazy)
+store_sync(struct store_be *s, int lazy)
 {
 	sqlite3_stmt *st;
 	int rc;
@@ -710,7 +547,7 @@ store_sync(struct store *s, int lazy)
 
 /* Begin a write: a transaction, or a savepoint inside store_begin's. */
 static int
-store_wbegin_as(struct store *s, int lazy)
+store_wbegin_as(struct store_be *s, int lazy)
 {
 	if (s->mode != STORE_RW) {
 		store_seterr(s, "database %s is open read-only", s->path);
@@ -724,18 +561,21 @@ store_wbegin_as(struct store *s, int lazy)
 }
 
 static int
-store_wbegin(struct store *s)
+store_wbegin(struct store_be *s)
 {
 	return store_wbegin_as(s, 0);
 }
 
-/* Called after each commit with its duration (store_set_commit_hook). */
+/*
+ * Called after each commit with its duration (store_set_commit_hook): one
+ * hook per process, as the event hook.
+ */
 static void (*store_commit_cb)(double seconds, void *arg);
 static void *store_commit_arg;
 
-void
-store_set_commit_hook(
-    struct store *s, void (*cb)(double seconds, void *arg), void *arg)
+static void
+sqlite_set_commit_hook(
+    struct store_be *s, void (*cb)(double seconds, void *arg), void *arg)
 {
 	(void)s;
 	store_commit_cb = cb;
@@ -744,23 +584,20 @@ store_set_commit_hook(
 
 /* COMMIT, timed for the commit hook. */
 static int
-store_exec_commit(struct store *s)
+store_exec_commit(struct store_be *s)
 {
-	struct timespec t0, t1;
+	struct timespec t0;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	if (store_exec(s, "COMMIT", "commit") == -1)
 		return -1;
-	clock_gettime(CLOCK_MONOTONIC, &t1);
 	if (store_commit_cb != NULL)
-		store_commit_cb((double)(t1.tv_sec - t0.tv_sec) +
-		                    (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
-		    store_commit_arg);
+		store_commit_cb(store_seconds_since(&t0), store_commit_arg);
 	return 0;
 }
 
 static int
-store_wend(struct store *s, int rc)
+store_wend(struct store_be *s, int rc)
 {
 	if (s->in_tx) {
 		if (rc != 0)
@@ -780,8 +617,8 @@ store_wend(struct store *s, int rc)
 	return 0;
 }
 
-int
-store_begin(struct store *s)
+static int
+sqlite_begin(struct store_be *s)
 {
 	if (s->in_tx) {
 		store_seterr(s, "begin: a transaction is already open");
@@ -799,8 +636,8 @@ store_begin(struct store *s)
 }
 
 /* On failure the transaction is rolled back. */
-int
-store_commit(struct store *s)
+static int
+sqlite_commit(struct store_be *s)
 {
 	if (!s->in_tx) {
 		store_seterr(s, "commit: no transaction is open");
@@ -816,8 +653,8 @@ store_commit(struct store *s)
 }
 
 /* Does nothing when no transaction is open. */
-void
-store_rollback(struct store *s)
+static void
+sqlite_rollback(struct store_be *s)
 {
 	if (!s->in_tx)
 		return;
@@ -832,7 +669,7 @@ store_rollback(struct store *s)
 
 /* Read a single integer: PRAGMA or SELECT. */
 static int
-store_int_query(struct store *s, const char *sql, int64_t *v)
+store_int_query(struct store_be *s, const char *sql, int64_t *v)
 {
 	sqlite3_stmt *st;
 	int rc;
@@ -850,8 +687,8 @@ store_int_query(struct store *s, const char *sql, int64_t *v)
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
 }
 
-int
-store_state_id(struct store *s, char **id)
+static int
+sqlite_state_id(struct store_be *s, char **id)
 {
 	static const char sql[] = "SELECT value FROM meta WHERE key = "
 	                          "'state_id'";
@@ -872,7 +709,7 @@ store_state_id(struct store *s, char **id)
 
 /* PRAGMA quick_check or integrity_check: 0 and *ok, *first set. */
 static int
-store_check(struct store *s, const char *sql, int *ok, char **first)
+store_check(struct store_be *s, const char *sql, int *ok, char **first)
 {
 	sqlite3_stmt *st;
 	int rc, rows = 0;
@@ -908,7 +745,7 @@ store_check(struct store *s, const char *sql, int *ok, char **first)
 
 static int
 store_has_column(
-    struct store *s, const char *table, const char *column, int *has)
+    struct store_be *s, const char *table, const char *column, int *has)
 {
 	sqlite3_stmt *st;
 	int rc;
@@ -967,7 +804,7 @@ store_backfill_parse(const char *text, enum wstate *state)
  */
 #define BACKFILL_BATCH 512
 static int
-store_backfill_event_state(struct store *s)
+store_backfill_event_state(struct store_be *s)
 {
 	int64_t ids[BACKFILL_BATCH], last = 0;
 	enum wstate states[BACKFILL_BATCH];
@@ -1019,7 +856,7 @@ store_backfill_event_state(struct store *s)
 
 /* Take the schema from version - 1 to version, in one transaction. */
 static int
-store_migrate_one(struct store *s, int version)
+store_migrate_one(struct store_be *s, int version)
 {
 	const struct migration *m = &migrations[version - 1];
 	int64_t current;
@@ -1147,7 +984,7 @@ store_damaged(const char *path, const char *why)
 
 /* Set the pragmas of a read-write connection. */
 static int
-store_pragmas(struct store *s, const struct store_opts *opts)
+store_pragmas(struct store_be *s, const struct store_opts *opts)
 {
 	sqlite3_stmt *st;
 	char *sql;
@@ -1177,11 +1014,13 @@ store_pragmas(struct store *s, const struct store_opts *opts)
 	return rc;
 }
 
+static void sqlite_close(struct store_be *);
+
 int
-store_open(struct store **storep, const char *path, enum store_mode mode,
-    const struct store_opts *opts, char **cause)
+store_sqlite_open(struct store_be **storep, const char *path,
+    enum store_mode mode, const struct store_opts *opts, char **cause)
 {
-	struct store *s;
+	struct store_be *s;
 	int64_t schema, user;
 	char *why = NULL;
 	int exists, flags, busy = DEFAULT_BUSY_TIMEOUT_MS, ok;
@@ -1298,12 +1137,12 @@ store_open(struct store **storep, const char *path, enum store_mode mode,
 	return 0;
 
 fail:
-	store_close(s);
+	sqlite_close(s);
 	return -1;
 }
 
-void
-store_close(struct store *s)
+static void
+sqlite_close(struct store_be *s)
 {
 	if (s == NULL)
 		return;
@@ -1336,7 +1175,7 @@ store_close(struct store *s)
 
 static int
 store_checkpoint_add_locked(
-    struct store *s, int64_t task, const char *name, const char *data)
+    struct store_be *s, int64_t task, const char *name, const char *data)
 {
 	sqlite3_stmt *st;
 
@@ -1356,7 +1195,7 @@ store_checkpoint_add_locked(
 
 /* state is the new workflow_state of a state change, else NULL. */
 static int
-store_event_add_locked(struct store *s, int64_t task, enum event_kind kind,
+store_event_add_locked(struct store_be *s, int64_t task, enum event_kind kind,
     const char *stage, const char *text, const char *state, const char *data)
 {
 	sqlite3_stmt *st;
@@ -1373,7 +1212,8 @@ store_event_add_locked(struct store *s, int64_t task, enum event_kind kind,
 }
 
 static int
-store_task_add_locked(struct store *s, const struct task_new *tn, int64_t *id)
+store_task_add_locked(
+    struct store_be *s, const struct task_new *tn, int64_t *id)
 {
 	sqlite3_stmt *st;
 	json_t *obj;
@@ -1408,8 +1248,8 @@ store_task_add_locked(struct store *s, const struct task_new *tn, int64_t *id)
 	    wstate_names[WS_PENDING], NULL);
 }
 
-int
-store_task_add(struct store *s, const struct task_new *tn, int64_t *id)
+static int
+sqlite_task_add(struct store_be *s, const struct task_new *tn, int64_t *id)
 {
 	if (tn->request == NULL) {
 		store_seterr(s, "insert task: no request");
@@ -1420,26 +1260,9 @@ store_task_add(struct store *s, const struct task_new *tn, int64_t *id)
 	return store_wend(s, store_task_add_locked(s, tn, id));
 }
 
-void
-task_free(struct task *t)
-{
-	if (t == NULL)
-		return;
-	free(t->request);
-	free(t->repo);
-	free(t->base_commit);
-	free(t->verify_command);
-	free(t->created_at);
-	free(t->updated_at);
-	for (int i = 0; i < TC_MAX; i++)
-		free(t->text[i]);
-	free(t->workflow_checkpoint_data);
-	free(t);
-}
-
 /* A task from a row of task_select. */
 static struct task *
-store_task_row(struct store *s, sqlite3_stmt *st)
+store_task_row(struct store_be *s, sqlite3_stmt *st)
 {
 	struct task *t;
 	enum wstate ws;
@@ -1475,8 +1298,8 @@ store_task_row(struct store *s, sqlite3_stmt *st)
 	return t;
 }
 
-int
-store_task_get(struct store *s, int64_t id, struct task **taskp)
+static int
+sqlite_task_get(struct store_be *s, int64_t id, struct task **taskp)
 {
 	sqlite3_stmt *st;
 	int rc;
@@ -1497,8 +1320,8 @@ store_task_get(struct store *s, int64_t id, struct task **taskp)
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 
-int
-store_task_set_state(struct store *s, int64_t id, enum wstate ws)
+static int
+sqlite_task_set_state(struct store_be *s, int64_t id, enum wstate ws)
 {
 	sqlite3_stmt *st;
 
@@ -1516,8 +1339,8 @@ store_task_set_state(struct store *s, int64_t id, enum wstate ws)
 	return store_wend(s, store_step_task(s, st, id, "set state"));
 }
 
-int
-store_task_set_status(struct store *s, int64_t id, enum tstatus ts)
+static int
+sqlite_task_set_status(struct store_be *s, int64_t id, enum tstatus ts)
 {
 	sqlite3_stmt *st;
 	int rc;
@@ -1539,9 +1362,9 @@ store_task_set_status(struct store *s, int64_t id, enum tstatus ts)
 	return store_wend(s, rc);
 }
 
-int
-store_task_set_text(
-    struct store *s, int64_t id, enum task_col col, const char *value)
+static int
+sqlite_task_set_text(
+    struct store_be *s, int64_t id, enum task_col col, const char *value)
 {
 	sqlite3_stmt *st;
 	char *sql;
@@ -1565,9 +1388,9 @@ store_task_set_text(
 }
 
 /* A task made by the Python orchestrator gets the repository it lacks. */
-int
-store_task_set_repo(
-    struct store *s, int64_t id, const char *repo, const char *base_commit)
+static int
+sqlite_task_set_repo(
+    struct store_be *s, int64_t id, const char *repo, const char *base_commit)
 {
 	sqlite3_stmt *st;
 	int rc;
@@ -1586,8 +1409,8 @@ store_task_set_repo(
 	return store_wend(s, rc);
 }
 
-int
-store_task_stamp(struct store *s, int64_t id, enum task_col col)
+static int
+sqlite_task_stamp(struct store_be *s, int64_t id, enum task_col col)
 {
 	sqlite3_stmt *st;
 	char *sql;
@@ -1611,8 +1434,9 @@ store_task_stamp(struct store *s, int64_t id, enum task_col col)
 }
 
 /* TI_FAILED_STATE -1 writes NULL. */
-int
-store_task_set_int(struct store *s, int64_t id, enum task_icol col, int64_t v)
+static int
+sqlite_task_set_int(
+    struct store_be *s, int64_t id, enum task_icol col, int64_t v)
 {
 	sqlite3_stmt *st;
 	char *sql;
@@ -1638,9 +1462,9 @@ store_task_set_int(struct store *s, int64_t id, enum task_icol col, int64_t v)
 	return store_wend(s, store_step_task(s, st, id, task_icol_names[col]));
 }
 
-int
-store_task_list_desc(
-    struct store *s, int status, int64_t before, store_task_cb cb, void *arg)
+static int
+sqlite_task_list_desc(
+    struct store_be *s, int status, int64_t before, store_task_cb cb, void *arg)
 {
 	sqlite3_stmt *st;
 	struct task *t;
@@ -1677,9 +1501,9 @@ store_task_list_desc(
 	return 0;
 }
 
-int
-store_task_list(
-    struct store *s, int status, int resumable, store_task_cb cb, void *arg)
+static int
+sqlite_task_list(
+    struct store_be *s, int status, int resumable, store_task_cb cb, void *arg)
 {
 	sqlite3_stmt *st;
 	struct task *t;
@@ -1718,9 +1542,9 @@ store_task_list(
 	return 0;
 }
 
-int
-store_task_runnable(
-    struct store *s, int64_t after, int64_t *ids, size_t max, size_t *n)
+static int
+sqlite_task_runnable(
+    struct store_be *s, int64_t after, int64_t *ids, size_t max, size_t *n)
 {
 	sqlite3_stmt *st;
 	int rc;
@@ -1747,9 +1571,9 @@ store_task_runnable(
  * Checkpoints
  * ------------------------------------------------------------------------ */
 
-int
-store_checkpoint_add(
-    struct store *s, int64_t task, const char *name, const char *data)
+static int
+sqlite_checkpoint_add(
+    struct store_be *s, int64_t task, const char *name, const char *data)
 {
 	if (name == NULL) {
 		store_seterr(s, "insert checkpoint: no name");
@@ -1760,9 +1584,9 @@ store_checkpoint_add(
 	return store_wend(s, store_checkpoint_add_locked(s, task, name, data));
 }
 
-int
-store_checkpoint_list(
-    struct store *s, int64_t task, store_checkpoint_cb cb, void *arg)
+static int
+sqlite_checkpoint_list(
+    struct store_be *s, int64_t task, store_checkpoint_cb cb, void *arg)
 {
 	sqlite3_stmt *st;
 	struct checkpoint cp;
@@ -1799,7 +1623,7 @@ store_checkpoint_list(
  * ------------------------------------------------------------------------ */
 
 static int
-store_journal_add_locked(struct store *s, int64_t task, int64_t run,
+store_journal_add_locked(struct store_be *s, int64_t task, int64_t run,
     int64_t seq, const char *stage, const char *kind, const char *data,
     int64_t tokens_in, int64_t tokens_out)
 {
@@ -1827,8 +1651,8 @@ store_journal_add_locked(struct store *s, int64_t task, int64_t run,
 	return store_step_done(s, st, "update usage");
 }
 
-int
-store_journal_add(struct store *s, int64_t task, int64_t run, int64_t seq,
+static int
+sqlite_journal_add(struct store_be *s, int64_t task, int64_t run, int64_t seq,
     const char *stage, const char *kind, const char *data, int64_t tokens_in,
     int64_t tokens_out)
 {
@@ -1843,9 +1667,9 @@ store_journal_add(struct store *s, int64_t task, int64_t run, int64_t seq,
 	                         kind, data, tokens_in, tokens_out));
 }
 
-int
-store_journal_list(
-    struct store *s, int64_t task, int64_t run, store_journal_cb cb, void *arg)
+static int
+sqlite_journal_list(struct store_be *s, int64_t task, int64_t run,
+    store_journal_cb cb, void *arg)
 {
 	sqlite3_stmt *st;
 	struct journal_entry je;
@@ -1877,8 +1701,8 @@ store_journal_list(
  * Model turns: tokens, time and model, for costs
  * ------------------------------------------------------------------------ */
 
-int
-store_turn_add(struct store *s, int64_t task, const char *stage,
+static int
+sqlite_turn_add(struct store_be *s, int64_t task, const char *stage,
     const char *model, int64_t in, int64_t out, int64_t cached, int64_t ms)
 {
 	sqlite3_stmt *st;
@@ -1908,8 +1732,8 @@ store_turn_add(struct store *s, int64_t task, const char *stage,
 	return store_wend(s, rc);
 }
 
-int
-store_turn_sums(struct store *s, int64_t task, store_turn_cb cb, void *arg)
+static int
+sqlite_turn_sums(struct store_be *s, int64_t task, store_turn_cb cb, void *arg)
 {
 	sqlite3_stmt *st;
 	struct turn_sum ts;
@@ -1951,8 +1775,8 @@ store_turn_sums(struct store *s, int64_t task, store_turn_cb cb, void *arg)
  * people and is never parsed (but once, by the version-4 migration).
  * ------------------------------------------------------------------------ */
 
-int
-store_event_add(struct store *s, int64_t task, enum event_kind kind,
+static int
+sqlite_event_add(struct store_be *s, int64_t task, enum event_kind kind,
     const char *stage, const char *text)
 {
 	if ((unsigned)kind >= EV_MAX || text == NULL) {
@@ -1973,8 +1797,8 @@ store_event_add(struct store *s, int64_t task, enum event_kind kind,
 	    s, store_event_add_locked(s, task, kind, stage, text, NULL, NULL));
 }
 
-int
-store_event_add_data(struct store *s, int64_t task, enum event_kind kind,
+static int
+sqlite_event_add_data(struct store_be *s, int64_t task, enum event_kind kind,
     const char *stage, const char *text, const json_t *data)
 {
 	char *d = NULL;
@@ -2000,8 +1824,8 @@ store_event_add_data(struct store *s, int64_t task, enum event_kind kind,
 	return rc;
 }
 
-int
-store_event_add_state(struct store *s, int64_t task, enum wstate state,
+static int
+sqlite_event_add_state(struct store_be *s, int64_t task, enum wstate state,
     const char *stage, const char *text)
 {
 	if ((unsigned)state >= WS_MAX || text == NULL) {
@@ -2017,8 +1841,8 @@ store_event_add_state(struct store *s, int64_t task, enum wstate state,
 	                         text, wstate_names[state], NULL));
 }
 
-int
-store_event_list(struct store *s, int64_t task, int64_t after, int limit,
+static int
+sqlite_event_list(struct store_be *s, int64_t task, int64_t after, int limit,
     store_event_cb cb, void *arg)
 {
 	sqlite3_stmt *st;
@@ -2067,8 +1891,8 @@ store_event_list(struct store *s, int64_t task, int64_t after, int limit,
  * Usage and stats
  * ------------------------------------------------------------------------ */
 
-int
-store_usage_json(struct store *s, int64_t task, json_t **out)
+static int
+sqlite_usage_json(struct store_be *s, int64_t task, json_t **out)
 {
 	sqlite3_stmt *st;
 	json_t *obj;
@@ -2100,8 +1924,8 @@ store_usage_json(struct store *s, int64_t task, json_t **out)
 	return 0;
 }
 
-int
-store_task_counts(struct store *s, int64_t counts[WS_MAX])
+static int
+sqlite_task_counts(struct store_be *s, int64_t counts[WS_MAX])
 {
 	sqlite3_stmt *st;
 	enum wstate ws;
@@ -2125,8 +1949,8 @@ store_task_counts(struct store *s, int64_t counts[WS_MAX])
 	return 0;
 }
 
-int
-store_stats_json(struct store *s, json_t **out)
+static int
+sqlite_stats_json(struct store_be *s, json_t **out)
 {
 	static const struct {
 		const char *key;
@@ -2209,8 +2033,8 @@ fsync_parent(const char *path)
 	return rc;
 }
 
-int
-store_backup(struct store *s, const char *dest)
+static int
+sqlite_backup(struct store_be *s, const char *dest)
 {
 	sqlite3 *d = NULL;
 	sqlite3_backup *b;
@@ -2303,8 +2127,8 @@ fail:
 	return -1;
 }
 
-int
-store_integrity(struct store *s, int *ok)
+static int
+sqlite_integrity(struct store_be *s, int *ok)
 {
 	char *first;
 
@@ -2344,16 +2168,16 @@ store_update_hook(
 		store_event_hook_fn.cb(store_event_hook_fn.arg);
 }
 
-void
-store_set_event_hook(struct store *s, void (*cb)(void *), void *arg)
+static void
+sqlite_set_event_hook(struct store_be *s, void (*cb)(void *), void *arg)
 {
 	store_event_hook_fn.cb = cb;
 	store_event_hook_fn.arg = arg;
 	sqlite3_update_hook(s->db, cb != NULL ? store_update_hook : NULL, NULL);
 }
 
-int
-store_event_max(struct store *s, int64_t *id)
+static int
+sqlite_event_max(struct store_be *s, int64_t *id)
 {
 	return store_int_query(
 	    s, "SELECT COALESCE(MAX(id), 0) FROM events", id);
@@ -2363,8 +2187,8 @@ store_event_max(struct store *s, int64_t *id)
  * Counts and retention
  * ------------------------------------------------------------------------ */
 
-int
-store_task_count(struct store *s, enum tstatus status, int64_t *n)
+static int
+sqlite_task_count(struct store_be *s, enum tstatus status, int64_t *n)
 {
 	sqlite3_stmt *st =
 	    store_prep_once(s, "SELECT COUNT(*) FROM tasks WHERE status = ?1");
@@ -2384,8 +2208,9 @@ store_task_count(struct store *s, enum tstatus status, int64_t *n)
 	return 0;
 }
 
-int
-store_gc_candidates(struct store *s, unsigned days, store_task_cb cb, void *arg)
+static int
+sqlite_gc_candidates(
+    struct store_be *s, unsigned days, store_task_cb cb, void *arg)
 {
 	sqlite3_stmt *st;
 	char *sql;
@@ -2419,7 +2244,7 @@ store_gc_candidates(struct store *s, unsigned days, store_task_cb cb, void *arg)
 	}
 	sqlite3_finalize(st);
 	for (size_t i = 0; i < n && !stop; i++) {
-		if (store_task_get(s, ids[i], &t) == -1) {
+		if (sqlite_task_get(s, ids[i], &t) == -1) {
 			free(ids);
 			return -1;
 		}
@@ -2431,8 +2256,9 @@ store_gc_candidates(struct store *s, unsigned days, store_task_cb cb, void *arg)
 	return 0;
 }
 
-int
-store_gc_task(struct store *s, int64_t task, int64_t *events, int64_t *journal)
+static int
+sqlite_gc_task(
+    struct store_be *s, int64_t task, int64_t *events, int64_t *journal)
 {
 	sqlite3_stmt *st;
 	int rc = 0;
@@ -2459,8 +2285,8 @@ store_gc_task(struct store *s, int64_t task, int64_t *events, int64_t *journal)
 	return store_wend(s, rc);
 }
 
-int
-store_vacuum(struct store *s)
+static int
+sqlite_vacuum(struct store_be *s)
 {
 	if (s->mode != STORE_RW) {
 		store_seterr(s, "database %s is open read-only", s->path);
@@ -2481,8 +2307,8 @@ store_vacuum(struct store *s)
  * A write that needs new space in the database: 0 when the database can be
  * written again after a storage error.
  */
-int
-store_probe(struct store *s)
+static int
+sqlite_probe(struct store_be *s)
 {
 	if (s->in_tx) {
 		store_seterr(s, "probe: a transaction is open");
@@ -2502,3 +2328,117 @@ store_probe(struct store *s)
 	}
 	return 0;
 }
+
+/* store_copy's source: every row of a table, as text. */
+static int
+sqlite_rows(struct store_be *s, const char *table, const char *const *cols,
+    size_t ncols, store_row_cb cb, void *arg)
+{
+	const char *vals[64];
+	sqlite3_stmt *st;
+	struct buf b;
+	int rc, stop = 0;
+
+	if (ncols > nitems(vals)) {
+		store_seterr(s, "%s: too many columns", table);
+		return -1;
+	}
+	buf_init(&b);
+	buf_adds(&b, "SELECT ");
+	for (size_t i = 0; i < ncols; i++)
+		buf_addf(&b, "%s%s", i ? ", " : "", cols[i]);
+	buf_addf(&b, " FROM %s ORDER BY 1", table);
+	st = store_prep_once(s, b.buf);
+	buf_free(&b);
+	if (st == NULL)
+		return -1;
+	while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		for (size_t i = 0; i < ncols; i++)
+			vals[i] = col_text(st, (int)i);
+		stop = cb(vals, arg);
+	}
+	if (!stop && rc != SQLITE_DONE)
+		store_dberr(s, table);
+	sqlite3_finalize(st);
+	return stop != 0 || rc != SQLITE_DONE ? -1 : 0;
+}
+
+static int
+sqlite_count(struct store_be *s, const char *table, int64_t *n)
+{
+	char *sql = xasprintf("SELECT COUNT(*) FROM %s", table);
+	int rc = store_int_query(s, sql, n);
+
+	free(sql);
+	return rc;
+}
+
+/*
+ * The state directory's lock is this database's single-writer lock: the
+ * file lives in it.
+ */
+static int
+sqlite_lock(struct store_be *s, int *taken)
+{
+	(void)s;
+	*taken = 1;
+	return 0;
+}
+
+static int
+sqlite_info_json(struct store_be *s, json_t **out)
+{
+	*out = json_pack("{s:s,s:s,s:i}", "backend", "sqlite", "path", s->path,
+	    "schema_version", s->version);
+	return 0;
+}
+
+const struct store_ops store_sqlite_ops = {
+    .name = "sqlite",
+    .close = sqlite_close,
+    .error = sqlite_error,
+    .storage_error = sqlite_storage_error,
+    .probe = sqlite_probe,
+    .schema_version = sqlite_schema_version,
+    .state_id = sqlite_state_id,
+    .lock = sqlite_lock,
+    .info_json = sqlite_info_json,
+    .begin = sqlite_begin,
+    .commit = sqlite_commit,
+    .rollback = sqlite_rollback,
+    .task_add = sqlite_task_add,
+    .task_get = sqlite_task_get,
+    .task_set_state = sqlite_task_set_state,
+    .task_set_text = sqlite_task_set_text,
+    .task_stamp = sqlite_task_stamp,
+    .task_set_int = sqlite_task_set_int,
+    .task_set_repo = sqlite_task_set_repo,
+    .task_set_status = sqlite_task_set_status,
+    .task_list = sqlite_task_list,
+    .task_list_desc = sqlite_task_list_desc,
+    .task_runnable = sqlite_task_runnable,
+    .task_counts = sqlite_task_counts,
+    .checkpoint_add = sqlite_checkpoint_add,
+    .checkpoint_list = sqlite_checkpoint_list,
+    .journal_add = sqlite_journal_add,
+    .journal_list = sqlite_journal_list,
+    .turn_add = sqlite_turn_add,
+    .turn_sums = sqlite_turn_sums,
+    .event_add = sqlite_event_add,
+    .event_add_data = sqlite_event_add_data,
+    .event_add_state = sqlite_event_add_state,
+    .event_list = sqlite_event_list,
+    .usage_json = sqlite_usage_json,
+    .stats_json = sqlite_stats_json,
+    .backup = sqlite_backup,
+    .integrity = sqlite_integrity,
+    .set_event_hook = sqlite_set_event_hook,
+    .set_commit_hook = sqlite_set_commit_hook,
+    .event_max = sqlite_event_max,
+    .task_count = sqlite_task_count,
+    .gc_candidates = sqlite_gc_candidates,
+    .gc_task = sqlite_gc_task,
+    .vacuum = sqlite_vacuum,
+    .rows = sqlite_rows,
+    .count = sqlite_count,
+};
