@@ -32,7 +32,8 @@
       document.getElementById("log") ? 250 : 1000);
   }
 
-  var kinds = ["state", "info", "error", "model", "tool", "message"];
+  var kinds = ["state", "info", "error", "model", "tool", "result",
+    "checkpoint", "message"];
   var log = document.getElementById("log");
   if (log && window.EventSource && log.getAttribute("data-over") !== "1") {
     var task = Number(log.getAttribute("data-task"));

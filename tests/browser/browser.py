@@ -11,7 +11,8 @@ import sys
 import time
 
 from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import (StaleElementReferenceException,
+                                        WebDriverException)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
@@ -68,6 +69,21 @@ def wait(what, fn, timeout=60):
             last = e
         time.sleep(0.1)
     raise AssertionError("timed out waiting for %s (%s)" % (what, last))
+
+
+def submit(d, el, timeout=30):
+    """Click a form's button and wait until the browser has left the page:
+    a wait for the next page's content must not find it on this one."""
+    el.click()
+    wait("the form's answer", lambda: stale(el), timeout)
+
+
+def stale(el):
+    try:
+        el.is_enabled()
+        return False
+    except StaleElementReferenceException:
+        return True
 
 
 def text_of(d, css):

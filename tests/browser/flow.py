@@ -9,7 +9,7 @@ import os
 
 from selenium.webdriver.common.by import By
 
-from browser import TOKEN, URL, browser, is_, login, ok, run, shot, text_of, wait
+from browser import submit, TOKEN, URL, browser, is_, login, ok, run, shot, text_of, wait
 
 REPO = os.environ["REPO"]
 EDITED = ("Write greet.sh that prints Hello, and data.txt of 450 lines "
@@ -55,7 +55,7 @@ def main(d):
     wait("the task page", lambda: d.current_url.endswith("/tasks/1"))
     ok("PLAN-ONE" in text_of(d, "#plan-text"), "the plan is on the page")
     d.find_element(By.ID, "reason").send_keys("Add a test too")
-    d.find_element(By.ID, "reject").click()
+    submit(d, d.find_element(By.ID, "reject"))
     wait("the re-plan to arrive live",
          lambda: "PLAN-TWO" in text_of(d, "#plan-text"), 60)
     ok(True, "the new plan arrived without reloading by hand")
@@ -69,7 +69,7 @@ def main(d):
         "the editor holds the current plan")
     box.clear()
     box.send_keys(EDITED)
-    d.find_element(By.ID, "approve-edited").click()
+    submit(d, d.find_element(By.ID, "approve-edited"))
     ok(wait("the edited plan approved",
             lambda: EDITED in text_of(d, "#plan-text")),
        "the page shows the edited plan")
@@ -94,7 +94,7 @@ def main(d):
     long_.find_element(By.TAG_NAME, "summary").click()
     ok(long_.get_attribute("open") is not None, "a click unfolds it")
     shot(d, "task-diff")
-    btn.click()
+    submit(d, btn)
 
     wait("completed (live)",
          lambda: text_of(d, "h1 .state") == "completed", 120)
@@ -133,7 +133,7 @@ def main(d):
         nojs.get(URL + "/login")
         nojs.find_element(By.ID, "token").send_keys(TOKEN)
         nojs.find_element(By.ID, "name").send_keys("No Script")
-        nojs.find_element(By.CSS_SELECTOR, "form.login button").click()
+        submit(nojs, nojs.find_element(By.CSS_SELECTOR, "form.login button"))
         nojs.get(URL + "/tasks/1")
         ok(EDITED in nojs.find_element(By.ID, "plan-text").text,
            "without JavaScript: the plan reads")

@@ -9,7 +9,7 @@ import time
 
 from selenium.webdriver.common.by import By
 
-from browser import URL, is_, login, ok, run, shot, text_of, wait
+from browser import submit, URL, is_, login, ok, run, shot, text_of, wait
 
 INSPECT = """
 var bad = [];
@@ -68,12 +68,12 @@ def main(d):
 
     d.find_element(By.ID, "reason").send_keys(
         "<script>window.__pwned='reason'</script>")
-    d.find_element(By.ID, "reject").click()
+    submit(d, d.find_element(By.ID, "reject"))
     wait("the plan's gate again",
          lambda: d.find_element(By.ID, "approve-edited"), 60)
     clean(d, "after a hostile reason")
     shows(d, "the history", "<script>window.__pwned='reason'</script>")
-    d.find_element(By.ID, "approve").click()
+    submit(d, d.find_element(By.ID, "approve"))
 
     wait("the implementation's gate",
          lambda: d.find_element(By.ID, "answer"), 90)
@@ -96,7 +96,7 @@ def main(d):
     d.get(URL + "/tasks/1")
     ok(text_of(d, "h1 .state") != "cancelled", "... and cancelled nothing")
 
-    d.find_element(By.ID, "approve").click()
+    submit(d, d.find_element(By.ID, "approve"))
     wait("completed", lambda: text_of(d, "h1 .state") == "completed", 120)
     time.sleep(0.5)
     clean(d, "the completed task")
