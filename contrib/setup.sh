@@ -15,12 +15,15 @@ cd "$(dirname "$0")/.."
 packages=(
 	gcc pkg-config meson ninja-build python3 git bubblewrap sqlite3 curl
 	procps libsqlite3-dev libevent-dev libcurl4-openssl-dev libmsgpack-dev
-	libjansson-dev libseccomp-dev
+	libjansson-dev libseccomp-dev libpq-dev
 )
 if [ "${1:-}" = test ]; then
 	# The fuzz targets and the sanitizer runs want clang and its runtime;
 	# the style checks clang-format and shellcheck.
 	packages+=(clang clang-tidy clang-format shellcheck libclang-rt-14-dev)
+	# The suite's second pass runs on a throwaway PostgreSQL cluster that
+	# tests/pg/cluster.sh makes with these binaries.
+	packages+=(postgresql-15)
 fi
 
 missing=()
@@ -35,6 +38,13 @@ if [ ${#missing[@]} -gt 0 ]; then
 	$sudo apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
 		--no-install-recommends "${missing[@]}" >/dev/null
+	# The package's postinst makes a 15/main cluster and may start it;
+	# the tests make their own, so one started just now is stopped again.
+	case " ${missing[*]} " in
+	*" postgresql-15 "*)
+		$sudo pg_ctlcluster 15 main stop 2>/dev/null || true
+		;;
+	esac
 fi
 
 if [ ! -f build/build.ninja ]; then
