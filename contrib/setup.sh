@@ -22,8 +22,9 @@ if [ "${1:-}" = test ]; then
 	# the style checks clang-format and shellcheck.
 	packages+=(clang clang-tidy clang-format shellcheck libclang-rt-14-dev)
 	# The suite's second pass runs on a throwaway PostgreSQL cluster that
-	# tests/pg/cluster.sh makes with these binaries.
-	packages+=(postgresql-15)
+	# tests/pg/cluster.sh makes with these binaries (ss: which process
+	# holds a connection to it, for the chaos test).
+	packages+=(postgresql-15 iproute2)
 fi
 
 missing=()
