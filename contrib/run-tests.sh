@@ -58,7 +58,7 @@ step() { # NAME STATUS
 
 # pg_tests: the integration and chaos suites on a PostgreSQL cluster of their
 # own (each test makes and drops its database there: tests/integration/
-# lib.sh), then test-store once it reads ORCH_TEST_PG_URL.
+# lib.sh), then the unit tests that read ORCH_TEST_PG_URL (the store's).
 pg_tests() {
 	local t0=$SECONDS left
 	# shellcheck source=tests/pg/cluster.sh
@@ -75,9 +75,12 @@ pg_tests() {
 	ORCH_TEST_PG_URL=$PG_CLUSTER_URL meson test -C build --print-errorlogs \
 		--suite integration --suite chaos
 	count build
-	if grep -q ORCH_TEST_PG_URL tests/test-store.c; then
+	# shellcheck disable=SC2046 # test names: words by design
+	set -- $(grep -l ORCH_TEST_PG_URL tests/test-*.c | xargs -r -n1 basename |
+		sed 's/\.c$//')
+	if [ $# -gt 0 ]; then
 		ORCH_TEST_PG_URL=$PG_CLUSTER_URL meson test -C build \
-			--print-errorlogs test-store
+			--print-errorlogs "$@"
 		count build
 	fi
 	# Every test dropped the database it made.
