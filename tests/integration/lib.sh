@@ -171,11 +171,18 @@ backup_query() {
 	fi
 	db=${TEST_PG_DB}_r
 	url=$(pg_url_db "$TEST_PG_URL" "$db")
-	psql -XAtq "$TEST_PG_URL" -c "DROP DATABASE IF EXISTS $db" \
-		-c "CREATE DATABASE $db" >/dev/null || return 1
-	pg_restore --no-owner --exit-on-error -d "$url" "$1" &&
+	# (client_min_messages: no NOTICE when there is nothing to drop.)
+	psql -XAtq "$TEST_PG_URL" -c "SET client_min_messages = warning" \
+		-c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" \
+		>/dev/null || return 1
+	if pg_restore --no-owner --exit-on-error -d "$url" "$1" \
+		2>"$T/restore.err"; then
 		psql -XAtq -v ON_ERROR_STOP=1 "$url" -c "$2"
-	rc=$?
+		rc=$?
+	else
+		rc=1
+		cat "$T/restore.err" >&2
+	fi
 	psql -XAtq "$TEST_PG_URL" -c "DROP DATABASE $db" >/dev/null
 	return $rc
 }
