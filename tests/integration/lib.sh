@@ -24,6 +24,7 @@ REAL_WORKER=${ORCH_WORKER_PATH:?set by meson test}
 BAD_WORKER=${ORCH_BAD_WORKER:-}
 TEST_PG_URL=${ORCH_TEST_PG_URL:-}
 TEST_PG_DB=
+TEST_PG_MORE=
 TEST_DB=sqlite
 [ -n "$TEST_PG_URL" ] && TEST_DB=pg
 LIB_DIR=$(dirname "${BASH_SOURCE[0]}")
@@ -39,10 +40,11 @@ cleanup() {
 		kill -9 "$SVC" 2>/dev/null
 		wait "$SVC" 2>/dev/null
 	fi
-	if [ -n "$TEST_PG_DB" ]; then
-		psql -XAtq "$TEST_PG_URL" -c \
-			"DROP DATABASE IF EXISTS $TEST_PG_DB WITH (FORCE)" >/dev/null
-	fi
+	local db
+	for db in $TEST_PG_DB $TEST_PG_MORE; do
+		psql -XAtq "$TEST_PG_URL" -c "SET client_min_messages = warning" \
+			-c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+	done
 	rm -rf "$T"
 }
 trap cleanup EXIT
@@ -227,6 +229,18 @@ SQL
 	else
 		is "$(sq 'PRAGMA integrity_check')" ok "${1:-the database is intact}"
 	fi
+}
+
+# store_new NAME: a new, empty store for a test that moves to a second state
+# directory: SQLite makes it there by itself; on PostgreSQL it is a second
+# database of the test's (dropped at exit too), in ORCH_DATABASE_URL.
+store_new() {
+	on_pg || return 0
+	psql -XAtq -v ON_ERROR_STOP=1 "$TEST_PG_URL" \
+		-c "CREATE DATABASE ${TEST_PG_DB}_$1" >/dev/null ||
+		bail "cannot make the database ${TEST_PG_DB}_$1"
+	TEST_PG_MORE="$TEST_PG_MORE ${TEST_PG_DB}_$1"
+	ORCH_DATABASE_URL=$(pg_url_db "$TEST_PG_URL" "${TEST_PG_DB}_$1")
 }
 
 # The test's own database on the PostgreSQL test cluster.
