@@ -4,13 +4,17 @@
 #   1. every test (unit, integration, sandbox) on the normal build;
 #   2. every test again under AddressSanitizer + UndefinedBehaviorSanitizer,
 #      with leak checking, in build-asan/ (a report anywhere fails the run);
-#   3. the hostile-model chaos run (tests/chaos/hostile.sh, 200 tasks);
-#   4. each libFuzzer target for FUZZ_SECONDS (default 20) on its corpus, in
+#   3. the integration and chaos suites again on PostgreSQL: a throwaway
+#      PostgreSQL 15 cluster (tests/pg/cluster.sh), a database per test;
+#      ORCH_TEST_NO_PG=1 leaves this out, for a developer without
+#      PostgreSQL, and the run says so (CI refuses it);
+#   4. the hostile-model chaos run (tests/chaos/hostile.sh, 200 tasks);
+#   5. each libFuzzer target for FUZZ_SECONDS (default 20) on its corpus, in
 #      build-fuzz/ (clang);
-#   5. the style checks (clang-format --dry-run, shellcheck) and the static
+#   6. the style checks (clang-format --dry-run, shellcheck) and the static
 #      analysis pass (clang-tidy with .clang-tidy).
-# It ends with one line "N passed, N failed" counting every test of 1 and 2
-# and each step of 3 to 5.  --quick runs step 1 only.
+# It ends with one line "N passed, N failed" counting every test of 1 to 3
+# and each step of 3 to 6.  --quick runs step 1 only.
 set -uo pipefail
 
 cd "$(dirname "$0")/.." || exit 1
@@ -52,6 +56,47 @@ step() { # NAME STATUS
 	fi
 }
 
+# pg_tests: the integration and chaos suites on a PostgreSQL cluster of their
+# own (each test makes and drops its database there: tests/integration/
+# lib.sh), then the unit tests that read ORCH_TEST_PG_URL (the store's).
+pg_tests() {
+	local t0=$SECONDS left
+	# shellcheck source=tests/pg/cluster.sh
+	. tests/pg/cluster.sh
+	if ! pg_available; then
+		echo "no PostgreSQL 15 in $PG_BINDIR: bash contrib/setup.sh test installs it (ORCH_TEST_NO_PG=1 leaves this pass out)"
+		step "PostgreSQL pass" 1
+		return
+	fi
+	if ! pg_cluster_start; then
+		step "PostgreSQL cluster" 1
+		return
+	fi
+	# (The old log goes first: a run that writes none, such as one naming
+	# no test, must count as a failure, not as the last run again.)
+	rm -f build/meson-logs/testlog.json
+	ORCH_TEST_PG_URL=$PG_CLUSTER_URL meson test -C build --print-errorlogs \
+		--suite integration --suite chaos
+	count build
+	# The unit tests are registered without their test- prefix.
+	# shellcheck disable=SC2046 # test names: words by design
+	set -- $(grep -l ORCH_TEST_PG_URL tests/test-*.c | xargs -r -n1 basename |
+		sed 's/^test-//; s/\.c$//')
+	if [ $# -gt 0 ]; then
+		rm -f build/meson-logs/testlog.json
+		ORCH_TEST_PG_URL=$PG_CLUSTER_URL meson test -C build \
+			--print-errorlogs "$@"
+		count build
+	fi
+	# Every test dropped the database it made.
+	left=$(psql -XAtq "$PG_CLUSTER_URL" -c "SELECT datname FROM pg_database
+		WHERE datname NOT IN ('postgres', 'template0', 'template1')")
+	[ -z "$left" ] || echo "databases left behind: $left"
+	step "no test database left behind" "$([ -z "$left" ]; echo $?)"
+	pg_cluster_stop
+	echo "== PostgreSQL pass: $((SECONDS - t0)) s"
+}
+
 echo "== tests (build/)"
 meson test -C build --print-errorlogs
 count build
@@ -75,6 +120,15 @@ if [ $quick -eq 0 ]; then
 		step "sanitizer build" 1
 	fi
 	rm -rf "$reports"
+
+	echo "== tests on PostgreSQL (build/, a throwaway cluster)"
+	if [ -n "${ORCH_TEST_NO_PG:-}" ] && [ -n "${CI:-}" ]; then
+		step "PostgreSQL pass (ORCH_TEST_NO_PG is for developers, not CI)" 1
+	elif [ -n "${ORCH_TEST_NO_PG:-}" ]; then
+		echo "== PostgreSQL pass: SKIPPED (ORCH_TEST_NO_PG=$ORCH_TEST_NO_PG)"
+	else
+		pg_tests
+	fi
 
 	# 200 tasks on a model that abuses every tool (tests/chaos/hostile.sh),
 	# on the normal build; a few minutes.  HOSTILE_SEED replays a run.

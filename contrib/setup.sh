@@ -27,9 +27,11 @@ if [ "${1:-}" = test ]; then
 	# The console's browser tests (tests/browser/): headless Chromium
 	# driven by selenium.
 	packages+=(chromium chromium-driver python3-selenium)
-	# The PostgreSQL store's tests start a throwaway cluster (and its
-	# client brings pg_dump, which `backup` runs on PostgreSQL).
-	packages+=(postgresql-15)
+	# The suite's second pass runs on a throwaway PostgreSQL cluster that
+	# tests/pg/cluster.sh makes with these binaries (its client brings
+	# pg_dump, which `backup` runs on PostgreSQL; ss: which process holds
+	# a connection to it, for the chaos test).
+	packages+=(postgresql-15 iproute2)
 fi
 
 missing=()
@@ -44,6 +46,13 @@ if [ ${#missing[@]} -gt 0 ]; then
 	$sudo apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
 		--no-install-recommends "${missing[@]}" >/dev/null
+	# The package's postinst makes a 15/main cluster and may start it;
+	# the tests make their own, so one started just now is stopped again.
+	case " ${missing[*]} " in
+	*" postgresql-15 "*)
+		$sudo pg_ctlcluster 15 main stop 2>/dev/null || true
+		;;
+	esac
 fi
 
 if [ ! -f build/build.ninja ]; then

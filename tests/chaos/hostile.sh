@@ -145,7 +145,7 @@ while [ "$(pending)" != 0 ]; do
 	[ "$(date +%s)" -ge "$end" ] && break
 	sleep 1
 done
-echo "# tasks ended after $(($(date +%s) - start)) s: $(sq "SELECT group_concat(n || ' ' || status, ', ') FROM (SELECT status, count(*) n FROM tasks GROUP BY status)")"
+echo "# tasks ended after $(($(date +%s) - start)) s: $(sq "SELECT count(*) || ' ' || status FROM tasks GROUP BY status ORDER BY status" | paste -sd ',' | sed 's/,/, /g')"
 
 # --- The tasks ---
 is "$(sq 'SELECT count(*) FROM tasks')" "$N" "all $N tasks were submitted"
@@ -166,7 +166,7 @@ grep '^# tags' "$T/model.facts"
 undoomed_failed=$(sq "SELECT id FROM tasks WHERE status != 'completed' AND id NOT IN (${doomed:-0}) ORDER BY id" | tr '\n' ' ')
 is "$undoomed_failed" "" "every task the model did not doom completed"
 # Why they failed: the reasons, grouped (numbers and times left out).
-sq "SELECT id, replace(error_details, char(10), ' ') FROM tasks WHERE status = 'failed' ORDER BY id" |
+sq "SELECT id, replace(error_details, $(sql_chr 10), ' ') FROM tasks WHERE status = 'failed' ORDER BY id" |
 	python3 -c '
 import re, sys
 from collections import defaultdict
@@ -186,7 +186,7 @@ for k, ids in sorted(g.items(), key=lambda kv: -len(kv[1])):
 # --- Crash loops ---
 is "$(sq 'SELECT coalesce(sum(retry_count), 0) FROM tasks')" 0 \
 	"no worker was restarted (retry_count is 0 for every task: only the model acts in this run)"
-sq "SELECT task_id, stage, substr(replace(text, char(10), ' '), 1, 220) FROM events WHERE kind = 'error' AND text LIKE '%restarting from the last checkpoint%' GROUP BY task_id ORDER BY task_id LIMIT 10" |
+sq "SELECT task_id, stage, substr(replace(text, $(sql_chr 10), ' '), 1, 220) FROM events WHERE id IN (SELECT min(id) FROM events WHERE kind = 'error' AND text LIKE '%restarting from the last checkpoint%' GROUP BY task_id) ORDER BY task_id LIMIT 10" |
 	python3 -c 'import sys; [print("#   restart:", l.rstrip("\n").encode("unicode_escape").decode()) for l in sys.stdin]'
 is "$(sq "SELECT count(*) FROM events WHERE kind = 'error' AND text LIKE '%restarting from the last checkpoint%'")" \
 	0 "no stage was restarted (no restart event)"
@@ -231,7 +231,7 @@ sed 's/^/#   /' "$T/check.out"
 $CHECK bytes "$T"/out/logs-[0-9]* >"$T/check.out"
 ok $? "no raw control byte in \`logs ID\` (every task)"
 sed 's/^/#   /' "$T/check.out"
-echo "#   events with raw control bytes (kind/stage), which logs prints: $($CHECK events "$ORCH_STATE_DIR/tasks.db")"
+echo "#   events with raw control bytes (kind/stage), which logs prints: $($CHECK events "${ORCH_DATABASE_URL:-$ORCH_STATE_DIR/tasks.db}")"
 $CHECK bytes "$T"/out/err-* >"$T/check.out"
 ok $? "no raw control byte on the standard error of any of these commands"
 sed 's/^/#   /' "$T/check.out"
@@ -268,6 +268,10 @@ keyin() { # DESCRIPTION FILES...: the files that hold the key
 	head -5 "$T/key.out" | sed 's/^/#   found in: /'
 }
 keyin "the state directory (database, WAL, logs, audit files, worktrees)" "$ORCH_STATE_DIR"
+if on_pg; then
+	sql_dump >"$T/dump.sql"
+	keyin "the PostgreSQL database (all of it, dumped)" "$T/dump.sql"
+fi
 keyin "every CLI output" "$T/out" "$T/submit.out"
 keyin "the service log" "$T/service.log"
 keyin "the repository's files (refs, logs, config)" "$T/repo"
@@ -284,7 +288,12 @@ check "the service still answers" "$SUP" list
 ok "$([ "$(grep -ciE 'AddressSanitizer|runtime error|Segmentation|Aborted|assertion' "$T/service.log")" -eq 0 ]; echo $?)" \
 	"the service log reports no crash of its own"
 service_kill TERM
-is "$(sq 'PRAGMA integrity_check')" ok "integrity_check ok (after the service stopped)"
-echo "# state directory: $(du -sh "$ORCH_STATE_DIR" | cut -f1), database $(du -sh "$ORCH_STATE_DIR/tasks.db" | cut -f1)"
+db_intact "the database is intact (after the service stopped)"
+if on_pg; then
+	dbsize=$(sq 'SELECT pg_size_pretty(pg_database_size(current_database()))')
+else
+	dbsize=$(du -sh "$ORCH_STATE_DIR/tasks.db" | cut -f1)
+fi
+echo "# state directory: $(du -sh "$ORCH_STATE_DIR" | cut -f1), database $dbsize"
 echo "# elapsed: $(($(date +%s) - start)) s"
 done_testing

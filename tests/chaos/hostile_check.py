@@ -10,7 +10,8 @@ most --max lines, for TAP comments) and exits 1 if anything was.
     hostile_check.py model LOG       the model's log: the invariants about
                                      what the model saw (see below)
     hostile_check.py events DB       events holding raw control bytes, by
-                                     kind and stage (a diagnosis)
+                                     kind and stage (a diagnosis); DB is
+                                     the SQLite file or a PostgreSQL URL
 
 FILE names are "LABEL=PATH" or PATH (the label, or the file's base name, is
 what the report calls it).
@@ -126,16 +127,37 @@ def check_utf8(args):
     return 1 if bad else 0
 
 
+def event_rows(db):
+    """(kind, stage, text) of every event, as bytes (stage None when NULL),
+    from the SQLite file DB or, for a postgres[ql]:// URL, through psql:
+    each value hex-encoded there, so that no byte of it can pass for psql's
+    separators."""
+    if re.match(r"postgres(ql)?://", db):
+        import subprocess
+        q = ("SELECT encode(convert_to(kind, 'UTF8'), 'hex'), "
+             "coalesce(encode(convert_to(stage, 'UTF8'), 'hex'), '-'), "
+             "encode(convert_to(text, 'UTF8'), 'hex') FROM events")
+        out = subprocess.run(["psql", "-XAtq", "-v", "ON_ERROR_STOP=1",
+                              db, "-c", q], check=True,
+                             stdout=subprocess.PIPE).stdout.decode()
+        for line in out.splitlines():
+            kind, stage, text = line.split("|")
+            yield (bytes.fromhex(kind),
+                   None if stage == "-" else bytes.fromhex(stage),
+                   bytes.fromhex(text))
+        return
+    import sqlite3
+    c = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=10)
+    c.text_factory = bytes
+    yield from c.execute("SELECT kind, stage, text FROM events")
+
+
 def events(args):
     """The events (what `logs` prints) holding raw control bytes, by kind
     and stage: where the raw bytes of `logs` come from."""
-    import sqlite3
-    db = sqlite3.connect("file:%s?mode=ro" % args[0], uri=True, timeout=10)
-    db.text_factory = bytes
     n = defaultdict(int)
     total = defaultdict(int)
-    for kind, stage, text in db.execute(
-            "SELECT kind, stage, text FROM events"):
+    for kind, stage, text in event_rows(args[0]):
         k = "%s/%s" % (kind.decode(), (stage or b"-").decode())
         total[k] += 1
         if BAD.search(text):

@@ -183,8 +183,8 @@ is "$(grep -c 'pending -> planning' "$T/follow.out")" 1 "each event is printed o
 run_sup out backup "$T/backup.db"
 is "$rc" 0 "backup PATH with the service running exits 0"
 is "$(cat "$T/out")" "$T/backup.db" "... and prints the path"
-is "$(sqlite3 "$T/backup.db" 'PRAGMA integrity_check' 2>&1)" ok "the backup is intact"
-is "$(sqlite3 "$T/backup.db" 'SELECT id || ":" || status FROM tasks ORDER BY id' 2>&1 | paste -sd ' ')" \
+is "$(backup_intact "$T/backup.db" 2>&1)" ok "the backup is intact"
+is "$(backup_query "$T/backup.db" "SELECT id || ':' || status FROM tasks ORDER BY id" 2>&1 | paste -sd ' ')" \
 	"1:failed 2:completed 3:cancelled 4:completed" "the backup holds the tasks"
 service_kill TERM
 
@@ -204,8 +204,8 @@ run_sup out backup
 is "$rc" 0 "backup without a path exits 0"
 b=$(cat "$T/out")
 like "$b" "^$ORCH_STATE_DIR/backups/.+" "... into \$ORCH_STATE_DIR/backups"
-is "$(sqlite3 "$b" 'PRAGMA integrity_check' 2>&1)" ok "that backup is intact"
-is "$(sqlite3 "$b" 'SELECT id || ":" || status FROM tasks ORDER BY id' 2>&1 | paste -sd ' ')" \
+is "$(backup_intact "$b" 2>&1)" ok "that backup is intact"
+is "$(backup_query "$b" "SELECT id || ':' || status FROM tasks ORDER BY id" 2>&1 | paste -sd ' ')" \
 	"1:failed 2:completed 3:cancelled 4:completed 5:pending" "that backup holds the tasks"
 run_sup out backup "$T/no/such/dir/backup.db"
 is "$rc" 1 "a backup to a missing directory exits 1"

@@ -159,7 +159,8 @@ timeout 60 "$SUP" submit "Write a.txt" --repo "$T/repo" >"$T/out" 2>&1
 is "$?" 0 "submit goes through the flood ($(cat "$T/out"))"
 wait "$FL"
 like "$(cat "$T/flood")" '^opened [0-9]{3,}' "the flood opened many connections ($(cat "$T/flood"))"
-wait_for 60 sh -c "[ \"\$(sqlite3 '$ORCH_STATE_DIR/tasks.db' 'SELECT status FROM tasks WHERE id=$ID')\" != in_progress ]"
+moved_on() { [ "$(sq "SELECT status FROM tasks WHERE id=$ID")" != in_progress ]; }
+wait_for 60 moved_on
 like "$(state_of "$ID")" '^completed$' \
 	"the task went on through its stages ($(sq "SELECT error_details FROM tasks WHERE id=$ID"))"
 is "$(grep -c 'Too many open files' "$T/service.log")" 0 "nothing failed for want of descriptors"

@@ -29,7 +29,7 @@ check "the snapshot ref exists" git -C "$T/repo" rev-parse -q --verify refs/orch
 check "the worktree is cleaned up" test ! -e "$ORCH_STATE_DIR/worktrees/task-1"
 for cp in workflow_start start_planning after_planning start_implementation \
 	after_implementation after_review after_verification; do
-	is "$(sq "SELECT count(*) > 0 FROM checkpoints WHERE task_id=1 AND checkpoint_name='$cp'")" \
+	is "$(sq "SELECT CAST(count(*) > 0 AS INTEGER) FROM checkpoints WHERE task_id=1 AND checkpoint_name='$cp'")" \
 		1 "checkpoint $cp recorded"
 done
 like "$("$SUP" show 1)" "git -C .* diff .*orch/task-1" "show says how to see the result"
@@ -37,7 +37,7 @@ like "$("$SUP" show 1 | tr '\n' ' ')" 'Usage: +implementing +4 calls +2600 token
 	"show gives the token usage per stage"
 ok "$("$SUP" show 1 | grep -q '^ *verifying .*calls'; [ $? -ne 0 ]; echo $?)" \
 	"... leaving out the stage that asked no model"
-is "$(sq 'PRAGMA integrity_check')" ok "the database is intact"
+db_intact
 
 # Started with stdin, stdout and stderr closed (as some service managers
 # do), the supervisor and its workers still run the task through.

@@ -4,6 +4,10 @@
 # committed, and goes on by itself once there is space again.  Needs a
 # tmpfs mount, so root (as in CI); skipped otherwise.
 . "$ORCH_TESTS_DIR/integration/lib.sh"
+if on_pg; then
+	echo "1..0 # SKIP the database is not in the state directory on PostgreSQL (the server's disk is the server's)"
+	exit 0
+fi
 
 mkdir -p "$ORCH_STATE_DIR"
 if ! mount -t tmpfs -o size=8m,mode=0700 tmpfs "$ORCH_STATE_DIR" 2>/dev/null; then
@@ -74,6 +78,6 @@ is "$(state_of 2)" completed "the task that was running completes"
 is "$(sq 'SELECT retry_count FROM tasks WHERE id=2')" 0 "the pause is not counted as a crash"
 after=$(sq "SELECT count(*) FROM events WHERE task_id=1; SELECT count(*) FROM journal WHERE task_id=1; SELECT count(*) FROM checkpoints WHERE task_id=1" | tr '\n' ' ')
 is "$after" "$before" "nothing committed before the fault was lost"
-is "$(sq 'PRAGMA integrity_check')" ok "integrity_check ok"
+db_intact
 is "$(git -C "$T/repo" show orch/task-2:a.txt)" alpha "the result is right"
 done_testing

@@ -65,9 +65,11 @@ if ! as_user test -r "$profiles/implementing.profile"; then
 	profiles=$W/profiles
 fi
 if ! as_user test -r "$tests/integration/escape.sh" ||
-	! as_user test -r "$tests/integration/lib.sh"; then
-	mkdir -p "$W/tests/integration"
+	! as_user test -r "$tests/integration/lib.sh" ||
+	! as_user test -r "$tests/pg/cluster.sh"; then
+	mkdir -p "$W/tests/integration" "$W/tests/pg"
 	cp "$tests/integration/escape.sh" "$tests/integration/lib.sh" "$W/tests/integration/"
+	cp "$tests/pg/cluster.sh" "$W/tests/pg/"
 	chmod -R a+rX "$W/tests"
 	tests=$W/tests
 fi
@@ -96,4 +98,5 @@ as_user env -i \
 	ORCH_WORKER_PATH="$worker" \
 	ORCH_SANDBOX_PROFILES_DIR="$profiles" \
 	ORCH_TESTS_DIR="$tests" \
+	${ORCH_TEST_PG_URL:+ORCH_TEST_PG_URL="$ORCH_TEST_PG_URL"} \
 	bash "$tests/integration/escape.sh"

@@ -138,6 +138,9 @@ rc("db_abs", 'head -c 200 "%s/tasks.db"; ls -la "%s"; sqlite3 "%s/tasks.db" .dum
    % (STATE, STATE, STATE))
 rc("db_rel", 'cat ../../tasks.db; cat ../../../../../../..%s/tasks.db; ls -la ../..'
    % STATE)
+# On PostgreSQL the store is a server: its socket must be out of reach too.
+rc("db_pg", 'psql -XAtq "%s" -c "SELECT 4242000 + count(*) FROM tasks"'
+   % E.get("ORCH_DATABASE_URL", "postgresql:///none"))
 rc("dotenv", 'cat "%s/svc/.env" "%s/.env" .env ../.env ../../.env' % (T, STATE))
 rc("environ", 'tr "\\0" "\\n" </proc/1/environ; echo ---; env; echo ---; '
    'tr "\\0" "\\n" </proc/self/environ; '
@@ -320,6 +323,7 @@ lacks ssh "SSH-$CAN|BEGIN OPENSSH" "~/.ssh/id_rsa cannot be read"
 like "$(out ssh)" 'No such file' "  (the home directory is not there)"
 lacks db_abs "SQLite format|CREATE TABLE|INSERT INTO" "the database cannot be read by its absolute path"
 lacks db_rel "SQLite format" "nor through ../../ from the workspace"
+lacks db_pg "^4242" "nor through the PostgreSQL server's socket"
 lacks dotenv "$CAN" "neither .env (the service's nor the state directory's) can be read"
 lacks environ "$CAN|API_KEY|ORCH_" "no secret or ORCH_ variable in /proc/1/environ, env or any /proc/*/environ"
 is "$(out environ | awk '/^---$/ { n++; next } n == 1' | cut -d= -f1 | grep -Evx 'PATH|HOME|LANG|TERM|PWD|SHLVL|_|OLDPWD' | tr '\n' ' ')" "" \
@@ -404,19 +408,26 @@ is "$(field trap_sleep timed_out)" true "a command ignoring SIGTERM is stopped"
 check "  within a few seconds (SIGKILL after the grace period)" test "$(field trap_sleep duration_ms)" -lt 8000
 like "$(out daemon)" started "a double-forked daemon was started"
 is "$(pgrep -f -- "$MARK" | wc -l)" 0 "no daemon survives the command"
-check "the database stays small (no output flood)" test "$(stat -c %s "$STATE/tasks.db")" -lt 10000000
+if on_pg; then
+	dbsize=$(sq "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c
+		JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = 'public' AND c.relkind = 'r'")
+else
+	dbsize=$(stat -c %s "$STATE/tasks.db")
+fi
+check "the database stays small (no output flood): $dbsize bytes" test "$dbsize" -lt 10000000
 
 # Nowhere in the database or the logs.
 for c in "SSH-$CAN:the planted ssh key" "sk-DOTENV-$CAN:the API key of the service's .env" \
 	"sk-ENVKEY-$CAN:OPENAI_API_KEY of the service's environment" \
 	"STATEENV-$CAN:the state directory's .env"; do
-	is "$( (sq .dump; cat "$STATE"/tasks.db* "$STATE"/logs/* 2>/dev/null) | grep -ac -- "${c%%:*}")" 0 \
+	is "$( (sql_dump; cat "$STATE"/tasks.db* "$STATE"/logs/* 2>/dev/null) | grep -ac -- "${c%%:*}")" 0 \
 		"${c#*:} appears nowhere in the database or its files"
 done
 is "$(git -C "$REPO" ls-tree -r orch/task-1 | awk '$1 == "120000"' | wc -l)" 0 \
 	"the result branch holds no symlink"
 is "$(git -C "$REPO" show orch/task-1:escape-done.txt)" tidy "the result branch has the task's own file"
-is "$(sq 'PRAGMA integrity_check')" ok "the database is intact"
+db_intact
 
 # test-sandbox's own checks, run as this user by escape-unprivileged.sh.
 if [ -n "${ESCAPE_SANDBOX_TAP:-}" ]; then

@@ -50,5 +50,5 @@ is "$(git -C "$T/repo" show orch/task-1:a.txt)" alpha "the branch has a.txt"
 is "$(git -C "$T/repo" show orch/task-1:b.txt)" beta "the branch has b.txt"
 is "$(git -C "$T/repo" show orch/task-1:c.txt)" gamma "the branch has c.txt"
 check "the snapshot ref exists" git -C "$T/repo" rev-parse -q --verify refs/orch/tasks/1
-is "$(sq 'PRAGMA integrity_check')" ok "the database is intact"
+db_intact
 done_testing

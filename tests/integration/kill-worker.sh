@@ -39,7 +39,7 @@ is "$(wc -l <"$T/trace")" 7 "7 model calls in all (6 turns + 1 repeated)"
 is "$(grep -c 'stage=implementing' "$T/trace")" 5 "implementing asked 5 times"
 is "$(sq "SELECT count(*) FROM checkpoints WHERE task_id=1 AND checkpoint_name='snapshot' AND checkpoint_data LIKE '%\"stage\":\"implementing\",\"step\":1}'")" \
 	1 "the first write was snapshotted once (not redone)"
-is "$(sq 'SELECT count(*) FROM (SELECT run, seq FROM journal WHERE task_id=1 GROUP BY run, seq HAVING count(*) > 1)')" \
+is "$(sq 'SELECT count(*) FROM (SELECT run, seq FROM journal WHERE task_id=1 GROUP BY run, seq HAVING count(*) > 1) AS d')" \
 	0 "no journal entry is duplicated"
 
 is "$(git -C "$T/repo" show orch/task-1:a.txt)" alpha "the branch has a.txt"
@@ -47,5 +47,5 @@ is "$(git -C "$T/repo" show orch/task-1:b.txt)" beta "the branch has b.txt"
 is "$(git -C "$T/repo" show orch/task-1:c.txt)" gamma "the branch has c.txt"
 check "the snapshot ref exists" git -C "$T/repo" rev-parse -q --verify refs/orch/tasks/1
 check "the killed worker is gone" sh -c "! kill -0 $wpid 2>/dev/null || grep -q '^State:.*Z' /proc/$wpid/status"
-is "$(sq 'PRAGMA integrity_check')" ok "the database is intact"
+db_intact
 done_testing

@@ -50,5 +50,5 @@ is "$(state_of 2)" completed "the resumed task completes"
 is "$(mock_q 'sum(1 for r in L if r["task"] == "2" and r["stage"] == "reviewing" and r["turn"] == 0)')" \
 	1 "the committed turn before the fault was not asked again"
 check_no_key 2
-is "$(sq 'PRAGMA integrity_check')" ok "the database is intact"
+db_intact
 done_testing

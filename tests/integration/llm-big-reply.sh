@@ -47,7 +47,7 @@ like "$err" "model's reply is [0-9]+ bytes as JSON, over the [0-9]+ a journal en
 is "$(asked 2 planning 0)" 1 "... and the model was asked once"
 is "$(sq "SELECT count(*) FROM events WHERE task_id=2 AND text LIKE '%restarting%'")" 0 \
 	"... with no worker restart"
-is "$(sq 'PRAGMA integrity_check')" ok "the database is intact"
+db_intact
 service_kill TERM
 
 done_testing

@@ -102,7 +102,7 @@ PY
 # what the CLI printed, the task log.
 check_no_key() { # ID
 	"$SUP" logs "$1" >"$T/tasklog.out" 2>&1
-	sqlite3 "$ORCH_STATE_DIR/tasks.db" .dump >"$T/dump.sql"
+	sql_dump >"$T/dump.sql"
 	is "$(grep -lF -- "$KEY" "$T/dump.sql" "$T/service.log" "$T"/run*.out \
 		"$T"/run*.err "$T/tasklog.out" 2>/dev/null | wc -l)" 0 \
 		"the API key is in no database row, log or output"

@@ -67,5 +67,5 @@ is "$(state_of 3)" completed "the resumed task completes"
 is "$(mock_q 'sum(1 for r in L if r["task"] == "3" and r["stage"] == "implementing" and r["turn"] == 0)')" \
 	1 "the committed turn before the fault was not asked again"
 check_no_key 3
-is "$(sq 'PRAGMA integrity_check')" ok "the database is intact"
+db_intact
 done_testing

@@ -47,5 +47,5 @@ hwm=$(vm VmHWM)
 check "its VmRSS stays under 64 MB (${rss} kB)" test "${rss:-999999}" -lt 65536
 check "its peak VmHWM stayed under 64 MB (${hwm} kB)" test "${hwm:-999999}" -lt 65536
 is "$(git -C "$T/repo" show orch/task-1:a.txt)" alpha "the branch has a.txt"
-is "$(sq 'PRAGMA integrity_check')" ok "the database is intact"
+db_intact
 done_testing

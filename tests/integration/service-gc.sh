@@ -20,7 +20,7 @@ service_kill TERM
 
 # Task 1 is old: 40 days.  Task 2 finished just now.  Give task 1 a
 # worktree, as an interrupted cleanup would leave it.
-sq "UPDATE tasks SET updated_at = strftime('%Y-%m-%d %H:%M:%f', 'now', '-40 days') WHERE id = 1"
+sq "UPDATE tasks SET updated_at = $(sql_ago 40) WHERE id = 1"
 git -C "$T/repo" worktree add -q --detach "$ORCH_STATE_DIR/worktrees/task-1" main
 : >"$ORCH_STATE_DIR/logs/task-1.jsonl.1"
 ev3=$(sq "SELECT COUNT(*) FROM events WHERE task_id = 3")
@@ -56,15 +56,26 @@ is "$(sq "SELECT COUNT(*) FROM events WHERE task_id = 3")" "$ev3" "... task 3 st
 check "... and the service still answers" "$SUP" list
 like "$("$SUP" show 1)" 'Task 1: completed' "show still shows a trimmed task"
 
-# Growth: 50 tasks, gc, 50 more, gc.  The peak of the second round must
+# Growth: 50 tasks, gc, 50 more, gc, in the bytes of the SQLite file.
+if on_pg; then
+	why="the sizes are the SQLite file's; PostgreSQL gives space back through its own VACUUM"
+	skip "round 2's peak is within 10% of round 1's" "$why"
+	skip "after gc only the summary rows stay" "$why"
+	skip "gc shrinks the file" "$why"
+	done_testing
+fi
+# 50 tasks, gc, 50 more, gc.  The peak of the second round must
 # not pass the first's by more than 10 %, and what stays after gc is the
 # summary rows alone (tasks, checkpoints, usage): a few KB per task.
+round_done() { # FIRST: the 50 tasks from FIRST are completed
+	[ "$(sq "SELECT COUNT(*) FROM tasks WHERE id >= $1 AND status = 'completed'")" -eq 50 ]
+}
 round() {
 	local first=$1 i
 	for i in $(seq 1 50); do
 		"$SUP" submit "Load task $i" --repo "$T/repo" >/dev/null
 	done
-	wait_for 300 sh -c "[ \$(sqlite3 $ORCH_STATE_DIR/tasks.db \"SELECT COUNT(*) FROM tasks WHERE id >= $first AND status = 'completed'\") -eq 50 ]" ||
+	wait_for 300 round_done "$first" ||
 		bail "round from $first: not all tasks completed"
 	peak=$(( $(stat -c %s "$ORCH_STATE_DIR/tasks.db") + $(stat -c %s "$ORCH_STATE_DIR/tasks.db-wal" 2>/dev/null || echo 0) ))
 	"$SUP" gc --older-than 0 >/dev/null

@@ -107,9 +107,14 @@ is "$(jq .id "$a" | sort | uniq -d | wc -l)" 0 "after kill -9 and a start, still
 # loop after the start, while new events keep coming: all of them reach
 # the files once, in order.
 service_kill TERM
+if on_pg; then
+	now="to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+else
+	now="strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+fi
 sq "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5000)
 	INSERT INTO events (task_id, ts, kind, stage, text)
-	SELECT 3, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 'info', NULL, 'backlog ' || x FROM c"
+	SELECT 3, $now, 'info', NULL, 'backlog ' || x FROM c"
 service_start
 "$SUP" submit "Write d" --repo "$T/repo" >/dev/null
 # (The file is rotated at 4096 bytes here: its last lines are checked.)
@@ -120,7 +125,8 @@ is "$(cat "$a.1" "$a" | jq .id | sort -n -c 2>&1; cat "$a.1" "$a" | jq .id | uni
 	"... in order, each event once"
 wait_for 10 state_is 4 plan_awaiting_approval
 d="$ORCH_STATE_DIR/logs/task-4.jsonl"
-wait_for 10 sh -c "[ \$(wc -l <'$d') -eq \$(sqlite3 '$ORCH_STATE_DIR/tasks.db' 'SELECT count(*) FROM events WHERE task_id = 4') ]"
+all_written() { [ "$(wc -l <"$d")" -eq "$(sq 'SELECT count(*) FROM events WHERE task_id = 4')" ]; }
+wait_for 10 all_written
 is "$(wc -l <"$d")" "$(sq 'SELECT count(*) FROM events WHERE task_id = 4')" \
 	"the new task's events, made during the catching up, are all in its file"
 

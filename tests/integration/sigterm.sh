@@ -53,10 +53,18 @@ ORCH_ENABLE_RESUME=false DB_BACKUP_ON_START=true service_start
 sleep 1
 is "$(wc -l <"$T/trace")" "$calls" "ORCH_ENABLE_RESUME=false: the task is not resumed"
 is "$(state_of 1)" implementing "... and keeps its state"
-b=$(ls "$ORCH_STATE_DIR"/backups/*.db 2>/dev/null | head -1)
-like "$b" 'backups/tasks-.*\.db$' "DB_BACKUP_ON_START made a backup"
-is "$(sqlite3 "$b" 'PRAGMA integrity_check')" ok "the backup is a sound database"
-is "$(sqlite3 "$b" 'SELECT request FROM tasks WHERE id=1')" "Write a file" "... holding the task"
+if on_pg; then
+	# pg_dump's custom format: pg_restore reads it back as SQL.
+	b=$(ls "$ORCH_STATE_DIR"/backups/* 2>/dev/null | head -1)
+	like "$b" 'backups/.' "DB_BACKUP_ON_START made a backup"
+	check "the backup is a pg_dump archive" pg_restore --list "$b"
+	like "$(pg_restore --data-only --table=tasks -f - "$b" 2>&1)" "Write a file" "... holding the task"
+else
+	b=$(ls "$ORCH_STATE_DIR"/backups/*.db 2>/dev/null | head -1)
+	like "$b" 'backups/tasks-.*\.db$' "DB_BACKUP_ON_START made a backup"
+	is "$(sqlite3 "$b" 'PRAGMA integrity_check')" ok "the backup is a sound database"
+	is "$(sqlite3 "$b" 'SELECT request FROM tasks WHERE id=1')" "Write a file" "... holding the task"
+fi
 
 "$SUP" --resume 1 >"$T/resume.out" 2>&1
 like "$(cat "$T/resume.out")" 'completed' "--resume through the service follows it to the end"

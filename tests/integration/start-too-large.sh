@@ -20,7 +20,11 @@ PY
 python3 -c 'import sys; sys.stdout.write("\x01" * (512 * 1024))' >"$T/request.txt"
 "$SUP" submit --file "$T/request.txt" --repo "$T/repo" --auto-approve all >"$T/out" 2>&1
 is "$?" 0 "a request of 512 KiB of control characters is taken"
-sq "UPDATE tasks SET plan = replace(hex(zeroblob(1900000)), '0', 'p') WHERE id=1"
+if on_pg; then
+	sq "UPDATE tasks SET plan = repeat('p', 3800000) WHERE id=1"
+else
+	sq "UPDATE tasks SET plan = replace(hex(zeroblob(1900000)), '0', 'p') WHERE id=1"
+fi
 timeout 120 "$SUP" serve >>"$T/service.log" 2>&1 &
 SVC=$!
 wait_for 90 state_is 1 failed

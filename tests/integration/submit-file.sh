@@ -7,7 +7,7 @@
 make_repo "$T/repo"
 script_write_a
 SOCK="$ORCH_STATE_DIR/orch.sock"
-len_of() { sq "SELECT length(CAST(request AS BLOB)) FROM tasks WHERE id=$1"; }
+len_of() { sq "SELECT $(sql_octets request) FROM tasks WHERE id=$1"; }
 
 # A spec of 200 KiB: over the 128 KiB one argument may be.
 python3 -c 'import sys; sys.stdout.write("".join("Spec line %06d: do the thing.\n" % i for i in range(6700)))' >"$T/spec.txt"

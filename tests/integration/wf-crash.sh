@@ -45,7 +45,7 @@ wt_files() {
 }
 commit_files() { $R ls-tree -r "$1" | awk '{ print $4, $3 }'; }
 last_snapshot() {
-	sq "SELECT json_extract(checkpoint_data, '\$.commit') FROM checkpoints WHERE task_id=$1 AND checkpoint_name='snapshot' ORDER BY id DESC LIMIT 1"
+	sq "SELECT $(sql_json checkpoint_data commit) FROM checkpoints WHERE task_id=$1 AND checkpoint_name='snapshot' ORDER BY id DESC LIMIT 1"
 }
 asked() { # TASK STAGE TURN: how many times the model was asked that turn
 	mock_q "sum(1 for r in L if r['task'] == '$1' and r['stage'] == '$2' and r['turn'] == $3)"
@@ -121,12 +121,12 @@ is "$(mock_q "sorted((r['stage'], r['turn'], r['n']) for r in L if r['task'] == 
 	"no turn was asked twice (the reply with the command was journaled)"
 is "$(sq "SELECT count(*) FROM journal WHERE task_id=3 AND stage='implementing' AND kind='tool' AND data LIKE '%run_command%'")" \
 	1 "the command's result is journaled once"
-is "$(sq 'SELECT count(*) FROM (SELECT run, seq FROM journal WHERE task_id=3 GROUP BY run, seq HAVING count(*) > 1)')" \
+is "$(sq 'SELECT count(*) FROM (SELECT run, seq FROM journal WHERE task_id=3 GROUP BY run, seq HAVING count(*) > 1) AS d')" \
 	0 "no journal entry is duplicated"
 is "$($R rev-parse 'orch/task-3^{tree}')" "$tree1" "the branch's tree is the same as without the crash"
 is "$($R ls-tree -r --name-only orch/task-3 | tr '\n' ' ')" \
 	"README.md a.txt b.txt config.sh done.txt partial.txt seen.txt " "the branch has the expected files"
 is "$(vr 3 status)" passed "the verification passed"
 check "the worktrees are removed" test ! -e "$WT/task-1" -a ! -e "$WT/task-2" -a ! -e "$WT/task-3"
-is "$(sq 'PRAGMA integrity_check')" ok "the database is intact"
+db_intact
 done_testing

@@ -113,6 +113,7 @@ service_kill TERM
 b1=$($R rev-parse orch/task-1)
 s1=$($R rev-parse refs/orch/tasks/1)
 export ORCH_STATE_DIR="$T/state2"
+store_new state2
 script "$(run 'echo second >second.txt'), $FINISH"
 service_start
 is "$(submit)" 1 "the second state directory's task 1 submitted"

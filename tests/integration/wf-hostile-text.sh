@@ -175,7 +175,8 @@ service_kill TERM
 bad_worker badtext
 service_start
 is "$("$SUP" submit "Add files" --repo "$T/repo" 2>&1)" 3 "task 3 submitted"
-wait_for 30 sh -c "[ \$(sqlite3 '$ORCH_STATE_DIR/tasks.db' \"SELECT count(*) FROM events WHERE task_id=3 AND text LIKE 'caf%'\") -ge 1 ]"
+caf_logged() { [ "$(sq "SELECT count(*) FROM events WHERE task_id=3 AND text LIKE 'caf%'")" -ge 1 ]; }
+wait_for 30 caf_logged
 n_db=$(sq "SELECT count(*) FROM events WHERE task_id=3")
 api "/v1/tasks/3/events?after=0"
 is "$(jq '[.events[] | select(.text | startswith("caf"))] | length' "$T/body")" 1 \
@@ -184,10 +185,15 @@ is "$(jq -r '.events[] | select(.text | startswith("caf")) | .text' "$T/body" | 
 	"caf$(printf '\357\277\275') " "... its invalid byte as U+FFFD"
 wait_for 10 sh -c "[ \$(wc -l <'$ORCH_STATE_DIR/logs/task-3.jsonl') -ge $n_db ]"
 # A row that is not UTF-8 (an old database, another writer) is shown too.
-sq "INSERT INTO events (task_id, ts, kind, stage, text) VALUES (3, '2026-01-01 00:00:00', 'info', NULL, CAST(X'6F6C64E9' AS TEXT))"
-api "/v1/tasks/3/events?after=0"
-is "$(jq '[.events[] | select(.text | startswith("old"))] | length' "$T/body")" 1 \
-	"the API shows a stored row that is not UTF-8"
+if on_pg; then
+	skip "the API shows a stored row that is not UTF-8" \
+		"a UTF8 PostgreSQL database refuses such a row"
+else
+	sq "INSERT INTO events (task_id, ts, kind, stage, text) VALUES (3, '2026-01-01 00:00:00', 'info', NULL, CAST(X'6F6C64E9' AS TEXT))"
+	api "/v1/tasks/3/events?after=0"
+	is "$(jq '[.events[] | select(.text | startswith("old"))] | length' "$T/body")" 1 \
+		"the API shows a stored row that is not UTF-8"
+fi
 is "$(grep -c '"caf' "$ORCH_STATE_DIR/logs/task-3.jsonl")" 1 "the audit file has it"
 "$SUP" logs 3 >"$T/logs2.out" 2>&1
 is "$(raw_esc "$T/logs2.out")" 0 "logs prints it without raw escapes"

@@ -78,5 +78,5 @@ wait_state() {
 
 # vr ID KEY: a key of the task's verification_result (JSON).
 vr() {
-	sq "SELECT json_extract(verification_result, '\$.$2') FROM tasks WHERE id=$1"
+	sq "SELECT $(sql_json verification_result "$2") FROM tasks WHERE id=$1"
 }

@@ -50,7 +50,7 @@ like "$(printf '%s' "$u2" | tr '\n' ' ')" \
 	"the next implementing request has the reason"
 like "$(printf '%s' "$u2" | tr '\n' ' ')" "^Request: Add a greeting .*The approved plan: Add greet.sh\." \
 	"... and the request and the plan"
-like "$(sq "SELECT group_concat(text, '|') FROM events WHERE task_id=1")" \
+like "$(sq "SELECT text FROM events WHERE task_id=1 ORDER BY id" | paste -sd '|')" \
 	"implementation rejected by dave: use printf not echo" "the log says who rejected it and why"
 "$SUP" show 1 >"$T/show1.out" 2>&1
 like "$(tr '\n' ' ' <"$T/show1.out")" "Implementation rejected because:? +use printf not echo" \
@@ -115,7 +115,7 @@ is "$(printf '%s' "$i1" | grep -c 'PLAN-ONE')" 0 "... not the rejected one"
 "$SUP" approve 2 --by erin >/dev/null 2>&1
 wait_state 2 completed 40
 is "$(state_of 2)" completed "task 2 completes"
-is "$(sq 'SELECT plan_approved_by || "|" || implementation_approved_by FROM tasks WHERE id=2')" \
+is "$(sq "SELECT plan_approved_by || '|' || implementation_approved_by FROM tasks WHERE id=2")" \
 	"erin|erin" "the approvers are recorded"
 is "$(vr 2 status)" skipped "no verify command: skipped"
 done_testing

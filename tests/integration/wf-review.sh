@@ -61,10 +61,10 @@ like "$(sq 'SELECT implementation FROM tasks WHERE id=1')" "^greet.sh uses print
 	"implementation has the second round's summary"
 like "$(sq 'SELECT review FROM tasks WHERE id=1')" '"verdict":"approve"' \
 	"review holds the final verdict"
-is "$(sq 'SELECT feedback IS NULL FROM tasks WHERE id=1')" 1 \
+is "$(sq 'SELECT CAST(feedback IS NULL AS INTEGER) FROM tasks WHERE id=1')" 1 \
 	"the feedback is cleared once it was used"
 is "$(vr 1 status)" passed "verification passed"
-like "$(sq "SELECT group_concat(text, '|') FROM events WHERE task_id=1")" \
+like "$(sq "SELECT text FROM events WHERE task_id=1 ORDER BY id" | paste -sd '|')" \
 	"review asked for changes" "the log says the review asked for changes"
 
 # Task 2: the review rounds run out.

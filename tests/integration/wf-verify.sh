@@ -59,7 +59,7 @@ like "$(vr 1 duration_ms)" '^[0-9]+$' "verification_result: a duration"
 is "$($R show orch/task-1:add.sh)" 'echo $(($1 + $2))' "the branch has the fix"
 like "$(sq 'SELECT implementation FROM tasks WHERE id=1')" "^Fixed the sign in add.sh" \
 	"implementation has the fixing round's summary"
-like "$(sq "SELECT group_concat(text, '|') FROM events WHERE task_id=1")" \
+like "$(sq "SELECT text FROM events WHERE task_id=1 ORDER BY id" | paste -sd '|')" \
 	"verification failed, implementing again" "the log says the verification failed"
 "$SUP" show 1 >"$T/show1.out" 2>&1
 like "$(tr '\n' ' ' <"$T/show1.out")" 'Verification: +passed: ' "show shows it passed"
@@ -120,7 +120,7 @@ like "$(vr 3 reason)" "no --verify command and no ORCH_VERIFY_COMMAND" \
 	"verification_result says why"
 is "$(sq "SELECT count(*) FROM checkpoints WHERE task_id=3 AND checkpoint_name='after_verification'")" \
 	1 "the skipped verification is checkpointed"
-like "$(sq "SELECT group_concat(text, '|') FROM events WHERE task_id=3")" \
+like "$(sq "SELECT text FROM events WHERE task_id=3 ORDER BY id" | paste -sd '|')" \
 	"verification skipped" "the log says it was skipped"
 "$SUP" show 3 >"$T/show3.out" 2>&1
 like "$(grep -A2 '^Verification' "$T/show3.out" | tr '\n' ' ')" \
