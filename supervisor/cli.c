@@ -537,12 +537,30 @@ cli_main_usage(FILE *f)
 	    "\nSee orch-supervisor(1), README.md and docs/api.md.\n");
 }
 
+/*
+ * Started with stdin, stdout or stderr closed (a cron job, `cmd <&- >&-`),
+ * the first descriptors we open (the database's socket, a log file) would
+ * take their numbers, and a printf would then write into the database
+ * connection: give each closed one /dev/null first.
+ */
+static void
+cli_stdio_guard(void)
+{
+	for (int fd = 0; fd <= 2; fd++) {
+		if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
+			continue;
+		if (open("/dev/null", O_RDWR) != fd)
+			_exit(1);
+	}
+}
+
 int
 cli_main(int argc, char **argv)
 {
 	const char *env_file = NULL;
 	int i = 1;
 
+	cli_stdio_guard();
 	signal(SIGPIPE, SIG_IGN);
 	/* The database, its backups and the socket are the user's alone. */
 	umask(077);
