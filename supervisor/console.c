@@ -152,12 +152,12 @@ console_random(char out[CONSOLE_SECRET_LEN + 1])
 }
 
 int
-console_init(struct store *st, char **cause)
+console_init(struct store *st, int tcp, char **cause)
 {
 	console_st = st;
 	free(console_token);
 	console_token = NULL;
-	if (config_http_token(&console_token, cause) == -1)
+	if (tcp && config_http_token(&console_token, cause) == -1)
 		return -1;
 	if (console_sessions == NULL)
 		console_sessions =

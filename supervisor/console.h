@@ -25,8 +25,8 @@ struct console_who {
 	char csrf[CONSOLE_SECRET_LEN + 1]; /* the session's CSRF token */
 };
 
-/* Load the bearer token (when ORCH_HTTP_LISTEN is set). */
-int console_init(struct store *, char **cause);
+/* The pages read st; with tcp (ORCH_HTTP_LISTEN set), load the token. */
+int console_init(struct store *st, int tcp, char **cause);
 void console_free(void);
 /*
  * Authenticate a TCP request: 0 with *who filled when it may go on, -1

@@ -1362,8 +1362,6 @@ control_tcp_init(struct event_base *base, char **cause)
 	unsigned len;
 	int lo, fd, on = 1;
 
-	if (console_init(control_st, cause) == -1)
-		return -1;
 	if (config_listen_parse(
 	        cfg.http_listen, &control_tcp_addr, &len, &lo, cause) == -1)
 		return -1;
@@ -1482,6 +1480,9 @@ control_init(struct event_base *base, struct store *st,
 	}
 	/* After the bind, which sets the listener's callback. */
 	evconnlistener_set_error_cb(control_listener, control_accept_error);
+	/* The console's pages answer on the socket too. */
+	if (console_init(control_st, cfg.http_listen != NULL, cause) == -1)
+		return -1;
 	if (cfg.http_listen != NULL && control_tcp_init(base, cause) == -1)
 		return -1;
 	{

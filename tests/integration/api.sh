@@ -131,4 +131,16 @@ api GET /v1/health
 is "$code" 200 "the service still answers afterwards"
 is "$(body .pid)" "$SVC" "... the same service"
 is "$(sq 'SELECT count(*) FROM tasks')" 3 "no bad request made a task"
+
+# The console's pages answer on the socket too (its user is the service's
+# own): they read the same store as the API.
+for page in /inbox /tasks /tasks/1 /tasks/999; do
+	code=$(curl -s --max-time 10 --unix-socket "$SOCK" -o "$T/page" \
+		-w '%{http_code}' "http://orch$page")
+	check "GET $page on the socket answers ($code)" \
+		test "$code" = 200 -o "$code" = 404
+done
+like "$(cat "$T/page")" 'html' "... with a page"
+api GET /v1/health
+is "$(body .pid)" "$SVC" "the service is still the same one"
 done_testing
