@@ -70,6 +70,23 @@ static const char *const git_transient[] = {
     "Disk quota exceeded",
 };
 
+/*
+ * What a fetch or push of an origin takes from the node's environment: its
+ * ssh agent and ssh command, and its proxies.  Nothing else of the
+ * caller's environment reaches any git.
+ */
+const char *const git_network_env[GIT_NETWORK_ENV_MAX + 1] = {
+    "SSH_AUTH_SOCK",
+    "GIT_SSH_COMMAND",
+    "GIT_SSH",
+    "GIT_SSH_VARIANT",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+    NULL,
+};
+
 /* The last few lines of git's stderr, joined into one line. */
 static char *
 git_err_tail(const struct buf *err)
@@ -121,7 +138,7 @@ git_env(const struct git_opts *o)
 {
 	const char *path = getenv("PATH"), *home = getenv("HOME");
 	const char *const *lists[2] = {git_fixed_config, o ? o->config : NULL};
-	size_t max = 16, n = 0, nconf = 0;
+	size_t max = 18 + nitems(git_network_env), n = 0, nconf = 0;
 	char **envp;
 
 	for (size_t l = 0; l < nitems(lists); l++) {
@@ -138,7 +155,23 @@ git_env(const struct git_opts *o)
 		env_add(envp, &n, max, xasprintf("HOME=%s", home));
 	env_add(envp, &n, max, xstrdup("LANG=C.UTF-8"));
 	env_add(envp, &n, max, xstrdup("GIT_CONFIG_NOSYSTEM=1"));
-	env_add(envp, &n, max, xstrdup("GIT_CONFIG_GLOBAL=/dev/null"));
+	/*
+	 * A fetch or push reads the user's global configuration (credential
+	 * helpers, core.sshCommand, url.*.insteadOf, http.*); the settings
+	 * below still win over it, and no transport but these three runs.
+	 */
+	if (o == NULL || !o->network)
+		env_add(envp, &n, max, xstrdup("GIT_CONFIG_GLOBAL=/dev/null"));
+	else {
+		for (size_t i = 0; git_network_env[i] != NULL; i++) {
+			const char *v = getenv(git_network_env[i]);
+
+			if (v != NULL)
+				env_add(envp, &n, max,
+				    xasprintf("%s=%s", git_network_env[i], v));
+		}
+	}
+	env_add(envp, &n, max, xstrdup("GIT_ALLOW_PROTOCOL=file:https:ssh"));
 	env_add(envp, &n, max, xstrdup("GIT_TERMINAL_PROMPT=0"));
 	env_add(envp, &n, max, xstrdup("GIT_AUTHOR_NAME=orch-supervisor"));
 	env_add(envp, &n, max, xstrdup("GIT_AUTHOR_EMAIL=orch@localhost"));

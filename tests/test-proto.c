@@ -147,7 +147,7 @@ test_catalog(void)
 		}
 	}
 	ok(sane, "catalog entries are sane");
-	is_int(proto_catalog[PROTO_START].nfields, 35, "start has 35 fields");
+	is_int(proto_catalog[PROTO_START].nfields, 36, "start has 36 fields");
 	is_int(proto_catalog[PROTO_JOURNAL].fields[4], PF_TOKENS_OUT,
 	    "journal ends with tokens_out");
 	is_int(proto_field_type[PF_DATA], PROTO_FT_STR, "data is a string");
