@@ -350,7 +350,7 @@ cmd_show(int argc, char **argv)
 		char *b = utf8_show(branch, strlen(branch), 0);
 
 		printf("\nResult: %s\n", cli_safe_line(loc));
-		if (t->state == WS_COMPLETED)
+		if (t->state == WS_COMPLETED && t->repo != NULL)
 			printf("  git fetch %.*s %s\n",
 			    (int)strcspn(t->repo, "#"), cli_safe_line(t->repo),
 			    b);
