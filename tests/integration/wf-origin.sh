@@ -17,14 +17,17 @@
 export ORCH_RETRY_BACKOFF_MS=300
 . "$ORCH_TESTS_DIR/integration/origin-lib.sh"
 
-cat >"$T/script.json" <<'JSON'
+# The node's own credentials: a helper's file and an agent (a name only).
+printf 'https://u:orch-secret-token@example.com\n' >"$HOME/.git-credentials"
+git config --global credential.helper store
+cat >"$T/script.json" <<JSON
 {
   "planning": [
     {"text": "Plan.", "tool_calls": [{"name": "submit_plan", "arguments": {"plan": "Write a.txt and look around."}}]}
   ],
   "implementing": [
-    {"text": "a", "tool_calls": [{"name": "write_file", "arguments": {"path": "a.txt", "content": "alpha\n"}}]},
-    {"text": "look", "delay": 3, "tool_calls": [{"name": "run_command", "arguments": {"command": "env | sort > env.txt; (cat .git; ls -a /; ls -a ..) > seen.txt 2>&1; git config --list > config.txt 2>&1; true"}}]},
+    {"text": "a", "tool_calls": [{"name": "write_file", "arguments": {"path": "a.txt", "content": "alpha\\n"}}]},
+    {"text": "look", "delay": 3, "tool_calls": [{"name": "run_command", "arguments": {"command": "env | sort > env.txt; (cat .git; ls -a /; ls -a ..; cat $HOME/.git-credentials ~/.git-credentials ~/.gitconfig) > seen.txt 2>&1; git config --list > config.txt 2>&1; true"}}]},
     {"text": "Done.", "tool_calls": [{"name": "finish", "arguments": {"summary": "Wrote a.txt."}}]}
   ],
   "reviewing": [
@@ -116,6 +119,8 @@ is "$(echo "$env1" | grep -c -e SSH_AUTH_SOCK -e GIT_SSH -e agent.sock)" 0 \
 	"the sandbox saw no SSH_AUTH_SOCK or ssh command"
 is "$($O show orch/task-1:seen.txt orch/task-1:config.txt orch/task-1:env.txt | grep -c 'origin\.git')" 0 \
 	"nor the origin's URL"
+is "$($O show orch/task-1:seen.txt orch/task-1:config.txt | grep -c -e orch-secret-token -e helper)" 0 \
+	"nor the node's credentials file or credential helper"
 
 # Task 2: the bare repository's plain path.
 is "$(submit "$T/origin.git")" 2 "task 2 (a bare repository's path) submitted"
@@ -165,5 +170,12 @@ env4=$($O show orch/task-4:env.txt)
 is "$(echo "$env4" | grep -c -e SSH_AUTH_SOCK -e GIT_SSH -e agent.sock)" 0 \
 	"the sandbox saw none of it"
 is "$(origin_user_refs "$T/origin.git")" "$user_refs" "the user's branches are still untouched"
+# gc works in the mirror: the task's worktree registration and refs there
+# go; the origin's copies stay with the origin.
+M=$(find "$ORCH_STATE_DIR/repos" -maxdepth 1 -name 'origin-*.git' | head -1)
+"$SUP" gc --older-than 0 >/dev/null
+is "$(git -C "$M" for-each-ref 'refs/orch/tasks/' | wc -l)" 0 "gc removes the snapshot refs from the mirror"
+is "$($O for-each-ref --format='%(refname)' 'refs/orch/tasks/' | tr '\n' ' ')" \
+	"refs/orch/tasks/1 refs/orch/tasks/2 refs/orch/tasks/3 refs/orch/tasks/4 " "... and leaves the origin's"
 is "$(sq 'PRAGMA integrity_check')" ok "the database is intact"
 done_testing
