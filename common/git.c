@@ -89,10 +89,17 @@ const char *const git_network_env[GIT_NETWORK_ENV_MAX + 1] = {
 
 /* The last few lines of git's stderr, joined into one line. */
 static char *
-git_err_tail(const struct buf *err)
+git_err_tail(const struct buf *err, int network)
 {
 	const char *s = err->buf;
 	size_t end = err->len, start;
+	/*
+	 * A fetch or push ends with git's advice ("Please make sure you
+	 * have the correct access rights...") after the line that says
+	 * what went wrong: more is kept, to tell why (origin.c sorts on it).
+	 */
+	int maxlines = network ? 3 * CAUSE_ERR_LINES : CAUSE_ERR_LINES;
+	size_t maxbytes = network ? 3 * CAUSE_ERR_BYTES : CAUSE_ERR_BYTES;
 	int lines = 0;
 	char *out;
 
@@ -103,12 +110,12 @@ git_err_tail(const struct buf *err)
 		return xstrdup("(no output)");
 	start = end;
 	while (start > 0) {
-		if (s[start - 1] == '\n' && ++lines == CAUSE_ERR_LINES)
+		if (s[start - 1] == '\n' && ++lines == maxlines)
 			break;
 		start--;
 	}
-	if (end - start > CAUSE_ERR_BYTES)
-		start = end - CAUSE_ERR_BYTES;
+	if (end - start > maxbytes)
+		start = end - maxbytes;
 	out = xstrndup(s + start, end - start);
 	for (char *p = out; *p != '\0'; p++) {
 		if (*p == '\n')
@@ -451,7 +458,7 @@ git_run(const struct git_opts *o, const char *const *args, struct buf *out,
 		gs->transient = 0;
 		rc = 0;
 	} else if (WIFEXITED(wstatus)) {
-		char *tail = git_err_tail(&err);
+		char *tail = git_err_tail(&err, o->network);
 
 		gs->exit = WEXITSTATUS(wstatus);
 		gs->transient = git_transient_err(&err);

@@ -220,12 +220,14 @@ test_push(void)
 	char *origin = xasprintf("%s/origin.git", tmp);
 	char *url = xasprintf("file://%s", origin);
 	char *mirror = xasprintf("%s/repos/m.git", tmp), *commit = NULL;
-	char *cause = NULL, *theirs, *mine, *before;
+	char *cause = NULL, *theirs, *mine, *before, *gone, *ssh;
 	int permanent, pushed, rc;
 
 	if (sh("set -e; cd %s; git init -q -b main work; cd work; "
 	       "echo a > a; git add a; git -c user.name=t -c user.email=t@t "
-	       "commit -qm base; git clone -q --bare . %s",
+	       "commit -qm base; git checkout -qb feature; echo b > b; "
+	       "git add b; git -c user.name=t -c user.email=t@t commit -qm f; "
+	       "git checkout -q main; git clone -q --bare . %s",
 	        tmp, origin) != 0)
 		abort();
 	rc = origin_sync(mirror, url, NULL, &commit, &permanent, &cause);
@@ -235,6 +237,13 @@ test_push(void)
 		printf("#   %s\n", cause);
 	free(cause);
 	cause = NULL;
+	free(commit);
+	commit = NULL;
+	theirs = rev(origin, "feature");
+	rc = origin_sync(mirror, url, "feature", &commit, &permanent, &cause);
+	ok(rc == 0 && commit != NULL && strcmp(commit, theirs) == 0,
+	    "URL#BRANCH: the base is that branch's commit");
+	free(theirs);
 	free(commit);
 	commit = NULL;
 	rc = origin_sync(mirror, url, "nope", &commit, &permanent, &cause);
@@ -316,6 +325,44 @@ test_push(void)
 	rc = origin_fetch_ref(
 	    mirror, url, "refs/../x", &commit, &permanent, &cause);
 	ok(rc == -1 && permanent, "a ref with '..' is refused");
+	free(cause);
+	cause = NULL;
+
+	/* Failures sorted: the origin refusing us, or the way to it. */
+	gone = xasprintf("file://%s/gone.git", tmp);
+	rc = origin_push(mirror, gone, "refs/orch/tasks/2", "S1", &pushed,
+	    &permanent, &cause);
+	ok(rc == -1 && permanent && strstr(cause, "refused"),
+	    "no repository at the URL: permanent, and said so");
+	free(cause);
+	cause = NULL;
+	free(gone);
+	ssh = xasprintf("%s/ssh", tmp);
+	setenv("GIT_SSH_COMMAND", ssh, 1);
+	setenv("GIT_SSH_VARIANT", "simple", 1);
+	if (sh("printf '#!/bin/sh\necho \"ssh: connect to host example.com "
+	       "port 22: Connection refused\" >&2\nexit 255\n' > %s; "
+	       "chmod +x %s",
+	        ssh, ssh) != 0)
+		abort();
+	rc = origin_push(mirror, "ssh://example.com/x.git", "refs/orch/tasks/2",
+	    "S1", &pushed, &permanent, &cause);
+	ok(rc == -1 && !permanent && strstr(cause, "transient") &&
+	        strstr(cause, "Connection refused"),
+	    "an unreachable host: transient, and said so");
+	free(cause);
+	cause = NULL;
+	if (sh("printf '#!/bin/sh\necho \"git@example.com: Permission "
+	       "denied (publickey).\" >&2\nexit 255\n' > %s",
+	        ssh) != 0)
+		abort();
+	rc = origin_push(mirror, "ssh://example.com/x.git", "refs/orch/tasks/2",
+	    "S1", &pushed, &permanent, &cause);
+	ok(rc == -1 && permanent && strstr(cause, "Permission denied"),
+	    "authentication refused: permanent");
+	unsetenv("GIT_SSH_COMMAND");
+	unsetenv("GIT_SSH_VARIANT");
+	free(ssh);
 	free(cause);
 	free(theirs);
 	free(mine);

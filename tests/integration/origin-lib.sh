@@ -4,9 +4,15 @@
 . "$ORCH_TESTS_DIR/integration/wf-lib.sh"
 
 # origin_setup WORK ORIGIN: a small repository WORK (wf_repo) and its bare
-# clone ORIGIN, with HEAD on main and a user branch "feature".
+# clone ORIGIN, with HEAD on main and a user branch "feature" one commit
+# ahead of it.
 origin_setup() {
 	wf_repo "$1"
+	git -C "$1" checkout -q feature
+	printf 'feature\n' >"$1/F.txt"
+	git -C "$1" add F.txt
+	git -C "$1" -c user.name=t -c user.email=t@t commit -qm feature
+	git -C "$1" checkout -q main
 	git clone -q --bare "$1" "$2"
 }
 

@@ -13,7 +13,9 @@
 #           the task): the stage restores the origin's snapshot ref;
 #   task 4 (ssh:// through GIT_SSH_COMMAND, the node's ssh): the push and
 #           fetch see the node's SSH_AUTH_SOCK, the sandboxed commands
-#           see none of it, nor the origin's URL.
+#           see none of it, nor the origin's URL;
+#   task 5 (URL#feature): its base is that branch;
+#   gc trims the mirror, not the origin.
 export ORCH_RETRY_BACKOFF_MS=300
 . "$ORCH_TESTS_DIR/integration/origin-lib.sh"
 
@@ -170,6 +172,16 @@ env4=$($O show orch/task-4:env.txt)
 is "$(echo "$env4" | grep -c -e SSH_AUTH_SOCK -e GIT_SSH -e agent.sock)" 0 \
 	"the sandbox saw none of it"
 is "$(origin_user_refs "$T/origin.git")" "$user_refs" "the user's branches are still untouched"
+# URL#BRANCH: the base is that branch.
+is "$("$SUP" submit "From feature" --repo "$URL#feature" 2>"$T/submit.err")" 5 \
+	"task 5 (URL#feature) submitted"
+is "$(sq 'SELECT repo FROM tasks WHERE id=5')" "$URL#feature" "the task keeps the branch in its URL"
+is "$(sq 'SELECT base_commit FROM tasks WHERE id=5')" "$($O rev-parse feature)" \
+	"its base is the branch's commit, not HEAD's"
+"$SUP" cancel 5 >/dev/null
+wait_state 5 cancelled 20
+is "$(state_of 5)" cancelled "(cancelled)"
+
 # gc works in the mirror: the task's worktree registration and refs there
 # go; the origin's copies stay with the origin.
 M=$(find "$ORCH_STATE_DIR/repos" -maxdepth 1 -name 'origin-*.git' | head -1)
