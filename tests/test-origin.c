@@ -337,6 +337,22 @@ test_push(void)
 	free(cause);
 	cause = NULL;
 	free(gone);
+	if (sh("set -e; git -C %s update-ref refs/orch/tasks/9 "
+	       "refs/orch/tasks/2; printf '#!/bin/sh\necho no pushes here "
+	       ">&2\nexit 1\n' > %s/hooks/pre-receive; "
+	       "chmod +x %s/hooks/pre-receive",
+	        mirror, origin, origin) != 0)
+		abort();
+	rc = origin_push(mirror, url, "refs/orch/tasks/9", "S1", &pushed,
+	    &permanent, &cause);
+	ok(rc == -1 && permanent && strstr(cause, "hook declined") &&
+	        strstr(cause, "no pushes here"),
+	    "the origin's hook declines: permanent, with its message");
+	free(theirs);
+	theirs = rev(origin, "refs/orch/tasks/9");
+	is_str(theirs, "", "(nothing was pushed)");
+	free(cause);
+	cause = NULL;
 	ssh = xasprintf("%s/ssh", tmp);
 	setenv("GIT_SSH_COMMAND", ssh, 1);
 	setenv("GIT_SSH_VARIANT", "simple", 1);
@@ -364,7 +380,6 @@ test_push(void)
 	unsetenv("GIT_SSH_VARIANT");
 	free(ssh);
 	free(cause);
-	free(theirs);
 	free(mine);
 	free(mirror);
 	free(url);
