@@ -66,8 +66,11 @@ refused(const char *repo, const char *why)
 	char *url, *branch, *cause = NULL;
 	int rc = origin_parse(repo, &url, &branch, &cause);
 
+	char what[80];
+
+	snprintf(what, sizeof what, "refused: %.60s", repo);
 	ok(rc == -1 && url == NULL && cause != NULL && strstr(cause, why),
-	    repo);
+	    what);
 	if (rc == -1 && (cause == NULL || strstr(cause, why) == NULL))
 		printf("#   cause: %s\n", cause ? cause : "(null)");
 	free(cause);
@@ -380,6 +383,7 @@ test_push(void)
 	unsetenv("GIT_SSH_VARIANT");
 	free(ssh);
 	free(cause);
+	free(theirs);
 	free(mine);
 	free(mirror);
 	free(url);
