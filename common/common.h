@@ -156,7 +156,7 @@ struct git_opts {
 	const char *const *config;
 	/*
 	 * A fetch or push of an origin (origin.c): the node's own ssh agent,
-	 * ssh command, proxies and global configuration (credential helpers)
+	 * ssh command and global configuration (credential helpers, proxy)
 	 * pass; see docs/security.md.  Never set for anything else.
 	 */
 	int network;
@@ -181,7 +181,7 @@ int git_run(const struct git_opts *, const char *const *args, struct buf *out,
 int git_line(const struct git_opts *, const char *const *args, char **line,
     struct git_status *gs, char **cause);
 /* The variables of the node's environment a fetch or push takes. */
-#define GIT_NETWORK_ENV_MAX 8
+#define GIT_NETWORK_ENV_MAX 4
 extern const char *const git_network_env[GIT_NETWORK_ENV_MAX + 1];
 /* The environment git_run gives git (NULL-terminated, for git_env_free). */
 char **git_env(const struct git_opts *);

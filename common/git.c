@@ -72,18 +72,17 @@ static const char *const git_transient[] = {
 
 /*
  * What a fetch or push of an origin takes from the node's environment: its
- * ssh agent and ssh command, and its proxies.  Nothing else of the
- * caller's environment reaches any git.
+ * ssh agent and ssh command.  Nothing else of the caller's environment
+ * reaches any git (a proxy is the user's http.proxy setting: the global
+ * configuration is read for those commands).  Not the proxy variables:
+ * the worker has these in its environment, and libcurl would send the
+ * model's requests through them too.
  */
 const char *const git_network_env[GIT_NETWORK_ENV_MAX + 1] = {
     "SSH_AUTH_SOCK",
     "GIT_SSH_COMMAND",
     "GIT_SSH",
     "GIT_SSH_VARIANT",
-    "https_proxy",
-    "HTTPS_PROXY",
-    "no_proxy",
-    "NO_PROXY",
     NULL,
 };
 

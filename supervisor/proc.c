@@ -400,7 +400,7 @@ proc_spawn(struct event_base *base, int64_t task, const char *stage,
 			ca.envp[n++] = xasprintf("%s=%s", sanitizer_vars[i], v);
 	}
 	/*
-	 * The node's ssh agent, ssh command and proxies: the worker's git
+	 * The node's ssh agent and ssh command: the worker's git
 	 * fetches and pushes an origin with them (git_env gives them to
 	 * those commands only; the sandbox's environment is built from
 	 * nothing).

@@ -122,6 +122,10 @@ stage_origin_fetch(void)
 
 	if (url == NULL)
 		return;
+	/* The supervisor could not name the mirror (a URL it cannot parse). */
+	if (cur->start->repo[0] != '/')
+		stage_fail(
+		    "origin %s: no mirror for it (%s)", url, cur->start->repo);
 	origin_configure(wio_heartbeat, NULL, 0);
 	if (origin_sync(
 	        cur->start->repo, url, NULL, NULL, &permanent, &cause) == -1 ||
