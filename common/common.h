@@ -154,6 +154,12 @@ struct git_opts {
 	void *arg;
 	/* More key, value settings, NULL-terminated (filters turned off). */
 	const char *const *config;
+	/*
+	 * A fetch or push of an origin (origin.c): the node's own ssh agent,
+	 * ssh command and global configuration (credential helpers, proxy)
+	 * pass; see docs/security.md.  Never set for anything else.
+	 */
+	int network;
 };
 
 struct git_status {
@@ -174,8 +180,45 @@ int git_run(const struct git_opts *, const char *const *args, struct buf *out,
 /* git_run keeping only the first line of stdout (a hash, a path). */
 int git_line(const struct git_opts *, const char *const *args, char **line,
     struct git_status *gs, char **cause);
+/* The variables of the node's environment a fetch or push takes. */
+#define GIT_NETWORK_ENV_MAX 4
+extern const char *const git_network_env[GIT_NETWORK_ENV_MAX + 1];
 /* The environment git_run gives git (NULL-terminated, for git_env_free). */
 char **git_env(const struct git_opts *);
 void git_env_free(char **);
+
+/*
+ * origin.c: a task's repository given as a git URL (file://, https://,
+ * ssh://, optionally #BRANCH) and the node's local mirror of it.
+ */
+#define ORIGIN_MAX_URL 2048
+/* Whether repo (as stored in a task) names an origin, not a work tree. */
+int origin_is_url(const char *repo);
+/* Check repo as an origin; *url without, *branch the #BRANCH (or NULL). */
+int origin_parse(const char *repo, char **url, char **branch, char **cause);
+/* Heartbeat and time limit of the network calls (0: ORIGIN_TIMEOUT_S). */
+void origin_configure(void (*tick)(void *), void *arg, unsigned timeout_s);
+/* The mirror of url under state_dir/repos ("NAME-HASH.git"). */
+char *origin_mirror(const char *state_dir, const char *url, char **cause);
+/*
+ * Make the mirror if it is missing and fetch the origin's HEAD and
+ * branches into it (refs/origin/...), holding the mirror's lock.  With
+ * branch, *commit is that branch's commit, else HEAD's.
+ */
+int origin_sync(const char *mirror, const char *url, const char *branch,
+    char **commit, int *permanent, char **cause);
+/*
+ * Fetch ref from the origin; the mirror's own ref is set to it when it is
+ * missing or behind.  *commit: the origin's value, NULL when it has none.
+ */
+int origin_fetch_ref(const char *mirror, const char *url, const char *ref,
+    char **commit, int *permanent, char **cause);
+/*
+ * Push the mirror's ref to the same name on the origin, unless the
+ * origin's is not ours (made by another state directory: permanent).
+ * *pushed: 0 when the origin had it already.
+ */
+int origin_push(const char *mirror, const char *url, const char *ref,
+    const char *state_id, int *pushed, int *permanent, char **cause);
 
 #endif

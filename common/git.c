@@ -70,12 +70,35 @@ static const char *const git_transient[] = {
     "Disk quota exceeded",
 };
 
+/*
+ * What a fetch or push of an origin takes from the node's environment: its
+ * ssh agent and ssh command.  Nothing else of the caller's environment
+ * reaches any git (a proxy is the user's http.proxy setting: the global
+ * configuration is read for those commands).  Not the proxy variables:
+ * the worker has these in its environment, and libcurl would send the
+ * model's requests through them too.
+ */
+const char *const git_network_env[GIT_NETWORK_ENV_MAX + 1] = {
+    "SSH_AUTH_SOCK",
+    "GIT_SSH_COMMAND",
+    "GIT_SSH",
+    "GIT_SSH_VARIANT",
+    NULL,
+};
+
 /* The last few lines of git's stderr, joined into one line. */
 static char *
-git_err_tail(const struct buf *err)
+git_err_tail(const struct buf *err, int network)
 {
 	const char *s = err->buf;
 	size_t end = err->len, start;
+	/*
+	 * A fetch or push ends with git's advice ("Please make sure you
+	 * have the correct access rights...") after the line that says
+	 * what went wrong: more is kept, to tell why (origin.c sorts on it).
+	 */
+	int maxlines = network ? 3 * CAUSE_ERR_LINES : CAUSE_ERR_LINES;
+	size_t maxbytes = network ? 3 * CAUSE_ERR_BYTES : CAUSE_ERR_BYTES;
 	int lines = 0;
 	char *out;
 
@@ -86,12 +109,12 @@ git_err_tail(const struct buf *err)
 		return xstrdup("(no output)");
 	start = end;
 	while (start > 0) {
-		if (s[start - 1] == '\n' && ++lines == CAUSE_ERR_LINES)
+		if (s[start - 1] == '\n' && ++lines == maxlines)
 			break;
 		start--;
 	}
-	if (end - start > CAUSE_ERR_BYTES)
-		start = end - CAUSE_ERR_BYTES;
+	if (end - start > maxbytes)
+		start = end - maxbytes;
 	out = xstrndup(s + start, end - start);
 	for (char *p = out; *p != '\0'; p++) {
 		if (*p == '\n')
@@ -121,7 +144,7 @@ git_env(const struct git_opts *o)
 {
 	const char *path = getenv("PATH"), *home = getenv("HOME");
 	const char *const *lists[2] = {git_fixed_config, o ? o->config : NULL};
-	size_t max = 16, n = 0, nconf = 0;
+	size_t max = 18 + nitems(git_network_env), n = 0, nconf = 0;
 	char **envp;
 
 	for (size_t l = 0; l < nitems(lists); l++) {
@@ -138,7 +161,23 @@ git_env(const struct git_opts *o)
 		env_add(envp, &n, max, xasprintf("HOME=%s", home));
 	env_add(envp, &n, max, xstrdup("LANG=C.UTF-8"));
 	env_add(envp, &n, max, xstrdup("GIT_CONFIG_NOSYSTEM=1"));
-	env_add(envp, &n, max, xstrdup("GIT_CONFIG_GLOBAL=/dev/null"));
+	/*
+	 * A fetch or push reads the user's global configuration (credential
+	 * helpers, core.sshCommand, url.*.insteadOf, http.*); the settings
+	 * below still win over it, and no transport but these three runs.
+	 */
+	if (o == NULL || !o->network)
+		env_add(envp, &n, max, xstrdup("GIT_CONFIG_GLOBAL=/dev/null"));
+	else {
+		for (size_t i = 0; git_network_env[i] != NULL; i++) {
+			const char *v = getenv(git_network_env[i]);
+
+			if (v != NULL)
+				env_add(envp, &n, max,
+				    xasprintf("%s=%s", git_network_env[i], v));
+		}
+	}
+	env_add(envp, &n, max, xstrdup("GIT_ALLOW_PROTOCOL=file:https:ssh"));
 	env_add(envp, &n, max, xstrdup("GIT_TERMINAL_PROMPT=0"));
 	env_add(envp, &n, max, xstrdup("GIT_AUTHOR_NAME=orch-supervisor"));
 	env_add(envp, &n, max, xstrdup("GIT_AUTHOR_EMAIL=orch@localhost"));
@@ -418,7 +457,7 @@ git_run(const struct git_opts *o, const char *const *args, struct buf *out,
 		gs->transient = 0;
 		rc = 0;
 	} else if (WIFEXITED(wstatus)) {
-		char *tail = git_err_tail(&err);
+		char *tail = git_err_tail(&err, o->network);
 
 		gs->exit = WEXITSTATUS(wstatus);
 		gs->transient = git_transient_err(&err);

@@ -24,7 +24,7 @@
 const struct proto_spec proto_catalog[PROTO_MAX] = {
     [PROTO_NONE] = {"none", PROTO_W2S, 0, {0}},
     [PROTO_HELLO] = {"hello", PROTO_W2S, 2, {PF_VERSION, PF_PID}},
-    [PROTO_START] = {"start", PROTO_S2W, 35,
+    [PROTO_START] = {"start", PROTO_S2W, 36,
         {PF_VERSION, PF_TASK, PF_STAGE, PF_RUN, PF_ATTEMPT, PF_COUNT,
             PF_REQUEST, PF_REPO, PF_BASE_COMMIT, PF_WORKTREE, PF_REF, PF_BRANCH,
             PF_PLAN, PF_PLAN_REJECTION_REASON, PF_FEEDBACK, PF_REVIEW,
@@ -32,7 +32,8 @@ const struct proto_spec proto_catalog[PROTO_MAX] = {
             PF_MAX_STEPS, PF_CMD_TIMEOUT_S, PF_SNAPSHOT_MAX_FILE_BYTES,
             PF_STATE_ID, PF_HEARTBEAT_MS, PF_PROFILES_DIR, PF_LOG_LEVEL,
             PF_LLM_PROVIDER, PF_LLM_BASE_URL, PF_LLM_MODEL, PF_LLM_API_KEY,
-            PF_LLM_SCRIPT, PF_LLM_TRACE, PF_LLM_TIMEOUT_S, PF_LLM_MAX_RETRIES}},
+            PF_LLM_SCRIPT, PF_LLM_TRACE, PF_LLM_TIMEOUT_S, PF_LLM_MAX_RETRIES,
+            PF_ORIGIN}},
     [PROTO_REPLAY] = {"replay", PROTO_S2W, 3, {PF_SEQ, PF_KIND, PF_DATA}},
     [PROTO_HEARTBEAT] = {"heartbeat", PROTO_W2S, 0, {0}},
     [PROTO_LOG] = {"log", PROTO_W2S, 2, {PF_LEVEL, PF_TEXT}},
@@ -91,6 +92,7 @@ const enum proto_ftype proto_field_type[PROTO_FIELD_MAX] = {
     [PF_LLM_TRACE] = PROTO_FT_OPTSTR,
     [PF_LLM_TIMEOUT_S] = PROTO_FT_U64,
     [PF_LLM_MAX_RETRIES] = PROTO_FT_U64,
+    [PF_ORIGIN] = PROTO_FT_OPTSTR,
 };
 
 /*
@@ -178,6 +180,8 @@ static const struct {
         NULL},
     [PF_LLM_MAX_RETRIES] =
         {"field llm_max_retries: expected an unsigned integer", NULL},
+    [PF_ORIGIN] = {"field origin: expected a string or nil",
+        "field origin: string contains a NUL byte"},
 };
 
 /* Where the raw-byte validator is in the payload. */
@@ -265,6 +269,7 @@ static const struct {
     {PF_LLM_TRACE, SF_OPTSTR, offsetof(struct msg_start, llm_trace)},
     {PF_LLM_TIMEOUT_S, SF_U64, offsetof(struct msg_start, llm_timeout_s)},
     {PF_LLM_MAX_RETRIES, SF_U64, offsetof(struct msg_start, llm_max_retries)},
+    {PF_ORIGIN, SF_OPTSTR, offsetof(struct msg_start, origin)},
 };
 
 /* Bounds of START's numbers; a field not listed takes any value. */

@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PROTO_VERSION   2 /* 2: START carries typed settings, not JSON */
+#define PROTO_VERSION   3 /* 3: START carries the origin */
 #define PROTO_HDR_LEN   4
 #define PROTO_MAX_FRAME (4u * 1024 * 1024)
 /*
@@ -113,6 +113,7 @@ enum proto_field {
 	PF_LLM_TRACE,
 	PF_LLM_TIMEOUT_S,
 	PF_LLM_MAX_RETRIES,
+	PF_ORIGIN,
 	PROTO_FIELD_MAX
 };
 
@@ -197,6 +198,9 @@ struct msg_start {
 	char *llm_trace;
 	uint64_t llm_timeout_s;
 	uint64_t llm_max_retries;
+	/* The origin's URL (repo is then the node's mirror of it), or NULL:
+	 * repo is the user's own repository. */
+	char *origin;
 };
 
 /* proto.c */

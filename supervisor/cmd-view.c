@@ -344,7 +344,19 @@ cmd_show(int argc, char **argv)
 	cli_show_usage(st, id);
 	printf("\nCheckpoints:\n");
 	store_checkpoint_list(st, id, cli_show_cp, NULL);
-	if (t->text[TC_IMPLEMENTATION] != NULL) {
+	char *loc = task_result_location(st, t);
+	if (loc != NULL) {
+		char *branch = task_branch(st, t);
+		char *b = utf8_show(branch, strlen(branch), 0);
+
+		printf("\nResult: %s\n", cli_safe_line(loc));
+		if (t->state == WS_COMPLETED && t->repo != NULL)
+			printf("  git fetch %.*s %s\n",
+			    (int)strcspn(t->repo, "#"), cli_safe_line(t->repo),
+			    b);
+		free(b);
+		free(branch);
+	} else if (t->text[TC_IMPLEMENTATION] != NULL) {
 		char *branch = task_branch(st, t);
 
 		char *b = utf8_show(branch, strlen(branch), 0);
@@ -356,6 +368,7 @@ cmd_show(int argc, char **argv)
 		free(b);
 		free(branch);
 	}
+	free(loc);
 	if (t->state == WS_IMPLEMENTATION_AWAITING_APPROVAL)
 		cli_show_diff(st, t);
 	if (t->ival[TI_BUDGET_PAUSED]) {

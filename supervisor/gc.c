@@ -215,10 +215,15 @@ static int
 gc_task_cb(const struct task *t, void *arg)
 {
 	struct gc_run *g = arg;
+	struct task local = *t;
 	int64_t ev, jr;
 
-	g->worktrees += gc_worktree(t);
-	g->refs += gc_refs(g, t);
+	/* A task of an origin: its worktree and refs are in the mirror
+	 * (the origin's copies of its refs are left to their owner). */
+	local.repo = task_repo_dir(t->repo);
+	g->worktrees += gc_worktree(&local);
+	g->refs += gc_refs(g, &local);
+	free(local.repo);
 	if (store_gc_task(g->st, t->id, &ev, &jr) == -1) {
 		g->err = xstrdup(store_error(g->st));
 		return 1;

@@ -287,7 +287,7 @@ static const char *const sanitizer_vars[] = {
 /* What the child needs, made before it starts: it may not allocate. */
 struct child_args {
 	const char *path;
-	char *envp[8];
+	char *envp[8 + GIT_NETWORK_ENV_MAX];
 	char *fail; /* "orch-worker: cannot execute PATH: errno " */
 	pid_t parent;
 	int sock, errw, devnull;
@@ -398,6 +398,19 @@ proc_spawn(struct event_base *base, int64_t task, const char *stage,
 
 		if (v != NULL)
 			ca.envp[n++] = xasprintf("%s=%s", sanitizer_vars[i], v);
+	}
+	/*
+	 * The node's ssh agent and ssh command: the worker's git
+	 * fetches and pushes an origin with them (git_env gives them to
+	 * those commands only; the sandbox's environment is built from
+	 * nothing).
+	 */
+	for (size_t i = 0; git_network_env[i] != NULL; i++) {
+		const char *v = getenv(git_network_env[i]);
+
+		if (v != NULL)
+			ca.envp[n++] =
+			    xasprintf("%s=%s", git_network_env[i], v);
 	}
 	ca.envp[n] = NULL;
 	ca.fail = xasprintf("orch-worker: cannot execute %s: errno ", path);

@@ -444,7 +444,16 @@ sched_start_msg(
 	s->task = (uint64_t)t->id;
 	s->stage = stage;
 	s->request = config_text(t->request);
-	s->repo = config_text(t->repo);
+	if (origin_is_url(t->repo)) {
+		/* The worker works in the node's mirror and pushes to the
+		 * origin (without its #BRANCH, which only chose the base). */
+		char *repo = task_repo_dir(t->repo);
+
+		s->repo = config_text(repo != NULL ? repo : t->repo);
+		s->origin = xstrndup(t->repo, strcspn(t->repo, "#"));
+		free(repo);
+	} else
+		s->repo = config_text(t->repo);
 	s->base_commit = config_text(t->base_commit);
 	s->worktree = xasprintf(
 	    "%s/worktrees/task-%lld", cfg.state_dir, (long long)t->id);

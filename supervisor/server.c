@@ -30,6 +30,9 @@
 #include "server.h"
 #include "store.h"
 
+/* A fetch of an origin at an API submit (the loop waits for it). */
+#define SERVER_ORIGIN_TIMEOUT_S 30
+
 volatile int server_quit;
 static int server_lockfd = -1;
 static struct event_base *server_base;
@@ -326,6 +329,12 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 		evsignal_add(sigs[i], NULL);
 	}
 	proc_init(server_base);
+	/*
+	 * A submit of a task of an origin fetches it in the loop: bounded
+	 * tighter than a worker's fetch.  The CLI fetched it first (its own
+	 * process, no limit but git's), so this one is usually short.
+	 */
+	origin_configure(NULL, NULL, SERVER_ORIGIN_TIMEOUT_S);
 	server_st = st;
 	audit_init(server_base, st);
 	if (store_event_max(st, &server_pump_last) == -1)

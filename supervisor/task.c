@@ -176,7 +176,7 @@ int
 task_diff(struct store *st, const struct task *t, size_t max, char **out,
     size_t *total, char **cause)
 {
-	char *commit = NULL, *gitcause = NULL;
+	char *commit = NULL, *gitcause = NULL, *repodir = NULL;
 	struct git_opts o = {0};
 	struct buf b;
 	struct git_status gs;
@@ -207,7 +207,12 @@ task_diff(struct store *st, const struct task *t, size_t max, char **out,
 	 */
 	const char *args[] = {"diff", "--no-color", "--no-ext-diff",
 	    "--no-textconv", t->base_commit, commit, "--", NULL};
-	o.dir = t->repo;
+	if ((repodir = task_repo_dir(t->repo)) == NULL) {
+		free(commit);
+		*cause = xasprintf("%s: no mirror", t->repo);
+		return -1;
+	}
+	o.dir = repodir;
 	o.outmax = max;
 	if (git_run(&o, args, &b, &gs, &gitcause) == 0) {
 		*out = b.buf;
@@ -221,6 +226,65 @@ task_diff(struct store *st, const struct task *t, size_t max, char **out,
 	}
 	free(b.buf);
 	free(commit);
+	free(repodir);
+	return rc;
+}
+
+char *
+task_repo_dir(const char *repo)
+{
+	char *url, *branch, *cause = NULL, *mirror = NULL;
+
+	if (repo == NULL || !origin_is_url(repo))
+		return repo != NULL ? xstrdup(repo) : NULL;
+	if (origin_parse(repo, &url, &branch, &cause) == 0)
+		mirror = origin_mirror(cfg.state_dir, url, &cause);
+	if (mirror == NULL) {
+		log_warnx("%s: %s", repo, cause);
+		free(cause);
+	}
+	free(url);
+	free(branch);
+	return mirror;
+}
+
+/*
+ * An origin: checked, its mirror fetched (made the first time), and the
+ * base commit read from the mirror: the origin's HEAD or the #BRANCH.
+ * The task keeps the URL (with its #BRANCH) as its repository.
+ */
+static int
+task_check_origin(const char *repo, char **abs, char **head, char **cause)
+{
+	char *url, *branch, *mirror, *why;
+	int permanent, rc = -1;
+
+	if (origin_parse(repo, &url, &branch, &why) == -1) {
+		*cause = why;
+		return -1;
+	}
+	/* git's own message would be cut, and read as transient. */
+	if (strncmp(url, "file://", 7) == 0 && access(url + 7, F_OK) == -1) {
+		*cause = xasprintf("--repo: there is no repository at %s: %s",
+		    url + 7, strerror(errno));
+		free(url);
+		free(branch);
+		return -1;
+	}
+	if ((mirror = origin_mirror(cfg.state_dir, url, &why)) == NULL) {
+		*cause = xasprintf("--repo %s: %s", url, why);
+		free(why);
+	} else if (origin_sync(mirror, url, branch, head, &permanent, &why) ==
+	           -1) {
+		*cause = xasprintf("--repo: cannot fetch %s", why);
+		free(why);
+	} else {
+		*abs = xstrdup(repo);
+		rc = 0;
+	}
+	free(mirror);
+	free(url);
+	free(branch);
 	return rc;
 }
 
@@ -235,15 +299,35 @@ task_check_repo(const char *repo, char **abs, char **head, char **cause)
 	    (char *)"HEAD^{commit}", NULL};
 	char *a_gd[] = {(char *)"git", (char *)"-C", real, (char *)"rev-parse",
 	    (char *)"--absolute-git-dir", NULL};
+	char *a_bare[] = {(char *)"git", (char *)"-C", real,
+	    (char *)"rev-parse", (char *)"--is-bare-repository", NULL};
 	static const char *const busy[] = {"MERGE_HEAD", "CHERRY_PICK_HEAD",
 	    "REVERT_HEAD", "REBASE_HEAD", "rebase-merge", "rebase-apply"};
 
 	*abs = *head = NULL;
+	/*
+	 * A URL, and what is no path but could be taken for an address or
+	 * an option (user@host:path, ext::..., -x): the origin's checks say
+	 * why it is refused.
+	 */
+	if (origin_is_url(repo) || repo[0] == '-' ||
+	    (strchr(repo, ':') != NULL && access(repo, F_OK) == -1))
+		return task_check_origin(repo, abs, head, cause);
 	if (realpath(repo, real) == NULL) {
 		*cause = xasprintf("--repo %s: %s", repo, strerror(errno));
 		return -1;
 	}
 	if (task_git(a_top, &out) == -1) {
+		free(out);
+		/* A bare repository is an origin, named by its path. */
+		if (task_git(a_bare, &out) == 0 && strcmp(out, "true") == 0) {
+			char *url = xasprintf("file://%s", real);
+			int rc = task_check_origin(url, abs, head, cause);
+
+			free(out);
+			free(url);
+			return rc;
+		}
 		free(out);
 		*cause = xasprintf("--repo %s is not a git repository (run "
 		                   "`git init` and commit, or give the right "
@@ -947,6 +1031,26 @@ task_branch(struct store *st, const struct task *t)
 	return branch;
 }
 
+char *
+task_result_location(struct store *st, const struct task *t)
+{
+	char *branch, *loc;
+	size_t n;
+
+	if (t->text[TC_IMPLEMENTATION] == NULL || !origin_is_url(t->repo))
+		return NULL;
+	branch = task_branch(st, t);
+	n = strcspn(t->repo, "#");
+	if (t->state == WS_COMPLETED)
+		loc = xasprintf("branch %s on %.*s", branch, (int)n, t->repo);
+	else
+		loc = xasprintf("branch %s in this node's mirror (pushed to "
+		                "%.*s when the task completes)",
+		    branch, (int)n, t->repo);
+	free(branch);
+	return loc;
+}
+
 static const char *const text_names[TC_MAX] = {"plan", "implementation",
     "review", "verification_result", "workflow_log", "plan_approved_at",
     "plan_approved_by", "plan_rejection_reason", "implementation_approved_at",
@@ -988,6 +1092,14 @@ task_json(struct store *st, const struct task *t, int full)
 	for (int i = 0; i < TC_MAX; i++)
 		json_object_set_new(
 		    o, text_names[i], task_json_text(t->text[i]));
+	{
+		char *loc = task_result_location(st, t);
+
+		if (loc != NULL)
+			json_object_set_new(
+			    o, "result_location", task_json_text(loc));
+		free(loc);
+	}
 	json_object_set_new(o, "workflow_checkpoint_data",
 	    task_json_text(t->workflow_checkpoint_data));
 	json_object_set_new(

@@ -75,7 +75,19 @@ int task_set_repo(
 char *task_no_repo(int64_t id);
 /* Check that repo is a git work tree with a commit and nothing half done;
  * fills *abs (absolute path) and *head. */
+/*
+ * A --repo: a work tree (*abs its top), or an origin (a git URL, or a
+ * bare repository's path made a file:// URL: *abs the URL), fetched into
+ * the node's mirror; *head the base commit.
+ */
 int task_check_repo(const char *repo, char **abs, char **head, char **cause);
+/*
+ * Where the result branch of a task of an origin is, for people ("branch
+ * orch/task-7 on URL"); NULL for a task of a work tree or without one.
+ */
+char *task_result_location(struct store *, const struct task *);
+/* Where git runs for a task's repo: the mirror of an origin (or NULL). */
+char *task_repo_dir(const char *repo);
 /* Run argv (found in PATH) with no input and its output discarded: its
  * exit status, or -1 when it could not run or was killed. */
 int run_quiet(char *const argv[]);

@@ -147,7 +147,7 @@ test_catalog(void)
 		}
 	}
 	ok(sane, "catalog entries are sane");
-	is_int(proto_catalog[PROTO_START].nfields, 35, "start has 35 fields");
+	is_int(proto_catalog[PROTO_START].nfields, 36, "start has 36 fields");
 	is_int(proto_catalog[PROTO_JOURNAL].fields[4], PF_TOKENS_OUT,
 	    "journal ends with tokens_out");
 	is_int(proto_field_type[PF_DATA], PROTO_FT_STR, "data is a string");
@@ -731,7 +731,8 @@ start_equal(const struct msg_start *a, const struct msg_start *b)
 	       str_same(a->llm_script, b->llm_script) &&
 	       str_same(a->llm_trace, b->llm_trace) &&
 	       a->llm_timeout_s == b->llm_timeout_s &&
-	       a->llm_max_retries == b->llm_max_retries;
+	       a->llm_max_retries == b->llm_max_retries &&
+	       str_same(a->origin, b->origin);
 }
 
 /* Encode s, decode the frame and check it: 0 with *out, or -1 with cause. */
@@ -795,6 +796,13 @@ test_start(void)
 	ok(d.plan_rejection_reason != NULL && *d.plan_rejection_reason == '\0',
 	    "an empty optional string stays empty, not absent");
 	msg_start_clear(&d);
+	s.origin = xstrdup("ssh://git@example.com/team/app.git");
+	ok(start_trip(&s, &d, &cause) == 0 && start_equal(&s, &d) &&
+	        d.origin != NULL,
+	    "START round-trips with the origin's URL");
+	msg_start_clear(&d);
+	free(s.origin);
+	s.origin = NULL;
 
 	/* Every optional string absent: sent as nil, decoded as NULL. */
 	free(s.request);
@@ -909,8 +917,8 @@ test_start(void)
 	 */
 	ok(proto_encode(&m, &buf, &len, &cause) == 0, "a START encodes");
 	proto_msg_clear(&m);
-	ok(buf[PROTO_HDR_LEN] == 0xdc && buf[PROTO_HDR_LEN + 2] == 36,
-	    "START is an array16 of 36 elements");
+	ok(buf[PROTO_HDR_LEN] == 0xdc && buf[PROTO_HDR_LEN + 2] == 37,
+	    "START is an array16 of 37 elements");
 	all = 1;
 	for (i = 1; i < len - PROTO_HDR_LEN; i++) {
 		cause = NULL;
@@ -921,14 +929,14 @@ test_start(void)
 	ok(all, "every truncated START is refused");
 	cut = xmalloc(len + 1);
 	memcpy(cut, buf, len);
-	cut[PROTO_HDR_LEN + 2] = 37;
+	cut[PROTO_HDR_LEN + 2] = 38;
 	cut[len] = 0x00;
 	bad(cut + PROTO_HDR_LEN, len + 1 - PROTO_HDR_LEN,
 	    "wrong number of fields for the message type",
 	    "a START with an extra field");
-	/* One field less: drop the last (llm_max_retries, fixint 0). */
+	/* One field less: drop the last (origin, nil: one byte). */
 	memcpy(cut, buf, len);
-	cut[PROTO_HDR_LEN + 2] = 35;
+	cut[PROTO_HDR_LEN + 2] = 36;
 	bad(cut + PROTO_HDR_LEN, len - 1 - PROTO_HDR_LEN,
 	    "wrong number of fields for the message type",
 	    "a START missing a field");

@@ -103,6 +103,78 @@ stage_alt_name(const char *name)
 	return xasprintf("%s-%.12s", name, id != NULL ? id : "x");
 }
 
+#define PUSH_TRIES 4 /* a push, before the stage is retried */
+
+/*
+ * Before a stage of a task whose repository is an origin: the mirror is
+ * made or fetched (the base commit must be there) and the task's snapshot
+ * ref fetched, so that a node that takes the task over (or a state
+ * directory that lost its mirror and worktree) restores the last snapshot
+ * another worker pushed.  Done before the worker confines itself: the
+ * origin may be a path Landlock would not let it read.
+ */
+static void
+stage_origin_fetch(void)
+{
+	const char *url = cur->start->origin;
+	char *cause, *theirs;
+	int permanent;
+
+	if (url == NULL)
+		return;
+	/* The supervisor could not name the mirror (a URL it cannot parse). */
+	if (cur->start->repo[0] != '/')
+		stage_fail(
+		    "origin %s: no mirror for it (%s)", url, cur->start->repo);
+	origin_configure(wio_heartbeat, NULL, 0);
+	if (origin_sync(
+	        cur->start->repo, url, NULL, NULL, &permanent, &cause) == -1 ||
+	    origin_fetch_ref(cur->start->repo, url, cur->start->ref, &theirs,
+	        &permanent, &cause) == -1) {
+		if (permanent)
+			stage_fail("origin: %s", cause);
+		stage_retry("origin: %s", cause);
+	}
+	if (theirs != NULL)
+		log_debug(
+		    "origin %s: %s at %.12s", url, cur->start->ref, theirs);
+	free(theirs);
+}
+
+/*
+ * Push ref from the mirror to the origin: a few tries with backoff, then
+ * the stage is retried (its own backoff); a refusal fails the task with
+ * the origin's reason.
+ */
+static void
+stage_push(const char *ref, const char *what)
+{
+	const char *url = cur->start->origin;
+	char *cause = NULL;
+	int permanent, pushed;
+
+	if (url == NULL)
+		return;
+	for (int i = 0; i < PUSH_TRIES; i++) {
+		free(cause);
+		cause = NULL;
+		if (origin_push(cur->repo, url, ref, cur->start->state_id,
+		        &pushed, &permanent, &cause) == 0) {
+			if (what != NULL && pushed)
+				wio_log(PROTO_LOG_INFO, "%s pushed to %s", what,
+				    url);
+			return;
+		}
+		if (permanent)
+			stage_fail("push of %s: %s", ref, cause);
+		wio_log(PROTO_LOG_INFO, "push of %s failed, trying again: %s",
+		    ref, cause);
+		if (i + 1 < PUSH_TRIES)
+			wio_sleep(1000U << i);
+	}
+	stage_retry("push of %s: %s", ref, cause);
+}
+
 /*
  * Restore the workspace to the last committed snapshot: this run's last
  * journaled one, else the last one the supervisor recorded, else the base.
@@ -321,6 +393,7 @@ stage_snapshot(json_t *res, int step, const char *journaled)
 			    commit, cur->name, step);
 			wio_checkpoint("snapshot", s);
 			free(s);
+			stage_push(cur->ref, NULL);
 		}
 	}
 	if (note != NULL) {
@@ -629,6 +702,8 @@ static void __attribute__((noreturn)) stage_implementing(void)
 	free(ref);
 	free(alt);
 	free(msg);
+	/* A snapshot replayed from the journal may not have been pushed. */
+	stage_push(cur->ref, NULL);
 	if (ws_diffstat(cur->worktree, cur->base, result, &stat, &cause) == -1)
 		stage_retry("diffstat: %s", cause);
 	out = json_pack("{s:O,s:s,s:s,s:s,s:s}", "summary",
@@ -712,6 +787,35 @@ stage_cleanup(void)
 	}
 }
 
+/*
+ * The task completes: its result branch (the one the implementer chose:
+ * its own name, or the other name when the plain one was another state
+ * directory's) goes to the origin.
+ */
+static void
+stage_push_result(void)
+{
+	char *ref, *alt, *branch, *cause, *what;
+	int permanent;
+
+	if (cur->start->origin == NULL)
+		return;
+	ref = xasprintf("refs/heads/%s", cur->start->branch);
+	alt = stage_alt_name(ref);
+	if (ws_pick_ref(cur->worktree, ref, alt, &branch, &permanent, &cause) ==
+	    -1) {
+		if (permanent)
+			stage_fail("the result branch: %s", cause);
+		stage_retry("the result branch: %s", cause);
+	}
+	what = xasprintf("result branch %s", branch + strlen("refs/heads/"));
+	stage_push(branch, what);
+	free(what);
+	free(branch);
+	free(alt);
+	free(ref);
+}
+
 static void __attribute__((noreturn)) stage_verifying(void)
 {
 	const char *cmd = cur->start->verify_command;
@@ -721,6 +825,7 @@ static void __attribute__((noreturn)) stage_verifying(void)
 	size_t len;
 
 	if (cmd == NULL) {
+		stage_push_result();
 		stage_cleanup();
 		wio_result(1, NULL,
 		    json_pack("{s:s,s:s}", "status", "skipped", "reason",
@@ -760,8 +865,10 @@ static void __attribute__((noreturn)) stage_verifying(void)
 	    "verification %s (exit status %lld)", passed ? "passed" : "failed",
 	    (long long)json_integer_value(json_object_get(res, "exit_status")));
 	json_decref(res);
-	if (passed)
+	if (passed) {
+		stage_push_result();
 		stage_cleanup();
+	}
 	wio_result(1, NULL, out);
 }
 
@@ -809,6 +916,9 @@ stage_run(struct stage_ctx *st)
 
 	cur = st;
 	def = &stage_defs[cur->id];
+	cur->repo = cur->start->repo;
+	/* The origin is fetched before the worker confines itself. */
+	stage_origin_fetch();
 	/* First, before anything from outside is read. */
 	confine_worker(cur->start, def->profile);
 	cur->llm = stage_llm(cur->start);
