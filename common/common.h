@@ -49,6 +49,11 @@ int parse_bool(const char *s, int *out);
  * none blocked, so the program starts as from a shell (async-signal-safe).
  * 0, or -1 when the mask could not be set.
  */
+/*
+ * bytes (at most 64) from the kernel's CSPRNG, as 2 * bytes hex digits and
+ * a NUL in out: tokens, session ids, commit tokens.  -1 with errno.
+ */
+int random_hex(char *out, size_t bytes);
 int child_signals_default(void);
 /* Monotonic milliseconds. */
 uint64_t now_ms(void);

@@ -1,3 +1,5 @@
+#include <sys/random.h>
+
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -167,4 +169,28 @@ child_signals_default(void)
 		(void)sigaction(sig, &sa, NULL);
 	sigemptyset(&none);
 	return sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+int
+random_hex(char *out, size_t bytes)
+{
+	unsigned char r[64];
+	size_t got = 0;
+
+	if (bytes > sizeof r)
+		fatalx("random_hex: %zu bytes", bytes);
+	while (got < bytes) {
+		ssize_t n = getrandom(r + got, bytes - got, 0);
+
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		got += (size_t)n;
+	}
+	for (size_t i = 0; i < bytes; i++)
+		snprintf(out + 2 * i, 3, "%02x", r[i]);
+	explicit_bzero(r, sizeof r);
+	return 0;
 }

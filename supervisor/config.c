@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -592,26 +591,6 @@ bad:
 }
 
 /* 32 random bytes from the kernel's CSPRNG as 64 hex digits. */
-static int
-config_random_hex(char out[65])
-{
-	unsigned char r[32];
-	size_t got = 0;
-
-	while (got < sizeof r) {
-		ssize_t n = getrandom(r + got, sizeof r - got, 0);
-		if (n == -1) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		got += (size_t)n;
-	}
-	for (size_t i = 0; i < sizeof r; i++)
-		snprintf(out + 2 * i, 3, "%02x", r[i]);
-	return 0;
-}
-
 int
 config_http_token(char **token, char **cause)
 {
@@ -629,7 +608,7 @@ config_http_token(char **token, char **cause)
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd == -1 && errno == ENOENT) {
 		/* O_EXCL: two starting at once agree on the first one's. */
-		if (config_random_hex(hex) == -1) {
+		if (random_hex(hex, 32) == -1) {
 			*cause = xasprintf("getrandom: %s", strerror(errno));
 			free(path);
 			return -1;

@@ -18,7 +18,6 @@
  * carries a Content-Security-Policy that allows no inline script.
  */
 #include <sys/queue.h>
-#include <sys/random.h>
 
 #include <errno.h>
 #include <stdio.h>
@@ -130,27 +129,6 @@ console_html(struct buf *b, const char *s)
 	free(shown);
 }
 
-/* 32 bytes from the kernel's CSPRNG as hex. */
-static int
-console_random(char out[CONSOLE_SECRET_LEN + 1])
-{
-	unsigned char r[CONSOLE_SECRET_LEN / 2];
-	size_t got = 0;
-
-	while (got < sizeof r) {
-		ssize_t n = getrandom(r + got, sizeof r - got, 0);
-		if (n == -1) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		got += (size_t)n;
-	}
-	for (size_t i = 0; i < sizeof r; i++)
-		snprintf(out + 2 * i, 3, "%02x", r[i]);
-	return 0;
-}
-
 int
 console_init(struct store *st, int tcp, char **cause)
 {
@@ -207,7 +185,8 @@ console_session_new(const char *name)
 		if (console_sessions[i].expires < slot->expires)
 			slot = &console_sessions[i];
 	memset(slot, 0, sizeof *slot);
-	if (console_random(slot->id) == -1 || console_random(slot->csrf) == -1)
+	if (random_hex(slot->id, CONSOLE_SECRET_LEN / 2) == -1 ||
+	    random_hex(slot->csrf, CONSOLE_SECRET_LEN / 2) == -1)
 		return NULL;
 	snprintf(slot->name, sizeof slot->name, "%s", name);
 	slot->expires = now_ms() + (uint64_t)CONSOLE_SESSION_S * 1000;

@@ -13,7 +13,6 @@
  * that after a connection lost during COMMIT the token tells whether the
  * commit happened.
  */
-#include <sys/random.h>
 #include <sys/wait.h>
 
 #include <errno.h>
@@ -722,14 +721,10 @@ pg_ready(struct store_be *s)
 static int
 pg_new_token(struct store_be *s)
 {
-	unsigned char r[16];
-
-	if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) {
+	if (random_hex(s->token, 16) == -1) {
 		pg_seterr(s, "getrandom: %s", strerror(errno));
 		return -1;
 	}
-	for (size_t i = 0; i < sizeof r; i++)
-		snprintf(s->token + 2 * i, 3, "%02x", r[i]);
 	return 0;
 }
 

@@ -150,10 +150,24 @@ test_repos(void)
 	cfg.repos = NULL;
 }
 
+/* The one source of tokens, session ids and commit tokens (common). */
+static void
+test_random(void)
+{
+	char a[65], b[65];
+
+	ok(random_hex(a, 32) == 0 && random_hex(b, 32) == 0,
+	    "random_hex gives 32 bytes");
+	is_int((int)strlen(a), 64, "... as 64 characters");
+	is_int((int)strspn(a, "0123456789abcdef"), 64, "... all hex digits");
+	ok(strcmp(a, b) != 0, "two draws differ");
+}
+
 int
 main(void)
 {
 	test_escape();
+	test_random();
 	test_secret();
 	test_listen();
 	test_repos();
