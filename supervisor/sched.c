@@ -629,9 +629,11 @@ sched_kick_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	for (i = 0; i < nsched_dirty && running < cfg.max_workers; i++)
 		running += (unsigned)sched_try(sched_dirty[i], now);
-	memmove(sched_dirty, sched_dirty + i,
-	    (nsched_dirty - i) * sizeof *sched_dirty);
-	nsched_dirty -= i;
+	if (i > 0) { /* sched_dirty is NULL until the first task is noted */
+		memmove(sched_dirty, sched_dirty + i,
+		    (nsched_dirty - i) * sizeof *sched_dirty);
+		nsched_dirty -= i;
+	}
 	if (sched_rescan && running < cfg.max_workers &&
 	    sched_walk(&running, now))
 		sched_rescan = 0;
