@@ -204,15 +204,16 @@ main(int argc, char **argv)
 		return 1;
 	}
 	{
-		struct sockaddr_storage ss;
-		ev_socklen_t len = sizeof ss;
+		/* Bound to 127.0.0.1: an IPv4 address. */
+		struct sockaddr_in sin = {0};
+		ev_socklen_t len = sizeof sin;
 		evutil_socket_t fd = evhttp_bound_socket_get_fd(bs);
 
-		if (getsockname(fd, (struct sockaddr *)&ss, &len) == -1) {
+		if (getsockname(fd, (struct sockaddr *)&sin, &len) == -1) {
 			perror("getsockname");
 			return 1;
 		}
-		port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+		port = ntohs(sin.sin_port);
 	}
 	{
 		char tmp[4096];

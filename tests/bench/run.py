@@ -538,6 +538,7 @@ def workflow_once(ctx, mock, workers, n, rep, pg=None):
     svc.start()
     if pg and workers == 1 and rep == 0:
         # The profile below: the run's statements, not the schema's.
+        kr = svc.psql_n()
         svc.q("SELECT pg_stat_statements_reset()")
     t0 = time.time()
     for _ in range(n):
@@ -590,6 +591,14 @@ def workflow_once(ctx, mock, workers, n, rep, pg=None):
         r["backend_ms"] = backend * 1e3 / n
         r["backend_per_start"] = backend * 1e3 / max(starts, 1)
         if workers == 1 and rep == 0:
+            # Round trips: every statement the server ran in the run,
+            # less the driver's own (its session's, counted).
+            calls = svc.q(
+                "SELECT sum(calls) FROM pg_stat_statements WHERE dbid ="
+                " (SELECT oid FROM pg_database WHERE datname ="
+                " current_database())")[0][0]
+            # The driver's since the reset, that one in, this one out.
+            r["stmts"] = (calls - (svc.psql_n() - 1 - kr)) / n
             r["top"] = svc.q(
                 "SELECT calls, round(total_exec_time::numeric, 1),"
                 " round(mean_exec_time::numeric, 3), left(regexp_replace("
@@ -743,6 +752,9 @@ def bench_workflow(ctx):
             result("workflow", lab(st) + "rows per task: events / "
                    "checkpoints / journal", "%.1f / %.1f / %.1f" %
                    tuple(r1["rows"]))
+            if "stmts" in r1:
+                result("workflow", lab(st) + "1 worker: statements per task"
+                       " (pg_stat_statements)", "%.0f" % r1["stmts"])
             for calls, total, mean, q in r1.get("top", []):
                 result("workflow", lab(st) + "1 worker, pg_stat_statements:"
                        " `%s`" % str(q).replace("|", "/"),
