@@ -245,6 +245,7 @@ struct store_be {
 	char *shown; /* url with its password masked, for messages */
 	enum store_mode mode;
 	int in_tx;
+	int sp_open; /* the last write's savepoint, not yet released */
 	int version;
 	int locked;    /* holds the single writer's advisory lock */
 	int notify;    /* the open transaction added an event */
@@ -848,15 +849,30 @@ pg_tx_abort(struct store_be *s)
 	s->lost = lost;
 }
 
+/*
+ * A write inside the caller's transaction has a savepoint of its own, so
+ * that when it fails only it is undone.  The savepoint of the write
+ * before is released in the same round trip, not by one of its own: a
+ * round trip is the largest cost of a statement here (a task makes about
+ * 60 such writes); COMMIT releases the last one.
+ */
 static int
 pg_wbegin_as(struct store_be *s, int lazy)
 {
+	int was;
+
 	if (s->mode != STORE_RW) {
 		pg_seterr(s, "database %s is open read-only", s->shown);
 		return -1;
 	}
-	if (s->in_tx)
-		return pg_exec(s, "SAVEPOINT store_write", "savepoint");
+	if (s->in_tx) {
+		was = s->sp_open;
+		s->sp_open = 0;
+		return pg_exec(s,
+		    was ? "RELEASE store_write; SAVEPOINT store_write"
+		        : "SAVEPOINT store_write",
+		    "savepoint");
+	}
 	return pg_tx_start(s, lazy);
 }
 
@@ -876,13 +892,18 @@ pg_wend(struct store_be *s, int rc)
 		if (rc != 0) {
 			keep = s->err != NULL ? xstrdup(s->err) : NULL;
 			lost = s->lost;
-			pg_exec(s, "ROLLBACK TO store_write", "rollback");
+			/* ROLLBACK TO keeps the savepoint: released with the
+			 * next one's. */
+			if (pg_exec(s, "ROLLBACK TO store_write", "rollback") ==
+			    0)
+				s->sp_open = 1;
 			free(s->err);
 			s->err = keep;
 			s->lost = lost;
 			return rc;
 		}
-		return pg_exec(s, "RELEASE store_write", "release");
+		s->sp_open = 1;
+		return 0;
 	}
 	if (rc != 0) {
 		pg_tx_abort(s);
@@ -901,6 +922,7 @@ pg_begin(struct store_be *s)
 	if (pg_tx_start(s, 0) == -1)
 		return -1;
 	s->in_tx = 1;
+	s->sp_open = 0;
 	return 0;
 }
 
@@ -912,6 +934,7 @@ pg_commit(struct store_be *s)
 		return -1;
 	}
 	s->in_tx = 0;
+	s->sp_open = 0;
 	return pg_tx_commit(s);
 }
 
@@ -921,6 +944,7 @@ pg_rollback(struct store_be *s)
 	if (!s->in_tx)
 		return;
 	s->in_tx = 0;
+	s->sp_open = 0;
 	pg_tx_abort(s);
 }
 

@@ -387,6 +387,26 @@ test_transactions(void)
 	        strcmp(t->text[TC_REVIEW], "kept") == 0,
 	    say("the rest committed"));
 	task_free(t);
+	/* A write that fails in SQL (its savepoint undoes it, on PostgreSQL
+	 * released with the next write's) between writes that stay. */
+	store_event_max(s, &before);
+	ok(store_begin(s) == 0 &&
+	        store_event_add(s, 1, EV_INFO, NULL, "before") == 0 &&
+	        store_journal_add(s, 1, 1, 1, "planning", "tool", "z", 0, 0) ==
+	            -1 &&
+	        store_event_add(s, 1, EV_INFO, NULL, "after") == 0 &&
+	        store_event_add(s, 1, EV_INFO, NULL, "after 2") == 0 &&
+	        store_commit(s) == 0,
+	    say("a write failing in SQL inside a transaction, then commit"));
+	st = json_array();
+	ok(store_event_list(s, 1, before, 0, collect_events, st) == 0 &&
+	        json_array_size(st) == 3 &&
+	        strcmp(json_string_value(
+	                   json_object_get(json_array_get(st, 2), "text")),
+	            "after 2") == 0,
+	    say("the writes around it committed"));
+	json_decref(st);
+	st = NULL;
 	ok(store_begin(s) == 0 && store_begin(s) == -1, say("no nested begin"));
 	store_rollback(s);
 	ok(store_commit(s) == -1, say("commit without begin"));

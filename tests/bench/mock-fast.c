@@ -6,17 +6,22 @@
  * Listens on 127.0.0.1 (a free port unless --port), writes the port to
  * FILE, and answers POST /v1/chat/completions (and /chat/completions) with
  * a canned streamed (SSE) reply: the terminal tool call of the stage named
- * by the X-Orch-Stage header, so that every stage is one model call:
+ * by the X-Orch-Stage header, so that every stage is one model call but
+ * implementing, which is two (a stage that changes nothing fails since the
+ * empty-result catch, so it writes a file first):
  *
  *     planning      submit_plan   {"plan": "..."}
- *     implementing  finish        {"summary": "..."}
+ *     implementing  write_file    {"path": "bench.txt", "content": "..."}
+ *                   then, once the request holds a tool result,
+ *                   finish        {"summary": "..."}
  *     reviewing     submit_review {"verdict": "approve", "comments": "..."}
  *
- * The request body is read and dropped (not parsed): the mock costs next to
- * nothing.  With --delay-ms the reply is sent that long after the request
- * (a timer, so any number of requests wait at once).  GET /ping answers
- * "pong" (a floor for one HTTP round trip).  SIGTERM/SIGINT stop it; it
- * prints the number of requests it answered on stderr.
+ * The request body is not parsed, only searched for "tool_call_id" (a tool
+ * result in the conversation): the mock costs next to nothing.  With --delay-ms
+ * the reply is sent that long after the request (a timer, so any number of
+ * requests wait at once).  GET /ping answers "pong" (a floor for one HTTP round
+ * trip).  SIGTERM/SIGINT stop it; it prints the number of requests it answered
+ * on stderr.
  */
 #include <netinet/in.h>
 #include <signal.h>
@@ -65,15 +70,24 @@ reply_now(struct evhttp_request *req)
 	const char *stage = evhttp_find_header(h, "X-Orch-Stage");
 	struct evbuffer *b = evbuffer_new();
 	struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	int answered;
 
+	/* Only the implementer's second call carries a tool result. */
+	answered = evbuffer_search(in, "\"tool_call_id\"", 14, NULL).pos != -1;
+	evbuffer_drain(in, evbuffer_get_length(in));
 	if (stage == NULL)
 		stage = "";
 	if (strcmp(stage, "planning") == 0)
 		build_reply(b, "submit_plan",
-		    "{\\\"plan\\\":\\\"1. Change nothing.\\\"}");
+		    "{\\\"plan\\\":\\\"1. Write bench.txt.\\\"}");
+	else if (strcmp(stage, "implementing") == 0 && !answered)
+		build_reply(b, "write_file",
+		    "{\\\"path\\\":\\\"bench.txt\\\",\\\"content\\\":"
+		    "\\\"benchmark\\\"}");
 	else if (strcmp(stage, "implementing") == 0)
-		build_reply(b, "finish",
-		    "{\\\"summary\\\":\\\"Nothing to change.\\\"}");
+		build_reply(
+		    b, "finish", "{\\\"summary\\\":\\\"Wrote bench.txt.\\\"}");
 	else if (strcmp(stage, "reviewing") == 0)
 		build_reply(b, "submit_review",
 		    "{\\\"verdict\\\":\\\"approve\\\",\\\"comments\\\":"
@@ -127,9 +141,8 @@ request_cb(struct evhttp_request *req, void *arg)
 		evhttp_send_error(req, 404, "no such path");
 		return;
 	}
-	/* Drop the body: it was read whole by evhttp. */
-	evbuffer_drain(evhttp_request_get_input_buffer(req),
-	    evbuffer_get_length(evhttp_request_get_input_buffer(req)));
+	/* The body (read whole by evhttp) is searched, then dropped, when
+	 * the reply is made. */
 	if (delay_ms == 0) {
 		reply_now(req);
 		return;
@@ -191,15 +204,16 @@ main(int argc, char **argv)
 		return 1;
 	}
 	{
-		struct sockaddr_storage ss;
-		ev_socklen_t len = sizeof ss;
+		/* Bound to 127.0.0.1: an IPv4 address. */
+		struct sockaddr_in sin = {0};
+		ev_socklen_t len = sizeof sin;
 		evutil_socket_t fd = evhttp_bound_socket_get_fd(bs);
 
-		if (getsockname(fd, (struct sockaddr *)&ss, &len) == -1) {
+		if (getsockname(fd, (struct sockaddr *)&sin, &len) == -1) {
 			perror("getsockname");
 			return 1;
 		}
-		port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+		port = ntohs(sin.sin_port);
 	}
 	{
 		char tmp[4096];

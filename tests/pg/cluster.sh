@@ -20,6 +20,10 @@
 # As root the server runs as the postgres user that Debian's package makes
 # (PostgreSQL refuses to run as root); ORCH_TEST_PG_USER names another.  The
 # binaries are PostgreSQL 15's (ORCH_TEST_PG_BINDIR names others).
+# ORCH_TEST_PG_SETTINGS holds more postgresql.conf lines, after the ones
+# below so that they win: the benchmark (tests/bench/run.py --stores pg)
+# gives "fsync = on" there, since a comparison with SQLite's fsyncs is
+# unfair without it.
 #
 # The cluster goes away with the process that started it, however it ends:
 # a watchdog in a session of its own (so that a test runner killing the
@@ -89,6 +93,10 @@ fsync = off
 max_connections = 200
 log_line_prefix = '%m [%p] %a '
 EOF
+	if [ -n "${ORCH_TEST_PG_SETTINGS:-}" ]; then
+		printf '%s\n' "$ORCH_TEST_PG_SETTINGS" |
+			pg_as tee -a "$d/data/postgresql.conf" >/dev/null
+	fi
 	if ! pg_cluster_ctl start; then
 		echo "pg_cluster_start: the server did not start:" >&2
 		tail -20 "$d/server.log" >&2
