@@ -43,7 +43,6 @@ static size_t nbackoffs;
  * makes the service wait instead of spinning through restarts.
  */
 static int sched_paused;
-static int sched_db_down; /* the store's connection is lost (sched_conn) */
 static uint64_t sched_probe_at;
 static unsigned sched_probe_ms;
 static uint64_t sched_resumed_at;
@@ -183,15 +182,9 @@ sched_storage_failed(void)
 	if (!store_storage_error(sched_st))
 		return 0;
 	if (!sched_paused) {
-		/* A lost connection was logged as such (sched_conn). */
-		if (sched_db_down)
-			log_info("every task waits until the database is back;"
-			         " nothing committed is lost");
-		else
-			log_warnx("the database cannot be written (%s): "
-			          "pausing every task until it can; nothing "
-			          "committed is lost",
-			    store_error(sched_st));
+		log_warnx("the database cannot be written (%s): pausing every "
+		          "task until it can; nothing committed is lost",
+		    store_error(sched_st));
 		sched_paused = 1;
 		/* Failing again soon after a resume: keep backing off. */
 		if (now_ms() - sched_resumed_at > 60000 || sched_probe_ms == 0)
@@ -207,7 +200,6 @@ static void
 sched_conn(int up, const char *why, double seconds, void *arg)
 {
 	(void)arg;
-	sched_db_down = !up;
 	if (up)
 		log_info("database back after %.1f s", seconds);
 	else
