@@ -322,6 +322,15 @@ doctor_pg(struct store *st)
 		    sync);
 	else
 		printf("ok   synchronous_commit is %s\n", sync ? sync : "?");
+	if (json_integer_value(json_object_get(info, "outages")) > 0)
+		printf("ok   the database was unreachable %lld times (the last"
+		       " back at %s UTC)\n",
+		    (long long)json_integer_value(
+		        json_object_get(info, "outages")),
+		    json_object_get(info, "last_outage") != NULL
+		        ? cli_safe_line(json_string_value(
+		              json_object_get(info, "last_outage")))
+		        : "?");
 	json_decref(info);
 	return 0;
 }

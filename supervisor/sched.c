@@ -88,18 +88,36 @@ struct sched_worker {
 	int64_t next_seq; /* the journal seq it must send next */
 	double started;   /* metrics_now() at its start */
 	double last_sent; /* ... when we last sent it something */
+	/*
+	 * A journal entry, checkpoint or result that could not be committed
+	 * while the database was away (type PROTO_NONE: none).  The worker
+	 * waits for its ACK; it is committed and acknowledged on resuming.
+	 */
+	struct proto_msg held;
+	int retried; /* held is being sent again: its commit may have been
+	                done (a connection lost in COMMIT) */
 };
 
 static int sched_storage_failed(void);
 static int sched_budget_pause(const struct task *, const char *why);
 static void sched_worker_msg(struct worker *, struct proto_msg *, void *);
 static void sched_worker_exit(struct worker *, void *);
+static void sched_worker_free(void *);
 
 static const struct proc_cbs sched_proc_cbs = {
     .on_msg = sched_worker_msg,
     .on_exit = sched_worker_exit,
-    .on_free = free,
+    .on_free = sched_worker_free,
 };
+
+static void
+sched_worker_free(void *arg)
+{
+	struct sched_worker *sw = arg;
+
+	proto_msg_clear(&sw->held);
+	free(sw);
+}
 
 /* Whether task's worktree is known clean; forgets it, since the worker
  * about to start may leave it otherwise. */
@@ -138,7 +156,10 @@ sched_event(
 	/* A worker's text is untrusted: the log holds only valid UTF-8. */
 	text = utf8_fix(raw, NULL);
 	free(raw);
-	if (store_event_add(sched_st, task, kind, stage, text) == -1 &&
+	/* Paused, the line goes to the service's log only: trying the
+	 * database for each would reconnect (and wait) per line. */
+	if (!sched_paused &&
+	    store_event_add(sched_st, task, kind, stage, text) == -1 &&
 	    !sched_storage_failed())
 		log_warnx("task %lld: cannot record event: %s", (long long)task,
 		    store_error(sched_st));
@@ -151,13 +172,13 @@ sched_event(
 
 /*
  * After a failed write: when storage is the cause, pause (see sched_paused)
- * and return 1; otherwise 0.
+ * and return 1; otherwise 0.  Workers go on and wait: the write they sent
+ * is held (sched_hold) and committed when the database can be written
+ * again, so that nothing they did is done again.
  */
 static int
 sched_storage_failed(void)
 {
-	struct worker *w;
-
 	if (!store_storage_error(sched_st))
 		return 0;
 	if (!sched_paused) {
@@ -168,17 +189,57 @@ sched_storage_failed(void)
 		/* Failing again soon after a resume: keep backing off. */
 		if (now_ms() - sched_resumed_at > 60000 || sched_probe_ms == 0)
 			sched_probe_ms = 500;
+		sched_probe_at = now_ms() + sched_probe_ms;
 	}
-	for (w = proc_next(NULL); w != NULL; w = proc_next(w)) {
+	return 1;
+}
+
+/* The store's outages (store_set_conn_hook): one line when the connection
+ * is lost, one when it is back, whatever number of attempts between. */
+static void
+sched_conn(int up, const char *why, double seconds, void *arg)
+{
+	(void)arg;
+	if (up)
+		log_info("database back after %.1f s", seconds);
+	else
+		log_warnx("database unreachable: %s", why);
+}
+
+/*
+ * m could not be committed: the worker keeps waiting for its ACK while we
+ * keep the message (moved: m is left empty).
+ */
+static void
+sched_hold(struct worker *w, struct proto_msg *m)
+{
+	struct sched_worker *sw = proc_arg(w);
+
+	proto_msg_clear(&sw->held);
+	sw->held = *m;
+	memset(m, 0, sizeof *m);
+}
+
+/* Resumed: commit and acknowledge what the workers are waiting for. */
+static void
+sched_release(void)
+{
+	struct worker *w;
+	struct proto_msg m;
+
+	for (w = proc_next(NULL); w != NULL && !sched_paused;
+	     w = proc_next(w)) {
 		struct sched_worker *sw = proc_arg(w);
 
-		if (!proc_reaped(w) && !sw->stopping) {
-			sw->stopping = 1;
-			proc_kill(w, NULL);
-		}
+		if (sw->held.type == PROTO_NONE || proc_reaped(w))
+			continue;
+		m = sw->held;
+		memset(&sw->held, 0, sizeof sw->held);
+		sw->retried = 1;
+		sched_worker_msg(w, &m, sw);
+		sw->retried = 0;
+		proto_msg_clear(&m);
 	}
-	sched_probe_at = now_ms() + sched_probe_ms;
-	return 1;
 }
 
 static void
@@ -188,6 +249,7 @@ sched_probe(void)
 		log_info("the database can be written again: resuming");
 		sched_paused = 0;
 		sched_resumed_at = now_ms();
+		sched_release();
 		sched_kick();
 		return;
 	}
@@ -646,7 +708,13 @@ sched_timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	(void)arg;
-	proc_watchdog((uint64_t)cfg.worker_timeout_s * 1000);
+	/* Paused, workers wait for their ACK without a heartbeat: their
+	 * silence counts from the resume on. */
+	if (sched_paused ||
+	    now - sched_resumed_at < (uint64_t)cfg.worker_timeout_s * 1000)
+		proc_watchdog(UINT64_MAX);
+	else
+		proc_watchdog((uint64_t)cfg.worker_timeout_s * 1000);
 	if (sched_paused && now >= sched_probe_at)
 		sched_probe();
 	if (sched_stopping && now > sched_stop_deadline) {
@@ -1039,7 +1107,7 @@ sched_apply_verifying(const struct task *t, json_t *r)
 }
 
 static void
-sched_result(struct worker *w, const struct proto_msg *m)
+sched_result(struct worker *w, struct proto_msg *m)
 {
 	struct sched_worker *sw = proc_arg(w);
 	enum stage stage;
@@ -1104,12 +1172,17 @@ sched_result(struct worker *w, const struct proto_msg *m)
 	sched_kick_task(proc_task(w));
 	return;
 dberr:
-	/* Nothing was committed: the worker is killed and the stage runs
-	 * again from its journal. */
+	/* The database is away: the worker waits for it (the result is
+	 * looked at again from the start, see sched_release). */
+	if (sched_storage_failed()) {
+		sched_hold(w, m);
+		return;
+	}
+	/* Refused: the worker is killed and the stage runs again from its
+	 * journal. */
 	log_warnx("task %lld: cannot commit result: %s",
 	    (long long)proc_task(w), store_error(sched_st));
-	if (!sched_storage_failed())
-		proc_kill(w, "the database refused the stage result");
+	proc_kill(w, "the database refused the stage result");
 }
 
 /*
@@ -1236,11 +1309,32 @@ sched_check_budget(struct worker *w)
 	task_free(t);
 }
 
+static int
+sched_journaled_cb(const struct journal_entry *je, void *arg)
+{
+	int64_t *seq = arg;
+
+	if (je->seq == *seq)
+		*seq = -1;
+	return 0;
+}
+
+/* Whether the worker's journal entry seq is committed: 1, 0, or -1. */
+static int
+sched_journaled(struct worker *w, int64_t seq)
+{
+	if (store_journal_list(sched_st, proc_task(w), proc_run(w),
+	        sched_journaled_cb, &seq) == -1)
+		return -1;
+	return seq == -1;
+}
+
 /* proc's on_msg: a message of one of our workers. */
 static void
 sched_worker_msg(struct worker *w, struct proto_msg *m, void *arg)
 {
 	struct sched_worker *sw = arg;
+	int rc;
 
 	if (m->type != PROTO_HELLO && !sw->hello) {
 		proc_kill(w, "protocol error: message before HELLO");
@@ -1249,6 +1343,19 @@ sched_worker_msg(struct worker *w, struct proto_msg *m, void *arg)
 	if (sw->done && m->type != PROTO_HEARTBEAT) {
 		proc_kill(w, "protocol error: message after RESULT");
 		return;
+	}
+	if (m->type == PROTO_JOURNAL || m->type == PROTO_CHECKPOINT ||
+	    m->type == PROTO_RESULT) {
+		if (sw->held.type != PROTO_NONE) {
+			proc_kill(w, "protocol error: a write before the last "
+			             "one's ACK");
+			return;
+		}
+		/* Paused: kept until the database can be written again. */
+		if (sched_paused) {
+			sched_hold(w, m);
+			return;
+		}
 	}
 	switch (m->type) {
 	case PROTO_HELLO:
@@ -1282,11 +1389,13 @@ sched_worker_msg(struct worker *w, struct proto_msg *m, void *arg)
 		        m->slen[PF_DATA] ? m->s[PF_DATA] : NULL) == -1 ||
 		    store_commit(sched_st) == -1) {
 			store_rollback(sched_st);
+			if (sched_storage_failed()) {
+				sched_hold(w, m);
+				return;
+			}
 			log_warnx("task %lld: checkpoint: %s",
 			    (long long)proc_task(w), store_error(sched_st));
-			if (!sched_storage_failed())
-				proc_kill(
-				    w, "the database refused a checkpoint");
+			proc_kill(w, "the database refused a checkpoint");
 			return;
 		}
 		sched_ack(w, m->u[PF_SEQ]);
@@ -1303,12 +1412,20 @@ sched_worker_msg(struct worker *w, struct proto_msg *m, void *arg)
 			free(why);
 			return;
 		}
-		if (sched_journal_commit(w, m) == -1) {
+		/* Sent again after a commit whose outcome was lost with
+		 * the connection: done already if the row is there. */
+		rc =
+		    sw->retried ? sched_journaled(w, (int64_t)m->u[PF_SEQ]) : 0;
+		if (rc == 0)
+			rc = sched_journal_commit(w, m);
+		if (rc == -1) {
+			if (sched_storage_failed()) {
+				sched_hold(w, m);
+				return;
+			}
 			log_warnx("task %lld: journal: %s",
 			    (long long)proc_task(w), store_error(sched_st));
-			if (!sched_storage_failed())
-				proc_kill(
-				    w, "the database refused a journal entry");
+			proc_kill(w, "the database refused a journal entry");
 			return;
 		}
 		sw->next_seq++;
@@ -1496,6 +1613,7 @@ sched_init(
 	sched_base = base;
 	sched_st = st;
 	sched_opts = *opts;
+	store_set_conn_hook(st, sched_conn, NULL);
 	sched_kick_ev = event_new(base, -1, 0, sched_kick_cb, NULL);
 	sched_timer_ev = event_new(base, -1, EV_PERSIST, sched_timer_cb, NULL);
 	event_add(sched_timer_ev, &tv);

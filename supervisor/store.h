@@ -327,6 +327,15 @@ int store_integrity(struct store *, int *ok);
  * once the transaction is over.  One hook per process; NULL removes it.
  */
 void store_set_event_hook(struct store *, void (*cb)(void *), void *arg);
+/*
+ * A network database's outages: cb(0, why, 0, arg) when the connection is
+ * found lost, once per outage however many reconnects fail; cb(1, NULL,
+ * seconds, arg) when a new connection works again, that long after.  Set
+ * by the service, which logs them (the store does not log).  SQLite has no
+ * outages and never calls it.
+ */
+void store_set_conn_hook(struct store *,
+    void (*cb)(int up, const char *why, double seconds, void *arg), void *arg);
 /* cb is called after every commit with how long the COMMIT took. */
 void store_set_commit_hook(
     struct store *, void (*cb)(double seconds, void *arg), void *arg);

@@ -606,6 +606,15 @@ store_set_commit_hook(
 	s->ops->set_commit_hook(s->be, cb, arg);
 }
 
+void
+store_set_conn_hook(struct store *s,
+    void (*cb)(int up, const char *why, double seconds, void *arg), void *arg)
+{
+	/* NULL: a backend without outages. */
+	if (s->ops->set_conn_hook != NULL)
+		s->ops->set_conn_hook(s->be, cb, arg);
+}
+
 double
 store_seconds_since(const struct timespec *t0)
 {

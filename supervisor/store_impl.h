@@ -74,6 +74,8 @@ struct store_ops {
 	void (*set_event_hook)(struct store_be *, void (*)(void *), void *);
 	void (*set_commit_hook)(
 	    struct store_be *, void (*)(double, void *), void *);
+	void (*set_conn_hook)(struct store_be *,
+	    void (*)(int, const char *, double, void *), void *); /* NULL */
 	int (*event_max)(struct store_be *, int64_t *);
 	int (*wait_events)(struct store_be *, int); /* NULL: cannot */
 	int (*task_count)(struct store_be *, enum tstatus, int64_t *);

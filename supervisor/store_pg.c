@@ -253,11 +253,14 @@ struct store_be {
 	int lost;      /* the last error was the connection's */
 	char *err;
 	char *task_select;
-	char prepared[PS_MAX]; /* on this connection */
-	char token[33];        /* the open transaction's commit token */
-	char unsure[33];       /* a commit whose outcome is not known yet */
-	time_t down_since;     /* 0 while connected */
-	int64_t outages;       /* connections lost since open */
+	char prepared[PS_MAX];   /* on this connection */
+	char token[33];          /* the open transaction's commit token */
+	char unsure[33];         /* a commit whose outcome is not known yet */
+	time_t down_since;       /* 0 while connected */
+	struct timespec down_at; /* ... the same, for the outage's length */
+	int64_t outages;         /* connections lost since open */
+	void (*conn_hook)(int, const char *, double, void *);
+	void *conn_arg;
 	void (*hook)(void *);
 	void *hook_arg;
 	void (*commit_hook)(double, void *); /* after each COMMIT */
@@ -646,6 +649,8 @@ pg_try_lock(struct store_be *s)
 	return got == 1;
 }
 
+static void pg_note_up(struct store_be *);
+
 /*
  * After a lost connection: connect again, take the lock again if we held
  * it, and settle a commit whose outcome was lost with the connection.
@@ -679,21 +684,56 @@ pg_reconnect(struct store_be *s)
 		    NULL)
 			return -1;
 		/* Nothing to redo either way: the service reads every
-		 * task back from the database when it resumes. */
+		 * task back from the database when it resumes, and a step
+		 * it sends again is looked up first (sched.c). */
 		s->unsure[0] = '\0';
 		PQclear(res);
 	}
-	s->down_since = 0;
+	pg_note_up(s);
 	return 0;
 }
 
-/* The connection broke: count the outage once. */
+/*
+ * The connection works again after an outage: recorded in meta, so that
+ * `stats` and `doctor` (other processes) see the service's outages, and
+ * told to the conn hook.  The record is best effort: an outage is not worth
+ * failing a write for.
+ */
+static void
+pg_note_up(struct store_be *s)
+{
+	double secs;
+
+	if (s->down_since == 0)
+		return;
+	secs = store_seconds_since(&s->down_at);
+	s->down_since = 0;
+	if (s->mode == STORE_RW && s->version > 0) {
+		PGresult *res = PQexec(s->conn,
+		    "INSERT INTO meta (key, value) VALUES ('outages', '1'),"
+		    " ('last_outage', " NOW ") ON CONFLICT (key) DO UPDATE"
+		    " SET value = CASE WHEN meta.key = 'outages'"
+		    " THEN (meta.value::bigint + 1)::text"
+		    " ELSE excluded.value END");
+
+		PQclear(res);
+	}
+	if (s->conn_hook != NULL)
+		s->conn_hook(1, NULL, secs, s->conn_arg);
+}
+
+/* The connection broke: count the outage once, and tell it once. */
 static void
 pg_note_down(struct store_be *s)
 {
 	if (s->down_since == 0) {
 		s->down_since = time(NULL);
+		clock_gettime(CLOCK_MONOTONIC, &s->down_at);
 		s->outages++;
+		if (s->conn_hook != NULL)
+			s->conn_hook(0,
+			    s->err != NULL ? s->err : "the connection was lost",
+			    0, s->conn_arg);
 	}
 }
 
@@ -1206,6 +1246,22 @@ pg_info_json(struct store_be *s, json_t **out)
 	json_object_set_new(o, "server_version", json_string(get_s(res, 0, 0)));
 	json_object_set_new(
 	    o, "synchronous_commit", json_string(get_s(res, 0, 1)));
+	PQclear(res);
+	/* The service's outages as it recorded them (pg_note_up). */
+	res = pg_run(s, -1,
+	    "SELECT COALESCE((SELECT value::bigint FROM meta"
+	    " WHERE key = 'outages'), 0),"
+	    " (SELECT value FROM meta WHERE key = 'last_outage')",
+	    NULL, "outages");
+	if (res == NULL) {
+		json_decref(o);
+		return -1;
+	}
+	json_object_set_new(o, "outages",
+	    json_integer((json_int_t)get_i(res, 0, 0) + s->outages));
+	if (get_s(res, 0, 1) != NULL)
+		json_object_set_new(
+		    o, "last_outage", json_string(get_s(res, 0, 1)));
 	PQclear(res);
 	*out = o;
 	return 0;
@@ -2014,7 +2070,13 @@ pg_stats_json(struct store_be *s, json_t **out)
 			    json_integer(get_i(res, r, 1)));
 	PQclear(res);
 	json_object_set_new(obj, "schema_version", json_integer(s->version));
-	json_object_set_new(obj, "outages", json_integer(s->outages));
+	/* The service's outages (pg_note_up), not this connection's. */
+	if (pg_int_query(s,
+	        "SELECT COALESCE((SELECT value::bigint FROM meta"
+	        " WHERE key = 'outages'), 0)",
+	        NULL, &v) == -1)
+		goto fail;
+	json_object_set_new(obj, "outages", json_integer(v + s->outages));
 	*out = obj;
 	return 0;
 
@@ -2163,6 +2225,14 @@ pg_set_event_hook(struct store_be *s, void (*cb)(void *), void *arg)
 {
 	s->hook = cb;
 	s->hook_arg = arg;
+}
+
+static void
+pg_set_conn_hook(struct store_be *s,
+    void (*cb)(int, const char *, double, void *), void *arg)
+{
+	s->conn_hook = cb;
+	s->conn_arg = arg;
 }
 
 /* Per connection, as the event hook. */
@@ -2434,6 +2504,7 @@ const struct store_ops store_pg_ops = {
     .integrity = pg_integrity,
     .set_event_hook = pg_set_event_hook,
     .set_commit_hook = pg_set_commit_hook,
+    .set_conn_hook = pg_set_conn_hook,
     .event_max = pg_event_max,
     .wait_events = pg_wait_events,
     .task_count = pg_task_count,

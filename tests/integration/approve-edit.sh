@@ -47,7 +47,7 @@ is "$(sq 'SELECT plan_approved_by FROM tasks WHERE id=1')" carol "approved by ca
 like "$(sq "SELECT checkpoint_data FROM checkpoints WHERE task_id=1 AND checkpoint_name='plan_edited'")" \
 	'"by":"carol","model_plan":"MODEL-PLAN: add greet.sh."' \
 	"a plan_edited checkpoint: who, and the model's plan"
-like "$(sq "SELECT group_concat(text, '|') FROM events WHERE task_id=1")" \
+like "$(sq "SELECT $(sql_concat text '|') FROM events WHERE task_id=1")" \
 	"plan edited by carol before approval" "the log says who edited it"
 wait_state 1 implementation_awaiting_approval 40
 u=$(body_user 'r["task"] == "1" and r["stage"] == "implementing" and r["turn"] == 0')

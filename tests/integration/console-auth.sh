@@ -116,7 +116,7 @@ is "$(http -b "$T/jar" --data-urlencode "csrf=$CSRF" --data-urlencode "reason=Na
 	"$URL/tasks/3/answer")" 303 "the comments form"
 is "$(sq 'SELECT implementation_rejection_reason FROM tasks WHERE id=3')" "Name it b.txt" \
 	"... sends the implementation back with them"
-like "$(sq "SELECT group_concat(text, '|') FROM events WHERE task_id=3")" \
+like "$(sq "SELECT $(sql_concat text '|') FROM events WHERE task_id=3")" \
 	"implementation rejected by alice smith: Name it b.txt" "... in the session's name"
 wait_for 30 state_is 3 implementation_awaiting_approval
 is "$(http -b "$T/jar" --data-urlencode "csrf=$CSRF" "$URL/tasks/3/cancel")" 303 "the cancel form"

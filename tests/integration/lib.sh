@@ -153,6 +153,16 @@ sql_chr() {
 	fi
 }
 
+# sql_concat EXPR SEP: the aggregate of EXPR's values joined by SEP, in the
+# order of the rows' id (group_concat in SQLite, string_agg in PostgreSQL).
+sql_concat() {
+	if on_pg; then
+		echo "string_agg(CAST($1 AS TEXT), '$2' ORDER BY id)"
+	else
+		echo "group_concat($1, '$2')"
+	fi
+}
+
 # sql_dump: the whole store as text (every row of every table).
 sql_dump() {
 	if on_pg; then

@@ -29,7 +29,7 @@ kill -9 "$W"
 restarted() { [ "$(sq "SELECT count(*) FROM events WHERE task_id=1 AND text LIKE 'workspace restored%'")" -ge "$1" ]; }
 wait_for 30 restarted 1 || bail "the restarted worker never restored the workspace"
 "$SUP" logs 1 >"$T/logs1.out"
-snap=$(sq "SELECT json_extract(checkpoint_data, '\$.commit') FROM checkpoints WHERE task_id=1 AND checkpoint_name='snapshot' ORDER BY id DESC LIMIT 1")
+snap=$(sq "SELECT $(sql_json checkpoint_data commit) FROM checkpoints WHERE task_id=1 AND checkpoint_name='snapshot' ORDER BY id DESC LIMIT 1")
 like "$snap" '^[0-9a-f]{40}$' "the write's snapshot is recorded"
 like "$(grep 'implementing restarted' "$T/logs1.out")" \
 	"\\[implementing\\] implementing restarted \\(restart 1 of 1, after: worker $W killed by signal 9.*\\): from checkpoint snapshot saved at [0-9-]+ [0-9:.]+; 3 journaled steps replayed without asking the model or running a command again \\(1 model replies, 1 tool results\\); workspace restored to snapshot ${snap:0:12}$" \

@@ -30,11 +30,12 @@ pg_fault_cleanup() {
 }
 trap pg_fault_cleanup EXIT
 
-# What the service says when it loses the database, and when it has it
-# again (the lines that name the database; the back lines are left out of
-# the count of outages).
-PG_DOWN_RE='database.*(unreachable|lost|down|cannot connect|not connected|terminat|closed)'
-PG_BACK_RE='(back|reconnected|again|restored)'
+# What the service says when it loses the database (once per outage,
+# however many reconnects fail), and when it has it again.  Other lines
+# may name the database too (the pause, the resume): an outage is counted
+# by these.
+PG_DOWN_RE='database unreachable: '
+PG_BACK_RE='database back after [0-9.]+ s'
 
 asked() { # STAGE TURN: how many times the model was asked that turn
 	mock_q "sum(1 for r in L if r['stage'] == '$1' and r['turn'] == $2)"
@@ -85,7 +86,7 @@ PY
 
 # pg_outages: the service's log lines that report the database lost.
 pg_outages() {
-	grep -Ei -- "$PG_DOWN_RE" "$T/service.log" | grep -Eiv -- "$PG_BACK_RE"
+	grep -E -- "$PG_DOWN_RE" "$T/service.log"
 }
 
 # pg_task_checks MIN MAX: after the fault, the task completes, nothing is
@@ -119,9 +120,11 @@ pg_task_checks() {
 	ok "$([ "$n" -ge "$1" ] && [ "$n" -le "$2" ]; echo $?)" \
 		"the service logged the outage once, not per attempt ($n lines, $1-$2 wanted)"
 	pg_outages | head -5 | sed 's/^/#   /'
-	like "$(grep -Ei -- "database" "$T/service.log" | grep -Ei -- "$PG_BACK_RE" | head -1)" . \
+	like "$(grep -E -- "$PG_BACK_RE" "$T/service.log" | head -1)" . \
 		"... and when the database was back"
 	like "$("$SUP" stats --json 2>&1 | jq '[.. | .outages? | numbers] | max')" '^[1-9]' \
 		"stats counts the outage"
+	like "$("$SUP" doctor 2>&1)" 'the database was unreachable [1-9][0-9]* times \(the last back at [0-9-]+ [0-9:.]+ UTC\)' \
+		"doctor shows it"
 	db_intact
 }

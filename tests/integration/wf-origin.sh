@@ -91,7 +91,7 @@ is "$(state_of 1)" implementing "(while the stage runs)"
 wait_state 1 completed 60
 is "$(state_of 1)" completed "task 1 completes"
 last_snap() {
-	sq "SELECT json_extract(checkpoint_data, '\$.commit') FROM checkpoints WHERE task_id=$1 AND checkpoint_name='snapshot' ORDER BY id DESC LIMIT 1"
+	sq "SELECT $(sql_json checkpoint_data commit) FROM checkpoints WHERE task_id=$1 AND checkpoint_name='snapshot' ORDER BY id DESC LIMIT 1"
 }
 is "$($O rev-parse refs/orch/tasks/1)" "$(last_snap 1)" \
 	"the origin's snapshot ref is the last snapshot"
@@ -146,7 +146,7 @@ service_start
 restored() { [ -e "$ORCH_STATE_DIR/worktrees/task-3/a.txt" ]; }
 wait_for 30 restored
 ok $? "the restarted stage has the written file back"
-like "$(sq "SELECT group_concat(text, '|') FROM events WHERE task_id=3")" \
+like "$(sq "SELECT $(sql_concat text '|') FROM events WHERE task_id=3")" \
 	"workspace restored to snapshot ${snap:0:12}" "from the origin's snapshot"
 wait_state 3 completed 60
 is "$(state_of 3)" completed "task 3 completes"
@@ -189,5 +189,5 @@ M=$(find "$ORCH_STATE_DIR/repos" -maxdepth 1 -name 'origin-*.git' | head -1)
 is "$(git -C "$M" for-each-ref 'refs/orch/tasks/' | wc -l)" 0 "gc removes the snapshot refs from the mirror"
 is "$($O for-each-ref --format='%(refname)' 'refs/orch/tasks/' | tr '\n' ' ')" \
 	"refs/orch/tasks/1 refs/orch/tasks/2 refs/orch/tasks/3 refs/orch/tasks/4 " "... and leaves the origin's"
-is "$(sq 'PRAGMA integrity_check')" ok "the database is intact"
+db_intact
 done_testing
