@@ -208,7 +208,7 @@ test_tasks(void)
 	int64_t a, b, n;
 	int cps = 0;
 
-	is_int(store_schema_version(s), 5, say("schema version 5"));
+	is_int(store_schema_version(s), 6, say("schema version 6"));
 	ok(store_state_id(s, &id) == 0 && id != NULL && strlen(id) == 32,
 	    say("state id: 32 hex digits"));
 	free(id);
@@ -713,11 +713,11 @@ test_pg_only(void)
 		            " WHERE key = 'schema_version'");
 		ok(store_open_url(&r, pg_url, STORE_RDONLY, NULL, &cause) ==
 		            -1 &&
-		        strstr(cause, "older than 5") != NULL,
+		        strstr(cause, "older than 6") != NULL,
 		    "pg: read-only open of a version 4 database: refused");
 		free(cause);
 		s = open_as(STORE_RW);
-		is_int(store_schema_version(s), 5, "pg: migrated 4 to 5");
+		is_int(store_schema_version(s), 6, "pg: migrated 4 to 6");
 		ok(store_task_get(s, id, &t) == 0 && t != NULL &&
 		        strcmp(t->request, "made at 4") == 0 &&
 		        t->ival[TI_BUDGET_PAUSED] == 0 &&
