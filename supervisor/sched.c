@@ -185,8 +185,12 @@ sched_lease_lost(int64_t task)
 		log_task(LOG_LEVEL_WARN, (uint64_t)task, NULL,
 		    "lease lost: another node took the task");
 	/* The store keeps the lost lease: any write still on its way
-	 * for the task fails, until this node claims it again. */
+	 * for the task fails, until this node claims it again.  The row
+	 * is let go if it is still ours (cancelled), else left alone. */
 	sched_backoff_clear(task);
+	if (store_lease_release(sched_st, task) == -1 && !sched_storage_failed())
+		log_warnx("task %lld: cannot release its lease: %s",
+		    (long long)task, store_error(sched_st));
 }
 
 static int

@@ -1429,9 +1429,7 @@ pg_lease_release(struct store_be *s, int64_t task)
 	if (l == NULL)
 		return 0;
 	epoch = l->epoch;
-	/* A lost lease stays, so that every write for the task keeps
-	 * failing until this node claims it again. */
-	if (l->lost || s->in_tx)
+	if (s->in_tx)
 		return 0;
 	if (pg_tx_start(s, 0) == -1)
 		return -1;
@@ -1450,7 +1448,13 @@ pg_lease_release(struct store_be *s, int64_t task)
 	}
 	if (pg_tx_commit(s) == -1)
 		return -1;
-	pg_lease_drop(s, task);
+	/*
+	 * A lost lease stays, so that every write for the task keeps failing
+	 * until this node claims it again; the row was let go all the same
+	 * when it was still ours (a cancelled task: free at once).
+	 */
+	if (!l->lost)
+		pg_lease_drop(s, task);
 	return 0;
 }
 
