@@ -20,10 +20,11 @@ cli_nodes_print(json_t *nodes)
 	size_t i;
 	json_t *n;
 
-	printf("%-24s %-8s %-24s %9s %s\n", "NODE", "STATE", "HEARTBEAT",
-	    "AGO", "RUNNING");
+	printf("%-24s %-8s %-24s %9s %s\n", "NODE", "STATE", "HEARTBEAT", "AGO",
+	    "RUNNING");
 	json_array_foreach(nodes, i, n) {
-		const char *name = json_string_value(json_object_get(n, "name"));
+		const char *name =
+		    json_string_value(json_object_get(n, "name"));
 		const char *hb =
 		    json_string_value(json_object_get(n, "heartbeat_at"));
 		int live = json_is_true(json_object_get(n, "live"));
@@ -33,11 +34,14 @@ cli_nodes_print(json_t *nodes)
 		 * a row is the database's: printed escaped all the same. */
 		printf("%-24s %-8s %-24s %8llds %lld/%lld\n",
 		    cli_safe_line(name != NULL ? name : "?"),
-		    live ? "live" : stopped ? "stopped" : "dead",
+		    live      ? "live"
+		    : stopped ? "stopped"
+		              : "dead",
 		    hb != NULL && *hb != '\0' ? hb : "-",
 		    (long long)json_integer_value(
 		        json_object_get(n, "heartbeat_age_s")),
-		    (long long)json_integer_value(json_object_get(n, "running")),
+		    (long long)json_integer_value(
+		        json_object_get(n, "running")),
 		    (long long)json_integer_value(
 		        json_object_get(n, "capacity")));
 	}

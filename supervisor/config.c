@@ -432,7 +432,8 @@ config_load(const char *env_file)
 		    "0123456789._-")] = '\0';
 		if (strlen(host) > 63)
 			host[63] = '\0';
-		cfg.node_name = xstrdup(config_node_name_ok(host) ? host : "node");
+		cfg.node_name =
+		    xstrdup(config_node_name_ok(host) ? host : "node");
 	} else if (!config_node_name_ok(cfg.node_name))
 		config_die(NULL, "ORCH_NODE_NAME",
 		    "must be 1 to 63 letters, digits, '.', '_' or '-',"

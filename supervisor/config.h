@@ -51,8 +51,8 @@ struct config {
 	char *repos;      /* ORCH_REPOS: repositories a TCP client may use */
 	/* Multi-node (PostgreSQL): this service's name, its leases' length,
 	 * and the cap on running tasks of one repository (0: none). */
-	char *node_name;   /* ORCH_NODE_NAME, default the host name */
-	unsigned lease_s;  /* ORCH_LEASE_S */
+	char *node_name;             /* ORCH_NODE_NAME, default the host name */
+	unsigned lease_s;            /* ORCH_LEASE_S */
 	unsigned max_tasks_per_repo; /* ORCH_MAX_TASKS_PER_REPO */
 };
 

@@ -53,10 +53,11 @@ static uint64_t sched_resumed_at;
  * has not renewed them for two thirds of it (it may have lost them: it
  * must not work blind), until a heartbeat gets through again.
  */
-static uint64_t sched_beat_at;  /* the next heartbeat */
-static uint64_t sched_beat_ok;  /* the last one that got through */
-static int sched_blind;         /* workers stopped: leases not renewed */
-static int sched_beat_warned;   /* the failure is logged, once */
+static uint64_t sched_beat_at; /* the next heartbeat */
+static uint64_t sched_beat_ok; /* the last one that got through */
+static int sched_blind;        /* workers stopped: leases not renewed */
+static int sched_beat_warned;  /* the failure is logged, once */
+static uint64_t sched_poll_at; /* the next look for expired leases */
 
 /* Tasks that were unfinished at start with ORCH_ENABLE_RESUME=false. */
 static int64_t *held;
@@ -188,7 +189,8 @@ sched_lease_lost(int64_t task)
 	 * for the task fails, until this node claims it again.  The row
 	 * is let go if it is still ours (cancelled), else left alone. */
 	sched_backoff_clear(task);
-	if (store_lease_release(sched_st, task) == -1 && !sched_storage_failed())
+	if (store_lease_release(sched_st, task) == -1 &&
+	    !sched_storage_failed())
 		log_warnx("task %lld: cannot release its lease: %s",
 		    (long long)task, store_error(sched_st));
 }
@@ -705,8 +707,8 @@ sched_kick_cb(evutil_socket_t fd, short what, void *arg)
 		int64_t id;
 		size_t n;
 
-		if (sched_opts.nodes && proc_find_task(sched_opts.only_task) ==
-		                            NULL &&
+		if (sched_opts.nodes &&
+		    proc_find_task(sched_opts.only_task) == NULL &&
 		    !store_lease_held(sched_st, sched_opts.only_task) &&
 		    store_lease_claim(sched_st, sched_opts.only_task, 1,
 		        cfg.max_tasks_per_repo, &id, &n) == -1)
@@ -772,7 +774,6 @@ sched_beat(uint64_t now)
 	sched_blind = 0;
 	sched_beat_ok = now;
 	sched_beat_at = now + (uint64_t)cfg.lease_s * 1000 / 3;
-	sched_kick();
 }
 
 static void
@@ -784,6 +785,22 @@ sched_node_tick(uint64_t now)
 
 	if (now >= sched_beat_at)
 		sched_beat(now);
+	/*
+	 * The slow poll: a node that died sends no notification, and its
+	 * tasks are free once their leases expire.  Every third of a lease,
+	 * at most 2 s (another node's lease may be shorter than ours), and
+	 * never more than once a second.
+	 */
+	if (now >= sched_poll_at) {
+		uint64_t every = (uint64_t)cfg.lease_s * 1000 / 3;
+
+		sched_poll_at = now + (every < 1000      ? 1000
+		                          : every > 2000 ? 2000
+		                                         : every);
+		if (!sched_blind &&
+		    store_lease_count(sched_st) < cfg.max_workers)
+			sched_kick();
+	}
 	if (!sched_blind &&
 	    now - sched_beat_ok > (uint64_t)cfg.lease_s * 1000 * 2 / 3) {
 		struct worker *w;
@@ -1681,7 +1698,7 @@ sched_init(
 	sched_base = base;
 	sched_st = st;
 	sched_opts = *opts;
-	sched_beat_ok = sched_beat_at = now_ms();
+	sched_beat_ok = sched_beat_at = sched_poll_at = now_ms();
 	sched_beat_at += (uint64_t)cfg.lease_s * 1000 / 3;
 	sched_blind = sched_beat_warned = 0;
 	sched_kick_ev = event_new(base, -1, 0, sched_kick_cb, NULL);

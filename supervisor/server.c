@@ -310,14 +310,13 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 		 * not the whole queue.  A foreground run is a node of its own
 		 * for its one task, named after the service's node.
 		 */
-		char *name = only_task == 0
-		                 ? xstrdup(cfg.node_name)
-		                 : xasprintf("%.40s.run%d", cfg.node_name,
-		                       (int)getpid());
+		char *name = only_task == 0 ? xstrdup(cfg.node_name)
+		                            : xasprintf("%.40s.run%d",
+		                                  cfg.node_name, (int)getpid());
 
 		opts.nodes = 1;
-		rc = store_node_join(st, name, cfg.max_workers, cfg.lease_s,
-		    &cause);
+		rc = store_node_join(
+		    st, name, cfg.max_workers, cfg.lease_s, &cause);
 		free(name);
 		if (rc != 0) {
 			fprintf(stderr, "orch-supervisor: %s\n", cause);

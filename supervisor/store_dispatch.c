@@ -682,8 +682,7 @@ store_lease_claim(struct store *s, int64_t only_task, size_t max,
 int
 store_lease_held(struct store *s, int64_t task)
 {
-	return s->ops->lease_held == NULL ? 0
-	                                  : s->ops->lease_held(s->be, task);
+	return s->ops->lease_held == NULL ? 0 : s->ops->lease_held(s->be, task);
 }
 
 size_t

@@ -100,8 +100,8 @@ struct store_ops {
 	const char *(*node_incarnation)(struct store_be *);
 	int (*node_beat)(struct store_be *, unsigned, int64_t **, size_t *);
 	int (*node_leave)(struct store_be *);
-	int (*lease_claim)(struct store_be *, int64_t, size_t, unsigned,
-	    int64_t *, size_t *);
+	int (*lease_claim)(
+	    struct store_be *, int64_t, size_t, unsigned, int64_t *, size_t *);
 	int (*lease_held)(struct store_be *, int64_t);
 	size_t (*lease_count)(struct store_be *);
 	int (*lease_release)(struct store_be *, int64_t);

@@ -47,7 +47,7 @@
 
 /* NOW plus a number of seconds (parameter n), in the same format. */
 #define NOW_PLUS(n)                                                            \
-	"to_char((statement_timestamp() + make_interval(secs => " n "))"      \
+	"to_char((statement_timestamp() + make_interval(secs => " n "))"       \
 	" AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS')"
 
 #define DEFAULT_CONNECT_TIMEOUT "5"
@@ -307,9 +307,9 @@ struct store_be {
 	unsigned lease_s;
 	struct pg_lease *leases;
 	size_t nleases;
-	int64_t lost_task;    /* the last error was this task's lost lease */
-	int64_t fenced;       /* the task fenced in the open transaction */
-	int listening_tasks;  /* LISTEN orch_tasks on this connection */
+	int64_t lost_task;   /* the last error was this task's lost lease */
+	int64_t fenced;      /* the task fenced in the open transaction */
+	int listening_tasks; /* LISTEN orch_tasks on this connection */
 };
 
 /* Text parameters for libpq, integers printed into the struct. */
@@ -1007,8 +1007,8 @@ pg_lease_put(struct store_be *s, int64_t task, int64_t epoch)
 
 	if (l == NULL) {
 		if (s->nleases % 16 == 0)
-			s->leases = xrealloc(s->leases,
-			    (s->nleases + 16) * sizeof *s->leases);
+			s->leases = xrealloc(
+			    s->leases, (s->nleases + 16) * sizeof *s->leases);
 		l = &s->leases[s->nleases++];
 	}
 	l->task = task;
@@ -1066,9 +1066,10 @@ pg_fence(struct store_be *s, int64_t task)
 	arg_i(&a, l->epoch);
 	arg_i(&a, s->lease_s);
 	res = pg_run(s, -1,
-	    "UPDATE tasks SET lease_expires_at = " NOW_PLUS("$4::int")
-	    " WHERE id = $1 AND lease_owner = $2 AND lease_epoch = $3"
-	    " AND workflow_state <> 'cancelled'",
+	    "UPDATE tasks SET lease_expires_at = " NOW_PLUS(
+	        "$4::int") " WHERE id = $1 AND lease_owner = $2 AND "
+	                   "lease_epoch = $3"
+	                   " AND workflow_state <> 'cancelled'",
 	    &a, "lease");
 	if (res == NULL)
 		return -1;
@@ -1097,8 +1098,8 @@ pg_tasks_notify(struct store_be *s, int64_t task)
 	if (s->node != NULL && pg_lease_find(s, task) != NULL)
 		return 0;
 	arg_i(&a, task);
-	return pg_do(s, -1, "SELECT pg_notify('orch_tasks', $1::text)", &a,
-	    "notify");
+	return pg_do(
+	    s, -1, "SELECT pg_notify('orch_tasks', $1::text)", &a, "notify");
 }
 
 /* pg_wbegin_as, then the fence for task; nothing begun on failure. */
@@ -1170,11 +1171,12 @@ pg_node_join(struct store_be *s, const char *name, unsigned capacity,
 	PQclear(res);
 	if (live) {
 		pg_tx_abort(s);
-		*cause = xasprintf("another orch-supervisor service runs as node"
-		                   " '%s' on the database %s (its heartbeat is"
-		                   " within its lease); give this one another"
-		                   " ORCH_NODE_NAME, or stop that one first",
-		    name, s->shown);
+		*cause =
+		    xasprintf("another orch-supervisor service runs as node"
+		              " '%s' on the database %s (its heartbeat is"
+		              " within its lease); give this one another"
+		              " ORCH_NODE_NAME, or stop that one first",
+		        name, s->shown);
 		return 1;
 	}
 	/*
@@ -1208,6 +1210,17 @@ dberr:
 	return -1;
 }
 
+/* A lease found lost by the heartbeat: told once, in *lost. */
+static void
+pg_lease_lose(
+    struct store_be *s, struct pg_lease *l, int64_t **lost, size_t *nlost)
+{
+	(void)s;
+	l->lost = 1;
+	*lost = xrealloc(*lost, (*nlost + 1) * sizeof **lost);
+	(*lost)[(*nlost)++] = l->task;
+}
+
 static int
 pg_node_beat(
     struct store_be *s, unsigned running, int64_t **lost, size_t *nlost)
@@ -1216,7 +1229,7 @@ pg_node_beat(
 	PGresult *res = NULL;
 	int64_t *got = NULL;
 	size_t ngot = 0;
-	int ours, rc = 0;
+	int ours;
 
 	*lost = NULL;
 	*nlost = 0;
@@ -1237,9 +1250,10 @@ pg_node_beat(
 	arg_s(&b, s->incarnation);
 	arg_i(&b, s->lease_s);
 	if ((res = pg_run(s, -1,
-	         "UPDATE tasks SET lease_expires_at = " NOW_PLUS("$2::int")
-	         " WHERE lease_owner = $1 AND workflow_state <> 'cancelled'"
-	         " RETURNING id, lease_epoch",
+	         "UPDATE tasks SET lease_expires_at = " NOW_PLUS(
+	             "$2::int") " WHERE lease_owner = $1 AND workflow_state <> "
+	                        "'cancelled'"
+	                        " RETURNING id, lease_epoch",
 	         &b, "renew leases")) == NULL)
 		goto fail;
 	if (!ours) {
@@ -1247,9 +1261,9 @@ pg_node_beat(
 		PQclear(res);
 		pg_tx_abort(s);
 		for (size_t i = 0; i < s->nleases; i++)
-			s->leases[i].lost = 1;
-		rc = 1;
-		goto lost;
+			if (!s->leases[i].lost)
+				pg_lease_lose(s, &s->leases[i], lost, nlost);
+		return 1;
 	}
 	ngot = (size_t)PQntuples(res);
 	got = xcalloc(ngot + 1, 2 * sizeof *got);
@@ -1267,20 +1281,13 @@ pg_node_beat(
 		int found = 0;
 
 		for (size_t j = 0; j < ngot && !found; j++)
-			found = got[2 * j] == l->task &&
-			        got[2 * j + 1] == l->epoch;
-		if (!found)
-			l->lost = 1;
+			found =
+			    got[2 * j] == l->task && got[2 * j + 1] == l->epoch;
+		if (!found && !l->lost)
+			pg_lease_lose(s, l, lost, nlost);
 	}
 	free(got);
-lost:
-	for (size_t i = 0; i < s->nleases; i++) {
-		if (!s->leases[i].lost)
-			continue;
-		*lost = xrealloc(*lost, (*nlost + 1) * sizeof **lost);
-		(*lost)[(*nlost)++] = s->leases[i].task;
-	}
-	return rc;
+	return 0;
 
 fail:
 	pg_tx_abort(s);
@@ -1324,13 +1331,13 @@ pg_node_leave(struct store_be *s)
  * last, so that two nodes cannot both take a repository's last place.
  */
 #define PG_CLAIMABLE                                                           \
-	"SELECT id FROM tasks t WHERE workflow_state IN ('pending',"          \
-	" 'planning', 'plan_approved', 'implementing', 'reviewing',"         \
-	" 'verifying') AND budget_paused = 0 AND (lease_owner IS NULL OR"    \
-	" lease_expires_at <= " NOW ") AND ($5::bigint = 0 OR t.id ="        \
-	" $5::bigint) AND ($4::int = 0 OR (SELECT COUNT(*) FROM tasks r"     \
-	" WHERE r.repo = t.repo AND r.id <> t.id AND r.lease_owner IS NOT"   \
-	" NULL AND r.lease_expires_at > " NOW ") < $4::int)"                  \
+	"SELECT id FROM tasks t WHERE workflow_state IN ('pending',"           \
+	" 'planning', 'plan_approved', 'implementing', 'reviewing',"           \
+	" 'verifying') AND budget_paused = 0 AND (lease_owner IS NULL OR"      \
+	" lease_expires_at <= " NOW ") AND ($5::bigint = 0 OR t.id ="          \
+	" $5::bigint) AND ($4::int = 0 OR (SELECT COUNT(*) FROM tasks r"       \
+	" WHERE r.repo = t.repo AND r.id <> t.id AND r.lease_owner IS NOT"     \
+	" NULL AND r.lease_expires_at > " NOW ") < $4::int)"                   \
 	" ORDER BY id LIMIT $6 FOR UPDATE SKIP LOCKED"
 
 static int
@@ -1353,8 +1360,9 @@ pg_lease_claim(struct store_be *s, int64_t only_task, size_t max,
 	if (per_repo > 0) {
 		arg_i(&l, LOCK_CLASS);
 		arg_i(&l, LOCK_CLAIM);
-		if (pg_do(s, -1, "SELECT pg_advisory_xact_lock($1::int,"
-		                 " $2::int)",
+		if (pg_do(s, -1,
+		        "SELECT pg_advisory_xact_lock($1::int,"
+		        " $2::int)",
 		        &l, "claim lock") == -1)
 			goto fail;
 	}
@@ -1374,7 +1382,8 @@ pg_lease_claim(struct store_be *s, int64_t only_task, size_t max,
 		         " lease_owner = $1, lease_node = $2, lease_epoch ="
 		         " lease_epoch + 1, lease_expires_at = " NOW_PLUS(
 		             "$3::int") " FROM c WHERE tasks.id = c.id"
-		                        " RETURNING tasks.id, tasks.lease_epoch",
+		                        " RETURNING tasks.id, "
+		                        "tasks.lease_epoch",
 		         &a, "claim")) == NULL)
 			goto fail;
 		got = PQntuples(res);
@@ -1486,8 +1495,7 @@ pg_tasks_changed(
 		    strcmp(note->relname, "orch_tasks") == 0) {
 			errno = 0;
 			id = strtoll(note->extra, &end, 10);
-			if (errno != 0 || *end != '\0' || id <= 0 ||
-			    *n == max)
+			if (errno != 0 || *end != '\0' || id <= 0 || *n == max)
 				*more = 1;
 			else
 				ids[(*n)++] = (int64_t)id;
@@ -1534,7 +1542,8 @@ pg_nodes_json(struct store_be *s, json_t **out)
 		    o, "capacity", json_integer(get_i(res, r, 4)));
 		json_object_set_new(
 		    o, "running", json_integer(get_i(res, r, 5)));
-		json_object_set_new(o, "lease_s", json_integer(get_i(res, r, 8)));
+		json_object_set_new(
+		    o, "lease_s", json_integer(get_i(res, r, 8)));
 		json_object_set_new(
 		    o, "started_at", json_string(get_s(res, r, 2)));
 		json_object_set_new(o, "stopped_at",

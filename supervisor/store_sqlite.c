@@ -246,17 +246,16 @@ static const struct column v6_columns[] = {
     {"tasks", "lease_expires_at", "TEXT"},
 };
 
-static const char v6_script[] =
-    "CREATE TABLE IF NOT EXISTS nodes (\n"
-    "    name TEXT PRIMARY KEY,\n"
-    "    incarnation TEXT NOT NULL,\n"
-    "    started_at TEXT NOT NULL,\n"
-    "    heartbeat_at TEXT NOT NULL,\n"
-    "    stopped_at TEXT,\n"
-    "    capacity INTEGER NOT NULL DEFAULT 0,\n"
-    "    running INTEGER NOT NULL DEFAULT 0,\n"
-    "    lease_s INTEGER NOT NULL DEFAULT 30\n"
-    ");\n";
+static const char v6_script[] = "CREATE TABLE IF NOT EXISTS nodes (\n"
+                                "    name TEXT PRIMARY KEY,\n"
+                                "    incarnation TEXT NOT NULL,\n"
+                                "    started_at TEXT NOT NULL,\n"
+                                "    heartbeat_at TEXT NOT NULL,\n"
+                                "    stopped_at TEXT,\n"
+                                "    capacity INTEGER NOT NULL DEFAULT 0,\n"
+                                "    running INTEGER NOT NULL DEFAULT 0,\n"
+                                "    lease_s INTEGER NOT NULL DEFAULT 30\n"
+                                ");\n";
 
 static const struct migration migrations[] = {
     {v1_script, v1_columns, nitems(v1_columns), NULL},

@@ -720,8 +720,8 @@ test_pg_leases(void)
 	ok(store_lease_claim(s2, 0, 2, 0, ids, &n) == 0 && n == 1 &&
 	        ids[0] == c,
 	    "pg: n2 gets only the one not leased");
-	sql = xasprintf("SELECT lease_epoch FROM tasks WHERE id = %lld",
-	    (long long)a);
+	sql = xasprintf(
+	    "SELECT lease_epoch FROM tasks WHERE id = %lld", (long long)a);
 	is_int(raw_int64(raw, sql), 1, "pg: the claim bumped the epoch to 1");
 	is_int(store_event_add(s1, a, EV_INFO, NULL, "n1 writes"), 0,
 	    "pg: the holder writes");
@@ -744,8 +744,8 @@ test_pg_leases(void)
 	    "pg: in a transaction too");
 	store_rollback(s1);
 	ok(store_checkpoint_add(s1, a, "stale", NULL) == -1 &&
-	        store_journal_add(s1, a, 1, 1, "planning", "reply", "x", 0,
-	            0) == -1 &&
+	        store_journal_add(
+	            s1, a, 1, 1, "planning", "reply", "x", 0, 0) == -1 &&
 	        store_task_set_state(s1, a, WS_FAILED) == -1,
 	    "pg: no checkpoint, journal entry or state change either");
 	is_int(count_events(p, a), before, "pg: nothing of n1's was written");
@@ -809,8 +809,7 @@ test_pg_leases(void)
 	ok(n >= 1 && ids[0] == d, "pg: the nodes hear of it within a second");
 
 	ok(store_nodes_json(p, &nodes) == 0 && json_array_size(nodes) == 2 &&
-	        json_is_true(
-	            json_object_get(json_array_get(nodes, 0), "live")),
+	        json_is_true(json_object_get(json_array_get(nodes, 0), "live")),
 	    "pg: two live nodes");
 	json_decref(nodes);
 
