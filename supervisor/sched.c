@@ -1705,7 +1705,11 @@ sched_init(
 	sched_timer_ev = event_new(base, -1, EV_PERSIST, sched_timer_cb, NULL);
 	event_add(sched_timer_ev, &tv);
 	if (opts->only_task == 0) {
-		if (cfg.enable_resume)
+		/* A node resumes what it claims, said when its worker starts:
+		 * the tasks in progress may be other nodes'. */
+		if (cfg.enable_resume && opts->nodes)
+			;
+		else if (cfg.enable_resume)
 			store_task_list(
 			    st, TS_IN_PROGRESS, 0, sched_resume_cb, NULL);
 		else

@@ -22,7 +22,7 @@ as_pg() { runuser -u postgres -- "$@"; }
 declare -A NODE=()
 mn_cleanup() {
 	local n rc=$?
-	if [ "$rc" -ne 0 ] || [ "$tap_failed" -ne 0 ]; then
+	if [ "$rc" -ne 0 ] || [ "${tap_failed:-0}" -ne 0 ]; then
 		for n in "$T"/*.log; do
 			[ -f "$n" ] && tail -n 15 "$n" | sed "s|^|# ${n##*/}: |"
 		done
@@ -243,5 +243,30 @@ like "$(cli nodes)" "^$runner +stopped" "nodes: the drained node is stopped"
 slow_script 1000
 wait_for 60 pstate_is "$t" completed
 is "$(pstate "$t")" completed "its task completes on the other node"
+
+# Cut off from the database during a long model turn (no write due): the
+# node stops its worker before its lease can expire, and the task goes on
+# once the database is back.
+for n in a b c; do [ -n "${NODE[$n]:-}" ] && node_stop "$n" TERM; done
+node_start a
+slow_script 8000
+t=$(submit "Cut off")
+wait_for 30 in_slow_turn "$t" || bail "task $t never reached the slow turn"
+before=$(pgrep -c -x orch-worker)
+as_pg "$PGBIN/pg_ctl" -D "$PGD/data" -m immediate stop >/dev/null
+t0=$(date +%s%N)
+worker_gone_ms
+ok "$([ "$ms" -le 6000 ]; echo $?)" "a node cut off from the database stops its worker ($ms ms)"
+wait_for 5 grep -q "has not renewed its leases" "$T/a.log"
+blind=$(sed -n 's/.*has not renewed its leases for \([0-9]*\) ms.*/\1/p' "$T/a.log" | head -n 1)
+ok "$([ -n "$blind" ] && [ "$blind" -lt 3000 ]; echo $?)" \
+	"before its 3 s lease could expire (${blind:-?} ms after its last renewal)"
+as_pg "$PGBIN/pg_ctl" -D "$PGD/data" -w -l "$PGD/log" \
+	-o "-k $PGD -c listen_addresses=''" start >/dev/null ||
+	bail "the cluster did not restart"
+slow_script 1000
+wait_for 60 pstate_is "$t" completed
+is "$(pstate "$t")" completed "the task completes once the database is back"
+check "the node says it renews again" grep -q "renewed again" "$T/a.log"
 
 done_testing
