@@ -1654,8 +1654,11 @@ sched_task_changed(int64_t task)
 		struct sched_worker *sw = w != NULL ? proc_arg(w) : NULL;
 		enum stage now;
 
-		if (sw != NULL &&
+		if (sw != NULL && !sw->stopping &&
 		    (sched_running(t->state, &now) == -1 || now != sw->stage)) {
+			log_task(LOG_LEVEL_INFO, (uint64_t)task, proc_stage(w),
+			    "now %s: stopping worker %d", wstate_name(t->state),
+			    (int)proc_pid(w));
 			sw->stopping = 1;
 			proc_kill(w, NULL);
 		}
