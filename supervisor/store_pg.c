@@ -1636,11 +1636,19 @@ pg_migrate(struct store_be *s)
 
 	arg_i(&a, LOCK_CLASS);
 	arg_i(&a, LOCK_MIGRATE);
-	if (pg_exec(s, "BEGIN", "begin") == -1)
+	/*
+	 * The lock is the session's, taken before the transaction: a
+	 * transaction that waited for it would look the tables up in the
+	 * catalog as they were before the wait (it sees no meta table that
+	 * another process has just made), migrate again, and deadlock with
+	 * the nodes already at work on the tables.
+	 */
+	if (pg_do(s, -1, "SELECT pg_advisory_lock($1::int, $2::int)", &a,
+	        "migration lock") == -1)
 		return -1;
-	if (pg_do(s, -1, "SELECT pg_advisory_xact_lock($1::int, $2::int)", &a,
-	        "migration lock") == -1 ||
-	    pg_read_version(s, &v) == -1)
+	if (pg_exec(s, "BEGIN", "begin") == -1)
+		goto unlock;
+	if (pg_read_version(s, &v) == -1)
 		goto fail;
 	if (v == 0 && pg_exec(s,
 	                  "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY"
@@ -1663,10 +1671,22 @@ pg_migrate(struct store_be *s)
 	if (rc == -1 || pg_exec(s, "COMMIT", "commit") == -1)
 		goto fail;
 	s->version = (int)v;
+	pg_do(s, -1, "SELECT pg_advisory_unlock($1::int, $2::int)", &a,
+	    "migration unlock");
 	return 0;
 
 fail:
 	pg_tx_abort(s);
+unlock:
+	/* Closing the connection lets go of it too. */
+	if (s->conn != NULL && PQstatus(s->conn) == CONNECTION_OK) {
+		char *keep = s->err != NULL ? xstrdup(s->err) : NULL;
+
+		pg_do(s, -1, "SELECT pg_advisory_unlock($1::int, $2::int)", &a,
+		    "migration unlock");
+		free(s->err);
+		s->err = keep;
+	}
 	return -1;
 }
 

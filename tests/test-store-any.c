@@ -7,6 +7,8 @@
  * damaged files, migrations from the Python schema).
  */
 #include <stdint.h>
+#include <sys/wait.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -690,6 +692,42 @@ test_pg_leases(void)
 
 	raw_exec(raw, "DROP TABLE IF EXISTS turns, usage, journal, events,"
 	              " checkpoints, tasks, meta, nodes CASCADE");
+	/* Nodes starting at once on a new database: one makes the schema,
+	 * the others wait and then work beside it, none fails. */
+	{
+		pid_t kids[4];
+		int st, good = 0;
+
+		fflush(stdout);
+		for (int i = 0; i < 4; i++) {
+			if ((kids[i] = fork()) == 0) {
+				struct store *k;
+				char name[8];
+				int64_t got[2];
+				size_t ng;
+
+				snprintf(name, sizeof name, "k%d", i);
+				if (store_open_url(&k, pg_url, STORE_RW, NULL,
+				        &cause) == -1 ||
+				    store_node_join(k, name, 2, 3, &cause) !=
+				        0 ||
+				    store_lease_claim(k, 0, 2, 0, got, &ng) ==
+				        -1)
+					_exit(1);
+				store_node_leave(k);
+				store_close(k);
+				_exit(0);
+			}
+		}
+		for (int i = 0; i < 4; i++)
+			if (kids[i] > 0 &&
+			    waitpid(kids[i], &st, 0) == kids[i] &&
+			    WIFEXITED(st) && WEXITSTATUS(st) == 0)
+				good++;
+		is_int(good, 4,
+		    "pg: four nodes starting at once on a new database");
+		raw_exec(raw, "DELETE FROM nodes");
+	}
 	s1 = open_as(STORE_RW);
 	s2 = open_as(STORE_RW);
 	s3 = open_as(STORE_RW);
