@@ -209,8 +209,15 @@ cli_writer(struct store **st)
 		free(cause);
 		return -1;
 	}
-	/* No service on this state directory: maybe one elsewhere on the
-	 * same database, which only the database's lock tells. */
+	/*
+	 * PostgreSQL: services elsewhere are nodes sharing the database.  A
+	 * direct write is one transaction that takes no lease: it waits for
+	 * a node's write on the same task row, the node's fence sees it
+	 * (a cancel), and the nodes hear of it (NOTIFY orch_tasks).
+	 */
+	if (strcmp(store_backend(*st), "postgresql") == 0)
+		return 0;
+	/* SQLite: no service on this state directory. */
 	if (server_store_lock(*st, &cause) != 0) {
 		cli_error("%s", cause);
 		free(cause);
@@ -482,6 +489,10 @@ static const struct cmd cmds[] = {
     {"cancel", cmd_cancel, "cancel ID", "Cancel a task."},
     {"stats", cmd_stats, "stats [--json]",
         "Counts by status, token usage, database size."},
+    {"nodes", cmd_nodes, "nodes [--json]",
+        "The services sharing the PostgreSQL database (ORCH_DATABASE_URL):\n"
+        "each node's name, whether it is live, its last heartbeat and how\n"
+        "long ago (the database's clock), and running tasks/capacity."},
     {"backup", cmd_backup, "backup [PATH]",
         "Online, consistent copy of the database (default: "
         "$ORCH_STATE_DIR/backups/)."},

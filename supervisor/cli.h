@@ -102,5 +102,8 @@ int cmd_doctor(int, char **);
 int cmd_gc(int, char **);
 int cmd_console_url(int, char **);
 int cmd_db_copy(int, char **);
+int cmd_nodes(int, char **);
+/* The nodes of store_nodes_json as a table (nodes, stats). */
+void cli_nodes_print(json_t *nodes);
 
 #endif

@@ -114,6 +114,10 @@ cmd_stats(int argc, char **argv)
 	}
 	if ((by = task_cost_json(st, 0)) != NULL)
 		json_object_set_new(s, "cost", by);
+	/* Several services on one database: what each node runs. */
+	if (strcmp(store_backend(st), "postgresql") == 0 &&
+	    store_nodes_json(st, &by) == 0)
+		json_object_set_new(s, "nodes", by);
 	store_close(st);
 	if (json) {
 		cli_json_print(s);
@@ -133,6 +137,10 @@ cmd_stats(int argc, char **argv)
 				    (long long)json_integer_value(v));
 		}
 		stats_cost(json_object_get(s, "cost"));
+		if (json_array_size(json_object_get(s, "nodes")) > 0) {
+			printf("nodes:\n");
+			cli_nodes_print(json_object_get(s, "nodes"));
+		}
 	}
 	json_decref(s);
 	return 0;

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "config.h"
 #include "client.h"
 #include "proto.h"
 #include "task.h"
@@ -323,6 +324,8 @@ cmd_show(int argc, char **argv)
 	printf("Repo:     %s (base %.12s)\n", t->repo ? cli_safe(t->repo) : "-",
 	    t->base_commit ? cli_safe_line(t->base_commit) : "-");
 	printf("Created:  %s   Updated: %s\n", t->created_at, t->updated_at);
+	if (t->node != NULL)
+		printf("Node:     %s\n", cli_safe_line(t->node));
 	printf("Restarts: %lld   Tokens: %lld in, %lld out\n",
 	    (long long)t->ival[TI_RETRY_COUNT], (long long)t->tokens_in,
 	    (long long)t->tokens_out);
@@ -439,7 +442,8 @@ cli_sse_cb(json_t *o, void *arg)
 
 /*
  * logs -f: through the service's event stream while it runs (it ends the
- * stream when the task ends), else by reading the database every 100 ms
+ * stream when the task ends; not on PostgreSQL, where other nodes' events
+ * are only in the database), else by reading the database every 100 ms
  * (on PostgreSQL when a NOTIFY says that events were committed);
  * when the service stops or starts meanwhile, the other way takes over
  * from the last event printed.
@@ -452,7 +456,9 @@ cli_follow(struct printer *p, int64_t id)
 	for (;;) {
 		if (cli_interrupted)
 			return 0;
-		if (client_service_running()) {
+		/* PostgreSQL: the tasks may run on other nodes, whose events
+		 * the local service does not stream; the database has all. */
+		if (cfg.database_url == NULL && client_service_running()) {
 			char *path, *err = NULL;
 			int ended, rc;
 

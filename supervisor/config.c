@@ -3,6 +3,7 @@
  * Every variable is in one table; an unknown ORCH_* or DB_* name or a
  * malformed value stops the program at start-up, naming the variable.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
@@ -82,6 +83,9 @@ static const struct var vars[] = {
     {"ORCH_HTTP_LISTEN", V_STR, S(http_listen), 0, 0},
     {"ORCH_HTTP_TOKEN", V_STR, S(http_token), 0, 0},
     {"ORCH_REPOS", V_STR, S(repos), 0, 0},
+    {"ORCH_NODE_NAME", V_STR, S(node_name), 0, 0},
+    {"ORCH_LEASE_S", V_UINT, S(lease_s), 2, 3600},
+    {"ORCH_MAX_TASKS_PER_REPO", V_UINT, S(max_tasks_per_repo), 0, 100000},
 };
 #undef S
 
@@ -136,6 +140,23 @@ config_defaults(void)
 	cfg.retention_days = 30;
 	cfg.max_connections = 64;
 	cfg.snapshot_max_file_bytes = 52428800;
+	cfg.lease_s = 30;
+}
+
+int
+config_node_name_ok(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n == 0 || n > 63 || !isalnum((unsigned char)name[0]))
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)name[i];
+
+		if (!isalnum(c) && c != '.' && c != '_' && c != '-')
+			return 0;
+	}
+	return 1;
 }
 
 static void __attribute__((noreturn))
@@ -397,6 +418,25 @@ config_load(const char *env_file)
 	}
 	if (cfg.db_path == NULL)
 		cfg.db_path = xasprintf("%s/tasks.db", cfg.state_dir);
+	if (cfg.node_name == NULL) {
+		char host[256];
+
+		/* The host name as the default; a name we cannot use is
+		 * cut at its first unfit character (a FQDN's dots are fit). */
+		if (gethostname(host, sizeof host) == -1)
+			snprintf(host, sizeof host, "node");
+		host[sizeof host - 1] = '\0';
+		host[strspn(host,
+		    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		    "0123456789._-")] = '\0';
+		if (strlen(host) > 63)
+			host[63] = '\0';
+		cfg.node_name =
+		    xstrdup(config_node_name_ok(host) ? host : "node");
+	} else if (!config_node_name_ok(cfg.node_name))
+		config_die(NULL, "ORCH_NODE_NAME",
+		    "must be 1 to 63 letters, digits, '.', '_' or '-',"
+		    " starting with a letter or digit");
 	if (cfg.http_listen != NULL) {
 		struct sockaddr_storage ss;
 		unsigned len;

@@ -49,6 +49,11 @@ struct config {
 	char *http_listen; /* ORCH_HTTP_LISTEN: the console's TCP address */
 	char *http_token; /* ORCH_HTTP_TOKEN, else $ORCH_STATE_DIR/http-token */
 	char *repos;      /* ORCH_REPOS: repositories a TCP client may use */
+	/* Multi-node (PostgreSQL): this service's name, its leases' length,
+	 * and the cap on running tasks of one repository (0: none). */
+	char *node_name;             /* ORCH_NODE_NAME, default the host name */
+	unsigned lease_s;            /* ORCH_LEASE_S */
+	unsigned max_tasks_per_repo; /* ORCH_MAX_TASKS_PER_REPO */
 };
 
 extern struct config cfg;
@@ -88,6 +93,11 @@ int config_listen_parse(const char *, struct sockaddr_storage *, unsigned *len,
 int config_http_token(char **token, char **cause);
 /* Whether repo is one of ORCH_REPOS (1), or ORCH_REPOS is unset (1). */
 int config_repo_allowed(const char *repo);
+/*
+ * Whether name is a fit node name: 1 to 63 of [A-Za-z0-9._-], starting
+ * with a letter or digit (it is printed, logged and used in SQL text).
+ */
+int config_node_name_ok(const char *name);
 /* Make the state directory (0700) and its subdirectories. */
 int config_make_state_dir(char **cause);
 

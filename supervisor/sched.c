@@ -46,6 +46,19 @@ static int sched_paused;
 static uint64_t sched_probe_at;
 static unsigned sched_probe_ms;
 static uint64_t sched_resumed_at;
+/*
+ * A node (PostgreSQL, sched_opts.nodes): it runs only tasks it holds a
+ * lease on (store.h), claims more as slots free, renews its leases with
+ * a heartbeat every third of ORCH_LEASE_S, and stops every worker when it
+ * has not renewed them for two thirds of it (it may have lost them: it
+ * must not work blind), until a heartbeat gets through again.
+ */
+static uint64_t sched_beat_at; /* the next heartbeat */
+static uint64_t sched_beat_ok; /* the last one that got through */
+static int sched_blind;        /* workers stopped: leases not renewed */
+static int sched_beat_warned;  /* the failure is logged, once */
+static uint64_t sched_poll_at; /* the next look for expired leases */
+
 /* Tasks that were unfinished at start with ORCH_ENABLE_RESUME=false. */
 static int64_t *held;
 static size_t nheld;
@@ -99,6 +112,7 @@ struct sched_worker {
 };
 
 static int sched_storage_failed(void);
+static void sched_backoff_clear(int64_t);
 static int sched_budget_pause(const struct task *, const char *why);
 static void sched_worker_msg(struct worker *, struct proto_msg *, void *);
 static void sched_worker_exit(struct worker *, void *);
@@ -176,9 +190,43 @@ sched_event(
  * is held (sched_hold) and committed when the database can be written
  * again, so that nothing they did is done again.
  */
+static void
+sched_lease_lost(int64_t task)
+{
+	struct worker *w = proc_find_task(task);
+	struct sched_worker *sw = w != NULL ? proc_arg(w) : NULL;
+
+	/* Logged once: the worker is stopping, its later messages are
+	 * refused quietly, and nothing more is written for the task. */
+	if (sw != NULL && !sw->stopping) {
+		log_task(LOG_LEVEL_WARN, (uint64_t)task, proc_stage(w),
+		    "lease lost (another node took the task, or it was"
+		    " cancelled): stopping worker %d, writing nothing more",
+		    (int)proc_pid(w));
+		sw->stopping = 1;
+		proc_kill(w, NULL);
+	} else if (sw == NULL)
+		log_task(LOG_LEVEL_WARN, (uint64_t)task, NULL,
+		    "lease lost: another node took the task");
+	/* The store keeps the lost lease: any write still on its way
+	 * for the task fails, until this node claims it again.  The row
+	 * is let go if it is still ours (cancelled), else left alone. */
+	sched_backoff_clear(task);
+	if (store_lease_release(sched_st, task) == -1 &&
+	    !sched_storage_failed())
+		log_warnx("task %lld: cannot release its lease: %s",
+		    (long long)task, store_error(sched_st));
+}
+
 static int
 sched_storage_failed(void)
 {
+	int64_t lost;
+
+	if ((lost = store_lease_lost(sched_st)) != 0) {
+		sched_lease_lost(lost);
+		return 1;
+	}
 	if (!store_storage_error(sched_st))
 		return 0;
 	if (!sched_paused) {
@@ -618,10 +666,17 @@ sched_start(int64_t id)
 	sw->ws_clean = sched_clean_take(id);
 	sw->started = sw->last_sent = metrics_now();
 	metrics_worker_started(stage, t->ival[TI_STAGE_RETRIES] > 0);
-	sched_event(id, EV_INFO, stage_name(stage),
-	    "worker %d started (run %lld%s)", (int)proc_pid(w),
-	    (long long)t->ival[TI_STAGE_RUN],
-	    t->ival[TI_STAGE_RETRIES] > 0 ? ", restarted" : "");
+	if (sched_opts.nodes)
+		sched_event(id, EV_INFO, stage_name(stage),
+		    "worker %d started on node %s (run %lld%s)",
+		    (int)proc_pid(w), cfg.node_name,
+		    (long long)t->ival[TI_STAGE_RUN],
+		    t->ival[TI_STAGE_RETRIES] > 0 ? ", restarted" : "");
+	else
+		sched_event(id, EV_INFO, stage_name(stage),
+		    "worker %d started (run %lld%s)", (int)proc_pid(w),
+		    (long long)t->ival[TI_STAGE_RUN],
+		    t->ival[TI_STAGE_RETRIES] > 0 ? ", restarted" : "");
 	task_free(t);
 }
 
@@ -635,9 +690,20 @@ sched_try(int64_t task, uint64_t now)
 	if (proc_find_task(task) != NULL || sched_backing_off(task, now) ||
 	    sched_is_held(task))
 		return 0;
+	if (sched_opts.nodes && !store_lease_held(sched_st, task))
+		return 0;
 	sched_backoff_clear(task);
 	sched_start(task);
-	return proc_find_task(task) != NULL;
+	if (proc_find_task(task) != NULL)
+		return 1;
+	/* Not running here (at a gate, done, failed, paused at a budget,
+	 * or waiting out a restart's backoff): let the others have it. */
+	if (sched_opts.nodes && !sched_backing_off(task, now) &&
+	    store_lease_held(sched_st, task) &&
+	    store_lease_release(sched_st, task) == -1)
+		log_warnx("task %lld: cannot release its lease: %s",
+		    (long long)task, store_error(sched_st));
+	return 0;
 }
 
 /*
@@ -650,7 +716,32 @@ static int
 sched_walk(unsigned *running, uint64_t now)
 {
 	int64_t ids[256], after = 0;
-	size_t n;
+	size_t n, nleases, want;
+
+	if (sched_opts.nodes) {
+		/*
+		 * Claim what this node has room for, no more: the leases it
+		 * holds (running, starting, backing off) fill its slots.
+		 * Each claimed task starts now or its lease goes back.
+		 */
+		nleases = store_lease_count(sched_st);
+		if (nleases >= cfg.max_workers)
+			return 0;
+		want = cfg.max_workers - nleases;
+		if (want > nitems(ids))
+			want = nitems(ids);
+		if (store_lease_claim(sched_st, 0, want, cfg.max_tasks_per_repo,
+		        ids, &n) == -1) {
+			if (!sched_storage_failed())
+				log_warnx("cannot claim tasks: %s",
+				    store_error(sched_st));
+			return 0;
+		}
+		for (size_t i = 0; i < n; i++)
+			*running += (unsigned)sched_try(ids[i], now);
+		/* A full claim: there may be more for the freed slots. */
+		return n < want;
+	}
 
 	do {
 		if (store_task_runnable(
@@ -680,11 +771,22 @@ sched_kick_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	(void)arg;
-	if (sched_stopping || sched_paused)
+	if (sched_stopping || sched_paused || sched_blind)
 		return;
 	if (running >= cfg.max_workers)
 		return;
 	if (sched_opts.only_task != 0) {
+		int64_t id;
+		size_t n;
+
+		if (sched_opts.nodes &&
+		    proc_find_task(sched_opts.only_task) == NULL &&
+		    !store_lease_held(sched_st, sched_opts.only_task) &&
+		    store_lease_claim(sched_st, sched_opts.only_task, 1,
+		        cfg.max_tasks_per_repo, &id, &n) == -1)
+			log_warnx("task %lld: cannot claim it: %s",
+			    (long long)sched_opts.only_task,
+			    store_error(sched_st));
 		sched_try(sched_opts.only_task, now);
 		nsched_dirty = 0;
 		return;
@@ -700,6 +802,113 @@ sched_kick_cb(evutil_socket_t fd, short what, void *arg)
 	    sched_walk(&running, now))
 		sched_rescan = 0;
 }
+/*
+ * The heartbeat: the node's row and its leases renewed; the tasks another
+ * node has taken meanwhile are let go (their workers stopped, nothing
+ * written).  Every beat also looks for work (expired leases of a node
+ * that died are taken so, within a lease and a beat): the slow poll
+ * behind the notifications.
+ */
+static void
+sched_beat(uint64_t now)
+{
+	int64_t *lost;
+	size_t nlost;
+	int rc;
+
+	rc = store_node_beat(sched_st, proc_count(), &lost, &nlost);
+	if (rc == -1) {
+		if (!sched_beat_warned)
+			log_warnx("heartbeat: cannot renew this node's leases:"
+			          " %s",
+			    store_error(sched_st));
+		sched_beat_warned = 1;
+		/* Try again soon: the leases are running out. */
+		sched_beat_at = now + 500;
+		return;
+	}
+	if (rc == 1 && !sched_stopping) {
+		log_warnx("node %s: another service started under this name"
+		          " after this one had lost its leases: stopping",
+		    cfg.node_name);
+		for (size_t i = 0; i < nlost; i++)
+			sched_lease_lost(lost[i]);
+		free(lost);
+		/* As a SIGTERM: the service's own way out. */
+		raise(SIGTERM);
+		return;
+	}
+	for (size_t i = 0; i < nlost; i++)
+		sched_lease_lost(lost[i]);
+	free(lost);
+	if (sched_beat_warned || sched_blind)
+		log_info("heartbeat: this node's leases are renewed again%s",
+		    sched_blind ? ": starting workers again" : "");
+	sched_beat_warned = 0;
+	sched_blind = 0;
+	sched_beat_ok = now;
+	sched_beat_at = now + (uint64_t)cfg.lease_s * 1000 / 3;
+}
+
+static void
+sched_node_tick(uint64_t now)
+{
+	int64_t ids[64];
+	size_t n;
+	int more;
+
+	if (now >= sched_beat_at)
+		sched_beat(now);
+	/*
+	 * The slow poll: a node that died sends no notification, and its
+	 * tasks are free once their leases expire.  Every third of a lease,
+	 * at most 2 s (another node's lease may be shorter than ours), and
+	 * never more than once a second.
+	 */
+	if (now >= sched_poll_at) {
+		uint64_t every = (uint64_t)cfg.lease_s * 1000 / 3;
+
+		sched_poll_at = now + (every < 1000      ? 1000
+		                          : every > 2000 ? 2000
+		                                         : every);
+		if (!sched_blind &&
+		    store_lease_count(sched_st) < cfg.max_workers)
+			sched_kick();
+	}
+	if (!sched_blind &&
+	    now - sched_beat_ok > (uint64_t)cfg.lease_s * 1000 * 2 / 3) {
+		struct worker *w;
+
+		/* Our leases may be running out unrenewed, and another node
+		 * may soon take the tasks: stop before that, not after. */
+		log_warnx("this node has not renewed its leases for %llu ms"
+		          " (ORCH_LEASE_S=%u): stopping its workers until it"
+		          " can",
+		    (unsigned long long)(now - sched_beat_ok), cfg.lease_s);
+		sched_blind = 1;
+		for (w = proc_next(NULL); w != NULL; w = proc_next(w)) {
+			struct sched_worker *sw = proc_arg(w);
+
+			if (!proc_reaped(w) && !sw->stopping) {
+				sw->stopping = 1;
+				proc_kill(w, NULL);
+			}
+		}
+	}
+	/* What others did to tasks (submit, approve, cancel, a lease let
+	 * go): read from the connection, no query sent. */
+	if (store_tasks_changed(sched_st, ids, nitems(ids), &n, &more) == -1)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		if (store_lease_held(sched_st, ids[i]))
+			sched_task_changed(ids[i]);
+		else
+			more = 1;
+	}
+	if (more)
+		sched_kick();
+}
+
 static void
 sched_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -717,6 +926,8 @@ sched_timer_cb(evutil_socket_t fd, short what, void *arg)
 		proc_watchdog((uint64_t)cfg.worker_timeout_s * 1000);
 	if (sched_paused && now >= sched_probe_at)
 		sched_probe();
+	if (sched_opts.nodes)
+		sched_node_tick(now);
 	if (sched_stopping && now > sched_stop_deadline) {
 		struct worker *w;
 		for (w = proc_next(NULL); w != NULL; w = proc_next(w)) {
@@ -1572,14 +1783,20 @@ sched_task_changed(int64_t task)
 		struct sched_worker *sw = w != NULL ? proc_arg(w) : NULL;
 		enum stage now;
 
-		if (sw != NULL &&
+		if (sw != NULL && !sw->stopping &&
 		    (sched_running(t->state, &now) == -1 || now != sw->stage)) {
+			log_task(LOG_LEVEL_INFO, (uint64_t)task, proc_stage(w),
+			    "now %s: stopping worker %d", wstate_name(t->state),
+			    (int)proc_pid(w));
 			sw->stopping = 1;
 			proc_kill(w, NULL);
 		}
 		task_free(t);
 	}
-	sched_kick_task(task);
+	if (sched_opts.nodes && !store_lease_held(sched_st, task))
+		sched_kick(); /* to be claimed, here or elsewhere */
+	else
+		sched_kick_task(task);
 }
 
 static int
@@ -1614,11 +1831,18 @@ sched_init(
 	sched_st = st;
 	sched_opts = *opts;
 	store_set_conn_hook(st, sched_conn, NULL);
+	sched_beat_ok = sched_beat_at = sched_poll_at = now_ms();
+	sched_beat_at += (uint64_t)cfg.lease_s * 1000 / 3;
+	sched_blind = sched_beat_warned = 0;
 	sched_kick_ev = event_new(base, -1, 0, sched_kick_cb, NULL);
 	sched_timer_ev = event_new(base, -1, EV_PERSIST, sched_timer_cb, NULL);
 	event_add(sched_timer_ev, &tv);
 	if (opts->only_task == 0) {
-		if (cfg.enable_resume)
+		/* A node resumes what it claims, said when its worker starts:
+		 * the tasks in progress may be other nodes'. */
+		if (cfg.enable_resume && opts->nodes)
+			;
+		else if (cfg.enable_resume)
 			store_task_list(
 			    st, TS_IN_PROGRESS, 0, sched_resume_cb, NULL);
 		else

@@ -11,6 +11,7 @@ struct event_base;
 struct sched_opts {
 	int64_t only_task; /* foreground run: this task only (0: all) */
 	int stop_at_gate;  /* foreground: done when only_task waits */
+	int nodes;         /* a node (PostgreSQL): run only what it leases */
 };
 void sched_init(struct event_base *, struct store *, const struct sched_opts *);
 void sched_kick(void); /* look for work soon */

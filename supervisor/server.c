@@ -280,7 +280,7 @@ int
 server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 {
 	struct store *st;
-	struct sched_opts opts = {only_task, stop_at_gate};
+	struct sched_opts opts = {only_task, stop_at_gate, 0};
 	struct event *sigs[4], *check;
 	const int signums[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP};
 	struct timeval tv = {0, 100 * 1000};
@@ -307,7 +307,27 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 		free(cause);
 		return 1;
 	}
-	if (server_store_lock(st, &cause) != 0) {
+	if (strcmp(store_backend(st), "postgresql") == 0) {
+		/*
+		 * One of many nodes on the database: it runs what it leases,
+		 * not the whole queue.  A foreground run is a node of its own
+		 * for its one task, named after the service's node.
+		 */
+		char *name = only_task == 0 ? xstrdup(cfg.node_name)
+		                            : xasprintf("%.40s.run%d",
+		                                  cfg.node_name, (int)getpid());
+
+		opts.nodes = 1;
+		rc = store_node_join(
+		    st, name, cfg.max_workers, cfg.lease_s, &cause);
+		free(name);
+		if (rc != 0) {
+			fprintf(stderr, "orch-supervisor: %s\n", cause);
+			free(cause);
+			store_close(st);
+			return 1;
+		}
+	} else if (server_store_lock(st, &cause) != 0) {
 		fprintf(stderr, "orch-supervisor: %s\n", cause);
 		free(cause);
 		store_close(st);
@@ -361,8 +381,14 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 	if (only_task == 0) {
 		char *name = server_store_name();
 
-		log_info("serving %s with up to %u workers (state %s)", name,
-		    cfg.max_workers, cfg.state_dir);
+		if (opts.nodes)
+			log_info("serving %s as node %s with up to %u workers"
+			         " (state %s, leases of %u s)",
+			    name, cfg.node_name, cfg.max_workers, cfg.state_dir,
+			    cfg.lease_s);
+		else
+			log_info("serving %s with up to %u workers (state %s)",
+			    name, cfg.max_workers, cfg.state_dir);
 		free(name);
 		/* sched_init has resumed what was interrupted: ready. */
 		sdnotify_init(server_base);
@@ -390,6 +416,11 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 	sdnotify_free();
 	sched_free();
 	proc_fini();
+	/* Drained: the leases go at once, not at their expiry. */
+	if (opts.nodes && store_node_leave(st) == -1)
+		log_warnx("cannot release this node's leases (they expire in"
+		          " %u s): %s",
+		    cfg.lease_s, store_error(st));
 	event_free(check);
 	for (size_t i = 0; i < nitems(signums); i++)
 		event_free(sigs[i]);

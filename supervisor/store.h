@@ -101,6 +101,7 @@ struct task {
 	char *workflow_checkpoint_data;
 	int64_t tokens_in; /* sums over the task's usage rows */
 	int64_t tokens_out;
+	char *node; /* the node whose lease is live on it, or NULL */
 };
 
 struct task_new {
@@ -374,5 +375,68 @@ int store_gc_candidates(
 int store_gc_task(
     struct store *, int64_t task, int64_t *events, int64_t *journal);
 int store_vacuum(struct store *);
+
+/*
+ * Nodes and leases (PostgreSQL; schema 6).  Several services share one
+ * database as nodes: each claims runnable tasks under a lease (owner: the
+ * node's incarnation, a random id per start; an epoch bumped by every
+ * claim; an expiry in the database's time), and the store fences every
+ * write of this connection to a task it holds: the write's transaction
+ * first renews the lease row, conditional on owner and epoch, and a lease
+ * that is gone (another node claimed the task) makes the write fail with
+ * store_lease_lost() set, nothing of it applied.  A task this connection
+ * holds no lease on is written as before (a person's approve or cancel).
+ * On SQLite the columns and the table exist but nothing uses them: one
+ * service per database, and these return an error (store_node_join) or
+ * do nothing.
+ */
+/*
+ * Register this connection as node name (capacity workers, leases of
+ * lease_s seconds) with a new incarnation.  0 joined; 1 refused: a live
+ * service has this name (its heartbeat is within its lease; *cause says
+ * so); -1 error.  Also listens for "tasks changed" notifications.
+ */
+int store_node_join(struct store *, const char *name, unsigned capacity,
+    unsigned lease_s, char **cause);
+/* The incarnation this connection joined as ("" when none). */
+const char *store_node_incarnation(struct store *);
+/*
+ * The heartbeat: the node's row and every lease it holds renewed in one
+ * transaction; the tasks whose lease is gone since (another node took
+ * them) are marked lost and returned (*lost malloc'd, *nlost of them).
+ * 1 when another incarnation has taken this node's name: every lease is
+ * lost.
+ */
+int store_node_beat(
+    struct store *, unsigned running, int64_t **lost, size_t *nlost);
+/* Leave: every lease released at once, the node marked stopped. */
+int store_node_leave(struct store *);
+/*
+ * Claim up to max runnable tasks (only_task: that one alone), oldest
+ * first, whose lease is free or expired, skipping rows other nodes are
+ * claiming (FOR UPDATE SKIP LOCKED), at most per_repo (0: no cap) leased
+ * tasks of one repository across nodes.  Each claim bumps the epoch.
+ */
+int store_lease_claim(struct store *, int64_t only_task, size_t max,
+    unsigned per_repo, int64_t *ids, size_t *n);
+/* Whether this connection holds a live (not lost) lease on task. */
+int store_lease_held(struct store *, int64_t task);
+/* How many leases this connection holds, lost ones not counted. */
+size_t store_lease_count(struct store *);
+/* Let go of task's lease at once (expiry now), and say so to the others. */
+int store_lease_release(struct store *, int64_t task);
+/* The task whose lost lease refused the last failed write, else 0. */
+int64_t store_lease_lost(struct store *);
+/*
+ * Tasks other connections changed (submit, approve, cancel, a lease let
+ * go) since the last call, without waiting or asking the server: up to max
+ * ids in ids, *n of them; *more set when there were more or unnamed ones
+ * (the caller walks everything).  SQLite: nothing, ever.
+ */
+int store_tasks_changed(
+    struct store *, int64_t *ids, size_t max, size_t *n, int *more);
+/* The nodes: [{"name", "heartbeat_at", "heartbeat_age_s", "live",
+ * "capacity", "running", "started_at", "stopped_at"}], by name. */
+int store_nodes_json(struct store *, json_t **out);
 
 #endif

@@ -199,6 +199,7 @@ task_free(struct task *t)
 	for (int i = 0; i < TC_MAX; i++)
 		free(t->text[i]);
 	free(t->workflow_checkpoint_data);
+	free(t->node);
 	free(t);
 }
 
@@ -631,6 +632,107 @@ store_wait_events(struct store *s, int timeout_ms)
 	if (s->ops->wait_events == NULL)
 		return -1;
 	return s->ops->wait_events(s->be, timeout_ms);
+}
+
+/*
+ * Nodes and leases: PostgreSQL's alone.  On SQLite (one service per
+ * database, its state directory's lock) there is no node to join, no
+ * lease to hold and no other writer to hear from.
+ */
+int
+store_node_join(struct store *s, const char *name, unsigned capacity,
+    unsigned lease_s, char **cause)
+{
+	*cause = NULL;
+	if (s->ops->node_join == NULL) {
+		*cause = xasprintf("the %s store is single-service: nodes"
+		                   " need ORCH_DATABASE_URL",
+		    s->ops->name);
+		return -1;
+	}
+	return s->ops->node_join(s->be, name, capacity, lease_s, cause);
+}
+
+const char *
+store_node_incarnation(struct store *s)
+{
+	return s->ops->node_incarnation == NULL
+	           ? ""
+	           : s->ops->node_incarnation(s->be);
+}
+
+int
+store_node_beat(
+    struct store *s, unsigned running, int64_t **lost, size_t *nlost)
+{
+	*lost = NULL;
+	*nlost = 0;
+	if (s->ops->node_beat == NULL)
+		return 0;
+	return s->ops->node_beat(s->be, running, lost, nlost);
+}
+
+int
+store_node_leave(struct store *s)
+{
+	return s->ops->node_leave == NULL ? 0 : s->ops->node_leave(s->be);
+}
+
+int
+store_lease_claim(struct store *s, int64_t only_task, size_t max,
+    unsigned per_repo, int64_t *ids, size_t *n)
+{
+	*n = 0;
+	if (s->ops->lease_claim == NULL)
+		return 0;
+	return s->ops->lease_claim(s->be, only_task, max, per_repo, ids, n);
+}
+
+int
+store_lease_held(struct store *s, int64_t task)
+{
+	return s->ops->lease_held == NULL ? 0 : s->ops->lease_held(s->be, task);
+}
+
+size_t
+store_lease_count(struct store *s)
+{
+	return s->ops->lease_count == NULL ? 0 : s->ops->lease_count(s->be);
+}
+
+int
+store_lease_release(struct store *s, int64_t task)
+{
+	return s->ops->lease_release == NULL
+	           ? 0
+	           : s->ops->lease_release(s->be, task);
+}
+
+int64_t
+store_lease_lost(struct store *s)
+{
+	return s->ops->lease_lost == NULL ? 0 : s->ops->lease_lost(s->be);
+}
+
+int
+store_tasks_changed(
+    struct store *s, int64_t *ids, size_t max, size_t *n, int *more)
+{
+	*n = 0;
+	*more = 0;
+	if (s->ops->tasks_changed == NULL)
+		return 0;
+	return s->ops->tasks_changed(s->be, ids, max, n, more);
+}
+
+int
+store_nodes_json(struct store *s, json_t **out)
+{
+	if (s->ops->nodes_json == NULL) {
+		*out = json_array();
+		return 0;
+	}
+	return s->ops->nodes_json(s->be, out);
 }
 
 int

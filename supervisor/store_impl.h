@@ -96,6 +96,21 @@ struct store_ops {
 	    const char *const *cols, size_t ncols, const char *const *vals);
 	int (*load_end)(struct store_be *, int ok);
 	int (*count)(struct store_be *, const char *table, int64_t *);
+	/* Nodes and leases (store.h); NULL on a single-service backend. */
+	int (*node_join)(
+	    struct store_be *, const char *, unsigned, unsigned, char **);
+	const char *(*node_incarnation)(struct store_be *);
+	int (*node_beat)(struct store_be *, unsigned, int64_t **, size_t *);
+	int (*node_leave)(struct store_be *);
+	int (*lease_claim)(
+	    struct store_be *, int64_t, size_t, unsigned, int64_t *, size_t *);
+	int (*lease_held)(struct store_be *, int64_t);
+	size_t (*lease_count)(struct store_be *);
+	int (*lease_release)(struct store_be *, int64_t);
+	int64_t (*lease_lost)(struct store_be *);
+	int (*tasks_changed)(
+	    struct store_be *, int64_t *, size_t, size_t *, int *);
+	int (*nodes_json)(struct store_be *, json_t **);
 };
 
 /*

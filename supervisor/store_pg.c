@@ -42,6 +42,12 @@
 #define LOCK_CLASS   0x6f726368
 #define LOCK_WRITER  1
 #define LOCK_MIGRATE 2
+#define LOCK_CLAIM   3
+
+/* NOW plus a number of seconds (parameter n), in the same format. */
+#define NOW_PLUS(n)                                                            \
+	"to_char((statement_timestamp() + make_interval(secs => " n "))"       \
+	" AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS')"
 
 #define DEFAULT_CONNECT_TIMEOUT "5"
 
@@ -162,6 +168,31 @@ static const char pg_v5_script[] =
     ");\n"
     "CREATE INDEX IF NOT EXISTS turns_task_id ON turns(task_id);\n";
 
+/*
+ * Version 6: nodes and task leases (store.h; docs/postgresql.md, "Many
+ * nodes").  A lease is its owner (the node's incarnation: a random id per
+ * start), the node's name for people, an epoch bumped by every claim, and
+ * an expiry in the database's time, kept as text in the timestamps'
+ * format so that comparing the text compares the times.
+ */
+static const char pg_v6_script[] =
+    "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS lease_node TEXT;\n"
+    "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS lease_owner TEXT;\n"
+    "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS lease_epoch"
+    " BIGINT NOT NULL DEFAULT 0;\n"
+    "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS lease_expires_at TEXT;\n"
+    "CREATE INDEX IF NOT EXISTS tasks_lease_owner ON tasks(lease_owner);\n"
+    "CREATE TABLE IF NOT EXISTS nodes (\n"
+    "    name TEXT PRIMARY KEY,\n"
+    "    incarnation TEXT NOT NULL,\n"
+    "    started_at TEXT NOT NULL,\n"
+    "    heartbeat_at TEXT NOT NULL,\n"
+    "    stopped_at TEXT,\n"
+    "    capacity BIGINT NOT NULL DEFAULT 0,\n"
+    "    running BIGINT NOT NULL DEFAULT 0,\n"
+    "    lease_s BIGINT NOT NULL DEFAULT 30\n"
+    ");\n";
+
 struct pg_migration {
 	int version;
 	const char *script;
@@ -170,9 +201,10 @@ struct pg_migration {
 static const struct pg_migration pg_migrations[] = {
     {4, pg_v4_script},
     {5, pg_v5_script},
+    {6, pg_v6_script},
 };
 
-#define PG_SCHEMA_VERSION 5
+#define PG_SCHEMA_VERSION 6
 
 /* -------------------------------------------------------------------------
  * Prepared statements and the connection
@@ -239,6 +271,13 @@ static const char *const pgstmt_sql[PS_SET_TEXT] = {
                     " VALUES ($1, " NOW ", $2, $3, $4, $5, $6, $7)",
 };
 
+/* A lease this connection holds: lost once another node claimed it. */
+struct pg_lease {
+	int64_t task;
+	int64_t epoch;
+	int lost;
+};
+
 struct store_be {
 	PGconn *conn;
 	char *url;   /* as given: a reconnect needs it */
@@ -265,6 +304,15 @@ struct store_be {
 	void *hook_arg;
 	void (*commit_hook)(double, void *); /* after each COMMIT */
 	void *commit_arg;
+	/* A node (store_node_join): its name, incarnation and leases. */
+	char *node;
+	char incarnation[33];
+	unsigned lease_s;
+	struct pg_lease *leases;
+	size_t nleases;
+	int64_t lost_task;   /* the last error was this task's lost lease */
+	int64_t fenced;      /* the task fenced in the open transaction */
+	int listening_tasks; /* LISTEN orch_tasks on this connection */
 };
 
 /* Text parameters for libpq, integers printed into the struct. */
@@ -309,6 +357,7 @@ pg_seterr(struct store_be *s, const char *fmt, ...)
 	free(s->err);
 	s->err = msg;
 	s->lost = 0;
+	s->lost_task = 0;
 }
 
 /*
@@ -596,6 +645,7 @@ pg_connect(struct store_be *s)
 		PQfinish(s->conn);
 	memset(s->prepared, 0, sizeof s->prepared);
 	s->listening = 0;
+	s->listening_tasks = 0;
 	s->conn = PQconnectdbParams(keys, vals, 1);
 	if (s->conn == NULL) {
 		pg_seterr(s, "connect to %s: out of memory", s->shown);
@@ -678,6 +728,12 @@ pg_reconnect(struct store_be *s)
 			s->conn = NULL;
 			return -1;
 		}
+	}
+	if (s->node != NULL) {
+		/* A node hears of changed tasks on every connection. */
+		if (pg_exec(s, "LISTEN orch_tasks", "listen") == -1)
+			return -1;
+		s->listening_tasks = 1;
 	}
 	if (s->unsure[0] != '\0') {
 		if ((res = pg_run(s, PS_TOKEN, NULL, NULL, "commit token")) ==
@@ -963,6 +1019,7 @@ pg_begin(struct store_be *s)
 		return -1;
 	s->in_tx = 1;
 	s->sp_open = 0;
+	s->fenced = 0;
 	return 0;
 }
 
@@ -986,6 +1043,572 @@ pg_rollback(struct store_be *s)
 	s->in_tx = 0;
 	s->sp_open = 0;
 	pg_tx_abort(s);
+}
+
+/* -------------------------------------------------------------------------
+ * Leases: the fence on every write for a task this node holds
+ * ------------------------------------------------------------------------ */
+
+static struct pg_lease *
+pg_lease_find(struct store_be *s, int64_t task)
+{
+	for (size_t i = 0; i < s->nleases; i++)
+		if (s->leases[i].task == task)
+			return &s->leases[i];
+	return NULL;
+}
+
+/* Hold task at epoch (a new claim replaces an old or lost one). */
+static void
+pg_lease_put(struct store_be *s, int64_t task, int64_t epoch)
+{
+	struct pg_lease *l = pg_lease_find(s, task);
+
+	if (l == NULL) {
+		if (s->nleases % 16 == 0)
+			s->leases = xrealloc(
+			    s->leases, (s->nleases + 16) * sizeof *s->leases);
+		l = &s->leases[s->nleases++];
+	}
+	l->task = task;
+	l->epoch = epoch;
+	l->lost = 0;
+}
+
+static void
+pg_lease_drop(struct store_be *s, int64_t task)
+{
+	struct pg_lease *l = pg_lease_find(s, task);
+
+	if (l != NULL)
+		*l = s->leases[--s->nleases];
+}
+
+static void
+pg_lease_fail(struct store_be *s, struct pg_lease *l)
+{
+	l->lost = 1;
+	pg_seterr(s,
+	    "task %lld: this node's lease (epoch %lld) is lost: another node"
+	    " took the task, or it was cancelled; nothing was written",
+	    (long long)l->task, (long long)l->epoch);
+	s->lost_task = l->task;
+}
+
+/*
+ * The fence, first in a write transaction for task: a task this node
+ * holds is written only while the row still names this incarnation and
+ * epoch, and the same statement renews the lease and locks the row until
+ * the commit (a claim elsewhere waits, or skips it).  A cancelled task
+ * keeps no lease: its worker is stopping, and writes nothing more.  A task
+ * held by no one here is a person's (approve, cancel, ...) or one that
+ * runs nowhere: written as before.
+ */
+static int
+pg_fence(struct store_be *s, int64_t task)
+{
+	struct pg_lease *l;
+	struct pgargs a = {0};
+	PGresult *res;
+	int ok;
+
+	if (s->node == NULL || (l = pg_lease_find(s, task)) == NULL)
+		return 0;
+	if (l->lost) {
+		pg_lease_fail(s, l);
+		return -1;
+	}
+	if (s->in_tx && s->fenced == task)
+		return 0;
+	arg_i(&a, task);
+	arg_s(&a, s->incarnation);
+	arg_i(&a, l->epoch);
+	arg_i(&a, s->lease_s);
+	res = pg_run(s, -1,
+	    "UPDATE tasks SET lease_expires_at = " NOW_PLUS(
+	        "$4::int") " WHERE id = $1 AND lease_owner = $2 AND "
+	                   "lease_epoch = $3"
+	                   " AND workflow_state <> 'cancelled'",
+	    &a, "lease");
+	if (res == NULL)
+		return -1;
+	ok = strcmp(PQcmdTuples(res), "1") == 0;
+	PQclear(res);
+	if (!ok) {
+		pg_lease_fail(s, l);
+		return -1;
+	}
+	if (s->in_tx)
+		s->fenced = task;
+	return 0;
+}
+
+/*
+ * Tell the nodes that a task changed when this connection does not hold
+ * it (submit, approve, resume, cancel, a budget raised): the node that
+ * runs it, or any that may start it, looks at it now.  Delivered at the
+ * commit, and only then.
+ */
+static int
+pg_tasks_notify(struct store_be *s, int64_t task)
+{
+	struct pgargs a = {0};
+
+	if (s->node != NULL && pg_lease_find(s, task) != NULL)
+		return 0;
+	arg_i(&a, task);
+	return pg_do(
+	    s, -1, "SELECT pg_notify('orch_tasks', $1::text)", &a, "notify");
+}
+
+/* pg_wbegin_as, then the fence for task; nothing begun on failure. */
+static int
+pg_wbegin_task(struct store_be *s, int64_t task, int lazy)
+{
+	if (pg_wbegin_as(s, lazy) == -1)
+		return -1;
+	if (pg_fence(s, task) == -1) {
+		pg_wend(s, -1);
+		return -1;
+	}
+	return 0;
+}
+
+static const char *
+pg_node_incarnation(struct store_be *s)
+{
+	return s->node != NULL ? s->incarnation : "";
+}
+
+static int
+pg_node_join(struct store_be *s, const char *name, unsigned capacity,
+    unsigned lease_s, char **cause)
+{
+	struct pgargs a = {0}, n1 = {0}, n2 = {0};
+	PGresult *res;
+	int live = 0;
+
+	*cause = NULL;
+	if (s->node != NULL || s->in_tx) {
+		*cause = xasprintf("node %s: already joined", name);
+		return -1;
+	}
+	if (random_hex(s->incarnation, 16) == -1) {
+		*cause = xasprintf("getrandom: %s", strerror(errno));
+		return -1;
+	}
+	s->lease_s = lease_s;
+	if (pg_tx_start(s, 0) == -1)
+		goto dberr;
+	arg_s(&a, name);
+	arg_s(&a, s->incarnation);
+	arg_i(&a, capacity);
+	arg_i(&a, lease_s);
+	arg_s(&n1, name);
+	arg_s(&n2, name);
+	arg_s(&n2, s->incarnation);
+	/* The row exists (made if missing) and is ours to look at alone. */
+	if (pg_do(s, -1,
+	        "INSERT INTO nodes (name, incarnation, started_at,"
+	        " heartbeat_at, stopped_at, capacity, lease_s) VALUES ($1,"
+	        " $2, " NOW ", '', " NOW ", $3, $4) ON CONFLICT (name) DO"
+	        " NOTHING",
+	        &a, "join") == -1)
+		goto abort;
+	res = pg_run(s, -1,
+	    "SELECT (stopped_at IS NULL AND heartbeat_at > to_char("
+	    "(statement_timestamp() - make_interval(secs => lease_s))"
+	    " AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS'))::int"
+	    " FROM nodes WHERE name = $1 FOR UPDATE",
+	    &n1, "join");
+	if (res == NULL)
+		goto abort;
+	live = PQntuples(res) == 1 && get_i(res, 0, 0) == 1;
+	PQclear(res);
+	if (live) {
+		pg_tx_abort(s);
+		*cause =
+		    xasprintf("another orch-supervisor service runs as node"
+		              " '%s' on the database %s (its heartbeat is"
+		              " within its lease); give this one another"
+		              " ORCH_NODE_NAME, or stop that one first",
+		        name, s->shown);
+		return 1;
+	}
+	/*
+	 * Our name's last incarnation is dead (no heartbeat for a lease):
+	 * its leases have expired already; free them at once.
+	 */
+	if (pg_do(s, -1,
+	        "UPDATE nodes SET incarnation = $2, started_at = " NOW ","
+	        " heartbeat_at = " NOW ", stopped_at = NULL, capacity = $3,"
+	        " running = 0, lease_s = $4 WHERE name = $1",
+	        &a, "join") == -1 ||
+	    pg_do(s, -1,
+	        "UPDATE tasks SET lease_owner = NULL, lease_expires_at = " NOW
+	        " WHERE lease_node = $1 AND lease_owner IS NOT NULL AND"
+	        " lease_owner <> $2",
+	        &n2, "join") == -1 ||
+	    pg_exec(s, "NOTIFY orch_tasks", "join") == -1)
+		goto abort;
+	if (pg_tx_commit(s) == -1)
+		goto dberr;
+	s->node = xstrdup(name);
+	if (pg_exec(s, "LISTEN orch_tasks", "listen") == -1)
+		goto dberr;
+	s->listening_tasks = 1;
+	return 0;
+
+abort:
+	pg_tx_abort(s);
+dberr:
+	*cause = xasprintf("cannot join as node '%s': %s", name, s->err);
+	return -1;
+}
+
+/* A lease found lost by the heartbeat: told once, in *lost. */
+static void
+pg_lease_lose(
+    struct store_be *s, struct pg_lease *l, int64_t **lost, size_t *nlost)
+{
+	(void)s;
+	l->lost = 1;
+	*lost = xrealloc(*lost, (*nlost + 1) * sizeof **lost);
+	(*lost)[(*nlost)++] = l->task;
+}
+
+static int
+pg_node_beat(
+    struct store_be *s, unsigned running, int64_t **lost, size_t *nlost)
+{
+	struct pgargs a = {0}, b = {0};
+	PGresult *res = NULL;
+	int64_t *got = NULL;
+	size_t ngot = 0;
+	int ours;
+
+	*lost = NULL;
+	*nlost = 0;
+	if (s->node == NULL || s->in_tx)
+		return 0;
+	if (pg_tx_start(s, 1) == -1)
+		return -1;
+	arg_s(&a, s->node);
+	arg_s(&a, s->incarnation);
+	arg_i(&a, running);
+	if ((res = pg_run(s, -1,
+	         "UPDATE nodes SET heartbeat_at = " NOW ", running = $3"
+	         " WHERE name = $1 AND incarnation = $2",
+	         &a, "heartbeat")) == NULL)
+		goto fail;
+	ours = strcmp(PQcmdTuples(res), "1") == 0;
+	PQclear(res);
+	arg_s(&b, s->incarnation);
+	arg_i(&b, s->lease_s);
+	if ((res = pg_run(s, -1,
+	         "UPDATE tasks SET lease_expires_at = " NOW_PLUS(
+	             "$2::int") " WHERE lease_owner = $1 AND workflow_state <> "
+	                        "'cancelled'"
+	                        " RETURNING id, lease_epoch",
+	         &b, "renew leases")) == NULL)
+		goto fail;
+	if (!ours) {
+		/* Another start took our name: we are not this node now. */
+		PQclear(res);
+		pg_tx_abort(s);
+		for (size_t i = 0; i < s->nleases; i++)
+			if (!s->leases[i].lost)
+				pg_lease_lose(s, &s->leases[i], lost, nlost);
+		return 1;
+	}
+	ngot = (size_t)PQntuples(res);
+	got = xcalloc(ngot + 1, 2 * sizeof *got);
+	for (size_t i = 0; i < ngot; i++) {
+		got[2 * i] = get_i(res, (int)i, 0);
+		got[2 * i + 1] = get_i(res, (int)i, 1);
+	}
+	PQclear(res);
+	if (pg_tx_commit(s) == -1) {
+		free(got);
+		return -1;
+	}
+	for (size_t i = 0; i < s->nleases; i++) {
+		struct pg_lease *l = &s->leases[i];
+		int found = 0;
+
+		for (size_t j = 0; j < ngot && !found; j++)
+			found =
+			    got[2 * j] == l->task && got[2 * j + 1] == l->epoch;
+		if (!found && !l->lost)
+			pg_lease_lose(s, l, lost, nlost);
+	}
+	free(got);
+	return 0;
+
+fail:
+	pg_tx_abort(s);
+	return -1;
+}
+
+static int
+pg_node_leave(struct store_be *s)
+{
+	struct pgargs a = {0}, b = {0};
+
+	if (s->node == NULL || s->in_tx)
+		return 0;
+	if (pg_tx_start(s, 0) == -1)
+		return -1;
+	arg_s(&a, s->node);
+	arg_s(&a, s->incarnation);
+	arg_s(&b, s->incarnation);
+	if (pg_do(s, -1,
+	        "UPDATE tasks SET lease_owner = NULL, lease_expires_at = " NOW
+	        " WHERE lease_owner = $1",
+	        &b, "release leases") == -1 ||
+	    pg_do(s, -1,
+	        "UPDATE nodes SET stopped_at = " NOW ", running = 0"
+	        " WHERE name = $1 AND incarnation = $2",
+	        &a, "leave") == -1 ||
+	    pg_exec(s, "NOTIFY orch_tasks", "leave") == -1) {
+		pg_tx_abort(s);
+		return -1;
+	}
+	if (pg_tx_commit(s) == -1)
+		return -1;
+	s->nleases = 0;
+	return 0;
+}
+
+/*
+ * The runnable tasks, free or expired, oldest first, rows another node
+ * is claiming skipped.  With a cap per repository the claims of every
+ * node are taken one at a time under a transaction lock, each seeing the
+ * last, so that two nodes cannot both take a repository's last place.
+ */
+#define PG_CLAIMABLE                                                           \
+	"SELECT id FROM tasks t WHERE workflow_state IN ('pending',"           \
+	" 'planning', 'plan_approved', 'implementing', 'reviewing',"           \
+	" 'verifying') AND budget_paused = 0 AND (lease_owner IS NULL OR"      \
+	" lease_expires_at <= " NOW ") AND ($5::bigint = 0 OR t.id ="          \
+	" $5::bigint) AND ($4::int = 0 OR (SELECT COUNT(*) FROM tasks r"       \
+	" WHERE r.repo = t.repo AND r.id <> t.id AND r.lease_owner IS NOT"     \
+	" NULL AND r.lease_expires_at > " NOW ") < $4::int)"                   \
+	" ORDER BY id LIMIT $6 FOR UPDATE SKIP LOCKED"
+
+static int
+pg_lease_claim(struct store_be *s, int64_t only_task, size_t max,
+    unsigned per_repo, int64_t *ids, size_t *n)
+{
+	struct pgargs a = {0}, l = {0};
+	PGresult *res;
+	size_t rounds, take;
+
+	*n = 0;
+	if (s->node == NULL) {
+		pg_seterr(s, "claim: not a node");
+		return -1;
+	}
+	if (max == 0 || s->in_tx)
+		return 0;
+	if (pg_tx_start(s, 0) == -1)
+		return -1;
+	if (per_repo > 0) {
+		arg_i(&l, LOCK_CLASS);
+		arg_i(&l, LOCK_CLAIM);
+		if (pg_do(s, -1,
+		        "SELECT pg_advisory_xact_lock($1::int,"
+		        " $2::int)",
+		        &l, "claim lock") == -1)
+			goto fail;
+	}
+	rounds = per_repo > 0 ? max : 1;
+	take = per_repo > 0 ? 1 : max;
+	arg_s(&a, s->incarnation);
+	arg_s(&a, s->node);
+	arg_i(&a, s->lease_s);
+	arg_i(&a, per_repo);
+	arg_i(&a, only_task);
+	arg_i(&a, (int64_t)take);
+	for (size_t r = 0; r < rounds; r++) {
+		int got;
+
+		if ((res = pg_run(s, -1,
+		         "WITH c AS (" PG_CLAIMABLE ") UPDATE tasks SET"
+		         " lease_owner = $1, lease_node = $2, lease_epoch ="
+		         " lease_epoch + 1, lease_expires_at = " NOW_PLUS(
+		             "$3::int") " FROM c WHERE tasks.id = c.id"
+		                        " RETURNING tasks.id, "
+		                        "tasks.lease_epoch",
+		         &a, "claim")) == NULL)
+			goto fail;
+		got = PQntuples(res);
+		for (int i = 0; i < got && *n < max; i++) {
+			ids[*n] = get_i(res, i, 0);
+			pg_lease_put(s, ids[*n], get_i(res, i, 1));
+			(*n)++;
+		}
+		PQclear(res);
+		if (got == 0)
+			break;
+	}
+	if (pg_tx_commit(s) == -1)
+		goto lost;
+	return 0;
+
+fail:
+	pg_tx_abort(s);
+lost:
+	/* Nothing claimed: forget what this transaction put. */
+	for (size_t i = 0; i < *n; i++)
+		pg_lease_drop(s, ids[i]);
+	*n = 0;
+	return -1;
+}
+
+static int
+pg_lease_held(struct store_be *s, int64_t task)
+{
+	struct pg_lease *l = pg_lease_find(s, task);
+
+	return l != NULL && !l->lost;
+}
+
+static size_t
+pg_lease_count(struct store_be *s)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < s->nleases; i++)
+		n += !s->leases[i].lost;
+	return n;
+}
+
+static int
+pg_lease_release(struct store_be *s, int64_t task)
+{
+	struct pg_lease *l = pg_lease_find(s, task);
+	struct pgargs a = {0}, b = {0};
+	int64_t epoch;
+
+	if (l == NULL)
+		return 0;
+	epoch = l->epoch;
+	if (s->in_tx)
+		return 0;
+	if (pg_tx_start(s, 0) == -1)
+		return -1;
+	arg_i(&a, task);
+	arg_s(&a, s->incarnation);
+	arg_i(&a, epoch);
+	arg_i(&b, task);
+	if (pg_do(s, -1,
+	        "UPDATE tasks SET lease_owner = NULL, lease_expires_at = " NOW
+	        " WHERE id = $1 AND lease_owner = $2 AND lease_epoch = $3",
+	        &a, "release lease") == -1 ||
+	    pg_do(s, -1, "SELECT pg_notify('orch_tasks', $1::text)", &b,
+	        "notify") == -1) {
+		pg_tx_abort(s);
+		return -1;
+	}
+	if (pg_tx_commit(s) == -1)
+		return -1;
+	/*
+	 * A lost lease stays, so that every write for the task keeps failing
+	 * until this node claims it again; the row was let go all the same
+	 * when it was still ours (a cancelled task: free at once).
+	 */
+	if (!l->lost)
+		pg_lease_drop(s, task);
+	return 0;
+}
+
+static int64_t
+pg_lease_lost(struct store_be *s)
+{
+	return s->lost_task;
+}
+
+/* What other connections said of tasks: read without waiting. */
+static int
+pg_tasks_changed(
+    struct store_be *s, int64_t *ids, size_t max, size_t *n, int *more)
+{
+	PGnotify *note;
+	char *end;
+	long long id;
+
+	*n = 0;
+	*more = 0;
+	if (s->conn == NULL || !s->listening_tasks || s->in_tx)
+		return 0;
+	if (PQconsumeInput(s->conn) == 0) {
+		pg_dberr(s, NULL, "listen");
+		return -1;
+	}
+	while ((note = PQnotifies(s->conn)) != NULL) {
+		if (note->be_pid != PQbackendPID(s->conn) &&
+		    strcmp(note->relname, "orch_tasks") == 0) {
+			errno = 0;
+			id = strtoll(note->extra, &end, 10);
+			if (errno != 0 || *end != '\0' || id <= 0 || *n == max)
+				*more = 1;
+			else
+				ids[(*n)++] = (int64_t)id;
+		}
+		PQfreemem(note);
+	}
+	return 0;
+}
+
+static int
+pg_nodes_json(struct store_be *s, json_t **out)
+{
+	PGresult *res;
+	int rows;
+
+	*out = NULL;
+	if (pg_ready(s) == -1)
+		return -1;
+	res = pg_run(s, -1,
+	    "SELECT name, heartbeat_at, started_at, stopped_at, capacity,"
+	    " (SELECT COUNT(*) FROM tasks WHERE lease_owner ="
+	    " nodes.incarnation AND lease_expires_at > " NOW "),"
+	    " (stopped_at IS NULL AND heartbeat_at > to_char("
+	    "(statement_timestamp() - make_interval(secs => lease_s))"
+	    " AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS'))::int,"
+	    " GREATEST(0, EXTRACT(EPOCH FROM (statement_timestamp() AT TIME"
+	    " ZONE 'UTC') - heartbeat_at::timestamp))::bigint, lease_s"
+	    " FROM nodes ORDER BY name",
+	    NULL, "nodes");
+	if (res == NULL)
+		return -1;
+	*out = json_array();
+	rows = PQntuples(res);
+	for (int r = 0; r < rows; r++) {
+		json_t *o = json_object();
+
+		json_object_set_new(o, "name", json_string(get_s(res, r, 0)));
+		json_object_set_new(
+		    o, "heartbeat_at", json_string(get_s(res, r, 1)));
+		json_object_set_new(
+		    o, "heartbeat_age_s", json_integer(get_i(res, r, 7)));
+		json_object_set_new(o, "live", json_boolean(get_i(res, r, 6)));
+		json_object_set_new(
+		    o, "capacity", json_integer(get_i(res, r, 4)));
+		json_object_set_new(
+		    o, "running", json_integer(get_i(res, r, 5)));
+		json_object_set_new(
+		    o, "lease_s", json_integer(get_i(res, r, 8)));
+		json_object_set_new(
+		    o, "started_at", json_string(get_s(res, r, 2)));
+		json_object_set_new(o, "stopped_at",
+		    get_s(res, r, 3) != NULL ? json_string(get_s(res, r, 3))
+		                             : json_null());
+		json_array_append_new(*out, o);
+	}
+	PQclear(res);
+	return 0;
 }
 
 /*
@@ -1029,7 +1652,9 @@ pg_build_task_select(void)
 	buf_adds(&b, ", (SELECT COALESCE(SUM(tokens_in), 0) FROM usage"
 	             " WHERE usage.task_id = tasks.id),"
 	             " (SELECT COALESCE(SUM(tokens_out), 0) FROM usage"
-	             " WHERE usage.task_id = tasks.id)"
+	             " WHERE usage.task_id = tasks.id),"
+	             " CASE WHEN lease_owner IS NOT NULL AND lease_expires_at"
+	             " > " NOW " THEN lease_node END"
 	             " FROM tasks");
 	return b.buf;
 }
@@ -1067,11 +1692,19 @@ pg_migrate(struct store_be *s)
 
 	arg_i(&a, LOCK_CLASS);
 	arg_i(&a, LOCK_MIGRATE);
-	if (pg_exec(s, "BEGIN", "begin") == -1)
+	/*
+	 * The lock is the session's, taken before the transaction: a
+	 * transaction that waited for it would look the tables up in the
+	 * catalog as they were before the wait (it sees no meta table that
+	 * another process has just made), migrate again, and deadlock with
+	 * the nodes already at work on the tables.
+	 */
+	if (pg_do(s, -1, "SELECT pg_advisory_lock($1::int, $2::int)", &a,
+	        "migration lock") == -1)
 		return -1;
-	if (pg_do(s, -1, "SELECT pg_advisory_xact_lock($1::int, $2::int)", &a,
-	        "migration lock") == -1 ||
-	    pg_read_version(s, &v) == -1)
+	if (pg_exec(s, "BEGIN", "begin") == -1)
+		goto unlock;
+	if (pg_read_version(s, &v) == -1)
 		goto fail;
 	if (v == 0 && pg_exec(s,
 	                  "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY"
@@ -1094,10 +1727,22 @@ pg_migrate(struct store_be *s)
 	if (rc == -1 || pg_exec(s, "COMMIT", "commit") == -1)
 		goto fail;
 	s->version = (int)v;
+	pg_do(s, -1, "SELECT pg_advisory_unlock($1::int, $2::int)", &a,
+	    "migration unlock");
 	return 0;
 
 fail:
 	pg_tx_abort(s);
+unlock:
+	/* Closing the connection lets go of it too. */
+	if (s->conn != NULL && PQstatus(s->conn) == CONNECTION_OK) {
+		char *keep = s->err != NULL ? xstrdup(s->err) : NULL;
+
+		pg_do(s, -1, "SELECT pg_advisory_unlock($1::int, $2::int)", &a,
+		    "migration unlock");
+		free(s->err);
+		s->err = keep;
+	}
 	return -1;
 }
 
@@ -1113,6 +1758,8 @@ pg_close(struct store_be *s)
 		PQfinish(s->conn);
 	}
 	free(s->task_select);
+	free(s->node);
+	free(s->leases);
 	free(s->url);
 	free(s->shown);
 	free(s->err);
@@ -1353,9 +2000,14 @@ pg_task_add(struct store_be *s, const struct task_new *tn, int64_t *id)
 		pg_seterr(s, "insert task: no request");
 		return -1;
 	}
+	int rc;
+
 	if (pg_wbegin(s) == -1)
 		return -1;
-	return pg_wend(s, pg_task_add_locked(s, tn, id));
+	rc = pg_task_add_locked(s, tn, id);
+	if (rc == 0)
+		rc = pg_tasks_notify(s, *id);
+	return pg_wend(s, rc);
 }
 
 /* Column positions in task_select. */
@@ -1374,6 +2026,7 @@ enum {
 	TQ_IVAL = TQ_TEXT + TC_MAX,
 	TQ_TOKENS_IN = TQ_IVAL + TI_MAX,
 	TQ_TOKENS_OUT,
+	TQ_NODE,
 };
 
 static struct task *
@@ -1410,6 +2063,7 @@ pg_task_row(struct store_be *s, const PGresult *res, int r)
 	}
 	t->tokens_in = get_i(res, r, TQ_TOKENS_IN);
 	t->tokens_out = get_i(res, r, TQ_TOKENS_OUT);
+	t->node = get_dup(res, r, TQ_NODE);
 	return t;
 }
 
@@ -1437,18 +2091,21 @@ static int
 pg_task_set_state(struct store_be *s, int64_t id, enum wstate ws)
 {
 	struct pgargs a = {0};
+	int rc;
 
 	if ((unsigned)ws >= WS_MAX) {
 		pg_seterr(s, "set state: bad state %d", (int)ws);
 		return -1;
 	}
-	if (pg_wbegin(s) == -1)
+	if (pg_wbegin_task(s, id, 0) == -1)
 		return -1;
 	arg_i(&a, id);
 	arg_s(&a, wstate_names[ws]);
 	arg_s(&a, tstatus_names[wstate_status(ws)]);
-	return pg_wend(
-	    s, pg_do_task(s, PS_TASK_SET_STATE, &a, id, "set state"));
+	rc = pg_do_task(s, PS_TASK_SET_STATE, &a, id, "set state");
+	if (rc == 0)
+		rc = pg_tasks_notify(s, id);
+	return pg_wend(s, rc);
 }
 
 /* The status alone (a task waiting for a person at a budget). */
@@ -1461,7 +2118,7 @@ pg_task_set_status(struct store_be *s, int64_t id, enum tstatus ts)
 		pg_seterr(s, "set status: bad status %d", (int)ts);
 		return -1;
 	}
-	if (pg_wbegin(s) == -1)
+	if (pg_wbegin_task(s, id, 0) == -1)
 		return -1;
 	arg_i(&a, id);
 	arg_s(&a, tstatus_names[ts]);
@@ -1479,7 +2136,7 @@ pg_task_set_text(
 		pg_seterr(s, "set text: bad column %d", (int)col);
 		return -1;
 	}
-	if (pg_wbegin(s) == -1)
+	if (pg_wbegin_task(s, id, 0) == -1)
 		return -1;
 	arg_i(&a, id);
 	arg_s(&a, value);
@@ -1495,7 +2152,7 @@ pg_task_set_repo(
 	PGresult *res;
 	int rc = 0;
 
-	if (pg_wbegin(s) == -1)
+	if (pg_wbegin_task(s, id, 0) == -1)
 		return -1;
 	arg_i(&a, id);
 	arg_s(&a, repo);
@@ -1524,7 +2181,7 @@ pg_task_stamp(struct store_be *s, int64_t id, enum task_col col)
 		pg_seterr(s, "stamp: column %d is not a time", (int)col);
 		return -1;
 	}
-	if (pg_wbegin(s) == -1)
+	if (pg_wbegin_task(s, id, 0) == -1)
 		return -1;
 	arg_i(&a, id);
 	return pg_wend(
@@ -1536,20 +2193,24 @@ static int
 pg_task_set_int(struct store_be *s, int64_t id, enum task_icol col, int64_t v)
 {
 	struct pgargs a = {0};
+	int rc;
 
 	if ((unsigned)col >= TI_MAX) {
 		pg_seterr(s, "set int: bad column %d", (int)col);
 		return -1;
 	}
-	if (pg_wbegin(s) == -1)
+	if (pg_wbegin_task(s, id, 0) == -1)
 		return -1;
 	arg_i(&a, id);
 	if (col == TI_FAILED_STATE && v < 0)
 		arg_s(&a, NULL);
 	else
 		arg_i(&a, v);
-	return pg_wend(s,
-	    pg_do_task(s, PS_SET_INT + (int)col, &a, id, task_icol_names[col]));
+	rc = pg_do_task(s, PS_SET_INT + (int)col, &a, id, task_icol_names[col]);
+	/* A budget raised or a pause lifted: the task may run again. */
+	if (rc == 0 && col == TI_BUDGET_PAUSED)
+		rc = pg_tasks_notify(s, id);
+	return pg_wend(s, rc);
 }
 
 /*
@@ -1708,7 +2369,7 @@ pg_checkpoint_add(
 		pg_seterr(s, "insert checkpoint: no name");
 		return -1;
 	}
-	if (pg_wbegin(s) == -1)
+	if (pg_wbegin_task(s, task, 0) == -1)
 		return -1;
 	return pg_wend(s, pg_checkpoint_add_locked(s, task, name, data));
 }
@@ -1782,7 +2443,7 @@ pg_journal_add(struct store_be *s, int64_t task, int64_t run, int64_t seq,
 		             " required");
 		return -1;
 	}
-	if (pg_wbegin(s) == -1)
+	if (pg_wbegin_task(s, task, 0) == -1)
 		return -1;
 	return pg_wend(s, pg_journal_add_locked(s, task, run, seq, stage, kind,
 	                      data, tokens_in, tokens_out));
@@ -1832,7 +2493,7 @@ pg_turn_add(struct store_be *s, int64_t task, const char *stage,
 		pg_seterr(s, "insert turn: stage and model are required");
 		return -1;
 	}
-	if (pg_wbegin(s) == -1)
+	if (pg_wbegin_task(s, task, 0) == -1)
 		return -1;
 	arg_i(&a, task);
 	arg_s(&a, stage);
@@ -1898,7 +2559,7 @@ pg_event_add(struct store_be *s, int64_t task, enum event_kind kind,
 		return -1;
 	}
 	/* A lone log line does not wait for the WAL flush (pg_tx_start). */
-	if (pg_wbegin_as(s, 1) == -1)
+	if (pg_wbegin_task(s, task, 1) == -1)
 		return -1;
 	return pg_wend(
 	    s, pg_event_add_locked(s, task, kind, stage, text, NULL, NULL));
@@ -1921,7 +2582,7 @@ pg_event_add_data(struct store_be *s, int64_t task, enum event_kind kind,
 		return -1;
 	}
 	/* Lazy as pg_event_add; inside a transaction, as durable as it. */
-	if (pg_wbegin_as(s, 1) == -1) {
+	if (pg_wbegin_task(s, task, 1) == -1) {
 		free(d);
 		return -1;
 	}
@@ -1939,7 +2600,7 @@ pg_event_add_state(struct store_be *s, int64_t task, enum wstate state,
 		pg_seterr(s, "insert event: bad state or no text");
 		return -1;
 	}
-	if (pg_wbegin_as(s, 1) == -1)
+	if (pg_wbegin_task(s, task, 1) == -1)
 		return -1;
 	return pg_wend(s, pg_event_add_locked(s, task, EV_STATE, stage, text,
 	                      wstate_names[state], NULL));
@@ -2515,4 +3176,15 @@ const struct store_ops store_pg_ops = {
     .load_row = pg_load_row,
     .load_end = pg_load_end,
     .count = pg_count,
+    .node_join = pg_node_join,
+    .node_incarnation = pg_node_incarnation,
+    .node_beat = pg_node_beat,
+    .node_leave = pg_node_leave,
+    .lease_claim = pg_lease_claim,
+    .lease_held = pg_lease_held,
+    .lease_count = pg_lease_count,
+    .lease_release = pg_lease_release,
+    .lease_lost = pg_lease_lost,
+    .tasks_changed = pg_tasks_changed,
+    .nodes_json = pg_nodes_json,
 };

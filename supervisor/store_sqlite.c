@@ -233,12 +233,37 @@ static const char v5_script[] =
     ");\n"
     "CREATE INDEX IF NOT EXISTS turns_task_id ON turns(task_id);\n";
 
+/*
+ * Version 6: nodes and task leases, for services sharing one PostgreSQL
+ * database (store.h).  The same tables and columns here, so that a
+ * version means the same schema on both; SQLite is one service per
+ * database and never fills them.
+ */
+static const struct column v6_columns[] = {
+    {"tasks", "lease_node", "TEXT"},
+    {"tasks", "lease_owner", "TEXT"},
+    {"tasks", "lease_epoch", "INTEGER NOT NULL DEFAULT 0"},
+    {"tasks", "lease_expires_at", "TEXT"},
+};
+
+static const char v6_script[] = "CREATE TABLE IF NOT EXISTS nodes (\n"
+                                "    name TEXT PRIMARY KEY,\n"
+                                "    incarnation TEXT NOT NULL,\n"
+                                "    started_at TEXT NOT NULL,\n"
+                                "    heartbeat_at TEXT NOT NULL,\n"
+                                "    stopped_at TEXT,\n"
+                                "    capacity INTEGER NOT NULL DEFAULT 0,\n"
+                                "    running INTEGER NOT NULL DEFAULT 0,\n"
+                                "    lease_s INTEGER NOT NULL DEFAULT 30\n"
+                                ");\n";
+
 static const struct migration migrations[] = {
     {v1_script, v1_columns, nitems(v1_columns), NULL},
     {v2_script, v2_columns, nitems(v2_columns), NULL},
     {v3_script, NULL, 0, NULL},
     {NULL, v4_columns, nitems(v4_columns), store_backfill_event_state},
     {v5_script, v5_columns, nitems(v5_columns), NULL},
+    {v6_script, v6_columns, nitems(v6_columns), NULL},
 };
 
 #define SCHEMA_VERSION ((int)nitems(migrations))

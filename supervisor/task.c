@@ -1077,6 +1077,9 @@ task_json(struct store *st, const struct task *t, int full)
 	json_object_set_new(o, "tokens_out", json_integer(t->tokens_out));
 	if (t->ival[TI_BUDGET_PAUSED])
 		json_object_set_new(o, "waiting_at_budget", json_true());
+	/* The node whose live lease it runs under (PostgreSQL, several
+	 * services); null when none holds it. */
+	json_object_set_new(o, "node", task_json_text(t->node));
 	if (!full)
 		return o;
 	json_object_set_new(

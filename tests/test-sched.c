@@ -593,7 +593,7 @@ int
 main(void)
 {
 	char dir[] = "/tmp/test-sched.XXXXXX", *cause, *db;
-	struct sched_opts opts = {0, 0};
+	struct sched_opts opts = {0, 0, 0};
 
 	if (mkdtemp(dir) == NULL || chdir(dir) == -1) {
 		printf("Bail out! mkdtemp\n");

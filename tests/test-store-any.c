@@ -7,6 +7,8 @@
  * damaged files, migrations from the Python schema).
  */
 #include <stdint.h>
+#include <sys/wait.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,7 +210,7 @@ test_tasks(void)
 	int64_t a, b, n;
 	int cps = 0;
 
-	is_int(store_schema_version(s), 5, say("schema version 5"));
+	is_int(store_schema_version(s), 6, say("schema version 6"));
 	ok(store_state_id(s, &id) == 0 && id != NULL && strlen(id) == 32,
 	    say("state id: 32 hex digits"));
 	free(id);
@@ -631,6 +633,8 @@ test_v5(void)
 	store_close(s);
 }
 
+static void test_nodes_any(void);
+
 static void
 test_all(void)
 {
@@ -640,6 +644,251 @@ test_all(void)
 	test_transactions();
 	test_rdonly();
 	test_v5();
+	test_nodes_any();
+}
+
+static int64_t
+raw_int64(PGconn *c, const char *sql)
+{
+	PGresult *r = PQexec(c, sql);
+	int64_t v;
+
+	if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+		fatalx("%s: %s", sql, PQresultErrorMessage(r));
+	v = PQgetisnull(r, 0, 0) ? -1 : strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+	PQclear(r);
+	return v;
+}
+
+static int
+count_events(struct store *s, int64_t task)
+{
+	json_t *l = json_array();
+	int n;
+
+	store_event_list(s, task, 0, 0, collect_events, l);
+	n = (int)json_array_size(l);
+	json_decref(l);
+	return n;
+}
+
+/* What every backend says of nodes: SQLite has none to join. */
+static void
+test_nodes_any(void)
+{
+	struct store *s;
+	json_t *nodes = NULL;
+	char *cause = NULL;
+
+	if (backend_pg)
+		return;
+	s = open_as(STORE_RW);
+	ok(store_node_join(s, "n1", 2, 3, &cause) == -1 && cause != NULL &&
+	        strstr(cause, "single-service") != NULL,
+	    say("no node joins a SQLite store"));
+	free(cause);
+	ok(store_nodes_json(s, &nodes) == 0 && json_array_size(nodes) == 0,
+	    say("no nodes"));
+	json_decref(nodes);
+	ok(store_lease_held(s, 1) == 0 && store_lease_lost(s) == 0,
+	    say("no leases"));
+	store_close(s);
+}
+
+/*
+ * Claims, renewals and the fence: two nodes on one database, a third
+ * connection as a person's command (no node).
+ */
+static void
+test_pg_leases(void)
+{
+	struct store *s1, *s2, *s3, *p;
+	int64_t a, b, c, d, ids[8], *lost;
+	size_t n, nlost;
+	char *cause = NULL, *sql;
+	json_t *nodes = NULL;
+	int more, before;
+	PGconn *raw = raw_pg();
+
+	raw_exec(raw, "DROP TABLE IF EXISTS turns, usage, journal, events,"
+	              " checkpoints, tasks, meta, nodes CASCADE");
+	/* Nodes starting at once on a new database: one makes the schema,
+	 * the others wait and then work beside it, none fails. */
+	{
+		pid_t kids[4];
+		int st, good = 0;
+
+		fflush(stdout);
+		for (int i = 0; i < 4; i++) {
+			if ((kids[i] = fork()) == 0) {
+				struct store *k;
+				char name[8];
+				int64_t got[2];
+				size_t ng;
+
+				snprintf(name, sizeof name, "k%d", i);
+				if (store_open_url(&k, pg_url, STORE_RW, NULL,
+				        &cause) == -1 ||
+				    store_node_join(k, name, 2, 3, &cause) !=
+				        0 ||
+				    store_lease_claim(k, 0, 2, 0, got, &ng) ==
+				        -1)
+					_exit(1);
+				store_node_leave(k);
+				store_close(k);
+				_exit(0);
+			}
+		}
+		for (int i = 0; i < 4; i++)
+			if (kids[i] > 0 &&
+			    waitpid(kids[i], &st, 0) == kids[i] &&
+			    WIFEXITED(st) && WEXITSTATUS(st) == 0)
+				good++;
+		is_int(good, 4,
+		    "pg: four nodes starting at once on a new database");
+		raw_exec(raw, "DELETE FROM nodes");
+	}
+	s1 = open_as(STORE_RW);
+	s2 = open_as(STORE_RW);
+	s3 = open_as(STORE_RW);
+	p = open_as(STORE_RW);
+	is_int(store_node_join(s1, "n1", 2, 3, &cause), 0, "pg: n1 joins");
+	free(cause);
+	is_int(store_node_join(s2, "n2", 2, 3, &cause), 0, "pg: n2 joins");
+	free(cause);
+	cause = NULL;
+	ok(store_node_join(s3, "n1", 2, 3, &cause) == 1 && cause != NULL &&
+	        strstr(cause, "runs as node 'n1'") != NULL,
+	    "pg: a second live n1 is refused, saying why");
+	free(cause);
+	ok(strlen(store_node_incarnation(s1)) == 32 &&
+	        strcmp(store_node_incarnation(s1),
+	            store_node_incarnation(s2)) != 0,
+	    "pg: each node its own incarnation");
+
+	a = add_task(p, "a");
+	b = add_task(p, "b");
+	c = add_task(p, "c");
+	ok(store_lease_claim(s1, 0, 2, 0, ids, &n) == 0 && n == 2 &&
+	        ids[0] == a && ids[1] == b,
+	    "pg: n1 claims its two slots' worth, oldest first");
+	ok(store_lease_held(s1, a) && store_lease_held(s1, b) &&
+	        store_lease_count(s1) == 2,
+	    "pg: n1 holds them");
+	ok(store_lease_claim(s2, 0, 2, 0, ids, &n) == 0 && n == 1 &&
+	        ids[0] == c,
+	    "pg: n2 gets only the one not leased");
+	sql = xasprintf(
+	    "SELECT lease_epoch FROM tasks WHERE id = %lld", (long long)a);
+	is_int(raw_int64(raw, sql), 1, "pg: the claim bumped the epoch to 1");
+	is_int(store_event_add(s1, a, EV_INFO, NULL, "n1 writes"), 0,
+	    "pg: the holder writes");
+
+	/* n1's lease on a runs out (as when it is paused): n2 takes it. */
+	raw_exec(raw, "UPDATE tasks SET lease_expires_at ="
+	              " '2000-01-01 00:00:00.000' WHERE id = 1");
+	ok(store_lease_claim(s2, 0, 2, 0, ids, &n) == 0 && n == 1 &&
+	        ids[0] == a,
+	    "pg: an expired lease is taken by another node");
+	is_int(raw_int64(raw, sql), 2, "pg: at epoch 2");
+	ok(store_node_beat(s1, 1, &lost, &nlost) == 0 && nlost == 1 &&
+	        lost[0] == a,
+	    "pg: n1's heartbeat names the lost lease");
+	free(lost);
+	ok(store_node_beat(s1, 1, &lost, &nlost) == 0 && nlost == 0,
+	    "pg: once");
+	free(lost);
+	before = count_events(p, a);
+	ok(store_event_add(s1, a, EV_INFO, NULL, "stale") == -1 &&
+	        store_lease_lost(s1) == a && !store_storage_error(s1),
+	    "pg: the old holder's write is refused: lease lost, not storage");
+	ok(strstr(store_error(s1), "lease (epoch 1) is lost") != NULL,
+	    "pg: the error says so");
+	ok(store_begin(s1) == 0 &&
+	        store_task_set_text(s1, a, TC_PLAN, "stale plan") == -1,
+	    "pg: in a transaction too");
+	store_rollback(s1);
+	ok(store_checkpoint_add(s1, a, "stale", NULL) == -1 &&
+	        store_journal_add(
+	            s1, a, 1, 1, "planning", "reply", "x", 0, 0) == -1 &&
+	        store_task_set_state(s1, a, WS_FAILED) == -1,
+	    "pg: no checkpoint, journal entry or state change either");
+	is_int(count_events(p, a), before, "pg: nothing of n1's was written");
+	ok(store_lease_held(s1, a) == 0 && store_lease_count(s1) == 1,
+	    "pg: n1 no longer counts it");
+	is_int(store_event_add(s2, a, EV_INFO, NULL, "n2 writes"), 0,
+	    "pg: the new holder writes");
+	raw_exec(raw, "UPDATE tasks SET lease_expires_at ="
+	              " '2000-01-01 00:00:00.000' WHERE id = 2");
+	ok(store_node_beat(s1, 1, &lost, &nlost) == 0 && nlost == 0 &&
+	        store_lease_held(s1, b),
+	    "pg: a lease expired but not taken is renewed by its holder");
+	free(lost);
+	free(sql);
+	sql = xasprintf("SELECT (lease_expires_at > to_char(now() AT TIME ZONE"
+	                " 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS'))::int FROM tasks"
+	                " WHERE id = %lld",
+	    (long long)b);
+	is_int(raw_int64(raw, sql), 1, "pg: its expiry is ahead again");
+	free(sql);
+
+	/* A person cancels c (no node): n2's next write is refused. */
+	is_int(store_task_set_state(p, c, WS_CANCELLED), 0,
+	    "pg: a person's cancel is written without a lease");
+	ok(store_event_add(s2, c, EV_INFO, NULL, "after cancel") == -1 &&
+	        store_lease_lost(s2) == c,
+	    "pg: the node running a cancelled task writes no more for it");
+
+	/* Released: free at once for any node. */
+	is_int(store_lease_release(s1, b), 0, "pg: n1 releases b");
+	ok(store_lease_claim(s2, 0, 1, 0, ids, &n) == 0 && n == 1 &&
+	        ids[0] == b,
+	    "pg: n2 claims it at once");
+
+	/* A cap per repository, across nodes. */
+	{
+		struct task_new tn = {"q", "/q", "abc", NULL, 0, 0, 0};
+
+		for (int i = 0; i < 3; i++)
+			store_task_add(p, &tn, &d);
+	}
+	ok(store_lease_claim(s1, 0, 2, 1, ids, &n) == 0 && n == 1,
+	    "pg: with ORCH_MAX_TASKS_PER_REPO=1, one task of /q");
+	ok(store_lease_claim(s2, 0, 2, 1, ids, &n) == 0 && n == 0,
+	    "pg: and none more on another node");
+	ok(store_lease_claim(s2, 0, 2, 0, ids, &n) == 0 && n == 2,
+	    "pg: without the cap, the rest");
+
+	/* Notifications: a person's change reaches the nodes. */
+	store_tasks_changed(s1, ids, nitems(ids), &n, &more);
+	is_int(store_task_set_state(p, d, WS_CANCELLED), 0,
+	    "pg: a person cancels a task");
+	n = 0;
+	for (int i = 0; i < 50 && n == 0; i++) {
+		usleep(20 * 1000);
+		store_tasks_changed(s1, ids, nitems(ids), &n, &more);
+	}
+	ok(n >= 1 && ids[0] == d, "pg: the nodes hear of it within a second");
+
+	ok(store_nodes_json(p, &nodes) == 0 && json_array_size(nodes) == 2 &&
+	        json_is_true(json_object_get(json_array_get(nodes, 0), "live")),
+	    "pg: two live nodes");
+	json_decref(nodes);
+
+	/* Leaving lets go of everything at once; the name is free. */
+	is_int(store_node_leave(s2), 0, "pg: n2 leaves");
+	is_int(raw_int64(raw, "SELECT count(*) FROM tasks WHERE lease_owner"
+	                      " IS NOT NULL AND lease_node = 'n2'"),
+	    0, "pg: its leases are released");
+	cause = NULL;
+	is_int(store_node_join(s3, "n2", 2, 3, &cause), 0,
+	    "pg: its name can be taken again");
+	free(cause);
+	store_close(s1);
+	store_close(s2);
+	store_close(s3);
+	store_close(p);
+	PQfinish(raw);
 }
 
 /* What only a network database has. */
@@ -733,11 +982,11 @@ test_pg_only(void)
 		            " WHERE key = 'schema_version'");
 		ok(store_open_url(&r, pg_url, STORE_RDONLY, NULL, &cause) ==
 		            -1 &&
-		        strstr(cause, "older than 5") != NULL,
+		        strstr(cause, "older than 6") != NULL,
 		    "pg: read-only open of a version 4 database: refused");
 		free(cause);
 		s = open_as(STORE_RW);
-		is_int(store_schema_version(s), 5, "pg: migrated 4 to 5");
+		is_int(store_schema_version(s), 6, "pg: migrated 4 to 6");
 		ok(store_task_get(s, id, &t) == 0 && t != NULL &&
 		        strcmp(t->request, "made at 4") == 0 &&
 		        t->ival[TI_BUDGET_PAUSED] == 0 &&
@@ -887,12 +1136,13 @@ main(void)
 		PGconn *c = raw_pg();
 
 		raw_exec(c, "DROP TABLE IF EXISTS turns, usage, journal,"
-		            " events, checkpoints, tasks, meta CASCADE");
+		            " events, checkpoints, tasks, meta, nodes CASCADE");
 		PQfinish(c);
 		backend_pg = 1;
 		snprintf(label, sizeof label, "postgresql");
 		test_all();
 		test_pg_only();
+		test_pg_leases();
 	}
 
 	cmd = xasprintf("rm -rf '%s'", dir);

@@ -267,12 +267,12 @@ test_pragmas(void)
 		is_int(raw_int(db, "PRAGMA wal_autocheckpoint"), 321,
 		    "wal_autocheckpoint from opts");
 	}
-	is_int(store_schema_version(s), 5, "schema version 5");
+	is_int(store_schema_version(s), 6, "schema version 6");
 	other = raw_open(path);
 	mode = raw_text(other, "PRAGMA journal_mode");
 	is_str(mode, "wal", "second connection sees WAL");
 	free(mode);
-	is_int(raw_int(other, "PRAGMA user_version"), 5, "user_version 5");
+	is_int(raw_int(other, "PRAGMA user_version"), 6, "user_version 6");
 	is_int(raw_int(other, "SELECT COUNT(*) FROM sqlite_master WHERE"
 	                      " type = 'index' AND name IN ('tasks_status',"
 	                      " 'tasks_workflow_state', 'checkpoints_task_id',"
@@ -617,7 +617,7 @@ test_list(void)
 		    "stats db_bytes");
 		is_int(
 		    json_integer_value(json_object_get(st, "schema_version")),
-		    5, "stats schema_version");
+		    6, "stats schema_version");
 		json_decref(st);
 	}
 	store_close(s);
@@ -895,7 +895,7 @@ test_migration_v4(void)
 	    "v4: open a version-3 database with events");
 	if (s == NULL)
 		fatalx("%s", cause);
-	is_int(store_schema_version(s), 5, "v4: migrated to 5");
+	is_int(store_schema_version(s), 6, "v4: migrated to 6");
 	memset(&e, 0, sizeof e);
 	store_event_list(s, a, 0, 7, collect_event, &e);
 	is_int(e.n, 7, "v4: events listed");
@@ -1216,9 +1216,9 @@ test_migration(void)
 	    "open a version-0 database");
 	if (s == NULL)
 		fatalx("%s", cause);
-	is_int(store_schema_version(s), 5, "migrated to 5");
+	is_int(store_schema_version(s), 6, "migrated to 6");
 	raw = raw_open(path);
-	is_int(raw_int(raw, "PRAGMA user_version"), 5, "user_version 5");
+	is_int(raw_int(raw, "PRAGMA user_version"), 6, "user_version 6");
 	after = raw_text(raw, seed_dump_sql);
 	is_str(after, dump, "every old task row and value intact");
 	free(after);
@@ -1266,7 +1266,7 @@ test_migration(void)
 	store_close(s);
 
 	ok(store_open(&s, path, STORE_RW, NULL, &cause) == 0 &&
-	        store_schema_version(s) == 5,
+	        store_schema_version(s) == 6,
 	    "reopen is idempotent");
 	is_int(count(s, "tasks"), 4, "no rows lost or added by reopening");
 	is_int(count(s, "checkpoints"), 4, "checkpoints kept");
@@ -1606,7 +1606,7 @@ test_state_id(void)
 	sqlite3_close(raw);
 	if (store_open(&s, a, STORE_RW, NULL, &cause) == -1)
 		fatalx("%s", cause);
-	is_int(store_schema_version(s), 5, "state id: v2 migrated to 5");
+	is_int(store_schema_version(s), 6, "state id: v2 migrated to 6");
 	ok(store_state_id(s, &id3) == 0 && id3 != NULL && strlen(id3) == 32,
 	    "state id: made by the migration");
 	store_close(s);
