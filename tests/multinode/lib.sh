@@ -228,11 +228,41 @@ mn_setup() {
 }
 
 node_start() { # NAME
+	node_spawn "$1"
+	node_wait "$1"
+}
+
+# node_spawn NAME: start it without waiting (node_wait waits): several
+# nodes started at once race for the same tasks.
+node_spawn() {
+	# (A killed node leaves its socket behind: wait for the new one.)
+	rm -f "$T/n-$1/orch.sock"
 	ORCH_STATE_DIR="$T/n-$1" ORCH_NODE_NAME="$1" \
 		ORCH_DATABASE_URL="$(node_url "$1")" \
 		"$SUP" serve >>"$T/$1.log" 2>&1 &
 	NODE[$1]=$!
+}
+node_wait() { # NAME
 	wait_for 20 test -S "$T/n-$1/orch.sock" || mn_bail "node $1 did not start"
+}
+
+# node_restart NAME: start it again after it was killed: its name stays
+# taken while its last heartbeat is younger than a lease, so a start
+# refused for that is tried again.
+node_restart() {
+	local i
+	for i in $(seq 1 20); do
+		node_spawn "$1"
+		wait_for 10 sh -c "test -S '$T/n-$1/orch.sock' || ! kill -0 ${NODE[$1]}"
+		sleep 0.3
+		if kill -0 "${NODE[$1]}" 2>/dev/null; then
+			return 0
+		fi
+		wait "${NODE[$1]}" 2>/dev/null
+		unset "NODE[$1]"
+		sleep 0.5
+	done
+	mn_bail "node $1 could not start again"
 }
 
 node_stop() { # NAME SIGNAL
@@ -262,6 +292,8 @@ submit_tasks() { # N
 	done
 }
 
+# at_least N: N tasks or more completed.
+at_least() { [ "$(count_state completed)" -ge "$1" ]; }
 count_state() { sq "SELECT count(*) FROM tasks WHERE workflow_state='$1'"; }
 count_done() { # every task ended: completed, failed or cancelled
 	sq "SELECT count(*) FROM tasks WHERE workflow_state IN ('completed', 'failed', 'cancelled')"
