@@ -401,7 +401,7 @@ mn_trees() {
 	for id in $(sq "SELECT id FROM tasks ORDER BY id"); do
 		if [ "$(git -C "$T/origin.git" rev-parse "orch/task-$id^{tree}" 2>/dev/null)" != "$REF" ]; then
 			bad=$((bad + 1))
-			[ $bad -le 5 ] && echo "# task $id: $(git -C "$T/origin.git" rev-parse "orch/task-$id^{tree}" 2>&1 | head -1)"
+			[ $bad -le 5 ] && echo "# task $id: $(git -C "$T/origin.git" rev-parse "orch/task-$id^{tree}" 2>&1 | head -1)" >>"$T/trees.txt"
 		fi
 	done
 	echo "$bad"
@@ -429,7 +429,9 @@ mn_invariants() {
 	total=$(sq "SELECT count(*) FROM tasks")
 	is "$(count_state completed)" "$total" "every task completed ($total)"
 	mn_unfinished
+	: >"$T/trees.txt"
 	is "$(mn_trees)" 0 "every result branch on the origin has the reference tree (no step applied twice)"
+	cat "$T/trees.txt"
 	r=$(mn_repeats)
 	echo "# model requests: $r"
 	like "$r" "after_commit=0$" "no committed model reply was asked again"
