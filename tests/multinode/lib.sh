@@ -26,6 +26,8 @@
 #                            tree, no committed reply asked again, one
 #                            owner per lease epoch, no stray worker
 #
+# MN_KEEP=DIR keeps the logs (nodes, mock) in DIR after the test.
+#
 # The database is PostgreSQL 15's (tests/pg/cluster.sh); without it the
 # test is skipped, and so it is without the nodes of issue 13, except under
 # CI (CI set), where either is a failure: the suite must run there.
@@ -73,6 +75,10 @@ mn_cleanup() {
 		wait "$n" 2>/dev/null
 	done
 	pg_cluster_stop
+	# MN_KEEP=DIR keeps the nodes' logs and the mock's request log.
+	if [ -n "${MN_KEEP:-}" ]; then
+		mkdir -p "$MN_KEEP" && cp "$T"/*.log "$MN_KEEP/" 2>/dev/null
+	fi
 	cleanup
 }
 trap mn_cleanup EXIT
