@@ -2,17 +2,26 @@
 # Sixty tasks on three nodes sharing one PostgreSQL database and one
 # origin: all complete, each with the reference tree; each result branch
 # is on the origin once and was pushed once; every node ran some; no
-# lease is left held; each lease epoch had one owner.
+# lease is left held; each lease epoch had one owner.  The three nodes
+# start at once on the empty database: all three come up (they make the
+# schema together).
 . "$ORCH_TESTS_DIR/multinode/lib.sh"
 N=${MN_TASKS:-60}
 
 mn_script 0.05
 mn_setup
-node_start a
+node_spawn a
+node_spawn b
+node_spawn c
+for n in a b c; do
+	wait_for 20 sh -c "test -S '$T/n-$n/orch.sock' || ! kill -0 ${NODE[$n]}"
+	check "node $n starts on the empty database with the others" kill -0 "${NODE[$n]}"
+done
+for n in a b c; do
+	kill -0 "${NODE[$n]}" 2>/dev/null || node_restart "$n"
+done
 mn_audit_install
 mn_reference
-node_start b
-node_start c
 submit_tasks "$N"
 wait_for $((60 + N * 4)) all_ended
 mn_invariants
