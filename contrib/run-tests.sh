@@ -2,7 +2,10 @@
 # The whole test suite, as CI runs it (after contrib/setup.sh has built
 # build/):
 #   1. every test (unit, integration, sandbox) on the normal build;
-#   2. every test again under AddressSanitizer + UndefinedBehaviorSanitizer,
+#   1b. the multi-node suite (tests/multinode: several services on a
+#      PostgreSQL cluster of each test's own), one test at a time; without
+#      PostgreSQL 15 its tests skip, except under CI, where they fail;
+#   2. every test but the multi-node suite again under AddressSanitizer + UndefinedBehaviorSanitizer,
 #      with leak checking, in build-asan/ (a report anywhere fails the run);
 #   3. the integration and chaos suites again on PostgreSQL: a throwaway
 #      PostgreSQL 15 cluster (tests/pg/cluster.sh), a database per test;
@@ -98,8 +101,18 @@ pg_tests() {
 }
 
 echo "== tests (build/)"
-meson test -C build --print-errorlogs
+meson test -C build --print-errorlogs --no-suite multinode
 count build
+
+if [ $quick -eq 0 ]; then
+	echo "== multi-node suite (build/, a PostgreSQL cluster per test)"
+	t0=$SECONDS
+	rm -f build/meson-logs/testlog.json
+	meson test -C build --print-errorlogs --suite multinode \
+		--num-processes 1
+	count build
+	echo "== multi-node suite: $((SECONDS - t0)) s"
+fi
 
 if [ $quick -eq 0 ]; then
 	echo "== tests under ASan+UBSan (build-asan/)"
@@ -111,7 +124,8 @@ if [ $quick -eq 0 ]; then
 	if ninja -C build-asan >/dev/null; then
 		ASAN_OPTIONS="detect_leaks=1:log_path=$reports/asan" \
 		UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$reports/ubsan" \
-			meson test -C build-asan --print-errorlogs
+			meson test -C build-asan --print-errorlogs \
+			--no-suite multinode
 		count build-asan
 		n=$(find "$reports" -type f | wc -l)
 		[ "$n" -eq 0 ] || find "$reports" -type f -exec head -40 {} \;
