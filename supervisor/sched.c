@@ -18,7 +18,7 @@
 #include "metrics.h"
 #include "proc.h"
 #include "narrate.h"
-#include "sched.h"
+#include "scheduler.h"
 #include "store.h"
 #include "task.h"
 

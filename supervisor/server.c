@@ -25,7 +25,7 @@
 #include "metrics.h"
 #include "notify.h"
 #include "proc.h"
-#include "sched.h"
+#include "scheduler.h"
 #include "sdnotify.h"
 #include "server.h"
 #include "store.h"

@@ -22,7 +22,7 @@
 #include "store.h"
 #include "config.h"
 #include "proc.h"
-#include "sched.h"
+#include "scheduler.h"
 #include "store.h"
 #include "task.h"
 #include "tap.h"

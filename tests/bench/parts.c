@@ -170,8 +170,8 @@ part_commit(const char *dir)
 	char *fpath = xasprintf("%s/parts.fsync", dir);
 	struct store_opts so = {1000, 5000};
 	struct store *st;
-	struct task_new tn = {
-	    "bench", dir, "0000000000000000000000000000000000000000", NULL, 0, 0, 0};
+	struct task_new tn = {"bench", dir,
+	    "0000000000000000000000000000000000000000", NULL, 0, 0, 0};
 	char *cause, buf[4096];
 	int64_t id;
 	int fd;

@@ -1,6 +1,6 @@
 /* sched.c: the state machine that runs tasks through their stages. */
-#ifndef SCHED_H
-#define SCHED_H
+#ifndef SCHEDULER_H
+#define SCHEDULER_H
 
 #include <stdint.h>
 
