@@ -298,6 +298,14 @@ def make_reply(task, stage, rnd, turn):
     else:
         if rng.random() < 0.3 and stage == "implementing":
             calls.append(call_for(rng, stage, tags, ARGS.port))
+        # Mostly a change to finish with: an implementer that changes
+        # nothing twice fails its task ("no changes"), which the check
+        # allows, but then the rest of the run would see few results.
+        if stage == "implementing" and rng.random() < 0.85:
+            tags.append("sure_write")
+            calls.append(("write_file", jarg({
+                "path": "hostile-%d.txt" % turn,
+                "content": hostile_text(rng, rng.choice([10, 300]))})))
         calls.append(terminal_call(rng, stage, rnd, tags,
                                    not (turn == k and bad_first)))
         if rng.random() < 0.2:  # calls after the terminal one
