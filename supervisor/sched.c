@@ -112,6 +112,7 @@ struct sched_worker {
 };
 
 static int sched_storage_failed(void);
+static int sched_resume_cb(const struct task *, void *);
 static void sched_backoff_clear(int64_t);
 static int sched_budget_pause(const struct task *, const char *why);
 static void sched_worker_msg(struct worker *, struct proto_msg *, void *);
@@ -707,6 +708,22 @@ sched_try(int64_t task, uint64_t now)
 }
 
 /*
+ * A node has claimed task: when it was in the middle of a stage (its last
+ * node died or let it go, or this service was restarted), say that it
+ * resumes, as a single service says at start.
+ */
+static void
+sched_claimed(int64_t id)
+{
+	struct task *t = NULL;
+
+	if (store_task_get(sched_st, id, &t) == 0 && t != NULL &&
+	    t->state != WS_PLAN_APPROVED)
+		sched_resume_cb(t, NULL);
+	task_free(t);
+}
+
+/*
  * Walk every runnable task in the store, oldest first, a page at a time,
  * starting those that may start until the slots are full.  The tasks that
  * already run are among the runnable ones: paging past them is what lets
@@ -737,8 +754,10 @@ sched_walk(unsigned *running, uint64_t now)
 				    store_error(sched_st));
 			return 0;
 		}
-		for (size_t i = 0; i < n; i++)
+		for (size_t i = 0; i < n; i++) {
+			sched_claimed(ids[i]);
 			*running += (unsigned)sched_try(ids[i], now);
+		}
 		/* A full claim: there may be more for the freed slots. */
 		return n < want;
 	}

@@ -276,6 +276,49 @@ server_nofile(void)
 		    (unsigned long long)rl.rlim_max);
 }
 
+/*
+ * The incarnation this state directory's service last joined as, kept in
+ * $ORCH_STATE_DIR/node ("NAME INCARNATION"): holding the state directory's
+ * lock, we know that one is dead, even when it was killed a moment ago and
+ * its heartbeat still looks fresh.  NULL when none (or another name).
+ */
+static char *
+server_node_previous(const char *name)
+{
+	char *path = xasprintf("%s/node", cfg.state_dir), line[256], *sp;
+	char *prev = NULL;
+	FILE *f = fopen(path, "r");
+
+	if (f != NULL && fgets(line, sizeof line, f) != NULL) {
+		line[strcspn(line, "\n")] = '\0';
+		if ((sp = strchr(line, ' ')) != NULL) {
+			*sp++ = '\0';
+			if (strcmp(line, name) == 0 && *sp != '\0')
+				prev = xstrdup(sp);
+		}
+	}
+	if (f != NULL)
+		fclose(f);
+	free(path);
+	return prev;
+}
+
+static void
+server_node_remember(const char *name, const char *incarnation)
+{
+	char *path = xasprintf("%s/node", cfg.state_dir);
+	char *tmp = xasprintf("%s.tmp", path);
+	FILE *f = fopen(tmp, "w");
+
+	if (f == NULL || fprintf(f, "%s %s\n", name, incarnation) < 0 ||
+	    fclose(f) == EOF || rename(tmp, path) == -1) {
+		log_warn("%s", path);
+		unlink(tmp);
+	}
+	free(tmp);
+	free(path);
+}
+
 int
 server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 {
@@ -317,9 +360,14 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 		                            : xasprintf("%.40s.run%d",
 		                                  cfg.node_name, (int)getpid());
 
+		char *prev = only_task == 0 ? server_node_previous(name) : NULL;
+
 		opts.nodes = 1;
 		rc = store_node_join(
-		    st, name, cfg.max_workers, cfg.lease_s, &cause);
+		    st, name, cfg.max_workers, cfg.lease_s, prev, &cause);
+		if (rc == 0 && only_task == 0)
+			server_node_remember(name, store_node_incarnation(st));
+		free(prev);
 		free(name);
 		if (rc != 0) {
 			fprintf(stderr, "orch-supervisor: %s\n", cause);

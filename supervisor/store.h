@@ -394,10 +394,13 @@ int store_vacuum(struct store *);
  * Register this connection as node name (capacity workers, leases of
  * lease_s seconds) with a new incarnation.  0 joined; 1 refused: a live
  * service has this name (its heartbeat is within its lease; *cause says
- * so); -1 error.  Also listens for "tasks changed" notifications.
+ * so); -1 error.  previous (or NULL): an incarnation known to be dead
+ * whatever its heartbeat says (this service's own last one, killed: the
+ * state directory's lock proves it gone), taken over at once.  Also
+ * listens for "tasks changed" notifications.
  */
 int store_node_join(struct store *, const char *name, unsigned capacity,
-    unsigned lease_s, char **cause);
+    unsigned lease_s, const char *previous, char **cause);
 /* The incarnation this connection joined as ("" when none). */
 const char *store_node_incarnation(struct store *);
 /*

@@ -641,7 +641,7 @@ store_wait_events(struct store *s, int timeout_ms)
  */
 int
 store_node_join(struct store *s, const char *name, unsigned capacity,
-    unsigned lease_s, char **cause)
+    unsigned lease_s, const char *previous, char **cause)
 {
 	*cause = NULL;
 	if (s->ops->node_join == NULL) {
@@ -650,7 +650,8 @@ store_node_join(struct store *s, const char *name, unsigned capacity,
 		    s->ops->name);
 		return -1;
 	}
-	return s->ops->node_join(s->be, name, capacity, lease_s, cause);
+	return s->ops->node_join(
+	    s->be, name, capacity, lease_s, previous, cause);
 }
 
 const char *

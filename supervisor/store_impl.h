@@ -97,8 +97,8 @@ struct store_ops {
 	int (*load_end)(struct store_be *, int ok);
 	int (*count)(struct store_be *, const char *table, int64_t *);
 	/* Nodes and leases (store.h); NULL on a single-service backend. */
-	int (*node_join)(
-	    struct store_be *, const char *, unsigned, unsigned, char **);
+	int (*node_join)(struct store_be *, const char *name, unsigned capacity,
+	    unsigned lease_s, const char *previous, char **cause);
 	const char *(*node_incarnation)(struct store_be *);
 	int (*node_beat)(struct store_be *, unsigned, int64_t **, size_t *);
 	int (*node_leave)(struct store_be *);

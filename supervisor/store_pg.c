@@ -1182,7 +1182,7 @@ pg_node_incarnation(struct store_be *s)
 
 static int
 pg_node_join(struct store_be *s, const char *name, unsigned capacity,
-    unsigned lease_s, char **cause)
+    unsigned lease_s, const char *previous, char **cause)
 {
 	struct pgargs a = {0}, n1 = {0}, n2 = {0};
 	PGresult *res;
@@ -1205,6 +1205,7 @@ pg_node_join(struct store_be *s, const char *name, unsigned capacity,
 	arg_i(&a, capacity);
 	arg_i(&a, lease_s);
 	arg_s(&n1, name);
+	arg_s(&n1, previous != NULL ? previous : "");
 	arg_s(&n2, name);
 	arg_s(&n2, s->incarnation);
 	/* The row exists (made if missing) and is ours to look at alone. */
@@ -1218,7 +1219,8 @@ pg_node_join(struct store_be *s, const char *name, unsigned capacity,
 	res = pg_run(s, -1,
 	    "SELECT (stopped_at IS NULL AND heartbeat_at > to_char("
 	    "(statement_timestamp() - make_interval(secs => lease_s))"
-	    " AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS'))::int"
+	    " AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS')"
+	    " AND incarnation <> $2)::int"
 	    " FROM nodes WHERE name = $1 FOR UPDATE",
 	    &n1, "join");
 	if (res == NULL)
@@ -1236,8 +1238,8 @@ pg_node_join(struct store_be *s, const char *name, unsigned capacity,
 		return 1;
 	}
 	/*
-	 * Our name's last incarnation is dead (no heartbeat for a lease):
-	 * its leases have expired already; free them at once.
+	 * Our name's last incarnation is dead (no heartbeat for a lease, or
+	 * the one the caller knows is gone): free its leases at once.
 	 */
 	if (pg_do(s, -1,
 	        "UPDATE nodes SET incarnation = $2, started_at = " NOW ","
@@ -1904,8 +1906,11 @@ pg_info_json(struct store_be *s, json_t **out)
 		json_decref(o);
 		return -1;
 	}
+	/* The ones this connection recorded are in meta already; a
+	 * read-only one's own are not recorded (it writes nothing). */
 	json_object_set_new(o, "outages",
-	    json_integer((json_int_t)get_i(res, 0, 0) + s->outages));
+	    json_integer((json_int_t)get_i(res, 0, 0) +
+	                 (s->mode == STORE_RW ? 0 : s->outages)));
 	if (get_s(res, 0, 1) != NULL)
 		json_object_set_new(
 		    o, "last_outage", json_string(get_s(res, 0, 1)));
@@ -2737,7 +2742,8 @@ pg_stats_json(struct store_be *s, json_t **out)
 	        " WHERE key = 'outages'), 0)",
 	        NULL, &v) == -1)
 		goto fail;
-	json_object_set_new(obj, "outages", json_integer(v + s->outages));
+	json_object_set_new(obj, "outages",
+	    json_integer(v + (s->mode == STORE_RW ? 0 : s->outages)));
 	*out = obj;
 	return 0;
 

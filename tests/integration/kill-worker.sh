@@ -26,7 +26,7 @@ like "$(sq "SELECT text FROM events WHERE task_id=1 AND kind='error'")" \
 	"worker $wpid killed by signal 9.*restarting from the last checkpoint" \
 	"an event says the killed worker is restarted from its checkpoint"
 like "$(sq "SELECT text FROM events WHERE task_id=1 AND stage='implementing'")" \
-	"worker [0-9]+ started \(run [0-9]+, restarted\)" \
+	"worker [0-9]+ started (on node [^ ]+ )?\(run [0-9]+, restarted\)" \
 	"an event says the restarted worker started"
 
 # Every model call once, except the one in flight when the worker died.
