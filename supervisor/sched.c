@@ -803,6 +803,44 @@ sched_kick_cb(evutil_socket_t fd, short what, void *arg)
 		sched_rescan = 0;
 }
 /*
+ * The leases this node holds but does not use: no worker, not waiting out
+ * a restart's backoff.  The heartbeat renews every lease the node owns, so
+ * one whose release failed (the database away at that moment) would be
+ * kept alive forever with nothing running it: each beat starts such a task
+ * or lets its lease go again, until that gets through.
+ */
+static void
+sched_orphans(uint64_t now)
+{
+	int64_t ids[256];
+	size_t n;
+
+	if (sched_stopping || sched_paused || sched_blind)
+		return;
+	n = store_lease_list(sched_st, ids, nitems(ids));
+	if (n > nitems(ids))
+		n = nitems(ids); /* the rest at the next beat */
+	for (size_t i = 0; i < n; i++) {
+		if (proc_find_task(ids[i]) != NULL ||
+		    sched_backing_off(ids[i], now))
+			continue;
+		/* sched_try starts it, or lets it go when it cannot (and
+		 * says so when that fails: tried again at the next beat). */
+		if (!sched_is_held(ids[i])) {
+			(void)sched_try(ids[i], now);
+			continue;
+		}
+		if (store_lease_release(sched_st, ids[i]) == -1) {
+			if (!sched_storage_failed())
+				log_warnx("task %lld: cannot release its lease"
+				          " (tried again at the next beat): %s",
+				    (long long)ids[i], store_error(sched_st));
+			return;
+		}
+	}
+}
+
+/*
  * The heartbeat: the node's row and its leases renewed; the tasks another
  * node has taken meanwhile are let go (their workers stopped, nothing
  * written).  Every beat also looks for work (expired leases of a node
@@ -848,6 +886,7 @@ sched_beat(uint64_t now)
 	sched_blind = 0;
 	sched_beat_ok = now;
 	sched_beat_at = now + (uint64_t)cfg.lease_s * 1000 / 3;
+	sched_orphans(now);
 }
 
 static void

@@ -1484,6 +1484,21 @@ pg_lease_count(struct store_be *s)
 	return n;
 }
 
+static size_t
+pg_lease_list(struct store_be *s, int64_t *ids, size_t max)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < s->nleases; i++) {
+		if (s->leases[i].lost)
+			continue;
+		if (n < max)
+			ids[n] = s->leases[i].task;
+		n++;
+	}
+	return n;
+}
+
 static int
 pg_lease_release(struct store_be *s, int64_t task)
 {
@@ -3183,6 +3198,7 @@ const struct store_ops store_pg_ops = {
     .lease_claim = pg_lease_claim,
     .lease_held = pg_lease_held,
     .lease_count = pg_lease_count,
+    .lease_list = pg_lease_list,
     .lease_release = pg_lease_release,
     .lease_lost = pg_lease_lost,
     .tasks_changed = pg_tasks_changed,
