@@ -976,11 +976,8 @@ sched_node_tick(uint64_t now)
 	size_t n;
 	int more;
 
-	if (now >= sched_beat_at) {
-		/* The beat may wait for the database: look before too. */
-		sched_blind_check();
+	if (now >= sched_beat_at)
 		sched_beat(now);
-	}
 	/*
 	 * The slow poll: a node that died sends no notification, and its
 	 * tasks are free once their leases expire.  Every third of a lease,
@@ -1027,7 +1024,9 @@ sched_timer_cb(evutil_socket_t fd, short what, void *arg)
 		proc_watchdog(UINT64_MAX);
 	else
 		proc_watchdog((uint64_t)cfg.worker_timeout_s * 1000);
-	sched_blind_check();
+	/* A probe may wait for the database: looked at after it.  (Not
+	 * before: a node woken from a pause learns from its heartbeat
+	 * which leases it lost, and says so, before it would go blind.) */
 	if (sched_paused && now >= sched_probe_at) {
 		sched_probe();
 		sched_blind_check();
