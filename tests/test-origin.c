@@ -410,8 +410,10 @@ test_take(void)
 	       "commit -qm base; git clone -q --bare . %s",
 	        tmp, origin) != 0)
 		abort();
-	if (origin_sync(ma, url, NULL, &commit, &permanent, &cause) == -1 ||
-	    origin_sync(mb, url, NULL, &commit, &permanent, &cause) == -1)
+	if (origin_sync(ma, url, NULL, &commit, &permanent, &cause) == -1)
+		abort();
+	free(commit);
+	if (origin_sync(mb, url, NULL, &commit, &permanent, &cause) == -1)
 		abort();
 	free(commit);
 	/* Node a's result branch, of state S1 (one database). */
