@@ -225,5 +225,15 @@ int origin_fetch_ref(const char *mirror, const char *url, const char *ref,
  */
 int origin_push(const char *mirror, const char *url, const char *ref,
     const char *state_id, int *pushed, int *permanent, char **cause);
+/* The same, the mirror's ref from pushed to ref on the origin. */
+int origin_push_as(const char *mirror, const char *url, const char *from,
+    const char *ref, const char *state_id, int *pushed, int *permanent,
+    char **cause);
+/*
+ * Set the mirror's ref to to the origin's ref (fetched; forced: the
+ * origin's counts).  *took: 0 when the origin has no ref.
+ */
+int origin_take(const char *mirror, const char *url, const char *ref,
+    const char *to, int *took, int *permanent, char **cause);
 
 #endif

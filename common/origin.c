@@ -645,8 +645,64 @@ is_ours(const char *mirror, const char *commit, const char *state_id, int *ours,
 }
 
 int
+origin_take(const char *mirror, const char *url, const char *ref,
+    const char *to, int *took, int *permanent, char **cause)
+{
+	char *value = NULL, *gitcause = NULL;
+	struct git_opts o;
+	struct git_status gs;
+	struct buf out;
+	int fd, rc = -1;
+
+	*took = 0;
+	*permanent = 1;
+	if (check_ref(ref, cause) == -1 || check_ref(to, cause) == -1)
+		return -1;
+	*permanent = 0;
+	if ((fd = mirror_lock(mirror, cause)) == -1)
+		return -1;
+	if (mirror_init(mirror, cause) == -1 ||
+	    remote_value(mirror, url, ref, &value, permanent, cause) == -1)
+		goto out;
+	if (*value == '\0') {
+		rc = 0;
+		goto out;
+	}
+	if (fetch_one(mirror, url, ref, permanent, cause) == -1)
+		goto out;
+	{
+		/* Forced: the origin's is the one that counts. */
+		const char *args[] = {"update-ref", "-m",
+		    "orch: from the origin", to, value, NULL};
+
+		net_opts(&o, mirror, 0);
+		rc = git_run(&o, args, &out, &gs, &gitcause);
+		free(out.buf);
+	}
+	if (rc == -1) {
+		*cause = xasprintf("setting %s: %s", to, gitcause);
+		*permanent = !gs.transient;
+		free(gitcause);
+	} else
+		*took = 1;
+out:
+	free(value);
+	close(fd);
+	return rc;
+}
+
+int
 origin_push(const char *mirror, const char *url, const char *ref,
     const char *state_id, int *pushed, int *permanent, char **cause)
+{
+	return origin_push_as(
+	    mirror, url, ref, ref, state_id, pushed, permanent, cause);
+}
+
+int
+origin_push_as(const char *mirror, const char *url, const char *from,
+    const char *ref, const char *state_id, int *pushed, int *permanent,
+    char **cause)
 {
 	char *value = NULL, *local = NULL, *lease = NULL, *spec = NULL;
 	char *gitcause;
@@ -657,13 +713,13 @@ origin_push(const char *mirror, const char *url, const char *ref,
 
 	*pushed = 0;
 	*permanent = 1;
-	if (check_ref(ref, cause) == -1)
+	if (check_ref(ref, cause) == -1 || check_ref(from, cause) == -1)
 		return -1;
 	*permanent = 0;
 	if ((fd = mirror_lock(mirror, cause)) == -1)
 		return -1;
-	if ((local = mirror_rev(mirror, ref)) == NULL) {
-		*cause = xasprintf("%s is not in the mirror %s", ref, mirror);
+	if ((local = mirror_rev(mirror, from)) == NULL) {
+		*cause = xasprintf("%s is not in the mirror %s", from, mirror);
 		*permanent = 1;
 		goto out;
 	}

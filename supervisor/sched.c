@@ -191,6 +191,39 @@ sched_event(
  * is held (sched_hold) and committed when the database can be written
  * again, so that nothing they did is done again.
  */
+/*
+ * The tasks whose lost lease was told (with no worker to stop): every
+ * later write refused for the same lost lease is not told again.  Forgotten
+ * when this node claims the task again (a new epoch: sched_lost_forget).
+ */
+static int64_t *lost_told;
+static size_t nlost_told;
+
+/* Whether task's lost lease was told already; notes it told. */
+static int
+sched_lost_told(int64_t task)
+{
+	for (size_t i = 0; i < nlost_told; i++)
+		if (lost_told[i] == task)
+			return 1;
+	if (nlost_told % 64 == 0)
+		lost_told =
+		    xrealloc(lost_told, (nlost_told + 64) * sizeof *lost_told);
+	lost_told[nlost_told++] = task;
+	return 0;
+}
+
+static void
+sched_lost_forget(int64_t task)
+{
+	for (size_t i = 0; i < nlost_told; i++) {
+		if (lost_told[i] == task) {
+			lost_told[i] = lost_told[--nlost_told];
+			return;
+		}
+	}
+}
+
 static void
 sched_lease_lost(int64_t task)
 {
@@ -206,7 +239,7 @@ sched_lease_lost(int64_t task)
 		    (int)proc_pid(w));
 		sw->stopping = 1;
 		proc_kill(w, NULL);
-	} else if (sw == NULL)
+	} else if (sw == NULL && !sched_lost_told(task))
 		log_task(LOG_LEVEL_WARN, (uint64_t)task, NULL,
 		    "lease lost: another node took the task");
 	/* The store keeps the lost lease: any write still on its way
@@ -693,6 +726,8 @@ sched_try(int64_t task, uint64_t now)
 		return 0;
 	if (sched_opts.nodes && !store_lease_held(sched_st, task))
 		return 0;
+	if (sched_opts.nodes)
+		sched_lost_forget(task); /* held: a new epoch */
 	sched_backoff_clear(task);
 	sched_start(task);
 	if (proc_find_task(task) != NULL)
@@ -822,6 +857,44 @@ sched_kick_cb(evutil_socket_t fd, short what, void *arg)
 		sched_rescan = 0;
 }
 /*
+ * The leases this node holds but does not use: no worker, not waiting out
+ * a restart's backoff.  The heartbeat renews every lease the node owns, so
+ * one whose release failed (the database away at that moment) would be
+ * kept alive forever with nothing running it: each beat starts such a task
+ * or lets its lease go again, until that gets through.
+ */
+static void
+sched_orphans(uint64_t now)
+{
+	int64_t ids[256];
+	size_t n;
+
+	if (sched_stopping || sched_paused || sched_blind)
+		return;
+	n = store_lease_list(sched_st, ids, nitems(ids));
+	if (n > nitems(ids))
+		n = nitems(ids); /* the rest at the next beat */
+	for (size_t i = 0; i < n; i++) {
+		if (proc_find_task(ids[i]) != NULL ||
+		    sched_backing_off(ids[i], now))
+			continue;
+		/* sched_try starts it, or lets it go when it cannot (and
+		 * says so when that fails: tried again at the next beat). */
+		if (!sched_is_held(ids[i])) {
+			(void)sched_try(ids[i], now);
+			continue;
+		}
+		if (store_lease_release(sched_st, ids[i]) == -1) {
+			if (!sched_storage_failed())
+				log_warnx("task %lld: cannot release its lease"
+				          " (tried again at the next beat): %s",
+				    (long long)ids[i], store_error(sched_st));
+			return;
+		}
+	}
+}
+
+/*
  * The heartbeat: the node's row and its leases renewed; the tasks another
  * node has taken meanwhile are let go (their workers stopped, nothing
  * written).  Every beat also looks for work (expired leases of a node
@@ -867,6 +940,52 @@ sched_beat(uint64_t now)
 	sched_blind = 0;
 	sched_beat_ok = now;
 	sched_beat_at = now + (uint64_t)cfg.lease_s * 1000 / 3;
+	sched_orphans(now);
+}
+
+/*
+ * Blind: this node has not renewed its leases for two thirds of one.
+ * They may be running out unrenewed, and another node may soon take the
+ * tasks: every worker is killed at once (its process group, SIGKILL), not
+ * stopped at a safe point, which may be later than the lease.  The clock
+ * is read here, not passed: a call to the database may have waited.
+ */
+static void
+sched_blind_check(void)
+{
+	uint64_t now = now_ms();
+	struct worker *w;
+
+	if (!sched_opts.nodes || sched_blind ||
+	    now - sched_beat_ok <= (uint64_t)cfg.lease_s * 1000 * 2 / 3)
+		return;
+	log_warnx("this node has not renewed its leases for %llu ms"
+	          " (ORCH_LEASE_S=%u): stopping its workers until it can",
+	    (unsigned long long)(now - sched_beat_ok), cfg.lease_s);
+	sched_blind = 1;
+	for (w = proc_next(NULL); w != NULL; w = proc_next(w)) {
+		struct sched_worker *sw = proc_arg(w);
+
+		if (!proc_reaped(w) && !sw->stopping) {
+			sw->stopping = 1;
+			proc_kill(w, NULL);
+		}
+	}
+	/*
+	 * Reaped here, not at the loop's next turn: the calls to an absent
+	 * database that follow may each wait a while, and until then the
+	 * workers would linger as zombies, not known gone.
+	 */
+	for (int i = 0; i < 50; i++) {
+		int left = 0;
+
+		proc_reap();
+		for (w = proc_next(NULL); w != NULL; w = proc_next(w))
+			left += !proc_reaped(w);
+		if (left == 0)
+			break;
+		usleep(10000);
+	}
 }
 
 static void
@@ -894,26 +1013,7 @@ sched_node_tick(uint64_t now)
 		    store_lease_count(sched_st) < cfg.max_workers)
 			sched_kick();
 	}
-	if (!sched_blind &&
-	    now - sched_beat_ok > (uint64_t)cfg.lease_s * 1000 * 2 / 3) {
-		struct worker *w;
-
-		/* Our leases may be running out unrenewed, and another node
-		 * may soon take the tasks: stop before that, not after. */
-		log_warnx("this node has not renewed its leases for %llu ms"
-		          " (ORCH_LEASE_S=%u): stopping its workers until it"
-		          " can",
-		    (unsigned long long)(now - sched_beat_ok), cfg.lease_s);
-		sched_blind = 1;
-		for (w = proc_next(NULL); w != NULL; w = proc_next(w)) {
-			struct sched_worker *sw = proc_arg(w);
-
-			if (!proc_reaped(w) && !sw->stopping) {
-				sw->stopping = 1;
-				proc_kill(w, NULL);
-			}
-		}
-	}
+	sched_blind_check();
 	/* What others did to tasks (submit, approve, cancel, a lease let
 	 * go): read from the connection, no query sent. */
 	if (store_tasks_changed(sched_st, ids, nitems(ids), &n, &more) == -1)
@@ -943,8 +1043,13 @@ sched_timer_cb(evutil_socket_t fd, short what, void *arg)
 		proc_watchdog(UINT64_MAX);
 	else
 		proc_watchdog((uint64_t)cfg.worker_timeout_s * 1000);
-	if (sched_paused && now >= sched_probe_at)
+	/* A probe may wait for the database: looked at after it.  (Not
+	 * before: a node woken from a pause learns from its heartbeat
+	 * which leases it lost, and says so, before it would go blind.) */
+	if (sched_paused && now >= sched_probe_at) {
 		sched_probe();
+		sched_blind_check();
+	}
 	if (sched_opts.nodes)
 		sched_node_tick(now);
 	if (sched_stopping && now > sched_stop_deadline) {

@@ -426,6 +426,9 @@ int store_lease_claim(struct store *, int64_t only_task, size_t max,
 int store_lease_held(struct store *, int64_t task);
 /* How many leases this connection holds, lost ones not counted. */
 size_t store_lease_count(struct store *);
+/* The tasks of the live leases this connection holds, at most max in
+ * ids; returns how many there are (more than max: some left out). */
+size_t store_lease_list(struct store *, int64_t *ids, size_t max);
 /* Let go of task's lease at once (expiry now), and say so to the others. */
 int store_lease_release(struct store *, int64_t task);
 /* The task whose lost lease refused the last failed write, else 0. */

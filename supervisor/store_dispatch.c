@@ -701,6 +701,13 @@ store_lease_count(struct store *s)
 	return s->ops->lease_count == NULL ? 0 : s->ops->lease_count(s->be);
 }
 
+size_t
+store_lease_list(struct store *s, int64_t *ids, size_t max)
+{
+	return s->ops->lease_list == NULL ? 0
+	                                  : s->ops->lease_list(s->be, ids, max);
+}
+
 int
 store_lease_release(struct store *s, int64_t task)
 {

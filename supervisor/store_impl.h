@@ -106,6 +106,7 @@ struct store_ops {
 	    struct store_be *, int64_t, size_t, unsigned, int64_t *, size_t *);
 	int (*lease_held)(struct store_be *, int64_t);
 	size_t (*lease_count)(struct store_be *);
+	size_t (*lease_list)(struct store_be *, int64_t *, size_t);
 	int (*lease_release)(struct store_be *, int64_t);
 	int64_t (*lease_lost)(struct store_be *);
 	int (*tasks_changed)(

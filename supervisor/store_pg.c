@@ -313,6 +313,13 @@ struct store_be {
 	int64_t lost_task;   /* the last error was this task's lost lease */
 	int64_t fenced;      /* the task fenced in the open transaction */
 	int listening_tasks; /* LISTEN orch_tasks on this connection */
+	/*
+	 * A node's bound on one round trip or connect (ms; 0: none): a
+	 * partition that drops packets must become an error well before
+	 * the node's leases run out, not block the service's loop.
+	 */
+	unsigned timeout_ms;
+	int timed_out; /* the last failure was that bound */
 };
 
 /* Text parameters for libpq, integers printed into the struct. */
@@ -393,6 +400,15 @@ pg_dberr(struct store_be *s, const PGresult *res, const char *what)
 	char *copy;
 	size_t n;
 
+	if (s->timed_out) {
+		s->timed_out = 0;
+		pg_seterr(s,
+		    "%s: no answer from %s within %u ms: the connection is"
+		    " dropped",
+		    what, s->shown, s->timeout_ms);
+		s->lost = 1;
+		return;
+	}
 	if (res != NULL)
 		msg = PQresultErrorMessage(res);
 	if ((msg == NULL || *msg == '\0') && s->conn != NULL)
@@ -480,6 +496,99 @@ pg_stmt_sql(struct store_be *s, int which, char **tofree)
 }
 
 /*
+ * Wait until fd is ready for events, at most until deadline (ms, now_ms):
+ * 1 ready, 0 timed out, -1 error.
+ */
+static int
+pg_poll(int fd, short events, uint64_t deadline)
+{
+	struct pollfd pfd;
+	uint64_t now;
+	int rc;
+
+	for (;;) {
+		now = now_ms();
+		if (now >= deadline)
+			return 0;
+		pfd.fd = fd;
+		pfd.events = events;
+		pfd.revents = 0;
+		rc = poll(&pfd, 1, (int)(deadline - now));
+		if (rc > 0)
+			return 1;
+		if (rc == -1 && errno != EINTR)
+			return -1;
+	}
+}
+
+/*
+ * The result of the query just sent (sent: what PQsend* returned), as
+ * PQexec would give it: the last one, or the first that failed.  With a
+ * bound (s->timeout_ms) a reply that does not come in time drops the
+ * connection (s->timed_out): NULL, and pg_dberr says why.
+ */
+static PGresult *
+pg_wait(struct store_be *s, int sent)
+{
+	PGresult *res, *keep = NULL;
+	uint64_t deadline;
+	int fd, rc;
+
+	if (!sent)
+		return NULL;
+	if (s->timeout_ms == 0) {
+		while ((res = PQgetResult(s->conn)) != NULL) {
+			if (keep != NULL && !pg_ok(keep)) {
+				PQclear(res);
+				continue;
+			}
+			PQclear(keep);
+			keep = res;
+		}
+		return keep;
+	}
+	deadline = now_ms() + s->timeout_ms;
+	fd = PQsocket(s->conn);
+	while ((rc = PQflush(s->conn)) == 1)
+		if (pg_poll(fd, POLLOUT | POLLIN, deadline) != 1 ||
+		    PQconsumeInput(s->conn) == 0)
+			goto late;
+	if (rc == -1)
+		return NULL;
+	for (;;) {
+		while (PQisBusy(s->conn)) {
+			if ((rc = pg_poll(fd, POLLIN, deadline)) == 0)
+				goto late;
+			if (rc == -1 || PQconsumeInput(s->conn) == 0)
+				break; /* PQgetResult tells the error */
+		}
+		if ((res = PQgetResult(s->conn)) == NULL)
+			break;
+		if (keep != NULL && !pg_ok(keep)) {
+			PQclear(res);
+			continue;
+		}
+		PQclear(keep);
+		keep = res;
+	}
+	return keep;
+
+late:
+	PQclear(keep);
+	PQfinish(s->conn);
+	s->conn = NULL;
+	s->timed_out = 1;
+	return NULL;
+}
+
+static PGresult *
+pg_exec_params(struct store_be *s, const char *sql, int n, const char *const *v)
+{
+	return pg_wait(
+	    s, PQsendQueryParams(s->conn, sql, n, NULL, v, NULL, NULL, 0));
+}
+
+/*
  * Run a statement: prepared statement which (prepared on first use on
  * this connection), or sql with parameters when which is -1.  The result,
  * or NULL with the error recorded.
@@ -500,13 +609,13 @@ pg_run(struct store_be *s, int which, const char *sql, const struct pgargs *a,
 		return NULL;
 	}
 	if (which < 0)
-		res =
-		    PQexecParams(s->conn, sql, a->n, NULL, a->v, NULL, NULL, 0);
+		res = pg_exec_params(s, sql, a->n, a->v);
 	else {
 		snprintf(name, sizeof name, "orch_%d", which);
 		if (!s->prepared[which]) {
 			sql = pg_stmt_sql(s, which, &tofree);
-			res = PQprepare(s->conn, name, sql, 0, NULL);
+			res = pg_wait(
+			    s, PQsendPrepare(s->conn, name, sql, 0, NULL));
 			free(tofree);
 			if (!pg_ok(res)) {
 				pg_dberr(s, res, "prepare");
@@ -516,7 +625,8 @@ pg_run(struct store_be *s, int which, const char *sql, const struct pgargs *a,
 			PQclear(res);
 			s->prepared[which] = 1;
 		}
-		res = PQexecPrepared(s->conn, name, a->n, a->v, NULL, NULL, 0);
+		res = pg_wait(s, PQsendQueryPrepared(
+		                     s->conn, name, a->n, a->v, NULL, NULL, 0));
 	}
 	if (!pg_ok(res)) {
 		pg_dberr(s, res, what);
@@ -568,7 +678,7 @@ pg_exec(struct store_be *s, const char *sql, const char *what)
 		s->lost = 1;
 		return -1;
 	}
-	res = PQexec(s->conn, sql);
+	res = pg_wait(s, PQsendQuery(s->conn, sql));
 	if (!pg_ok(res)) {
 		pg_dberr(s, res, what);
 		PQclear(res);
@@ -628,6 +738,37 @@ pg_notice_quiet(void *arg, const char *msg)
 }
 
 /*
+ * Connect without blocking longer than s->timeout_ms (libpq's
+ * connect_timeout counts whole seconds, at least 2): a connection that
+ * is not up by then is returned failed.
+ */
+static PGconn *
+pg_connect_bounded(
+    struct store_be *s, const char *const *keys, const char *const *vals)
+{
+	PGconn *c = PQconnectStartParams(keys, vals, 1);
+	PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+	uint64_t deadline = now_ms() + s->timeout_ms;
+	int rc;
+
+	if (c == NULL || PQstatus(c) == CONNECTION_BAD)
+		return c;
+	for (;;) {
+		if (st == PGRES_POLLING_OK || st == PGRES_POLLING_FAILED)
+			return c;
+		rc = pg_poll(PQsocket(c),
+		    st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline);
+		if (rc == 0) {
+			PQfinish(c);
+			/* An empty one: CONNECTION_BAD, with our reason. */
+			s->timed_out = 1;
+			return NULL;
+		}
+		st = PQconnectPoll(c);
+	}
+}
+
+/*
  * Connect to s->url.  connect_timeout and the application name come
  * before the url's own keywords so that the url's win; every other
  * option (sslmode, ...) passes through as libpq reads it.
@@ -636,17 +777,56 @@ static int
 pg_connect(struct store_be *s)
 {
 	const char *keys[] = {"connect_timeout", "fallback_application_name",
-	    "client_encoding", "dbname", NULL};
-	const char *vals[] = {
-	    DEFAULT_CONNECT_TIMEOUT, "orch-supervisor", "UTF8", s->url, NULL};
-	int fd, flags;
+	    "client_encoding", "keepalives", "keepalives_idle",
+	    "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+	    "dbname", NULL};
+	const char *vals[nitems(keys)];
+	char idle[16], intvl[16], user[16];
+	int fd, flags, nv = 0;
+
+	/*
+	 * A node's connection (s->timeout_ms) notices a dead link within
+	 * its bound: TCP keepalives and a user timeout on the socket, the
+	 * connect itself bounded (pg_connect_bounded).  The url's own
+	 * keywords, after these, win.
+	 */
+	vals[nv++] = DEFAULT_CONNECT_TIMEOUT;
+	vals[nv++] = "orch-supervisor";
+	vals[nv++] = "UTF8";
+	if (s->timeout_ms > 0) {
+		unsigned sec = s->timeout_ms / 1000;
+
+		snprintf(idle, sizeof idle, "%u", sec > 0 ? sec : 1);
+		snprintf(intvl, sizeof intvl, "%u", sec / 3 > 0 ? sec / 3 : 1);
+		snprintf(user, sizeof user, "%u", s->timeout_ms);
+		vals[nv++] = "1";
+		vals[nv++] = idle;
+		vals[nv++] = intvl;
+		vals[nv++] = "3";
+		vals[nv++] = user;
+		vals[nv++] = s->url;
+		vals[nv] = NULL;
+	} else {
+		keys[3] = "dbname";
+		keys[4] = NULL;
+		vals[nv++] = s->url;
+		vals[nv] = NULL;
+	}
 
 	if (s->conn != NULL)
 		PQfinish(s->conn);
 	memset(s->prepared, 0, sizeof s->prepared);
 	s->listening = 0;
 	s->listening_tasks = 0;
-	s->conn = PQconnectdbParams(keys, vals, 1);
+	s->conn = s->timeout_ms > 0 ? pg_connect_bounded(s, keys, vals)
+	                            : PQconnectdbParams(keys, vals, 1);
+	if (s->conn == NULL && s->timed_out) {
+		s->timed_out = 0;
+		pg_seterr(s, "cannot connect to %s: no answer within %u ms",
+		    s->shown, s->timeout_ms);
+		s->lost = 1;
+		return -1;
+	}
 	if (s->conn == NULL) {
 		pg_seterr(s, "connect to %s: out of memory", s->shown);
 		s->lost = 1;
@@ -765,12 +945,13 @@ pg_note_up(struct store_be *s)
 	secs = store_seconds_since(&s->down_at);
 	s->down_since = 0;
 	if (s->mode == STORE_RW && s->version > 0) {
-		PGresult *res = PQexec(s->conn,
-		    "INSERT INTO meta (key, value) VALUES ('outages', '1'),"
-		    " ('last_outage', " NOW ") ON CONFLICT (key) DO UPDATE"
-		    " SET value = CASE WHEN meta.key = 'outages'"
-		    " THEN (meta.value::bigint + 1)::text"
-		    " ELSE excluded.value END");
+		PGresult *res = pg_wait(s,
+		    PQsendQuery(s->conn,
+		        "INSERT INTO meta (key, value) VALUES ('outages', '1'),"
+		        " ('last_outage', " NOW ") ON CONFLICT (key) DO UPDATE"
+		        " SET value = CASE WHEN meta.key = 'outages'"
+		        " THEN (meta.value::bigint + 1)::text"
+		        " ELSE excluded.value END"));
 
 		PQclear(res);
 	}
@@ -1198,6 +1379,16 @@ pg_node_join(struct store_be *s, const char *name, unsigned capacity,
 		return -1;
 	}
 	s->lease_s = lease_s;
+	/*
+	 * A quarter of a lease for a round trip: the heartbeat stops the
+	 * workers two thirds of a lease after the last renewal, and a dead
+	 * link costs a statement's bound and a reconnect's before the
+	 * service's loop can look (sched.c).  From now on, and on every
+	 * reconnect (keepalives and tcp_user_timeout, pg_connect).
+	 */
+	s->timeout_ms = lease_s * 1000 / 4;
+	if (s->timeout_ms < 500)
+		s->timeout_ms = 500;
 	if (pg_tx_start(s, 0) == -1)
 		goto dberr;
 	arg_s(&a, name);
@@ -1483,6 +1674,21 @@ pg_lease_count(struct store_be *s)
 
 	for (size_t i = 0; i < s->nleases; i++)
 		n += !s->leases[i].lost;
+	return n;
+}
+
+static size_t
+pg_lease_list(struct store_be *s, int64_t *ids, size_t max)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < s->nleases; i++) {
+		if (s->leases[i].lost)
+			continue;
+		if (n < max)
+			ids[n] = s->leases[i].task;
+		n++;
+	}
 	return n;
 }
 
@@ -3080,8 +3286,7 @@ pg_load_row(struct store_be *s, const char *table, const char *const *cols,
 		s->lost = 1;
 		return -1;
 	}
-	res =
-	    PQexecParams(s->conn, b.buf, (int)ncols, NULL, vals, NULL, NULL, 0);
+	res = pg_exec_params(s, b.buf, (int)ncols, vals);
 	buf_free(&b);
 	if (!pg_ok(res)) {
 		pg_dberr(s, res, table);
@@ -3189,6 +3394,7 @@ const struct store_ops store_pg_ops = {
     .lease_claim = pg_lease_claim,
     .lease_held = pg_lease_held,
     .lease_count = pg_lease_count,
+    .lease_list = pg_lease_list,
     .lease_release = pg_lease_release,
     .lease_lost = pg_lease_lost,
     .tasks_changed = pg_tasks_changed,

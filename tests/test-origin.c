@@ -390,6 +390,80 @@ test_push(void)
 	free(origin);
 }
 
+/*
+ * The result branch pushed by a node that did not make it (issue 13): the
+ * implementer's node pushes its result commit to a hidden ref of the
+ * origin, the node that verifies takes it into its own mirror first.
+ */
+static void
+test_take(void)
+{
+	char *origin = xasprintf("%s/origin2.git", tmp);
+	char *url = xasprintf("file://%s", origin);
+	char *ma = xasprintf("%s/repos/a.git", tmp);
+	char *mb = xasprintf("%s/repos/b.git", tmp);
+	char *commit = NULL, *cause = NULL, *made, *theirs;
+	int permanent, pushed, took = -1, rc;
+
+	if (sh("set -e; cd %s; git init -q -b main work2; cd work2; "
+	       "echo a > a; git add a; git -c user.name=t -c user.email=t@t "
+	       "commit -qm base; git clone -q --bare . %s",
+	        tmp, origin) != 0)
+		abort();
+	if (origin_sync(ma, url, NULL, &commit, &permanent, &cause) == -1)
+		abort();
+	free(commit);
+	if (origin_sync(mb, url, NULL, &commit, &permanent, &cause) == -1)
+		abort();
+	free(commit);
+	/* Node a's result branch, of state S1 (one database). */
+	if (sh("set -e; cd %s; t=$(git rev-parse 'refs/origin/HEAD^{tree}'); "
+	       "c=$(printf 'result\n\nOrch-State: S1\n' | "
+	       "git -c user.name=t -c user.email=t@t commit-tree $t); "
+	       "git update-ref refs/heads/orch/task-5 $c",
+	        ma) != 0)
+		abort();
+	made = rev(ma, "refs/heads/orch/task-5");
+	rc = origin_push_as(ma, url, "refs/heads/orch/task-5",
+	    "refs/orch/results/5", "S1", &pushed, &permanent, &cause);
+	ok(rc == 0 && pushed, "push_as: a ref pushed under another name");
+	theirs = rev(origin, "refs/orch/results/5");
+	is_str(theirs, made, "the origin has it under that name");
+	free(theirs);
+	free(cause);
+	cause = NULL;
+	rc = origin_push(mb, url, "refs/heads/orch/task-5", "S1", &pushed,
+	    &permanent, &cause);
+	ok(rc == -1 && strstr(cause, "is not in the mirror"),
+	    "node b cannot push a branch its mirror never had");
+	free(cause);
+	cause = NULL;
+	rc = origin_take(mb, url, "refs/orch/results/5",
+	    "refs/heads/orch/task-5", &took, &permanent, &cause);
+	ok(rc == 0 && took == 1, "take: b's mirror gets the origin's result");
+	if (rc == -1)
+		printf("#   %s\n", cause);
+	free(cause);
+	cause = NULL;
+	rc = origin_push(mb, url, "refs/heads/orch/task-5", "S1", &pushed,
+	    &permanent, &cause);
+	ok(rc == 0 && pushed, "then b pushes the result branch");
+	theirs = rev(origin, "refs/heads/orch/task-5");
+	is_str(theirs, made, "the origin's result branch is a's commit");
+	free(theirs);
+	free(cause);
+	cause = NULL;
+	rc = origin_take(mb, url, "refs/orch/results/6",
+	    "refs/heads/orch/task-6", &took, &permanent, &cause);
+	ok(rc == 0 && took == 0, "take of a ref the origin lacks: nothing");
+	free(cause);
+	free(made);
+	free(ma);
+	free(mb);
+	free(url);
+	free(origin);
+}
+
 int
 main(void)
 {
@@ -400,6 +474,7 @@ main(void)
 	test_mirror_name();
 	test_env();
 	test_push();
+	test_take();
 	sh("rm -rf %s", tmp);
 	return tap_done();
 }

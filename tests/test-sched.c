@@ -195,6 +195,11 @@ proc_arg(const struct worker *w)
 	return w->arg;
 }
 
+void
+proc_reap(void)
+{
+}
+
 int
 proc_reaped(const struct worker *w)
 {

@@ -147,7 +147,7 @@ stage_origin_fetch(void)
  * the origin's reason.
  */
 static void
-stage_push(const char *ref, const char *what)
+stage_push_as(const char *from, const char *ref, const char *what)
 {
 	const char *url = cur->start->origin;
 	char *cause = NULL;
@@ -158,8 +158,9 @@ stage_push(const char *ref, const char *what)
 	for (int i = 0; i < PUSH_TRIES; i++) {
 		free(cause);
 		cause = NULL;
-		if (origin_push(cur->repo, url, ref, cur->start->state_id,
-		        &pushed, &permanent, &cause) == 0) {
+		if (origin_push_as(cur->repo, url, from, ref,
+		        cur->start->state_id, &pushed, &permanent,
+		        &cause) == 0) {
 			if (what != NULL && pushed)
 				wio_log(PROTO_LOG_INFO, "%s pushed to %s", what,
 				    url);
@@ -173,6 +174,29 @@ stage_push(const char *ref, const char *what)
 			wio_sleep(1000U << i);
 	}
 	stage_retry("push of %s: %s", ref, cause);
+}
+
+static void
+stage_push(const char *ref, const char *what)
+{
+	stage_push_as(ref, ref, what);
+}
+
+/*
+ * Where the implementer's result commit waits on the origin for the stage
+ * that pushes the result branch, which may run on another node (whose
+ * mirror never had the branch): refs/orch/results/ID beside the snapshot
+ * ref refs/orch/tasks/ID.  NULL when the task has no origin.
+ */
+static char *
+stage_results_ref(void)
+{
+	const char *ref = cur->start->ref, *prefix = "refs/orch/tasks/";
+
+	if (cur->start->origin == NULL || ref == NULL ||
+	    strncmp(ref, prefix, strlen(prefix)) != 0)
+		return NULL;
+	return xasprintf("refs/orch/results/%s", ref + strlen(prefix));
 }
 
 /*
@@ -667,6 +691,7 @@ static void __attribute__((noreturn)) stage_implementing(void)
 {
 	const char *fb = cur->start->feedback;
 	char *user, *cause, *result, *stat, *msg, *ref, *alt, *branch = NULL;
+	char *results;
 	json_t *v, *out;
 	int permanent;
 
@@ -704,6 +729,10 @@ static void __attribute__((noreturn)) stage_implementing(void)
 	free(msg);
 	/* A snapshot replayed from the journal may not have been pushed. */
 	stage_push(cur->ref, NULL);
+	if ((results = stage_results_ref()) != NULL) {
+		stage_push_as(branch, results, NULL);
+		free(results);
+	}
 	if (ws_diffstat(cur->worktree, cur->base, result, &stat, &cause) == -1)
 		stage_retry("diffstat: %s", cause);
 	out = json_pack("{s:O,s:s,s:s,s:s,s:s}", "summary",
@@ -795,8 +824,8 @@ stage_cleanup(void)
 static void
 stage_push_result(void)
 {
-	char *ref, *alt, *branch, *cause, *what;
-	int permanent;
+	char *ref, *alt, *branch, *cause, *what, *results;
+	int permanent, took;
 
 	if (cur->start->origin == NULL)
 		return;
@@ -807,6 +836,19 @@ stage_push_result(void)
 		if (permanent)
 			stage_fail("the result branch: %s", cause);
 		stage_retry("the result branch: %s", cause);
+	}
+	/*
+	 * The origin's result commit counts: this node may not have made it
+	 * (its mirror has no such branch, or one of an earlier round).
+	 */
+	if ((results = stage_results_ref()) != NULL) {
+		if (origin_take(cur->repo, cur->start->origin, results, branch,
+		        &took, &permanent, &cause) == -1) {
+			if (permanent)
+				stage_fail("the result branch: %s", cause);
+			stage_retry("the result branch: %s", cause);
+		}
+		free(results);
 	}
 	what = xasprintf("result branch %s", branch + strlen("refs/heads/"));
 	stage_push(branch, what);

@@ -120,10 +120,13 @@ PY
 	[ -n "$ms" ] || echo "# no stop of task $1 in $2.log: ${line:-none}"
 }
 # ms: how long since t0 until fewer workers run than $before (10 s at most).
+# a_workers: how many workers node a runs (its children only: other
+# tests on the machine run workers too).
+a_workers() { pgrep -c -P "${NODE[a]}" -x orch-worker; }
 worker_gone_ms() {
 	local i
 	for i in $(seq 100); do
-		[ "$(pgrep -c -x orch-worker)" -lt "$before" ] && break
+		[ "$(a_workers)" -lt "$before" ] && break
 		sleep 0.1
 	done
 	ms=$((($(date +%s%N) - t0) / 1000000))
@@ -271,7 +274,7 @@ node_start a
 slow_script 8000
 t=$(submit "Cut off")
 wait_for 30 in_slow_turn "$t" || bail "task $t never reached the slow turn"
-before=$(pgrep -c -x orch-worker)
+before=$(a_workers)
 as_pg "$PGBIN/pg_ctl" -D "$PGD/data" -m immediate stop >/dev/null
 t0=$(date +%s%N)
 worker_gone_ms

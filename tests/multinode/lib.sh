@@ -455,6 +455,8 @@ ours() {
 	done
 }
 
+no_ours() { [ -z "$(ours)" ]; }
+
 # mn_no_strays: once every node has stopped (SIGTERM), none of their
 # workers or sandboxes lives on.
 mn_no_strays() {
@@ -462,7 +464,7 @@ mn_no_strays() {
 	for n in "${!NODE[@]}"; do
 		node_stop "$n" TERM
 	done
-	wait_for 10 test -z "$(ours)"
+	wait_for 10 no_ours
 	is "$(ours)" "" "no stray worker"
 	wait_for 5 sh -c "! pgrep -f 'bwrap.*$T' >/dev/null"
 	is "$(pgrep -f "bwrap.*$T" || true)" "" "no stray sandbox"

@@ -28,10 +28,13 @@ print(len({r["task"] for r in map(json.loads, open(sys.argv[1]))
 		"$T/mock.log" "$1" 2>/dev/null || echo 0)" -ge 2 ]
 }
 
+# c_idle: node c runs no worker.
+c_idle() { [ -z "$(node_workers c)" ]; }
+
 # partition MODE: c alone takes two tasks; in their slow turn the
 # link breaks (MODE: cut or hang); a and b are running by then.
 partition() {
-	local first=$(($(sq 'SELECT count(*) FROM tasks') + 1)) t0 ms id
+	local first=$(($(sq 'SELECT count(*) FROM tasks') + 1)) t0 ms id now hb
 	echo "# mn: phase $1" >>"$T/c.log"
 	node_start c
 	submit_tasks 2
@@ -41,11 +44,18 @@ partition() {
 	node_start b
 	t0=$(date +%s%N)
 	proxy "$1" >/dev/null
-	wait_for 10 test -z "$(node_workers c)"
-	ms=$((($(date +%s%N) - t0) / 1000000))
+	# (a function: wait_for's arguments are expanded once, at the call)
+	wait_for 10 c_idle
+	now=$(($(date +%s%N) / 1000000))
+	ms=$((now - t0 / 1000000))
 	is "$(node_workers c)" "" "$1: c has stopped its workers"
-	ok "$([ "$ms" -lt $((ORCH_LEASE_S * 1000)) ]; echo $?)" \
-		"$1: before its leases could expire (after $ms ms; lease ${ORCH_LEASE_S} s)"
+	# Its leases expire a lease after the last heartbeat that got
+	# through (the heartbeat renews them in the same transaction); the
+	# time since the cut adds the proxy command's own start.
+	hb=$(sq "SELECT round(extract(epoch FROM heartbeat_at::timestamp
+		AT TIME ZONE 'UTC') * 1000) FROM nodes WHERE name = 'c'")
+	ok "$([ -n "$hb" ] && [ $((now - hb)) -lt $((ORCH_LEASE_S * 1000)) ]; echo $?)" \
+		"$1: before its leases could expire ($((now - ${hb:-0})) ms after its last heartbeat, $ms ms after the cut; lease ${ORCH_LEASE_S} s)"
 	check "$1: c says why it stopped" sh -c "sed -n '/^# mn: phase $1/,\$p' '$T/c.log' | grep -q 'stopping its workers'"
 	wait_for 90 all_ended
 	for id in $first $((first + 1)); do
@@ -67,6 +77,9 @@ partition() {
 	is "$(sq "SELECT count(*) FROM mn_audit WHERE writer = 'c'
 		AND task_id IN ($first, $((first + 1))) AND at > to_timestamp($t0 / 1e9)")" 0 \
 		"$1: c wrote nothing for its two tasks once cut off, nor after the link was back"
+	is "$(sed -n "/^# mn: phase $1/,\$p" "$T/c.log" |
+		grep -o 'task=[0-9]* msg="lease lost: another node' | sort | uniq -d)" "" \
+		"$1: c tells each lease it lost once"
 	node_stop c TERM
 	mn_script 0.05 6
 }
