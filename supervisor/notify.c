@@ -41,6 +41,7 @@ static TAILQ_HEAD(, notify_job) notify_jobs = TAILQ_HEAD_INITIALIZER(
 static struct event_base *notify_base;
 static CURLM *notify_multi;
 static struct event *notify_timer;
+static char *notify_node; /* this service's node, on a shared database */
 
 static void notify_start(struct notify_job *);
 
@@ -214,10 +215,12 @@ notify_start(struct notify_job *j)
 }
 
 void
-notify_init(struct event_base *base)
+notify_init(struct event_base *base, const char *node)
 {
 	if (cfg.notify_url == NULL)
 		return;
+	free(notify_node);
+	notify_node = node != NULL ? xstrdup(node) : NULL;
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	notify_base = base;
 	notify_multi = curl_multi_init();
@@ -226,6 +229,28 @@ notify_init(struct event_base *base)
 	    notify_multi, CURLMOPT_SOCKETFUNCTION, notify_socket_fn);
 	curl_multi_setopt(
 	    notify_multi, CURLMOPT_TIMERFUNCTION, notify_timer_fn);
+}
+
+/*
+ * Every node of a cluster reads every event; a state change names the
+ * node that made it, and only that one sends it.  One that names none was
+ * written without a service (the CLI on the database): each node sends it,
+ * since none can tell that another will.
+ */
+static int
+notify_ours(const struct event_row *ev)
+{
+	json_t *o;
+	const char *by;
+	int ours;
+
+	if (notify_node == NULL || ev->data == NULL ||
+	    (o = json_loads(ev->data, 0, NULL)) == NULL)
+		return 1;
+	by = json_string_value(json_object_get(o, "node"));
+	ours = by == NULL || strcmp(by, notify_node) == 0;
+	json_decref(o);
+	return ours;
 }
 
 void
@@ -242,6 +267,8 @@ notify_event(struct store *st, const struct event_row *ev)
 		return;
 	ts = wstate_status(ws);
 	if (ts != TS_AWAITING_APPROVAL && ts != TS_FAILED && ts != TS_COMPLETED)
+		return;
+	if (!notify_ours(ev))
 		return;
 	if (store_task_get(st, ev->task, &t) == -1 || t == NULL)
 		return;
@@ -283,4 +310,6 @@ notify_free(void)
 	notify_multi = NULL;
 	event_free(notify_timer);
 	notify_timer = NULL;
+	free(notify_node);
+	notify_node = NULL;
 }

@@ -327,7 +327,7 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 	struct event *sigs[4], *check;
 	const int signums[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP};
 	struct timeval tv = {0, 100 * 1000};
-	char *cause;
+	char *cause, *node = NULL;
 	int rc;
 
 	if (server_check_profiles() == -1)
@@ -368,10 +368,11 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 		if (rc == 0 && only_task == 0)
 			server_node_remember(name, store_node_incarnation(st));
 		free(prev);
-		free(name);
+		node = name;
 		if (rc != 0) {
 			fprintf(stderr, "orch-supervisor: %s\n", cause);
 			free(cause);
+			free(node);
 			store_close(st);
 			return 1;
 		}
@@ -410,7 +411,8 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 	server_pump_ev = event_new(server_base, -1, 0, server_pump, NULL);
 	store_set_event_hook(st, server_event_hook, NULL);
 	store_set_commit_hook(st, metrics_observe_commit, NULL);
-	notify_init(server_base);
+	notify_init(server_base, node);
+	free(node);
 	if (control_init(server_base, st, &server_control_cbs, &cause) == -1) {
 		fprintf(stderr, "orch-supervisor: control socket: %s\n", cause);
 		free(cause);

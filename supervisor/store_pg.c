@@ -910,10 +910,12 @@ pg_reconnect(struct store_be *s)
 		}
 	}
 	if (s->node != NULL) {
-		/* A node hears of changed tasks on every connection. */
-		if (pg_exec(s, "LISTEN orch_tasks", "listen") == -1)
+		/* A node hears of changed tasks, and of other nodes' log
+		 * lines, on every connection. */
+		if (pg_exec(s, "LISTEN orch_tasks; LISTEN orch_events",
+		        "listen") == -1)
 			return -1;
-		s->listening_tasks = 1;
+		s->listening_tasks = s->listening = 1;
 	}
 	if (s->unsure[0] != '\0') {
 		if ((res = pg_run(s, PS_TOKEN, NULL, NULL, "commit token")) ==
@@ -1447,9 +1449,9 @@ pg_node_join(struct store_be *s, const char *name, unsigned capacity,
 	if (pg_tx_commit(s) == -1)
 		goto dberr;
 	s->node = xstrdup(name);
-	if (pg_exec(s, "LISTEN orch_tasks", "listen") == -1)
+	if (pg_exec(s, "LISTEN orch_tasks; LISTEN orch_events", "listen") == -1)
 		goto dberr;
-	s->listening_tasks = 1;
+	s->listening_tasks = s->listening = 1;
 	return 0;
 
 abort:
@@ -1737,7 +1739,12 @@ pg_lease_lost(struct store_be *s)
 	return s->lost_task;
 }
 
-/* What other connections said of tasks: read without waiting. */
+/*
+ * What other connections said of tasks: read without waiting.  Another
+ * node's events (log lines of the tasks it runs) call the event hook, as
+ * this node's own commits do: the service's event streams, audit files
+ * and webhooks then show the whole cluster's story, not this node's.
+ */
 static int
 pg_tasks_changed(
     struct store_be *s, int64_t *ids, size_t max, size_t *n, int *more)
@@ -1745,6 +1752,7 @@ pg_tasks_changed(
 	PGnotify *note;
 	char *end;
 	long long id;
+	int events = 0;
 
 	*n = 0;
 	*more = 0;
@@ -1756,7 +1764,10 @@ pg_tasks_changed(
 	}
 	while ((note = PQnotifies(s->conn)) != NULL) {
 		if (note->be_pid != PQbackendPID(s->conn) &&
-		    strcmp(note->relname, "orch_tasks") == 0) {
+		    strcmp(note->relname, "orch_events") == 0)
+			events = 1;
+		else if (note->be_pid != PQbackendPID(s->conn) &&
+		         strcmp(note->relname, "orch_tasks") == 0) {
 			errno = 0;
 			id = strtoll(note->extra, &end, 10);
 			if (errno != 0 || *end != '\0' || id <= 0 || *n == max)
@@ -1766,6 +1777,8 @@ pg_tasks_changed(
 		}
 		PQfreemem(note);
 	}
+	if (events && s->hook != NULL)
+		s->hook(s->hook_arg);
 	return 0;
 }
 
@@ -2811,10 +2824,22 @@ pg_event_add_state(struct store_be *s, int64_t task, enum wstate state,
 		pg_seterr(s, "insert event: bad state or no text");
 		return -1;
 	}
+	char *data = NULL;
+	int rc;
+
 	if (pg_wbegin_task(s, task, 1) == -1)
 		return -1;
-	return pg_wend(s, pg_event_add_locked(s, task, EV_STATE, stage, text,
-	                      wstate_names[state], NULL));
+	/* Which node moved it: that node alone sends the webhook. */
+	if (s->node != NULL) {
+		json_t *o = json_pack("{s:s}", "node", s->node);
+
+		data = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+		json_decref(o);
+	}
+	rc = pg_wend(s, pg_event_add_locked(s, task, EV_STATE, stage, text,
+	                    wstate_names[state], data));
+	free(data);
+	return rc;
 }
 
 static int
