@@ -177,6 +177,25 @@ cli_open_ro(struct store **st)
 }
 
 /*
+ * Open the database for reading, which must exist: a command that has
+ * nothing to show without one says so, with what the user can do (why).
+ */
+int
+cli_open_existing(struct store **st, const char *why)
+{
+	char *name;
+
+	if (cli_open_ro(st) == -1)
+		return -1;
+	if (*st != NULL)
+		return 0;
+	name = server_store_name();
+	cli_error("no database at %s %s", name, why);
+	free(name);
+	return -1;
+}
+
+/*
  * Decide how a change is made: 1 when the service runs (use the API), 0 when
  * we now hold the lock and *st is open read-write, -1 on error.
  */

@@ -56,6 +56,7 @@ int cli_one_id(int argc, char **argv, int64_t *id, const char *flags,
 
 /* Open the database for reading; *st NULL (and 0) when it does not exist. */
 int cli_open_ro(struct store **);
+int cli_open_existing(struct store **, const char *why);
 /*
  * How a change is made: 1 when the service runs (use the API), 0 when we
  * now hold the lock and *st is open read-write, -1 on error (said).

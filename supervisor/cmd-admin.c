@@ -98,15 +98,8 @@ cmd_stats(int argc, char **argv)
 	}
 	if (optind != argc)
 		return cli_usage();
-	if (cli_open_ro(&st) == -1)
+	if (cli_open_existing(&st, "yet (submit a task first)") == -1)
 		return 1;
-	if (st == NULL) {
-		char *name = server_store_name();
-
-		cli_error("no database at %s yet (submit a task first)", name);
-		free(name);
-		return 1;
-	}
 	if (store_stats_json(st, &s) == -1) {
 		cli_error("%s", store_error(st));
 		store_close(st);
@@ -157,15 +150,8 @@ cmd_backup(int argc, char **argv)
 		return cli_help();
 	if (argc > 2 || (argc == 2 && argv[1][0] == '-'))
 		return cli_usage();
-	if (cli_open_ro(&st) == -1)
+	if (cli_open_existing(&st, "to back up") == -1)
 		return 1;
-	if (st == NULL) {
-		char *name = server_store_name();
-
-		cli_error("no database at %s to back up", name);
-		free(name);
-		return 1;
-	}
 	if (argc == 2)
 		dest = xstrdup(argv[1]);
 	else {

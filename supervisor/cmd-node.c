@@ -69,15 +69,8 @@ cmd_nodes(int argc, char **argv)
 	}
 	if (optind != argc)
 		return cli_usage();
-	if (cli_open_ro(&st) == -1)
+	if (cli_open_existing(&st, "yet") == -1)
 		return 1;
-	if (st == NULL) {
-		char *name = server_store_name();
-
-		cli_error("no database at %s yet", name);
-		free(name);
-		return 1;
-	}
 	if (strcmp(store_backend(st), "postgresql") != 0) {
 		store_close(st);
 		cli_error("nodes: the SQLite store runs one service; several"

@@ -27,6 +27,19 @@ done
 run_sup out frobnicate
 like "$(cat "$T/out")" "frobnicate" "an unknown command is named"
 
+# Before the first task there is no database: the commands that read one
+# say so, with what to do, and make none.
+if ! on_pg; then
+	run_sup out stats
+	is "$rc" 1 "stats without a database fails"
+	like "$(cat "$T/out")" "no database at .* yet \(submit a task first\)" "... and says what to do"
+	run_sup out backup "$T/b.db"
+	like "$(cat "$T/out")" "no database at .* to back up" "backup without a database says so"
+	run_sup out nodes
+	like "$(cat "$T/out")" "no database at .* yet" "nodes without a database says so"
+	check "... and none is made" test ! -e "$ORCH_STATE_DIR/tasks.db"
+fi
+
 # --help of every command.
 for c in serve submit run list show logs approve reject cancel stats backup doctor; do
 	timeout 10 "$SUP" "$c" --help >"$T/help.out" 2>"$T/help.err" </dev/null
