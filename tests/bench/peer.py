@@ -223,6 +223,18 @@ def norm_reqs(reqs, norm):
              norm(r["body"])) for r in reqs]
 
 
+def explain(x, y):
+    """Where two normalised items first differ, short enough to read."""
+    if x is None or y is None:
+        return "ours: %r\n  peer: %r" % (x, y)
+    fx, fy = json.dumps(x), json.dumps(y)
+    i = next((k for k, (c, d) in enumerate(zip(fx, fy)) if c != d),
+             min(len(fx), len(fy)))
+    lo = max(0, i - 100)
+    return "at character %d:\n  ours: ...%s...\n  peer: ...%s..." % (
+        i, fx[lo:i + 100], fy[lo:i + 100])
+
+
 def first_diff(a, b):
     for i, (x, y) in enumerate(zip(a, b)):
         if x != y:
@@ -314,8 +326,8 @@ def check_run(ctx, k):
     d = first_diff(ro, rp)
     if d is not None:
         raise SystemExit("check run: the model requests differ at request "
-                         "%d (of %d ours, %d the peer's):\n  ours: %r\n  "
-                         "peer: %r" % (d[0], len(ro), len(rp), d[1], d[2]))
+                         "%d (of %d ours, %d the peer's), %s" % (
+                             d[0], len(ro), len(rp), explain(d[1], d[2])))
     res = {"model_calls": len(ro) / k}
     if use_strace:
         go = norm_gits(out["ours"][0], Norm(ours_paths))
@@ -324,8 +336,8 @@ def check_run(ctx, k):
         if d is not None:
             raise SystemExit(
                 "check run: the git commands differ at git process %d (of %d"
-                " ours, %d the peer's):\n  ours: %r\n  peer: %r" % (
-                    d[0], len(go), len(gp), d[1], d[2]))
+                " ours, %d the peer's), %s" % (
+                    d[0], len(go), len(gp), explain(d[1], d[2])))
         res["git"] = len(go) / k
         res["git_top"] = sum(1 for g in go if g[0][0] == "git") / k
         for side in ("ours", "peer"):
@@ -491,6 +503,8 @@ def main():
                    help="tasks of the check run, one at a time")
     p.add_argument("--no-strace", dest="strace", action="store_false",
                    help="compare the model requests only, not git")
+    p.add_argument("--check-only", action="store_true",
+                   help="the check run alone: same requests, same git")
     p.add_argument("--peer-synchronous", choices=("NORMAL", "FULL"),
                    help="the peer's SQLite synchronous setting (default: "
                    "as shipped, NORMAL in WAL mode; ours is FULL)")
@@ -522,6 +536,8 @@ def main():
             chk["model_calls"], "; same git argv and environment (%.1f git "
             "processes per task, %.1f started by the program itself)" % (
                 chk["git"], chk["git_top"]) if "git" in chk else ""))
+        if a.check_only:
+            return 0
         mock = run.Mock(ctx, 0)
         try:
             io, ip, iho, ihp = idle(ctx, mock)
