@@ -52,6 +52,15 @@ import run  # noqa: E402  (the workflow benchmark's pieces)
 
 PEER = os.path.join(HERE, "peer")
 log = run.log
+LIVE = []  # services and peers to stop if the driver stops early
+
+
+def stop_all():
+    for x in LIVE:
+        p = x.p
+        if p is not None and p.poll() is None:
+            p.kill()
+            p.wait()
 
 
 def uptime():
@@ -262,7 +271,9 @@ def check_run(ctx, k):
         name = "check-ours"
         repo = os.path.join(ctx.scratch, name, "repo")
         run.make_repo(repo)
-        svc = run.Service(ctx, name, mock, 1).start()
+        svc = run.Service(ctx, name, mock, 1)
+        LIVE.append(svc)
+        svc.start()
         trace = os.path.join(ctx.scratch, name, "strace.txt")
         st = None
         if use_strace:
@@ -374,6 +385,7 @@ class Peer:
         self.p = None
 
     def start(self):
+        LIVE.append(self)
         self.p = subprocess.Popen(self.cmd, env=self.env, cwd=PEER,
                                   stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE,
@@ -417,6 +429,7 @@ def ours_once(ctx, mock, conc, n, rep):
     repo = os.path.join(ctx.scratch, name, "repo")
     run.make_repo(repo)
     svc = run.Service(ctx, name, mock, conc)
+    LIVE.append(svc)
     c0 = run.children_cpu()
     svc.start()
     own0 = run.proc_cpu(svc.p.pid)[0]  # the start-up: not the work's
@@ -461,6 +474,7 @@ def idle(ctx, mock):
     o, p, ho, hp = [], [], [], []
     for i in range(3):
         svc = run.Service(ctx, "idle-ours-%d" % i, mock, 1)
+        LIVE.append(svc)
         c0 = run.children_cpu()
         svc.start()
         ho.append(run.proc_status(svc.p.pid, "VmHWM"))
@@ -558,6 +572,7 @@ def main():
         finally:
             mock.stop()
     finally:
+        stop_all()
         if not a.keep:
             shutil.rmtree(ctx.scratch, ignore_errors=True)
 

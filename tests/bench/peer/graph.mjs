@@ -57,6 +57,7 @@ function parseArgs(argv) {
 const args = parseArgs(process.argv);
 const prompts = JSON.parse(fs.readFileSync(args.prompts, "utf8"));
 const REQUEST = "Benchmark task";
+const REPLY_MAX = 1 << 20; // mock-fast's replies are under 1 KiB
 fs.mkdirSync(path.join(args.state, "worktrees"), { recursive: true });
 
 // The state directory's id, as orch-supervisor's: the trailer of every
@@ -128,6 +129,16 @@ function git(dir, argv, { wt, input, ok = [0] } = {}) {
   });
 }
 
+// orch-worker adds and removes the worktrees of one repository one at a
+// time (an flock on its common directory): a concurrent `worktree add`
+// fails on the record another is writing.  One process here: a queue.
+let worktrees = Promise.resolve();
+function serially(fn) {
+  const p = worktrees.then(fn);
+  worktrees = p.catch(() => {});
+  return p;
+}
+
 const line = async (dir, argv, o) => (await git(dir, argv, o)).out.trim();
 
 // A ref's commit, or null when it does not exist (rev-parse -q: exit 1).
@@ -165,6 +176,8 @@ async function chat(task, stage, messages) {
     body,
   });
   const text = await r.text();
+  if (text.length > REPLY_MAX)
+    throw new Error(`model: a reply of ${text.length} bytes`);
   if (r.status !== 200)
     throw new Error(`model: HTTP ${r.status}: ${text.slice(0, 300)}`);
   const call = { id: "", name: "", arguments: "" };
@@ -195,6 +208,14 @@ function listFiles(root, sub = "") {
   return out.sort();
 }
 
+// A path the model named, inside the workspace, or an error.
+function inside(root, p) {
+  if (typeof p !== "string" || p === "" || p.includes("\0") ||
+      path.isAbsolute(p) || p.split("/").includes(".."))
+    throw new Error(`write_file: a bad path ${JSON.stringify(p)}`);
+  return path.join(root, p);
+}
+
 function worktree(id) {
   return {
     dir: path.join(args.state, "worktrees", `task-${id}`),
@@ -213,8 +234,8 @@ const State = Annotation.Root({
 
 async function planning(s) {
   const wt = worktree(s.id);
-  await git(args.repo, ["worktree", "add", "--detach", "--force", "--force",
-    "--", wt.dir, s.base]);
+  await serially(() => git(args.repo, ["worktree", "add", "--detach",
+    "--force", "--force", "--", wt.dir, s.base]));
   const files = listFiles(wt.dir).join("\n");
   const readme = fs.readFileSync(path.join(wt.dir, "README.md"), "utf8");
   const c = await chat(s.id, "planning", [{ role: "user", content:
@@ -234,7 +255,7 @@ async function implementing(s) {
     `Request:\n${REQUEST}\n\nThe approved plan:\n${s.plan}` }];
   const w = await chat(s.id, "implementing", msgs);
   const content = String(w.args.content);
-  fs.writeFileSync(path.join(wt.dir, w.args.path), content);
+  fs.writeFileSync(inside(wt.dir, w.args.path), content);
   msgs.push({ role: "assistant", content: null, tool_calls: [{ id: w.id,
     type: "function", function: { name: w.name, arguments: w.arguments } }] },
   { role: "tool", tool_call_id: w.id,
@@ -285,8 +306,8 @@ async function reviewing(s) {
 }
 
 async function verifying(s) {
-  await git(args.repo, ["worktree", "remove", "--force",
-    worktree(s.id).dir]);
+  await serially(() => git(args.repo, ["worktree", "remove", "--force",
+    worktree(s.id).dir]));
   return {};
 }
 
