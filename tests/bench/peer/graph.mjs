@@ -175,9 +175,16 @@ async function chat(task, stage, messages) {
     },
     body,
   });
-  const text = await r.text();
-  if (text.length > REPLY_MAX)
-    throw new Error(`model: a reply of ${text.length} bytes`);
+  // Read at most REPLY_MAX bytes: the reply is the model's to make long.
+  const parts = [];
+  let n = 0;
+  for await (const c of r.body ?? []) {
+    if ((n += c.length) > REPLY_MAX) {
+      throw new Error(`model: a reply over ${REPLY_MAX} bytes`);
+    }
+    parts.push(c);
+  }
+  const text = Buffer.concat(parts).toString("utf8");
   if (r.status !== 200)
     throw new Error(`model: HTTP ${r.status}: ${text.slice(0, 300)}`);
   const call = { id: "", name: "", arguments: "" };
