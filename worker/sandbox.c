@@ -155,6 +155,30 @@ bwrap_find(char **path, char **cause)
 }
 
 /*
+ * bwrap_find once per profile (it stats up to a PATH's worth of files),
+ * again only when ORCH_BWRAP changed.
+ */
+static int
+bwrap_cached(struct sandbox_cache *c, char **path, char **cause)
+{
+	const char *env = getenv("ORCH_BWRAP");
+
+	if (env == NULL)
+		env = "";
+	if (c->bwrap != NULL && strcmp(c->bwrap_env, env) == 0) {
+		*path = xstrdup(c->bwrap);
+		return 0;
+	}
+	if (bwrap_find(path, cause) == -1)
+		return -1;
+	free(c->bwrap);
+	free(c->bwrap_env);
+	c->bwrap = xstrdup(*path);
+	c->bwrap_env = xstrdup(env);
+	return 0;
+}
+
+/*
  * Output capture: the first and the last half of SANDBOX_MAX_OUTPUT
  * (buf_init_capture).
  */
@@ -736,10 +760,11 @@ argv_setenv(struct argv *a, const char *name, const char *value)
  */
 static int
 argv_build(struct argv *a, const char *bwrap, const struct sandbox_profile *p,
-    const char *ws, const char *command, char **cause)
+    const char *ws, const char *etc, const char *command, char **cause)
 {
 	struct stat st;
 	char *gitpath, size[32];
+	int etc_done = 0;
 
 	argv_base(a, bwrap);
 	argv_add(a, "--hostname");
@@ -747,6 +772,16 @@ argv_build(struct argv *a, const char *bwrap, const struct sandbox_profile *p,
 	for (size_t i = 0; i < p->nmounts; i++) {
 		const struct sandbox_mount *m = &p->mounts[i];
 
+		/* The lines below /etc are in the one directory etc. */
+		if (etc != NULL && etcdir_mount(m)) {
+			if (!etc_done) {
+				argv_add(a, "--ro-bind");
+				argv_add(a, etc);
+				argv_add(a, "/etc");
+			}
+			etc_done = 1;
+			continue;
+		}
 		switch (m->kind) {
 		case MOUNT_RO_BIND:
 			argv_add(a, "--ro-bind");
@@ -881,6 +916,60 @@ limits_host(struct cgroup_host *h)
 	    "/proc/self/cgroup", "/proc/self/mountinfo", h);
 }
 
+/*
+ * limits_host for a run: detected once per profile (a process stays in
+ * its cgroup), none while ORCH_SANDBOX_CGROUP=none.
+ */
+static const struct cgroup_host *
+limits_cached(struct sandbox_cache *c)
+{
+	static const struct cgroup_host none = {
+	    CGROUP_NONE, NULL, NULL, (char *)"ORCH_SANDBOX_CGROUP=none"};
+	const char *env = getenv("ORCH_SANDBOX_CGROUP");
+
+	if (env != NULL && strcmp(env, "none") == 0)
+		return &none;
+	if (!c->host_done) {
+		limits_host(&c->host);
+		c->host_done = 1;
+	}
+	return &c->host;
+}
+
+/*
+ * The directory to bind at /etc in place of the profile's lines below it
+ * (etcdir.c), or NULL: bind them one by one.  That happens without
+ * ORCH_SANDBOX_CACHE (the supervisor sets it for its workers), with a
+ * profile that binds /etc itself or nothing below it, and when the copy
+ * cannot be made: that is logged, and not tried again with this profile
+ * (a worker's stage: the next worker tries again).
+ */
+static char *
+sandbox_etc(const struct sandbox_profile *p)
+{
+	const char *cache = getenv("ORCH_SANDBOX_CACHE");
+	char *dir, *cause = NULL;
+	size_t n = 0;
+
+	if (cache == NULL || *cache == '\0')
+		return NULL;
+	for (size_t i = 0; i < p->nmounts; i++) {
+		if (strcmp(p->mounts[i].dst, "/etc") == 0)
+			return NULL;
+		n += etcdir_mount(&p->mounts[i]) != 0;
+	}
+	if (n == 0 || p->cache->etc_failed)
+		return NULL;
+	if (etcdir_get(p, cache, &dir, &cause) == 0)
+		return dir;
+	log_warnx("sandbox: %s: cannot gather /etc into one directory (%s): "
+	          "binding its %zu paths one by one",
+	    p->file, cause, n);
+	p->cache->etc_failed = 1;
+	free(cause);
+	return NULL;
+}
+
 int
 sandbox_limits(char **what)
 {
@@ -919,36 +1008,37 @@ sandbox_run(const struct sandbox_profile *p, const char *workspace,
 	struct argv a = {NULL, 0, 0};
 	struct spawn sp;
 	struct buf cap;
-	struct cgroup_host host;
+	const struct cgroup_host *host;
 	struct cgroup_cmd cg;
-	char *bwrap = NULL, *ws = NULL, *why = NULL;
+	char *bwrap = NULL, *ws = NULL, *why = NULL, *etc = NULL;
 	const char *hit;
 	int secfd = -1, status, timed_out, rc = -1;
 	uint64_t start;
 
 	memset(res, 0, sizeof *res);
-	memset(&host, 0, sizeof host);
 	memset(&cap, 0, sizeof cap);
 	cgroup_cmd_init(&cg);
 	if (timeout_s == 0) {
 		*cause = xasprintf("sandbox: timeout must be at least 1 s");
 		return -1;
 	}
-	if (bwrap_find(&bwrap, cause) == -1)
+	if (bwrap_cached(p->cache, &bwrap, cause) == -1)
 		return -1;
 	if ((ws = realpath(workspace, NULL)) == NULL) {
 		*cause =
 		    xasprintf("workspace %s: %s", workspace, strerror(errno));
 		goto out;
 	}
-	if (argv_build(&a, bwrap, p, ws, command, cause) == -1)
+	etc = sandbox_etc(p);
+	if (argv_build(&a, bwrap, p, ws, etc, command, cause) == -1)
 		goto out;
-	limits_host(&host);
-	log_debug("sandbox: limits by %s", host.what);
-	if (cgroup_cmd_create(&host, p->memory, p->rlimits[RLIMIT_NPROC_IDX],
+	host = limits_cached(p->cache);
+	log_debug("sandbox: limits by %s", host->what);
+	if (cgroup_cmd_create(host, p->memory, p->rlimits[RLIMIT_NPROC_IDX],
 	        &cg, cause) == -1)
 		goto out;
-	if ((secfd = seccomp_memfd(host.mode == CGROUP_NONE, cause)) == -1)
+	if ((secfd = seccomp_memfd(
+	         p->cache, host->mode == CGROUP_NONE, cause)) == -1)
 		goto out;
 
 	start = now_ms();
@@ -1007,14 +1097,14 @@ sandbox_run(const struct sandbox_profile *p, const char *workspace,
 	} else if (WIFSIGNALED(status))
 		res->signal = WTERMSIG(status);
 	/* The cgroup's counters say when memory or pids stopped it. */
-	if (res->limit == NULL && (hit = cgroup_cmd_limit(&cg, host.mode)))
+	if (res->limit == NULL && (hit = cgroup_cmd_limit(&cg, host->mode)))
 		res->limit = xstrdup(hit);
 	rc = 0;
 
 out:
 	cgroup_cmd_destroy(&cg);
-	cgroup_host_clear(&host);
 	free(why);
+	free(etc);
 	if (secfd != -1)
 		close(secfd);
 	buf_free(&cap);
