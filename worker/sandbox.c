@@ -10,10 +10,11 @@
  * with bwrap, a seccomp filter, a scrubbed environment and only fds 0-2.
  *
  * bwrap is exec'd directly (never through a shell) from a forked child that
- * first joins the command's cgroups (cgroup.c, where the host has them),
- * sets the rlimits, the descriptors and a process group of its own; bwrap
- * waits once its namespaces exist until the parent gave the sandbox its
- * process limit (sandbox_release); the parent then reads the output,
+ * sets the rlimits, the descriptors and a process group of its own; the
+ * parent moves it into the command's cgroups (cgroup.c, where the host has
+ * them) while it starts; bwrap waits once its namespaces exist until the
+ * parent moved the sandbox's first process into the cgroups too and gave
+ * it its process limit (sandbox_release); the parent then reads the output,
  * enforces the wall clock, reaps it and removes the cgroups.  If
  * bwrap cannot be exec'd, or exits before it created the sandbox (it writes
  * "child-pid" on its --json-status-fd once the namespaces exist), the run
@@ -238,10 +239,10 @@ fd_high(int fd)
  * (the worker may have threads).  On failure the step and errno go to
  * errfd and the child exits.
  */
-static void __attribute__((noreturn)) child_exec(const char *bwrap,
-    char *const argv[], char *const envp[], const struct rlimit *rl,
-    const int *rl_res, size_t nrl, int devnull, int out_w, int secfd,
-    int status_w, int block_r, const int *cgfd, int errfd, pid_t parent)
+static void __attribute__((noreturn))
+child_exec(const char *bwrap, char *const argv[], char *const envp[],
+    const struct rlimit *rl, const int *rl_res, size_t nrl, int devnull,
+    int out_w, int secfd, int status_w, int block_r, int errfd, pid_t parent)
 {
 	int report[2];
 
@@ -256,16 +257,6 @@ static void __attribute__((noreturn)) child_exec(const char *bwrap,
 	report[0] = 1;
 	if (setpgid(0, 0) == -1)
 		goto fail;
-	/*
-	 * Into the command's cgroups ("0" is the writer itself) before bwrap
-	 * runs: everything it starts is born inside.
-	 */
-	report[0] = 7;
-	for (int i = 0; i < 2; i++) {
-		if (cgfd[i] != -1 && write(cgfd[i], "0", 1) != 1)
-			goto fail;
-	}
-
 	report[0] = 2;
 	if (child_signals_default() == -1)
 		goto fail;
@@ -334,7 +325,6 @@ static const char *const child_steps[] = {
     "closing descriptors",
     "setrlimit",
     "exec",
-    "joining the cgroup",
 };
 
 /*
@@ -358,7 +348,7 @@ sandbox_spawn(const char *bwrap, struct argv *args,
 	size_t nrl = 0;
 	int devnull = -1, outp[2] = {-1, -1}, stp[2] = {-1, -1};
 	int errp[2] = {-1, -1}, blk[2] = {-1, -1}, report[2], saved, sec = -1;
-	int cgfd[2] = {-1, -1};
+	int cgerr = 0;
 	sigset_t all, old;
 	ssize_t n;
 	pid_t pid, self = getpid();
@@ -398,14 +388,6 @@ sandbox_spawn(const char *bwrap, struct argv *args,
 		*cause = xasprintf("dup: %s", strerror(errno));
 		goto fail;
 	}
-	for (int i = 0; cg != NULL && i < 2; i++) {
-		if (cg->procs[i] != -1 &&
-		    (cgfd[i] = fcntl(
-		         cg->procs[i], F_DUPFD_CLOEXEC, CHILD_SRC_MIN)) == -1) {
-			*cause = xasprintf("dup: %s", strerror(errno));
-			goto fail;
-		}
-	}
 	outp[0] = fd_high(outp[0]);
 	outp[1] = fd_high(outp[1]);
 	stp[0] = fd_high(stp[0]);
@@ -427,7 +409,7 @@ sandbox_spawn(const char *bwrap, struct argv *args,
 	pid = fork();
 	if (pid == 0)
 		child_exec(bwrap, args->v, envp, rl, rl_res, nrl, devnull,
-		    outp[1], sec, stp[1], blk[0], cgfd, errp[1], self);
+		    outp[1], sec, stp[1], blk[0], errp[1], self);
 	saved = errno;
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	if (pid == -1) {
@@ -436,6 +418,19 @@ sandbox_spawn(const char *bwrap, struct argv *args,
 	}
 	/* Also here: the group must exist before we might signal it. */
 	(void)setpgid(pid, pid);
+	/*
+	 * Into the command's cgroups while it execs bwrap and bwrap makes
+	 * its namespaces: a move into a cgroup waits for an RCU grace
+	 * period (cgroup_threadgroup_rwsem), milliseconds that used to come
+	 * before bwrap even started.  The sandbox's first process, which
+	 * bwrap may have cloned before this move, is moved by
+	 * sandbox_release, before anything of the command runs.
+	 */
+	for (int i = 0; cg != NULL && i < 2 && cgerr == 0; i++) {
+		if (cg->procs[i] != -1 &&
+		    dprintf(cg->procs[i], "%ld", (long)pid) < 0)
+			cgerr = errno;
+	}
 
 	close(errp[1]);
 	errp[1] = -1;
@@ -458,6 +453,18 @@ sandbox_spawn(const char *bwrap, struct argv *args,
 		goto fail;
 	}
 
+	if (cgerr != 0) {
+		int st;
+
+		kill(-pid, SIGKILL);
+		while (waitpid(pid, &st, 0) == -1 && errno == EINTR)
+			;
+		*cause = xasprintf("starting bubblewrap: joining the "
+		                   "cgroup: %s",
+		    strerror(cgerr));
+		goto fail;
+	}
+
 	close(outp[1]);
 	close(stp[1]);
 	close(errp[0]);
@@ -466,10 +473,6 @@ sandbox_spawn(const char *bwrap, struct argv *args,
 		close(sec);
 	if (blk[0] != -1)
 		close(blk[0]);
-	for (int i = 0; i < 2; i++) {
-		if (cgfd[i] != -1)
-			close(cgfd[i]);
-	}
 	sp->pid = pid;
 	sp->out = outp[0];
 	sp->status = stp[0];
@@ -487,8 +490,6 @@ fail:
 			close(errp[i]);
 		if (blk[i] != -1)
 			close(blk[i]);
-		if (cgfd[i] != -1)
-			close(cgfd[i]);
 	}
 	if (devnull != -1)
 		close(devnull);
@@ -647,7 +648,8 @@ status_child_pid(const struct spawn *sp)
  * failed by itself (sandbox_started then tells).
  */
 static int
-sandbox_release(struct spawn *sp, uint64_t nproc, char **cause)
+sandbox_release(
+    struct spawn *sp, const struct cgroup_cmd *cg, uint64_t nproc, char **cause)
 {
 	uint64_t deadline = now_ms() + SANDBOX_SETUP_MS;
 	struct rlimit want, cur;
@@ -689,6 +691,17 @@ sandbox_release(struct spawn *sp, uint64_t nproc, char **cause)
 		}
 	}
 
+	/* bwrap is in the cgroups (sandbox_spawn); now the process that
+	 * starts the command. */
+	for (int i = 0; cg != NULL && i < 2; i++) {
+		if (cg->procs[i] != -1 &&
+		    dprintf(cg->procs[i], "%ld", pid) < 0) {
+			*cause = xasprintf("moving the sandbox (pid %ld) into "
+			                   "its cgroup: %s",
+			    pid, strerror(errno));
+			goto fail;
+		}
+	}
 	want.rlim_cur = want.rlim_max = nproc;
 	if (prlimit((pid_t)pid, RLIMIT_NPROC, NULL, &cur) == -1)
 		goto fail_errno;
@@ -1045,7 +1058,7 @@ sandbox_run(const struct sandbox_profile *p, const char *workspace,
 	if (sandbox_spawn(bwrap, &a, p, secfd, &cg, &sp, cause) == -1)
 		goto out;
 	buf_init_capture(&cap, CAPTURE_HALF, CAPTURE_HALF);
-	(void)sandbox_release(&sp, p->rlimits[RLIMIT_NPROC_IDX], &why);
+	(void)sandbox_release(&sp, &cg, p->rlimits[RLIMIT_NPROC_IDX], &why);
 	sandbox_watch(&sp, (uint64_t)timeout_s * 1000, heartbeat, arg, &cap,
 	    &status, &timed_out);
 
