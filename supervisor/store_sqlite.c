@@ -542,6 +542,29 @@ store_done(struct store_be *s, sqlite3_stmt *st)
 	sqlite3_finalize(st);
 }
 
+/*
+ * One fixed statement that returns no rows (BEGIN, COMMIT, SAVEPOINT,
+ * RELEASE: several per write), kept prepared: sqlite3_exec would parse it
+ * every time.
+ */
+static int
+store_exec1(struct store_be *s, const char *sql, const char *what)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if ((st = store_prep_once(s, sql)) == NULL)
+		return -1;
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		store_dberr(s, what);
+		store_done(s, st);
+		return -1;
+	}
+	store_done(s, st);
+	return 0;
+}
+
 static int
 bind_text(sqlite3_stmt *st, int i, const char *v)
 {
@@ -630,10 +653,10 @@ store_wbegin_as(struct store_be *s, int lazy)
 		return -1;
 	}
 	if (s->in_tx)
-		return store_exec(s, "SAVEPOINT store_write", "savepoint");
+		return store_exec1(s, "SAVEPOINT store_write", "savepoint");
 	if (store_sync(s, lazy) == -1)
 		return -1;
-	return store_exec(s, "BEGIN IMMEDIATE", "begin");
+	return store_exec1(s, "BEGIN IMMEDIATE", "begin");
 }
 
 static int
@@ -665,7 +688,7 @@ store_exec_commit(struct store_be *s)
 	struct timespec t0;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	if (store_exec(s, "COMMIT", "commit") == -1)
+	if (store_exec1(s, "COMMIT", "commit") == -1)
 		return -1;
 	if (store_commit_cb != NULL)
 		store_commit_cb(store_seconds_since(&t0), store_commit_arg);
@@ -676,9 +699,11 @@ static int
 store_wend(struct store_be *s, int rc)
 {
 	if (s->in_tx) {
-		if (rc != 0)
+		if (rc != 0) {
 			store_exec_quiet(s, "ROLLBACK TO store_write");
-		store_exec_quiet(s, "RELEASE store_write");
+			store_exec_quiet(s, "RELEASE store_write");
+		} else
+			(void)store_exec1(s, "RELEASE store_write", "release");
 		return rc;
 	}
 	if (rc != 0) {
