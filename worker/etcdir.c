@@ -18,14 +18,14 @@
  * a service running as root could read those, and the copy would hand
  * them to the sandbox.  Other file types (fifos, sockets, devices) stay
  * out.  The copy belongs to the service's user, files 0444, directories
- * 0555.
+ * 0755; the bind is read-only.
  *
  * Fresh: every run walks the sources (fstatat only, no file is read) into
  * a manifest (per entry its type, path, inode, size, mode, mtime and ctime
  * in ns: content written in place changes the ctime, a replaced file the
  * inode) and compares it with the manifest stored beside the copy.  On any
- * difference the copy is rebuilt: into a new directory v.XXXXXX, made
- * read-only and synced, its manifest written, then the symlink "current"
+ * difference the copy is rebuilt: into a new directory v.XXXXXX, its
+ * modes set and synced, its manifest written, then the symlink "current"
  * switched to it by a rename.  Builders take a lock (flock) so that
  * concurrent workers build once; readers take none: a version never
  * changes once built, and an old one is removed only two days after it
@@ -224,6 +224,10 @@ walk_file(struct etc_walk *w, int at, const char *name, const char *src,
 			walk_fail(w, rel, "write", errno);
 			goto out;
 		}
+	}
+	if (fchmod(outfd, 0444) == -1) {
+		walk_fail(w, rel, "chmod", errno);
+		goto out;
 	}
 	rc = 0;
 out:
@@ -441,7 +445,11 @@ etc_fresh(const struct sandbox_profile *p, const char *man, size_t len)
 	return ok;
 }
 
-/* Make every directory of the tree read-only, depth first. */
+/*
+ * Every directory of the tree 0755, whatever the umask: the sandbox sees
+ * it through a read-only bind, and the service's user can still remove
+ * the state directory with rm -r.
+ */
 static int
 tree_seal(int at, const char *name)
 {
@@ -463,7 +471,7 @@ tree_seal(int at, const char *name)
 		if (tree_seal(dirfd(d), e->d_name) == -1)
 			rc = -1;
 	}
-	if (rc == 0 && fchmod(dirfd(d), 0555) == -1)
+	if (rc == 0 && fchmod(dirfd(d), 0755) == -1)
 		rc = -1;
 	closedir(d);
 	return rc;
@@ -592,7 +600,7 @@ etc_build(const struct sandbox_profile *p, struct sandbox_cache *c, int keyfd,
 		w.cause = NULL;
 		goto fail;
 	}
-	/* Read-only, and on disk before anything names it. */
+	/* Its modes set, and on disk before anything names it. */
 	if (tree_seal(keyfd, name) == -1 || syncfs(vfd) == -1) {
 		*cause = xasprintf("%s: sealing: %s", dir, strerror(errno));
 		goto fail;
