@@ -287,7 +287,7 @@ static const char *const sanitizer_vars[] = {
 /* What the child needs, made before it starts: it may not allocate. */
 struct child_args {
 	const char *path;
-	char *envp[8 + GIT_NETWORK_ENV_MAX];
+	char *envp[9 + GIT_NETWORK_ENV_MAX];
 	char *fail; /* "orch-worker: cannot execute PATH: errno " */
 	pid_t parent;
 	int sock, errw, devnull;
@@ -391,6 +391,14 @@ proc_spawn(struct event_base *base, int64_t task, const char *stage,
 	ca.envp[n++] = (char *)"LANG=C.UTF-8";
 	if (home != NULL)
 		ca.envp[n++] = xasprintf("HOME=%s", home);
+	/*
+	 * Where the sandbox keeps what it builds once and reuses (the
+	 * profiles' /etc as one directory: worker/etcdir.c): the state
+	 * directory, which no sandbox can see.
+	 */
+	if (cfg.state_dir != NULL)
+		ca.envp[n++] =
+		    xasprintf("ORCH_SANDBOX_CACHE=%s/sandbox", cfg.state_dir);
 	/* A sanitizer build's settings (where its reports go) reach the
 	 * worker too; they are unset in production. */
 	for (size_t i = 0; i < nitems(sanitizer_vars); i++) {

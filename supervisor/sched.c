@@ -625,7 +625,30 @@ sched_start_msg(
 		    store_error(sched_st));
 }
 
-/* Start the next stage of task id if it has one. */
+/*
+ * Commit sched_start's transaction (open: one is open); 0 or -1, logged
+ * unless storage is away.
+ */
+static int
+sched_start_commit(int64_t id, int open, enum wstate next)
+{
+	if (!open || store_commit(sched_st) == 0)
+		return 0;
+	store_rollback(sched_st);
+	if (!sched_storage_failed())
+		log_warnx("task %lld: cannot start %s: %s", (long long)id,
+		    wstate_name(next), store_error(sched_st));
+	return -1;
+}
+
+/*
+ * Start the next stage of task id if it has one.  Entering the stage's
+ * state and the "worker N started" event are one durable commit: the
+ * worker is spawned inside the transaction, and it is told to go on (START,
+ * after its HELLO, from a later turn of the loop) only once that is
+ * committed.  Every way out before the spawn commits the state change
+ * alone, as it always was.
+ */
 static void
 sched_start(int64_t id)
 {
@@ -635,6 +658,7 @@ sched_start(int64_t id)
 	enum stage stage;
 	char *cause;
 	enum wstate next = WS_MAX;
+	int open = 0;
 
 	if (store_task_get(sched_st, id, &t) == -1 || t == NULL) {
 		log_warnx("task %lld: cannot load: %s", (long long)id,
@@ -658,10 +682,13 @@ sched_start(int64_t id)
 		int rc = store_begin(sched_st);
 		if (rc == 0)
 			rc = task_enter(sched_st, t, next, 1, NULL);
-		if (rc == 0)
-			rc = store_commit(sched_st);
 		task_free(t);
+		t = NULL;
+		if (rc == 0 &&
+		    (store_task_get(sched_st, id, &t) == -1 || t == NULL))
+			rc = -1;
 		if (rc == -1) {
+			task_free(t);
 			store_rollback(sched_st);
 			if (!sched_storage_failed())
 				log_warnx("task %lld: cannot start %s: %s",
@@ -669,18 +696,19 @@ sched_start(int64_t id)
 				    store_error(sched_st));
 			return;
 		}
-		if (store_task_get(sched_st, id, &t) == -1 || t == NULL)
-			return;
+		open = 1;
 	}
 	if (sched_running(t->state, &stage) == -1 ||
 	    t->ival[TI_BUDGET_PAUSED]) {
+		(void)sched_start_commit(id, open, next);
 		task_free(t);
 		return;
 	}
 	/* Past its budget already (resumed, or the budget was lowered). */
 	char *over = task_over_budget(sched_st, t);
 	if (over != NULL) {
-		sched_budget_pause(t, over);
+		if (sched_start_commit(id, open, next) == 0)
+			sched_budget_pause(t, over);
 		free(over);
 		task_free(t);
 		return;
@@ -692,7 +720,8 @@ sched_start(int64_t id)
 	    &sched_proc_cbs, sw, &cause);
 	if (w == NULL) {
 		free(sw);
-		sched_fail(id, cause);
+		if (sched_start_commit(id, open, next) == 0)
+			sched_fail(id, cause);
 		free(cause);
 		task_free(t);
 		return;
@@ -711,6 +740,13 @@ sched_start(int64_t id)
 		    "worker %d started (run %lld%s)", (int)proc_pid(w),
 		    (long long)t->ival[TI_STAGE_RUN],
 		    t->ival[TI_STAGE_RETRIES] > 0 ? ", restarted" : "");
+	if (sched_start_commit(id, open, next) == -1) {
+		/* Nothing of the stage was committed: the worker, which has
+		 * not been told to start, is stopped, and the task tried
+		 * again (sched_worker_exit kicks it). */
+		sw->stopping = 1;
+		proc_kill(w, NULL);
+	}
 	task_free(t);
 }
 

@@ -323,6 +323,9 @@ static const char *const stmt_sql[ST_MAX] = {
     [ST_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
 };
 
+/* Statements of store_prep_once kept prepared (a bounded set of SQL). */
+#define ONCE_MAX 48
+
 struct store_be {
 	sqlite3 *db;
 	char *path;
@@ -337,6 +340,11 @@ struct store_be {
 	sqlite3_stmt *set_text[TC_MAX];
 	sqlite3_stmt *set_int[TI_MAX];
 	sqlite3_stmt *stamp[TC_MAX];
+	struct {
+		char *sql;
+		sqlite3_stmt *st;
+		int busy; /* handed out: a nested use gets its own */
+	} once[ONCE_MAX];
 };
 
 /* Column positions in task_select. */
@@ -478,17 +486,83 @@ store_prep(struct store_be *s, enum stmt which)
 	return store_prep_slot(s, &s->stmt[which], stmt_sql[which]);
 }
 
-/* A statement used once (lists, whose callbacks may use the cache). */
+/*
+ * A statement for a list or a one-off query, kept prepared by its SQL
+ * text: parsing it again each time was a tenth of the service's CPU (the
+ * event pump runs one per committed event).  A list's callback may run the
+ * same query again: while one is handed out a nested use gets a statement
+ * of its own, finalized by store_done.  Every caller gives it back with
+ * store_done, which resets it so that no read transaction stays open.
+ */
 static sqlite3_stmt *
 store_prep_once(struct store_be *s, const char *sql)
 {
 	sqlite3_stmt *st;
+	int free_slot = -1;
 
-	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+	for (int i = 0; i < ONCE_MAX; i++) {
+		if (s->once[i].sql == NULL) {
+			if (free_slot == -1)
+				free_slot = i;
+			continue;
+		}
+		if (s->once[i].busy || strcmp(s->once[i].sql, sql) != 0)
+			continue;
+		sqlite3_clear_bindings(s->once[i].st);
+		s->once[i].busy = 1;
+		return s->once[i].st;
+	}
+	if (sqlite3_prepare_v3(s->db, sql, -1,
+	        free_slot != -1 ? SQLITE_PREPARE_PERSISTENT : 0, &st,
+	        NULL) != SQLITE_OK) {
 		store_dberr(s, "prepare");
 		return NULL;
 	}
+	if (free_slot != -1) {
+		s->once[free_slot].sql = xstrdup(sql);
+		s->once[free_slot].st = st;
+		s->once[free_slot].busy = 1;
+	}
 	return st;
+}
+
+/* Give back a statement of store_prep_once. */
+static void
+store_done(struct store_be *s, sqlite3_stmt *st)
+{
+	if (st == NULL)
+		return;
+	for (int i = 0; i < ONCE_MAX; i++) {
+		if (s->once[i].st == st) {
+			sqlite3_reset(st);
+			s->once[i].busy = 0;
+			return;
+		}
+	}
+	sqlite3_finalize(st);
+}
+
+/*
+ * One fixed statement that returns no rows (BEGIN, COMMIT, SAVEPOINT,
+ * RELEASE: several per write), kept prepared: sqlite3_exec would parse it
+ * every time.
+ */
+static int
+store_exec1(struct store_be *s, const char *sql, const char *what)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if ((st = store_prep_once(s, sql)) == NULL)
+		return -1;
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		store_dberr(s, what);
+		store_done(s, st);
+		return -1;
+	}
+	store_done(s, st);
+	return 0;
 }
 
 static int
@@ -579,10 +653,10 @@ store_wbegin_as(struct store_be *s, int lazy)
 		return -1;
 	}
 	if (s->in_tx)
-		return store_exec(s, "SAVEPOINT store_write", "savepoint");
+		return store_exec1(s, "SAVEPOINT store_write", "savepoint");
 	if (store_sync(s, lazy) == -1)
 		return -1;
-	return store_exec(s, "BEGIN IMMEDIATE", "begin");
+	return store_exec1(s, "BEGIN IMMEDIATE", "begin");
 }
 
 static int
@@ -614,7 +688,7 @@ store_exec_commit(struct store_be *s)
 	struct timespec t0;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	if (store_exec(s, "COMMIT", "commit") == -1)
+	if (store_exec1(s, "COMMIT", "commit") == -1)
 		return -1;
 	if (store_commit_cb != NULL)
 		store_commit_cb(store_seconds_since(&t0), store_commit_arg);
@@ -625,9 +699,11 @@ static int
 store_wend(struct store_be *s, int rc)
 {
 	if (s->in_tx) {
-		if (rc != 0)
+		if (rc != 0) {
 			store_exec_quiet(s, "ROLLBACK TO store_write");
-		store_exec_quiet(s, "RELEASE store_write");
+			store_exec_quiet(s, "RELEASE store_write");
+		} else
+			(void)store_exec1(s, "RELEASE store_write", "release");
 		return rc;
 	}
 	if (rc != 0) {
@@ -708,7 +784,7 @@ store_int_query(struct store_be *s, const char *sql, int64_t *v)
 		*v = 0;
 	else
 		store_dberr(s, sql);
-	sqlite3_finalize(st);
+	store_done(s, st);
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
 }
 
@@ -728,7 +804,7 @@ sqlite_state_id(struct store_be *s, char **id)
 		*id = xstrdup((const char *)sqlite3_column_text(st, 0));
 	else if (rc != SQLITE_DONE && rc != SQLITE_ROW)
 		store_dberr(s, sql);
-	sqlite3_finalize(st);
+	store_done(s, st);
 	return *id != NULL ? 0 : -1;
 }
 
@@ -749,12 +825,12 @@ store_check(struct store_be *s, const char *sql, int *ok, char **first)
 	}
 	if (rc != SQLITE_DONE) {
 		store_dberr(s, sql);
-		sqlite3_finalize(st);
+		store_done(s, st);
 		free(*first);
 		*first = NULL;
 		return -1;
 	}
-	sqlite3_finalize(st);
+	store_done(s, st);
 	*ok = rows == 1 && *first != NULL && strcmp(*first, "ok") == 0;
 	return 0;
 }
@@ -784,11 +860,11 @@ store_has_column(
 	rc = sqlite3_step(st);
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
 		store_dberr(s, "table_info");
-		sqlite3_finalize(st);
+		store_done(s, st);
 		return -1;
 	}
 	*has = rc == SQLITE_ROW;
-	sqlite3_finalize(st);
+	store_done(s, st);
 	return 0;
 }
 
@@ -855,10 +931,10 @@ store_backfill_event_state(struct store_be *s)
 		}
 		if (rc != SQLITE_DONE) {
 			store_dberr(s, "backfill events.state");
-			sqlite3_finalize(st);
+			store_done(s, st);
 			return -1;
 		}
-		sqlite3_finalize(st);
+		store_done(s, st);
 		if (n == 0)
 			continue;
 		st = store_prep_once(
@@ -870,11 +946,11 @@ store_backfill_event_state(struct store_be *s)
 			bind_text(st, 2, wstate_names[states[i]]);
 			if (store_step_done(s, st, "backfill events.state") ==
 			    -1) {
-				sqlite3_finalize(st);
+				store_done(s, st);
 				return -1;
 			}
 		}
-		sqlite3_finalize(st);
+		store_done(s, st);
 	} while (seen == BACKFILL_BATCH);
 	return 0;
 }
@@ -1027,7 +1103,7 @@ store_pragmas(struct store_be *s, const struct store_opts *opts)
 	else if (!wal)
 		store_seterr(s, "journal_mode: cannot switch to WAL (%s)",
 		    col_text(st, 0) != NULL ? col_text(st, 0) : "?");
-	sqlite3_finalize(st);
+	store_done(s, st);
 	if (!wal)
 		return -1;
 	if (store_exec(s, "PRAGMA synchronous = FULL", "synchronous") == -1 ||
@@ -1182,6 +1258,10 @@ sqlite_close(struct store_be *s)
 		}
 		for (int i = 0; i < TI_MAX; i++)
 			sqlite3_finalize(s->set_int[i]);
+		for (int i = 0; i < ONCE_MAX; i++) {
+			sqlite3_finalize(s->once[i].st);
+			free(s->once[i].sql);
+		}
 		sqlite3_close(s->db);
 	}
 	free(s->task_select);
@@ -1383,7 +1463,7 @@ sqlite_task_set_status(struct store_be *s, int64_t id, enum tstatus ts)
 	sqlite3_bind_int64(st, 1, id);
 	bind_text(st, 2, tstatus_names[ts]);
 	rc = store_step_task(s, st, id, "set status");
-	sqlite3_finalize(st);
+	store_done(s, st);
 	return store_wend(s, rc);
 }
 
@@ -1430,7 +1510,7 @@ sqlite_task_set_repo(
 	bind_text(st, 2, repo);
 	bind_text(st, 3, base_commit);
 	rc = store_step_task(s, st, id, "set repo");
-	sqlite3_finalize(st);
+	store_done(s, st);
 	return store_wend(s, rc);
 }
 
@@ -1511,7 +1591,7 @@ sqlite_task_list_desc(
 		bind_text(st, 2, tstatus_names[status]);
 	while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		if ((t = store_task_row(s, st)) == NULL) {
-			sqlite3_finalize(st);
+			store_done(s, st);
 			return -1;
 		}
 		stop = cb(t, arg);
@@ -1519,10 +1599,10 @@ sqlite_task_list_desc(
 	}
 	if (!stop && rc != SQLITE_DONE) {
 		store_dberr(s, "list tasks");
-		sqlite3_finalize(st);
+		store_done(s, st);
 		return -1;
 	}
-	sqlite3_finalize(st);
+	store_done(s, st);
 	return 0;
 }
 
@@ -1552,7 +1632,7 @@ sqlite_task_list(
 		bind_text(st, 1, tstatus_names[status]);
 	while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		if ((t = store_task_row(s, st)) == NULL) {
-			sqlite3_finalize(st);
+			store_done(s, st);
 			return -1;
 		}
 		stop = cb(t, arg);
@@ -1560,10 +1640,10 @@ sqlite_task_list(
 	}
 	if (!stop && rc != SQLITE_DONE) {
 		store_dberr(s, "list tasks");
-		sqlite3_finalize(st);
+		store_done(s, st);
 		return -1;
 	}
-	sqlite3_finalize(st);
+	store_done(s, st);
 	return 0;
 }
 
@@ -1636,10 +1716,10 @@ sqlite_checkpoint_list(
 	}
 	if (!stop && rc != SQLITE_DONE) {
 		store_dberr(s, "list checkpoints");
-		sqlite3_finalize(st);
+		store_done(s, st);
 		return -1;
 	}
-	sqlite3_finalize(st);
+	store_done(s, st);
 	return 0;
 }
 
@@ -1715,10 +1795,10 @@ sqlite_journal_list(struct store_be *s, int64_t task, int64_t run,
 	}
 	if (!stop && rc != SQLITE_DONE) {
 		store_dberr(s, "list journal");
-		sqlite3_finalize(st);
+		store_done(s, st);
 		return -1;
 	}
-	sqlite3_finalize(st);
+	store_done(s, st);
 	return 0;
 }
 
@@ -1753,7 +1833,7 @@ sqlite_turn_add(struct store_be *s, int64_t task, const char *stage,
 	sqlite3_bind_int64(st, 6, cached);
 	sqlite3_bind_int64(st, 7, ms);
 	rc = store_step_done(s, st, "insert turn");
-	sqlite3_finalize(st);
+	store_done(s, st);
 	return store_wend(s, rc);
 }
 
@@ -1786,10 +1866,10 @@ sqlite_turn_sums(struct store_be *s, int64_t task, store_turn_cb cb, void *arg)
 	}
 	if (!stop && rc != SQLITE_DONE) {
 		store_dberr(s, "sum turns");
-		sqlite3_finalize(st);
+		store_done(s, st);
 		return -1;
 	}
-	sqlite3_finalize(st);
+	store_done(s, st);
 	return 0;
 }
 
@@ -1905,10 +1985,10 @@ sqlite_event_list(struct store_be *s, int64_t task, int64_t after, int limit,
 	}
 	if (!stop && rc != SQLITE_DONE) {
 		store_dberr(s, "list events");
-		sqlite3_finalize(st);
+		store_done(s, st);
 		return -1;
 	}
-	sqlite3_finalize(st);
+	store_done(s, st);
 	return 0;
 }
 
@@ -1940,11 +2020,11 @@ sqlite_usage_json(struct store_be *s, int64_t task, json_t **out)
 	}
 	if (rc != SQLITE_DONE) {
 		store_dberr(s, "usage");
-		sqlite3_finalize(st);
+		store_done(s, st);
 		json_decref(obj);
 		return -1;
 	}
-	sqlite3_finalize(st);
+	store_done(s, st);
 	*out = obj;
 	return 0;
 }
@@ -1966,7 +2046,7 @@ sqlite_task_counts(struct store_be *s, int64_t counts[WS_MAX])
 		if (wstate_parse(col_text(st, 0), &ws) == 0)
 			counts[ws] = sqlite3_column_int64(st, 1);
 	}
-	sqlite3_finalize(st);
+	store_done(s, st);
 	if (rc != SQLITE_DONE) {
 		store_dberr(s, "task counts");
 		return -1;
@@ -2017,10 +2097,10 @@ sqlite_stats_json(struct store_be *s, json_t **out)
 	}
 	if (rc != SQLITE_DONE) {
 		store_dberr(s, "stats");
-		sqlite3_finalize(st);
+		store_done(s, st);
 		goto fail;
 	}
-	sqlite3_finalize(st);
+	store_done(s, st);
 
 	if (store_int_query(s, "PRAGMA page_count", &pages) == -1 ||
 	    store_int_query(s, "PRAGMA page_size", &size) == -1)
@@ -2225,11 +2305,11 @@ sqlite_task_count(struct store_be *s, enum tstatus status, int64_t *n)
 	rc = sqlite3_step(st);
 	if (rc != SQLITE_ROW) {
 		store_dberr(s, "count tasks");
-		sqlite3_finalize(st);
+		store_done(s, st);
 		return -1;
 	}
 	*n = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	store_done(s, st);
 	return 0;
 }
 
@@ -2263,11 +2343,11 @@ sqlite_gc_candidates(
 	}
 	if (rc != SQLITE_DONE) {
 		store_dberr(s, "gc candidates");
-		sqlite3_finalize(st);
+		store_done(s, st);
 		free(ids);
 		return -1;
 	}
-	sqlite3_finalize(st);
+	store_done(s, st);
 	for (size_t i = 0; i < n && !stop; i++) {
 		if (sqlite_task_get(s, ids[i], &t) == -1) {
 			free(ids);
@@ -2305,7 +2385,7 @@ sqlite_gc_task(
 			rc = -1;
 		} else
 			*(i == 0 ? events : journal) = sqlite3_changes(s->db);
-		sqlite3_finalize(st);
+		store_done(s, st);
 	}
 	return store_wend(s, rc);
 }
@@ -2384,7 +2464,7 @@ sqlite_rows(struct store_be *s, const char *table, const char *const *cols,
 	}
 	if (!stop && rc != SQLITE_DONE)
 		store_dberr(s, table);
-	sqlite3_finalize(st);
+	store_done(s, st);
 	return stop != 0 || rc != SQLITE_DONE ? -1 : 0;
 }
 

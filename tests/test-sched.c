@@ -352,13 +352,49 @@ last_sent(void)
 	return nsent > 0 ? sent[nsent - 1] : PROTO_NONE;
 }
 
+static int commits;
+
+static void
+count_commit(double seconds, void *arg)
+{
+	(void)seconds;
+	(void)arg;
+	commits++;
+}
+
+static int
+event_cb(const struct event_row *ev, void *arg)
+{
+	struct buf *b = arg;
+
+	buf_addf(b, "%s|", ev->text);
+	return 0;
+}
+
 /* A task from submit to plan_awaiting_approval. */
 static void
 test_happy(void)
 {
 	int64_t id = submit();
-	struct worker *w = wait_spawn(nfake + 1);
+	struct worker *w;
 	struct task *t;
+	struct buf evs;
+	char *want;
+
+	/* The stage's state and its worker's start: one commit. */
+	commits = 0;
+	store_set_commit_hook(st, count_commit, NULL);
+	w = wait_spawn(nfake + 1);
+	store_set_commit_hook(st, NULL, NULL);
+	is_int(commits, 1, "a stage start is one commit");
+	buf_init(&evs);
+	store_event_list(st, id, 0, 0, event_cb, &evs);
+	want = xasprintf("task submitted|checkpoint saved: start_planning|"
+	                 "pending -> planning|worker %d started (run 1)|",
+	    w != NULL ? (int)w->pid : 0);
+	is_str(evs.buf, want, "its state change and started event, in order");
+	free(want);
+	buf_free(&evs);
 
 	ok(w != NULL && w->task == id, "a planning worker is spawned");
 	if (w == NULL)

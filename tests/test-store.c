@@ -1006,6 +1006,52 @@ test_turns(struct store *s, int64_t a, int64_t b)
 	is_int(n, 1, "the status column says awaiting_approval");
 }
 
+/* A list whose callback lists again (as the event pump's consumers may). */
+struct nested {
+	struct store *s;
+	int outer, inner;
+};
+
+static int
+nested_inner(const struct event_row *ev, void *arg)
+{
+	struct nested *n = arg;
+
+	(void)ev;
+	n->inner++;
+	return 0;
+}
+
+static int
+nested_outer(const struct event_row *ev, void *arg)
+{
+	struct nested *n = arg;
+
+	(void)ev;
+	n->outer++;
+	store_event_list(n->s, 0, 0, 0, nested_inner, n);
+	return 0;
+}
+
+/*
+ * The list statements stay prepared between calls (store_prep_once): a
+ * nested run of the same query must get a statement of its own, and the
+ * outer one go on where it was.
+ */
+static void
+test_nested_lists(struct store *s)
+{
+	struct nested n = {s, 0, 0};
+
+	ok(store_event_list(s, 0, 0, 0, nested_outer, &n) == 0 &&
+	        n.outer == 5 && n.inner == 25,
+	    "a list inside a list's callback: both complete");
+	n.outer = n.inner = 0;
+	ok(store_event_list(s, 0, 0, 0, nested_outer, &n) == 0 &&
+	        n.outer == 5 && n.inner == 25,
+	    "... again, on the kept statements");
+}
+
 static void
 test_events(void)
 {
@@ -1055,6 +1101,7 @@ test_events(void)
 	store_event_list(s, 0, 0, 2, collect_event, &e);
 	ok(e.n == 2, "limit");
 	is_int(count(s, "events"), 5, "stats events");
+	test_nested_lists(s);
 	test_event_data(s, a);
 	test_turns(s, a, b);
 	store_close(s);

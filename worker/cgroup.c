@@ -19,9 +19,10 @@
  *  - else none, and sandbox.c falls back to capped tmpfs, a seccomp filter
  *    without memfd_create and SysV shm, and a per-namespace RLIMIT_NPROC.
  *
- * A command's group is "orch-sbx.WORKERPID.N".  The sandbox's first
- * process joins it before it execs bwrap (it writes "0", itself, into
- * cgroup.procs), so nothing of the command ever runs outside it.  After the
+ * A command's group is "orch-sbx.WORKERPID.N".  The worker moves bwrap
+ * into it as bwrap starts, and the sandbox's first process before bwrap
+ * lets it start the command (sandbox.c), so nothing of the command ever
+ * runs outside it.  After the
  * command, stragglers are killed and the group removed; groups of workers
  * that died (their pid is gone) are swept when the next one is created.
  */

@@ -51,7 +51,24 @@ sandbox_profile_free(struct sandbox_profile *p)
 		free(p->env[i]);
 	free(p->env);
 	free(p->file);
+	free(p->name);
+	sandbox_cache_free(p->cache);
 	free(p);
+}
+
+void
+sandbox_cache_free(struct sandbox_cache *c)
+{
+	if (c == NULL)
+		return;
+	free(c->bwrap_env);
+	free(c->bwrap);
+	cgroup_host_clear(&c->host);
+	free(c->bpf[0]);
+	free(c->bpf[1]);
+	free(c->etc_version);
+	free(c->etc_manifest);
+	free(c);
 }
 
 /* A size: digits and an optional K, M, G or T (powers of 1024). */
@@ -392,6 +409,8 @@ sandbox_profile_load(const char *dir, const char *stage,
 
 	p = xcalloc(1, sizeof *p);
 	p->file = xasprintf("%s/%s.profile", dir, stage);
+	p->name = xstrdup(stage);
+	p->cache = xcalloc(1, sizeof *p->cache);
 	p->tmpfs_size = 64 * 1024 * 1024;
 	p->shm_size = SANDBOX_SHM_DFLT;
 	p->memory = SANDBOX_MEMORY_DFLT;

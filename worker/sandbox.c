@@ -10,10 +10,11 @@
  * with bwrap, a seccomp filter, a scrubbed environment and only fds 0-2.
  *
  * bwrap is exec'd directly (never through a shell) from a forked child that
- * first joins the command's cgroups (cgroup.c, where the host has them),
- * sets the rlimits, the descriptors and a process group of its own; bwrap
- * waits once its namespaces exist until the parent gave the sandbox its
- * process limit (sandbox_release); the parent then reads the output,
+ * sets the rlimits, the descriptors and a process group of its own; the
+ * parent moves it into the command's cgroups (cgroup.c, where the host has
+ * them) while it starts; bwrap waits once its namespaces exist until the
+ * parent moved the sandbox's first process into the cgroups too and gave
+ * it its process limit (sandbox_release); the parent then reads the output,
  * enforces the wall clock, reaps it and removes the cgroups.  If
  * bwrap cannot be exec'd, or exits before it created the sandbox (it writes
  * "child-pid" on its --json-status-fd once the namespaces exist), the run
@@ -155,6 +156,30 @@ bwrap_find(char **path, char **cause)
 }
 
 /*
+ * bwrap_find once per profile (it stats up to a PATH's worth of files),
+ * again only when ORCH_BWRAP changed.
+ */
+static int
+bwrap_cached(struct sandbox_cache *c, char **path, char **cause)
+{
+	const char *env = getenv("ORCH_BWRAP");
+
+	if (env == NULL)
+		env = "";
+	if (c->bwrap != NULL && strcmp(c->bwrap_env, env) == 0) {
+		*path = xstrdup(c->bwrap);
+		return 0;
+	}
+	if (bwrap_find(path, cause) == -1)
+		return -1;
+	free(c->bwrap);
+	free(c->bwrap_env);
+	c->bwrap = xstrdup(*path);
+	c->bwrap_env = xstrdup(env);
+	return 0;
+}
+
+/*
  * Output capture: the first and the last half of SANDBOX_MAX_OUTPUT
  * (buf_init_capture).
  */
@@ -214,10 +239,10 @@ fd_high(int fd)
  * (the worker may have threads).  On failure the step and errno go to
  * errfd and the child exits.
  */
-static void __attribute__((noreturn)) child_exec(const char *bwrap,
-    char *const argv[], char *const envp[], const struct rlimit *rl,
-    const int *rl_res, size_t nrl, int devnull, int out_w, int secfd,
-    int status_w, int block_r, const int *cgfd, int errfd, pid_t parent)
+static void __attribute__((noreturn))
+child_exec(const char *bwrap, char *const argv[], char *const envp[],
+    const struct rlimit *rl, const int *rl_res, size_t nrl, int devnull,
+    int out_w, int secfd, int status_w, int block_r, int errfd, pid_t parent)
 {
 	int report[2];
 
@@ -232,16 +257,6 @@ static void __attribute__((noreturn)) child_exec(const char *bwrap,
 	report[0] = 1;
 	if (setpgid(0, 0) == -1)
 		goto fail;
-	/*
-	 * Into the command's cgroups ("0" is the writer itself) before bwrap
-	 * runs: everything it starts is born inside.
-	 */
-	report[0] = 7;
-	for (int i = 0; i < 2; i++) {
-		if (cgfd[i] != -1 && write(cgfd[i], "0", 1) != 1)
-			goto fail;
-	}
-
 	report[0] = 2;
 	if (child_signals_default() == -1)
 		goto fail;
@@ -310,7 +325,6 @@ static const char *const child_steps[] = {
     "closing descriptors",
     "setrlimit",
     "exec",
-    "joining the cgroup",
 };
 
 /*
@@ -334,7 +348,7 @@ sandbox_spawn(const char *bwrap, struct argv *args,
 	size_t nrl = 0;
 	int devnull = -1, outp[2] = {-1, -1}, stp[2] = {-1, -1};
 	int errp[2] = {-1, -1}, blk[2] = {-1, -1}, report[2], saved, sec = -1;
-	int cgfd[2] = {-1, -1};
+	int cgerr = 0;
 	sigset_t all, old;
 	ssize_t n;
 	pid_t pid, self = getpid();
@@ -374,14 +388,6 @@ sandbox_spawn(const char *bwrap, struct argv *args,
 		*cause = xasprintf("dup: %s", strerror(errno));
 		goto fail;
 	}
-	for (int i = 0; cg != NULL && i < 2; i++) {
-		if (cg->procs[i] != -1 &&
-		    (cgfd[i] = fcntl(
-		         cg->procs[i], F_DUPFD_CLOEXEC, CHILD_SRC_MIN)) == -1) {
-			*cause = xasprintf("dup: %s", strerror(errno));
-			goto fail;
-		}
-	}
 	outp[0] = fd_high(outp[0]);
 	outp[1] = fd_high(outp[1]);
 	stp[0] = fd_high(stp[0]);
@@ -403,7 +409,7 @@ sandbox_spawn(const char *bwrap, struct argv *args,
 	pid = fork();
 	if (pid == 0)
 		child_exec(bwrap, args->v, envp, rl, rl_res, nrl, devnull,
-		    outp[1], sec, stp[1], blk[0], cgfd, errp[1], self);
+		    outp[1], sec, stp[1], blk[0], errp[1], self);
 	saved = errno;
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	if (pid == -1) {
@@ -412,6 +418,19 @@ sandbox_spawn(const char *bwrap, struct argv *args,
 	}
 	/* Also here: the group must exist before we might signal it. */
 	(void)setpgid(pid, pid);
+	/*
+	 * Into the command's cgroups while it execs bwrap and bwrap makes
+	 * its namespaces: a move into a cgroup waits for an RCU grace
+	 * period (cgroup_threadgroup_rwsem), milliseconds that used to come
+	 * before bwrap even started.  The sandbox's first process, which
+	 * bwrap may have cloned before this move, is moved by
+	 * sandbox_release, before anything of the command runs.
+	 */
+	for (int i = 0; cg != NULL && i < 2 && cgerr == 0; i++) {
+		if (cg->procs[i] != -1 &&
+		    dprintf(cg->procs[i], "%ld", (long)pid) < 0)
+			cgerr = errno;
+	}
 
 	close(errp[1]);
 	errp[1] = -1;
@@ -434,6 +453,18 @@ sandbox_spawn(const char *bwrap, struct argv *args,
 		goto fail;
 	}
 
+	if (cgerr != 0) {
+		int st;
+
+		kill(-pid, SIGKILL);
+		while (waitpid(pid, &st, 0) == -1 && errno == EINTR)
+			;
+		*cause = xasprintf("starting bubblewrap: joining the "
+		                   "cgroup: %s",
+		    strerror(cgerr));
+		goto fail;
+	}
+
 	close(outp[1]);
 	close(stp[1]);
 	close(errp[0]);
@@ -442,10 +473,6 @@ sandbox_spawn(const char *bwrap, struct argv *args,
 		close(sec);
 	if (blk[0] != -1)
 		close(blk[0]);
-	for (int i = 0; i < 2; i++) {
-		if (cgfd[i] != -1)
-			close(cgfd[i]);
-	}
 	sp->pid = pid;
 	sp->out = outp[0];
 	sp->status = stp[0];
@@ -463,8 +490,6 @@ fail:
 			close(errp[i]);
 		if (blk[i] != -1)
 			close(blk[i]);
-		if (cgfd[i] != -1)
-			close(cgfd[i]);
 	}
 	if (devnull != -1)
 		close(devnull);
@@ -623,7 +648,8 @@ status_child_pid(const struct spawn *sp)
  * failed by itself (sandbox_started then tells).
  */
 static int
-sandbox_release(struct spawn *sp, uint64_t nproc, char **cause)
+sandbox_release(
+    struct spawn *sp, const struct cgroup_cmd *cg, uint64_t nproc, char **cause)
 {
 	uint64_t deadline = now_ms() + SANDBOX_SETUP_MS;
 	struct rlimit want, cur;
@@ -665,6 +691,17 @@ sandbox_release(struct spawn *sp, uint64_t nproc, char **cause)
 		}
 	}
 
+	/* bwrap is in the cgroups (sandbox_spawn); now the process that
+	 * starts the command. */
+	for (int i = 0; cg != NULL && i < 2; i++) {
+		if (cg->procs[i] != -1 &&
+		    dprintf(cg->procs[i], "%ld", pid) < 0) {
+			*cause = xasprintf("moving the sandbox (pid %ld) into "
+			                   "its cgroup: %s",
+			    pid, strerror(errno));
+			goto fail;
+		}
+	}
 	want.rlim_cur = want.rlim_max = nproc;
 	if (prlimit((pid_t)pid, RLIMIT_NPROC, NULL, &cur) == -1)
 		goto fail_errno;
@@ -736,10 +773,11 @@ argv_setenv(struct argv *a, const char *name, const char *value)
  */
 static int
 argv_build(struct argv *a, const char *bwrap, const struct sandbox_profile *p,
-    const char *ws, const char *command, char **cause)
+    const char *ws, const char *etc, const char *command, char **cause)
 {
 	struct stat st;
 	char *gitpath, size[32];
+	int etc_done = 0;
 
 	argv_base(a, bwrap);
 	argv_add(a, "--hostname");
@@ -747,6 +785,16 @@ argv_build(struct argv *a, const char *bwrap, const struct sandbox_profile *p,
 	for (size_t i = 0; i < p->nmounts; i++) {
 		const struct sandbox_mount *m = &p->mounts[i];
 
+		/* The lines below /etc are in the one directory etc. */
+		if (etc != NULL && etcdir_mount(m)) {
+			if (!etc_done) {
+				argv_add(a, "--ro-bind");
+				argv_add(a, etc);
+				argv_add(a, "/etc");
+			}
+			etc_done = 1;
+			continue;
+		}
 		switch (m->kind) {
 		case MOUNT_RO_BIND:
 			argv_add(a, "--ro-bind");
@@ -881,6 +929,60 @@ limits_host(struct cgroup_host *h)
 	    "/proc/self/cgroup", "/proc/self/mountinfo", h);
 }
 
+/*
+ * limits_host for a run: detected once per profile (a process stays in
+ * its cgroup), none while ORCH_SANDBOX_CGROUP=none.
+ */
+static const struct cgroup_host *
+limits_cached(struct sandbox_cache *c)
+{
+	static const struct cgroup_host none = {
+	    CGROUP_NONE, NULL, NULL, (char *)"ORCH_SANDBOX_CGROUP=none"};
+	const char *env = getenv("ORCH_SANDBOX_CGROUP");
+
+	if (env != NULL && strcmp(env, "none") == 0)
+		return &none;
+	if (!c->host_done) {
+		limits_host(&c->host);
+		c->host_done = 1;
+	}
+	return &c->host;
+}
+
+/*
+ * The directory to bind at /etc in place of the profile's lines below it
+ * (etcdir.c), or NULL: bind them one by one.  That happens without
+ * ORCH_SANDBOX_CACHE (the supervisor sets it for its workers), with a
+ * profile that binds /etc itself or nothing below it, and when the copy
+ * cannot be made: that is logged, and not tried again with this profile
+ * (a worker's stage: the next worker tries again).
+ */
+static char *
+sandbox_etc(const struct sandbox_profile *p)
+{
+	const char *cache = getenv("ORCH_SANDBOX_CACHE");
+	char *dir, *cause = NULL;
+	size_t n = 0;
+
+	if (cache == NULL || *cache == '\0')
+		return NULL;
+	for (size_t i = 0; i < p->nmounts; i++) {
+		if (strcmp(p->mounts[i].dst, "/etc") == 0)
+			return NULL;
+		n += etcdir_mount(&p->mounts[i]) != 0;
+	}
+	if (n == 0 || p->cache->etc_failed)
+		return NULL;
+	if (etcdir_get(p, cache, &dir, &cause) == 0)
+		return dir;
+	log_warnx("sandbox: %s: cannot gather /etc into one directory (%s): "
+	          "binding its %zu paths one by one",
+	    p->file, cause, n);
+	p->cache->etc_failed = 1;
+	free(cause);
+	return NULL;
+}
+
 int
 sandbox_limits(char **what)
 {
@@ -919,43 +1021,44 @@ sandbox_run(const struct sandbox_profile *p, const char *workspace,
 	struct argv a = {NULL, 0, 0};
 	struct spawn sp;
 	struct buf cap;
-	struct cgroup_host host;
+	const struct cgroup_host *host;
 	struct cgroup_cmd cg;
-	char *bwrap = NULL, *ws = NULL, *why = NULL;
+	char *bwrap = NULL, *ws = NULL, *why = NULL, *etc = NULL;
 	const char *hit;
 	int secfd = -1, status, timed_out, rc = -1;
 	uint64_t start;
 
 	memset(res, 0, sizeof *res);
-	memset(&host, 0, sizeof host);
 	memset(&cap, 0, sizeof cap);
 	cgroup_cmd_init(&cg);
 	if (timeout_s == 0) {
 		*cause = xasprintf("sandbox: timeout must be at least 1 s");
 		return -1;
 	}
-	if (bwrap_find(&bwrap, cause) == -1)
+	if (bwrap_cached(p->cache, &bwrap, cause) == -1)
 		return -1;
 	if ((ws = realpath(workspace, NULL)) == NULL) {
 		*cause =
 		    xasprintf("workspace %s: %s", workspace, strerror(errno));
 		goto out;
 	}
-	if (argv_build(&a, bwrap, p, ws, command, cause) == -1)
+	etc = sandbox_etc(p);
+	if (argv_build(&a, bwrap, p, ws, etc, command, cause) == -1)
 		goto out;
-	limits_host(&host);
-	log_debug("sandbox: limits by %s", host.what);
-	if (cgroup_cmd_create(&host, p->memory, p->rlimits[RLIMIT_NPROC_IDX],
+	host = limits_cached(p->cache);
+	log_debug("sandbox: limits by %s", host->what);
+	if (cgroup_cmd_create(host, p->memory, p->rlimits[RLIMIT_NPROC_IDX],
 	        &cg, cause) == -1)
 		goto out;
-	if ((secfd = seccomp_memfd(host.mode == CGROUP_NONE, cause)) == -1)
+	if ((secfd = seccomp_memfd(
+	         p->cache, host->mode == CGROUP_NONE, cause)) == -1)
 		goto out;
 
 	start = now_ms();
 	if (sandbox_spawn(bwrap, &a, p, secfd, &cg, &sp, cause) == -1)
 		goto out;
 	buf_init_capture(&cap, CAPTURE_HALF, CAPTURE_HALF);
-	(void)sandbox_release(&sp, p->rlimits[RLIMIT_NPROC_IDX], &why);
+	(void)sandbox_release(&sp, &cg, p->rlimits[RLIMIT_NPROC_IDX], &why);
 	sandbox_watch(&sp, (uint64_t)timeout_s * 1000, heartbeat, arg, &cap,
 	    &status, &timed_out);
 
@@ -1007,14 +1110,14 @@ sandbox_run(const struct sandbox_profile *p, const char *workspace,
 	} else if (WIFSIGNALED(status))
 		res->signal = WTERMSIG(status);
 	/* The cgroup's counters say when memory or pids stopped it. */
-	if (res->limit == NULL && (hit = cgroup_cmd_limit(&cg, host.mode)))
+	if (res->limit == NULL && (hit = cgroup_cmd_limit(&cg, host->mode)))
 		res->limit = xstrdup(hit);
 	rc = 0;
 
 out:
 	cgroup_cmd_destroy(&cg);
-	cgroup_host_clear(&host);
 	free(why);
+	free(etc);
 	if (secfd != -1)
 		close(secfd);
 	buf_free(&cap);

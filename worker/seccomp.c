@@ -4,9 +4,11 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <errno.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -15,6 +17,8 @@
 
 #include "common.h"
 #include "sandbox-int.h"
+
+#define SECCOMP_MAX_BPF (1 << 20) /* BPF is at most 4096 insns of 8 bytes */
 
 /* The seccomp filter. */
 
@@ -187,8 +191,8 @@ seccomp_sockets(scmp_filter_ctx ctx)
  * ENOSYS makes glibc fall back to clone(2), whose namespace flags are
  * refused above.
  */
-int
-seccomp_memfd(int nocgroup, char **cause)
+static int
+seccomp_build(int nocgroup, char **cause)
 {
 	scmp_filter_ctx ctx;
 	int fd = -1, rc;
@@ -265,4 +269,52 @@ fail:
 		close(fd);
 	seccomp_release(ctx);
 	return -1;
+}
+
+/*
+ * The filter's BPF in a fresh memfd (bwrap reads it to the end: each run
+ * needs its own offset).  libseccomp compiles the same rules every time,
+ * which cost a sandboxed command a large part of its own setup: the BPF
+ * is kept in c and only copied from the second run on.
+ */
+int
+seccomp_memfd(struct sandbox_cache *c, int nocgroup, char **cause)
+{
+	struct stat st;
+	int fd, i = nocgroup ? 1 : 0;
+
+	if (c->bpf[i] == NULL) {
+		if ((fd = seccomp_build(nocgroup, cause)) == -1)
+			return -1;
+		if (fstat(fd, &st) == -1 || st.st_size <= 0 ||
+		    st.st_size > SECCOMP_MAX_BPF) {
+			*cause = xasprintf(
+			    "the seccomp filter's size: %s", strerror(errno));
+			close(fd);
+			return -1;
+		}
+		c->bpf[i] = xmalloc((size_t)st.st_size);
+		c->bpflen[i] = (size_t)st.st_size;
+		if (read_full(fd, c->bpf[i], c->bpflen[i]) != 1 ||
+		    lseek(fd, 0, SEEK_SET) == -1) {
+			*cause = xasprintf(
+			    "reading the seccomp filter: %s", strerror(errno));
+			free(c->bpf[i]);
+			c->bpf[i] = NULL;
+			close(fd);
+			return -1;
+		}
+		return fd;
+	}
+	if ((fd = memfd_create("orch-seccomp", MFD_CLOEXEC)) == -1) {
+		*cause = xasprintf("memfd_create: %s", strerror(errno));
+		return -1;
+	}
+	if (write_all(fd, c->bpf[i], c->bpflen[i]) == -1 ||
+	    lseek(fd, 0, SEEK_SET) == -1) {
+		*cause = xasprintf("the seccomp filter: %s", strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
 }

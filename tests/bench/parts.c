@@ -532,6 +532,13 @@ main(int argc, char **argv)
 	if (dir == NULL || runs == 0 || ws_runs == 0)
 		goto usage;
 	mkdir(dir, 0700);
+	/* As the supervisor gives its workers (worker/etcdir.c). */
+	if (getenv("ORCH_SANDBOX_CACHE") == NULL) {
+		char *cache = xasprintf("%s/sandbox-cache", dir);
+
+		setenv("ORCH_SANDBOX_CACHE", cache, 1);
+		free(cache);
+	}
 	if (want("exec")) {
 		if (worker == NULL)
 			fatalx("--worker is needed for exec");

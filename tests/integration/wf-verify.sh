@@ -127,4 +127,8 @@ like "$(grep -A2 '^Verification' "$T/show3.out" | tr '\n' ' ')" \
 	"^Verification:? +skipped: no --verify command and no ORCH_VERIFY_COMMAND" \
 	"show says plainly that the verification was skipped"
 check "the worktree is removed" test ! -e "$ORCH_STATE_DIR/worktrees/task-3"
+# The workers get the state directory's sandbox cache (worker/etcdir.c):
+# the verify command ran with the profile's /etc copied there.
+check "the verifying sandbox's /etc is a copy in the state directory" \
+	test -f "$ORCH_STATE_DIR/sandbox/etc-verifying/current/passwd"
 done_testing
