@@ -288,21 +288,62 @@ task_check_origin(const char *repo, char **abs, char **head, char **cause)
 	return rc;
 }
 
+/*
+ * The top of the repository's working tree, its git directory and the
+ * commit of HEAD, from one git: rev-parse prints one line for each (in
+ * that order), and exits 1 when HEAD has no commit (-q --verify), 128 when
+ * real is in no working tree.  0, or -1 with *status git's exit status.
+ */
+static int
+task_git_repo(
+    const char *real, char **top, char **gitdir, char **head, int *status)
+{
+	const char *args[] = {"-C", real, "rev-parse", "--show-toplevel",
+	    "--absolute-git-dir", "--verify", "-q", "HEAD^{commit}", NULL};
+	struct git_opts o = {0};
+	struct git_status gs;
+	struct buf out;
+	char *cause = NULL, *line[3], *p;
+	size_t n = 0, h;
+
+	*top = *gitdir = *head = NULL;
+	o.outmax = 3 * (PATH_MAX + 2);
+	if (git_run(&o, args, &out, &gs, &cause) == -1) {
+		free(cause);
+		free(out.buf);
+		*status = gs.exit;
+		return -1;
+	}
+	/* A path with a line break in it would shift the lines: refused. */
+	for (p = out.buf; n < 3 && *p != '\0'; n++) {
+		line[n] = p;
+		p += strcspn(p, "\n");
+		if (*p == '\n')
+			*p++ = '\0';
+	}
+	h = n == 3 ? strspn(line[2], "0123456789abcdef") : 0;
+	if (n != 3 || *p != '\0' || out.total > out.len ||
+	    (h != 40 && h != 64) || line[2][h] != '\0') {
+		free(out.buf);
+		*status = -1;
+		return -1;
+	}
+	*top = xstrdup(line[0]);
+	*gitdir = xstrdup(line[1]);
+	*head = xstrdup(line[2]);
+	free(out.buf);
+	return 0;
+}
+
 int
 task_check_repo(const char *repo, char **abs, char **head, char **cause)
 {
-	char real[PATH_MAX], *out;
-	char *a_top[] = {(char *)"git", (char *)"-C", real, (char *)"rev-parse",
-	    (char *)"--show-toplevel", NULL};
-	char *a_head[] = {(char *)"git", (char *)"-C", real,
-	    (char *)"rev-parse", (char *)"--verify", (char *)"-q",
-	    (char *)"HEAD^{commit}", NULL};
-	char *a_gd[] = {(char *)"git", (char *)"-C", real, (char *)"rev-parse",
-	    (char *)"--absolute-git-dir", NULL};
+	char real[PATH_MAX], *out, *top, *gitdir;
 	char *a_bare[] = {(char *)"git", (char *)"-C", real,
 	    (char *)"rev-parse", (char *)"--is-bare-repository", NULL};
 	static const char *const busy[] = {"MERGE_HEAD", "CHERRY_PICK_HEAD",
 	    "REVERT_HEAD", "REBASE_HEAD", "rebase-merge", "rebase-apply"};
+	int status = 0;
 
 	*abs = *head = NULL;
 	/*
@@ -317,8 +358,19 @@ task_check_repo(const char *repo, char **abs, char **head, char **cause)
 		*cause = xasprintf("--repo %s: %s", repo, strerror(errno));
 		return -1;
 	}
-	if (task_git(a_top, &out) == -1) {
-		free(out);
+	if (task_git_repo(real, &top, &gitdir, head, &status) == -1 &&
+	    status == 1) {
+		*cause = xasprintf("--repo %s has no commits yet: commit "
+		                   "something first",
+		    repo);
+		return -1;
+	}
+	if (status == -1 && top == NULL && strchr(real, '\n') != NULL) {
+		*cause = xstrdup("--repo: a path with a line break is not "
+		                 "supported");
+		return -1;
+	}
+	if (top == NULL) {
 		/* A bare repository is an origin, named by its path. */
 		if (task_git(a_bare, &out) == 0 && strcmp(out, "true") == 0) {
 			char *url = xasprintf("file://%s", real);
@@ -335,39 +387,26 @@ task_check_repo(const char *repo, char **abs, char **head, char **cause)
 		    repo);
 		return -1;
 	}
-	snprintf(real, sizeof real, "%s", out);
-	free(out);
-	if (task_git(a_head, &out) == -1) {
-		free(out);
-		*cause = xasprintf("--repo %s has no commits yet: commit "
-		                   "something first",
-		    repo);
-		return -1;
-	}
-	*head = out;
-	if (task_git(a_gd, &out) == 0) {
-		for (size_t i = 0; i < nitems(busy); i++) {
-			char *p = xasprintf("%s/%s", out, busy[i]);
-			struct stat sb;
-			int found = lstat(p, &sb) == 0;
+	for (size_t i = 0; i < nitems(busy); i++) {
+		char *p = xasprintf("%s/%s", gitdir, busy[i]);
+		struct stat sb;
+		int found = lstat(p, &sb) == 0;
 
-			free(p);
-			if (found) {
-				*cause =
-				    xasprintf("--repo %s is in the middle "
-				              "of a merge, rebase or "
-				              "cherry-pick (%s): finish or "
-				              "abort it first",
-				        repo, busy[i]);
-				free(out);
-				free(*head);
-				*head = NULL;
-				return -1;
-			}
+		free(p);
+		if (found) {
+			*cause = xasprintf("--repo %s is in the middle of a "
+			                   "merge, rebase or cherry-pick (%s): "
+			                   "finish or abort it first",
+			    repo, busy[i]);
+			free(top);
+			free(gitdir);
+			free(*head);
+			*head = NULL;
+			return -1;
 		}
 	}
-	free(out);
-	*abs = xstrdup(real);
+	free(gitdir);
+	*abs = top;
 	return 0;
 }
 

@@ -659,6 +659,134 @@ test_results(void)
 	free(repo);
 }
 
+/*
+ * The worker remembers what it read or wrote of a ref rather than run git
+ * again: a ref someone else moved or made in between must still be
+ * refused by update-ref's compare-and-swap, never overwritten, and read
+ * afresh after the refusal.
+ */
+static void
+test_stale(void)
+{
+	struct ws_options wo = {
+	    "fedcba9876543210fedcba9876543210", 0, 0, NULL, NULL};
+	char *wt, *base, *repo, *c = NULL, *c2 = NULL, *cause = NULL, *s;
+	char *chosen = NULL, *r = NULL, *foreign, *got = NULL;
+	int permanent = -1;
+
+	repo = hostile_setup("stale", &wt, &base);
+	ws_configure(&wo);
+	sh("git -C stale commit -q --allow-empty -m foreign");
+	foreign = out("git -C stale rev-parse main");
+
+	/* A snapshot ref moved by someone else after this worker wrote it. */
+	put("state/worktrees/task-stale/a.txt", "a\n");
+	is_int(ws_snapshot(wt, "refs/orch/tasks/1", base, "s", &c, &note,
+	           &permanent, &cause),
+	    0, "stale: a snapshot");
+	sh("git -C stale update-ref refs/orch/tasks/1 %s", foreign);
+	put("state/worktrees/task-stale/a.txt", "b\n");
+	is_int(ws_snapshot(wt, "refs/orch/tasks/1", base, "s", &c2, &note,
+	           &permanent, &cause),
+	    -1, "stale: the next snapshot on a ref moved since is refused");
+	free(cause);
+	cause = NULL;
+	s = out("git -C stale rev-parse refs/orch/tasks/1");
+	is_str(s, foreign, "stale: ... and the ref keeps the other's value");
+	free(s);
+	is_int(ws_ref_get(wt, "refs/orch/tasks/1", &got, &cause), 0,
+	    "stale: after the refusal the ref is read again");
+	is_str(got, foreign, "stale: ... and its new value is seen");
+	free(got);
+	got = NULL;
+
+	/* A ref made by someone else after this worker saw none. */
+	is_int(ws_pick_ref(wt, "refs/orch/tasks/2", "refs/orch/tasks/2-x",
+	           &chosen, &permanent, &cause),
+	    0, "stale: pick a ref that does not exist");
+	sh("git -C stale update-ref refs/orch/tasks/2 %s", foreign);
+	is_int(
+	    ws_snapshot(wt, chosen, base, "s", &c2, &note, &permanent, &cause),
+	    -1, "stale: a snapshot on a ref made since is refused");
+	free(cause);
+	cause = NULL;
+	s = out("git -C stale rev-parse refs/orch/tasks/2");
+	is_str(s, foreign, "stale: ... and the ref is left alone");
+	free(s);
+	free(chosen);
+
+	/* A result branch made by someone else between the pick and the
+	 * squash. */
+	is_int(ws_pick_ref(wt, "refs/heads/orch/task-3",
+	           "refs/heads/orch/task-3-x", &chosen, &permanent, &cause),
+	    0, "stale: pick a branch that does not exist");
+	sh("git -C stale branch orch/task-3 %s", foreign);
+	is_int(ws_squash(wt, chosen + strlen("refs/heads/"), base, c, "m", &r,
+	           &permanent, &cause),
+	    -1, "stale: the squash onto a branch made since is refused");
+	free(cause);
+	cause = NULL;
+	s = out("git -C stale rev-parse orch/task-3");
+	is_str(s, foreign, "stale: ... and the branch is left alone");
+	free(s);
+	is_int(ws_squash(wt, chosen + strlen("refs/heads/"), base, c, "m", &r,
+	           &permanent, &cause),
+	    -1, "stale: tried again, it is read afresh");
+	ok(cause != NULL && strstr(cause, "not made by this state directory"),
+	    "stale: ... and refused as another's");
+	free(cause);
+	cause = NULL;
+	free(chosen);
+
+	/*
+	 * Refs read from git's files (no git process): packed, loose over
+	 * packed, gone, and a symbolic ref, which git is asked to follow.
+	 */
+	sh("git -C stale update-ref refs/orch/tasks/4 %s && "
+	   "git -C stale pack-refs --all && "
+	   "git -C stale update-ref refs/orch/tasks/5 %s && "
+	   "git -C stale pack-refs --all && "
+	   "git -C stale update-ref refs/orch/tasks/5 %s && "
+	   "git -C stale symbolic-ref refs/orch/tasks/6 refs/heads/main",
+	    base, base, foreign);
+	ws_configure(&wo); /* forget what was seen */
+	is_int(ws_ref_get(wt, "refs/orch/tasks/4", &got, &cause), 0,
+	    "files: a packed ref");
+	is_str(got, base, "files: ... its value");
+	free(got);
+	got = NULL;
+	is_int(ws_ref_get(wt, "refs/orch/tasks/5", &got, &cause), 0,
+	    "files: a loose ref over a packed one");
+	is_str(got, foreign, "files: ... the loose value");
+	free(got);
+	got = NULL;
+	is_int(ws_ref_get(wt, "refs/orch/tasks/6", &got, &cause), 0,
+	    "files: a symbolic ref");
+	is_str(got, foreign, "files: ... followed (by git)");
+	free(got);
+	got = (char *)"x";
+	is_int(ws_ref_get(wt, "refs/orch/tasks/40", &got, &cause), 0,
+	    "files: a ref that is neither loose nor packed");
+	ok(got == NULL, "files: ... does not exist");
+	sh("git -C stale update-ref -d refs/orch/tasks/4");
+	ws_configure(&wo);
+	got = (char *)"x";
+	is_int(ws_ref_get(wt, "refs/orch/tasks/4", &got, &cause), 0,
+	    "files: a packed ref deleted");
+	ok(got == NULL, "files: ... does not exist");
+	free(note);
+	note = NULL;
+	wo.state_id = NULL;
+	ws_configure(&wo);
+	free(c);
+	free(c2);
+	free(r);
+	free(foreign);
+	free(wt);
+	free(base);
+	free(repo);
+}
+
 int
 main(void)
 {
@@ -941,6 +1069,7 @@ main(void)
 	test_left_out();
 	test_slow();
 	test_results();
+	test_stale();
 	sh("rm -rf %s", tmp);
 	free(head);
 	free(branches);

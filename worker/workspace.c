@@ -42,6 +42,7 @@ struct pinned {
 	char *admin;   /* GIT_DIR: <common>/worktrees/NAME */
 	char *common;  /* the repository's common directory */
 	char **config; /* filter and diff driver settings turned off */
+	int files;     /* refs are files (1), not (0), not known yet (-1) */
 };
 
 static char *common_dir(const char *repo);
@@ -50,12 +51,159 @@ static struct pinned pinned[MAX_PINNED];
 static size_t npinned;
 static struct ws_options opts = {NULL, WS_MAX_FILE_BYTES, 0, NULL, NULL};
 
+/*
+ * What this worker already learnt from git, so that it does not run git
+ * again for it (each git is a process: most of a task's git cost).  Kept
+ * in this process only: a restarted worker asks git afresh.
+ *
+ * Commits never change: a commit's tree and whether its message has this
+ * state directory's trailer cannot go stale, nor a diffstat of two trees.
+ * A ref's value can: another process may move the ref after this worker
+ * read or wrote it.  A remembered value is therefore only ever used where
+ * update-ref's compare-and-swap guards it: as the OLD of the next update
+ * (a moved ref makes that update fail, and the value is forgotten), as the
+ * parent of the commit that update would publish, or to choose the ref
+ * that such an update then writes.  It is never a guess: it is what the
+ * ref held when this worker read it, or what this worker wrote.
+ */
+#define KNOWN_MAX 16
+struct known_ref {
+	char *common; /* the repository's common directory */
+	char *ref;
+	char *commit; /* NULL: the ref did not exist */
+};
+struct known_commit {
+	char *commit;
+	char *tree; /* NULL: not known */
+	int ours;   /* the trailer is ours: 1, 0, or -1 not known */
+};
+static struct known_ref krefs[KNOWN_MAX];
+static struct known_commit kcommits[KNOWN_MAX];
+static size_t nkrefs, nkcommits, kref_next, kcommit_next;
+static struct {
+	char *common, *base, *key, *stat;
+} kstat;
+
+static void
+known_clear(void)
+{
+	for (size_t i = 0; i < nkrefs; i++) {
+		free(krefs[i].common);
+		free(krefs[i].ref);
+		free(krefs[i].commit);
+	}
+	for (size_t i = 0; i < nkcommits; i++) {
+		free(kcommits[i].commit);
+		free(kcommits[i].tree);
+	}
+	nkrefs = nkcommits = kref_next = kcommit_next = 0;
+	free(kstat.common);
+	free(kstat.base);
+	free(kstat.key);
+	free(kstat.stat);
+	memset(&kstat, 0, sizeof kstat);
+}
+
 void
 ws_configure(const struct ws_options *o)
 {
+	/* Whether a commit is ours depends on the state id. */
+	known_clear();
 	opts = *o;
 	if (opts.max_file_bytes == 0)
 		opts.max_file_bytes = WS_MAX_FILE_BYTES;
+}
+
+static struct known_ref *
+kref_find(const char *common, const char *ref)
+{
+	for (size_t i = 0; i < nkrefs; i++) {
+		if (strcmp(krefs[i].common, common) == 0 &&
+		    strcmp(krefs[i].ref, ref) == 0)
+			return &krefs[i];
+	}
+	return NULL;
+}
+
+/* Remember that ref holds commit (NULL: does not exist). */
+static void
+kref_set(const char *common, const char *ref, const char *commit)
+{
+	struct known_ref *k = kref_find(common, ref);
+
+	if (k == NULL) {
+		if (nkrefs < KNOWN_MAX)
+			k = &krefs[nkrefs++];
+		else {
+			k = &krefs[kref_next++ % KNOWN_MAX];
+			free(k->common);
+			free(k->ref);
+			free(k->commit);
+		}
+		k->common = xstrdup(common);
+		k->ref = xstrdup(ref);
+	} else
+		free(k->commit);
+	k->commit = commit != NULL ? xstrdup(commit) : NULL;
+}
+
+/* After an update that failed: what ref holds is not known any more. */
+static void
+kref_forget(const char *common, const char *ref)
+{
+	struct known_ref *k = kref_find(common, ref);
+
+	if (k == NULL)
+		return;
+	free(k->common);
+	free(k->ref);
+	free(k->commit);
+	*k = krefs[--nkrefs];
+	memset(&krefs[nkrefs], 0, sizeof krefs[nkrefs]);
+}
+
+/* The facts known of commit, made empty when create and none are. */
+static struct known_commit *
+kcommit_get(const char *commit, int create)
+{
+	struct known_commit *k;
+
+	for (size_t i = 0; i < nkcommits; i++) {
+		if (strcmp(kcommits[i].commit, commit) == 0)
+			return &kcommits[i];
+	}
+	if (!create)
+		return NULL;
+	if (nkcommits < KNOWN_MAX)
+		k = &kcommits[nkcommits++];
+	else {
+		k = &kcommits[kcommit_next++ % KNOWN_MAX];
+		free(k->commit);
+		free(k->tree);
+	}
+	k->commit = xstrdup(commit);
+	k->tree = NULL;
+	k->ours = -1;
+	return k;
+}
+
+/* A commit this worker made: its tree (when known) and our trailer. */
+static void
+kcommit_made(const char *commit, const char *tree)
+{
+	struct known_commit *k = kcommit_get(commit, 1);
+
+	free(k->tree);
+	k->tree = tree != NULL ? xstrdup(tree) : NULL;
+	k->ours = 1;
+}
+
+static const char *
+kcommit_tree(const char *commit)
+{
+	struct known_commit *k = kcommit_get(commit, 0);
+
+	return k != NULL ? k->tree : NULL;
 }
 
 /*
@@ -571,6 +719,7 @@ pin_add(const char *dir, const char *absdir, char *admin, const char *common)
 	p->admin = admin;
 	p->common = xstrdup(common);
 	p->config = NULL;
+	p->files = -1;
 }
 
 /* Remove everything below the top directory, which stays: the worker's
@@ -740,17 +889,173 @@ ws_restore(const char *dir, const char *commit, char **cause)
 	return ws_git_quiet(dir, 1, clean, NULL, cause);
 }
 
+#define PACKED_MAX (4 * 1024 * 1024) /* bytes of packed-refs read */
+
+/*
+ * Whether the repository keeps its refs as files (git's "files" backend):
+ * then a ref of ours can be read without a git process.  Another backend
+ * (reftable) is chosen by extensions.refStorage in the repository's own
+ * configuration and keeps a reftable/ directory; a configuration that
+ * names either, or includes another file, or cannot be read whole, is
+ * left to git.
+ */
+static int
+refs_are_files(const char *common)
+{
+	char buf[256 * 1024], *path;
+	struct stat st;
+	ssize_t n;
+	int fd;
+
+	path = xasprintf("%s/reftable", common);
+	n = lstat(path, &st) == -1 && errno == ENOENT ? 0 : -1;
+	free(path);
+	if (n == -1)
+		return 0;
+	path = xasprintf("%s/config", common);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	free(path);
+	if (fd == -1)
+		return 0;
+	n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n < 0 || (size_t)n == sizeof buf - 1)
+		return 0;
+	buf[n] = '\0';
+	return strlen(buf) == (size_t)n &&
+	       strcasestr(buf, "refstorage") == NULL &&
+	       strcasestr(buf, "reftable") == NULL &&
+	       strcasestr(buf, "include") == NULL;
+}
+
+/* Whether ref is one of ours, with a name git would store as it is. */
+static int
+ref_is_plain(const char *ref)
+{
+	if (strncmp(ref, "refs/orch/", 10) != 0 &&
+	    strncmp(ref, "refs/heads/orch/", 16) != 0)
+		return 0;
+	if (strstr(ref, "..") != NULL || strstr(ref, "//") != NULL ||
+	    strstr(ref, "/.") != NULL || ref[strlen(ref) - 1] == '/')
+		return 0;
+	for (const char *c = ref; *c != '\0'; c++) {
+		if (strchr(
+		        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		        "0123456789/._-",
+		        *c) == NULL)
+			return 0;
+	}
+	return strlen(ref) < 5 || strcmp(ref + strlen(ref) - 5, ".lock") != 0;
+}
+
+/*
+ * ref of packed-refs: its "HASH NAME" line.  1 and *commit (NULL: no such
+ * line), or 0 when git must be asked (a file too large or unreadable).
+ */
+static int
+ref_read_packed(const char *common, const char *ref, char **commit)
+{
+	char *path, *buf, *p, *end;
+	size_t len = strlen(ref), n = 0;
+	ssize_t r = 0;
+	int fd;
+
+	path = xasprintf("%s/packed-refs", common);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	free(path);
+	if (fd == -1)
+		return errno == ENOENT;
+	buf = xmalloc(PACKED_MAX + 1);
+	while (n < PACKED_MAX && ((r = read(fd, buf + n, PACKED_MAX - n)) > 0 ||
+	                             (r == -1 && errno == EINTR)))
+		n += r > 0 ? (size_t)r : 0;
+	close(fd);
+	if (n == PACKED_MAX || r == -1) {
+		free(buf);
+		return 0;
+	}
+	buf[n] = '\0';
+	for (p = buf; p < buf + n; p = end + 1) {
+		size_t h = strspn(p, "0123456789abcdef");
+
+		if ((end = strchr(p, '\n')) == NULL)
+			end = buf + n;
+		if ((h == 40 || h == 64) && p[h] == ' ' &&
+		    (size_t)(end - p) == h + 1 + len &&
+		    strncmp(p + h + 1, ref, len) == 0) {
+			*commit = xstrndup(p, h);
+			break;
+		}
+	}
+	free(buf);
+	return 1;
+}
+
+/*
+ * Read a ref of ours from the files git keeps it in, as git itself does:
+ * the loose file <common>/REF, else its line in packed-refs, else it does
+ * not exist.  Git writes both files whole (a lock file renamed over them)
+ * and moves a ref into packed-refs before it removes the loose file, so a
+ * read sees an old value or a new one, never a torn one; either way the
+ * value is only used under update-ref's compare-and-swap.  1 and *commit
+ * (NULL: no such ref), or 0 when git must be asked: another ref backend,
+ * a name git might store otherwise, a symbolic ref, anything unexpected.
+ */
+static int
+ref_read_files(struct pinned *p, const char *ref, char **commit)
+{
+	char buf[128], *path;
+	ssize_t n;
+	int fd;
+
+	*commit = NULL;
+	if (!ref_is_plain(ref))
+		return 0;
+	if (p->files == -1)
+		p->files = refs_are_files(p->common);
+	if (!p->files)
+		return 0;
+	path = xasprintf("%s/%s", p->common, ref);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	free(path);
+	if (fd == -1)
+		return errno == ENOENT ? ref_read_packed(p->common, ref, commit)
+		                       : 0;
+	n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	if (buf[n - 1] != '\n')
+		return 0;
+	buf[n - 1] = '\0';
+	if (!is_hash(buf))
+		return 0;
+	*commit = xstrdup(buf);
+	return 1;
+}
+
 int
 ws_ref_get(const char *dir, const char *ref, char **commit, char **cause)
 {
 	char *spec, *line;
 	const char *args[] = {"rev-parse", "-q", "--verify", NULL, NULL};
 	struct git_status gs;
+	struct pinned *p = pin_find(dir);
+	struct known_ref *k;
 	int rc;
 
 	*commit = NULL;
 	if (check_arg("ref", ref, cause) == -1)
 		return -1;
+	if (p != NULL && (k = kref_find(p->common, ref)) != NULL) {
+		*commit = k->commit != NULL ? xstrdup(k->commit) : NULL;
+		return 0;
+	}
+	if (p != NULL && ref_read_files(p, ref, commit)) {
+		kref_set(p->common, ref, *commit);
+		return 0;
+	}
 	spec = xasprintf("%s^{commit}", ref);
 	args[3] = spec;
 	rc = ws_git_line(dir, 1, args, NULL, &line, &gs, cause);
@@ -760,6 +1065,8 @@ ws_ref_get(const char *dir, const char *ref, char **commit, char **cause)
 		if (gs.exit == 1) {
 			free(*cause);
 			*cause = NULL;
+			if (p != NULL)
+				kref_set(p->common, ref, NULL);
 			return 0;
 		}
 		return -1;
@@ -769,6 +1076,8 @@ ws_ref_get(const char *dir, const char *ref, char **commit, char **cause)
 		free(line);
 		return -1;
 	}
+	if (p != NULL)
+		kref_set(p->common, ref, line);
 	*commit = line;
 	return 0;
 }
@@ -786,11 +1095,16 @@ is_ours(const char *dir, const char *commit, int *ours, char **cause)
 	const char *args[] = {
 	    "log", "-1", "--no-show-signature", format, commit, "--", NULL};
 	struct buf out;
+	struct known_commit *k;
 	char *p;
 
 	*ours = 1;
 	if (opts.state_id == NULL)
 		return 0;
+	if ((k = kcommit_get(commit, 0)) != NULL && k->ours != -1) {
+		*ours = k->ours;
+		return 0;
+	}
 	if (ws_git(dir, 1, args, NULL, &out, NULL, cause) == -1) {
 		free(out.buf);
 		return -1;
@@ -806,6 +1120,7 @@ is_ours(const char *dir, const char *commit, int *ours, char **cause)
 			p++;
 	}
 	free(out.buf);
+	kcommit_get(commit, 1)->ours = *ours;
 	return 0;
 }
 
@@ -865,15 +1180,28 @@ ws_pick_ref(const char *dir, const char *ref, const char *alt, char **chosen,
 	return 0;
 }
 
-/* Point ref at new, provided it still points at old ("" = must not exist). */
+/*
+ * Point ref at new, provided it still points at old ("" = must not exist):
+ * git compares and swaps under the ref's lock.  old is what this worker
+ * read or wrote, so a ref someone else moved since is refused, not lost.
+ */
 static int
 update_ref(const char *dir, const char *ref, const char *new, const char *old,
     struct git_status *gs, char **cause)
 {
 	const char *args[] = {
 	    "update-ref", "-m", "orch-supervisor", ref, new, old, NULL};
+	struct pinned *p = pin_find(dir);
+	int rc;
 
-	return ws_git_quiet(dir, 1, args, gs, cause);
+	rc = ws_git_quiet(dir, 1, args, gs, cause);
+	if (p != NULL) {
+		if (rc == 0)
+			kref_set(p->common, ref, new);
+		else
+			kref_forget(p->common, ref);
+	}
+	return rc;
 }
 
 /*
@@ -904,6 +1232,7 @@ commit_tree(const char *dir, const char *tree, const char *parent,
 		gs->transient = 0;
 		return -1;
 	}
+	kcommit_made(*commit, is_hash(tree) ? tree : NULL);
 	return 0;
 }
 
@@ -930,6 +1259,45 @@ note_add(char **note, size_t *count, const char *fmt, ...)
 }
 
 /*
+ * Whether the workspace may hold what a snapshot leaves out: a regular
+ * file over the size limit, or a ".git" below the top (a nested
+ * repository).  Walking a small workspace costs far less than a git
+ * process; git lists the candidates only when the walk finds one, so the
+ * rule stays git's (changed and untracked files, not ignored ones).  The
+ * walk gives up (and git is asked) past WALK_MAX entries, on anything it
+ * cannot stat or read, and at a ".git" anywhere but the top, where it is
+ * the worktree's own file (git never looks inside either).  Symbolic links
+ * are not followed.  Nothing else runs in the workspace while it snapshots.
+ */
+#define WALK_MAX 1000
+static size_t walk_seen;
+
+static int
+walk_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	if (ftw->level == 0)
+		return FTW_CONTINUE;
+	if (strcmp(path + ftw->base, ".git") == 0) {
+		if (ftw->level > 1)
+			return FTW_STOP;
+		return flag == FTW_D ? FTW_SKIP_SUBTREE : FTW_CONTINUE;
+	}
+	if (++walk_seen > WALK_MAX || flag == FTW_NS || flag == FTW_DNR)
+		return FTW_STOP;
+	if (flag == FTW_F && S_ISREG(st->st_mode) &&
+	    (uint64_t)st->st_size > opts.max_file_bytes)
+		return FTW_STOP;
+	return FTW_CONTINUE;
+}
+
+static int
+snapshot_may_exclude(const char *dir)
+{
+	walk_seen = 0;
+	return nftw(dir, walk_entry, 16, FTW_PHYS | FTW_ACTIONRETVAL) != 0;
+}
+
+/*
  * What a snapshot must leave out, as git pathspecs (NUL-separated, after
  * "."), and a note for the model naming them: nested repositories (a
  * directory with its own .git: git cannot add its files, and an empty one
@@ -951,6 +1319,11 @@ snapshot_excludes(const char *dir, char **spec, size_t *speclen, char **note,
 	big.outmax = LIST_MAX_OUT;
 	big.timeout_ms = opts.timeout_s * 1000;
 	memcpy(s, ".", 2);
+	if (!snapshot_may_exclude(dir)) {
+		*spec = s;
+		*speclen = n;
+		return 0;
+	}
 	if (ws_git(dir, 1, args, &big, &out, gs, cause) == -1) {
 		free(out.buf);
 		free(s);
@@ -1058,8 +1431,16 @@ ws_snapshot(const char *dir, const char *ref, const char *parent,
 		    xasprintf("%s does not exist and there is no parent", ref);
 		goto out;
 	} else if (check_arg("parent", parent, cause) == -1 ||
-	           rev_parse(dir, parent, "commit", &base, cause) == -1)
+	           (!is_hash(parent) &&
+	               rev_parse(dir, parent, "commit", &base, cause) == -1))
 		goto out;
+	else if (base == NULL) {
+		/*
+		 * A full hash (the task's base commit) needs no git to name
+		 * it: commit-tree -p refuses one that is not a commit.
+		 */
+		base = xstrdup(parent);
+	}
 
 	/*
 	 * The worktree's own index (in .git/worktrees/NAME, not the user's)
@@ -1073,8 +1454,7 @@ ws_snapshot(const char *dir, const char *ref, const char *parent,
 	in.in = spec;
 	in.timeout_ms = opts.timeout_s * 1000;
 	if (ws_git(dir, 1, add, &in, &added, &gs, cause) == -1 ||
-	    ws_git_line(dir, 1, write_tree, NULL, &tree, &gs, cause) == -1 ||
-	    rev_parse(dir, base, "tree", &base_tree, cause) == -1)
+	    ws_git_line(dir, 1, write_tree, NULL, &tree, &gs, cause) == -1)
 		goto out;
 	if (!is_hash(tree)) {
 		*cause = xstrdup("git write-tree: unexpected output");
@@ -1084,8 +1464,14 @@ ws_snapshot(const char *dir, const char *ref, const char *parent,
 	/*
 	 * Nothing changed: no commit, unless the ref is new.  Its first
 	 * commit is always one of ours, with this state directory's trailer,
-	 * so that a ref that exists can be told to be ours or not.
+	 * so that a ref that exists can be told to be ours or not.  The
+	 * tree of the last snapshot this worker made is known.
 	 */
+	if (old != NULL && kcommit_tree(old) != NULL)
+		base_tree = xstrdup(kcommit_tree(old));
+	else if (old != NULL &&
+	         rev_parse(dir, base, "tree", &base_tree, cause) == -1)
+		goto out;
 	if (old != NULL && strcmp(tree, base_tree) == 0) {
 		*commit = base;
 		base = NULL;
@@ -1140,7 +1526,11 @@ ws_squash(const char *dir, const char *branch, const char *base,
 	if (message == NULL)
 		message = "";
 	ref = xasprintf("refs/heads/%s", branch);
-	tree = xasprintf("%s^{tree}", commit);
+	/* The result has the snapshot's tree: its hash when it is known. */
+	if (kcommit_tree(commit) != NULL)
+		tree = xstrdup(kcommit_tree(commit));
+	else
+		tree = xasprintf("%s^{tree}", commit);
 	if (ws_ref_get(dir, ref, &old, cause) == -1 ||
 	    (old != NULL && is_ours(dir, old, &ours, cause) == -1)) {
 		gs.transient = 1;
@@ -1202,18 +1592,46 @@ diff_cut(const char *dir, const char *const *args, size_t max, const char *what,
 	return 0;
 }
 
+/*
+ * The diffstat of two commits is that of their trees: a snapshot and the
+ * result squashed from it (the same tree on the same base) have one.
+ * The last one is kept, by the tree when this worker made the commit.
+ */
 int
 ws_diffstat(const char *dir, const char *base, const char *commit, char **out,
     char **cause)
 {
 	const char *args[] = {"diff", "--no-color", "--no-ext-diff",
 	    "--no-textconv", "--stat", base, commit, "--", NULL};
+	struct pinned *p = pin_find(dir);
+	const char *key = kcommit_tree(commit);
 
 	*out = NULL;
 	if (check_arg("base", base, cause) == -1 ||
 	    check_arg("commit", commit, cause) == -1)
 		return -1;
-	return diff_cut(dir, args, DIFFSTAT_MAX, "diffstat", out, cause);
+	if (key == NULL)
+		key = commit;
+	if (p != NULL && kstat.stat != NULL &&
+	    strcmp(kstat.common, p->common) == 0 &&
+	    strcmp(kstat.base, base) == 0 && strcmp(kstat.key, key) == 0) {
+		*out = xstrdup(kstat.stat);
+		return 0;
+	}
+	if (diff_cut(dir, args, DIFFSTAT_MAX, "diffstat", out, cause) == -1)
+		return -1;
+	/* A name (a branch) may move; a hash names one commit for good. */
+	if (p != NULL && is_hash(base) && is_hash(commit)) {
+		free(kstat.common);
+		free(kstat.base);
+		free(kstat.key);
+		free(kstat.stat);
+		kstat.common = xstrdup(p->common);
+		kstat.base = xstrdup(base);
+		kstat.key = xstrdup(key);
+		kstat.stat = xstrdup(*out);
+	}
+	return 0;
 }
 
 int

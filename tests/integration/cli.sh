@@ -222,4 +222,20 @@ is "$(backup_query "$b" "SELECT id || ':' || status FROM tasks ORDER BY id" 2>&1
 	"1:failed 2:completed 3:cancelled 4:completed 5:pending" "that backup holds the tasks"
 run_sup out backup "$T/no/such/dir/backup.db"
 is "$rc" 1 "a backup to a missing directory exits 1"
+
+# submit reads the top, the git directory and HEAD with one git: from a
+# directory inside the repository the task gets the top; a path with a
+# line break (which would shift git's lines) is refused.
+mkdir -p "$T/repo/deep/er"
+run_sup out submit "From below" --repo "$T/repo/deep/er"
+is "$rc" 0 "submit from a directory inside the repository exits 0"
+is "$(sq "SELECT repo || ' ' || base_commit FROM tasks WHERE id=$(cat "$T/out")")" \
+	"$(cd "$T/repo" && pwd -P) $(git -C "$T/repo" rev-parse HEAD)" \
+	"... and the task has the top of the repository and its HEAD"
+make_repo "$T/line
+break"
+run_sup out submit "x" --repo "$T/line
+break"
+is "$rc" 1 "submit of a repository whose path has a line break exits 1"
+like "$(cat "$T/out")" 'line break' "... saying why"
 done_testing

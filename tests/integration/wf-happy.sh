@@ -52,8 +52,12 @@ is "$(sq 'SELECT status FROM tasks WHERE id=1')" completed "status is completed"
 gits() { sed -n "s/.*stage=$1 msg=\"git \(.*\) in .*/\1/p" "$T/service.log" | tr '\n' ' '; }
 is "$(gits planning)" "worktree add " "planning ran git once: worktree add"
 is "$(gits reviewing)" "diff " "reviewing ran git once: diff"
-like "$(gits implementing)" '(commit-tree update-ref diff $)' \
-	"implementing ends with the squash (commit-tree, update-ref) and the diffstat"
+# Each snapshot is add and write-tree, then commit-tree and update-ref when
+# the tree changed; the refs are read from their files, the snapshot's tree
+# and the diffstat asked once (the squashed result has the snapshot's tree).
+is "$(gits implementing)" "add write-tree commit-tree update-ref add write-tree \
+commit-tree update-ref add write-tree diff commit-tree update-ref " \
+	"implementing runs no git for what it knows (no rev-parse, ls-files, second diff)"
 is "$(grep -E 'msg="git (reset|clean) ' "$T/service.log" | sed 's/.*stage=//')" "" \
 	"no stage restored the worktree (no reset, no clean)"
 # The terminal tools only check the journaled reply's arguments: a replay

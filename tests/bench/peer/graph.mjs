@@ -141,11 +141,47 @@ function serially(fn) {
 
 const line = async (dir, argv, o) => (await git(dir, argv, o)).out.trim();
 
-// A ref's commit, or null when it does not exist (rev-parse -q: exit 1).
-async function refGet(wt, ref) {
-  const r = await git(wt.dir, ["rev-parse", "-q", "--verify",
-    `${ref}^{commit}`], { wt, ok: [0, 1] });
-  return r.code === 0 ? r.out.trim() : null;
+// A ref's commit, or null when it does not exist, read from git's files
+// as orch-worker reads them (the repository's refs are files): the loose
+// file, else its line in packed-refs.
+function refGet(ref) {
+  try {
+    const v = fs.readFileSync(path.join(args.gitdir, ref), "utf8");
+    if (!/^[0-9a-f]{40}\n$/.test(v)) throw new Error(`${ref}: ${v}`);
+    return v.trim();
+  } catch (e) {
+    if (e.code !== "ENOENT") throw e;
+  }
+  let packed = "";
+  try {
+    packed = fs.readFileSync(path.join(args.gitdir, "packed-refs"), "utf8");
+  } catch (e) {
+    if (e.code !== "ENOENT") throw e;
+  }
+  const m = packed.split("\n").find((l) => l.endsWith(` ${ref}`));
+  return m ? m.split(" ")[0] : null;
+}
+
+// Whether the workspace may hold a file over the snapshot limit or a
+// nested repository (orch-worker's walk before a snapshot; git's ls-files
+// is asked only when it may): none here.
+function mayExclude(root, sub = "", seen = { n: 0 }) {
+  for (const d of fs.readdirSync(path.join(root, sub),
+    { withFileTypes: true })) {
+    const rel = sub ? `${sub}/${d.name}` : d.name;
+    if (d.name === ".git") {
+      if (sub) return true;
+      continue;
+    }
+    if (++seen.n > 1000) return true;
+    if (d.isDirectory()) {
+      if (mayExclude(root, rel, seen)) return true;
+    } else if (d.isFile() &&
+               fs.lstatSync(path.join(root, rel)).size > 52428800) {
+      return true;
+    }
+  }
+  return false;
 }
 
 const withTrailer = (m) =>
@@ -235,6 +271,7 @@ const State = Annotation.Root({
   base: Annotation(),
   plan: Annotation(),
   snapshot: Annotation(),
+  stat: Annotation(),
   result: Annotation(),
   verdict: Annotation(),
 });
@@ -256,8 +293,8 @@ async function implementing(s) {
   const ref = `refs/orch/tasks/${s.id}`;
   const branch = `refs/heads/orch/task-${s.id}`;
   // The snapshot ref: ours unless another state directory made it.
-  await refGet(wt, `${ref}-${SHORT}`);
-  await refGet(wt, ref);
+  refGet(`${ref}-${SHORT}`);
+  const old = refGet(ref);
   const msgs = [{ role: "user", content:
     `Request:\n${REQUEST}\n\nThe approved plan:\n${s.plan}` }];
   const w = await chat(s.id, "implementing", msgs);
@@ -267,37 +304,31 @@ async function implementing(s) {
     type: "function", function: { name: w.name, arguments: w.arguments } }] },
   { role: "tool", tool_call_id: w.id,
     content: `wrote ${Buffer.byteLength(content)} bytes to ${w.args.path}` });
-  // The snapshot after the step (ws_snapshot).
-  const old = await refGet(wt, ref);
-  const base = old ?? await line(wt.dir, ["rev-parse", "-q", "--verify",
-    `${s.base}^{commit}`], { wt });
-  await git(wt.dir, ["ls-files", "-z", "-m", "-o", "--exclude-standard"],
-    { wt });
+  // The snapshot after the step (ws_snapshot): a new ref, so no tree to
+  // compare with; the base is the full hash submission read.
+  const base = old ?? s.base;
+  if (mayExclude(wt.dir))
+    throw new Error("the benchmark's workspace has nothing to leave out");
   await git(wt.dir, ["add", "-A", "--pathspec-from-file=-",
     "--pathspec-file-nul"], { wt, input: ".\0" });
   const tree = await line(wt.dir, ["write-tree"], { wt });
-  await line(wt.dir, ["rev-parse", "-q", "--verify", `${base}^{tree}`],
-    { wt });
   const snap = await line(wt.dir, ["commit-tree", "--no-gpg-sign", tree, "-p",
     base], { wt, input: withTrailer(`implementing step 1: ${w.name}`) });
   await git(wt.dir, ["update-ref", "-m", "orch-supervisor", ref, snap,
     old ?? ""], { wt });
-  const stat = ["diff", "--no-color", "--no-ext-diff", "--no-textconv",
-    "--stat", s.base];
-  await git(wt.dir, [...stat, snap, "--"], { wt });
+  // Changed at all (finish)?  The one diffstat, kept for the result.
+  const stat = (await git(wt.dir, ["diff", "--no-color", "--no-ext-diff",
+    "--no-textconv", "--stat", s.base, snap, "--"], { wt })).out;
   const f = await chat(s.id, "implementing", msgs);
-  // Changed at all?  Then the result branch, squashed (ws_squash).
-  await git(wt.dir, [...stat, snap, "--"], { wt });
-  await refGet(wt, `${branch}-${SHORT}`);
-  await refGet(wt, branch);
-  const had = await refGet(wt, branch);
-  const result = await line(wt.dir, ["commit-tree", "--no-gpg-sign",
-    `${snap}^{tree}`, "-p", s.base],
+  // The result branch, squashed (ws_squash): the snapshot's tree.
+  refGet(`${branch}-${SHORT}`);
+  const had = refGet(branch);
+  const result = await line(wt.dir, ["commit-tree", "--no-gpg-sign", tree,
+    "-p", s.base],
   { wt, input: withTrailer(`${REQUEST}\n\n${f.args.summary}`) });
   await git(wt.dir, ["update-ref", "-m", "orch-supervisor", branch, result,
     had ?? ""], { wt });
-  await git(wt.dir, [...stat, result, "--"], { wt });
-  return { snapshot: snap, result };
+  return { snapshot: snap, result, stat };
 }
 
 async function reviewing(s) {
@@ -341,10 +372,10 @@ const graph = new StateGraph(State)
 // A task: the repository checked as orch-supervisor's API checks it on
 // submission, then the graph on a thread of its own.
 async function runTask(id) {
-  await line(args.repo, ["rev-parse", "--show-toplevel"]);
-  const base = await line(args.repo, ["rev-parse", "--verify", "-q",
-    "HEAD^{commit}"]);
-  args.gitdir = await line(args.repo, ["rev-parse", "--absolute-git-dir"]);
+  const [, gitdir, base] = (await line(args.repo, ["rev-parse",
+    "--show-toplevel", "--absolute-git-dir", "--verify", "-q",
+    "HEAD^{commit}"])).split("\n");
+  args.gitdir = gitdir;
   await graph.invoke({ id, base }, {
     configurable: { thread_id: `task-${id}` }, durability: "sync",
   });
