@@ -203,6 +203,15 @@ int origin_is_url(const char *repo);
 int origin_parse(const char *repo, char **url, char **branch, char **cause);
 /* Heartbeat and time limit of the network calls (0: ORIGIN_TIMEOUT_S). */
 void origin_configure(void (*tick)(void *), void *arg, unsigned timeout_s);
+/*
+ * The fence of this process's pushes: the lease epoch its task runs under
+ * on a shared database (0: none, a single service).  Commits made under it
+ * carry the trailer "Orch-Epoch: N" (the workspace writes it), and a push
+ * never goes over an origin's ref whose commit names a higher epoch: a
+ * node that lost the task to another cannot move the other's refs back.
+ */
+#define ORIGIN_EPOCH_TRAILER "Orch-Epoch"
+void origin_set_epoch(uint64_t epoch);
 /* The mirror of url under state_dir/repos ("NAME-HASH.git"). */
 char *origin_mirror(const char *state_dir, const char *url, char **cause);
 /*

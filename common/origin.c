@@ -37,6 +37,7 @@
 static void (*origin_tick)(void *);
 static void *origin_arg;
 static unsigned origin_timeout_s = ORIGIN_TIMEOUT_S;
+static uint64_t origin_epoch; /* origin_set_epoch */
 
 /*
  * stderr of a fetch or push that will fail again however often it is
@@ -68,6 +69,12 @@ origin_configure(void (*tick)(void *), void *arg, unsigned timeout_s)
 	origin_tick = tick;
 	origin_arg = arg;
 	origin_timeout_s = timeout_s > 0 ? timeout_s : ORIGIN_TIMEOUT_S;
+}
+
+void
+origin_set_epoch(uint64_t epoch)
+{
+	origin_epoch = epoch;
 }
 
 int
@@ -608,23 +615,28 @@ out:
 	return rc;
 }
 
-/* Whether commit carries this state directory's trailer. */
+/*
+ * Whether commit carries this state directory's trailer, and the highest
+ * lease epoch its trailers name (0: none).
+ */
 static int
 is_ours(const char *mirror, const char *commit, const char *state_id, int *ours,
-    char **cause)
+    uint64_t *epoch, char **cause)
 {
 	static const char format[] =
-	    "--format=%(trailers:key=" TRAILER_KEY ",valueonly)";
+	    "--format=%(trailers:key=" TRAILER_KEY
+	    ")%(trailers:key=" ORIGIN_EPOCH_TRAILER ")";
 	const char *args[] = {
 	    "log", "-1", "--no-show-signature", format, commit, "--", NULL};
+	const size_t ns = strlen(TRAILER_KEY ": "),
+	             ne = strlen(ORIGIN_EPOCH_TRAILER ": ");
 	struct git_opts o;
 	struct git_status gs;
 	struct buf out;
 	char *gitcause;
 
 	*ours = state_id == NULL;
-	if (state_id == NULL)
-		return 0;
+	*epoch = 0;
 	net_opts(&o, mirror, 0);
 	if (git_run(&o, args, &out, &gs, &gitcause) == -1) {
 		free(out.buf);
@@ -633,9 +645,19 @@ is_ours(const char *mirror, const char *commit, const char *state_id, int *ours,
 	}
 	for (char *p = out.buf; *p != '\0';) {
 		size_t n = strcspn(p, "\n");
+		unsigned long long e;
+		char *end;
 
-		if (n == strlen(state_id) && strncmp(p, state_id, n) == 0)
+		if (state_id != NULL && n == ns + strlen(state_id) &&
+		    strncmp(p, TRAILER_KEY ": ", ns) == 0 &&
+		    strncmp(p + ns, state_id, n - ns) == 0)
 			*ours = 1;
+		if (n > ne && strncmp(p, ORIGIN_EPOCH_TRAILER ": ", ne) == 0) {
+			errno = 0;
+			e = strtoull(p + ne, &end, 10);
+			if (errno == 0 && end == p + n && e > *epoch)
+				*epoch = e;
+		}
 		p += n;
 		if (*p == '\n')
 			p++;
@@ -709,6 +731,7 @@ origin_push_as(const char *mirror, const char *url, const char *from,
 	struct git_opts o;
 	struct git_status gs;
 	struct buf out;
+	uint64_t epoch;
 	int fd, rc = -1, ours;
 
 	*pushed = 0;
@@ -733,8 +756,20 @@ origin_push_as(const char *mirror, const char *url, const char *from,
 		/* Never over a ref someone else made: look at it first. */
 		if (fetch_one(mirror, url, ref, permanent, cause) == -1)
 			goto out;
-		if (is_ours(mirror, value, state_id, &ours, cause) == -1)
+		if (is_ours(mirror, value, state_id, &ours, &epoch, cause) ==
+		    -1)
 			goto out;
+		if (ours && origin_epoch > 0 && epoch > origin_epoch) {
+			*permanent = 1;
+			*cause =
+			    xasprintf("%s (refused: permanent): %s is at a "
+			              "commit made under lease epoch %llu, "
+			              "this worker's is %llu: another node "
+			              "has taken the task over",
+			        url, ref, (unsigned long long)epoch,
+			        (unsigned long long)origin_epoch);
+			goto out;
+		}
 		if (!ours) {
 			*permanent = 1;
 			*cause = xasprintf("%s (refused: permanent): %s exists "

@@ -424,6 +424,9 @@ int store_lease_claim(struct store *, int64_t only_task, size_t max,
     unsigned per_repo, int64_t *ids, size_t *n);
 /* Whether this connection holds a live (not lost) lease on task. */
 int store_lease_held(struct store *, int64_t task);
+/* The epoch of this connection's live lease on task, else 0: the fence
+ * a worker writes into the commits it pushes (origin_set_epoch). */
+int64_t store_lease_epoch(struct store *, int64_t task);
 /* How many leases this connection holds, lost ones not counted. */
 size_t store_lease_count(struct store *);
 /* The tasks of the live leases this connection holds, at most max in

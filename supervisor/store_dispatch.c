@@ -695,6 +695,13 @@ store_lease_held(struct store *s, int64_t task)
 	return s->ops->lease_held == NULL ? 0 : s->ops->lease_held(s->be, task);
 }
 
+int64_t
+store_lease_epoch(struct store *s, int64_t task)
+{
+	return s->ops->lease_epoch == NULL ? 0
+	                                   : s->ops->lease_epoch(s->be, task);
+}
+
 size_t
 store_lease_count(struct store *s)
 {

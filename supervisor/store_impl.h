@@ -105,6 +105,7 @@ struct store_ops {
 	int (*lease_claim)(
 	    struct store_be *, int64_t, size_t, unsigned, int64_t *, size_t *);
 	int (*lease_held)(struct store_be *, int64_t);
+	int64_t (*lease_epoch)(struct store_be *, int64_t);
 	size_t (*lease_count)(struct store_be *);
 	size_t (*lease_list)(struct store_be *, int64_t *, size_t);
 	int (*lease_release)(struct store_be *, int64_t);

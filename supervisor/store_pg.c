@@ -1669,6 +1669,14 @@ pg_lease_held(struct store_be *s, int64_t task)
 	return l != NULL && !l->lost;
 }
 
+static int64_t
+pg_lease_epoch(struct store_be *s, int64_t task)
+{
+	struct pg_lease *l = pg_lease_find(s, task);
+
+	return l != NULL && !l->lost ? l->epoch : 0;
+}
+
 static size_t
 pg_lease_count(struct store_be *s)
 {
@@ -3418,6 +3426,7 @@ const struct store_ops store_pg_ops = {
     .node_leave = pg_node_leave,
     .lease_claim = pg_lease_claim,
     .lease_held = pg_lease_held,
+    .lease_epoch = pg_lease_epoch,
     .lease_count = pg_lease_count,
     .lease_list = pg_lease_list,
     .lease_release = pg_lease_release,

@@ -464,6 +464,76 @@ test_take(void)
 	free(origin);
 }
 
+/*
+ * The lease fence (issue 13): a worker of a node that lost its task (a
+ * paused machine woken after another node took the task over) pushes a
+ * snapshot ref; the origin's ref is at a commit made under a later epoch
+ * by the node that holds the task now: refused, and left alone.
+ */
+static void
+fence_commit(const char *mirror, int epoch, const char *msg)
+{
+	if (sh("set -e; cd %s; t=$(git rev-parse 'refs/origin/HEAD^{tree}'); "
+	       "c=$(printf '%s\n\nOrch-State: S1\nOrch-Epoch: %d\n' | "
+	       "git -c user.name=t -c user.email=t@t commit-tree $t); "
+	       "git update-ref refs/orch/tasks/7 $c",
+	        mirror, msg, epoch) != 0)
+		abort();
+}
+
+static void
+test_fence(void)
+{
+	char *origin = xasprintf("%s/origin3.git", tmp);
+	char *url = xasprintf("file://%s", origin);
+	char *mirror = xasprintf("%s/repos/f.git", tmp);
+	char *commit = NULL, *cause = NULL, *before, *after;
+	int permanent, pushed, rc;
+
+	if (sh("set -e; cd %s; git init -q -b main work3; cd work3; "
+	       "echo a > a; git add a; git -c user.name=t -c user.email=t@t "
+	       "commit -qm base; git clone -q --bare . %s",
+	        tmp, origin) != 0 ||
+	    origin_sync(mirror, url, NULL, &commit, &permanent, &cause) == -1)
+		abort();
+	free(commit);
+	fence_commit(mirror, 2, "under epoch 2");
+	origin_set_epoch(2);
+	rc = origin_push(mirror, url, "refs/orch/tasks/7", "S1", &pushed,
+	    &permanent, &cause);
+	ok(rc == 0 && pushed, "a snapshot of epoch 2 is pushed");
+	before = rev(origin, "refs/orch/tasks/7");
+	fence_commit(mirror, 1, "stale, under epoch 1");
+	origin_set_epoch(1);
+	rc = origin_push(mirror, url, "refs/orch/tasks/7", "S1", &pushed,
+	    &permanent, &cause);
+	ok(rc == -1 && permanent && cause != NULL &&
+	        strstr(cause, "lease epoch 2, this worker's is 1") != NULL,
+	    "a worker of epoch 1 cannot push over epoch 2's ref: permanent, "
+	    "and said why");
+	if (rc == 0 || cause == NULL || strstr(cause, "epoch 2") == NULL)
+		printf("#   %s\n", cause ? cause : "(no cause)");
+	after = rev(origin, "refs/orch/tasks/7");
+	is_str(after, before, "... and the origin's ref is left alone");
+	free(after);
+	free(cause);
+	cause = NULL;
+	fence_commit(mirror, 3, "under epoch 3");
+	origin_set_epoch(3);
+	rc = origin_push(mirror, url, "refs/orch/tasks/7", "S1", &pushed,
+	    &permanent, &cause);
+	ok(rc == 0 && pushed, "the next epoch's worker pushes over it");
+	after = rev(origin, "refs/orch/tasks/7");
+	ok(strcmp(after, before) != 0, "... and the ref moved");
+	free(after);
+	free(before);
+	free(cause);
+	origin_set_epoch(0);
+	free(mirror);
+	free(url);
+	free(origin);
+}
+
 int
 main(void)
 {
@@ -475,6 +545,7 @@ main(void)
 	test_env();
 	test_push();
 	test_take();
+	test_fence();
 	sh("rm -rf %s", tmp);
 	return tap_done();
 }

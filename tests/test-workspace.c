@@ -440,7 +440,7 @@ test_hostile_config(void)
 static void
 test_left_out(void)
 {
-	struct ws_options wo = {NULL, 1000, 0, NULL, NULL};
+	struct ws_options wo = {NULL, 1000, 0, NULL, NULL, 0};
 	char *wt, *base, *repo, *c = NULL, *cause = NULL, *s;
 	int permanent = -1;
 
@@ -510,7 +510,7 @@ test_left_out(void)
 static void
 test_slow(void)
 {
-	struct ws_options wo = {NULL, 0, 0, count_tick, NULL};
+	struct ws_options wo = {NULL, 0, 0, count_tick, NULL, 0};
 	char *wt, *base, *repo, *c = NULL, *cause = NULL, *git, *path, *saved;
 	int permanent = -1;
 
@@ -564,7 +564,7 @@ static void
 test_results(void)
 {
 	struct ws_options wo = {
-	    "0123456789abcdef0123456789abcdef", 0, 0, NULL, NULL};
+	    "0123456789abcdef0123456789abcdef", 0, 0, NULL, NULL, 0};
 	char *wt, *base, *repo, *c = NULL, *cause = NULL, *msg, *r = NULL, *s;
 	char *chosen = NULL, *foreign;
 	int permanent = -1;
@@ -669,7 +669,7 @@ static void
 test_stale(void)
 {
 	struct ws_options wo = {
-	    "fedcba9876543210fedcba9876543210", 0, 0, NULL, NULL};
+	    "fedcba9876543210fedcba9876543210", 0, 0, NULL, NULL, 0};
 	char *wt, *base, *repo, *c = NULL, *c2 = NULL, *cause = NULL, *s;
 	char *chosen = NULL, *r = NULL, *foreign, *got = NULL;
 	int permanent = -1;

@@ -218,7 +218,7 @@ stage_workspace(void)
 	int clean = cur->start->workspace_clean != 0;
 	struct ws_options wo = {cur->start->state_id,
 	    cur->start->snapshot_max_file_bytes, cur->cmd_timeout_s,
-	    wio_heartbeat, NULL};
+	    wio_heartbeat, NULL, 0};
 	char *cause, *alt, *ref;
 	int made, pending = 0, permanent;
 

@@ -93,6 +93,9 @@ struct ws_options {
 	unsigned timeout_s;      /* limit of each git of a snapshot (0: none) */
 	void (*tick)(void *);    /* called while git runs (heartbeat) */
 	void *arg;
+	/* With state_id, written as the trailer "Orch-Epoch: N" too when
+	 * not 0: the task's lease epoch (origin_set_epoch). */
+	uint64_t epoch;
 };
 void ws_configure(const struct ws_options *);
 

@@ -49,7 +49,7 @@ static char *common_dir(const char *repo);
 
 static struct pinned pinned[MAX_PINNED];
 static size_t npinned;
-static struct ws_options opts = {NULL, WS_MAX_FILE_BYTES, 0, NULL, NULL};
+static struct ws_options opts = {NULL, WS_MAX_FILE_BYTES, 0, NULL, NULL, 0};
 
 /*
  * What this worker already learnt from git, so that it does not run git
@@ -1134,6 +1134,11 @@ with_trailer(const char *message)
 		n--;
 	if (opts.state_id == NULL)
 		return xasprintf("%.*s\n", (int)n, message);
+	if (opts.epoch > 0)
+		return xasprintf("%.*s%s" TRAILER ": %s\n" ORIGIN_EPOCH_TRAILER
+		                 ": %llu\n",
+		    (int)n, message, n > 0 ? "\n\n" : "", opts.state_id,
+		    (unsigned long long)opts.epoch);
 	return xasprintf("%.*s%s" TRAILER ": %s\n", (int)n, message,
 	    n > 0 ? "\n\n" : "", opts.state_id);
 }
