@@ -73,6 +73,7 @@ static const struct var vars[] = {
     {"ORCH_VERIFY_COMMAND", V_STR, S(verify_command), 0, 0},
     {"ORCH_SANDBOX_PROFILES_DIR", V_STR, S(profiles_dir), 0, 0},
     {"ORCH_WORKER_PATH", V_STR, S(worker_path), 0, 0},
+    {"ORCH_MODEL_PATH", V_STR, S(model_path), 0, 0},
     {"ORCH_LOG_LEVEL", V_LOGLEVEL, S(log_level), 0, 0},
     {"ORCH_NOTIFY_URL", V_STR, S(notify_url), 0, 0},
     {"ORCH_AUDIT_MAX_BYTES", V_U64, S(audit_max_bytes), 4096, UINT64_MAX},
@@ -470,6 +471,26 @@ config_load(const char *env_file)
 	log_init("orch-supervisor", (enum log_level)cfg.log_level);
 }
 
+const char *
+config_model_path(void)
+{
+	static char path[PATH_MAX + 64];
+	const char *w, *slash;
+
+	if (cfg.model_path != NULL)
+		return cfg.model_path;
+	if (path[0] != '\0')
+		return path;
+	/* Where the worker program is: installed, or in the build tree. */
+	w = config_worker_path();
+	if ((slash = strrchr(w, '/')) != NULL)
+		snprintf(
+		    path, sizeof path, "%.*s/orch-model", (int)(slash - w), w);
+	else
+		snprintf(path, sizeof path, "orch-model");
+	return path;
+}
+
 char *
 config_profiles_dir(void)
 {
@@ -537,7 +558,6 @@ config_start(struct msg_start *s)
 	s->llm_provider = config_text(cfg.provider);
 	s->llm_base_url = config_text(cfg.base_url);
 	s->llm_model = config_text(cfg.model);
-	s->llm_api_key = config_text(cfg.api_key);
 	s->llm_script = config_text(cfg.script);
 	s->llm_trace = config_text(cfg.scripted_trace);
 	s->llm_timeout_s = cfg.llm_timeout_s;

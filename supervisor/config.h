@@ -39,6 +39,7 @@ struct config {
 	char *verify_command;
 	char *profiles_dir;
 	char *worker_path;
+	char *model_path; /* ORCH_MODEL_PATH: the model process's program */
 	int log_level;
 	char *notify_url;         /* ORCH_NOTIFY_URL */
 	uint64_t audit_max_bytes; /* ORCH_AUDIT_MAX_BYTES, per file */
@@ -68,6 +69,8 @@ int config_parse_env(FILE *f, const char *path, char **cause);
 char *config_profiles_dir(void);
 /* The worker program to exec: ORCH_WORKER_PATH, else beside us. */
 const char *config_worker_path(void);
+/* The model process's program: ORCH_MODEL_PATH, else beside the worker. */
+const char *config_model_path(void);
 /* The control API's Unix socket in the state directory (malloc'd). */
 char *config_socket_path(void);
 /*
