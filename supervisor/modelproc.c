@@ -465,8 +465,12 @@ modelproc_stop(void)
 	if (had)
 		while (waitpid(pid, NULL, 0) == -1 && errno == EINTR)
 			;
-	while ((c = TAILQ_FIRST(&mp_calls)) != NULL)
-		modelproc_call_free(c);
+	while (!TAILQ_EMPTY(&mp_calls)) {
+		c = TAILQ_FIRST(&mp_calls);
+		TAILQ_REMOVE(&mp_calls, c, entry);
+		free(c->data);
+		free(c);
+	}
 	if (mp_restart_ev != NULL)
 		event_free(mp_restart_ev);
 	mp_restart_ev = NULL;
