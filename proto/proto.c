@@ -46,9 +46,10 @@ const struct proto_spec proto_catalog[PROTO_MAX] = {
     [PROTO_MODEL_CALL] = {"model_call", PROTO_W2S, 2, {PF_SEQ, PF_DATA}},
     [PROTO_MODEL_REPLY] = {"model_reply", PROTO_S2W, 5,
         {PF_SEQ, PF_OK, PF_PERMANENT, PF_TEXT, PF_DATA}},
-    [PROTO_MODEL_SETUP] = {"model_setup", PROTO_S2W, 8,
+    [PROTO_MODEL_SETUP] = {"model_setup", PROTO_S2W, 9,
         {PF_VERSION, PF_LLM_PROVIDER, PF_LLM_BASE_URL, PF_LLM_MODEL,
-            PF_LLM_API_KEY, PF_LLM_TIMEOUT_S, PF_LLM_MAX_RETRIES, PF_COUNT}},
+            PF_LLM_API_KEY, PF_LLM_TIMEOUT_S, PF_LLM_MAX_RETRIES, PF_COUNT,
+            PF_LLM_FALLBACK}},
     [PROTO_MODEL_ASK] = {"model_ask", PROTO_S2W, 5,
         {PF_SEQ, PF_TASK, PF_STAGE, PF_RUN, PF_DATA}},
     [PROTO_MODEL_DROP] = {"model_drop", PROTO_S2W, 1, {PF_SEQ}},
@@ -106,6 +107,7 @@ const enum proto_ftype proto_field_type[PROTO_FIELD_MAX] = {
     [PF_LLM_MAX_RETRIES] = PROTO_FT_U64,
     [PF_ORIGIN] = PROTO_FT_OPTSTR,
     [PF_PERMANENT] = PROTO_FT_U64,
+    [PF_LLM_FALLBACK] = PROTO_FT_OPTSTR,
 };
 
 /*
@@ -196,6 +198,8 @@ static const struct {
     [PF_ORIGIN] = {"field origin: expected a string or nil",
         "field origin: string contains a NUL byte"},
     [PF_PERMANENT] = {"field permanent: expected an unsigned integer", NULL},
+    [PF_LLM_FALLBACK] = {"field llm_fallback: expected a string or nil",
+        "field llm_fallback: string contains a NUL byte"},
 };
 
 /* Where the raw-byte validator is in the payload. */

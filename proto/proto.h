@@ -114,7 +114,8 @@ enum proto_field {
 	PF_LLM_TIMEOUT_S,
 	PF_LLM_MAX_RETRIES,
 	PF_ORIGIN,
-	PF_PERMANENT, /* u64: 1 when trying again cannot help */
+	PF_PERMANENT,    /* u64: 1 when trying again cannot help */
+	PF_LLM_FALLBACK, /* str or nil: models to try in turn, commas */
 	PROTO_FIELD_MAX
 };
 
@@ -143,7 +144,7 @@ enum proto_type {
 	PROTO_MODEL_CALL,  /* W2S: seq, data {round, turn, messages, tools} */
 	PROTO_MODEL_REPLY, /* S2W: seq, ok, permanent, text (cause), data */
 	PROTO_MODEL_SETUP, /* S2W, to orch-model first: version, the model's
-	                      settings, count (calls at once) */
+	                      settings, count (calls at once), fallback */
 	PROTO_MODEL_ASK,   /* S2W: seq (the supervisor's id), task, stage,
 	                      run, data (the worker's MODEL_CALL data) */
 	PROTO_MODEL_DROP,  /* S2W: seq; its worker is gone: give up the call */

@@ -135,10 +135,16 @@ modelproc_send_ask(struct mpcall *c)
 	proto_msg_clear(&m);
 }
 
-/* Kill the process (by its pidfd: never another that took its pid). */
+/*
+ * Kill the process by its pidfd: never another that took its pid.  With
+ * wait, reap it too (the service stops); else the SIGCHLD handler's
+ * waitpid loop does.
+ */
 static void
-modelproc_kill(void)
+modelproc_kill(int wait)
 {
+	siginfo_t si;
+
 	if (mp_bev != NULL) {
 		bufferevent_free(mp_bev);
 		mp_bev = NULL;
@@ -146,6 +152,11 @@ modelproc_kill(void)
 	if (mp_pidfd != -1) {
 		(void)syscall(
 		    SYS_pidfd_send_signal, mp_pidfd, SIGKILL, NULL, 0);
+		if (wait)
+			while (waitid(P_PIDFD, (id_t)mp_pidfd, &si, WEXITED) ==
+			           -1 &&
+			       errno == EINTR)
+				;
 		close(mp_pidfd);
 		mp_pidfd = -1;
 	}
@@ -159,7 +170,7 @@ modelproc_fail(const char *why)
 	unsigned ms = MODELPROC_BACKOFF_MS, n = 0;
 	struct timeval tv;
 
-	modelproc_kill();
+	modelproc_kill(0);
 	TAILQ_FOREACH_SAFE(c, &mp_calls, entry, tmp) {
 		if (c->dropped)
 			modelproc_call_free(c);
@@ -410,6 +421,8 @@ modelproc_spawn(void)
 	m.u[PF_LLM_MAX_RETRIES] = cfg.llm_max_retries;
 	/* A call per worker at most: each waits on one. */
 	m.u[PF_COUNT] = cfg.max_workers;
+	if (cfg.llm_fallback_models != NULL)
+		proto_set_str(&m, PF_LLM_FALLBACK, cfg.llm_fallback_models);
 	(void)modelproc_send(&m);
 	if (m.s[PF_LLM_API_KEY] != NULL)
 		explicit_bzero(m.s[PF_LLM_API_KEY], m.slen[PF_LLM_API_KEY]);
@@ -452,19 +465,13 @@ void
 modelproc_stop(void)
 {
 	struct mpcall *c;
-	pid_t pid = mp_pid;
-	int had = mp_pidfd != -1;
 
 	if (!mp_enabled) {
 		free(mp_why);
 		mp_why = NULL;
 		return;
 	}
-	modelproc_kill();
-	/* Reaped here unless the SIGCHLD handler's loop did it first. */
-	if (had)
-		while (waitpid(pid, NULL, 0) == -1 && errno == EINTR)
-			;
+	modelproc_kill(1);
 	while (!TAILQ_EMPTY(&mp_calls)) {
 		c = TAILQ_FIRST(&mp_calls);
 		TAILQ_REMOVE(&mp_calls, c, entry);

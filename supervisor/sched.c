@@ -1535,20 +1535,29 @@ sched_turn(struct worker *w, const struct proto_msg *m)
 	int64_t in = (int64_t)m->u[PF_TOKENS_IN];
 	int64_t out = (int64_t)m->u[PF_TOKENS_OUT];
 	int64_t ms = narrate_reply_ms(m->s[PF_DATA]);
+	char *fallback = narrate_reply_model(m->s[PF_DATA]);
 	json_t *d;
 	char *text;
 	int rc;
 
 	if (model == NULL)
 		model = "unknown";
+	/* A fallback model answered: its name, if it is one of ours (the
+	 * reply is the worker's word). */
+	if (fallback != NULL &&
+	    config_fallback_has(cfg.llm_fallback_models, fallback))
+		model = fallback;
 	rc = store_turn_add(
 	    sched_st, proc_task(w), proc_stage(w), model, in, out, 0, ms);
-	if (rc == -1)
+	if (rc == -1) {
+		free(fallback);
 		return -1;
+	}
 	text = narrate_turn(model, in, out, ms, &d);
 	rc = store_event_add_data(
 	    sched_st, proc_task(w), EV_MODEL, proc_stage(w), text, d);
 	free(text);
+	free(fallback);
 	json_decref(d);
 	return rc;
 }

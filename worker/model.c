@@ -176,6 +176,76 @@ model_call_free(struct mcall *c)
 	free(c);
 }
 
+/*
+ * The settings with another model: a new object, since settings is read
+ * by every thread at once and must not change (not even a refcount).
+ */
+static json_t *
+model_settings_for(const char *model)
+{
+	static const char *const strs[] = {"provider", "base_url", "api_key"};
+	static const char *const ints[] = {"timeout_s", "max_retries"};
+	json_t *o = json_object();
+
+	for (size_t i = 0; i < nitems(strs); i++) {
+		const char *v =
+		    json_string_value(json_object_get(settings, strs[i]));
+		if (v != NULL)
+			json_object_set_new(o, strs[i], json_string(v));
+	}
+	for (size_t i = 0; i < nitems(ints); i++)
+		json_object_set_new(o, ints[i],
+		    json_integer(json_integer_value(
+		        json_object_get(settings, ints[i]))));
+	json_object_set_new(o, "model", json_string(model));
+	return o;
+}
+
+/*
+ * One call: the configured model, then each fallback model
+ * (ORCH_LLM_FALLBACK_MODELS) in turn while the one before failed in a way
+ * waiting did not cure (its tries spent on 429s, 5xx, timeouts).  A
+ * permanent failure (a bad key, a refused request) would be the same
+ * with any model: it ends the call.  A reply of a fallback model names
+ * it ("model"), for the turn's cost.
+ */
+static int
+model_chat(struct mcall *c, json_t **reply, char **cause, int *permanent)
+{
+	json_t *fb = json_object_get(settings, "fallback"), *llm = settings;
+	const char *name = NULL;
+	size_t next = 0;
+	int rc;
+
+	for (;;) {
+		struct llm_turn t = {c->task, c->stage, c->run, c->round,
+		    c->turn, llm,
+		    {NULL, model_sleep, model_log, c, model_cancelled}};
+
+		rc = llm_chat(
+		    &t, c->messages, c->tools, reply, cause, permanent);
+		if (rc == 0 && name != NULL)
+			json_object_set_new(*reply, "model", json_string(name));
+		if (rc == 0 || *permanent || model_cancelled(c) ||
+		    next >= json_array_size(fb))
+			break;
+		name = json_string_value(json_array_get(fb, next++));
+		char *line = xasprintf("model: %s; trying the fallback model "
+		                       "%s",
+		    *cause, name);
+		model_log(c, PROTO_LOG_INFO, line);
+		free(line);
+		free(*cause);
+		*cause = NULL;
+		if (llm != settings)
+			json_decref(llm);
+		llm = model_settings_for(name);
+	}
+	if (llm != settings)
+		json_decref(llm);
+	return rc;
+}
+
 static void *
 model_thread(void *unused)
 {
@@ -195,14 +265,10 @@ model_thread(void *unused)
 		TAILQ_INSERT_TAIL(&running, c, entry);
 		pthread_mutex_unlock(&model_mu);
 
-		struct llm_turn t = {c->task, c->stage, c->run, c->round,
-		    c->turn, settings,
-		    {NULL, model_sleep, model_log, c, model_cancelled}};
 		if (model_cancelled(c))
 			model_done(c->id, NULL,
 			    "the call was given up: its worker is gone", 1);
-		else if (llm_chat(&t, c->messages, c->tools, &reply, &cause,
-		             &permanent) == 0)
+		else if (model_chat(c, &reply, &cause, &permanent) == 0)
 			model_done(c->id, reply, NULL, 0);
 		else
 			model_done(c->id, NULL, cause, permanent);
@@ -255,6 +321,13 @@ model_setup(void)
 	    json_integer((json_int_t)m.u[PF_LLM_TIMEOUT_S]));
 	json_object_set_new(settings, "max_retries",
 	    json_integer((json_int_t)m.u[PF_LLM_MAX_RETRIES]));
+	/* The supervisor checked the names (config_fallback_check). */
+	json_t *fb = json_array();
+	for (char *p = m.s[PF_LLM_FALLBACK], *name;
+	     p != NULL && (name = strsep(&p, ",")) != NULL;)
+		if (*name != '\0')
+			json_array_append_new(fb, json_string(name));
+	json_object_set_new(settings, "fallback", fb);
 	maxthreads = m.u[PF_COUNT] == 0 ? 1
 	             : m.u[PF_COUNT] > MODEL_MAX_CALLS
 	                 ? MODEL_MAX_CALLS
