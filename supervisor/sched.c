@@ -1705,8 +1705,9 @@ sched_model_reply(struct worker *w, int ok, int permanent, const char *text,
 	m.u[PF_PERMANENT] = permanent ? 1 : 0;
 	proto_set_str(&m, PF_TEXT, text);
 	proto_set_strn(&m, PF_DATA, data, datalen);
+	/* last_sent stays: the model's latency (metrics) is measured
+	 * from the worker's last ACK to its reply's journal entry. */
 	sw->model_call = 0;
-	sw->last_sent = metrics_now();
 	proc_send(w, &m);
 	proto_msg_clear(&m);
 }
