@@ -44,6 +44,14 @@
 
 #define MODELPROC_BACKOFF_MS     100
 #define MODELPROC_BACKOFF_MAX_MS 10000
+/*
+ * Failures in a row (no call answered in between) after which the calls
+ * in flight are answered with a transient failure instead of waiting for
+ * the next one: their workers retry with the stage's backoff, and a model
+ * program that cannot run at all (a broken install) fails its tasks after
+ * ORCH_MAX_RETRIES instead of holding them forever.
+ */
+#define MODELPROC_MAX_FAILS 5
 
 struct mpcall {
 	uint64_t id;
@@ -169,22 +177,35 @@ modelproc_fail(const char *why)
 	struct mpcall *c, *tmp;
 	unsigned ms = MODELPROC_BACKOFF_MS, n = 0;
 	struct timeval tv;
+	char *down = NULL;
 
 	modelproc_kill(0);
-	TAILQ_FOREACH_SAFE(c, &mp_calls, entry, tmp) {
-		if (c->dropped)
-			modelproc_call_free(c);
-		else
-			n++;
-	}
 	for (unsigned i = 0; i < mp_fails && ms < MODELPROC_BACKOFF_MAX_MS; i++)
 		ms *= 2;
 	if (ms > MODELPROC_BACKOFF_MAX_MS)
 		ms = MODELPROC_BACKOFF_MAX_MS;
-	mp_fails++;
-	log_warnx("model process %d: %s; starting another in %u ms (%u "
-	          "call%s in flight asked again)",
-	    (int)mp_pid, why, ms, n, n == 1 ? "" : "s");
+	if (++mp_fails >= MODELPROC_MAX_FAILS)
+		down = xasprintf("the model process failed %u times in a row "
+		                 "(the last: %s)",
+		    mp_fails, why);
+	TAILQ_FOREACH_SAFE(c, &mp_calls, entry, tmp) {
+		if (!c->dropped && down == NULL) {
+			n++;
+			continue;
+		}
+		if (!c->dropped)
+			c->cbs->on_done(c->arg, 0, 0, down, "", 0);
+		modelproc_call_free(c);
+	}
+	if (down != NULL)
+		log_warnx("model process %d: %s; starting another in %u ms "
+		          "(the calls in flight failed: their stages retry)",
+		    (int)mp_pid, why, ms);
+	else
+		log_warnx("model process %d: %s; starting another in %u ms "
+		          "(%u call%s in flight asked again)",
+		    (int)mp_pid, why, ms, n, n == 1 ? "" : "s");
+	free(down);
 	tv.tv_sec = ms / 1000;
 	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
 	evtimer_add(mp_restart_ev, &tv);
