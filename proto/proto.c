@@ -24,16 +24,15 @@
 const struct proto_spec proto_catalog[PROTO_MAX] = {
     [PROTO_NONE] = {"none", PROTO_W2S, 0, {0}},
     [PROTO_HELLO] = {"hello", PROTO_W2S, 2, {PF_VERSION, PF_PID}},
-    [PROTO_START] = {"start", PROTO_S2W, 36,
+    [PROTO_START] = {"start", PROTO_S2W, 35,
         {PF_VERSION, PF_TASK, PF_STAGE, PF_RUN, PF_ATTEMPT, PF_COUNT,
             PF_REQUEST, PF_REPO, PF_BASE_COMMIT, PF_WORKTREE, PF_REF, PF_BRANCH,
             PF_PLAN, PF_PLAN_REJECTION_REASON, PF_FEEDBACK, PF_REVIEW,
             PF_VERIFY_COMMAND, PF_ROUND, PF_SNAPSHOT, PF_WORKSPACE_CLEAN,
             PF_MAX_STEPS, PF_CMD_TIMEOUT_S, PF_SNAPSHOT_MAX_FILE_BYTES,
             PF_STATE_ID, PF_HEARTBEAT_MS, PF_PROFILES_DIR, PF_LOG_LEVEL,
-            PF_LLM_PROVIDER, PF_LLM_BASE_URL, PF_LLM_MODEL, PF_LLM_API_KEY,
-            PF_LLM_SCRIPT, PF_LLM_TRACE, PF_LLM_TIMEOUT_S, PF_LLM_MAX_RETRIES,
-            PF_ORIGIN}},
+            PF_LLM_PROVIDER, PF_LLM_BASE_URL, PF_LLM_MODEL, PF_LLM_SCRIPT,
+            PF_LLM_TRACE, PF_LLM_TIMEOUT_S, PF_LLM_MAX_RETRIES, PF_ORIGIN}},
     [PROTO_REPLAY] = {"replay", PROTO_S2W, 3, {PF_SEQ, PF_KIND, PF_DATA}},
     [PROTO_HEARTBEAT] = {"heartbeat", PROTO_W2S, 0, {0}},
     [PROTO_LOG] = {"log", PROTO_W2S, 2, {PF_LEVEL, PF_TEXT}},
@@ -44,6 +43,20 @@ const struct proto_spec proto_catalog[PROTO_MAX] = {
     [PROTO_ACK] = {"ack", PROTO_S2W, 1, {PF_SEQ}},
     [PROTO_RESULT] = {"result", PROTO_W2S, 3, {PF_OK, PF_TEXT, PF_DATA}},
     [PROTO_STOP] = {"stop", PROTO_S2W, 0, {0}},
+    [PROTO_MODEL_CALL] = {"model_call", PROTO_W2S, 2, {PF_SEQ, PF_DATA}},
+    [PROTO_MODEL_REPLY] = {"model_reply", PROTO_S2W, 5,
+        {PF_SEQ, PF_OK, PF_PERMANENT, PF_TEXT, PF_DATA}},
+    [PROTO_MODEL_SETUP] = {"model_setup", PROTO_S2W, 9,
+        {PF_VERSION, PF_LLM_PROVIDER, PF_LLM_BASE_URL, PF_LLM_MODEL,
+            PF_LLM_API_KEY, PF_LLM_TIMEOUT_S, PF_LLM_MAX_RETRIES, PF_COUNT,
+            PF_LLM_FALLBACK}},
+    [PROTO_MODEL_ASK] = {"model_ask", PROTO_S2W, 5,
+        {PF_SEQ, PF_TASK, PF_STAGE, PF_RUN, PF_DATA}},
+    [PROTO_MODEL_DROP] = {"model_drop", PROTO_S2W, 1, {PF_SEQ}},
+    [PROTO_MODEL_LOG] = {"model_log", PROTO_W2S, 3,
+        {PF_SEQ, PF_LEVEL, PF_TEXT}},
+    [PROTO_MODEL_DONE] = {"model_done", PROTO_W2S, 5,
+        {PF_SEQ, PF_OK, PF_PERMANENT, PF_TEXT, PF_DATA}},
 };
 
 const enum proto_ftype proto_field_type[PROTO_FIELD_MAX] = {
@@ -93,6 +106,8 @@ const enum proto_ftype proto_field_type[PROTO_FIELD_MAX] = {
     [PF_LLM_TIMEOUT_S] = PROTO_FT_U64,
     [PF_LLM_MAX_RETRIES] = PROTO_FT_U64,
     [PF_ORIGIN] = PROTO_FT_OPTSTR,
+    [PF_PERMANENT] = PROTO_FT_U64,
+    [PF_LLM_FALLBACK] = PROTO_FT_OPTSTR,
 };
 
 /*
@@ -182,6 +197,9 @@ static const struct {
         {"field llm_max_retries: expected an unsigned integer", NULL},
     [PF_ORIGIN] = {"field origin: expected a string or nil",
         "field origin: string contains a NUL byte"},
+    [PF_PERMANENT] = {"field permanent: expected an unsigned integer", NULL},
+    [PF_LLM_FALLBACK] = {"field llm_fallback: expected a string or nil",
+        "field llm_fallback: string contains a NUL byte"},
 };
 
 /* Where the raw-byte validator is in the payload. */
@@ -264,7 +282,6 @@ static const struct {
     {PF_LLM_PROVIDER, SF_STR, offsetof(struct msg_start, llm_provider)},
     {PF_LLM_BASE_URL, SF_OPTSTR, offsetof(struct msg_start, llm_base_url)},
     {PF_LLM_MODEL, SF_OPTSTR, offsetof(struct msg_start, llm_model)},
-    {PF_LLM_API_KEY, SF_OPTSTR, offsetof(struct msg_start, llm_api_key)},
     {PF_LLM_SCRIPT, SF_OPTSTR, offsetof(struct msg_start, llm_script)},
     {PF_LLM_TRACE, SF_OPTSTR, offsetof(struct msg_start, llm_trace)},
     {PF_LLM_TIMEOUT_S, SF_U64, offsetof(struct msg_start, llm_timeout_s)},

@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PROTO_VERSION   3 /* 3: START carries the origin */
+#define PROTO_VERSION   4 /* 4: the model calls; START has no API key */
 #define PROTO_HDR_LEN   4
 #define PROTO_MAX_FRAME (4u * 1024 * 1024)
 /*
@@ -114,6 +114,8 @@ enum proto_field {
 	PF_LLM_TIMEOUT_S,
 	PF_LLM_MAX_RETRIES,
 	PF_ORIGIN,
+	PF_PERMANENT,    /* u64: 1 when trying again cannot help */
+	PF_LLM_FALLBACK, /* str or nil: models to try in turn, commas */
 	PROTO_FIELD_MAX
 };
 
@@ -130,6 +132,25 @@ enum proto_type {
 	PROTO_ACK,        /* S2W: seq (0 acknowledges RESULT) */
 	PROTO_RESULT,     /* W2S: ok, text, data; answered by ACK 0 */
 	PROTO_STOP,       /* S2W: (none); stop at the next safe point */
+	/*
+	 * A model turn, asked by a worker and made by the model process
+	 * (orch-model), the only process that holds the API key and
+	 * reaches the network for it.  The supervisor relays: a worker's
+	 * MODEL_CALL becomes a MODEL_ASK under an id of the supervisor's,
+	 * and the model process's MODEL_DONE for that id becomes the
+	 * worker's MODEL_REPLY.  Between the supervisor and the model
+	 * process, S2W is to the model process and W2S from it.
+	 */
+	PROTO_MODEL_CALL,  /* W2S: seq, data {round, turn, messages, tools} */
+	PROTO_MODEL_REPLY, /* S2W: seq, ok, permanent, text (cause), data */
+	PROTO_MODEL_SETUP, /* S2W, to orch-model first: version, the model's
+	                      settings, count (calls at once), fallback */
+	PROTO_MODEL_ASK,   /* S2W: seq (the supervisor's id), task, stage,
+	                      run, data (the worker's MODEL_CALL data) */
+	PROTO_MODEL_DROP,  /* S2W: seq; its worker is gone: give up the call */
+	PROTO_MODEL_LOG,   /* W2S, from orch-model: seq, level, text */
+	PROTO_MODEL_DONE,  /* W2S, from orch-model: seq, ok, permanent, text,
+	                      data; exactly one for each MODEL_ASK */
 	PROTO_MAX
 };
 
@@ -158,8 +179,8 @@ struct proto_msg {
  * START, typed: what a worker needs to run one stage of one task.  The
  * supervisor works out every value (defaults included) and the worker
  * uses them as they are.  Strings marked "or NULL" may be absent; every
- * other string is present and not empty.  It carries the API key, so it
- * is never logged.
+ * other string is present and not empty.  It carries no API key: only
+ * the model process (orch-model, MODEL_SETUP) has it.
  */
 struct msg_start {
 	uint64_t task;
@@ -193,7 +214,6 @@ struct msg_start {
 	char *llm_provider;
 	char *llm_base_url; /* or NULL, and the four below */
 	char *llm_model;
-	char *llm_api_key;
 	char *llm_script;
 	char *llm_trace;
 	uint64_t llm_timeout_s;

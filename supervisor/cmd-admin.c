@@ -370,6 +370,8 @@ cmd_doctor(int argc, char **argv)
 	free(what);
 	CHECK(access(config_worker_path(), X_OK) == 0, "worker program",
 	    "orch-worker is missing: reinstall, or set ORCH_WORKER_PATH");
+	CHECK(access(config_model_path(), X_OK) == 0, "model program",
+	    "orch-model is missing: reinstall, or set ORCH_MODEL_PATH");
 	dir = config_profiles_dir();
 	for (size_t i = 0; i < (size_t)STAGE_MAX; i++) {
 		cause = NULL;

@@ -58,6 +58,7 @@ static const struct var vars[] = {
     {"ORCH_SCRIPTED_TRACE", V_STR, S(scripted_trace), 0, 0},
     {"ORCH_LLM_TIMEOUT_S", V_UINT, S(llm_timeout_s), 1, 86400},
     {"ORCH_LLM_MAX_RETRIES", V_UINT, S(llm_max_retries), 0, 100},
+    {"ORCH_LLM_FALLBACK_MODELS", V_STR, S(llm_fallback_models), 0, 0},
     {"ORCH_AUTO_APPROVE", V_AUTO, S(auto_approve), 0, 0},
     {"ORCH_MAX_WORKERS", V_UINT, S(max_workers), 1, 4096},
     {"ORCH_MAX_RETRIES", V_UINT, S(max_retries), 0, 100},
@@ -73,6 +74,7 @@ static const struct var vars[] = {
     {"ORCH_VERIFY_COMMAND", V_STR, S(verify_command), 0, 0},
     {"ORCH_SANDBOX_PROFILES_DIR", V_STR, S(profiles_dir), 0, 0},
     {"ORCH_WORKER_PATH", V_STR, S(worker_path), 0, 0},
+    {"ORCH_MODEL_PATH", V_STR, S(model_path), 0, 0},
     {"ORCH_LOG_LEVEL", V_LOGLEVEL, S(log_level), 0, 0},
     {"ORCH_NOTIFY_URL", V_STR, S(notify_url), 0, 0},
     {"ORCH_AUDIT_MAX_BYTES", V_U64, S(audit_max_bytes), 4096, UINT64_MAX},
@@ -466,8 +468,91 @@ config_load(const char *env_file)
 	if (cfg.provider == NULL)
 		cfg.provider =
 		    xstrdup(cfg.api_key != NULL ? "openai" : "scripted");
+	{
+		const char *fwhy;
+
+		if (config_fallback_check(cfg.llm_fallback_models, &fwhy) == -1)
+			config_die(NULL, "ORCH_LLM_FALLBACK_MODELS", fwhy);
+	}
 	config_money();
 	log_init("orch-supervisor", (enum log_level)cfg.log_level);
+}
+
+/*
+ * ORCH_LLM_FALLBACK_MODELS: model names separated by commas, each one a
+ * name as the APIs spell them (letters, digits, "._:/@-"), at most
+ * CONFIG_MAX_FALLBACKS of them: they go into request bodies and the log.
+ */
+int
+config_fallback_check(const char *list, const char **why)
+{
+	size_t n = 0, len = 0;
+
+	if (list == NULL)
+		return 0;
+	for (const char *p = list;; p++) {
+		if (*p == ',' || *p == '\0') {
+			if (len == 0) {
+				*why = "an empty model name: give names "
+				       "separated by commas";
+				return -1;
+			}
+			if (++n > CONFIG_MAX_FALLBACKS) {
+				*why = "more than 8 models";
+				return -1;
+			}
+			len = 0;
+			if (*p == '\0')
+				return 0;
+			continue;
+		}
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		        (*p >= '0' && *p <= '9') || strchr("._:/@-", *p))) {
+			*why = "a model name may hold letters, digits and "
+			       "._:/@- only";
+			return -1;
+		}
+		if (++len > 128) {
+			*why = "a model name is longer than 128 bytes";
+			return -1;
+		}
+	}
+}
+
+int
+config_fallback_has(const char *list, const char *model)
+{
+	size_t n = strlen(model);
+
+	for (const char *p = list; p != NULL && *p != '\0';) {
+		const char *end = strchr(p, ',');
+		size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+
+		if (len == n && n > 0 && strncmp(p, model, n) == 0)
+			return 1;
+		p = end != NULL ? end + 1 : NULL;
+	}
+	return 0;
+}
+
+const char *
+config_model_path(void)
+{
+	static char path[PATH_MAX + 64];
+	const char *w, *slash;
+
+	if (cfg.model_path != NULL)
+		return cfg.model_path;
+	if (path[0] != '\0')
+		return path;
+	/* Where the worker program is: installed, or in the build tree. */
+	w = config_worker_path();
+	if ((slash = strrchr(w, '/')) != NULL)
+		snprintf(
+		    path, sizeof path, "%.*s/orch-model", (int)(slash - w), w);
+	else
+		snprintf(path, sizeof path, "orch-model");
+	return path;
 }
 
 char *
@@ -537,7 +622,6 @@ config_start(struct msg_start *s)
 	s->llm_provider = config_text(cfg.provider);
 	s->llm_base_url = config_text(cfg.base_url);
 	s->llm_model = config_text(cfg.model);
-	s->llm_api_key = config_text(cfg.api_key);
 	s->llm_script = config_text(cfg.script);
 	s->llm_trace = config_text(cfg.scripted_trace);
 	s->llm_timeout_s = cfg.llm_timeout_s;

@@ -23,6 +23,7 @@ struct config {
 	char *scripted_trace;
 	unsigned llm_timeout_s;
 	unsigned llm_max_retries;
+	char *llm_fallback_models; /* ORCH_LLM_FALLBACK_MODELS, checked */
 	int auto_approve;
 	unsigned max_workers;
 	unsigned max_retries;
@@ -39,6 +40,7 @@ struct config {
 	char *verify_command;
 	char *profiles_dir;
 	char *worker_path;
+	char *model_path; /* ORCH_MODEL_PATH: the model process's program */
 	int log_level;
 	char *notify_url;         /* ORCH_NOTIFY_URL */
 	uint64_t audit_max_bytes; /* ORCH_AUDIT_MAX_BYTES, per file */
@@ -68,6 +70,13 @@ int config_parse_env(FILE *f, const char *path, char **cause);
 char *config_profiles_dir(void);
 /* The worker program to exec: ORCH_WORKER_PATH, else beside us. */
 const char *config_worker_path(void);
+#define CONFIG_MAX_FALLBACKS 8
+/* Check ORCH_LLM_FALLBACK_MODELS (NULL: none): 0, or -1 with *why. */
+int config_fallback_check(const char *list, const char **why);
+/* Whether model is one of the list's. */
+int config_fallback_has(const char *list, const char *model);
+/* The model process's program: ORCH_MODEL_PATH, else beside the worker. */
+const char *config_model_path(void);
 /* The control API's Unix socket in the state directory (malloc'd). */
 char *config_socket_path(void);
 /*

@@ -229,6 +229,17 @@ narrate_reply_ms(const char *jdata)
 }
 
 char *
+narrate_reply_model(const char *jdata)
+{
+	json_t *j = json_loads(jdata, 0, NULL);
+	const char *m = json_string_value(json_object_get(j, "model"));
+	char *s = m != NULL ? xstrdup(m) : NULL;
+
+	json_decref(j);
+	return s;
+}
+
+char *
 narrate_turn(
     const char *model, int64_t in, int64_t out, int64_t ms, json_t **data)
 {

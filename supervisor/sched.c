@@ -16,6 +16,7 @@
 #include "common.h"
 #include "config.h"
 #include "metrics.h"
+#include "modelproc.h"
 #include "proc.h"
 #include "narrate.h"
 #include "scheduler.h"
@@ -109,6 +110,8 @@ struct sched_worker {
 	struct proto_msg held;
 	int retried; /* held is being sent again: its commit may have been
 	                done (a connection lost in COMMIT) */
+	uint64_t model_call; /* its model call in flight (modelproc), or 0 */
+	uint64_t model_seq;  /* ... and the worker's seq for it */
 };
 
 static int sched_storage_failed(void);
@@ -130,6 +133,7 @@ sched_worker_free(void *arg)
 {
 	struct sched_worker *sw = arg;
 
+	modelproc_drop(sw->model_call);
 	proto_msg_clear(&sw->held);
 	free(sw);
 }
@@ -1567,20 +1571,29 @@ sched_turn(struct worker *w, const struct proto_msg *m)
 	int64_t in = (int64_t)m->u[PF_TOKENS_IN];
 	int64_t out = (int64_t)m->u[PF_TOKENS_OUT];
 	int64_t ms = narrate_reply_ms(m->s[PF_DATA]);
+	char *fallback = narrate_reply_model(m->s[PF_DATA]);
 	json_t *d;
 	char *text;
 	int rc;
 
 	if (model == NULL)
 		model = "unknown";
+	/* A fallback model answered: its name, if it is one of ours (the
+	 * reply is the worker's word). */
+	if (fallback != NULL &&
+	    config_fallback_has(cfg.llm_fallback_models, fallback))
+		model = fallback;
 	rc = store_turn_add(
 	    sched_st, proc_task(w), proc_stage(w), model, in, out, 0, ms);
-	if (rc == -1)
+	if (rc == -1) {
+		free(fallback);
 		return -1;
+	}
 	text = narrate_turn(model, in, out, ms, &d);
 	rc = store_event_add_data(
 	    sched_st, proc_task(w), EV_MODEL, proc_stage(w), text, d);
 	free(text);
+	free(fallback);
 	json_decref(d);
 	return rc;
 }
@@ -1700,6 +1713,75 @@ sched_journaled(struct worker *w, int64_t seq)
 	return seq == -1;
 }
 
+/*
+ * The model calls: a worker's MODEL_CALL is relayed to the model process
+ * under the worker's task, stage and run as we know them (not as it says),
+ * and the answer back as MODEL_REPLY; the lines the call logs become the
+ * task's events as a worker's LOG would.
+ */
+static void
+sched_model_log(void *arg, int level, const char *text)
+{
+	struct worker *w = arg;
+
+	sched_event(
+	    proc_task(w), (enum event_kind)level, proc_stage(w), "%s", text);
+}
+
+static void
+sched_model_reply(struct worker *w, int ok, int permanent, const char *text,
+    const char *data, size_t datalen)
+{
+	struct sched_worker *sw = proc_arg(w);
+	struct proto_msg m;
+
+	proto_msg_init(&m, PROTO_MODEL_REPLY);
+	m.u[PF_SEQ] = sw->model_seq;
+	m.u[PF_OK] = ok ? 1 : 0;
+	m.u[PF_PERMANENT] = permanent ? 1 : 0;
+	proto_set_str(&m, PF_TEXT, text);
+	proto_set_strn(&m, PF_DATA, data, datalen);
+	/* last_sent stays: the model's latency (metrics) is measured
+	 * from the worker's last ACK to its reply's journal entry. */
+	sw->model_call = 0;
+	proc_send(w, &m);
+	proto_msg_clear(&m);
+}
+
+static void
+sched_model_done(void *arg, int ok, int permanent, const char *text,
+    const char *data, size_t datalen)
+{
+	sched_model_reply(arg, ok, permanent, text, data, datalen);
+}
+
+static const struct modelproc_cbs sched_model_cbs = {
+    .on_log = sched_model_log,
+    .on_done = sched_model_done,
+};
+
+static void
+sched_model_call(struct worker *w, struct sched_worker *sw, struct proto_msg *m)
+{
+	if (sw->model_call != 0) {
+		proc_kill(w, "protocol error: a model call before the last "
+		             "one's reply");
+		return;
+	}
+	sw->model_seq = m->u[PF_SEQ];
+	if (!modelproc_enabled()) {
+		sched_model_reply(w, 0, 1, modelproc_why(), "", 0);
+		return;
+	}
+	sw->model_call = modelproc_ask(proc_task(w), proc_stage(w), proc_run(w),
+	    m->s[PF_DATA], m->slen[PF_DATA], &sched_model_cbs, w);
+	if (sw->model_call == 0)
+		sched_model_reply(w, 0, 1,
+		    "the conversation is too large for a message to the "
+		    "model process",
+		    "", 0);
+}
+
 /* proc's on_msg: a message of one of our workers. */
 static void
 sched_worker_msg(struct worker *w, struct proto_msg *m, void *arg)
@@ -1809,6 +1891,9 @@ sched_worker_msg(struct worker *w, struct proto_msg *m, void *arg)
 		return;
 	case PROTO_RESULT:
 		sched_result(w, m);
+		return;
+	case PROTO_MODEL_CALL:
+		sched_model_call(w, sw, m);
 		return;
 	default:
 		proc_kill(w, "protocol error: unexpected message");

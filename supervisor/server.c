@@ -24,6 +24,7 @@
 #include "doctor.h"
 #include "metrics.h"
 #include "notify.h"
+#include "modelproc.h"
 #include "proc.h"
 #include "scheduler.h"
 #include "sdnotify.h"
@@ -425,6 +426,11 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 		store_close(st);
 		return 1;
 	}
+	/* Before the scheduler resumes workers that may call the model. */
+	if (modelproc_start(server_base, &cause) == -1) {
+		log_warnx("%s: the model calls fail", cause);
+		free(cause);
+	}
 	sched_init(server_base, st, &opts);
 	check = event_new(server_base, -1, EV_PERSIST, server_check_cb, NULL);
 	event_add(check, &tv);
@@ -454,6 +460,7 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 
 	/* Whatever still runs (a foreground run that ended) stops now. */
 	proc_free_all();
+	modelproc_stop();
 	/* The last events (the workers' ends) still reach the streams. */
 	server_pump(-1, 0, NULL);
 	audit_close();

@@ -23,6 +23,8 @@ script (re-read on every request, so a test can rewrite it) is
                                            date that many seconds ahead)
              "stall": SECONDS,            (stall: silence after the headers)
              "times": N,                  (the fault hits N requests; 1)
+             "fault_model": NAME,         (the fault hits requests for
+                                           that model only)
              "permanent": true }          (the fault hits every request)
 
 The stage comes from the X-Orch-Stage header.  The turn asked for is the
@@ -212,7 +214,7 @@ class Handler(BaseHTTPRequestHandler):
             "key_sent": ARGS.key is not None and key == ARGS.key,
             "stream": bool(req.get("stream")),
             "anthropic_version": self.headers.get("anthropic-version"),
-            "round": rnd, "body": body,
+            "round": rnd, "body": body, "model": req.get("model"),
         }
         if ARGS.key is not None and key != ARGS.key:
             rec["status"] = 401
@@ -239,6 +241,9 @@ class Handler(BaseHTTPRequestHandler):
         fault = turn.get("fault")
         if fault and not turn.get("permanent") and \
                 nreq > int(turn.get("times", 1)):
+            fault = None
+        if fault and "fault_model" in turn and \
+                req.get("model") != turn["fault_model"]:
             fault = None
         rec["fault"] = fault
         try:

@@ -147,7 +147,13 @@ test_catalog(void)
 		}
 	}
 	ok(sane, "catalog entries are sane");
-	is_int(proto_catalog[PROTO_START].nfields, 36, "start has 36 fields");
+	is_int(proto_catalog[PROTO_START].nfields, 35, "start has 35 fields");
+	for (i = 0; i < proto_catalog[PROTO_START].nfields; i++)
+		if (proto_catalog[PROTO_START].fields[i] == PF_LLM_API_KEY)
+			sane = 0;
+	ok(sane, "start carries no API key (only MODEL_SETUP does)");
+	is_int(proto_catalog[PROTO_MODEL_SETUP].fields[4], PF_LLM_API_KEY,
+	    "model_setup carries the key");
 	is_int(proto_catalog[PROTO_JOURNAL].fields[4], PF_TOKENS_OUT,
 	    "journal ends with tokens_out");
 	is_int(proto_field_type[PF_DATA], PROTO_FT_STR, "data is a string");
@@ -686,7 +692,6 @@ start_fill(struct msg_start *s)
 	s->llm_provider = xstrdup("scripted");
 	s->llm_base_url = xstrdup("http://127.0.0.1:1/v1");
 	s->llm_model = xstrdup("model");
-	s->llm_api_key = xstrdup("key");
 	s->llm_script = xstrdup("{\"planning\":[]}");
 	s->llm_trace = xstrdup("/trace");
 	s->llm_timeout_s = 300;
@@ -727,7 +732,6 @@ start_equal(const struct msg_start *a, const struct msg_start *b)
 	       str_same(a->llm_provider, b->llm_provider) &&
 	       str_same(a->llm_base_url, b->llm_base_url) &&
 	       str_same(a->llm_model, b->llm_model) &&
-	       str_same(a->llm_api_key, b->llm_api_key) &&
 	       str_same(a->llm_script, b->llm_script) &&
 	       str_same(a->llm_trace, b->llm_trace) &&
 	       a->llm_timeout_s == b->llm_timeout_s &&
@@ -815,15 +819,14 @@ test_start(void)
 	free(s.state_id);
 	free(s.llm_base_url);
 	free(s.llm_model);
-	free(s.llm_api_key);
 	free(s.llm_script);
 	free(s.llm_trace);
 	s.request = s.plan = s.plan_rejection_reason = s.feedback = NULL;
 	s.review = s.verify_command = s.snapshot = s.state_id = NULL;
-	s.llm_base_url = s.llm_model = s.llm_api_key = NULL;
+	s.llm_base_url = s.llm_model = NULL;
 	s.llm_script = s.llm_trace = NULL;
 	ok(start_trip(&s, &d, &cause) == 0 && start_equal(&s, &d) &&
-	        d.request == NULL && d.llm_api_key == NULL,
+	        d.request == NULL && d.llm_model == NULL,
 	    "START round-trips with every optional string absent");
 	msg_start_clear(&d);
 	msg_start_clear(&s);
@@ -917,8 +920,8 @@ test_start(void)
 	 */
 	ok(proto_encode(&m, &buf, &len, &cause) == 0, "a START encodes");
 	proto_msg_clear(&m);
-	ok(buf[PROTO_HDR_LEN] == 0xdc && buf[PROTO_HDR_LEN + 2] == 37,
-	    "START is an array16 of 37 elements");
+	ok(buf[PROTO_HDR_LEN] == 0xdc && buf[PROTO_HDR_LEN + 2] == 36,
+	    "START is an array16 of 36 elements");
 	all = 1;
 	for (i = 1; i < len - PROTO_HDR_LEN; i++) {
 		cause = NULL;
@@ -929,14 +932,14 @@ test_start(void)
 	ok(all, "every truncated START is refused");
 	cut = xmalloc(len + 1);
 	memcpy(cut, buf, len);
-	cut[PROTO_HDR_LEN + 2] = 38;
+	cut[PROTO_HDR_LEN + 2] = 37;
 	cut[len] = 0x00;
 	bad(cut + PROTO_HDR_LEN, len + 1 - PROTO_HDR_LEN,
 	    "wrong number of fields for the message type",
 	    "a START with an extra field");
 	/* One field less: drop the last (origin, nil: one byte). */
 	memcpy(cut, buf, len);
-	cut[PROTO_HDR_LEN + 2] = 36;
+	cut[PROTO_HDR_LEN + 2] = 35;
 	bad(cut + PROTO_HDR_LEN, len - 1 - PROTO_HDR_LEN,
 	    "wrong number of fields for the message type",
 	    "a START missing a field");

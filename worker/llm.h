@@ -27,13 +27,16 @@
  * for a scripted turn's delay_ms, heartbeating; log(arg, kind, text) adds a
  * line (kind PROTO_LOG_*) to the task's log: the model's text as it
  * streams, and why a request is tried again.  Any may be NULL: then nothing
- * is sent, and a sleep returns at once.
+ * is sent, and a sleep returns at once.  cancelled(arg), when not NULL, is
+ * asked as often as heartbeat: non-zero gives the call up at once (the
+ * model process's call whose worker is gone).
  */
 struct llm_io {
 	void (*heartbeat)(void *arg);
 	void (*sleep)(void *arg, unsigned ms);
 	void (*log)(void *arg, int kind, const char *text);
 	void *arg;
+	int (*cancelled)(void *arg);
 };
 
 /* One model call: whose it is (for the headers and the scripted model),
@@ -193,10 +196,20 @@ int llm_http_api_chat(const struct llm_api *, const struct llm_turn *,
     int *permanent);
 /* The callbacks of t->io, for llm.c and the providers (a NULL one does
  * nothing). */
+int llm_io_cancelled(const struct llm_turn *t);
 void llm_io_heartbeat(const struct llm_turn *t);
 void llm_io_sleep(const struct llm_turn *t, unsigned ms);
 void llm_io_log(const struct llm_turn *t, int kind, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/*
+ * The provider at url asked every caller to wait (a 429 or 503 with
+ * Retry-After): its calls start no sooner than ms from now.  Shared by the
+ * threads of the model process, so that one task's 429 slows every task
+ * of that provider, not one.  llm_http_hold_left says how long a call to
+ * url has still to wait (0: none).
+ */
+void llm_http_hold(const char *url, uint64_t ms);
+uint64_t llm_http_hold_left(const char *url);
 /* s with every occurrence of secret replaced (malloc'd). */
 char *llm_scrub(const char *s, const char *secret);
 

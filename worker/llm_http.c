@@ -30,6 +30,7 @@
 #include <ctype.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -61,7 +62,38 @@ static struct {
 	time_t (*getdate)(const char *, const time_t *);
 	struct curl_slist *(*slist_append)(struct curl_slist *, const char *);
 	void (*slist_free_all)(struct curl_slist *);
+	CURLSH *(*share_init)(void);
+	CURLSHcode (*share_setopt)(CURLSH *, CURLSHoption, ...);
 } cu;
+
+/*
+ * The model process runs a call per thread.  Each thread keeps its own
+ * easy handle, whose connection cache keeps its connections alive from
+ * one call to the next (libcurl does not support one connection cache
+ * used by concurrent threads); the DNS cache and the TLS sessions are
+ * shared by all of them, under these locks.
+ */
+static CURLSH *llm_share;
+static pthread_mutex_t llm_share_locks[CURL_LOCK_DATA_LAST];
+
+static void
+llm_share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *u)
+{
+	(void)h;
+	(void)access;
+	(void)u;
+	if ((unsigned)data < CURL_LOCK_DATA_LAST)
+		pthread_mutex_lock(&llm_share_locks[data]);
+}
+
+static void
+llm_share_unlock(CURL *h, curl_lock_data data, void *u)
+{
+	(void)h;
+	(void)u;
+	if ((unsigned)data < CURL_LOCK_DATA_LAST)
+		pthread_mutex_unlock(&llm_share_locks[data]);
+}
 
 static int
 llm_curl_load(char **cause)
@@ -81,6 +113,8 @@ llm_curl_load(char **cause)
 	    SYM(getdate),
 	    SYM(slist_append),
 	    SYM(slist_free_all),
+	    SYM(share_init),
+	    SYM(share_setopt),
 #undef SYM
 	};
 	/* Debian's two builds of it; the -dev package chose one at build. */
@@ -109,8 +143,48 @@ llm_curl_load(char **cause)
 		*cause = xstrdup("curl_global_init failed");
 		return -1;
 	}
+	if ((llm_share = cu.share_init()) != NULL) {
+		for (size_t i = 0; i < nitems(llm_share_locks); i++)
+			pthread_mutex_init(&llm_share_locks[i], NULL);
+		cu.share_setopt(llm_share, CURLSHOPT_LOCKFUNC, llm_share_lock);
+		cu.share_setopt(
+		    llm_share, CURLSHOPT_UNLOCKFUNC, llm_share_unlock);
+		cu.share_setopt(llm_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+		cu.share_setopt(
+		    llm_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+	}
 	return 0;
 }
+
+/* Load libcurl once, whichever thread asks first. */
+static int
+llm_curl_once(char **cause)
+{
+	static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	static int state; /* 0 not tried, 1 loaded, -1 failed */
+	static char *why;
+	int rc;
+
+	pthread_mutex_lock(&mu);
+	if (state == 0) {
+		state = llm_curl_load(&why) == 0 ? 1 : -1;
+		if (state == 1)
+			srandom((unsigned)(now_ms() ^ (uint64_t)getpid()));
+	}
+	rc = state == 1 ? 0 : -1;
+	if (rc == -1)
+		*cause = xstrdup(why);
+	pthread_mutex_unlock(&mu);
+	return rc;
+}
+
+/* The providers' holds (llm_http_hold): a few URLs at most. */
+#define LLM_HOLDS 16
+static struct {
+	char *url;
+	uint64_t until;
+} llm_holds[LLM_HOLDS];
+static pthread_mutex_t llm_holds_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /*
  * A reply's text: no more than its journal entry can hold (PROTO_MAX_DATA),
@@ -126,6 +200,49 @@ llm_curl_load(char **cause)
 #define LLM_LOG_EVERY_MS       250
 #define LLM_LOG_MAX            4096
 #define LLM_ERRMSG_MAX         300
+
+void
+llm_http_hold(const char *url, uint64_t ms)
+{
+	uint64_t until = now_ms() + ms;
+	size_t i, slot = 0;
+
+	pthread_mutex_lock(&llm_holds_mu);
+	for (i = 0; i < LLM_HOLDS; i++) {
+		if (llm_holds[i].url != NULL &&
+		    strcmp(llm_holds[i].url, url) == 0)
+			break;
+		/* A free slot, else the one that ends first. */
+		if (llm_holds[i].url == NULL ||
+		    (llm_holds[slot].url != NULL &&
+		        llm_holds[i].until < llm_holds[slot].until))
+			slot = i;
+	}
+	if (i == LLM_HOLDS) {
+		i = slot;
+		free(llm_holds[i].url);
+		llm_holds[i].url = xstrdup(url);
+		llm_holds[i].until = 0;
+	}
+	if (until > llm_holds[i].until)
+		llm_holds[i].until = until;
+	pthread_mutex_unlock(&llm_holds_mu);
+}
+
+uint64_t
+llm_http_hold_left(const char *url)
+{
+	uint64_t left = 0, now = now_ms();
+
+	pthread_mutex_lock(&llm_holds_mu);
+	for (size_t i = 0; i < LLM_HOLDS; i++)
+		if (llm_holds[i].url != NULL &&
+		    strcmp(llm_holds[i].url, url) == 0 &&
+		    llm_holds[i].until > now)
+			left = llm_holds[i].until - now;
+	pthread_mutex_unlock(&llm_holds_mu);
+	return left;
+}
 
 static const char llm_length_note[] =
     "\n[This reply reached the output token limit; its unfinished tool "
@@ -393,6 +510,12 @@ llm_log_text(void *arg, const char *s, size_t n)
 
 /* The caller's callbacks (struct llm_io): a NULL one does nothing. */
 
+int
+llm_io_cancelled(const struct llm_turn *t)
+{
+	return t->io.cancelled != NULL && t->io.cancelled(t->io.arg);
+}
+
 void
 llm_io_heartbeat(const struct llm_turn *t)
 {
@@ -509,6 +632,8 @@ llm_xfer_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
 	(void)ulnow;
 	/* Waiting for the model is work: the watchdog must not fire. */
 	llm_io_heartbeat(x->req->t);
+	if (llm_io_cancelled(x->req->t))
+		return 1; /* CURLE_ABORTED_BY_CALLBACK */
 	if (x->log->text.len > 0 && now_ms() - x->log->last >= LLM_LOG_EVERY_MS)
 		llm_log_flush(x->log, x->log->text.len);
 	return 0;
@@ -668,7 +793,8 @@ llm_curl_permanent(CURLcode rc)
 	}
 }
 
-static CURL *llm_curl; /* kept across turns, for its connections */
+/* Kept across turns, for its connections: one per thread. */
+static __thread CURL *llm_curl;
 
 /* One attempt: 0 with *reply, or -1 with *cause, *permanent and, when the
  * server asked, *retry_after_ms. */
@@ -700,6 +826,8 @@ llm_attempt(const struct llm_req *req, struct curl_slist *hdrs,
 		fatalx("curl_easy_init failed");
 	x.curl = llm_curl;
 	cu.easy_reset(x.curl);
+	if (llm_share != NULL)
+		cu.easy_setopt(x.curl, CURLOPT_SHARE, llm_share);
 	errbuf[0] = '\0';
 	cu.easy_setopt(x.curl, CURLOPT_URL, req->url);
 	cu.easy_setopt(x.curl, CURLOPT_POST, 1L);
@@ -768,6 +896,13 @@ llm_attempt(const struct llm_req *req, struct curl_slist *hdrs,
 	} else {
 		*cause = llm_status_error(&x, permanent);
 		*retry_after_ms = x.retry_after_ms;
+		/* The server asked everyone to wait, not this call only. */
+		if ((x.status == 429 || x.status == 503) &&
+		    x.retry_after_ms > 0)
+			llm_http_hold(
+			    req->url, x.retry_after_ms < LLM_RETRY_AFTER_MAX_MS
+			                  ? x.retry_after_ms
+			                  : LLM_RETRY_AFTER_MAX_MS);
 	}
 	if (ret == -1 && *cause != NULL) {
 		/* What the server said may echo the request: no key. */
@@ -795,11 +930,34 @@ llm_backoff(unsigned n)
 	return (unsigned)(ms / 2 + (uint64_t)random() % (ms / 2 + 1));
 }
 
+/*
+ * Wait while the provider holds every call (llm_http_hold), saying so in
+ * the task's log once.  0, or -1 when the call was given up meanwhile.
+ */
+static int
+llm_hold_wait(const struct llm_req *req)
+{
+	uint64_t left;
+	int said = 0;
+
+	while ((left = llm_http_hold_left(req->url)) > 0) {
+		if (llm_io_cancelled(req->t))
+			return -1;
+		if (!said++)
+			llm_io_log(req->t, PROTO_LOG_INFO,
+			    "model: the LLM API asked every caller to wait; "
+			    "asking in %llu.%01llu s",
+			    (unsigned long long)(left / 1000),
+			    (unsigned long long)(left % 1000 / 100));
+		llm_io_sleep(req->t, left > 1000 ? 1000 : (unsigned)left);
+	}
+	return llm_io_cancelled(req->t) ? -1 : 0;
+}
+
 int
 llm_http_chat(
     const struct llm_req *req, json_t **reply, char **cause, int *permanent)
 {
-	static int inited;
 	struct curl_slist *hdrs = NULL;
 	struct llm_log log = {.t = req->t};
 	json_int_t maxr =
@@ -812,13 +970,9 @@ llm_http_chat(
 	*reply = NULL;
 	*cause = NULL;
 	*permanent = 0;
-	if (!inited) {
-		if (llm_curl_load(cause) == -1) {
-			*permanent = 1;
-			return -1;
-		}
-		srandom((unsigned)(now_ms() ^ (uint64_t)getpid()));
-		inited = 1;
+	if (llm_curl_once(cause) == -1) {
+		*permanent = 1;
+		return -1;
 	}
 	for (const char *const *p = req->headers; p && *p; p++)
 		hdrs = cu.slist_append(hdrs, *p);
@@ -833,9 +987,19 @@ llm_http_chat(
 	hdrs = cu.slist_append(hdrs, h);
 	free(h);
 
+	ra = 0;
 	for (unsigned n = 0; n < tries; n++) {
 		char *c = NULL;
 
+		/* After our own wait for the Retry-After we got, the hold
+		 * it set is over. */
+		if (ra == 0 && llm_hold_wait(req) == -1) {
+			free(last);
+			last = xstrdup("the call was given up: its worker is "
+			               "gone");
+			*permanent = 1;
+			break;
+		}
 		buf_consume(&log.text, log.text.len);
 		log.last = now_ms();
 		if (llm_attempt(req, hdrs, &log, reply, &c, permanent, &ra) ==
@@ -849,6 +1013,10 @@ llm_http_chat(
 		last = c;
 		if (*permanent)
 			break;
+		if (llm_io_cancelled(req->t)) {
+			*permanent = 1;
+			break;
+		}
 		if (n + 1 < tries) {
 			unsigned ms =
 			    ra > 0 ? (unsigned)(ra < LLM_RETRY_AFTER_MAX_MS

@@ -282,6 +282,92 @@ wio_result(int ok, const char *error, json_t *data)
 }
 
 /*
+ * The conversation goes whole or not at all: one too large for a frame is
+ * as large on every try, so it fails the stage (permanent) with the size.
+ * While the model process works the worker only heartbeats; the only
+ * messages it accepts are its reply and STOP (wio_recv).
+ */
+int
+wio_model_call(const struct llm_turn *t, json_t *messages, json_t *tools,
+    json_t **reply, char **cause, int *permanent)
+{
+	static uint64_t next_call = 1;
+	struct proto_msg m;
+	json_t *call;
+	char *data;
+	uint64_t seq = next_call++;
+	size_t len;
+
+	*reply = NULL;
+	*permanent = 0;
+	call = json_pack("{s:i,s:i,s:O,s:O}", "round", t->round, "turn",
+	    t->turn, "messages", messages, "tools",
+	    tools != NULL ? tools : json_null());
+	data = call != NULL ? json_dumps(call, JSON_COMPACT) : NULL;
+	json_decref(call);
+	if (data == NULL) {
+		*cause = xstrdup("the conversation could not be encoded (a "
+		                 "message is not valid UTF-8)");
+		*permanent = 1;
+		return -1;
+	}
+	if ((len = strlen(data)) > PROTO_MAX_DATA) {
+		*cause =
+		    xasprintf("the conversation is %zu bytes as JSON, over "
+		              "the %u a message to the model process "
+		              "holds: the stage cannot go on",
+		        len, PROTO_MAX_DATA);
+		*permanent = 1;
+		free(data);
+		return -1;
+	}
+	proto_msg_init(&m, PROTO_MODEL_CALL);
+	m.u[PF_SEQ] = seq;
+	proto_set_strn(&m, PF_DATA, data, len);
+	free(data);
+	wio_send(&m);
+
+	for (;;) {
+		struct pollfd pfd = {SUP_FD, POLLIN, 0};
+		uint64_t since = now_ms() - last_beat;
+		int wait = since >= beat_ms ? 0 : (int)(beat_ms - since);
+
+		int rc = poll(&pfd, 1, wait);
+
+		if (rc == -1)
+			continue; /* EINTR */
+		if (rc == 0) {
+			proto_msg_init(&m, PROTO_HEARTBEAT);
+			wio_send(&m);
+			continue;
+		}
+		wio_recv(&m);
+		if (m.type == PROTO_MODEL_REPLY && m.u[PF_SEQ] == seq)
+			break;
+		proto_msg_clear(&m);
+		wio_lost("model call", "unexpected message");
+	}
+	if (m.u[PF_OK] != 1) {
+		*permanent = m.u[PF_PERMANENT] != 0;
+		*cause =
+		    xstrdup(m.slen[PF_TEXT] > 0 ? m.s[PF_TEXT]
+		                                : "the model process failed");
+		proto_msg_clear(&m);
+		return -1;
+	}
+	*reply = json_loadb(m.s[PF_DATA], m.slen[PF_DATA], 0, NULL);
+	proto_msg_clear(&m);
+	if (!json_is_object(*reply)) {
+		json_decref(*reply);
+		*reply = NULL;
+		*cause = xstrdup("the model process's reply is not a JSON "
+		                 "object");
+		return -1;
+	}
+	return 0;
+}
+
+/*
  * LeakSanitizer's hook, in a sanitizer build only: a worker is one stage
  * and ends with exit() from deep inside it, its conversation still held
  * by frames the leak check at exit cannot see, so every worker would be

@@ -7,8 +7,11 @@
  * last committed snapshot, replays its journal, and asks the model only for
  * the turn that was in flight.  Verifying runs the task's command.
  */
+#include <sys/prctl.h>
+
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,6 +142,70 @@ stage_origin_fetch(void)
 		log_debug(
 		    "origin %s: %s at %.12s", url, cur->start->ref, theirs);
 	free(theirs);
+}
+
+/* Write s to the file path (a /proc/self map): 0, or -1 with errno. */
+static int
+stage_write_file(const char *path, const char *s)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC), rc = 0, saved;
+
+	if (fd == -1)
+		return -1;
+	if (write_all(fd, s, strlen(s)) == -1)
+		rc = -1;
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return rc;
+}
+
+/*
+ * The worker needs no network: the model calls are the model process's
+ * (orch-model), and commands run in bwrap's own empty network namespace.
+ * So it enters an empty one of its own (only a loopback, down): nothing a
+ * hostile repository or model makes it do can reach a host.  As root that
+ * is CLONE_NEWNET; otherwise a user namespace comes with it, our uid and
+ * gid mapped to themselves, so that files, bwrap and the command cgroups
+ * see the same ids.
+ *
+ * The exception is a task whose origin is remote (ssh://, https://...):
+ * its snapshot refs are fetched and pushed during the stage, over the
+ * network (docs/security.md).  A local origin (a path, file://) needs
+ * none.  Where namespaces are not allowed the worker goes on with the
+ * host's network, saying so in the service's log.
+ */
+static void
+stage_unshare_net(void)
+{
+	const char *o = cur->start->origin;
+	uid_t uid = getuid();
+	gid_t gid = getgid();
+	char map[64];
+
+	if (o != NULL && origin_is_url(o) && strncmp(o, "file://", 7) != 0)
+		return;
+	if (unshare(CLONE_NEWNET) == 0)
+		return;
+	if (errno != EPERM) {
+		log_warn("unshare of the network (the worker keeps it)");
+		return;
+	}
+	if (unshare(CLONE_NEWUSER | CLONE_NEWNET) == -1) {
+		log_warn("unshare of the network in a user namespace (the "
+		         "worker keeps it)");
+		return;
+	}
+	/* Our own /proc/self maps are root's while we are not dumpable. */
+	prctl(PR_SET_DUMPABLE, 1);
+	snprintf(map, sizeof map, "%u %u 1\n", (unsigned)uid, (unsigned)uid);
+	if (stage_write_file("/proc/self/setgroups", "deny") == -1 ||
+	    stage_write_file("/proc/self/uid_map", map) == -1)
+		stage_fail("user namespace: uid_map: %s", strerror(errno));
+	snprintf(map, sizeof map, "%u %u 1\n", (unsigned)gid, (unsigned)gid);
+	if (stage_write_file("/proc/self/gid_map", map) == -1)
+		stage_fail("user namespace: gid_map: %s", strerror(errno));
+	prctl(PR_SET_DUMPABLE, 0);
 }
 
 /*
@@ -333,7 +400,11 @@ stage_reply(json_t *messages, json_t *tools, int turn)
 {
 	const char *data = journal_next("reply");
 	struct llm_turn lt = {cur->task, cur->name, cur->run, cur->round, turn,
-	    cur->llm, {wio_heartbeat, stage_llm_sleep, stage_llm_log, NULL}};
+	    cur->llm,
+	    {wio_heartbeat, stage_llm_sleep, stage_llm_log, NULL, NULL}};
+	const char *prov =
+	    json_string_value(json_object_get(cur->llm, "provider"));
+	int scripted = prov == NULL || strcmp(prov, "scripted") == 0;
 	json_t *reply;
 	char *cause, *s;
 	int permanent;
@@ -344,7 +415,12 @@ stage_reply(json_t *messages, json_t *tools, int turn)
 		return reply;
 	}
 	uint64_t t0 = now_ms();
-	if (llm_chat(&lt, messages, tools, &reply, &cause, &permanent) == -1) {
+	/* The HTTP providers are the model process's: it has the key and
+	 * the network, the worker neither. */
+	if ((scripted
+	            ? llm_chat(&lt, messages, tools, &reply, &cause, &permanent)
+	            : wio_model_call(&lt, messages, tools, &reply, &cause,
+	                  &permanent)) == -1) {
 		if (permanent)
 			stage_fail("%s", cause);
 		stage_retry("model: %s", cause);
@@ -361,10 +437,7 @@ stage_reply(json_t *messages, json_t *tools, int turn)
 	free(s);
 	/* The streaming providers showed the text as it arrived. */
 	const char *text = json_string_value(json_object_get(reply, "text"));
-	const char *prov =
-	    json_string_value(json_object_get(cur->llm, "provider"));
-	if (text != NULL && *text != '\0' &&
-	    (prov == NULL || strcmp(prov, "scripted") == 0))
+	if (text != NULL && *text != '\0' && scripted)
 		wio_log(PROTO_LOG_MODEL, "%s", text);
 	return reply;
 }
@@ -929,7 +1002,6 @@ stage_llm(const struct msg_start *m)
 	    {"provider", m->llm_provider},
 	    {"base_url", m->llm_base_url},
 	    {"model", m->llm_model},
-	    {"api_key", m->llm_api_key},
 	    {"script", m->llm_script},
 	    {"trace", m->llm_trace},
 	};
@@ -961,6 +1033,7 @@ stage_run(struct stage_ctx *st)
 	cur->repo = cur->start->repo;
 	/* The origin is fetched before the worker confines itself. */
 	stage_origin_fetch();
+	stage_unshare_net();
 	/* First, before anything from outside is read. */
 	confine_worker(cur->start, def->profile);
 	cur->llm = stage_llm(cur->start);

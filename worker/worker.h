@@ -37,6 +37,14 @@ void journal_put(
 /* Send the stage's result and exit once it is committed. */
 void wio_result(int ok, const char *error, json_t *data)
     __attribute__((noreturn));
+/*
+ * One model turn made by the model process (orch-model) through the
+ * supervisor: MODEL_CALL, then heartbeats until the MODEL_REPLY.  As
+ * llm_chat: 0 with *reply, or -1 with *cause and *permanent.  The caller
+ * journals the reply before it uses it.
+ */
+int wio_model_call(const struct llm_turn *, json_t *messages, json_t *tools,
+    json_t **reply, char **cause, int *permanent);
 /* The replayed entries of this stage run (for the workspace restore). */
 size_t journal_count(void);
 const char *journal_data(size_t i, const char **kind);

@@ -17,7 +17,8 @@ clear_strings(void)
 	char **strs[] = {&cfg.state_dir, &cfg.db_path, &cfg.env_file,
 	    &cfg.provider, &cfg.base_url, &cfg.model, &cfg.api_key, &cfg.script,
 	    &cfg.scripted_trace, &cfg.verify_command, &cfg.profiles_dir,
-	    &cfg.worker_path, &cfg.notify_url};
+	    &cfg.worker_path, &cfg.model_path, &cfg.llm_fallback_models,
+	    &cfg.notify_url};
 
 	for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
 		free(*strs[i]);

@@ -62,7 +62,7 @@ fuzz_start(const struct proto_msg *m)
 	if (proto_start_get(m, &s, &cause) != 0) {
 		/* Refused before anything was copied. */
 		if (cause == NULL || s.task != 0 || s.request != NULL ||
-		    s.repo != NULL || s.llm_api_key != NULL)
+		    s.repo != NULL || s.llm_model != NULL)
 			abort();
 		return;
 	}

@@ -20,6 +20,8 @@ script_base
 script_set implementing 1 '{"tool_calls": [
   {"name": "run_command", "arguments": {"command": "exit 3"}},
   {"name": "run_command", "arguments": {"command": "sleep 30", "timeout_s": 1}}]}'
+# One turn takes a second: the model call's duration must show it.
+script_set reviewing 0 '{"delay": 1}'
 mock_start openai
 MODEL=$'mock"model\\x\nnext'
 export ORCH_LLM_MODEL="$MODEL"
@@ -95,6 +97,9 @@ is "$(val orch_stage_duration_seconds_bucket "[('le', '+Inf'), ('stage', 'implem
 mlabels="[('model', $("$PY" -c 'import sys; print(repr(sys.argv[1]))' "$MODEL")), ('provider', 'openai')"
 is "$(val orch_model_call_duration_seconds_count "$mlabels]")" 7.0 \
 	"seven model calls, under the model's whole name"
+msum=$(val orch_model_call_duration_seconds_sum "$mlabels]")
+check "the calls' durations hold the slow turn's second ($msum s)" \
+	"$PY" -c "assert $msum >= 1.0, $msum"
 is "$(val orch_model_tokens_total "[('direction', 'in'), ${mlabels#[}]")" 2800.0 \
 	"tokens in: the sum of the replies' usage"
 is "$(val orch_model_tokens_total "[('direction', 'out'), ${mlabels#[}]")" 280.0 \
