@@ -24,7 +24,7 @@
 const struct proto_spec proto_catalog[PROTO_MAX] = {
     [PROTO_NONE] = {"none", PROTO_W2S, 0, {0}},
     [PROTO_HELLO] = {"hello", PROTO_W2S, 2, {PF_VERSION, PF_PID}},
-    [PROTO_START] = {"start", PROTO_S2W, 35,
+    [PROTO_START] = {"start", PROTO_S2W, 36,
         {PF_VERSION, PF_TASK, PF_STAGE, PF_RUN, PF_ATTEMPT, PF_COUNT,
             PF_REQUEST, PF_REPO, PF_BASE_COMMIT, PF_WORKTREE, PF_REF, PF_BRANCH,
             PF_PLAN, PF_PLAN_REJECTION_REASON, PF_FEEDBACK, PF_REVIEW,
@@ -32,7 +32,8 @@ const struct proto_spec proto_catalog[PROTO_MAX] = {
             PF_MAX_STEPS, PF_CMD_TIMEOUT_S, PF_SNAPSHOT_MAX_FILE_BYTES,
             PF_STATE_ID, PF_HEARTBEAT_MS, PF_PROFILES_DIR, PF_LOG_LEVEL,
             PF_LLM_PROVIDER, PF_LLM_BASE_URL, PF_LLM_MODEL, PF_LLM_SCRIPT,
-            PF_LLM_TRACE, PF_LLM_TIMEOUT_S, PF_LLM_MAX_RETRIES, PF_ORIGIN}},
+            PF_LLM_TRACE, PF_LLM_TIMEOUT_S, PF_LLM_MAX_RETRIES, PF_ORIGIN,
+            PF_LEASE_EPOCH}},
     [PROTO_REPLAY] = {"replay", PROTO_S2W, 3, {PF_SEQ, PF_KIND, PF_DATA}},
     [PROTO_HEARTBEAT] = {"heartbeat", PROTO_W2S, 0, {0}},
     [PROTO_LOG] = {"log", PROTO_W2S, 2, {PF_LEVEL, PF_TEXT}},
@@ -108,6 +109,7 @@ const enum proto_ftype proto_field_type[PROTO_FIELD_MAX] = {
     [PF_ORIGIN] = PROTO_FT_OPTSTR,
     [PF_PERMANENT] = PROTO_FT_U64,
     [PF_LLM_FALLBACK] = PROTO_FT_OPTSTR,
+    [PF_LEASE_EPOCH] = PROTO_FT_U64,
 };
 
 /*
@@ -200,6 +202,8 @@ static const struct {
     [PF_PERMANENT] = {"field permanent: expected an unsigned integer", NULL},
     [PF_LLM_FALLBACK] = {"field llm_fallback: expected a string or nil",
         "field llm_fallback: string contains a NUL byte"},
+    [PF_LEASE_EPOCH] = {"field lease_epoch: expected an unsigned integer",
+        NULL},
 };
 
 /* Where the raw-byte validator is in the payload. */
@@ -287,6 +291,7 @@ static const struct {
     {PF_LLM_TIMEOUT_S, SF_U64, offsetof(struct msg_start, llm_timeout_s)},
     {PF_LLM_MAX_RETRIES, SF_U64, offsetof(struct msg_start, llm_max_retries)},
     {PF_ORIGIN, SF_OPTSTR, offsetof(struct msg_start, origin)},
+    {PF_LEASE_EPOCH, SF_U64, offsetof(struct msg_start, lease_epoch)},
 };
 
 /* Bounds of START's numbers; a field not listed takes any value. */
@@ -298,6 +303,7 @@ static const struct {
     {PF_TASK, 1, INT64_MAX, "field task: out of range"},
     {PF_RUN, 0, INT64_MAX, "field run: out of range"},
     {PF_ATTEMPT, 0, INT64_MAX, "field attempt: out of range"},
+    {PF_LEASE_EPOCH, 0, INT64_MAX, "field lease_epoch: out of range"},
     /* The worker allocates a slot for each before reading them. */
     {PF_COUNT, 0, UINT32_MAX, "field count: out of range"},
     {PF_ROUND, 1, INT32_MAX, "field round: out of range"},

@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PROTO_VERSION   4 /* 4: the model calls; START has no API key */
+#define PROTO_VERSION   5 /* 5: START carries the lease epoch */
 #define PROTO_HDR_LEN   4
 #define PROTO_MAX_FRAME (4u * 1024 * 1024)
 /*
@@ -116,6 +116,7 @@ enum proto_field {
 	PF_ORIGIN,
 	PF_PERMANENT,    /* u64: 1 when trying again cannot help */
 	PF_LLM_FALLBACK, /* str or nil: models to try in turn, commas */
+	PF_LEASE_EPOCH,  /* u64: the task's lease epoch on a shared database */
 	PROTO_FIELD_MAX
 };
 
@@ -221,6 +222,11 @@ struct msg_start {
 	/* The origin's URL (repo is then the node's mirror of it), or NULL:
 	 * repo is the user's own repository. */
 	char *origin;
+	/* The lease epoch this stage runs under when the service is one of
+	 * many nodes on a database, else 0: written into the commits the
+	 * worker pushes, so that a stale node's push cannot go over the
+	 * ref of the node that took the task over (origin_set_epoch). */
+	uint64_t lease_epoch;
 };
 
 /* proto.c */

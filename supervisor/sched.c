@@ -620,6 +620,8 @@ sched_start_msg(
 	s->snapshot = config_text(sc.snapshot);
 	free(sc.snapshot);
 	s->workspace_clean = clean ? 1 : 0;
+	/* The fence of the refs the worker pushes (0 on a single service). */
+	s->lease_epoch = (uint64_t)store_lease_epoch(sched_st, t->id);
 	/* Marks the commits the worker makes as this state directory's. */
 	if (store_state_id(sched_st, &id) == 0) {
 		s->state_id = config_text(id);

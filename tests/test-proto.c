@@ -147,7 +147,7 @@ test_catalog(void)
 		}
 	}
 	ok(sane, "catalog entries are sane");
-	is_int(proto_catalog[PROTO_START].nfields, 35, "start has 35 fields");
+	is_int(proto_catalog[PROTO_START].nfields, 36, "start has 36 fields");
 	for (i = 0; i < proto_catalog[PROTO_START].nfields; i++)
 		if (proto_catalog[PROTO_START].fields[i] == PF_LLM_API_KEY)
 			sane = 0;
@@ -736,7 +736,8 @@ start_equal(const struct msg_start *a, const struct msg_start *b)
 	       str_same(a->llm_trace, b->llm_trace) &&
 	       a->llm_timeout_s == b->llm_timeout_s &&
 	       a->llm_max_retries == b->llm_max_retries &&
-	       str_same(a->origin, b->origin);
+	       str_same(a->origin, b->origin) &&
+	       a->lease_epoch == b->lease_epoch;
 }
 
 /* Encode s, decode the frame and check it: 0 with *out, or -1 with cause. */
@@ -807,6 +808,16 @@ test_start(void)
 	msg_start_clear(&d);
 	free(s.origin);
 	s.origin = NULL;
+	s.lease_epoch = 41;
+	ok(start_trip(&s, &d, &cause) == 0 && start_equal(&s, &d) &&
+	        d.lease_epoch == 41,
+	    "START round-trips with the lease epoch");
+	msg_start_clear(&d);
+	s.lease_epoch = (uint64_t)INT64_MAX + 1;
+	ok(start_trip(&s, &d, &cause) == -1 && cause != NULL &&
+	        strstr(cause, "lease_epoch") != NULL,
+	    "a lease epoch past INT64_MAX is refused");
+	s.lease_epoch = 0;
 
 	/* Every optional string absent: sent as nil, decoded as NULL. */
 	free(s.request);
@@ -920,8 +931,8 @@ test_start(void)
 	 */
 	ok(proto_encode(&m, &buf, &len, &cause) == 0, "a START encodes");
 	proto_msg_clear(&m);
-	ok(buf[PROTO_HDR_LEN] == 0xdc && buf[PROTO_HDR_LEN + 2] == 36,
-	    "START is an array16 of 36 elements");
+	ok(buf[PROTO_HDR_LEN] == 0xdc && buf[PROTO_HDR_LEN + 2] == 37,
+	    "START is an array16 of 37 elements");
 	all = 1;
 	for (i = 1; i < len - PROTO_HDR_LEN; i++) {
 		cause = NULL;
@@ -932,14 +943,14 @@ test_start(void)
 	ok(all, "every truncated START is refused");
 	cut = xmalloc(len + 1);
 	memcpy(cut, buf, len);
-	cut[PROTO_HDR_LEN + 2] = 37;
+	cut[PROTO_HDR_LEN + 2] = 38;
 	cut[len] = 0x00;
 	bad(cut + PROTO_HDR_LEN, len + 1 - PROTO_HDR_LEN,
 	    "wrong number of fields for the message type",
 	    "a START with an extra field");
-	/* One field less: drop the last (origin, nil: one byte). */
+	/* One field less: drop the last (lease_epoch, 0: one byte). */
 	memcpy(cut, buf, len);
-	cut[PROTO_HDR_LEN + 2] = 35;
+	cut[PROTO_HDR_LEN + 2] = 36;
 	bad(cut + PROTO_HDR_LEN, len - 1 - PROTO_HDR_LEN,
 	    "wrong number of fields for the message type",
 	    "a START missing a field");

@@ -130,6 +130,7 @@ stage_origin_fetch(void)
 		stage_fail(
 		    "origin %s: no mirror for it (%s)", url, cur->start->repo);
 	origin_configure(wio_heartbeat, NULL, 0);
+	origin_set_epoch(cur->start->lease_epoch);
 	if (origin_sync(
 	        cur->start->repo, url, NULL, NULL, &permanent, &cause) == -1 ||
 	    origin_fetch_ref(cur->start->repo, url, cur->start->ref, &theirs,
@@ -285,7 +286,7 @@ stage_workspace(void)
 	int clean = cur->start->workspace_clean != 0;
 	struct ws_options wo = {cur->start->state_id,
 	    cur->start->snapshot_max_file_bytes, cur->cmd_timeout_s,
-	    wio_heartbeat, NULL, 0};
+	    wio_heartbeat, NULL, cur->start->lease_epoch};
 	char *cause, *alt, *ref;
 	int made, pending = 0, permanent;
 

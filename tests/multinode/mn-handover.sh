@@ -28,5 +28,12 @@ is "$(git --git-dir="$T/origin.git" rev-parse "refs/heads/orch/task-$id^{tree}" 
 	"with the reference tree"
 is "$(git --git-dir="$T/origin.git" rev-parse -q --verify "refs/orch/results/$id" 2>/dev/null)" "$branch" \
 	"the very commit a made (refs/orch/results/$id)"
+# The fence: every commit a node's worker pushes names the lease epoch it
+# ran under, at most the task's last.
+ep=$(git --git-dir="$T/origin.git" log -1 --format='%(trailers:key=Orch-Epoch,valueonly)' \
+	"refs/orch/tasks/$id" 2>/dev/null | head -1)
+last=$(sq "SELECT lease_epoch FROM tasks WHERE id=$id")
+ok "$([ -n "$ep" ] && [ "$ep" -ge 1 ] && [ "$ep" -le "$last" ]; echo $?)" \
+	"the snapshot ref's commit names its lease epoch ($ep of $last)"
 node_stop b TERM
 done_testing
