@@ -33,6 +33,7 @@
 #include "common.h"
 #include "config.h"
 #include "modelproc.h"
+#include "spawn.h"
 #include "proto.h"
 
 #ifndef TAILQ_FOREACH_SAFE
@@ -324,100 +325,28 @@ modelproc_restart_cb(evutil_socket_t fd, short what, void *arg)
 	modelproc_spawn();
 }
 
-static const char *const mp_sanitizer_vars[] = {
-    "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"};
-
-/* What the child needs, made before vfork: it may not allocate. */
-struct mp_child {
-	const char *path;
-	char *envp[8];
-	pid_t parent;
-	int sock, devnull;
-};
-
-/*
- * The child, sharing our memory until execve: system calls only.  Its
- * own process group (a terminal's ^C is the service's to handle), killed
- * with the supervisor, no new privileges, fds 0-3 only (stdout and stderr
- * are the service's stderr: its log lines join the service's).
- */
-static void __attribute__((noreturn)) modelproc_child(const struct mp_child *a)
-{
-	char *argv[] = {(char *)"orch-model", NULL};
-
-	(void)child_signals_default();
-	setpgid(0, 0);
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1 || getppid() != a->parent)
-		_exit(WORKER_EXIT_TEMP);
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
-		_exit(WORKER_EXIT_TEMP);
-	prctl(PR_SET_DUMPABLE, 0);
-	if (dup2(a->devnull, 0) == -1 || dup2(2, 1) == -1 ||
-	    (a->sock == 3 ? fcntl(3, F_SETFD, 0) : dup2(a->sock, 3)) == -1)
-		_exit(WORKER_EXIT_TEMP);
-	if (close_range(4, ~0U, 0) == -1)
-		_exit(WORKER_EXIT_TEMP);
-	execve(a->path, argv, a->envp);
-	_exit(WORKER_EXIT_PERM);
-}
-
 static void
 modelproc_spawn(void)
 {
-	struct mp_child ca;
 	struct proto_msg m;
 	struct mpcall *c, *tmp;
-	sigset_t all, old;
-	const char *home = getenv("HOME");
-	int sp[2], saved;
-	size_t n = 0;
+	int sp[2];
 	pid_t pid;
 	char *why;
 
-	ca.path = config_model_path();
-	ca.parent = getpid();
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) == -1) {
 		why = xasprintf("socketpair: %s", strerror(errno));
 		goto fail;
 	}
-	if ((ca.devnull = open("/dev/null", O_RDWR | O_CLOEXEC)) == -1) {
-		why = xasprintf("/dev/null: %s", strerror(errno));
-		close(sp[0]);
-		close(sp[1]);
-		goto fail;
-	}
-	ca.sock = sp[1];
-	ca.envp[n++] = (char *)"PATH=/usr/local/bin:/usr/bin:/bin";
-	ca.envp[n++] = (char *)"LANG=C.UTF-8";
-	if (home != NULL)
-		ca.envp[n++] = xasprintf("HOME=%s", home);
-	for (size_t i = 0; i < nitems(mp_sanitizer_vars); i++) {
-		const char *v = getenv(mp_sanitizer_vars[i]);
-
-		if (v != NULL)
-			ca.envp[n++] =
-			    xasprintf("%s=%s", mp_sanitizer_vars[i], v);
-	}
-	ca.envp[n] = NULL;
-
-	/* vfork as proc.c's, for the same reasons. */
-	sigfillset(&all);
-	sigprocmask(SIG_BLOCK, &all, &old);
-	pid = vfork(); // NOLINT(clang-analyzer-security.insecureAPI.vfork)
-	if (pid == 0)
-		modelproc_child(&ca); // NOLINT(clang-analyzer-unix.Vfork)
-	saved = errno;
-	sigprocmask(SIG_SETMASK, &old, NULL);
+	/* Its stdout and stderr are the service's stderr: its log lines
+	 * join the service's. */
+	pid =
+	    proc_exec(config_model_path(), "orch-model", sp[1], -1, NULL, &why);
 	close(sp[1]);
-	close(ca.devnull);
-	for (size_t i = 2; ca.envp[i] != NULL; i++)
-		free(ca.envp[i]);
 	if (pid == -1) {
-		why = xasprintf("vfork: %s", strerror(saved));
 		close(sp[0]);
 		goto fail;
 	}
-	setpgid(pid, pid);
 	mp_pid = pid;
 	mp_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	evutil_make_socket_nonblocking(sp[0]);

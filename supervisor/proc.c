@@ -26,6 +26,7 @@
 #include "common.h"
 #include "config.h"
 #include "proc.h"
+#include "spawn.h"
 #include "sandbox.h"
 #include "store.h"
 
@@ -281,81 +282,16 @@ proc_stderr_cb(evutil_socket_t fd, short what, void *arg)
 	w->errlen += (size_t)n;
 }
 
-static const char *const sanitizer_vars[] = {
-    "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"};
-
-/* What the child needs, made before it starts: it may not allocate. */
-struct child_args {
-	const char *path;
-	char *envp[9 + GIT_NETWORK_ENV_MAX];
-	char *fail; /* "orch-worker: cannot execute PATH: errno " */
-	pid_t parent;
-	int sock, errw, devnull;
-};
-
-/* dup2, which leaves close-on-exec set when from is already to. */
-static int
-proc_move_fd(int from, int to)
-{
-	return from == to ? fcntl(to, F_SETFD, 0) : dup2(from, to);
-}
-
-/*
- * The child, sharing the supervisor's memory until execve: only
- * system calls, nothing that allocates or touches shared state.  It puts
- * itself in a process group of its own, asks to be killed with the
- * supervisor, forbids new privileges, keeps fds 0-3 only, and execs the
- * worker with a small fixed environment (no secret reaches it this way:
- * the LLM key travels in the START message).
- */
-static void __attribute__((noreturn)) proc_child(const struct child_args *a)
-{
-	char *argv[] = {(char *)"orch-worker", NULL}, num[16];
-	size_t n = sizeof num;
-	int e;
-
-	(void)child_signals_default();
-
-	setpgid(0, 0);
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1 || getppid() != a->parent)
-		_exit(WORKER_EXIT_TEMP);
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
-		_exit(WORKER_EXIT_TEMP);
-	/* Workers must not leave core dumps holding the API key. */
-	prctl(PR_SET_DUMPABLE, 0);
-
-	if (proc_move_fd(a->devnull, 0) == -1 ||
-	    proc_move_fd(a->errw, 1) == -1 || proc_move_fd(a->errw, 2) == -1 ||
-	    proc_move_fd(a->sock, 3) == -1)
-		_exit(WORKER_EXIT_TEMP);
-	if (close_range(4, ~0U, 0) == -1)
-		_exit(WORKER_EXIT_TEMP);
-
-	/* Objects the worker's git writes into the user's repository get
-	 * the usual modes, not the supervisor's private umask. */
-	umask(022);
-	execve(a->path, argv, a->envp);
-	e = errno;
-	num[--n] = '\n';
-	do
-		num[--n] = (char)('0' + e % 10);
-	while ((e /= 10) > 0 && n > 0);
-	(void)!write(2, a->fail, strlen(a->fail));
-	(void)!write(2, num + n, sizeof num - n);
-	_exit(WORKER_EXIT_PERM);
-}
-
 struct worker *
 proc_spawn(struct event_base *base, int64_t task, const char *stage,
     int64_t run, const struct proc_cbs *cbs, void *arg, char **cause)
 {
-	int sp[2], ep[2], saved;
-	size_t n;
-	sigset_t all, old;
+	char *extra[2 + GIT_NETWORK_ENV_MAX];
+	int sp[2], ep[2];
+	size_t n = 0;
 	pid_t pid;
 	struct worker *w;
-	struct child_args ca;
-	const char *path = config_worker_path(), *home = getenv("HOME");
+	const char *path = config_worker_path();
 
 	if (access(path, X_OK) == -1) {
 		*cause = xasprintf("worker program %s: %s (set "
@@ -373,40 +309,14 @@ proc_spawn(struct event_base *base, int64_t task, const char *stage,
 		close(sp[1]);
 		return NULL;
 	}
-
-	if ((ca.devnull = open("/dev/null", O_RDWR | O_CLOEXEC)) == -1) {
-		*cause = xasprintf("/dev/null: %s", strerror(errno));
-		close(sp[0]);
-		close(sp[1]);
-		close(ep[0]);
-		close(ep[1]);
-		return NULL;
-	}
-	ca.path = path;
-	ca.parent = getpid();
-	ca.sock = sp[1];
-	ca.errw = ep[1];
-	n = 0;
-	ca.envp[n++] = (char *)"PATH=/usr/local/bin:/usr/bin:/bin";
-	ca.envp[n++] = (char *)"LANG=C.UTF-8";
-	if (home != NULL)
-		ca.envp[n++] = xasprintf("HOME=%s", home);
 	/*
 	 * Where the sandbox keeps what it builds once and reuses (the
 	 * profiles' /etc as one directory: worker/etcdir.c): the state
 	 * directory, which no sandbox can see.
 	 */
 	if (cfg.state_dir != NULL)
-		ca.envp[n++] =
+		extra[n++] =
 		    xasprintf("ORCH_SANDBOX_CACHE=%s/sandbox", cfg.state_dir);
-	/* A sanitizer build's settings (where its reports go) reach the
-	 * worker too; they are unset in production. */
-	for (size_t i = 0; i < nitems(sanitizer_vars); i++) {
-		const char *v = getenv(sanitizer_vars[i]);
-
-		if (v != NULL)
-			ca.envp[n++] = xasprintf("%s=%s", sanitizer_vars[i], v);
-	}
 	/*
 	 * The node's ssh agent and ssh command: the worker's git
 	 * fetches and pushes an origin with them (git_env gives them to
@@ -417,43 +327,19 @@ proc_spawn(struct event_base *base, int64_t task, const char *stage,
 		const char *v = getenv(git_network_env[i]);
 
 		if (v != NULL)
-			ca.envp[n++] =
-			    xasprintf("%s=%s", git_network_env[i], v);
+			extra[n++] = xasprintf("%s=%s", git_network_env[i], v);
 	}
-	ca.envp[n] = NULL;
-	ca.fail = xasprintf("orch-worker: cannot execute %s: errno ", path);
-
-	/*
-	 * vfork, as glibc's posix_spawn does inside: the supervisor's page
-	 * tables are not copied for a child that only execs (fork's copy and
-	 * the copy-on-write faults after it were a fifth of the service's
-	 * CPU).  posix_spawn itself cannot set the parent-death signal or
-	 * no_new_privs.  The child makes system calls only (proc_child), and
-	 * signals stay blocked until it has reset every handler, so none of
-	 * ours runs in it.  (A clone on a stack of our own would do the same,
-	 * but AddressSanitizer does not follow a child onto such a stack;
-	 * it handles vfork.)
-	 */
-	sigfillset(&all);
-	sigprocmask(SIG_BLOCK, &all, &old);
-	pid = vfork(); // NOLINT(clang-analyzer-security.insecureAPI.vfork)
-	if (pid == 0)
-		proc_child(&ca); // NOLINT(clang-analyzer-unix.Vfork)
-	saved = errno;
-	sigprocmask(SIG_SETMASK, &old, NULL);
+	extra[n] = NULL;
+	pid = proc_exec(path, "orch-worker", sp[1], ep[1], extra, cause);
+	for (size_t i = 0; i < n; i++)
+		free(extra[i]);
 	close(sp[1]);
 	close(ep[1]);
-	close(ca.devnull);
-	for (size_t i = 2; ca.envp[i] != NULL; i++)
-		free(ca.envp[i]);
-	free(ca.fail);
 	if (pid == -1) {
-		*cause = xasprintf("vfork: %s", strerror(saved));
 		close(sp[0]);
 		close(ep[0]);
 		return NULL;
 	}
-	setpgid(pid, pid); /* also here, so a kill right away finds it */
 
 	w = xcalloc(1, sizeof *w);
 	w->state = WORKER_RUNNING;
