@@ -116,8 +116,11 @@ for _ in $(seq 1 "$K"); do
 		service_start
 		svc_kills=$((svc_kills + 1))
 	else
+		# The service's own children only: a worker's child between
+		# its fork and its exec of bwrap is named orch-worker too, and
+		# killing it is not a worker crash (its command fails instead).
 		# shellcheck disable=SC2046 # pids: words by design
-		set -- $(ours)
+		set -- $(pgrep -P "$SVC" -x orch-worker)
 		[ $# -eq 0 ] && continue
 		shift $((RANDOM % $#))
 		kill -9 "$1" 2>/dev/null

@@ -68,8 +68,11 @@ for _ in $(seq 1 "$K"); do
 		what="database restart"
 		db_restart
 	else
+		# The nodes' own children only: a worker's child between its
+		# fork and its exec of bwrap is named orch-worker too, and
+		# killing it is not a worker crash (its command fails instead).
 		# shellcheck disable=SC2046 # pids: words by design
-		set -- $(ours)
+		set -- $(for w in "${!NODE[@]}"; do node_workers "$w"; done)
 		[ $# -eq 0 ] && continue
 		what="SIGKILL a worker"
 		kill -9 "$(pick "$@")" 2>/dev/null
