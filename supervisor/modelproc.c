@@ -65,9 +65,14 @@ struct mpcall {
 	void *arg;
 	int dropped; /* its worker is gone: its answer is thrown away */
 	TAILQ_ENTRY(mpcall) entry;
+	LIST_ENTRY(mpcall) hentry; /* in mp_by_id */
 };
 
 static TAILQ_HEAD(, mpcall) mp_calls = TAILQ_HEAD_INITIALIZER(mp_calls);
+/* The calls by id: an answer (and a drop) finds its call without a walk
+ * of the thousand in flight. */
+#define MP_HASH 1024
+static LIST_HEAD(, mpcall) mp_by_id[MP_HASH];
 static struct event_base *mp_base;
 static struct bufferevent *mp_bev;
 static struct event *mp_restart_ev;
@@ -104,6 +109,7 @@ static void
 modelproc_call_free(struct mpcall *c)
 {
 	TAILQ_REMOVE(&mp_calls, c, entry);
+	LIST_REMOVE(c, hentry);
 	free(c->data);
 	free(c);
 }
@@ -217,7 +223,7 @@ modelproc_find(uint64_t id)
 {
 	struct mpcall *c;
 
-	TAILQ_FOREACH(c, &mp_calls, entry) {
+	LIST_FOREACH(c, &mp_by_id[id % MP_HASH], hentry) {
 		if (c->id == id)
 			return c;
 	}
@@ -425,6 +431,7 @@ modelproc_stop(void)
 	while (!TAILQ_EMPTY(&mp_calls)) {
 		c = TAILQ_FIRST(&mp_calls);
 		TAILQ_REMOVE(&mp_calls, c, entry);
+		LIST_REMOVE(c, hentry);
 		free(c->data);
 		free(c);
 	}
@@ -459,6 +466,7 @@ modelproc_ask(int64_t task, const char *stage, int64_t run, const char *data,
 	c->cbs = cbs;
 	c->arg = arg;
 	TAILQ_INSERT_TAIL(&mp_calls, c, entry);
+	LIST_INSERT_HEAD(&mp_by_id[c->id % MP_HASH], c, hentry);
 	/* While it restarts, the call waits for the next one. */
 	if (mp_bev != NULL)
 		modelproc_send_ask(c);
@@ -468,7 +476,7 @@ modelproc_ask(int64_t task, const char *stage, int64_t run, const char *data,
 void
 modelproc_drop(uint64_t id)
 {
-	struct mpcall *c = modelproc_find(id);
+	struct mpcall *c = id != 0 ? modelproc_find(id) : NULL;
 	struct proto_msg m;
 
 	if (c == NULL || c->dropped)

@@ -67,7 +67,8 @@ struct worker {
 	int status;    /* wait status once reaped */
 	char *failure; /* why we killed it */
 	TAILQ_ENTRY(worker) entry;
-	LIST_ENTRY(worker) hentry; /* in proc_by_task */
+	LIST_ENTRY(worker) hentry;   /* in proc_by_task */
+	TAILQ_ENTRY(worker) gcentry; /* in proc_ended while ENDED */
 };
 TAILQ_HEAD(workers, worker);
 
@@ -87,6 +88,9 @@ proc_bucket(int64_t task)
 	return &proc_by_task[(uint64_t)task % PROC_HASH];
 }
 static struct event *proc_gc_ev;
+/* The ENDED workers, whose on_exit is due: proc_gc runs them without a
+ * walk of every worker (a thousand, as each of them ends). */
+static struct workers proc_ended = TAILQ_HEAD_INITIALIZER(proc_ended);
 
 static int
 proc_is_reaped(const struct worker *w)
@@ -114,11 +118,10 @@ proc_gc(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	(void)arg;
-	TAILQ_FOREACH_SAFE(w, &workers, entry, tmp) {
-		if (w->state == WORKER_ENDED) {
-			w->state = WORKER_GONE;
-			w->cbs->on_exit(w, w->arg);
-		}
+	TAILQ_FOREACH_SAFE(w, &proc_ended, gcentry, tmp) {
+		TAILQ_REMOVE(&proc_ended, w, gcentry);
+		w->state = WORKER_GONE;
+		w->cbs->on_exit(w, w->arg);
 	}
 }
 
@@ -216,23 +219,27 @@ proc_read_cb(struct bufferevent *bev, void *arg)
 	}
 }
 
+/* Called where a worker's state became ENDED (once: it never goes back). */
 static void
 proc_finish_if_done(struct worker *w)
 {
-	if (w->state == WORKER_ENDED)
-		event_active(proc_gc_ev, 0, 0);
+	if (w->state != WORKER_ENDED)
+		return;
+	TAILQ_INSERT_TAIL(&proc_ended, w, gcentry);
+	event_active(proc_gc_ev, 0, 0);
 }
 
 /* Stop reading the worker's stream: it ended, or nothing it says counts. */
 static void
 proc_close(struct worker *w)
 {
+	bufferevent_disable(w->bev, EV_READ | EV_WRITE);
 	if (w->state == WORKER_RUNNING)
 		w->state = WORKER_CLOSED;
-	else if (w->state == WORKER_EXITED)
+	else if (w->state == WORKER_EXITED) {
 		w->state = WORKER_ENDED;
-	bufferevent_disable(w->bev, EV_READ | EV_WRITE);
-	proc_finish_if_done(w);
+		proc_finish_if_done(w);
+	}
 }
 
 static void
@@ -487,6 +494,8 @@ proc_free(struct worker *w)
 		return;
 	TAILQ_REMOVE(&workers, w, entry);
 	LIST_REMOVE(w, hentry);
+	if (w->state == WORKER_ENDED)
+		TAILQ_REMOVE(&proc_ended, w, gcentry);
 	proc_n--;
 	bufferevent_free(w->bev);
 	event_free(w->errev);
