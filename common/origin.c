@@ -545,6 +545,33 @@ check_ref(const char *ref, char **cause)
 	return 0;
 }
 
+/*
+ * The first half of a fetch of ref: the mirror locked (*fd), made if
+ * missing, the origin's value read (*value, "" when it has none) and, when
+ * it has one, its objects fetched.  -1 with *cause; else 0, the lock held
+ * (the caller closes *fd and frees *value).
+ */
+static int
+fetch_value(const char *mirror, const char *url, const char *ref, int *fd,
+    char **value, int *permanent, char **cause)
+{
+	*value = NULL;
+	*permanent = 0;
+	if ((*fd = mirror_lock(mirror, cause)) == -1)
+		return -1;
+	if (mirror_init(mirror, cause) == -1 ||
+	    remote_value(mirror, url, ref, value, permanent, cause) == -1 ||
+	    (**value != '\0' &&
+	        fetch_one(mirror, url, ref, permanent, cause) == -1)) {
+		free(*value);
+		*value = NULL;
+		close(*fd);
+		*fd = -1;
+		return -1;
+	}
+	return 0;
+}
+
 int
 origin_fetch_ref(const char *mirror, const char *url, const char *ref,
     char **commit, int *permanent, char **cause)
@@ -557,20 +584,13 @@ origin_fetch_ref(const char *mirror, const char *url, const char *ref,
 
 	*commit = NULL;
 	*permanent = 1;
-	if (check_ref(ref, cause) == -1)
+	if (check_ref(ref, cause) == -1 ||
+	    fetch_value(mirror, url, ref, &fd, &value, permanent, cause) == -1)
 		return -1;
-	*permanent = 0;
-	if ((fd = mirror_lock(mirror, cause)) == -1)
-		return -1;
-	if (mirror_init(mirror, cause) == -1 ||
-	    remote_value(mirror, url, ref, &value, permanent, cause) == -1)
-		goto out;
 	if (*value == '\0') {
 		rc = 0;
 		goto out;
 	}
-	if (fetch_one(mirror, url, ref, permanent, cause) == -1)
-		goto out;
 	theirs = xasprintf("refs/origin/%s", ref + 5);
 	local = mirror_rev(mirror, ref);
 	net_opts(&o, mirror, 0);
@@ -678,20 +698,13 @@ origin_take(const char *mirror, const char *url, const char *ref,
 
 	*took = 0;
 	*permanent = 1;
-	if (check_ref(ref, cause) == -1 || check_ref(to, cause) == -1)
+	if (check_ref(ref, cause) == -1 || check_ref(to, cause) == -1 ||
+	    fetch_value(mirror, url, ref, &fd, &value, permanent, cause) == -1)
 		return -1;
-	*permanent = 0;
-	if ((fd = mirror_lock(mirror, cause)) == -1)
-		return -1;
-	if (mirror_init(mirror, cause) == -1 ||
-	    remote_value(mirror, url, ref, &value, permanent, cause) == -1)
-		goto out;
 	if (*value == '\0') {
 		rc = 0;
 		goto out;
 	}
-	if (fetch_one(mirror, url, ref, permanent, cause) == -1)
-		goto out;
 	{
 		/* Forced: the origin's is the one that counts. */
 		const char *args[] = {"update-ref", "-m",
