@@ -151,12 +151,12 @@ modelproc_send_ask(struct mpcall *c)
 }
 
 /*
- * Kill the process by its pidfd: never another that took its pid.  With
- * wait, reap it too (the service stops); else the SIGCHLD handler's
- * waitpid loop does.
+ * Kill the process by its pidfd, never another that took its pid, and reap
+ * it: killed, it is gone in a moment, and no SIGCHLD loop reaps for us
+ * where workers have pidfds of their own (proc.c).
  */
 static void
-modelproc_kill(int wait)
+modelproc_kill(void)
 {
 	siginfo_t si;
 
@@ -167,11 +167,9 @@ modelproc_kill(int wait)
 	if (mp_pidfd != -1) {
 		(void)syscall(
 		    SYS_pidfd_send_signal, mp_pidfd, SIGKILL, NULL, 0);
-		if (wait)
-			while (waitid(P_PIDFD, (id_t)mp_pidfd, &si, WEXITED) ==
-			           -1 &&
-			       errno == EINTR)
-				;
+		while (waitid(P_PIDFD, (id_t)mp_pidfd, &si, WEXITED) == -1 &&
+		       errno == EINTR)
+			;
 		close(mp_pidfd);
 		mp_pidfd = -1;
 	}
@@ -186,7 +184,7 @@ modelproc_fail(const char *why)
 	struct timeval tv;
 	char *down = NULL;
 
-	modelproc_kill(0);
+	modelproc_kill();
 	for (unsigned i = 0; i < mp_fails && ms < MODELPROC_BACKOFF_MAX_MS; i++)
 		ms *= 2;
 	if (ms > MODELPROC_BACKOFF_MAX_MS)
@@ -427,7 +425,7 @@ modelproc_stop(void)
 		mp_why = NULL;
 		return;
 	}
-	modelproc_kill(1);
+	modelproc_kill();
 	while (!TAILQ_EMPTY(&mp_calls)) {
 		c = TAILQ_FIRST(&mp_calls);
 		TAILQ_REMOVE(&mp_calls, c, entry);

@@ -33,7 +33,10 @@ struct worker *proc_spawn(struct event_base *, int64_t task, const char *stage,
 int proc_send(struct worker *, const struct proto_msg *);
 /* Kill the worker's whole process group; reason is kept for the log. */
 void proc_kill(struct worker *, const char *reason);
-void proc_reap(void); /* the SIGCHLD handler's waitpid loop */
+/* Reap every worker that has ended, now. */
+void proc_reap(void);
+/* The SIGCHLD handler's part: nothing where pidfds reap workers. */
+void proc_sigchld(void);
 void proc_watchdog(uint64_t timeout_ms);
 struct worker *proc_find_task(int64_t task);
 /* The worker after w (the first for NULL), or NULL. */

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,14 +67,17 @@ on_free(void *arg)
 
 static const struct proc_cbs cbs = {on_msg, on_exit_cb, on_free};
 
-/* Stands in for the service's SIGCHLD handler. */
+/*
+ * Stands in for the service's SIGCHLD handler, which reaps nothing where
+ * the kernel has pidfds: each worker's own pidfd event reaps it then.
+ */
 static void
 reap_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
 	(void)arg;
-	proc_reap();
+	proc_sigchld();
 }
 
 /* Write an executable script and make it the worker program. */
@@ -140,6 +144,8 @@ run(struct owner *o, int64_t task)
 	event_base_dispatch(base);
 	is_int(o->exits, 1, "on_exit is called once");
 	ok(proc_reaped(w), "on_exit comes after the worker is reaped");
+	ok(waitpid(proc_pid(w), NULL, WNOHANG) == -1 && errno == ECHILD,
+	    "and no zombie of it is left");
 	is_int(o->freed, 0, "the owner's arg is not freed before proc_free");
 	return w;
 }
