@@ -77,7 +77,7 @@ static struct {
 	struct model_series models[MODELS_MAX];
 	size_t nmodels;
 	struct hist approval[STAGE_MAX];
-	struct hist commit;
+	struct hist commit[2]; /* lazy, durable */
 	uint64_t starts[STAGE_MAX];
 	uint64_t restarts[STAGE_MAX];
 	uint64_t kills[KILL_MAX];
@@ -219,10 +219,11 @@ metrics_observe_approval(enum stage gate, const char *since)
 }
 
 void
-metrics_observe_commit(double seconds, void *arg)
+metrics_observe_commit(double seconds, int durable, void *arg)
 {
 	(void)arg;
-	hist_observe(&m.commit, commit_le, nitems(commit_le), seconds);
+	hist_observe(
+	    &m.commit[durable != 0], commit_le, nitems(commit_le), seconds);
 }
 
 void
@@ -455,9 +456,14 @@ metrics_render(struct store *st, unsigned workers, struct buf *b)
 	}
 
 	metrics_head(b, "orch_store_commit_duration_seconds", "histogram",
-	    "Database commits (the durable ones wait for the disk).");
-	metrics_hist(b, "orch_store_commit_duration_seconds", "", &m.commit,
-	    commit_le, nitems(commit_le));
+	    "Database commits: the durable ones wait for the disk, the lazy "
+	    "ones (log lines, stage starts) reach it with the next durable "
+	    "one.");
+	metrics_hist(b, "orch_store_commit_duration_seconds",
+	    "durability=\"durable\",", &m.commit[1], commit_le,
+	    nitems(commit_le));
+	metrics_hist(b, "orch_store_commit_duration_seconds",
+	    "durability=\"lazy\",", &m.commit[0], commit_le, nitems(commit_le));
 
 	metrics_head(b, "orch_sandbox_commands_total", "counter",
 	    "Sandboxed commands by how they ended: status (exited), signal, "

@@ -31,7 +31,7 @@ void metrics_observe_journal(const char *kind, const char *data, double seconds,
  * updated_at (the store's UTC timestamp). */
 void metrics_observe_approval(enum stage gate, const char *since);
 /* A database commit (store_set_commit_hook's callback). */
-void metrics_observe_commit(double seconds, void *arg);
+void metrics_observe_commit(double seconds, int durable, void *arg);
 void metrics_worker_started(enum stage, int restart);
 /* A worker killed; reason as given to proc_kill (NULL: asked to stop). */
 void metrics_worker_killed(const char *reason);

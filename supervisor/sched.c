@@ -649,11 +649,17 @@ sched_start_commit(int64_t id, int open, enum wstate next)
 
 /*
  * Start the next stage of task id if it has one.  Entering the stage's
- * state and the "worker N started" event are one durable commit: the
- * worker is spawned inside the transaction, and it is told to go on (START,
- * after its HELLO, from a later turn of the loop) only once that is
- * committed.  Every way out before the spawn commits the state change
- * alone, as it always was.
+ * state and the "worker N started" event are one commit: the worker is
+ * spawned inside the transaction, and it is told to go on (START, after its
+ * HELLO, from a later turn of the loop) only once that is committed.  Every
+ * way out before the spawn commits the state change alone, as it always
+ * was.
+ *
+ * The commit is lazy (store_begin_lazy): it reaches the disk with the
+ * stage's first durable commit, a journal entry, checkpoint or result,
+ * before which nothing of the stage was kept.  An OS crash that loses it
+ * loses the service too, and the stage simply starts again.  One flush
+ * less per stage, and none for a thousand tasks resumed at once.
  */
 static void
 sched_start(int64_t id)
@@ -685,7 +691,7 @@ sched_start(int64_t id)
 			next = sched_stages[i].running;
 	}
 	if (next != WS_MAX) {
-		int rc = store_begin(sched_st);
+		int rc = store_begin_lazy(sched_st);
 		if (rc == 0)
 			rc = task_enter(sched_st, t, next, 1, NULL);
 		task_free(t);

@@ -177,6 +177,13 @@ int store_state_id(struct store *, char **id);
 
 /* Explicit transactions (BEGIN IMMEDIATE) grouping several writes. */
 int store_begin(struct store *);
+/*
+ * One whose commit may reach the disk only with the next durable commit
+ * (the log is written in order): where losing it means that this process
+ * died with it, SQLite's, whose lazy commit only an OS crash loses.  On
+ * PostgreSQL, whose server may fail alone, the same as store_begin.
+ */
+int store_begin_lazy(struct store *);
 int store_commit(struct store *);
 void store_rollback(struct store *);
 
@@ -337,9 +344,10 @@ void store_set_event_hook(struct store *, void (*cb)(void *), void *arg);
  */
 void store_set_conn_hook(struct store *,
     void (*cb)(int up, const char *why, double seconds, void *arg), void *arg);
-/* cb is called after every commit with how long the COMMIT took. */
-void store_set_commit_hook(
-    struct store *, void (*cb)(double seconds, void *arg), void *arg);
+/* cb is called after every commit with how long the COMMIT took, and
+ * whether it waited for the disk (durable) or not (a lazy one). */
+void store_set_commit_hook(struct store *,
+    void (*cb)(double seconds, int durable, void *arg), void *arg);
 /*
  * Wait at most timeout_ms for another connection to commit events: 1 when
  * told (PostgreSQL's NOTIFY, sent with every commit that adds an event),

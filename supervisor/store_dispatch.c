@@ -402,7 +402,13 @@ store_info_json(struct store *s, json_t **out)
 int
 store_begin(struct store *s)
 {
-	return s->ops->begin(s->be);
+	return s->ops->begin(s->be, 0);
+}
+
+int
+store_begin_lazy(struct store *s)
+{
+	return s->ops->begin(s->be, 1);
 }
 
 int
@@ -601,8 +607,8 @@ store_set_event_hook(struct store *s, void (*cb)(void *), void *arg)
 }
 
 void
-store_set_commit_hook(
-    struct store *s, void (*cb)(double seconds, void *arg), void *arg)
+store_set_commit_hook(struct store *s,
+    void (*cb)(double seconds, int durable, void *arg), void *arg)
 {
 	s->ops->set_commit_hook(s->be, cb, arg);
 }

@@ -28,7 +28,7 @@ struct store_ops {
 	int (*state_id)(struct store_be *, char **);
 	int (*lock)(struct store_be *, int *);
 	int (*info_json)(struct store_be *, json_t **);
-	int (*begin)(struct store_be *);
+	int (*begin)(struct store_be *, int lazy);
 	int (*commit)(struct store_be *);
 	void (*rollback)(struct store_be *);
 	int (*task_add)(struct store_be *, const struct task_new *, int64_t *);
@@ -73,7 +73,7 @@ struct store_ops {
 	int (*integrity)(struct store_be *, int *);
 	void (*set_event_hook)(struct store_be *, void (*)(void *), void *);
 	void (*set_commit_hook)(
-	    struct store_be *, void (*)(double, void *), void *);
+	    struct store_be *, void (*)(double, int, void *), void *);
 	void (*set_conn_hook)(struct store_be *,
 	    void (*)(int, const char *, double, void *), void *); /* NULL */
 	int (*event_max)(struct store_be *, int64_t *);

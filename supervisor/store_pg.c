@@ -302,7 +302,8 @@ struct store_be {
 	void *conn_arg;
 	void (*hook)(void *);
 	void *hook_arg;
-	void (*commit_hook)(double, void *); /* after each COMMIT */
+	void (*commit_hook)(double, int, void *); /* after each COMMIT */
+	int tx_lazy; /* the open transaction's commit need not wait */
 	void *commit_arg;
 	/* A node (store_node_join): its name, incarnation and leases. */
 	char *node;
@@ -1027,6 +1028,7 @@ pg_tx_start(struct store_be *s, int lazy)
 	}
 	if (pg_new_token(s) == -1)
 		return -1;
+	s->tx_lazy = lazy;
 	snprintf(sql, sizeof sql,
 	    "BEGIN;%s UPDATE meta SET value = '%s'"
 	    " WHERE key = 'commit_token'",
@@ -1106,7 +1108,8 @@ pg_tx_commit(struct store_be *s)
 	if (pg_tx_settle(s) == -1)
 		return -1;
 	if (s->commit_hook != NULL)
-		s->commit_hook(store_seconds_since(&t0), s->commit_arg);
+		s->commit_hook(
+		    store_seconds_since(&t0), !s->tx_lazy, s->commit_arg);
 	return 0;
 }
 
@@ -1191,9 +1194,11 @@ pg_wend(struct store_be *s, int rc)
 	return pg_tx_commit(s);
 }
 
+/* lazy is not for a server that may fail alone (store_begin_lazy). */
 static int
-pg_begin(struct store_be *s)
+pg_begin(struct store_be *s, int lazy)
 {
+	(void)lazy;
 	if (s->in_tx) {
 		pg_seterr(s, "begin: a transaction is already open");
 		return -1;
@@ -3143,8 +3148,8 @@ pg_set_conn_hook(struct store_be *s,
 
 /* Per connection, as the event hook. */
 static void
-pg_set_commit_hook(
-    struct store_be *s, void (*cb)(double seconds, void *arg), void *arg)
+pg_set_commit_hook(struct store_be *s,
+    void (*cb)(double seconds, int durable, void *arg), void *arg)
 {
 	s->commit_hook = cb;
 	s->commit_arg = arg;
@@ -3289,7 +3294,7 @@ pg_load_begin(struct store_be *s)
 		    s->shown, (long long)n);
 		return -1;
 	}
-	if (pg_begin(s) == -1)
+	if (pg_begin(s, 0) == -1)
 		return -1;
 	/* Quicker, and as safe: the COMMIT at the end is what counts. */
 	return pg_exec(s, "SET LOCAL synchronous_commit = off", "load");

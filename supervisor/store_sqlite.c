@@ -669,12 +669,12 @@ store_wbegin(struct store_be *s)
  * Called after each commit with its duration (store_set_commit_hook): one
  * hook per process, as the event hook.
  */
-static void (*store_commit_cb)(double seconds, void *arg);
+static void (*store_commit_cb)(double seconds, int durable, void *arg);
 static void *store_commit_arg;
 
 static void
-sqlite_set_commit_hook(
-    struct store_be *s, void (*cb)(double seconds, void *arg), void *arg)
+sqlite_set_commit_hook(struct store_be *s,
+    void (*cb)(double seconds, int durable, void *arg), void *arg)
 {
 	(void)s;
 	store_commit_cb = cb;
@@ -691,7 +691,8 @@ store_exec_commit(struct store_be *s)
 	if (store_exec1(s, "COMMIT", "commit") == -1)
 		return -1;
 	if (store_commit_cb != NULL)
-		store_commit_cb(store_seconds_since(&t0), store_commit_arg);
+		store_commit_cb(
+		    store_seconds_since(&t0), !s->lazy, store_commit_arg);
 	return 0;
 }
 
@@ -719,7 +720,7 @@ store_wend(struct store_be *s, int rc)
 }
 
 static int
-sqlite_begin(struct store_be *s)
+sqlite_begin(struct store_be *s, int lazy)
 {
 	if (s->in_tx) {
 		store_seterr(s, "begin: a transaction is already open");
@@ -729,7 +730,7 @@ sqlite_begin(struct store_be *s)
 		store_seterr(s, "database %s is open read-only", s->path);
 		return -1;
 	}
-	if (store_sync(s, 0) == -1 ||
+	if (store_sync(s, lazy) == -1 ||
 	    store_exec(s, "BEGIN IMMEDIATE", "begin") == -1)
 		return -1;
 	s->in_tx = 1;

@@ -354,12 +354,15 @@ last_sent(void)
 
 static int commits;
 
+static int durable_commits;
+
 static void
-count_commit(double seconds, void *arg)
+count_commit(double seconds, int durable, void *arg)
 {
 	(void)seconds;
 	(void)arg;
 	commits++;
+	durable_commits += durable != 0;
 }
 
 static int
@@ -381,12 +384,14 @@ test_happy(void)
 	struct buf evs;
 	char *want;
 
-	/* The stage's state and its worker's start: one commit. */
-	commits = 0;
+	/* The stage's state and its worker's start: one commit, lazy (it
+	 * reaches the disk with the stage's first durable one). */
+	commits = durable_commits = 0;
 	store_set_commit_hook(st, count_commit, NULL);
 	w = wait_spawn(nfake + 1);
 	store_set_commit_hook(st, NULL, NULL);
 	is_int(commits, 1, "a stage start is one commit");
+	is_int(durable_commits, 0, "... a lazy one");
 	buf_init(&evs);
 	store_event_list(st, id, 0, 0, event_cb, &evs);
 	want = xasprintf("task submitted|checkpoint saved: start_planning|"

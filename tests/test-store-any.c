@@ -181,14 +181,15 @@ turn_sum_cb(const struct turn_sum *ts, void *arg)
 	return 0;
 }
 
-static int commits;
+static int commits, durable_commits;
 static double commit_secs;
 
 static void
-commit_hook(double seconds, void *arg)
+commit_hook(double seconds, int durable, void *arg)
 {
 	(void)arg;
 	commits++;
+	durable_commits += durable != 0;
 	commit_secs = seconds;
 }
 
@@ -609,7 +610,7 @@ test_v5(void)
 	    say("no data: NULL"));
 
 	/* The commit hook: once per commit, with its duration. */
-	commits = 0;
+	commits = durable_commits = 0;
 	commit_secs = -1;
 	store_set_commit_hook(s, commit_hook, NULL);
 	ok(store_task_set_text(s, a, TC_REVIEW, "r") == 0 && commits == 1 &&
@@ -626,8 +627,23 @@ test_v5(void)
 	store_rollback(s);
 	ok(store_task_set_state(s, 9999, WS_PLANNING) == -1 && commits == 2,
 	    say("commit hook: not for a rollback or a failed write"));
+	is_int(durable_commits, 2, say("those commits were durable"));
+	ok(store_event_add(s, a, EV_INFO, NULL, "lone") == 0 && commits == 3 &&
+	        durable_commits == 2,
+	    say("a lone log line's commit is lazy"));
+	/* Lazy only where losing it means this process died too. */
+	ok(store_begin_lazy(s) == 0 &&
+	        store_task_set_text(s, a, TC_REVIEW, "r5") == 0 &&
+	        store_commit(s) == 0 && commits == 4 &&
+	        durable_commits == (backend_pg ? 3 : 2),
+	    say(backend_pg ? "store_begin_lazy: durable on PostgreSQL"
+	                   : "store_begin_lazy: a lazy commit on SQLite"));
+	ok(store_begin(s) == 0 &&
+	        store_task_set_text(s, a, TC_REVIEW, "r6") == 0 &&
+	        store_commit(s) == 0 && durable_commits == (backend_pg ? 4 : 3),
+	    say("and store_begin's after it durable again"));
 	store_set_commit_hook(s, NULL, NULL);
-	ok(store_task_set_text(s, a, TC_REVIEW, "r4") == 0 && commits == 2,
+	ok(store_task_set_text(s, a, TC_REVIEW, "r4") == 0 && commits == 5,
 	    say("commit hook removed"));
 	json_decref(l);
 	store_close(s);

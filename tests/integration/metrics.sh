@@ -114,8 +114,11 @@ is "$(val orch_sandbox_commands_total "[('exit', 'timeout')]")" 1.0 \
 	"one command timed out"
 is "$(val orch_worker_kills_total "[('reason', 'heartbeat')]")" 0.0 \
 	"no worker was killed"
-n=$(val orch_store_commit_duration_seconds_count "[]")
-check "the store's commits are timed ($n)" "$PY" -c "assert $n >= 10, $n"
+n=$(val orch_store_commit_duration_seconds_count "[('durability', 'durable')]")
+check "the store's durable commits are timed ($n)" "$PY" -c "assert $n >= 10, $n"
+n=$(val orch_store_commit_duration_seconds_count "[('durability', 'lazy')]")
+check "... and the lazy ones, a stage start at least ($n)" "$PY" -c \
+	"assert $n >= 1, $n"
 is "$(grep -c '^mock' "$T/metrics.txt")" 0 "the model's newline starts no line"
 
 # A task cancelled while its worker waits for the model: a kill to stop it.
