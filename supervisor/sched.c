@@ -813,7 +813,7 @@ sched_claimed(int64_t id)
  * more than a page's worth run at once.  Returns 1 when it saw them all.
  */
 static int
-sched_walk(unsigned *running, unsigned cap, uint64_t now)
+sched_walk(unsigned *running, uint64_t now)
 {
 	int64_t ids[256], after = 0;
 	size_t n, nleases, want;
@@ -825,9 +825,9 @@ sched_walk(unsigned *running, unsigned cap, uint64_t now)
 		 * Each claimed task starts now or its lease goes back.
 		 */
 		nleases = store_lease_count(sched_st);
-		if (nleases >= cap)
+		if (nleases >= cfg.max_workers)
 			return 0;
-		want = cap - nleases;
+		want = cfg.max_workers - nleases;
 		if (want > nitems(ids))
 			want = nitems(ids);
 		if (store_lease_claim(sched_st, 0, want, cfg.max_tasks_per_repo,
@@ -853,7 +853,7 @@ sched_walk(unsigned *running, unsigned cap, uint64_t now)
 			return 0;
 		}
 		for (size_t i = 0; i < n; i++) {
-			if (*running >= cap)
+			if (*running >= cfg.max_workers)
 				return 0;
 			*running += (unsigned)sched_try(ids[i], now);
 		}
@@ -863,17 +863,10 @@ sched_walk(unsigned *running, unsigned cap, uint64_t now)
 	return 1;
 }
 
-/*
- * Workers started in one turn of the loop at most: a host resuming a
- * thousand tasks answers its control socket, and reads its workers'
- * first messages, between slices of them, not after them all.
- */
-#define SCHED_STARTS_PER_TURN 64
-
 static void
 sched_kick_cb(evutil_socket_t fd, short what, void *arg)
 {
-	unsigned running = proc_count(), cap;
+	unsigned running = proc_count();
 	uint64_t now = now_ms();
 	size_t i;
 
@@ -900,28 +893,16 @@ sched_kick_cb(evutil_socket_t fd, short what, void *arg)
 		nsched_dirty = 0;
 		return;
 	}
-	cap = running + SCHED_STARTS_PER_TURN;
-	if (cap > cfg.max_workers)
-		cap = cfg.max_workers;
-	for (i = 0; i < nsched_dirty && running < cap; i++)
+	for (i = 0; i < nsched_dirty && running < cfg.max_workers; i++)
 		running += (unsigned)sched_try(sched_dirty[i], now);
 	if (i > 0) { /* sched_dirty is NULL until the first task is noted */
 		memmove(sched_dirty, sched_dirty + i,
 		    (nsched_dirty - i) * sizeof *sched_dirty);
 		nsched_dirty -= i;
 	}
-	if (sched_rescan && running < cap && sched_walk(&running, cap, now))
+	if (sched_rescan && running < cfg.max_workers &&
+	    sched_walk(&running, now))
 		sched_rescan = 0;
-	/*
-	 * The slice is full and there is room left: the rest after the next
-	 * poll (a timer; an event made active now would run in this turn).
-	 */
-	if (running >= cap && cap < cfg.max_workers &&
-	    (nsched_dirty > 0 || sched_rescan)) {
-		struct timeval tv = {0, 0};
-
-		event_add(sched_kick_ev, &tv);
-	}
 }
 /*
  * The leases this node holds but does not use: no worker, not waiting out
