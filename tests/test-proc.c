@@ -167,7 +167,7 @@ main(void)
 	struct worker *w;
 	struct event *tick;
 	struct timeval tv = {0, 10 * 1000};
-	char *hello, *ack, *body;
+	char *hello, *ack, *body, *why2 = NULL;
 
 	signal(SIGPIPE, SIG_IGN);
 	if (mkdtemp(dir) == NULL)
@@ -222,6 +222,63 @@ main(void)
 		done(w, &o);
 	}
 
+	/*
+	 * What proc_send writes arrives whole and in order: a frame larger
+	 * than the socket takes at once (its rest waits in the bufferevent),
+	 * then a small one behind it.
+	 */
+	{
+		struct proto_msg big, small;
+		uint8_t *eb, *es;
+		size_t lb, ls;
+		const char *why;
+		char *data = xcalloc(1, 1024 * 1024 + 1), *got, *want;
+		char *gotpath = xasprintf("%s/got", dir);
+		FILE *f;
+		size_t n = 0;
+
+		memset(data, 'x', 1024 * 1024);
+		proto_msg_init(&big, PROTO_MODEL_REPLY);
+		proto_set_str(&big, PF_DATA, data);
+		proto_msg_init(&small, PROTO_ACK);
+		small.u[PF_SEQ] = 7;
+		if (proto_encode(&big, &eb, &lb, &why) == -1 ||
+		    proto_encode(&small, &es, &ls, &why) == -1)
+			fatalx("encode: %s", why);
+		body = xasprintf("head -c %zu <&3 >%s", lb + ls, gotpath);
+		fake_worker("reader", body);
+		free(body);
+		memset(&o, 0, sizeof o);
+		w = proc_spawn(base, 6, "planning", 1, &cbs, &o, &why2);
+		ok(w != NULL, "a worker that reads its socket starts");
+		if (w != NULL) {
+			ok(proc_send(w, &big) == 0 && proc_send(w, &small) == 0,
+			    "a 1 MB frame and an ACK are sent");
+			event_base_dispatch(base);
+			got = xcalloc(1, lb + ls + 1);
+			if ((f = fopen(gotpath, "r")) != NULL) {
+				n = fread(got, 1, lb + ls + 1, f);
+				fclose(f);
+			}
+			want = xcalloc(1, lb + ls);
+			memcpy(want, eb, lb);
+			memcpy(want + lb, es, ls);
+			ok(n == lb + ls && memcmp(got, want, n) == 0,
+			    "it read both frames, whole and in order");
+			free(got);
+			free(want);
+			done(w, &o);
+		}
+		free(why2);
+		proto_msg_clear(&big);
+		proto_msg_clear(&small);
+		free(eb);
+		free(es);
+		free(data);
+		unlink(gotpath);
+		free(gotpath);
+	}
+
 	/* Killed by its owner: no failure unless a reason is given. */
 	fake_worker("sleep", "sleep 30");
 	memset(&o, 0, sizeof o);
@@ -260,7 +317,7 @@ main(void)
 	free(hello);
 	free(ack);
 	for (const char *const *n = (const char *const[]){"hello", "garbage",
-	         "ack", "sleep", NULL};
+	         "ack", "reader", "sleep", NULL};
 	     *n != NULL; n++) {
 		char *p = xasprintf("%s/%s", dir, *n);
 		unlink(p);

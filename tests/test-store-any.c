@@ -365,7 +365,7 @@ static void
 test_transactions(void)
 {
 	struct store *s = open_as(STORE_RW);
-	struct task *t;
+	struct task *t = NULL;
 	json_t *st = NULL;
 	int64_t before, after, ev = 0, jo = 0;
 	int good = 0;
