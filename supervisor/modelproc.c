@@ -33,7 +33,6 @@
 #include "common.h"
 #include "config.h"
 #include "modelproc.h"
-#include "proc.h"
 #include "spawn.h"
 #include "proto.h"
 
@@ -121,6 +120,7 @@ modelproc_send(const struct proto_msg *m)
 	uint8_t *buf;
 	size_t len;
 	const char *cause;
+	int rc;
 
 	if (mp_bev == NULL)
 		return -1;
@@ -129,9 +129,9 @@ modelproc_send(const struct proto_msg *m)
 		    proto_type_name(m->type), cause);
 		return -1;
 	}
-	proc_bev_send(mp_bev, buf, len);
+	rc = bufferevent_write(mp_bev, buf, len);
 	free(buf);
-	return 0;
+	return rc;
 }
 
 static void

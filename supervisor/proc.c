@@ -422,31 +422,6 @@ proc_spawn(struct event_base *base, int64_t task, const char *stage,
 	return w;
 }
 
-/*
- * Straight to the socket when nothing waits before it: through the
- * bufferevent, each message to a child cost two epoll_ctl (EPOLLOUT on,
- * then off) and a turn of the loop.  What the socket does not take now,
- * and everything after it, goes through the bufferevent, in order.  A
- * child gone (EPIPE) is seen by the read side.
- */
-void
-proc_bev_send(struct bufferevent *bev, const void *buf, size_t len)
-{
-	size_t off = 0;
-
-	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
-		ssize_t n = send(bufferevent_getfd(bev), buf, len,
-		    MSG_DONTWAIT | MSG_NOSIGNAL);
-
-		if (n > 0)
-			off = (size_t)n;
-		else if (n == -1 && errno != EAGAIN && errno != EINTR)
-			off = len;
-	}
-	if (off < len)
-		bufferevent_write(bev, (const uint8_t *)buf + off, len - off);
-}
-
 int
 proc_send(struct worker *w, const struct proto_msg *m)
 {
@@ -461,7 +436,7 @@ proc_send(struct worker *w, const struct proto_msg *m)
 		    proto_type_name(m->type), (int)w->pid, cause);
 		return -1;
 	}
-	proc_bev_send(w->bev, buf, len);
+	bufferevent_write(w->bev, buf, len);
 	free(buf);
 	return 0;
 }

@@ -12,7 +12,6 @@
 #include "proto.h"
 
 struct event_base;
-struct bufferevent;
 
 struct worker;
 struct proc_cbs {
@@ -32,8 +31,6 @@ void proc_fini(void); /* after the last worker is freed */
 struct worker *proc_spawn(struct event_base *, int64_t task, const char *stage,
     int64_t run, const struct proc_cbs *cbs, void *arg, char **cause);
 int proc_send(struct worker *, const struct proto_msg *);
-/* Write to a child's socket: at once if it takes it, else buffered. */
-void proc_bev_send(struct bufferevent *, const void *, size_t);
 /* Kill the worker's whole process group; reason is kept for the log. */
 void proc_kill(struct worker *, const char *reason);
 /* Reap every worker that has ended, now. */

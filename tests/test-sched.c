@@ -9,7 +9,6 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -143,13 +142,6 @@ proc_next(struct worker *w)
 		if (fake[i].live)
 			return &fake[i];
 	return NULL;
-}
-
-/* The model process's link (modelproc.c), as proc.c writes it. */
-void
-proc_bev_send(struct bufferevent *bev, const void *buf, size_t len)
-{
-	bufferevent_write(bev, buf, len);
 }
 
 unsigned
