@@ -149,15 +149,15 @@ static int
 proc_pidfd_works(void)
 {
 	siginfo_t si;
-	int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+	int fd = (int)syscall(SYS_pidfd_open, getpid(), 0), works;
 
 	if (fd == -1)
 		return 0;
 	/* Not our child: ECHILD, where a kernel without P_PIDFD says
 	 * EINVAL. */
 	memset(&si, 0, sizeof si);
-	int rc = waitid(P_PIDFD, (id_t)fd, &si, WEXITED | WNOHANG);
-	int works = rc == -1 && errno == ECHILD;
+	works = waitid(P_PIDFD, (id_t)fd, &si, WEXITED | WNOHANG) == -1 &&
+	        errno == ECHILD;
 	close(fd);
 	return works;
 }
@@ -522,14 +522,15 @@ proc_reap(void)
 			if (!proc_is_reaped(w))
 				sweep |= proc_reap_pidfd(w);
 		}
-	}
-	while (!proc_pidfds && (pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		TAILQ_FOREACH(w, &workers, entry) {
-			if (w->pid == pid && !proc_is_reaped(w))
-				break;
+	} else {
+		while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+			TAILQ_FOREACH(w, &workers, entry) {
+				if (w->pid == pid && !proc_is_reaped(w))
+					break;
+			}
+			if (w != NULL)
+				sweep |= proc_ended_with(w, status);
 		}
-		if (w != NULL)
-			sweep |= proc_ended_with(w, status);
 	}
 	if (sweep)
 		(void)cgroup_host_sweep(&proc_cg);
