@@ -303,8 +303,8 @@ struct store_be {
 	void (*hook)(void *);
 	void *hook_arg;
 	void (*commit_hook)(double, int, void *); /* after each COMMIT */
-	int tx_lazy; /* the open transaction's commit need not wait */
 	void *commit_arg;
+	int tx_lazy; /* the open transaction's commit need not wait */
 	/* A node (store_node_join): its name, incarnation and leases. */
 	char *node;
 	char incarnation[33];
