@@ -57,12 +57,6 @@ export ORCH_LLM_SCRIPT="$T/script.json" ORCH_SCRIPTED_TRACE="$T/trace"
 export ORCH_MAX_RETRIES=100 ORCH_RETRY_BACKOFF_MS=20 ORCH_MAX_WORKERS=4
 make_repo "$T/repo"
 
-ours() { # live workers of this test (they get only PATH, LANG and HOME)
-	local p
-	for p in $(pgrep -x orch-worker); do
-		grep -qz "^HOME=$HOME\$" "/proc/$p/environ" 2>/dev/null && echo "$p"
-	done
-}
 # pg_clients: the pids holding a connection to a PostgreSQL server's unix
 # socket (ss pairs each client socket with the server's end, whose local
 # address is the .s.PGSQL file).
@@ -149,10 +143,6 @@ ok "$([ "$repeats" -le "$inflight" ]; echo $?)" \
 	"repeated model turns ($repeats) <= workers killed ($inflight): committed turns are never asked again"
 db_intact
 service_kill TERM
-wait_for 5 test -z "$(ours)"
-is "$(ours)" "" "no stray worker"
-# A sandbox dies with its worker (--die-with-parent), a moment later.
-wait_for 5 sh -c "! pgrep -f 'bwrap.*$T' >/dev/null"
-is "$(pgrep -f "bwrap.*$T" || true)" "" "no stray sandbox"
+no_strays
 is "$dbfd" 0 "no worker ever had the database open"
 done_testing

@@ -86,7 +86,6 @@ wait_for 10 hung || bail "the hanging worker did not start"
 hpid=$(hung)
 api POST /v1/tasks/3/cancel
 is "$code" 200 "POST cancel of a running task is 200"
-gone() { ! kill -0 "$1" 2>/dev/null || grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
 wait_for 5 gone "$hpid"
 check "its worker is stopped" gone "$hpid"
 sleep 0.5

@@ -6,7 +6,6 @@
 script_write_a
 export ORCH_WORKER_TIMEOUT_S=1
 
-gone() { ! kill -0 "$1" 2>/dev/null || grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
 # Milliseconds since boot: now, and when process PID started (so that the
 # time it lived does not depend on how soon pgrep saw it on a loaded host).
 uptime_ms() { awk '{ print int($1 * 1000) }' /proc/uptime; }

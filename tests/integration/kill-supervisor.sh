@@ -7,7 +7,6 @@
 script_write_abc
 export ORCH_SCRIPTED_TRACE="$T/trace"
 
-gone() { ! kill -0 "$1" 2>/dev/null || grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
 trace_has() { grep -Eq "$1" "$T/trace" 2>/dev/null; }
 
 make_repo "$T/repo"
@@ -21,9 +20,6 @@ like "$wpid" '^[0-9]+$' "the service has one worker running"
 service_kill 9
 wait_for 5 gone "$wpid"
 check "the worker died with the service (parent-death signal)" gone "$wpid"
-# Workers of this test are the ones with our HOME (they get only PATH, LANG, HOME).
-ours() { for p in $(pgrep -x orch-worker); do
-	grep -qz "^HOME=$HOME\$" "/proc/$p/environ" 2>/dev/null && ! gone "$p" && echo "$p"; done; }
 is "$(ours)" "" "no orch-worker of this test remains"
 is "$(state_of 1)" implementing "the task is still implementing"
 

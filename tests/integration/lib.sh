@@ -355,6 +355,38 @@ service_kill() { # SIGNAL
 	SVC=
 }
 
+# gone PID: the process has exited (a zombie counts: it is only waiting to
+# be reaped).
+gone() { ! kill -0 "$1" 2>/dev/null || grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
+
+# ours: the live workers of this test (they get only PATH, LANG and HOME,
+# and HOME is the test's).
+ours() {
+	local p
+	for p in $(pgrep -x orch-worker); do
+		grep -qz "^HOME=$HOME\$" "/proc/$p/environ" 2>/dev/null &&
+			! gone "$p" && echo "$p"
+	done
+}
+no_ours() { [ -z "$(ours)" ]; }
+no_sandbox() { ! pgrep -f "bwrap.*$T" >/dev/null; }
+
+# no_strays: once the service has stopped, none of its workers lives on,
+# nor a sandbox (it dies with its worker, --die-with-parent, a moment
+# later).  A stray is shown for the log.
+no_strays() {
+	local stray p
+	wait_for 10 no_ours
+	is "$(ours)" "" "no stray worker"
+	wait_for 10 no_sandbox
+	stray=$(pgrep -f "bwrap.*$T" || true)
+	is "$stray" "" "no stray sandbox"
+	for p in $stray; do
+		ps -o pid=,ppid=,pgid=,stat=,etime=,wchan:20=,args= -p "$p" |
+			cut -c1-240 | sed 's/^/#   /'
+	done
+}
+
 # The pid of the worker running for task ID (from the process table).
 worker_pid() {
 	local p

@@ -24,8 +24,6 @@ cat >"$T/script.json" <<'JSON'
 JSON
 export ORCH_LLM_SCRIPT="$T/script.json" ORCH_SCRIPTED_TRACE="$T/trace"
 trace_has() { grep -Eq "$1" "$T/trace" 2>/dev/null; }
-ours() { for p in $(pgrep -x orch-worker); do
-	grep -qz "^HOME=$HOME\$" "/proc/$p/environ" 2>/dev/null && echo "$p"; done; }
 
 make_repo "$T/repo"
 service_start

@@ -103,8 +103,7 @@ is "$(sq "SELECT count(*) FROM journal WHERE task_id=3 AND stage='implementing' 
 snap=$(last_snapshot 3)
 kill -9 "$W"
 t0=$(date +%s%N)
-gone() { ! kill -0 "$SP" 2>/dev/null || grep -q '^State:.*Z' "/proc/$SP/status" 2>/dev/null; }
-wait_for 5 gone
+wait_for 5 gone "$SP"
 is "$(( ($(date +%s%N) - t0) / 1000000 < 1500 ))" 1 \
 	"the sandbox died with the worker (its command did not run to the end)"
 restarted() { [ -n "$(svc_worker)" ] && [ "$(svc_worker)" != "$W" ]; }
