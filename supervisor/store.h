@@ -186,6 +186,16 @@ int store_begin(struct store *);
 int store_begin_lazy(struct store *);
 int store_commit(struct store *);
 void store_rollback(struct store *);
+/*
+ * Group commit: every lazy commit so far made durable by one sync of
+ * SQLite's log (a durable commit does the same), so that lazy commits
+ * followed by store_flush before anyone is told of them are as safe as
+ * durable ones, for one sync instead of one each.  Does nothing when
+ * nothing lazy is waiting, nor on PostgreSQL (whose commits are durable).
+ */
+int store_flush(struct store *);
+/* Whether a lazy commit waits for store_flush. */
+int store_flush_pending(struct store *);
 
 /* New task in pending, with a workflow_start checkpoint and an event. */
 int store_task_add(struct store *, const struct task_new *, int64_t *id);

@@ -424,6 +424,18 @@ store_rollback(struct store *s)
 }
 
 int
+store_flush(struct store *s)
+{
+	return s->ops->flush != NULL ? s->ops->flush(s->be) : 0;
+}
+
+int
+store_flush_pending(struct store *s)
+{
+	return s->ops->flush_pending != NULL ? s->ops->flush_pending(s->be) : 0;
+}
+
+int
 store_task_add(struct store *s, const struct task_new *tn, int64_t *id)
 {
 	return s->ops->task_add(s->be, tn, id);

@@ -30,6 +30,8 @@ struct store_ops {
 	int (*info_json)(struct store_be *, json_t **);
 	int (*begin)(struct store_be *, int lazy);
 	int (*commit)(struct store_be *);
+	int (*flush)(struct store_be *); /* NULL: commits are durable */
+	int (*flush_pending)(struct store_be *);
 	void (*rollback)(struct store_be *);
 	int (*task_add)(struct store_be *, const struct task_new *, int64_t *);
 	int (*task_get)(struct store_be *, int64_t, struct task **);

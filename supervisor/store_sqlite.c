@@ -332,6 +332,7 @@ struct store_be {
 	enum store_mode mode;
 	int in_tx; /* store_begin is open */
 	int lazy;  /* synchronous is NORMAL for now (see store_event_add) */
+	int unsynced; /* a lazy commit since the log was last synced */
 	int version;
 	char *err;
 	int errcode; /* SQLite's code for err, 0 when it is not SQLite's */
@@ -690,6 +691,10 @@ store_exec_commit(struct store_be *s)
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	if (store_exec1(s, "COMMIT", "commit") == -1)
 		return -1;
+	/* Not cleared by a durable commit: one that wrote nothing synced
+	 * nothing. */
+	if (s->lazy)
+		s->unsynced = 1;
 	if (store_commit_cb != NULL)
 		store_commit_cb(
 		    store_seconds_since(&t0), !s->lazy, store_commit_arg);
@@ -752,6 +757,43 @@ sqlite_commit(struct store_be *s)
 		return -1;
 	}
 	return 0;
+}
+
+/*
+ * Sync the write-ahead log, as a durable commit would: the log is written
+ * in order, so every commit in it is then on disk.  Reported to the commit
+ * hook as a durable commit (the one that the lazy ones waited for).
+ */
+static int
+sqlite_flush(struct store_be *s)
+{
+	sqlite3_file *wal = NULL;
+	struct timespec t0;
+	int rc;
+
+	if (!s->unsynced)
+		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	rc = sqlite3_file_control(
+	    s->db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal);
+	if (rc == SQLITE_OK && wal != NULL && wal->pMethods != NULL)
+		rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
+	if (rc != SQLITE_OK) {
+		store_seterr(
+		    s, "sync of %s-wal: %s", s->path, sqlite3_errstr(rc));
+		s->errcode = rc;
+		return -1;
+	}
+	s->unsynced = 0;
+	if (store_commit_cb != NULL)
+		store_commit_cb(store_seconds_since(&t0), 1, store_commit_arg);
+	return 0;
+}
+
+static int
+sqlite_flush_pending(struct store_be *s)
+{
+	return s->unsynced;
 }
 
 /* Does nothing when no transaction is open. */
@@ -2511,6 +2553,8 @@ const struct store_ops store_sqlite_ops = {
     .info_json = sqlite_info_json,
     .begin = sqlite_begin,
     .commit = sqlite_commit,
+    .flush = sqlite_flush,
+    .flush_pending = sqlite_flush_pending,
     .rollback = sqlite_rollback,
     .task_add = sqlite_task_add,
     .task_get = sqlite_task_get,

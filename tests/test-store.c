@@ -331,6 +331,90 @@ test_lazy_events(void)
 	free(path);
 }
 
+/*
+ * A VFS over the default one that counts the syncs of write-ahead logs:
+ * a WAL file keeps the real methods but for xSync, which counts first.
+ */
+static sqlite3_vfs count_vfs, *real_vfs;
+static sqlite3_io_methods wal_methods;
+static int (*real_wal_sync)(sqlite3_file *, int);
+static int wal_syncs;
+
+static int
+count_wal_sync(sqlite3_file *f, int flags)
+{
+	wal_syncs++;
+	return real_wal_sync(f, flags);
+}
+
+static int
+count_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags,
+    int *outflags)
+{
+	int rc;
+
+	(void)vfs;
+	rc = real_vfs->xOpen(real_vfs, name, f, flags, outflags);
+	if (rc != SQLITE_OK || !(flags & SQLITE_OPEN_WAL) ||
+	    f->pMethods == NULL)
+		return rc;
+	if (real_wal_sync == NULL) {
+		wal_methods = *f->pMethods;
+		real_wal_sync = wal_methods.xSync;
+		wal_methods.xSync = count_wal_sync;
+	}
+	if (f->pMethods->xSync == real_wal_sync)
+		f->pMethods = &wal_methods;
+	return rc;
+}
+
+/*
+ * Group commit: lazy commits leave the log unsynced until store_flush,
+ * which syncs the log itself, once for all of them, and only when needed.
+ */
+static void
+test_flush(void)
+{
+	struct store *s;
+	char *path = tpath("flush.db"), *cause;
+	int64_t id;
+	int before;
+
+	real_vfs = sqlite3_vfs_find(NULL);
+	count_vfs = *real_vfs;
+	count_vfs.zName = "count-wal-syncs";
+	count_vfs.xOpen = count_open;
+	if (sqlite3_vfs_register(&count_vfs, 1) != SQLITE_OK)
+		fatalx("cannot register the counting VFS");
+	if (store_open(&s, path, STORE_RW, NULL, &cause) == -1)
+		fatalx("%s", cause);
+	id = add_task(s, "flush");
+	ok(real_wal_sync != NULL, "flush: the WAL is opened through the VFS");
+	ok(!store_flush_pending(s), "flush: nothing pending after a durable "
+	                            "commit");
+	before = wal_syncs;
+	for (int i = 0; i < 3; i++) {
+		char name[16];
+
+		snprintf(name, sizeof name, "cp%d", i);
+		if (store_begin_lazy(s) == -1 ||
+		    store_checkpoint_add(s, id, name, "{}") == -1 ||
+		    store_commit(s) == -1)
+			fatalx("lazy commit: %s", store_error(s));
+	}
+	is_int(wal_syncs - before, 0, "flush: three lazy commits sync nothing");
+	ok(store_flush_pending(s), "flush: ... and are pending");
+	ok(store_flush(s) == 0, "flush: store_flush");
+	is_int(
+	    wal_syncs - before, 1, "flush: one sync of the log for all three");
+	ok(!store_flush_pending(s), "flush: nothing pending after it");
+	ok(store_flush(s) == 0, "flush: again");
+	is_int(wal_syncs - before, 1, "flush: with nothing pending, no sync");
+	store_close(s);
+	sqlite3_vfs_unregister(&count_vfs);
+	free(path);
+}
+
 static void
 test_task_roundtrip(void)
 {
@@ -1682,6 +1766,7 @@ main(void)
 	test_names();
 	test_pragmas();
 	test_lazy_events();
+	test_flush();
 	test_task_roundtrip();
 	test_list();
 	test_checkpoints();
