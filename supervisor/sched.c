@@ -90,6 +90,21 @@ static size_t nsched_dirty;
 static int sched_rescan;
 
 /*
+ * Group commit.  A journal entry or a checkpoint commits lazily, and its
+ * ACK waits here until sched_flush_cb has made it durable: that event is
+ * made active by the first such ACK and runs after the callbacks of every
+ * message read in the same turn of the loop, so one sync of the log
+ * covers them all.  A worker never hears of a commit that is not on disk.
+ */
+static struct event *sched_flush_ev;
+struct ack_wait {
+	struct worker *w;
+	struct sched_worker *sw;
+};
+static struct ack_wait *acks;
+static size_t nacks, acks_cap;
+
+/*
  * What the scheduler knows of one of its workers, hung on it (proc_arg):
  * how far it has got in the protocol, and whether its end is a failure.
  */
@@ -112,6 +127,8 @@ struct sched_worker {
 	                done (a connection lost in COMMIT) */
 	uint64_t model_call; /* its model call in flight (modelproc), or 0 */
 	uint64_t model_seq;  /* ... and the worker's seq for it */
+	int ack_waits;       /* its ACK waits for the flush (acks) */
+	uint64_t ack_seq;    /* ... with this seq */
 };
 
 static int sched_storage_failed(void);
@@ -135,6 +152,9 @@ sched_worker_free(void *arg)
 
 	modelproc_drop(sw->model_call);
 	proto_msg_clear(&sw->held);
+	for (size_t i = 0; sw->ack_waits && i < nacks; i++)
+		if (acks[i].sw == sw)
+			acks[i] = acks[--nacks];
 	free(sw);
 }
 
@@ -1113,7 +1133,7 @@ sched_timer_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static void
-sched_ack(struct worker *w, uint64_t seq)
+sched_ack_send(struct worker *w, uint64_t seq)
 {
 	struct sched_worker *sw = proc_arg(w);
 	struct proto_msg m;
@@ -1123,6 +1143,54 @@ sched_ack(struct worker *w, uint64_t seq)
 	m.u[PF_SEQ] = seq;
 	proc_send(w, &m);
 	proto_msg_clear(&m);
+}
+
+/* Acknowledge a commit: now if it is durable, else after the flush. */
+static void
+sched_ack(struct worker *w, uint64_t seq)
+{
+	struct sched_worker *sw = proc_arg(w);
+
+	if (!store_flush_pending(sched_st)) {
+		sched_ack_send(w, seq);
+		return;
+	}
+	if (nacks == acks_cap) {
+		acks_cap = acks_cap ? acks_cap * 2 : 64;
+		acks = xrealloc(acks, acks_cap * sizeof *acks);
+	}
+	acks[nacks].w = w;
+	acks[nacks++].sw = sw;
+	sw->ack_waits = 1;
+	sw->ack_seq = seq;
+	if (nacks == 1)
+		event_active(sched_flush_ev, EV_TIMEOUT, 1);
+}
+
+/*
+ * The sync cannot be taken back: what failed to reach the disk may be
+ * gone from the page cache too, so a sync that seems to work later proves
+ * nothing (PostgreSQL stops the same way).  Stopping before any waiting
+ * ACK is sent keeps every worker from going on; the next start resumes
+ * from what the database holds.
+ */
+static void
+sched_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (store_flush(sched_st) == -1)
+		fatalx("cannot sync the database: %s; stopping so that no "
+		       "worker goes on from a commit that may not be on disk "
+		       "(check the disk, then start the service again: it "
+		       "resumes every task from what was kept)",
+		    store_error(sched_st));
+	for (size_t i = 0; i < nacks; i++) {
+		acks[i].sw->ack_waits = 0;
+		sched_ack_send(acks[i].w, acks[i].sw->ack_seq);
+	}
+	nacks = 0;
 }
 
 static int
@@ -1619,7 +1687,7 @@ sched_journal_commit(struct worker *w, const struct proto_msg *m)
 	int has, rc;
 
 	has = narrate_journal(m->s[PF_KIND], m->s[PF_DATA], &text, &facts) == 0;
-	rc = store_begin(sched_st);
+	rc = store_begin_lazy(sched_st); /* durable before the ACK: sched_ack */
 	if (rc == 0)
 		rc = store_journal_add(sched_st, proc_task(w), proc_run(w),
 		    (int64_t)m->u[PF_SEQ], proc_stage(w), m->s[PF_KIND],
@@ -1844,7 +1912,8 @@ sched_worker_msg(struct worker *w, struct proto_msg *m, void *arg)
 			proc_kill(w, "protocol error: unnamed checkpoint");
 			return;
 		}
-		if (store_begin(sched_st) == -1 ||
+		/* Durable before its ACK leaves (sched_ack). */
+		if (store_begin_lazy(sched_st) == -1 ||
 		    task_checkpoint(sched_st, proc_task(w), proc_stage(w),
 		        m->s[PF_NAME],
 		        m->slen[PF_DATA] ? m->s[PF_DATA] : NULL) == -1 ||
@@ -2088,6 +2157,7 @@ sched_init(
 	sched_beat_at += (uint64_t)cfg.lease_s * 1000 / 3;
 	sched_blind = sched_beat_warned = 0;
 	sched_kick_ev = event_new(base, -1, 0, sched_kick_cb, NULL);
+	sched_flush_ev = event_new(base, -1, 0, sched_flush_cb, NULL);
 	sched_timer_ev = event_new(base, -1, EV_PERSIST, sched_timer_cb, NULL);
 	event_add(sched_timer_ev, &tv);
 	if (opts->only_task == 0) {
@@ -2155,7 +2225,12 @@ sched_free(void)
 		event_free(sched_kick_ev);
 	if (sched_timer_ev != NULL)
 		event_free(sched_timer_ev);
-	sched_kick_ev = sched_timer_ev = NULL;
+	if (sched_flush_ev != NULL)
+		event_free(sched_flush_ev);
+	sched_kick_ev = sched_timer_ev = sched_flush_ev = NULL;
+	free(acks);
+	acks = NULL;
+	nacks = acks_cap = 0;
 	free(backoffs);
 	free(held);
 	free(clean_ws);

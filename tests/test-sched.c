@@ -59,6 +59,7 @@ static int start_ok;
 /* The journal entries in the store when the last ACK was sent. */
 static struct store *st;
 static int64_t ack_journal_n;
+static int ack_unsynced; /* a lazy commit waited for its sync at an ACK */
 
 static int
 count_cb(const struct journal_entry *je, void *arg)
@@ -105,6 +106,7 @@ proc_send(struct worker *w, const struct proto_msg *m)
 		start_ok = proto_start_get(m, &last_start, &cause) == 0;
 	}
 	if (m->type == PROTO_ACK) {
+		ack_unsynced += store_flush_pending(st);
 		ack_journal_n = 0;
 		store_journal_list(
 		    st, w->task, w->run, count_cb, &ack_journal_n);
@@ -255,11 +257,13 @@ wait_spawn(int n)
 	return nfake >= n ? &fake[n - 1] : NULL;
 }
 
+/* A message read, then the rest of the loop's turn (the flush). */
 static void
 send_msg(struct worker *w, struct proto_msg *m)
 {
 	w->cbs->on_msg(w, m, w->arg);
 	proto_msg_clear(m);
+	event_base_loop(base, EVLOOP_NONBLOCK);
 }
 
 static void
@@ -422,6 +426,7 @@ test_happy(void)
 	is_int(last_sent(), PROTO_ACK, "a JOURNAL is answered by ACK");
 	is_int(sent_seq[nsent - 1], 1, "the ACK carries its seq");
 	is_int(ack_journal_n, 1, "the entry was in the store before its ACK");
+	is_int(ack_unsynced, 0, "... and synced to disk");
 
 	checkpoint(w, 1);
 	is_int(last_sent(), PROTO_ACK, "a CHECKPOINT is answered by ACK");
@@ -587,6 +592,60 @@ test_approve_backoff(void)
 }
 
 /*
+ * Group commit: journal entries of several workers read in one turn of the
+ * loop commit lazily and are acknowledged together, after one sync; a
+ * worker gone before the sync is not acknowledged.
+ */
+static void
+test_group_commit(void)
+{
+	struct worker *w[3];
+	int64_t id[3];
+	struct proto_msg m;
+	char *cause;
+	int n0, code;
+
+	for (int i = 0; i < 3; i++) {
+		id[i] = submit();
+		if ((w[i] = wait_spawn(nfake + 1)) == NULL) {
+			ok(0, "a worker for each of three tasks");
+			return;
+		}
+		hello(w[i]);
+	}
+	n0 = nsent;
+	commits = durable_commits = 0;
+	ack_unsynced = 0;
+	store_set_commit_hook(st, count_commit, NULL);
+	for (int i = 0; i < 3; i++) { /* one turn: no loop between */
+		proto_msg_init(&m, PROTO_JOURNAL);
+		m.u[PF_SEQ] = 1;
+		proto_set_str(&m, PF_KIND, "reply");
+		proto_set_str(&m, PF_DATA, "{\"text\":\"x\"}");
+		w[i]->cbs->on_msg(w[i], &m, w[i]->arg);
+		proto_msg_clear(&m);
+	}
+	is_int(nsent - n0, 0, "no ACK before the turn's sync");
+	ok(store_flush_pending(st), "the three commits wait for a sync");
+	w[2]->reaped = 1;
+	proc_free(w[2]);
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	store_set_commit_hook(st, NULL, NULL);
+	is_int(nsent - n0, 2, "one ACK for each worker still there");
+	is_int(ack_unsynced, 0, "both after the sync");
+	is_int(commits, 4, "three lazy commits and one sync");
+	is_int(durable_commits, 1, "... the one durable step");
+	ok(!store_flush_pending(st), "nothing waits any more");
+	for (int i = 0; i < 3; i++) { /* out of the way of test_many */
+		task_cancel(st, id[i], &cause, &code);
+		sched_task_changed(id[i]);
+		if (i < 2)
+			worker_exit(w[i], 0);
+	}
+	pump(5);
+}
+
+/*
  * More tasks than a page of the runnable list (256) and more slots too:
  * one kick fills every slot, however many tasks already run, and no more.
  */
@@ -677,6 +736,7 @@ main(void)
 	test_crashes();
 	test_cancel();
 	test_approve_backoff();
+	test_group_commit();
 	test_many();
 
 	sched_free();
