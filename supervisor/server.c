@@ -77,12 +77,6 @@ server_pump(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	(void)arg;
 	server_pump_at = now_ms();
-	/* What goes out (streams, notifications) is on disk first: the
-	 * scheduler's lazy commits wait for its flush (sched_ack). */
-	if (store_flush(server_st) == -1) {
-		log_warnx("syncing the database: %s", store_error(server_st));
-		return;
-	}
 	do {
 		n = 0;
 		if (store_event_list(server_st, 0, server_pump_last, 500,

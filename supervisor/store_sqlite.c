@@ -333,6 +333,7 @@ struct store_be {
 	int in_tx; /* store_begin is open */
 	int lazy;  /* synchronous is NORMAL for now (see store_event_add) */
 	int unsynced; /* a lazy commit since the log was last synced */
+	sqlite3_int64 tx_changes; /* rows changed when this transaction began */
 	int version;
 	char *err;
 	int errcode; /* SQLite's code for err, 0 when it is not SQLite's */
@@ -634,6 +635,7 @@ store_sync(struct store_be *s, int lazy)
 	sqlite3_stmt *st;
 	int rc;
 
+	s->tx_changes = sqlite3_total_changes64(s->db);
 	if (s->lazy == lazy)
 		return 0;
 	/* Prepared once: it runs twice for every lone event. */
@@ -691,10 +693,12 @@ store_exec_commit(struct store_be *s)
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	if (store_exec1(s, "COMMIT", "commit") == -1)
 		return -1;
-	/* Not cleared by a durable commit: one that wrote nothing synced
-	 * nothing. */
+	/* A durable commit that changed a row synced the log, and with it
+	 * every lazy commit before it; one that wrote nothing did not. */
 	if (s->lazy)
 		s->unsynced = 1;
+	else if (sqlite3_total_changes64(s->db) != s->tx_changes)
+		s->unsynced = 0;
 	if (store_commit_cb != NULL)
 		store_commit_cb(
 		    store_seconds_since(&t0), !s->lazy, store_commit_arg);

@@ -410,6 +410,20 @@ test_flush(void)
 	ok(!store_flush_pending(s), "flush: nothing pending after it");
 	ok(store_flush(s) == 0, "flush: again");
 	is_int(wal_syncs - before, 1, "flush: with nothing pending, no sync");
+
+	/* A durable commit syncs the lazy ones before it, if it wrote. */
+	if (store_begin_lazy(s) == -1 ||
+	    store_checkpoint_add(s, id, "cp3", "{}") == -1 ||
+	    store_commit(s) == -1)
+		fatalx("lazy commit: %s", store_error(s));
+	if (store_begin(s) == -1 || store_commit(s) == -1)
+		fatalx("empty commit: %s", store_error(s));
+	ok(store_flush_pending(s),
+	    "flush: a durable commit that wrote nothing leaves it pending");
+	ok(store_checkpoint_add(s, id, "cp4", "{}") == 0,
+	    "flush: a durable write");
+	is_int(wal_syncs - before, 2, "flush: ... syncs the log");
+	ok(!store_flush_pending(s), "flush: ... so nothing is pending");
 	store_close(s);
 	sqlite3_vfs_unregister(&count_vfs);
 	free(path);
