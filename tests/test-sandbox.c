@@ -10,6 +10,7 @@
  * fork bomb is only run as a normal user (RLIMIT_NPROC does not hold for
  * root, see the profiles).
  */
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -46,11 +47,65 @@ skip(const char *what, const char *why)
 	fflush(stdout);
 }
 
+/* Set by heartbeat: a bwrap of ours in a process group not ours. */
+static int check_pgrp, other_pgrp, bwraps_seen;
+
+/* The children of pid, from /proc (CONFIG_PROC_CHILDREN). */
+static char *
+children_of(pid_t pid)
+{
+	char *path, *text = NULL;
+	size_t cap = 0;
+	FILE *f;
+
+	path = xasprintf("/proc/%ld/task/%ld/children", (long)pid, (long)pid);
+	if ((f = fopen(path, "r")) != NULL) {
+		if (getline(&text, &cap, f) == -1) {
+			free(text);
+			text = NULL;
+		}
+		fclose(f);
+	}
+	free(path);
+	return text;
+}
+
+/* Each bwrap among pid's children: in our process group? */
+static void
+bwraps_in_our_group(pid_t pid)
+{
+	char *list = children_of(pid), *p, *end;
+
+	for (p = list; p != NULL && *p != '\0'; p = end) {
+		long c = strtol(p, &end, 10), pgrp;
+		char *stat, comm[32];
+		FILE *f;
+
+		if (end == p)
+			break;
+		stat = xasprintf("/proc/%ld/stat", c);
+		f = fopen(stat, "r");
+		if (f != NULL &&
+		    fscanf(f, "%*d (%31[^)]) %*c %*d %ld", comm, &pgrp) == 2 &&
+		    strcmp(comm, "bwrap") == 0) {
+			bwraps_seen++;
+			if (pgrp != (long)getpgrp())
+				other_pgrp++;
+		}
+		if (f != NULL)
+			fclose(f);
+		free(stat);
+	}
+	free(list);
+}
+
 static void
 heartbeat(void *arg)
 {
 	(void)arg;
 	beats++;
+	if (check_pgrp)
+		bwraps_in_our_group(getpid());
 }
 
 /* Write a file under the scratch directory. */
@@ -943,6 +998,18 @@ test_timeouts(const struct sandbox_profile *impl)
 	    "sleep 30 with timeout 1 s: timed out in 1-3 s");
 	ok(beats >= 2, "heartbeat called while it runs");
 
+	/* bwrap stays in the worker's process group, which the service kills
+	 * when it reaps the worker: so does bwrap's child until it makes a
+	 * session of its own, past the window where it can be orphaned. */
+	check_pgrp = 1;
+	bwraps_seen = other_pgrp = 0;
+	ok(run(impl, ws, "sleep 1.2", 5, &res) == 0 && res.exited, "sleep 1.2");
+	check_pgrp = 0;
+	printf("# bwraps seen %d, in another process group %d\n", bwraps_seen,
+	    other_pgrp);
+	ok(bwraps_seen >= 2 && other_pgrp == 0,
+	    "bwrap is in our process group");
+
 	t0 = now_ms();
 	ok(run(impl, ws, "trap '' TERM; sleep 30", 1, &res) == 0 &&
 	        res.timed_out && now_ms() - t0 < 4000,
@@ -1126,16 +1193,16 @@ test_fail_closed(const struct sandbox_profile *impl)
 /*
  * cgroup_host_sweep on the host's real cgroups (root with v1, or a
  * delegated v2): the group of a worker that is gone is removed and the
- * process still in it (an orphaned sandbox) killed; a live worker's group
- * stays.
+ * process still in it (an orphaned sandbox) killed, as is what is left in
+ * that worker's process group; a live worker's group stays.
  */
 static void
 test_cgroup_sweep(void)
 {
 	struct cgroup_host h;
 	char *dead, *live, *procs;
-	pid_t gone, child;
-	int status, fd;
+	pid_t gone, child, orphan = -1;
+	int status, fd, pfd[2];
 
 	if (cgroup_host_detect(
 	        "/proc/self/cgroup", "/proc/self/mountinfo", &h) == -1) {
@@ -1143,9 +1210,26 @@ test_cgroup_sweep(void)
 		cgroup_host_clear(&h);
 		return;
 	}
-	/* A pid that is certainly gone: a child we reaped. */
-	if ((gone = fork()) == 0)
+	/*
+	 * A worker that is certainly gone (a child we reaped), whose process
+	 * group lives on in an orphan outside the groups: bwrap's child when
+	 * bwrap was killed while it set up.  We take it as subreaper.
+	 */
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1) == -1 || pipe(pfd) == -1)
+		fatal("subreaper");
+	if ((gone = fork()) == 0) {
+		setpgid(0, 0);
+		if ((orphan = fork()) == 0) {
+			pause();
+			_exit(0);
+		}
+		(void)!write(pfd[1], &orphan, sizeof orphan);
 		_exit(0);
+	}
+	if (read(pfd[0], &orphan, sizeof orphan) != sizeof orphan)
+		fatalx("no orphan");
+	close(pfd[0]);
+	close(pfd[1]);
 	waitpid(gone, &status, 0);
 	dead = xasprintf(
 	    "%s/orch-sbx.%ld.0", h.pids ? h.pids : h.memory, (long)gone);
@@ -1174,6 +1258,16 @@ test_cgroup_sweep(void)
 	ok(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
 	    "what was left in it is killed");
 	ok(access(dead, F_OK) == -1 && errno == ENOENT, "its group is gone");
+	for (int i = 0; i < 200 && waitpid(orphan, &status, WNOHANG) == 0; i++)
+		usleep(10 * 1000);
+	if (kill(orphan, 0) == 0) {
+		kill(orphan, SIGKILL);
+		waitpid(orphan, NULL, 0);
+		status = 0;
+	}
+	ok(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+	    "so is what is left in its process group, outside the groups");
+	(void)prctl(PR_SET_CHILD_SUBREAPER, 0);
 	rmdir(dead);
 	ok(access(live, F_OK) == 0, "a live worker's group stays");
 	rmdir(live);

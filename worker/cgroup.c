@@ -366,7 +366,11 @@ group_remove(const char *dir)
  * killing what is still in them: a sandbox must not outlive its worker, and
  * bwrap has a window (its parent killed between its clone and the child's
  * own parent-death signal) where the sandbox's init is orphaned and waits
- * forever.  Returns the number of groups removed.
+ * forever, outside the groups (sandbox_release would have moved it).  It
+ * is still in its worker's process group, killed here too: the service
+ * does that when it reaps a worker, but not for the workers of a service
+ * that was killed.  (A process group outlives its leader and keeps its
+ * number from being reused.)  Returns the number of groups removed.
  */
 static int
 sweep(const char *parent)
@@ -388,6 +392,7 @@ sweep(const char *parent)
 		if (pid <= 0 || *end != '.' ||
 		    !(kill((pid_t)pid, 0) == -1 && errno == ESRCH))
 			continue;
+		(void)kill(-(pid_t)pid, SIGKILL);
 		dir = xasprintf("%s/%s", parent, s);
 		if (group_remove(dir) == 0) {
 			log_debug("sandbox: removed stale cgroup %s", dir);

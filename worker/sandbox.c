@@ -10,7 +10,8 @@
  * with bwrap, a seccomp filter, a scrubbed environment and only fds 0-2.
  *
  * bwrap is exec'd directly (never through a shell) from a forked child that
- * sets the rlimits, the descriptors and a process group of its own; the
+ * sets the rlimits and the descriptors, and stays in the worker's process
+ * group (see child_exec); the
  * parent moves it into the command's cgroups (cgroup.c, where the host has
  * them) while it starts; bwrap waits once its namespaces exist until the
  * parent moved the sandbox's first process into the cgroups too and gave
@@ -253,16 +254,19 @@ child_exec(const char *bwrap, char *const argv[], char *const envp[],
 	report[0] = 0;
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1 || getppid() != parent)
 		goto fail;
-	/* Its own process group: the wall clock kills the group. */
+	/*
+	 * It stays in the worker's process group, which the service kills
+	 * when it reaps the worker.  That is what ends a sandbox's init that
+	 * bwrap orphaned: bwrap killed (with its worker) between its clone and
+	 * its child's own parent-death signal leaves the child waiting forever,
+	 * outside the cgroups until sandbox_release would have moved it.
+	 */
 	report[0] = 1;
-	if (setpgid(0, 0) == -1)
-		goto fail;
-	report[0] = 2;
 	if (child_signals_default() == -1)
 		goto fail;
 
 	/* The sources are all >= CHILD_SRC_MIN: no dup2 clobbers another. */
-	report[0] = 3;
+	report[0] = 2;
 	if (dup2(devnull, 0) == -1 || dup2(out_w, 1) == -1 ||
 	    dup2(out_w, 2) == -1 || dup2(status_w, CHILD_STATUS_FD) == -1)
 		goto fail;
@@ -274,7 +278,7 @@ child_exec(const char *bwrap, char *const argv[], char *const envp[],
 	 * Everything else is close-on-exec (errfd must live until the exec);
 	 * without CLOSE_RANGE_CLOEXEC (Linux < 5.11) mark them one by one.
 	 */
-	report[0] = 4;
+	report[0] = 3;
 	if (syscall(SYS_close_range, CHILD_FIRST_FREE, ~0U,
 	        CLOSE_RANGE_CLOEXEC) == -1) {
 		struct rlimit nofile;
@@ -294,7 +298,7 @@ child_exec(const char *bwrap, char *const argv[], char *const envp[],
 	 * hard limit already lower than the profile's is kept (an
 	 * unprivileged process cannot raise it, and lower is stricter).
 	 */
-	report[0] = 5;
+	report[0] = 4;
 	for (size_t i = 0; i < nrl; i++) {
 		struct rlimit cur, want = rl[i];
 
@@ -309,7 +313,7 @@ child_exec(const char *bwrap, char *const argv[], char *const envp[],
 			goto fail;
 	}
 
-	report[0] = 6;
+	report[0] = 5;
 	execve(bwrap, argv, envp);
 fail:
 	report[1] = errno;
@@ -319,7 +323,6 @@ fail:
 
 static const char *const child_steps[] = {
     "parent death signal",
-    "setpgid",
     "signal mask",
     "setting up descriptors",
     "closing descriptors",
@@ -416,8 +419,6 @@ sandbox_spawn(const char *bwrap, struct argv *args,
 		*cause = xasprintf("fork: %s", strerror(saved));
 		goto fail;
 	}
-	/* Also here: the group must exist before we might signal it. */
-	(void)setpgid(pid, pid);
 	/*
 	 * Into the command's cgroups while it execs bwrap and bwrap makes
 	 * its namespaces: a move into a cgroup waits for an RCU grace
@@ -442,7 +443,7 @@ sandbox_spawn(const char *bwrap, struct argv *args,
 
 		while (waitpid(pid, &st, 0) == -1 && errno == EINTR)
 			;
-		if (report[0] == 6)
+		if (report[0] == 5)
 			*cause = xasprintf("cannot run bubblewrap (%s): %s; "
 			                   "install it (apt-get install "
 			                   "bubblewrap)",
@@ -456,7 +457,7 @@ sandbox_spawn(const char *bwrap, struct argv *args,
 	if (cgerr != 0) {
 		int st;
 
-		kill(-pid, SIGKILL);
+		kill(pid, SIGKILL);
 		while (waitpid(pid, &st, 0) == -1 && errno == EINTR)
 			;
 		*cause = xasprintf("starting bubblewrap: joining the "
@@ -500,8 +501,8 @@ fail:
 }
 
 /*
- * Read the output and reap bwrap, killing its process group when the
- * wall clock runs out: SIGTERM, then SIGKILL after SANDBOX_GRACE_MS.
+ * Read the output and reap bwrap, killing it when the wall clock runs
+ * out: SIGTERM, then SIGKILL after SANDBOX_GRACE_MS.
  * Killing bwrap is enough to end everything inside: its init (pid 1 of
  * the sandbox's PID namespace) has a parent-death SIGKILL, and when a PID
  * namespace's init dies the kernel kills every other process in it,
@@ -531,12 +532,12 @@ sandbox_watch(struct spawn *sp, uint64_t timeout_ms, void (*heartbeat)(void *),
 		if (!reaped && !termed && now >= deadline) {
 			*timed_out = 1;
 			termed = 1;
-			kill(-sp->pid, SIGTERM);
+			kill(sp->pid, SIGTERM);
 			kill_at = now + SANDBOX_GRACE_MS;
 		}
 		if (!reaped && termed && !killed && now >= kill_at) {
 			killed = 1;
-			kill(-sp->pid, SIGKILL);
+			kill(sp->pid, SIGKILL);
 		}
 		if (reaped && (eof || now >= drain_until))
 			break;
@@ -719,7 +720,7 @@ fail_errno:
 	*cause = xasprintf("setting the sandbox's process limit (pid %ld): %s",
 	    pid, strerror(errno));
 fail:
-	kill(-sp->pid, SIGKILL);
+	kill(sp->pid, SIGKILL);
 	close(sp->block);
 	sp->block = -1;
 	return -1;
