@@ -100,6 +100,7 @@ static struct event *sched_flush_ev;
 struct ack_wait {
 	struct worker *w;
 	struct sched_worker *sw;
+	uint64_t seq;
 };
 static struct ack_wait *acks;
 static size_t nacks, acks_cap;
@@ -127,8 +128,7 @@ struct sched_worker {
 	                done (a connection lost in COMMIT) */
 	uint64_t model_call; /* its model call in flight (modelproc), or 0 */
 	uint64_t model_seq;  /* ... and the worker's seq for it */
-	int ack_waits;       /* its ACK waits for the flush (acks) */
-	uint64_t ack_seq;    /* ... with this seq */
+	size_t ack_waits;    /* its ACKs waiting for the flush (acks) */
 };
 
 static int sched_storage_failed(void);
@@ -152,9 +152,14 @@ sched_worker_free(void *arg)
 
 	modelproc_drop(sw->model_call);
 	proto_msg_clear(&sw->held);
-	for (size_t i = 0; sw->ack_waits && i < nacks; i++)
-		if (acks[i].sw == sw)
-			acks[i] = acks[--nacks];
+	if (sw->ack_waits > 0) { /* the others' stay in order */
+		size_t k = 0;
+
+		for (size_t i = 0; i < nacks; i++)
+			if (acks[i].sw != sw)
+				acks[k++] = acks[i];
+		nacks = k;
+	}
 	free(sw);
 }
 
@@ -1159,10 +1164,10 @@ sched_ack(struct worker *w, uint64_t seq)
 		acks_cap = acks_cap ? acks_cap * 2 : 64;
 		acks = xrealloc(acks, acks_cap * sizeof *acks);
 	}
-	acks[nacks].w = w;
-	acks[nacks++].sw = sw;
-	sw->ack_waits = 1;
-	sw->ack_seq = seq;
+	/* A worker waits for each ACK, but one that does not gets them all,
+	 * in order. */
+	acks[nacks++] = (struct ack_wait){w, sw, seq};
+	sw->ack_waits++;
 	if (nacks == 1)
 		event_active(sched_flush_ev, EV_TIMEOUT, 1);
 }
@@ -1188,7 +1193,7 @@ sched_flush_cb(evutil_socket_t fd, short what, void *arg)
 		    store_error(sched_st));
 	for (size_t i = 0; i < nacks; i++) {
 		acks[i].sw->ack_waits = 0;
-		sched_ack_send(acks[i].w, acks[i].sw->ack_seq);
+		sched_ack_send(acks[i].w, acks[i].seq);
 	}
 	nacks = 0;
 }

@@ -52,6 +52,7 @@ static int nfake;
 #define SENT_MAX 256
 static enum proto_type sent[SENT_MAX];
 static uint64_t sent_seq[SENT_MAX];
+static struct worker *sent_to[SENT_MAX];
 static int nsent;
 static struct msg_start last_start;
 static int start_ok;
@@ -97,6 +98,7 @@ proc_send(struct worker *w, const struct proto_msg *m)
 {
 	if (nsent < SENT_MAX) {
 		sent[nsent] = m->type;
+		sent_to[nsent] = w;
 		sent_seq[nsent++] = m->u[PF_SEQ];
 	}
 	if (m->type == PROTO_START) {
@@ -617,23 +619,30 @@ test_group_commit(void)
 	commits = durable_commits = 0;
 	ack_unsynced = 0;
 	store_set_commit_hook(st, count_commit, NULL);
-	for (int i = 0; i < 3; i++) { /* one turn: no loop between */
+	/* One turn, no loop between: w[0] sends one entry, w[1] and w[2]
+	 * two each without waiting for the first ACK. */
+	for (int i = 0; i < 5; i++) {
+		int k = (i + 1) / 2;
+
 		proto_msg_init(&m, PROTO_JOURNAL);
-		m.u[PF_SEQ] = 1;
+		m.u[PF_SEQ] = i == 0 ? 1 : (uint64_t)(2 - i % 2);
 		proto_set_str(&m, PF_KIND, "reply");
 		proto_set_str(&m, PF_DATA, "{\"text\":\"x\"}");
-		w[i]->cbs->on_msg(w[i], &m, w[i]->arg);
+		w[k]->cbs->on_msg(w[k], &m, w[k]->arg);
 		proto_msg_clear(&m);
 	}
 	is_int(nsent - n0, 0, "no ACK before the turn's sync");
-	ok(store_flush_pending(st), "the three commits wait for a sync");
+	ok(store_flush_pending(st), "the five commits wait for a sync");
 	w[2]->reaped = 1;
 	proc_free(w[2]);
 	event_base_loop(base, EVLOOP_NONBLOCK);
 	store_set_commit_hook(st, NULL, NULL);
-	is_int(nsent - n0, 2, "one ACK for each worker still there");
-	is_int(ack_unsynced, 0, "both after the sync");
-	is_int(commits, 4, "three lazy commits and one sync");
+	ok(nsent - n0 == 3 && sent_to[n0] == w[0] && sent_seq[n0] == 1 &&
+	        sent_to[n0 + 1] == w[1] && sent_seq[n0 + 1] == 1 &&
+	        sent_to[n0 + 2] == w[1] && sent_seq[n0 + 2] == 2,
+	    "an ACK for each entry of a worker still there, in order");
+	is_int(ack_unsynced, 0, "all after the sync");
+	is_int(commits, 6, "five lazy commits and one sync");
 	is_int(durable_commits, 1, "... the one durable step");
 	ok(!store_flush_pending(st), "nothing waits any more");
 	for (int i = 0; i < 3; i++) { /* out of the way of test_many */
