@@ -330,8 +330,8 @@ struct store_be {
 	sqlite3 *db;
 	char *path;
 	enum store_mode mode;
-	int in_tx; /* store_begin is open */
-	int lazy;  /* synchronous is NORMAL for now (see store_event_add) */
+	int in_tx;    /* store_begin is open */
+	int lazy;     /* synchronous is NORMAL for now (see store_event_add) */
 	int unsynced; /* a lazy commit since the log was last synced */
 	sqlite3_int64 tx_changes; /* rows changed when this transaction began */
 	int version;
