@@ -596,7 +596,8 @@ test_approve_backoff(void)
 /*
  * Group commit: journal entries of several workers read in one turn of the
  * loop commit lazily and are acknowledged together, after one sync; a
- * worker gone before the sync is not acknowledged.
+ * worker gone before the sync is not acknowledged, and one that sent two
+ * entries without waiting gets both ACKs, in order.
  */
 static void
 test_group_commit(void)
