@@ -127,8 +127,20 @@ if [ $quick -eq 0 ]; then
 			meson test -C build-asan --print-errorlogs \
 			--no-suite multinode
 		count build-asan
-		n=$(find "$reports" -type f | wc -l)
-		[ "$n" -eq 0 ] || find "$reports" -type f -exec head -40 {} \;
+		# LSan's "Unable to get registers from thread N" (a thread
+		# that was exiting when the leak check stopped the process;
+		# LSan then takes all its memory as reachable) is not a
+		# finding: a file with nothing else is shown, not counted.
+		n=0
+		for f in "$reports"/*; do
+			[ -f "$f" ] || continue
+			if grep -qvE '^==[0-9]+==Unable to get registers from thread [0-9]+\.$' "$f"; then
+				n=$((n + 1))
+				head -40 "$f"
+			else
+				echo "# not a finding: $(tr '\n' ' ' <"$f" | cut -c1-200)"
+			fi
+		done
 		step "no sanitizer reports ($n)" "$n"
 	else
 		step "sanitizer build" 1
