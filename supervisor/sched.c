@@ -90,13 +90,23 @@ static size_t nsched_dirty;
 static int sched_rescan;
 
 /*
- * Group commit.  A journal entry or a checkpoint commits lazily, and its
- * ACK waits here until sched_flush_cb has made it durable: that event is
- * made active by the first such ACK and runs after the callbacks of every
- * message read in the same turn of the loop, so one sync of the log
- * covers them all.  A worker never hears of a commit that is not on disk.
+ * Group commit.  Journal entries, checkpoints and results commit lazily
+ * (log lines always do, store_event_add); an ACK waits here until
+ * sched_flush has made its commit durable, with one sync of the log for
+ * every commit before it.  The flush runs after the callbacks of every
+ * message read in the same turn of the loop; with SCHED_GROUP_FROM workers
+ * running or more, up to SCHED_GROUP_US a worker later (at most
+ * SCHED_GROUP_MAX_US), so that one sync covers the commits of many turns
+ * (PostgreSQL's commit_delay).  A worker never hears of a commit that is
+ * not on disk, nor does anyone of a state change (server_pump flushes
+ * before it tells one); a lone log line waits at most a tick of
+ * sched_timer_cb.
  */
+#define SCHED_GROUP_FROM   32
+#define SCHED_GROUP_US     20
+#define SCHED_GROUP_MAX_US 20000
 static struct event *sched_flush_ev;
+static int sched_flush_armed;
 struct ack_wait {
 	struct worker *w;
 	struct sched_worker *sw;
@@ -138,6 +148,7 @@ static int sched_budget_pause(const struct task *, const char *why);
 static void sched_worker_msg(struct worker *, struct proto_msg *, void *);
 static void sched_worker_exit(struct worker *, void *);
 static void sched_worker_free(void *);
+static void sched_flush_soon(void);
 
 static const struct proc_cbs sched_proc_cbs = {
     .on_msg = sched_worker_msg,
@@ -1125,6 +1136,9 @@ sched_timer_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (sched_opts.nodes)
 		sched_node_tick(now);
+	/* A lazy commit of another's (the API's, the collector's) waits no
+	 * longer than a tick for its sync. */
+	sched_flush_soon();
 	if (sched_stopping && now > sched_stop_deadline) {
 		struct worker *w;
 		for (w = proc_next(NULL); w != NULL; w = proc_next(w)) {
@@ -1150,6 +1164,26 @@ sched_ack_send(struct worker *w, uint64_t seq)
 	proto_msg_clear(&m);
 }
 
+/* Arm the group's flush (see sched_flush_ev) if a lazy commit waits. */
+static void
+sched_flush_soon(void)
+{
+	unsigned n = proc_count();
+	struct timeval tv = {0, 0};
+
+	if (sched_flush_armed || !store_flush_pending(sched_st))
+		return;
+	sched_flush_armed = 1;
+	if (n < SCHED_GROUP_FROM) {
+		event_active(sched_flush_ev, EV_TIMEOUT, 1);
+		return;
+	}
+	tv.tv_usec = n < SCHED_GROUP_MAX_US / SCHED_GROUP_US
+	                 ? (suseconds_t)n * SCHED_GROUP_US
+	                 : SCHED_GROUP_MAX_US;
+	evtimer_add(sched_flush_ev, &tv);
+}
+
 /* Acknowledge a commit: now if it is durable, else after the flush. */
 static void
 sched_ack(struct worker *w, uint64_t seq)
@@ -1168,8 +1202,7 @@ sched_ack(struct worker *w, uint64_t seq)
 	 * in order. */
 	acks[nacks++] = (struct ack_wait){w, sw, seq};
 	sw->ack_waits++;
-	if (nacks == 1)
-		event_active(sched_flush_ev, EV_TIMEOUT, 1);
+	sched_flush_soon();
 }
 
 /*
@@ -1179,12 +1212,15 @@ sched_ack(struct worker *w, uint64_t seq)
  * ACK is sent keeps every worker from going on; the next start resumes
  * from what the database holds.
  */
-static void
-sched_flush_cb(evutil_socket_t fd, short what, void *arg)
+void
+sched_flush(void)
 {
-	(void)fd;
-	(void)what;
-	(void)arg;
+	if (sched_st == NULL)
+		return;
+	if (sched_flush_armed) {
+		event_del(sched_flush_ev);
+		sched_flush_armed = 0;
+	}
 	if (store_flush(sched_st) == -1)
 		fatalx("cannot sync the database: %s; stopping so that no "
 		       "worker goes on from a commit that may not be on disk "
@@ -1196,6 +1232,15 @@ sched_flush_cb(evutil_socket_t fd, short what, void *arg)
 		sched_ack_send(acks[i].w, acks[i].seq);
 	}
 	nacks = 0;
+}
+
+static void
+sched_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	sched_flush();
 }
 
 static int
@@ -1572,7 +1617,10 @@ sched_result(struct worker *w, struct proto_msg *m)
 	json_error_t jerr;
 	int rc;
 
-	if (store_begin(sched_st) == -1)
+	/* Lazy: its ACK waits for the group's flush (sched_ack), and what the
+	 * next stage commits is on disk only after it (the log is written in
+	 * order). */
+	if (store_begin_lazy(sched_st) == -1)
 		goto dberr;
 	if (store_task_get(sched_st, proc_task(w), &t) == -1 || t == NULL) {
 		store_rollback(sched_st);
@@ -2233,6 +2281,8 @@ sched_free(void)
 	if (sched_flush_ev != NULL)
 		event_free(sched_flush_ev);
 	sched_kick_ev = sched_timer_ev = sched_flush_ev = NULL;
+	sched_flush_armed = 0;
+	sched_st = NULL;
 	free(acks);
 	acks = NULL;
 	nacks = acks_cap = 0;

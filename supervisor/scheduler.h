@@ -22,6 +22,9 @@ int sched_done(void);
  * cancelled, let it run again if it was resumed. */
 void sched_task_changed(int64_t task);
 void sched_free(void);
+/* Make every lazy commit durable now and send the ACKs that wait for it
+ * (the group commit of sched.c); stops the service if the sync fails. */
+void sched_flush(void);
 /* Add an event to a task's log and to the service log. */
 void sched_event(int64_t task, enum event_kind, const char *stage,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));

@@ -57,6 +57,10 @@ server_pump_cb(const struct event_row *ev, void *arg)
 
 	server_pump_last = ev->id;
 	(*n)++;
+	/* A state change is told only once it is durable: it may be in a
+	 * lazy commit waiting for the group's flush (sched.c). */
+	if (ev->state != WS_MAX)
+		sched_flush();
 	control_event(ev);
 	audit_event(ev);
 	notify_event(server_st, ev);
@@ -341,6 +345,7 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 	struct store *st;
 	struct sched_opts opts = {only_task, stop_at_gate, 0};
 	struct event *sigs[4], *check;
+	struct event_config *evcfg;
 	const int signums[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP};
 	struct timeval tv = {0, 100 * 1000};
 	char *cause, *node = NULL;
@@ -403,9 +408,14 @@ server_run(int64_t only_task, int stop_at_gate, void (*tick)(void *), void *arg)
 
 	signal(SIGPIPE, SIG_IGN);
 	server_nofile();
-	server_base = event_base_new();
-	if (server_base == NULL)
+	/* Timers on the precise clock: the coarse one libevent takes by
+	 * default lags a tick or more (more after the CPU idled), and the
+	 * group commit's few milliseconds (sched.c) would be none. */
+	if ((evcfg = event_config_new()) == NULL ||
+	    event_config_set_flag(evcfg, EVENT_BASE_FLAG_PRECISE_TIMER) == -1 ||
+	    (server_base = event_base_new_with_config(evcfg)) == NULL)
 		fatalx("event_base_new failed");
+	event_config_free(evcfg);
 	server_tick_fn = tick;
 	server_tick_arg = arg;
 	for (size_t i = 0; i < nitems(signums); i++) {

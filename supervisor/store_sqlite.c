@@ -1297,6 +1297,9 @@ sqlite_close(struct store_be *s)
 	if (s->db != NULL) {
 		if (!sqlite3_get_autocommit(s->db))
 			store_exec_quiet(s, "ROLLBACK");
+		/* Lazy commits are durable by the time the store is closed. */
+		if (s->unsynced && sqlite_flush(s) == -1)
+			log_warnx("%s", s->err);
 		for (int i = 0; i < ST_MAX; i++)
 			sqlite3_finalize(s->stmt[i]);
 		for (int i = 0; i < TC_MAX; i++) {

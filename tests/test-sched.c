@@ -49,7 +49,7 @@ static struct worker fake[FAKE_MAX];
 static int nfake;
 
 /* What the scheduler sent, in order. */
-#define SENT_MAX 256
+#define SENT_MAX 4096
 static enum proto_type sent[SENT_MAX];
 static uint64_t sent_seq[SENT_MAX];
 static struct worker *sent_to[SENT_MAX];
@@ -656,6 +656,115 @@ test_group_commit(void)
 }
 
 /*
+ * A stage's result commits lazily, its ACK waiting for the turn's sync;
+ * a lone log line commits lazily and waits for the next sync, whoever's.
+ */
+static void
+test_group_lazy(void)
+{
+	struct worker *w;
+	struct proto_msg m;
+	char *cause;
+	int64_t id = submit();
+	int n0, code;
+
+	if ((w = wait_spawn(nfake + 1)) == NULL) {
+		ok(0, "a worker for the task");
+		return;
+	}
+	hello(w);
+	commits = durable_commits = 0;
+	ack_unsynced = 0;
+	store_set_commit_hook(st, count_commit, NULL);
+	proto_msg_init(&m, PROTO_LOG);
+	m.u[PF_LEVEL] = EV_TOOL;
+	proto_set_str(&m, PF_TEXT, "read_file {\"path\":\"README\"}");
+	send_msg(w, &m);
+	ok(commits == 1 && durable_commits == 0 && store_flush_pending(st),
+	    "a lone log line is a lazy commit, not synced on its own");
+
+	n0 = nsent;
+	proto_msg_init(&m, PROTO_RESULT);
+	m.u[PF_OK] = 1;
+	proto_set_str(&m, PF_TEXT, "");
+	proto_set_str(&m, PF_DATA, "{\"plan\":\"do it\"}");
+	w->cbs->on_msg(w, &m, w->arg);
+	proto_msg_clear(&m);
+	ok(nsent == n0 && durable_commits == 0 && store_flush_pending(st),
+	    "a result commits lazily, its ACK waits");
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	ok(nsent - n0 == 1 && sent[n0] == PROTO_ACK && ack_unsynced == 0,
+	    "... for the turn's sync");
+	ok(durable_commits == 1 && !store_flush_pending(st),
+	    "one sync for the line and the result, no durable commit");
+	store_set_commit_hook(st, NULL, NULL);
+	worker_exit(w, 0);
+	task_cancel(st, id, &cause, &code);
+	sched_task_changed(id);
+	pump(5);
+}
+
+/* Microseconds since t0. */
+static double
+us_since(const struct timespec *t0)
+{
+	struct timespec t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0->tv_sec) * 1e6 +
+	       (double)(t1.tv_nsec - t0->tv_nsec) / 1e3;
+}
+
+/*
+ * With hundreds of workers running (test_many leaves 399), the group's
+ * sync waits 20 us a worker past the turn, so that one covers many
+ * turns; sched_flush (the event pump's, before it tells anyone of a line)
+ * does it at once.
+ */
+static void
+test_group_delay(void)
+{
+	struct worker *w = NULL;
+	struct timespec t0;
+	unsigned n = proc_count();
+	int n0;
+	double us;
+
+	for (int i = 0; i < nfake && w == NULL; i++)
+		if (fake[i].live && !fake[i].killed)
+			w = &fake[i];
+	if (n < 300 || w == NULL) {
+		ok(0, "hundreds of workers running");
+		return;
+	}
+	hello(w);
+	sched_flush(); /* a group of its own */
+	n0 = nsent;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	journal(w, 1);
+	us = us_since(&t0);
+	/* Unless this machine stalled past the delay in between. */
+	printf("# %u running, the turn took %.0f us\n", n, us);
+	ok((nsent == n0 && store_flush_pending(st)) || us >= n * 20.0,
+	    "with hundreds running, the ACK waits past its turn");
+	for (int i = 0; i < 100 && nsent == n0; i++)
+		pump(1);
+	us = us_since(&t0);
+	printf("# ACK after %.0f us\n", us);
+	ok(nsent - n0 == 1 && sent[n0] == PROTO_ACK && us >= n * 20.0,
+	    "... 20 us a worker at least");
+	ok(!store_flush_pending(st), "after the sync");
+
+	journal(w, 2);
+	sched_flush();
+	ok(nsent - n0 == 2 && sent[n0 + 1] == PROTO_ACK &&
+	        !store_flush_pending(st),
+	    "sched_flush syncs and sends the waiting ACK at once");
+	pump(20);
+	is_int(nsent - n0, 2, "... once");
+}
+
+/*
  * More tasks than a page of the runnable list (256) and more slots too:
  * one kick fills every slot, however many tasks already run, and no more.
  */
@@ -709,6 +818,7 @@ main(void)
 {
 	char dir[] = "/tmp/test-sched.XXXXXX", *cause, *db;
 	struct sched_opts opts = {0, 0, 0};
+	struct event_config *evcfg;
 
 	if (mkdtemp(dir) == NULL || chdir(dir) == -1) {
 		printf("Bail out! mkdtemp\n");
@@ -739,7 +849,11 @@ main(void)
 		return 1;
 	}
 	free(db);
-	base = event_base_new();
+	/* As the service's (server.c): timers on the precise clock. */
+	evcfg = event_config_new();
+	event_config_set_flag(evcfg, EVENT_BASE_FLAG_PRECISE_TIMER);
+	base = event_base_new_with_config(evcfg);
+	event_config_free(evcfg);
 	sched_init(base, st, &opts);
 
 	test_happy();
@@ -747,7 +861,9 @@ main(void)
 	test_cancel();
 	test_approve_backoff();
 	test_group_commit();
+	test_group_lazy();
 	test_many();
+	test_group_delay();
 
 	sched_free();
 	msg_start_clear(&last_start);

@@ -377,7 +377,7 @@ count_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags,
 static void
 test_flush(void)
 {
-	struct store *s;
+	struct store *s, *reader;
 	char *path = tpath("flush.db"), *cause;
 	int64_t id;
 	int before;
@@ -444,7 +444,19 @@ test_flush(void)
 	    "flush: a durable write");
 	is_int(wal_syncs - before, 1, "flush: ... syncs the log");
 	ok(!store_flush_pending(s), "flush: ... so nothing is pending");
+
+	/* Closing syncs what waits, even where the close checkpoints nothing
+	 * (another connection is open). */
+	if (store_open(&reader, path, STORE_RDONLY, NULL, &cause) == -1)
+		fatalx("%s", cause);
+	if (store_begin_lazy(s) == -1 ||
+	    store_checkpoint_add(s, id, "cp5", "{}") == -1 ||
+	    store_commit(s) == -1)
+		fatalx("lazy commit: %s", store_error(s));
+	before = wal_syncs;
 	store_close(s);
+	is_int(wal_syncs - before, 1, "flush: closing syncs a lazy commit");
+	store_close(reader);
 	sqlite3_vfs_unregister(&count_vfs);
 	free(path);
 }
