@@ -217,26 +217,17 @@ narrate_journal(const char *kind, const char *jdata, char **text, json_t **data)
 }
 
 int64_t
-narrate_reply_ms(const char *jdata)
+narrate_reply(const char *jdata, char **model)
 {
 	json_t *j = json_loads(jdata, 0, NULL);
+	const char *m = json_string_value(json_object_get(j, "model"));
 	json_int_t ms = 0;
 
+	*model = m != NULL ? xstrdup(m) : NULL;
 	if (j != NULL)
 		narrate_int(j, "ms", 0, 7LL * 86400 * 1000, &ms);
 	json_decref(j);
 	return ms;
-}
-
-char *
-narrate_reply_model(const char *jdata)
-{
-	json_t *j = json_loads(jdata, 0, NULL);
-	const char *m = json_string_value(json_object_get(j, "model"));
-	char *s = m != NULL ? xstrdup(m) : NULL;
-
-	json_decref(j);
-	return s;
 }
 
 char *

@@ -18,11 +18,9 @@
 int narrate_journal(
     const char *kind, const char *data, char **text, json_t **facts);
 
-/* The duration a journaled reply says its turn took (0 when none). */
-int64_t narrate_reply_ms(const char *data);
-/* The model a journaled reply names (a fallback model's), malloc'd, or
- * NULL. */
-char *narrate_reply_model(const char *data);
+/* The duration a journaled reply says its turn took (0 when none), and
+ * the model it names (a fallback model's), malloc'd, or NULL. */
+int64_t narrate_reply(const char *data, char **model);
 /*
  * The log line of one model turn: its model, tokens and time, and its
  * cost when ORCH_LLM_PRICES prices the model (malloc'd); *data its facts

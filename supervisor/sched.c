@@ -1699,8 +1699,8 @@ sched_turn(struct worker *w, const struct proto_msg *m)
 	const char *model = cfg.model != NULL ? cfg.model : cfg.provider;
 	int64_t in = (int64_t)m->u[PF_TOKENS_IN];
 	int64_t out = (int64_t)m->u[PF_TOKENS_OUT];
-	int64_t ms = narrate_reply_ms(m->s[PF_DATA]);
-	char *fallback = narrate_reply_model(m->s[PF_DATA]);
+	char *fallback;
+	int64_t ms = narrate_reply(m->s[PF_DATA], &fallback);
 	json_t *d;
 	char *text;
 	int rc;

@@ -740,7 +740,7 @@ sqlite_begin(struct store_be *s, int lazy)
 		return -1;
 	}
 	if (store_sync(s, lazy) == -1 ||
-	    store_exec(s, "BEGIN IMMEDIATE", "begin") == -1)
+	    store_exec1(s, "BEGIN IMMEDIATE", "begin") == -1)
 		return -1;
 	s->in_tx = 1;
 	return 0;
