@@ -98,8 +98,8 @@ static int sched_rescan;
  * running or more, up to SCHED_GROUP_US a worker later (at most
  * SCHED_GROUP_MAX_US), so that one sync covers the commits of many turns
  * (PostgreSQL's commit_delay).  A worker never hears of a commit that is
- * not on disk, nor does anyone of a state change (server_pump flushes
- * before it tells one); a lone log line waits at most a tick of
+ * not on disk, nor does anyone of a task that waits or ended (server_pump
+ * flushes before it tells one); a lone log line waits at most a tick of
  * sched_timer_cb.
  */
 #define SCHED_GROUP_FROM   32

@@ -57,9 +57,11 @@ server_pump_cb(const struct event_row *ev, void *arg)
 
 	server_pump_last = ev->id;
 	(*n)++;
-	/* A state change is told only once it is durable: it may be in a
-	 * lazy commit waiting for the group's flush (sched.c). */
-	if (ev->state != WS_MAX)
+	/* A task that waits for a person or has ended (what a webhook tells)
+	 * is told so only once that is durable: a result commits lazily and
+	 * may wait for the group's flush (sched.c).  A stage's start is not
+	 * worth a sync of its own (a power cut would start it again). */
+	if (ev->state < WS_MAX && wstate_status(ev->state) > TS_IN_PROGRESS)
 		sched_flush();
 	control_event(ev);
 	audit_event(ev);
