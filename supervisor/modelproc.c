@@ -117,21 +117,16 @@ modelproc_call_free(struct mpcall *c)
 static int
 modelproc_send(const struct proto_msg *m)
 {
-	uint8_t *buf;
-	size_t len;
 	const char *cause;
-	int rc;
 
 	if (mp_bev == NULL)
 		return -1;
-	if (proto_encode(m, &buf, &len, &cause) == -1) {
+	if (proc_write(mp_bev, m, &cause) == -1) {
 		log_warnx("model process: encode %s: %s",
 		    proto_type_name(m->type), cause);
 		return -1;
 	}
-	rc = bufferevent_write(mp_bev, buf, len);
-	free(buf);
-	return rc;
+	return 0;
 }
 
 static void

@@ -425,19 +425,15 @@ proc_spawn(struct event_base *base, int64_t task, const char *stage,
 int
 proc_send(struct worker *w, const struct proto_msg *m)
 {
-	uint8_t *buf;
-	size_t len;
 	const char *cause;
 
 	if (!proc_is_open(w))
 		return -1;
-	if (proto_encode(m, &buf, &len, &cause) == -1) {
+	if (proc_write(w->bev, m, &cause) == -1) {
 		log_warnx("encode %s for worker %d: %s",
 		    proto_type_name(m->type), (int)w->pid, cause);
 		return -1;
 	}
-	bufferevent_write(w->bev, buf, len);
-	free(buf);
 	return 0;
 }
 

@@ -4,6 +4,7 @@
  * given.
  */
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -13,6 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
 
 #include "common.h"
 #include "proto.h"
@@ -156,4 +160,33 @@ proc_exec(const char *path, const char *name, int sock, int out,
 	}
 	setpgid(pid, pid); /* also here, so a kill right away finds it */
 	return pid;
+}
+
+/*
+ * Through the bufferevent alone, each frame cost an EV_WRITE added and
+ * removed (two epoll_ctl) and a turn of the loop to write it: with a
+ * thousand workers, several for every stage.  A socket whose buffer has
+ * room takes the frame at once; an error is left to the bufferevent's own
+ * write, which reports it as before.
+ */
+int
+proc_write(
+    struct bufferevent *bev, const struct proto_msg *m, const char **cause)
+{
+	uint8_t *buf;
+	size_t len;
+	ssize_t n = 0;
+
+	if (proto_encode(m, &buf, &len, cause) == -1)
+		return -1;
+	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+		n = send(bufferevent_getfd(bev), buf, len,
+		    MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n < 0)
+			n = 0;
+	}
+	if ((size_t)n < len)
+		bufferevent_write(bev, buf + n, len - (size_t)n);
+	free(buf);
+	return 0;
 }

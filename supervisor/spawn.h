@@ -16,4 +16,14 @@
 pid_t proc_exec(const char *path, const char *name, int sock, int out,
     char *const *extra, char **cause);
 
+struct bufferevent;
+struct proto_msg;
+/*
+ * Send m to a program of ours on bev, its socket: straight to the socket
+ * when nothing waits before it, what the socket does not take now through
+ * bev, in order.  -1 with *cause when m cannot be encoded.
+ */
+int proc_write(
+    struct bufferevent *bev, const struct proto_msg *m, const char **cause);
+
 #endif

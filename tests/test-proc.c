@@ -5,6 +5,7 @@
  * on_free when the owner frees the worker; a malformed or wrong-way frame
  * kills the worker with a reason.
  */
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -15,11 +16,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "common.h"
 #include "config.h"
 #include "proc.h"
+#include "spawn.h"
 #include "store.h"
 #include "tap.h"
 
@@ -277,6 +281,63 @@ main(void)
 		free(data);
 		unlink(gotpath);
 		free(gotpath);
+	}
+
+	/*
+	 * proc_write puts a frame straight into a socket that has room,
+	 * with no turn of the loop; into a full one, through the
+	 * bufferevent, and every later frame behind it.
+	 */
+	{
+		struct bufferevent *bev;
+		struct proto_msg ack7;
+		uint8_t got[64], *e7;
+		size_t l7, queued;
+		ssize_t r;
+		const char *why;
+		int sv[2], full = 0;
+		char junk[4096];
+
+		if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == -1)
+			fatal("socketpair");
+		evutil_make_socket_nonblocking(sv[0]);
+		bev =
+		    bufferevent_socket_new(base, sv[0], BEV_OPT_CLOSE_ON_FREE);
+		bufferevent_enable(bev, EV_READ | EV_WRITE);
+		proto_msg_init(&ack7, PROTO_ACK);
+		ack7.u[PF_SEQ] = 7;
+		if (proto_encode(&ack7, &e7, &l7, &why) == -1)
+			fatalx("encode: %s", why);
+		ok(proc_write(bev, &ack7, &why) == 0, "proc_write an ACK");
+		r = recv(sv[1], got, sizeof got, MSG_DONTWAIT);
+		ok(r == (ssize_t)l7 && memcmp(got, e7, l7) == 0 &&
+		        evbuffer_get_length(bufferevent_get_output(bev)) == 0,
+		    "... is in the socket at once, nothing left in the "
+		    "bufferevent");
+		memset(junk, 'j', sizeof junk);
+		while (send(sv[0], junk, sizeof junk, MSG_DONTWAIT) > 0)
+			full++;
+		ok(proc_write(bev, &ack7, &why) == 0 &&
+		        (queued = evbuffer_get_length(
+		             bufferevent_get_output(bev))) == l7,
+		    "into a full socket, the frame waits in the bufferevent");
+		/* Room again, but the next frame goes behind the first. */
+		while (recv(sv[1], junk, sizeof junk, MSG_DONTWAIT) > 0)
+			;
+		ok(proc_write(bev, &ack7, &why) == 0 &&
+		        evbuffer_get_length(bufferevent_get_output(bev)) ==
+		            2 * l7,
+		    "... and the next one behind it, in order");
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		r = recv(sv[1], got, sizeof got, MSG_DONTWAIT);
+		ok(full > 0 && r == (ssize_t)(2 * l7) &&
+		        memcmp(got, e7, l7) == 0 &&
+		        memcmp(got + l7, e7, l7) == 0,
+		    "the loop writes both, whole");
+		bufferevent_free(bev);
+		close(sv[1]);
+		proto_msg_clear(&ack7);
+		free(e7);
 	}
 
 	/* Killed by its owner: no failure unless a reason is given. */
