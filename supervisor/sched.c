@@ -1897,6 +1897,18 @@ sched_model_call(struct worker *w, struct sched_worker *sw, struct proto_msg *m)
 		             "one's reply");
 		return;
 	}
+	/*
+	 * A node that may have lost its leases asks the model nothing: one
+	 * stopped past two thirds of a lease (SIGSTOP, a stall) reads the
+	 * call its worker sent meanwhile before its timer has looked, and
+	 * another node may have the task by now, the reply committed.  The
+	 * check stops every worker, this one too.
+	 */
+	if (sched_opts.nodes) {
+		sched_blind_check();
+		if (sched_blind)
+			return;
+	}
 	sw->model_seq = m->u[PF_SEQ];
 	if (!modelproc_enabled()) {
 		sched_model_reply(w, 0, 1, modelproc_why(), "", 0);
