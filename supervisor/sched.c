@@ -1136,8 +1136,8 @@ sched_timer_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (sched_opts.nodes)
 		sched_node_tick(now);
-	/* A lazy commit of another's (the API's, the collector's) waits no
-	 * longer than a tick for its sync. */
+	/* A lazy commit no ACK waits for (a lone log line, a stage's start)
+	 * waits no longer than a tick for its sync. */
 	sched_flush_soon();
 	if (sched_stopping && now > sched_stop_deadline) {
 		struct worker *w;

@@ -61,7 +61,8 @@ server_pump_cb(const struct event_row *ev, void *arg)
 	 * is told so only once that is durable: a result commits lazily and
 	 * may wait for the group's flush (sched.c).  A stage's start is not
 	 * worth a sync of its own (a power cut would start it again). */
-	if (ev->state < WS_MAX && wstate_status(ev->state) > TS_IN_PROGRESS)
+	if (ev->state < WS_MAX && wstate_status(ev->state) != TS_PENDING &&
+	    wstate_status(ev->state) != TS_IN_PROGRESS)
 		sched_flush();
 	control_event(ev);
 	audit_event(ev);

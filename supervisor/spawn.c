@@ -1,7 +1,7 @@
 /*
  * spawn.c: starting a program of ours (a worker, the model process) from
  * the service, the one way: vfork+exec, nothing inherited but what it is
- * given.
+ * given; and writing its frames to it.
  */
 #include <sys/prctl.h>
 #include <sys/socket.h>

@@ -1,4 +1,4 @@
-/* spawn.c: starting a program of ours from the service. */
+/* spawn.c: starting a program of ours from the service, and writing to it. */
 #ifndef SPAWN_H
 #define SPAWN_H
 
