@@ -1168,12 +1168,13 @@ sched_ack_send(struct worker *w, uint64_t seq)
 static void
 sched_flush_soon(void)
 {
-	unsigned n = proc_count();
 	struct timeval tv = {0, 0};
+	unsigned n;
 
 	if (sched_flush_armed || !store_flush_pending(sched_st))
 		return;
 	sched_flush_armed = 1;
+	n = proc_count();
 	if (n < SCHED_GROUP_FROM) {
 		event_active(sched_flush_ev, EV_TIMEOUT, 1);
 		return;

@@ -54,6 +54,8 @@ static int
 server_pump_cb(const struct event_row *ev, void *arg)
 {
 	int *n = arg;
+	enum tstatus ts =
+	    ev->state < WS_MAX ? wstate_status(ev->state) : TS_MAX;
 
 	server_pump_last = ev->id;
 	(*n)++;
@@ -61,8 +63,7 @@ server_pump_cb(const struct event_row *ev, void *arg)
 	 * is told so only once that is durable: a result commits lazily and
 	 * may wait for the group's flush (sched.c).  A stage's start is not
 	 * worth a sync of its own (a power cut would start it again). */
-	if (ev->state < WS_MAX && wstate_status(ev->state) != TS_PENDING &&
-	    wstate_status(ev->state) != TS_IN_PROGRESS)
+	if (ts != TS_MAX && ts != TS_PENDING && ts != TS_IN_PROGRESS)
 		sched_flush();
 	control_event(ev);
 	audit_event(ev);
