@@ -14,8 +14,11 @@ service_start
 svc_worker() { pgrep -P "$SVC" -x orch-worker; }
 
 # Every task's log followed through the service, as JSON lines (ended
-# by timeout: without an id, -f follows until interrupted).
-timeout 25 "$SUP" logs -f --json >"$T/follow.json" 2>"$T/follow.err" &
+# by timeout: without an id, -f follows until interrupted).  --foreground:
+# the signals go to it alone, not to its process group, where a sanitizer
+# build's leak check at exit has a helper (signalled while it stops the
+# process, that helper hung).
+timeout --foreground 25 "$SUP" logs -f --json >"$T/follow.json" 2>"$T/follow.err" &
 FOLLOW=$!
 id=$("$SUP" submit "Write three files" --repo "$T/repo" --auto-approve all \
 	--verify "cat a.txt b.txt c.txt" 2>"$T/submit.err")
